@@ -1,0 +1,111 @@
+# tandem - continuous-checkpoint replication for Xen VMs.
+#
+#   make            build ./tandem
+#   make deps       install the Debian packages it needs (apt-get)
+#   make test       unit + integration tests (installs deps first)
+#   make demo       protect a synthetic memdom guest on loopback, fail over
+#   make bench      benchmarks, one `bench NAME: ...` line each
+#   make fuzz       run every libFuzzer harness for FUZZ_TIME seconds
+#   make lab        the emulated two-host Xen lab and its xl remus baseline
+#   SANITIZER=address|undefined   build with a sanitizer
+
+CC ?= cc
+ifeq ($(CC),cc)
+CC := gcc
+endif
+FUZZCC ?= clang
+PKGS := libuv libcrypto libnl-3.0 libnl-route-3.0 xencontrol xenguest xenstore xentoollog \
+	libnetfilter_queue libmnl
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell pkg-config --libs $(PKGS))
+
+WARN := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+	-Wshadow -Wno-format-nonliteral -Wvla
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) -MD -MP
+LDLIBS += -pthread -lm
+
+ifeq ($(SANITIZER),address)
+CFLAGS += -fsanitize=address -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address
+else ifeq ($(SANITIZER),undefined)
+CFLAGS += -fsanitize=undefined -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=undefined
+endif
+
+MODULES := lib config domain primary backup buffering heartbeat cli
+LIB_SRCS := $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+LIB_OBJS := $(LIB_SRCS:.c=.o)
+TEST_SRCS := $(wildcard tests/*.c)
+TEST_OBJS := $(TEST_SRCS:.c=.o)
+BENCH_SRCS := $(wildcard bench/*.c)
+FUZZ_HARNESSES := $(basename $(notdir $(wildcard fuzz/fuzz-*.c)))
+FUZZ_BINS := $(addprefix fuzz/bin/,$(FUZZ_HARNESSES))
+FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c config/config.c
+FUZZ_TIME ?= 60
+
+.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-shell clean
+
+all: tandem
+
+tandem: cli/main.o $(LIB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+tests/tandem-test: $(TEST_OBJS) $(LIB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+bench/tandem-bench: $(BENCH_SRCS:.c=.o) $(LIB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+%.o: %.c
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+fuzz/bin/%: fuzz/%.c $(FUZZ_LIB_SRCS)
+	@mkdir -p fuzz/bin
+	$(FUZZCC) -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+		$(PKG_CFLAGS) -o $@ $^ -lcrypto -pthread
+
+deps:
+	@bash scripts/deps.sh
+
+test-build: tandem tests/tandem-test $(FUZZ_BINS)
+
+# The README's test command.  Runs `deps` first, then builds in a sub-make so
+# pkg-config sees freshly installed packages.
+test: deps
+	@$(MAKE) --no-print-directory test-build
+	@./tests/tandem-test $(TESTS)
+
+soak: deps
+	@$(MAKE) --no-print-directory test-build
+	@TANDEM_TRIALS=1000 ./tests/tandem-test $(or $(TESTS),engine_random_kill)
+
+demo: deps
+	@$(MAKE) --no-print-directory tandem
+	@bash scripts/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory tandem bench/tandem-bench
+	@./bench/tandem-bench $(BENCH)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@for h in $(FUZZ_HARNESSES); do \
+		mkdir -p fuzz/corpus/$${h#fuzz-}; \
+		echo "fuzz: $$h for $(FUZZ_TIME)s"; \
+		./fuzz/bin/$$h -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+			fuzz/corpus/$${h#fuzz-} 2>&1 | grep -E 'stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY' || exit 1; \
+	done
+
+lab:
+	@bash lab/lab.sh baseline
+
+lab-shell:
+	@bash lab/lab.sh shell $(or $(HOST),A)
+
+clean:
+	rm -f tandem tests/tandem-test bench/tandem-bench
+	rm -rf fuzz/bin
+	find . -name '*.o' -delete -o -name '*.d' -delete
+
+-include $(shell find . -name '*.d' -not -path './.git/*' 2>/dev/null)

@@ -1,0 +1,29 @@
+/*
+ * cmd.h - the `tandem` subcommands, dispatched from the table in main.c.
+ *
+ * Each takes the arguments after its name (argv[0] is the subcommand) and
+ * returns the process exit status (see docs/operations.md, "Exit codes").
+ */
+#ifndef TANDEM_CMD_H
+#define TANDEM_CMD_H
+
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_FAILURE_RUNTIME = 1,	/* runtime failure */
+	EXIT_USAGE = 2,			/* bad usage or bad configuration */
+	EXIT_PEER = 3,			/* peer refused: auth, version, name, digest */
+	EXIT_ENV = 4,			/* host lacks a kernel feature, module, device */
+	EXIT_NO_DAEMON = 5,		/* status: no daemon answered */
+};
+
+int cmd_primary(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_check_config(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
+
+/* Shared by the daemons: parse "[--log-level L] [--foreground] CONFIG". */
+struct tandem_config;
+int cmd_load_config(int argc, char **argv, const char *role, struct tandem_config *cfg);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * commands.c - check-config, keygen, status, and shared daemon start-up.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../config/config.h"
+#include "../lib/key.h"
+#include "../lib/log.h"
+#include "../lib/util.h"
+#include "cmd.h"
+
+int cmd_check_config(int argc, char **argv)
+{
+	struct tandem_config cfg;
+	char err[4096];
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem check-config CONFIG\n");
+		return EXIT_USAGE;
+	}
+	if (config_load(argv[1], &cfg, err, sizeof(err))) {
+		fprintf(stderr, "%s", err);
+		return EXIT_USAGE;
+	}
+	config_print(&cfg, stdout);
+	return EXIT_OK;
+}
+
+int cmd_keygen(int argc, char **argv)
+{
+	char err[512];
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem keygen FILE\n");
+		return EXIT_USAGE;
+	}
+	if (key_generate(argv[1], err, sizeof(err))) {
+		fprintf(stderr, "tandem keygen: %s\n", err);
+		return EXIT_FAILURE_RUNTIME;
+	}
+	printf("wrote a new key to %s (mode 0600); copy it to the peer host\n", argv[1]);
+	return EXIT_OK;
+}
+
+int cmd_load_config(int argc, char **argv, const char *role, struct tandem_config *cfg)
+{
+	static const struct option opts[] = {
+		{ "log-level", required_argument, NULL, 'l' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char err[4096];
+	int c;
+
+	log_set_role(role);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "l:", opts, NULL)) != -1) {
+		if (c == 'l') {
+			if (log_set_level_name(optarg)) {
+				fprintf(stderr, "tandem %s: --log-level: expected error, warn, info or debug, got '%s'\n",
+					role, optarg);
+				return EXIT_USAGE;
+			}
+		} else {
+			fprintf(stderr, "usage: tandem %s [--log-level LEVEL] CONFIG\n", role);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "usage: tandem %s [--log-level LEVEL] CONFIG\n", role);
+		return EXIT_USAGE;
+	}
+	if (config_load(argv[optind], cfg, err, sizeof(err))) {
+		fprintf(stderr, "%s", err);
+		return EXIT_USAGE;
+	}
+	log_set_vm(cfg->name);
+	return EXIT_OK;
+}
+
+/* ---- status client -------------------------------------------------------- */
+
+/* Send `request` to one status socket and copy the reply to out. */
+static int query_socket(const char *path, const char *request, FILE *out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 2 };
+	char buf[8192];
+	ssize_t n;
+	int fd, rc = 0;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((rc = write_full(fd, request, strlen(request))))
+		goto out;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, (size_t)n, out);
+	if (n < 0)
+		rc = -errno;
+out:
+	close(fd);
+	return rc;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "watch", no_argument, NULL, 'w' },
+		{ "run-dir", required_argument, NULL, 'r' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *name = NULL;
+	bool json = false, watch = false;
+	int c, found;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "jwr:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = true; break;
+		case 'w': watch = true; break;
+		case 'r': run_dir = optarg; break;
+		default:
+			fprintf(stderr, "usage: tandem status [--json] [--watch] [--run-dir DIR] [NAME]\n");
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc)
+		name = argv[optind];
+
+	for (;;) {
+		DIR *d = opendir(run_dir);
+		struct dirent *de;
+
+		found = 0;
+		if (watch)
+			printf("\033[H\033[J");
+		while (d && (de = readdir(d))) {
+			char path[512];
+			size_t nl = name ? strlen(name) : 0;
+			size_t dl = strlen(de->d_name);
+
+			if (dl < 6 || strcmp(de->d_name + dl - 5, ".sock") != 0)
+				continue;
+			if (name && (strncmp(de->d_name, name, nl) != 0 || de->d_name[nl] != '.'))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", run_dir, de->d_name);
+			if (query_socket(path, json ? "json\n" : "text\n", stdout) == 0)
+				found++;
+		}
+		if (d)
+			closedir(d);
+		fflush(stdout);
+		if (!watch)
+			break;
+		sleep(1);
+	}
+	if (!found) {
+		fprintf(stderr, "tandem status: no tandem daemon%s%s answers in %s\n",
+			name ? " for VM " : "", name ? name : "", run_dir);
+		return EXIT_NO_DAEMON;
+	}
+	return EXIT_OK;
+}

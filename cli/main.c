@@ -1,0 +1,114 @@
+/*
+ * main.c - the single `tandem` binary: a table of subcommands.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "../lib/log.h"
+#include "../lib/util.h"
+#include "../lib/wire.h"
+#include "cmd.h"
+
+#ifndef TANDEM_VERSION
+#define TANDEM_VERSION "0.1.0"
+#endif
+
+struct builtin {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *usage;
+	const char *help;
+};
+
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+
+static const struct builtin builtins[] = {
+	{ "primary", cmd_primary, "primary [--log-level LEVEL] CONFIG",
+	  "Protect the VM named in CONFIG from this host: checkpoint it every\n"
+	  "epoch and ship each checkpoint to the backup.  Runs until SIGTERM\n"
+	  "(clean stop: output released, guest left running) or loss of the peer." },
+	{ "backup", cmd_backup, "backup [--log-level LEVEL] CONFIG",
+	  "Hold the warm standby of the VM named in CONFIG: receive and commit\n"
+	  "checkpoints, acknowledge them, and activate the standby when the\n"
+	  "primary is lost." },
+	{ "status", cmd_status, "status [--json] [--watch] [NAME]",
+	  "Ask the daemons running on this host (all, or those of VM NAME) for\n"
+	  "their state.  --json prints one JSON object per daemon with stable\n"
+	  "field names; --watch refreshes every second." },
+	{ "check-config", cmd_check_config, "check-config CONFIG",
+	  "Validate CONFIG and print the effective configuration, defaults\n"
+	  "included.  Exit status 2 when it has errors." },
+	{ "keygen", cmd_keygen, "keygen FILE",
+	  "Write a new random shared key to FILE (mode 0600; never overwrites).\n"
+	  "Copy the same file to both hosts." },
+	{ "help", cmd_help, "help [COMMAND]", "Show help for COMMAND." },
+	{ "version", cmd_version, "version", "Print the version." },
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: tandem COMMAND [ARGS]\n\ncommands:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(builtins); i++)
+		fprintf(out, "  tandem %s\n", builtins[i].usage);
+	fprintf(out, "\n`tandem help COMMAND` explains one; docs/operations.md has the rest.\n");
+}
+
+static const struct builtin *find_builtin(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(builtins); i++)
+		if (strcmp(builtins[i].name, name) == 0)
+			return &builtins[i];
+	return NULL;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	const struct builtin *b;
+
+	if (argc < 2) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	b = find_builtin(argv[1]);
+	if (!b) {
+		fprintf(stderr, "tandem: no command '%s'\n", argv[1]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	printf("usage: tandem %s\n\n%s\n", b->usage, b->help);
+	return EXIT_OK;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	printf("tandem %s (protocol version %d)\n", TANDEM_VERSION, WIRE_VERSION);
+	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	const struct builtin *b;
+
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))
+		return cmd_version(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return cmd_help(1, argv + 1);
+	b = find_builtin(argv[1]);
+	if (!b) {
+		fprintf(stderr, "tandem: unknown command '%s'\n", argv[1]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+		char *hargv[] = { "help", argv[1], NULL };
+		return cmd_help(2, hargv);
+	}
+	return b->fn(argc - 1, argv + 1);
+}

@@ -1,0 +1,505 @@
+/*
+ * config.c - schema table, parser, printer and digest of the VM config.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "config.h"
+#include "../lib/util.h"
+
+#define F(field) offsetof(struct tandem_config, field), sizeof(((struct tandem_config *)0)->field)
+
+static const char *const domain_names[] = { "xen", "memdom", NULL };
+static const char *const netbuf_names[] = { "plug", "queue", "none", NULL };
+static const char *const pattern_names[] = { "sequential", "random", "hotset", NULL };
+
+#define KB 1024ull
+#define MB (1024ull * KB)
+#define GB (1024ull * MB)
+
+/*
+ * The schema.  Keep docs/configuration.md in step: a unit test compares the
+ * two.  `digest` marks the keys both peers must agree on.
+ */
+static const struct config_key schema[] = {
+	{ "name", CT_STRING, F(name), 0, 0, NULL, NULL, true,
+	  "Name of the protected VM; tags every log line and the status socket." },
+	{ "domain", CT_ENUM, F(domain), 0, 0, "xen", domain_names, true,
+	  "Domain driver: xen (the product) or memdom (a synthetic test guest)." },
+	{ "xen-domain", CT_STRING, F(xen_domain), 0, 0, "", NULL, false,
+	  "Xen domain name to protect, when it differs from name." },
+	{ "replication", CT_ADDR, F(replication), 0, 0, NULL, NULL, true,
+	  "host:port where the backup listens and the primary connects." },
+	{ "key-file", CT_STRING, F(key_file), 0, 0, "/etc/tandem/tandem.key", NULL, false,
+	  "Shared key made by `tandem keygen`; must not be readable by group or others." },
+	{ "encrypt", CT_BOOL, F(encrypt), 0, 0, "no", NULL, true,
+	  "Encrypt the replication stream (AES-256-GCM); it is always authenticated." },
+	{ "run-dir", CT_STRING, F(run_dir), 0, 0, "/run/tandem", NULL, false,
+	  "Directory for the daemons' status sockets." },
+	{ "interval", CT_DURATION, F(interval_ms), 10, 10000, "100ms", NULL, true,
+	  "Epoch length: time between checkpoints." },
+	{ "timeout", CT_DURATION, F(timeout_ms), 100, 60000, "1s", NULL, true,
+	  "Silence from the peer after which it is declared lost." },
+	{ "heartbeat-interval", CT_DURATION, F(heartbeat_interval_ms), 10, 10000, "100ms", NULL, true,
+	  "Time between heartbeats on the replication link." },
+	{ "epochs-in-flight", CT_UINT, F(epochs_in_flight), 1, 64, "4", NULL, false,
+	  "Checkpoints captured but not yet acknowledged before the epoch stretches." },
+	{ "staging-limit", CT_SIZE, F(staging_limit), 1 * MB, 64 * GB, "1G", NULL, false,
+	  "Memory for checkpoints captured but not yet acknowledged." },
+	{ "netbuf", CT_ENUM, F(netbuf), 0, 0, "plug", netbuf_names, false,
+	  "Output buffering backend: plug (qdisc over IFB), queue (NFQUEUE) or none." },
+	{ "vif", CT_STRING, F(vif), 0, 0, "", NULL, false,
+	  "Network interface carrying the VM's output (default: derived from the domain)." },
+	{ "buffer-limit", CT_SIZE, F(buffer_limit), 64 * KB, 1 * GB, "10M", NULL, false,
+	  "Bytes of output held per VM before packets are dropped." },
+	{ "allow-unsafe-no-buffering", CT_BOOL, F(allow_unsafe_no_buffering), 0, 0, "no", NULL, false,
+	  "Permit netbuf = none; clients may then see state that is lost at failover." },
+	{ "memory", CT_SIZE, F(memory), 1 * MB, 64 * GB, "64M", NULL, true,
+	  "memdom: size of the synthetic guest's memory." },
+	{ "workload-rate", CT_UINT, F(workload_rate), 0, 100000000, "20000", NULL, true,
+	  "memdom: page writes per second (0 = as fast as possible)." },
+	{ "workload-pattern", CT_ENUM, F(workload_pattern), 0, 0, "random", pattern_names, true,
+	  "memdom: which pages are written: sequential, random or hotset." },
+	{ "hotset", CT_SIZE, F(hotset), 4 * KB, 64 * GB, "4M", NULL, true,
+	  "memdom: size of the hot set for workload-pattern = hotset." },
+};
+
+const struct config_key *config_schema(size_t *n)
+{
+	*n = ARRAY_SIZE(schema);
+	return schema;
+}
+
+/* ---- error accumulation ------------------------------------------------ */
+
+struct errbuf {
+	char *buf;
+	size_t len, used;
+	int count;
+};
+
+static void __attribute__((format(printf, 2, 3)))
+err_add(struct errbuf *e, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	e->count++;
+	if (!e->buf || e->used + 1 >= e->len)
+		return;
+	va_start(ap, fmt);
+	r = vsnprintf(e->buf + e->used, e->len - e->used, fmt, ap);
+	va_end(ap);
+	if (r > 0)
+		e->used = MIN(e->len - 1, e->used + (size_t)r);
+	if (e->used + 1 < e->len) {
+		e->buf[e->used++] = '\n';
+		e->buf[e->used] = '\0';
+	}
+}
+
+/* ---- values ------------------------------------------------------------ */
+
+static const char *type_expect(const struct config_key *k)
+{
+	switch (k->type) {
+	case CT_STRING: return "a string";
+	case CT_BOOL: return "yes or no";
+	case CT_DURATION: return "a duration such as 25ms or 1s";
+	case CT_SIZE: return "a size such as 4096, 256K, 10M or 1G";
+	case CT_UINT: return "a whole number";
+	case CT_ENUM: return "one of the listed words";
+	case CT_ADDR: return "an address host:port (IPv6 as [addr]:port)";
+	}
+	return "?";
+}
+
+static void fmt_bound(const struct config_key *k, uint64_t v, char *buf, size_t len)
+{
+	if (k->type == CT_DURATION) {
+		if (v >= 1000 && v % 1000 == 0)
+			snprintf(buf, len, "%llus", (unsigned long long)(v / 1000));
+		else
+			snprintf(buf, len, "%llums", (unsigned long long)v);
+	} else if (k->type == CT_SIZE) {
+		fmt_size(v, buf, len);
+	} else {
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	}
+}
+
+static int parse_addr(const char *s, struct config_addr *a)
+{
+	const char *colon;
+	size_t hostlen;
+	uint64_t port;
+
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		hostlen = (size_t)(close - s - 1);
+		s++;
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || strchr(s, ':') != colon)
+			return -EINVAL;
+		hostlen = (size_t)(colon - s);
+	}
+	if (hostlen == 0 || hostlen >= sizeof(a->host))
+		return -EINVAL;
+	if (parse_u64(colon + 1, &port) || port == 0 || port > 65535)
+		return -EINVAL;
+	memcpy(a->host, s, hostlen);
+	a->host[hostlen] = '\0';
+	a->port = (uint16_t)port;
+	return 0;
+}
+
+static bool name_ok(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("-_.", *s))
+			return false;
+	return true;
+}
+
+/*
+ * Set one key from its text.  Returns 0, or -EINVAL with a message (without
+ * the file/line prefix) in msg.
+ */
+static int set_value(struct tandem_config *cfg, const struct config_key *k,
+		     const char *v, char *msg, size_t msglen)
+{
+	char *field = (char *)cfg + k->offset;
+	char lo[32], hi[32];
+	uint64_t u;
+	int r;
+
+	switch (k->type) {
+	case CT_STRING:
+		if (strlen(v) >= k->size) {
+			snprintf(msg, msglen, "expected at most %zu characters, got %zu",
+				 k->size - 1, strlen(v));
+			return -EINVAL;
+		}
+		if (strcmp(k->name, "name") == 0 && !name_ok(v)) {
+			snprintf(msg, msglen, "expected letters, digits, '-', '_' or '.', got '%s'", v);
+			return -EINVAL;
+		}
+		strcpy(field, v);
+		return 0;
+	case CT_BOOL:
+		if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1"))
+			*(bool *)field = true;
+		else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0"))
+			*(bool *)field = false;
+		else {
+			snprintf(msg, msglen, "expected yes or no, got '%s'", v);
+			return -EINVAL;
+		}
+		return 0;
+	case CT_ENUM:
+		for (int i = 0; k->enums[i]; i++) {
+			if (strcmp(v, k->enums[i]) == 0) {
+				*(int *)field = i;
+				return 0;
+			}
+		}
+		{
+			char list[128] = "";
+			for (int i = 0; k->enums[i]; i++) {
+				strncat(list, i ? ", " : "", sizeof(list) - strlen(list) - 1);
+				strncat(list, k->enums[i], sizeof(list) - strlen(list) - 1);
+			}
+			snprintf(msg, msglen, "expected one of %s, got '%s'", list, v);
+		}
+		return -EINVAL;
+	case CT_ADDR:
+		if (parse_addr(v, (struct config_addr *)field)) {
+			snprintf(msg, msglen, "expected %s, got '%s'", type_expect(k), v);
+			return -EINVAL;
+		}
+		return 0;
+	case CT_DURATION:
+		r = parse_duration_ms(v, &u);
+		break;
+	case CT_SIZE:
+		r = parse_size(v, &u);
+		break;
+	case CT_UINT:
+		r = parse_u64(v, &u);
+		break;
+	default:
+		r = -EINVAL;
+	}
+	if (r) {
+		snprintf(msg, msglen, "expected %s, got '%s'", type_expect(k), v);
+		return -EINVAL;
+	}
+	if (u < k->min || u > k->max) {
+		fmt_bound(k, k->min, lo, sizeof(lo));
+		fmt_bound(k, k->max, hi, sizeof(hi));
+		snprintf(msg, msglen, "%s is out of bounds (%s to %s)", v, lo, hi);
+		return -EINVAL;
+	}
+	*(uint64_t *)field = u;
+	return 0;
+}
+
+static const struct config_key *find_key(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++)
+		if (strcmp(schema[i].name, name) == 0)
+			return &schema[i];
+	return NULL;
+}
+
+static const char *closest_key(const char *name)
+{
+	const char *best = NULL;
+	unsigned bestd = 99;
+
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
+		unsigned d = edit_distance(name, schema[i].name);
+		if (d < bestd) {
+			bestd = d;
+			best = schema[i].name;
+		}
+	}
+	return bestd <= MAX(2u, (unsigned)strlen(name) / 3) ? best : NULL;
+}
+
+static char *trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		*--end = '\0';
+	return s;
+}
+
+/* Strip a '#' comment that is not inside double quotes. */
+static void strip_comment(char *s)
+{
+	bool quoted = false;
+
+	for (; *s; s++) {
+		if (*s == '"')
+			quoted = !quoted;
+		else if (*s == '#' && !quoted) {
+			*s = '\0';
+			return;
+		}
+	}
+}
+
+int config_parse(const char *file, const char *text, size_t len,
+		 struct tandem_config *cfg, char *err, size_t errlen)
+{
+	struct errbuf e = { err, errlen, 0, 0 };
+	bool seen[ARRAY_SIZE(schema)] = { false };
+	char msg[256], line[1024];
+	size_t pos = 0;
+	int lineno = 0;
+
+	if (err && errlen)
+		err[0] = '\0';
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->source, sizeof(cfg->source), "%s", file);
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
+		if (schema[i].def && set_value(cfg, &schema[i], schema[i].def, msg, sizeof(msg)))
+			err_add(&e, "internal: default of '%s': %s", schema[i].name, msg);
+	}
+
+	while (pos < len) {
+		size_t n = 0;
+		char *s, *eq, *key, *val;
+		const struct config_key *k;
+
+		lineno++;
+		while (pos < len && text[pos] != '\n') {
+			if (n + 1 < sizeof(line))
+				line[n++] = text[pos] ? text[pos] : ' ';
+			pos++;
+		}
+		pos++;
+		line[n] = '\0';
+		if (n + 1 >= sizeof(line)) {
+			err_add(&e, "%s:%d: line is longer than %zu characters", file, lineno, sizeof(line) - 2);
+			continue;
+		}
+		strip_comment(line);
+		s = trim(line);
+		if (!*s)
+			continue;
+		eq = strchr(s, '=');
+		if (!eq) {
+			err_add(&e, "%s:%d: expected 'key = value', got '%s'", file, lineno, s);
+			continue;
+		}
+		*eq = '\0';
+		key = trim(s);
+		val = trim(eq + 1);
+		if (!*key) {
+			err_add(&e, "%s:%d: expected a key before '='", file, lineno);
+			continue;
+		}
+		k = find_key(key);
+		if (!k) {
+			const char *c = closest_key(key);
+			if (c)
+				err_add(&e, "%s:%d: unknown key '%s' (did you mean '%s'?)", file, lineno, key, c);
+			else
+				err_add(&e, "%s:%d: unknown key '%s' (see docs/configuration.md)", file, lineno, key);
+			continue;
+		}
+		if (seen[k - schema]) {
+			err_add(&e, "%s:%d: key '%s': set twice", file, lineno, key);
+			continue;
+		}
+		seen[k - schema] = true;
+		if (*val == '"') {
+			size_t vl = strlen(val);
+			if (vl < 2 || val[vl - 1] != '"') {
+				err_add(&e, "%s:%d: key '%s': unterminated quoted string", file, lineno, key);
+				continue;
+			}
+			val[vl - 1] = '\0';
+			val++;
+		}
+		if (set_value(cfg, k, val, msg, sizeof(msg)))
+			err_add(&e, "%s:%d: key '%s': %s", file, lineno, key, msg);
+	}
+
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
+		if (!schema[i].def && !seen[i])
+			err_add(&e, "%s: key '%s' is required: %s", file, schema[i].name, schema[i].help);
+	}
+	if (!e.count && cfg->netbuf == NETBUF_NONE && !cfg->allow_unsafe_no_buffering)
+		err_add(&e, "%s: key 'netbuf': none needs allow-unsafe-no-buffering = yes "
+			"(clients could see output from state lost at failover)", file);
+	if (!e.count && cfg->heartbeat_interval_ms * 2 > cfg->timeout_ms)
+		err_add(&e, "%s: key 'heartbeat-interval': %llums must be at most half of timeout (%llums)",
+			file, (unsigned long long)cfg->heartbeat_interval_ms,
+			(unsigned long long)cfg->timeout_ms);
+	return e.count ? -EINVAL : 0;
+}
+
+int config_load(const char *path, struct tandem_config *cfg, char *err, size_t errlen)
+{
+	char *text = NULL;
+	struct stat st;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: cannot open: %s\n", path, strerror(errno));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 1024 * 1024) {
+		snprintf(err, errlen, "%s: not a regular file of at most 1 MiB\n", path);
+		close(fd);
+		return -EINVAL;
+	}
+	text = malloc((size_t)st.st_size + 1);
+	if (!text) {
+		close(fd);
+		return -ENOMEM;
+	}
+	rc = read_full(fd, text, (size_t)st.st_size);
+	close(fd);
+	if (rc) {
+		snprintf(err, errlen, "%s: read failed: %s\n", path, strerror(-rc));
+		free(text);
+		return rc;
+	}
+	rc = config_parse(path, text, (size_t)st.st_size, cfg, err, errlen);
+	free(text);
+	return rc;
+}
+
+void config_format_value(const struct tandem_config *cfg, const struct config_key *k,
+			 char *buf, size_t len)
+{
+	const char *field = (const char *)cfg + k->offset;
+	const struct config_addr *a;
+
+	switch (k->type) {
+	case CT_STRING:
+		snprintf(buf, len, "%s", field);
+		break;
+	case CT_BOOL:
+		snprintf(buf, len, "%s", *(const bool *)field ? "yes" : "no");
+		break;
+	case CT_ENUM:
+		snprintf(buf, len, "%s", k->enums[*(const int *)field]);
+		break;
+	case CT_ADDR:
+		a = (const struct config_addr *)field;
+		if (strchr(a->host, ':'))
+			snprintf(buf, len, "[%s]:%u", a->host, a->port);
+		else
+			snprintf(buf, len, "%s:%u", a->host, a->port);
+		break;
+	case CT_DURATION:
+	case CT_SIZE:
+	case CT_UINT:
+		fmt_bound(k, *(const uint64_t *)field, buf, len);
+		break;
+	}
+}
+
+void config_print(const struct tandem_config *cfg, FILE *out)
+{
+	char val[CONFIG_PATH_MAX + 16];
+
+	fprintf(out, "# effective configuration of %s (defaults included)\n", cfg->source);
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
+		config_format_value(cfg, &schema[i], val, sizeof(val));
+		if (schema[i].type == CT_STRING)
+			fprintf(out, "%-26s = \"%s\"\n", schema[i].name, val);
+		else
+			fprintf(out, "%-26s = %s\n", schema[i].name, val);
+	}
+}
+
+void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LEN])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char val[CONFIG_PATH_MAX + 16];
+	unsigned int olen = 0;
+
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
+		if (!schema[i].digest)
+			continue;
+		config_format_value(cfg, &schema[i], val, sizeof(val));
+		EVP_DigestUpdate(ctx, schema[i].name, strlen(schema[i].name) + 1);
+		EVP_DigestUpdate(ctx, val, strlen(val) + 1);
+	}
+	EVP_DigestFinal_ex(ctx, out, &olen);
+	EVP_MD_CTX_free(ctx);
+}
+
+void config_status_path(const struct tandem_config *cfg, const char *role,
+			char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s.%s.sock", cfg->run_dir, cfg->name, role);
+}

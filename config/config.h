@@ -1,0 +1,103 @@
+/*
+ * config.h - the per-VM configuration file.
+ *
+ * One file per protected VM, "key = value" lines in the look of an xl.cfg.
+ * Everything about a key (type, bounds, default, help) lives in one schema
+ * table in config.c; the parser, `tandem check-config`, the digest both
+ * peers compare, and the docs test are all driven by it.
+ */
+#ifndef TANDEM_CONFIG_H
+#define TANDEM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_NAME_MAX 64
+#define CONFIG_PATH_MAX 256
+#define CONFIG_DIGEST_LEN 32
+
+struct config_addr {
+	char host[CONFIG_PATH_MAX];
+	uint16_t port;
+};
+
+enum domain_kind { DOMAIN_XEN = 0, DOMAIN_MEMDOM };
+enum netbuf_kind { NETBUF_PLUG = 0, NETBUF_QUEUE, NETBUF_NONE };
+enum memdom_pattern { PATTERN_SEQUENTIAL = 0, PATTERN_RANDOM, PATTERN_HOTSET };
+
+struct tandem_config {
+	char source[CONFIG_PATH_MAX];		/* file it came from */
+
+	char name[CONFIG_NAME_MAX + 1];
+	int domain;				/* enum domain_kind */
+	char xen_domain[CONFIG_NAME_MAX + 1];
+	struct config_addr replication;
+	char key_file[CONFIG_PATH_MAX];
+	bool encrypt;
+	char run_dir[CONFIG_PATH_MAX];
+
+	uint64_t interval_ms;
+	uint64_t timeout_ms;
+	uint64_t heartbeat_interval_ms;
+	uint64_t epochs_in_flight;
+	uint64_t staging_limit;
+
+	int netbuf;				/* enum netbuf_kind */
+	char vif[CONFIG_NAME_MAX + 1];
+	uint64_t buffer_limit;
+	bool allow_unsafe_no_buffering;
+
+	uint64_t memory;			/* memdom only */
+	uint64_t workload_rate;
+	int workload_pattern;			/* enum memdom_pattern */
+	uint64_t hotset;
+};
+
+enum config_type {
+	CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_ENUM, CT_ADDR,
+};
+
+struct config_key {
+	const char *name;
+	enum config_type type;
+	size_t offset;
+	size_t size;			/* strings: buffer size */
+	uint64_t min, max;		/* durations (ms), sizes, uints */
+	const char *def;		/* default as text; NULL = required */
+	const char *const *enums;	/* CT_ENUM: NULL-terminated names */
+	bool digest;			/* both peers must agree on it */
+	const char *help;
+};
+
+/* The schema; *n receives its length. */
+const struct config_key *config_schema(size_t *n);
+
+/*
+ * Parse a configuration from text (file name used in messages only).
+ * Defaults are applied first.  On error returns -EINVAL and writes one
+ * line per problem into err ("FILE:LINE: key 'k': ...").
+ */
+int config_parse(const char *file, const char *text, size_t len,
+		 struct tandem_config *cfg, char *err, size_t errlen);
+
+/* Read and parse a file.  Returns 0, -EINVAL (err filled) or -errno. */
+int config_load(const char *path, struct tandem_config *cfg,
+		char *err, size_t errlen);
+
+/* Print the effective configuration, defaults included, as a config file. */
+void config_print(const struct tandem_config *cfg, FILE *out);
+
+/* Format one key's effective value. */
+void config_format_value(const struct tandem_config *cfg,
+			 const struct config_key *k, char *buf, size_t len);
+
+/* SHA-256 over the keys both peers must agree on. */
+void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LEN]);
+
+/* Path of this VM's status socket: RUN_DIR/NAME.ROLE.sock */
+void config_status_path(const struct tandem_config *cfg, const char *role,
+			char *buf, size_t len);
+
+#endif

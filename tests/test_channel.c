@@ -1,0 +1,457 @@
+/*
+ * test_channel.c - handshake and authenticated frames: wrong key, mismatched
+ * peers, forged, replayed, reordered and truncated input.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../lib/channel.h"
+#include "../lib/key.h"
+#include "../lib/util.h"
+#include "test.h"
+
+struct side {
+	int fd;
+	struct channel_params p;
+	struct channel *ch;
+	int rc;
+	char err[256];
+};
+
+static void *hs_thread(void *arg)
+{
+	struct side *s = arg;
+
+	s->rc = channel_handshake(s->fd, &s->p, &s->ch, s->err, sizeof(s->err));
+	return NULL;
+}
+
+static void params(struct channel_params *p, uint32_t role, const char *vm, uint8_t keybyte)
+{
+	memset(p, 0, sizeof(*p));
+	p->role = role;
+	p->vm = vm;
+	memset(p->digest, 0x11, sizeof(p->digest));
+	memset(p->key, keybyte, sizeof(p->key));
+}
+
+/* Handshake a primary and a backup over a socketpair, each in a thread. */
+static void pair(struct side *a, struct side *b)
+{
+	int sv[2];
+	pthread_t ta, tb;
+	struct timeval tv = { .tv_sec = 5 };
+
+	ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	a->fd = sv[0];
+	b->fd = sv[1];
+	pthread_create(&ta, NULL, hs_thread, a);
+	pthread_create(&tb, NULL, hs_thread, b);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+}
+
+struct sendv_ctx {
+	struct channel *ch;
+	struct iovec *iov;
+	int rc;
+};
+
+static void *sendv_thread(void *arg)
+{
+	struct sendv_ctx *c = arg;
+
+	c->rc = channel_sendv(c->ch, REC_CKPT_PAGES, c->iov, 3);
+	return NULL;
+}
+
+static void exchange(bool encrypt)
+{
+	struct side a, b;
+	struct channel_rec rec;
+	uint8_t payload[WIRE_MAX_PAYLOAD];
+	struct wire_ack ack = { 42, 7 }, got;
+	struct iovec iov[3];
+	uint32_t len;
+
+	params(&a.p, ROLE_PRIMARY, "vm1", 1);
+	params(&b.p, ROLE_BACKUP, "vm1", 1);
+	a.p.encrypt = b.p.encrypt = encrypt;
+	pair(&a, &b);
+	if (a.rc || b.rc)
+		FAILF("handshake: %s / %s", a.err, b.err);
+	ASSERT(!strcmp(channel_peer(a.ch)->name, "vm1"));
+	ASSERT_EQ(channel_peer(a.ch)->role, ROLE_BACKUP);
+
+	/* ack both ways */
+	len = wire_put_ack(payload, &ack);
+	ASSERT_EQ(channel_send(a.ch, REC_ACK, payload, len), 0);
+	ASSERT_EQ(channel_recv(b.ch, &rec), 0);
+	ASSERT_EQ(rec.type, REC_ACK);
+	wire_get_ack(rec.payload, &got);
+	ASSERT(got.epoch == 42 && got.commit_us == 7);
+	ASSERT_EQ(channel_send(b.ch, REC_ACK, payload, len), 0);
+	ASSERT_EQ(channel_recv(a.ch, &rec), 0);
+
+	/* a full pages record sent as a gather list, in a thread (it exceeds the socket buffer) */
+	{
+		static uint8_t prefix[16], pfns[256 * 8], data[256 * 4096];
+		pthread_t t;
+		struct sendv_ctx ctx;
+
+		wire_put_pages_prefix(prefix, 3, 256);
+		for (int i = 0; i < 256; i++)
+			put_be64(pfns + 8 * i, (uint64_t)i * 3);
+		for (size_t i = 0; i < sizeof(data); i++)
+			data[i] = (uint8_t)(i * 7);
+		iov[0] = (struct iovec){ prefix, 16 };
+		iov[1] = (struct iovec){ pfns, sizeof(pfns) };
+		iov[2] = (struct iovec){ data, sizeof(data) };
+		ctx.ch = a.ch;
+		ctx.iov = iov;
+		pthread_create(&t, NULL, sendv_thread, &ctx);
+		ASSERT_EQ(channel_recv(b.ch, &rec), 0);
+		pthread_join(t, NULL);
+		ASSERT_EQ(ctx.rc, 0);
+		ASSERT_EQ(rec.type, REC_CKPT_PAGES);
+		ASSERT_EQ(rec.len, 16 + sizeof(pfns) + sizeof(data));
+		ASSERT(!memcmp(rec.payload + 16, pfns, sizeof(pfns)));
+		ASSERT(!memcmp(rec.payload + 16 + sizeof(pfns), data, sizeof(data)));
+	}
+	/* clean close between frames */
+	channel_free(a.ch);
+	ASSERT_EQ(channel_recv(b.ch, &rec), -EPIPE);
+	channel_free(b.ch);
+}
+
+int test_channel_exchange_auth(void) { exchange(false); return TEST_OK; }
+int test_channel_exchange_encrypt(void) { exchange(true); return TEST_OK; }
+
+int test_channel_wrong_key(void)
+{
+	struct side a, b;
+
+	params(&a.p, ROLE_PRIMARY, "vm1", 1);
+	params(&b.p, ROLE_BACKUP, "vm1", 2);
+	pair(&a, &b);
+	ASSERT_EQ(a.rc, -EACCES);
+	ASSERT_EQ(b.rc, -EACCES);
+	ASSERT_STR_CONTAINS(a.err, "peer failed authentication");
+	ASSERT_STR_CONTAINS(b.err, "peer failed authentication");
+	ASSERT(!a.ch && !b.ch);
+	return TEST_OK;
+}
+
+int test_channel_wrong_peer(void)
+{
+	struct side a, b;
+
+	params(&a.p, ROLE_PRIMARY, "vm1", 1);
+	params(&b.p, ROLE_BACKUP, "vm2", 1);
+	pair(&a, &b);
+	ASSERT_EQ(a.rc, -ESRCH);
+	ASSERT_EQ(b.rc, -ESRCH);
+	ASSERT_STR_CONTAINS(a.err, "peer protects VM 'vm2', this side protects 'vm1'");
+	ASSERT_STR_CONTAINS(b.err, "peer protects VM 'vm1', this side protects 'vm2'");
+	close(a.fd); close(b.fd);
+
+	params(&a.p, ROLE_PRIMARY, "vm1", 1);
+	params(&b.p, ROLE_BACKUP, "vm1", 1);
+	b.p.digest[3] ^= 1;
+	pair(&a, &b);
+	ASSERT_EQ(a.rc, -EKEYREJECTED);
+	ASSERT_EQ(b.rc, -EKEYREJECTED);
+	ASSERT_STR_CONTAINS(a.err, "configuration of VM 'vm1' differs from the peer's");
+	ASSERT_STR_CONTAINS(b.err, "configuration of VM 'vm1' differs from the peer's");
+	close(a.fd); close(b.fd);
+
+	params(&a.p, ROLE_PRIMARY, "vm1", 1);
+	params(&b.p, ROLE_PRIMARY, "vm1", 1);
+	pair(&a, &b);
+	ASSERT_EQ(a.rc, -ESRCH);
+	ASSERT_STR_CONTAINS(a.err, "peer is also a primary");
+	ASSERT_STR_CONTAINS(b.err, "peer is also a primary");
+	return TEST_OK;
+}
+
+/* Feed raw bytes to a handshaking backup; return its rc and message. */
+static int handshake_against(const uint8_t *bytes, size_t len, bool close_after, char *err)
+{
+	struct side b;
+	int sv[2];
+	pthread_t t;
+	struct timeval tv = { .tv_sec = 2 };
+	uint8_t sink[4096];
+
+	ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	params(&b.p, ROLE_BACKUP, "vm1", 1);
+	b.fd = sv[1];
+	pthread_create(&t, NULL, hs_thread, &b);
+	ASSERT_EQ(write_full(sv[0], bytes, len), 0);
+	if (close_after)
+		shutdown(sv[0], SHUT_WR);
+	pthread_join(t, NULL);
+	while (recv(sv[0], sink, sizeof(sink), MSG_DONTWAIT) > 0)
+		;
+	close(sv[0]);
+	close(sv[1]);
+	strcpy(err, b.err);
+	return b.rc;
+}
+
+int test_channel_bad_handshakes(void)
+{
+	uint8_t msg[256];
+	char err[256];
+	struct wire_hello h = { .version = 1, .role = ROLE_PRIMARY };
+	size_t n;
+
+	/* other version */
+	wire_stream_header(msg);
+	put_be32(msg + 8, 2);
+	ASSERT_EQ(handshake_against(msg, 16, true, err), -EPROTONOSUPPORT);
+	ASSERT_STR_CONTAINS(err, "peer speaks protocol version 2, this side speaks 1");
+	/* not tandem */
+	memcpy(msg, "GET / HTTP/1.1\r\n", 16);
+	ASSERT_EQ(handshake_against(msg, 16, true, err), -EPROTO);
+	ASSERT_STR_CONTAINS(err, "not a tandem daemon");
+	/* truncated: header and half a hello, then close */
+	wire_stream_header(msg);
+	memset(h.digest, 0x11, sizeof(h.digest));
+	strcpy(h.name, "vm1");
+	n = wire_put_hello(msg + 24, &h);
+	put_be32(msg + 16, REC_HELLO);
+	put_be32(msg + 20, (uint32_t)n);
+	ASSERT_EQ(handshake_against(msg, 16 + 8 + 20, true, err), -EPIPE);
+	ASSERT_STR_CONTAINS(err, "handshake truncated");
+	/* truncated: full hello, then close before the proof */
+	ASSERT_EQ(handshake_against(msg, 16 + 8 + ALIGN8(n), true, err), -EPIPE);
+	ASSERT_STR_CONTAINS(err, "closed the connection before proving it holds the key");
+	/* silent peer: timeout */
+	ASSERT_EQ(handshake_against(msg, 16 + 8 + ALIGN8(n), false, err), -EAGAIN);
+	ASSERT_STR_CONTAINS(err, "timed out");
+	/* malformed hello: oversized length */
+	put_be32(msg + 20, 100000);
+	ASSERT_EQ(handshake_against(msg, 16 + 8 + ALIGN8(n), true, err), -EPROTO);
+	ASSERT_STR_CONTAINS(err, "malformed handshake");
+	return TEST_OK;
+}
+
+/*
+ * A recorded session replayed against a fresh backup: the backup's new nonce
+ * changes the transcript, so the recorded proof fails.
+ */
+int test_channel_replayed_session(void)
+{
+	struct side p, b;
+	int sv[2], tap[2];
+	uint8_t rec[8192], tmp[4096];
+	size_t reclen = 0;
+	struct timeval tv = { .tv_sec = 2 };
+	pthread_t tp, tb;
+	char err[256];
+	ssize_t r;
+
+	/* A real primary and backup, with the test relaying (and recording)
+	 * every byte the primary sends. */
+	params(&p.p, ROLE_PRIMARY, "vm1", 1);
+	params(&b.p, ROLE_BACKUP, "vm1", 1);
+	ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, tap) == 0);
+	setsockopt(tap[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	p.fd = tap[0];
+	b.fd = sv[1];
+	pthread_create(&tp, NULL, hs_thread, &p);
+	pthread_create(&tb, NULL, hs_thread, &b);
+	/* Each side sends its header and hello (120 bytes for "vm1"), then its
+	 * proof (40 bytes): relay until both directions have carried 160. */
+	{
+		size_t want = 16 + 8 + ALIGN8(HELLO_FIXED_LEN + 3) + 8 + AUTH_LEN, back = 0;
+		while (reclen < want || back < want) {
+			struct pollfd pf[2] = { { tap[1], POLLIN, 0 }, { sv[0], POLLIN, 0 } };
+			ASSERT(poll(pf, 2, 2000) > 0);
+			if (pf[0].revents & POLLIN) {
+				r = read(tap[1], tmp, sizeof(tmp));
+				ASSERT(r > 0);
+				memcpy(rec + reclen, tmp, (size_t)r);
+				reclen += (size_t)r;
+				ASSERT_EQ(write_full(sv[0], tmp, (size_t)r), 0);
+			}
+			if (pf[1].revents & POLLIN) {
+				r = read(sv[0], tmp, sizeof(tmp));
+				ASSERT(r > 0);
+				back += (size_t)r;
+				ASSERT_EQ(write_full(tap[1], tmp, (size_t)r), 0);
+			}
+		}
+	}
+	pthread_join(tp, NULL);
+	pthread_join(tb, NULL);
+	ASSERT(p.rc == 0 && b.rc == 0);
+	channel_free(p.ch);
+	channel_free(b.ch);
+
+	/* Replay the recorded bytes to a fresh backup: refused. */
+	ASSERT_EQ(handshake_against(rec, reclen, true, err), -EACCES);
+	ASSERT_STR_CONTAINS(err, "peer failed authentication");
+	return TEST_OK;
+}
+
+/*
+ * Frame-level attacks.  After a good handshake the backup's socket is
+ * rewired so the test sits between the two sides and can drop, repeat,
+ * swap or alter raw frames.
+ */
+struct mitm {
+	struct side a, b;
+	int from_a;	/* read what the primary sent */
+	int to_b;	/* write what the backup will read */
+};
+
+static void mitm_setup(struct mitm *m, bool encrypt)
+{
+	int sv[2];
+
+	params(&m->a.p, ROLE_PRIMARY, "vm1", 1);
+	params(&m->b.p, ROLE_BACKUP, "vm1", 1);
+	m->a.p.encrypt = m->b.p.encrypt = encrypt;
+	pair(&m->a, &m->b);
+	ASSERT(m->a.rc == 0 && m->b.rc == 0);
+	m->from_a = dup(m->b.fd);
+	ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	ASSERT(dup2(sv[0], m->b.fd) >= 0);
+	close(sv[0]);
+	m->to_b = sv[1];
+}
+
+/* Send an ack for `epoch` from the primary and capture the raw frame. */
+static size_t capture_ack(struct mitm *m, uint64_t epoch, uint8_t *frame)
+{
+	uint8_t p[ACK_LEN];
+	struct wire_ack ack = { epoch, 0 };
+	size_t n = CHANNEL_FRAME_HDR_LEN + ACK_LEN + CHANNEL_TAG_LEN;
+
+	wire_put_ack(p, &ack);
+	ASSERT_EQ(channel_send(m->a.ch, REC_ACK, p, ACK_LEN), 0);
+	ASSERT_EQ(read_full(m->from_a, frame, n), 0);
+	return n;
+}
+
+static void frame_attacks(bool encrypt)
+{
+	struct mitm m;
+	struct channel_rec rec;
+	uint8_t f1[64], f2[64];
+	size_t n;
+
+	/* forged: a flipped payload bit */
+	mitm_setup(&m, encrypt);
+	n = capture_ack(&m, 1, f1);
+	f1[CHANNEL_FRAME_HDR_LEN + 3] ^= 0x01;
+	ASSERT_EQ(write_full(m.to_b, f1, n), 0);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), -EBADMSG);
+	ASSERT_STR_CONTAINS(channel_error(m.b.ch), "forged or altered ack frame");
+
+	/* altered header: the type changed (ack -> heartbeat of another size is
+	 * caught by the cap; make it a fence, same length) */
+	mitm_setup(&m, encrypt);
+	n = capture_ack(&m, 1, f1);
+	put_be32(f1, REC_FENCE);
+	put_be32(f1 + 4, FENCE_LEN);
+	ASSERT_EQ(write_full(m.to_b, f1, n), 0);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), -EBADMSG);
+	ASSERT_STR_CONTAINS(channel_error(m.b.ch), "forged or altered");
+
+	/* replayed: the same frame twice */
+	mitm_setup(&m, encrypt);
+	n = capture_ack(&m, 1, f1);
+	ASSERT_EQ(write_full(m.to_b, f1, n), 0);
+	ASSERT_EQ(write_full(m.to_b, f1, n), 0);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), 0);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), -EBADMSG);
+	ASSERT_STR_CONTAINS(channel_error(m.b.ch), "replayed frame (sequence 0, expected 1)");
+
+	/* reordered: frame 2 before frame 1 */
+	mitm_setup(&m, encrypt);
+	n = capture_ack(&m, 1, f1);
+	capture_ack(&m, 2, f2);
+	ASSERT_EQ(write_full(m.to_b, f2, n), 0);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), -EBADMSG);
+	ASSERT_STR_CONTAINS(channel_error(m.b.ch), "reordered or forged frame (sequence 1, expected 0)");
+
+	/* dropped frame: frame 2 arrives without 1 */
+	mitm_setup(&m, encrypt);
+	capture_ack(&m, 1, f1);
+	n = capture_ack(&m, 2, f2);
+	ASSERT_EQ(write_full(m.to_b, f2, n), 0);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), -EBADMSG);
+
+	/* forged sequence number rewritten to the expected one: tag fails */
+	mitm_setup(&m, encrypt);
+	capture_ack(&m, 1, f1);
+	n = capture_ack(&m, 2, f2);
+	put_be64(f2 + 8, 0);
+	ASSERT_EQ(write_full(m.to_b, f2, n), 0);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), -EBADMSG);
+	ASSERT_STR_CONTAINS(channel_error(m.b.ch), "forged or altered");
+
+	/* truncated frame, then close */
+	mitm_setup(&m, encrypt);
+	n = capture_ack(&m, 1, f1);
+	ASSERT_EQ(write_full(m.to_b, f1, n - 5), 0);
+	close(m.to_b);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), -EPIPE);
+	ASSERT_STR_CONTAINS(channel_error(m.b.ch), "closed in the middle of a ack frame");
+
+	/* oversized length in the header: refused before reading the body */
+	mitm_setup(&m, encrypt);
+	n = capture_ack(&m, 1, f1);
+	put_be32(f1 + 4, 0x7fffffff);
+	ASSERT_EQ(write_full(m.to_b, f1, n), 0);
+	ASSERT_EQ(channel_recv(m.b.ch, &rec), -EBADMSG);
+	ASSERT_STR_CONTAINS(channel_error(m.b.ch), "longer than its type allows");
+}
+
+int test_channel_frame_attacks_auth(void) { frame_attacks(false); return TEST_OK; }
+int test_channel_frame_attacks_encrypt(void) { frame_attacks(true); return TEST_OK; }
+
+int test_key_file_checks(void)
+{
+	char path[600], err[512];
+	uint8_t key[KEY_LEN], key2[KEY_LEN];
+
+	snprintf(path, sizeof(path), "%s/k", test_tmpdir());
+	ASSERT_EQ(key_generate(path, err, sizeof(err)), 0);
+	{
+		struct stat st;
+		ASSERT(stat(path, &st) == 0);
+		ASSERT_EQ(st.st_mode & 0777, 0600);
+	}
+	ASSERT_EQ(key_load(path, key, err, sizeof(err)), 0);
+	ASSERT_EQ(key_generate(path, err, sizeof(err)), -EEXIST);
+	ASSERT_STR_CONTAINS(err, "refusing to overwrite");
+	ASSERT_EQ(key_load(path, key2, err, sizeof(err)), 0);
+	ASSERT(!memcmp(key, key2, KEY_LEN));
+	chmod(path, 0644);
+	ASSERT_EQ(key_load(path, key, err, sizeof(err)), -EPERM);
+	ASSERT_STR_CONTAINS(err, "mode 0644 lets group or others access it");
+	chmod(path, 0640);
+	ASSERT_EQ(key_load(path, key, err, sizeof(err)), -EPERM);
+	ASSERT_STR_CONTAINS(test_write_file("bad", "xyz\n"), "bad");
+	snprintf(path, sizeof(path), "%s/bad", test_tmpdir());
+	chmod(path, 0600);
+	ASSERT_EQ(key_load(path, key, err, sizeof(err)), -EINVAL);
+	ASSERT_STR_CONTAINS(err, "expected 64 hexadecimal characters");
+	snprintf(path, sizeof(path), "%s/none", test_tmpdir());
+	ASSERT_EQ(key_load(path, key, err, sizeof(err)), -ENOENT);
+	ASSERT_STR_CONTAINS(err, "tandem keygen");
+	return TEST_OK;
+}

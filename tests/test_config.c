@@ -1,0 +1,224 @@
+/*
+ * test_config.c - the configuration parser: every error class, units,
+ * defaults, digest, examples, and the docs/configuration.md table.
+ */
+#include <dirent.h>
+#include <errno.h>
+
+#include "../config/config.h"
+#include "../lib/util.h"
+#include "test.h"
+
+#define BASE "name = vm1\nreplication = 127.0.0.1:7400\n"
+
+static int parse(const char *text, struct tandem_config *cfg, char *err, size_t errlen)
+{
+	return config_parse("t.cfg", text, strlen(text), cfg, err, errlen);
+}
+
+int test_config_units_and_defaults(void)
+{
+	struct tandem_config cfg;
+	char err[1024];
+
+	ASSERT_EQ(parse(BASE "interval = 25ms\ntimeout = 1.5s\nbuffer-limit = 10M\n"
+			"staging-limit = 2G # comment\nencrypt = yes\n", &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(cfg.interval_ms, 25);
+	ASSERT_EQ(cfg.timeout_ms, 1500);
+	ASSERT_EQ(cfg.buffer_limit, 10ull << 20);
+	ASSERT_EQ(cfg.staging_limit, 2ull << 30);
+	ASSERT(cfg.encrypt);
+	ASSERT(!strcmp(cfg.name, "vm1"));
+	ASSERT(!strcmp(cfg.replication.host, "127.0.0.1"));
+	ASSERT_EQ(cfg.replication.port, 7400);
+	/* defaults */
+	ASSERT_EQ(cfg.domain, DOMAIN_XEN);
+	ASSERT_EQ(cfg.netbuf, NETBUF_PLUG);
+	ASSERT_EQ(cfg.epochs_in_flight, 4);
+	ASSERT(!strcmp(cfg.key_file, "/etc/tandem/tandem.key"));
+	/* IPv6 and quoted strings */
+	ASSERT_EQ(parse("name = \"vm-2\"\nreplication = [::1]:9\n", &cfg, err, sizeof(err)), 0);
+	ASSERT(!strcmp(cfg.replication.host, "::1"));
+	ASSERT(!strcmp(cfg.name, "vm-2"));
+	return TEST_OK;
+}
+
+struct bad_case {
+	const char *text;
+	const char *expect;
+};
+
+int test_config_error_classes(void)
+{
+	static const struct bad_case cases[] = {
+		{ BASE "intervall = 25ms\n", "t.cfg:3: unknown key 'intervall' (did you mean 'interval'?)" },
+		{ BASE "zzzzzzzzzzzz = 1\n", "t.cfg:3: unknown key 'zzzzzzzzzzzz' (see docs/configuration.md)" },
+		{ BASE "interval = fast\n", "t.cfg:3: key 'interval': expected a duration such as 25ms or 1s, got 'fast'" },
+		{ BASE "interval = 5ms\n", "t.cfg:3: key 'interval': 5ms is out of bounds (10ms to 10s)" },
+		{ BASE "interval = 11s\n", "out of bounds (10ms to 10s)" },
+		{ BASE "buffer-limit = 2G\n", "t.cfg:3: key 'buffer-limit': 2G is out of bounds (64K to 1G)" },
+		{ BASE "buffer-limit = 10Q\n", "key 'buffer-limit': expected a size" },
+		{ BASE "epochs-in-flight = 0\n", "key 'epochs-in-flight': 0 is out of bounds (1 to 64)" },
+		{ BASE "epochs-in-flight = -3\n", "key 'epochs-in-flight': expected a whole number, got '-3'" },
+		{ BASE "encrypt = maybe\n", "t.cfg:3: key 'encrypt': expected yes or no, got 'maybe'" },
+		{ BASE "domain = kvm\n", "key 'domain': expected one of xen, memdom, got 'kvm'" },
+		{ BASE "interval\n", "t.cfg:3: expected 'key = value', got 'interval'" },
+		{ BASE " = 3\n", "t.cfg:3: expected a key before '='" },
+		{ BASE "name = vm2\n", "t.cfg:3: key 'name': set twice" },
+		{ "name = vm1\n", "t.cfg: key 'replication' is required" },
+		{ "replication = h:1\n", "t.cfg: key 'name' is required" },
+		{ "name = vm1\nreplication = 127.0.0.1\n", "t.cfg:2: key 'replication': expected an address host:port" },
+		{ "name = vm1\nreplication = h:70000\n", "key 'replication': expected an address" },
+		{ "name = bad/name\nreplication = h:1\n", "t.cfg:1: key 'name': expected letters" },
+		{ BASE "vif = \"unterminated\n", "t.cfg:3: key 'vif': unterminated quoted string" },
+		{ BASE "netbuf = none\n", "key 'netbuf': none needs allow-unsafe-no-buffering = yes" },
+		{ BASE "timeout = 100ms\nheartbeat-interval = 80ms\n", "must be at most half of timeout" },
+	};
+	struct tandem_config cfg;
+	char err[2048];
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int rc = parse(cases[i].text, &cfg, err, sizeof(err));
+		if (rc != -EINVAL)
+			FAILF("case %zu accepted: %s", i, cases[i].text);
+		ASSERT_STR_CONTAINS(err, cases[i].expect);
+	}
+	/* Several errors are all reported, one per line. */
+	ASSERT_EQ(parse(BASE "interval = 1ms\ntimeout = x\n", &cfg, err, sizeof(err)), -EINVAL);
+	ASSERT_STR_CONTAINS(err, "t.cfg:3:");
+	ASSERT_STR_CONTAINS(err, "t.cfg:4:");
+	/* Unsafe mode needs the explicit override. */
+	ASSERT_EQ(parse(BASE "netbuf = none\nallow-unsafe-no-buffering = yes\n", &cfg, err, sizeof(err)), 0);
+	return TEST_OK;
+}
+
+int test_config_load_errors(void)
+{
+	struct tandem_config cfg;
+	char err[512], path[600];
+
+	snprintf(path, sizeof(path), "%s/missing.cfg", test_tmpdir());
+	ASSERT_EQ(config_load(path, &cfg, err, sizeof(err)), -ENOENT);
+	ASSERT_STR_CONTAINS(err, "missing.cfg: cannot open: No such file or directory");
+	ASSERT(config_load(test_tmpdir(), &cfg, err, sizeof(err)) < 0);
+	ASSERT_STR_CONTAINS(err, "not a regular file");
+	ASSERT_EQ(config_load(test_write_file("ok.cfg", BASE), &cfg, err, sizeof(err)), 0);
+	return TEST_OK;
+}
+
+int test_config_digest(void)
+{
+	struct tandem_config a, b;
+	uint8_t da[32], db[32];
+	char err[512];
+
+	ASSERT_EQ(parse(BASE "interval = 25ms\n", &a, err, sizeof(err)), 0);
+	ASSERT_EQ(parse(BASE "interval = 25ms\nrun-dir = /tmp/x\nlog-level = debug\n", &b, err, sizeof(err)),
+		  -EINVAL); /* log-level is a command-line option, not a key */
+	ASSERT_EQ(parse(BASE "interval = 25ms\nrun-dir = /tmp/x\n", &b, err, sizeof(err)), 0);
+	config_digest(&a, da);
+	config_digest(&b, db);
+	ASSERT(memcmp(da, db, 32) == 0);	/* run-dir is host-local */
+	ASSERT_EQ(parse(BASE "interval = 30ms\n", &b, err, sizeof(err)), 0);
+	config_digest(&b, db);
+	ASSERT(memcmp(da, db, 32) != 0);
+	ASSERT_EQ(parse(BASE "interval = 25ms\nencrypt = yes\n", &b, err, sizeof(err)), 0);
+	config_digest(&b, db);
+	ASSERT(memcmp(da, db, 32) != 0);
+	return TEST_OK;
+}
+
+/* check-config's output parses back to the same configuration. */
+int test_config_print_round_trip(void)
+{
+	struct tandem_config a, b;
+	char err[512], *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	ASSERT_EQ(parse(BASE "interval = 25ms\nmemory = 256M\nvif = vif1.0\n", &a, err, sizeof(err)), 0);
+	config_print(&a, f);
+	fclose(f);
+	ASSERT_EQ(config_parse("t.cfg", text, len, &b, err, sizeof(err)), 0);
+	ASSERT(memcmp(&a, &b, sizeof(a)) == 0);
+	ASSERT_STR_CONTAINS(text, "interval                   = 25ms");
+	free(text);
+	return TEST_OK;
+}
+
+int test_config_examples_parse(void)
+{
+	DIR *d = opendir("examples");
+	struct dirent *de;
+	int n = 0;
+
+	ASSERT(d);
+	while ((de = readdir(d))) {
+		struct tandem_config cfg;
+		char path[512], err[2048];
+		size_t l = strlen(de->d_name);
+
+		if (l < 5 || strcmp(de->d_name + l - 4, ".cfg"))
+			continue;
+		snprintf(path, sizeof(path), "examples/%s", de->d_name);
+		if (config_load(path, &cfg, err, sizeof(err)))
+			FAILF("%s does not parse: %s", path, err);
+		n++;
+	}
+	closedir(d);
+	ASSERT(n >= 2);
+	return TEST_OK;
+}
+
+/*
+ * docs/configuration.md has one table row per key:
+ *   | `name` | type | default | bounds | both | help |
+ * Every schema key must have a row with the same default, and every row a key.
+ */
+int test_config_docs_match_schema(void)
+{
+	FILE *f = fopen("docs/configuration.md", "r");
+	const struct config_key *schema;
+	bool documented[64] = { false };
+	char line[1024];
+	size_t n;
+	int rows = 0;
+
+	ASSERT(f);
+	schema = config_schema(&n);
+	ASSERT(n <= 64);
+	while (fgets(line, sizeof(line), f)) {
+		char key[64], def[128];
+		const char *p;
+		size_t i;
+
+		if (strncmp(line, "| `", 3) != 0)
+			continue;
+		if (sscanf(line, "| `%63[^`]` | %*[^|] | %127[^|]|", key, def) != 2)
+			FAILF("malformed row: %s", line);
+		for (p = def + strlen(def); p > def && p[-1] == ' '; p--)
+			;
+		def[p - def] = '\0';
+		for (i = 0; i < n; i++)
+			if (!strcmp(schema[i].name, key))
+				break;
+		if (i == n)
+			FAILF("docs/configuration.md documents '%s', which the schema lacks", key);
+		rows++;
+		documented[i] = true;
+		if (schema[i].def) {
+			char want[200];
+			snprintf(want, sizeof(want), "`%s`", schema[i].def[0] ? schema[i].def : "\"\"");
+			if (strcmp(def, want))
+				FAILF("key '%s': docs default %s, schema default %s", key, def, want);
+		} else if (strcmp(def, "required")) {
+			FAILF("key '%s' is required, docs say default %s", key, def);
+		}
+	}
+	fclose(f);
+	for (size_t i = 0; i < n; i++)
+		if (!documented[i])
+			FAILF("key '%s' is missing from docs/configuration.md", schema[i].name);
+	ASSERT_EQ(rows, n);
+	return TEST_OK;
+}
