@@ -41,7 +41,7 @@ TEST_OBJS := $(TEST_SRCS:.c=.o)
 BENCH_SRCS := $(wildcard bench/*.c)
 FUZZ_HARNESSES := $(basename $(notdir $(wildcard fuzz/fuzz-*.c)))
 FUZZ_BINS := $(addprefix fuzz/bin/,$(FUZZ_HARNESSES))
-FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c config/config.c
+FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c lib/fault.c config/config.c
 FUZZ_TIME ?= 60
 
 .PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-shell clean
@@ -90,12 +90,7 @@ bench: deps
 
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
-	@for h in $(FUZZ_HARNESSES); do \
-		mkdir -p fuzz/corpus/$${h#fuzz-}; \
-		echo "fuzz: $$h for $(FUZZ_TIME)s"; \
-		./fuzz/bin/$$h -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
-			fuzz/corpus/$${h#fuzz-} 2>&1 | grep -E 'stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY' || exit 1; \
-	done
+	@bash scripts/fuzz.sh $(FUZZ_TIME)
 
 lab:
 	@bash lab/lab.sh baseline

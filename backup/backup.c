@@ -1,2 +1,572 @@
+/*
+ * backup.c - `tandem backup`: the warm standby on the second host.
+ *
+ * Threads:
+ *   main   libuv loop: signals, status socket
+ *   net    accepts the primary, receives checkpoints into staging,
+ *          commits complete ones, acks them, sends heartbeats, and on
+ *          loss of the primary activates the standby
+ *
+ * A checkpoint is staged record by record; only a complete one (CKPT_END
+ * with matching counts) is committed, and only a committed one is acked.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#define LOG_MODULE "backup"
 #include "../cli/cmd.h"
-int cmd_backup(int argc, char **argv) { (void)argc; (void)argv; return 1; }
+#include "../domain/domain.h"
+#include "../lib/channel.h"
+#include "../lib/fault.h"
+#include "../lib/key.h"
+#include "../lib/log.h"
+#include "../lib/net.h"
+#include "../lib/status.h"
+#include "../lib/testlog.h"
+#include "../lib/util.h"
+
+enum bstate { B_WAITING, B_SYNCING, B_STANDBY, B_ACTIVATING, B_ACTIVE, B_STOPPED, B_FAILED };
+
+static const char *const bstate_names[] = {
+	[B_WAITING] = "waiting", [B_SYNCING] = "syncing", [B_STANDBY] = "standby",
+	[B_ACTIVATING] = "activating", [B_ACTIVE] = "active", [B_STOPPED] = "stopped",
+	[B_FAILED] = "failed",
+};
+
+struct backup {
+	struct tandem_config cfg;
+	struct domain dom;
+	uint8_t key[KEY_LEN];
+	int exit_code;
+
+	uv_loop_t loop;
+	uv_signal_t sigterm, sigint;
+	uv_async_t done_async;
+	struct status_server *status;
+
+	pthread_t net_thr;
+	pthread_mutex_t lock;
+	struct channel *ch;
+	int listen_fd;
+	bool stop, standby_ready;
+
+	enum bstate state;
+	char detail[200];
+	uint64_t committed;		/* last committed checkpoint (0 = none yet) */
+	uint64_t rounds;		/* initial-copy rounds committed */
+	uint64_t bytes_received, last_commit_us;
+	uint64_t last_heard_ns, last_sent_ns, hb_seq;
+	double activate_ms, failover_ms;
+
+	/* staging of the checkpoint being received */
+	struct ckpt *rx;
+	bool rx_open;
+	uint64_t rx_npages, rx_records;
+	uint8_t rx_digest[32];
+};
+
+static void set_state(struct backup *b, enum bstate s, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_state(struct backup *b, enum bstate s, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&b->lock);
+	va_start(ap, fmt);
+	vsnprintf(b->detail, sizeof(b->detail), fmt, ap);
+	va_end(ap);
+	if (b->state != s)
+		log_info("state %s -> %s: %s", bstate_names[b->state], bstate_names[s], b->detail);
+	b->state = s;
+	pthread_mutex_unlock(&b->lock);
+}
+
+static bool stopping(struct backup *b)
+{
+	bool s;
+
+	pthread_mutex_lock(&b->lock);
+	s = b->stop;
+	pthread_mutex_unlock(&b->lock);
+	return s;
+}
+
+/* ---- receiving one checkpoint ------------------------------------------- */
+
+enum rx_result { RX_OK, RX_COMMITTED, RX_STOP, RX_BAD };
+
+static enum rx_result bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static enum rx_result bad(const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error("invalid checkpoint stream from the primary: %s; the partial checkpoint "
+		  "is discarded", msg);
+	return RX_BAD;
+}
+
+static uint64_t expected_guest_pages(const struct backup *b)
+{
+	return b->cfg.domain == DOMAIN_MEMDOM ? b->cfg.memory / CKPT_PAGE_SIZE : 0;
+}
+
+static enum rx_result commit_and_ack(struct backup *b)
+{
+	struct ckpt *c = b->rx;
+	uint64_t t0 = now_ns();
+	uint8_t buf[ACK_LEN], hash[32];
+	struct wire_ack ack;
+	bool initial = c->flags & CKPT_F_INITIAL;
+	int rc;
+
+	if (!b->standby_ready) {
+		if ((rc = b->dom.ops->prepare_standby(&b->dom))) {
+			log_error("cannot prepare the standby: %s", strerror(-rc));
+			return RX_BAD;
+		}
+		b->standby_ready = true;
+	}
+	fault_kill("backup-mid-commit");
+	rc = b->dom.ops->commit(&b->dom, c);
+	if (rc) {
+		log_error("cannot commit checkpoint %" PRIu64 ": %s; the standby keeps checkpoint %"
+			  PRIu64, c->epoch, strerror(-rc), b->committed);
+		return RX_BAD;
+	}
+	if (c->has_digest && b->dom.ops->guest_hash && b->dom.ops->guest_hash(&b->dom, hash) == 0 &&
+	    memcmp(hash, c->digest, 32) != 0) {
+		log_error("standby differs from the primary's guest at checkpoint %" PRIu64, c->epoch);
+		b->exit_code = EXIT_FAILURE_RUNTIME;
+		return RX_BAD;
+	}
+	pthread_mutex_lock(&b->lock);
+	if (initial)
+		b->rounds++;
+	else
+		b->committed = c->epoch;
+	b->last_commit_us = (now_ns() - t0) / 1000;
+	pthread_mutex_unlock(&b->lock);
+	if (!initial) {
+		testlog("commit %" PRIu64, c->epoch);
+		if (c->epoch == 1)
+			set_state(b, B_STANDBY, "standby holds checkpoint 1 onwards");
+	}
+	fault_kill("backup-before-ack");
+	if (!initial && fault_hit("drop-ack")) {
+		log_warn("fault point 'drop-ack' fired: not acknowledging checkpoint %" PRIu64, c->epoch);
+		return RX_COMMITTED;
+	}
+	ack.epoch = initial ? 0 : c->epoch;
+	ack.commit_us = b->last_commit_us;
+	wire_put_ack(buf, &ack);
+	if (channel_send(b->ch, REC_ACK, buf, ACK_LEN) == 0)
+		b->last_sent_ns = now_ns();
+	return RX_COMMITTED;
+}
+
+static enum rx_result handle_record(struct backup *b, const struct channel_rec *rec)
+{
+	struct ckpt *c = b->rx;
+
+	switch (rec->type) {
+	case REC_HEARTBEAT:
+		return RX_OK;
+	case REC_STOP:
+		return RX_STOP;
+	case REC_CKPT_BEGIN: {
+		struct wire_ckpt_begin w;
+		uint64_t want = expected_guest_pages(b);
+
+		wire_get_ckpt_begin(rec->payload, &w);
+		if (b->rx_open)
+			return bad("checkpoint %" PRIu64 " begins inside checkpoint %" PRIu64, w.epoch, c->epoch);
+		if (w.flags & CKPT_F_INITIAL) {
+			if (w.epoch != 0 || b->committed)
+				return bad("initial-copy round after checkpoints began");
+		} else if (w.epoch != b->committed + 1) {
+			return bad("checkpoint %" PRIu64 " follows checkpoint %" PRIu64, w.epoch, b->committed);
+		}
+		if (want && w.guest_pages != want)
+			return bad("guest of %" PRIu64 " pages, the standby has %" PRIu64, w.guest_pages, want);
+		ckpt_reset(c, w.epoch);
+		c->flags = w.flags;
+		c->guest_pages = w.guest_pages;
+		b->rx_npages = w.npages;
+		b->rx_records = 0;
+		b->rx_open = true;
+		if (b->state == B_WAITING)
+			set_state(b, B_SYNCING, "receiving the initial copy");
+		return RX_OK;
+	}
+	case REC_CKPT_PAGES: {
+		struct wire_ckpt_pages pg;
+
+		wire_get_ckpt_pages(rec->payload, &pg);
+		if (!b->rx_open || pg.epoch != c->epoch)
+			return bad("pages of checkpoint %" PRIu64 " outside it", pg.epoch);
+		if (c->npages + pg.count > b->rx_npages)
+			return bad("more pages than checkpoint %" PRIu64 " announced", c->epoch);
+		if (ckpt_reserve_pages(c, pg.count))
+			return bad("out of memory staging checkpoint %" PRIu64, c->epoch);
+		if (ckpt_bytes(c) > b->cfg.staging_limit)
+			return bad("checkpoint %" PRIu64 " exceeds staging-limit", c->epoch);
+		for (uint32_t i = 0; i < pg.count; i++) {
+			uint64_t pfn = get_be64(pg.pfns + 8 * i);
+			if (pfn >= c->guest_pages)
+				return bad("page %" PRIu64 " beyond the guest's %" PRIu64 " pages", pfn,
+					   c->guest_pages);
+			c->pfns[c->npages + i] = pfn;
+		}
+		memcpy(c->pages + c->npages * CKPT_PAGE_SIZE, pg.data, (size_t)pg.count * CKPT_PAGE_SIZE);
+		c->npages += pg.count;
+		b->rx_records++;
+		return RX_OK;
+	}
+	case REC_CKPT_STATE:
+	case REC_CKPT_BLOB: {
+		struct wire_ckpt_state st;
+		int rc;
+
+		wire_get_ckpt_state(rec->payload, &st);
+		if (!b->rx_open || st.epoch != c->epoch)
+			return bad("state of checkpoint %" PRIu64 " outside it", st.epoch);
+		if (rec->type == REC_CKPT_STATE)
+			rc = ckpt_set_state(c, st.kind, st.data, st.len);
+		else if (c->blob_len + st.len > b->cfg.staging_limit)
+			return bad("checkpoint %" PRIu64 " exceeds staging-limit", c->epoch);
+		else
+			rc = ckpt_append_blob(c, st.data, st.len);
+		if (rc)
+			return bad("out of memory staging checkpoint %" PRIu64, c->epoch);
+		b->rx_records++;
+		return RX_OK;
+	}
+	case REC_CKPT_END: {
+		struct wire_ckpt_end e;
+		static const uint8_t zero[32];
+
+		wire_get_ckpt_end(rec->payload, &e);
+		if (!b->rx_open || e.epoch != c->epoch)
+			return bad("end of checkpoint %" PRIu64 " outside it", e.epoch);
+		if (e.npages != c->npages || e.npages != b->rx_npages || e.nrecords != b->rx_records)
+			return bad("checkpoint %" PRIu64 " incomplete: %" PRIu64 " of %" PRIu64
+				   " pages, %" PRIu64 " of %" PRIu64 " records", e.epoch, c->npages,
+				   e.npages, b->rx_records, e.nrecords);
+		b->rx_open = false;
+		c->has_digest = memcmp(e.digest, zero, 32) != 0;
+		memcpy(c->digest, e.digest, 32);
+		return commit_and_ack(b);
+	}
+	default:
+		return bad("unexpected %s record", wire_type_name(rec->type));
+	}
+}
+
+/* ---- failover ------------------------------------------------------------ */
+
+/*
+ * The primary is gone (stream broke, or silent for `timeout`).  This is
+ * the hook where failure detection over several paths and the split-brain
+ * policy decide; today the replication stream is the only path.
+ */
+static void fail_over(struct backup *b, const char *why)
+{
+	uint64_t t0 = now_ns(), since = (t0 - b->last_heard_ns) / 1000000;
+	uint8_t hash[32];
+	char hex[65];
+	int rc;
+
+	if (!b->committed) {
+		log_error("primary lost (%s) before the first checkpoint completed: nothing to "
+			  "activate; waiting for the primary to reconnect", why);
+		if (b->standby_ready && b->dom.ops->discard)
+			b->dom.ops->discard(&b->dom);
+		b->standby_ready = false;
+		pthread_mutex_lock(&b->lock);
+		b->rounds = 0;
+		pthread_mutex_unlock(&b->lock);
+		set_state(b, B_WAITING, "waiting for the primary");
+		return;
+	}
+	log_warn("failover: primary lost (%s), last heard %" PRIu64 " ms ago, timeout %" PRIu64
+		 " ms; activating the standby from checkpoint %" PRIu64, why, since,
+		 b->cfg.timeout_ms, b->committed);
+	set_state(b, B_ACTIVATING, "activating from checkpoint %" PRIu64, b->committed);
+	rc = b->dom.ops->activate(&b->dom);
+	if (rc) {
+		log_error("activation failed: %s", strerror(-rc));
+		set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
+			  b->committed, strerror(-rc));
+		b->exit_code = EXIT_FAILURE_RUNTIME;
+		return;
+	}
+	pthread_mutex_lock(&b->lock);
+	b->activate_ms = (double)(now_ns() - t0) / 1e6;
+	b->failover_ms = (double)(now_ns() - b->last_heard_ns) / 1e6;
+	pthread_mutex_unlock(&b->lock);
+	log_warn("guest running: activated from checkpoint %" PRIu64 " in %.1f ms, %.1f ms after "
+		 "the primary was last heard (timeout %" PRIu64 " ms)", b->committed, b->activate_ms,
+		 b->failover_ms, b->cfg.timeout_ms);
+	if (b->dom.ops->guest_hash && b->dom.ops->guest_hash(&b->dom, hash) == 0) {
+		hex_encode(hash, 32, hex);
+		testlog("activated %" PRIu64 " %s", b->committed, hex);
+	}
+	testlog("failover heard_to_running_ms=%.1f activate_ms=%.1f", b->failover_ms, b->activate_ms);
+	set_state(b, B_ACTIVE, "guest running from checkpoint %" PRIu64, b->committed);
+}
+
+/* ---- the session with one primary ---------------------------------------- */
+
+/* Returns true when the daemon should stop accepting (stopped or activated). */
+static bool run_session(struct backup *b)
+{
+	uint64_t timeout_ns = b->cfg.timeout_ms * 1000000ull;
+	uint64_t hb_ns = b->cfg.heartbeat_interval_ms * 1000000ull;
+	struct channel_rec rec;
+	char why[300] = "";
+
+	b->last_heard_ns = b->last_sent_ns = now_ns();
+	b->rx_open = false;
+	for (;;) {
+		int rc = channel_recv(b->ch, &rec);
+
+		if (stopping(b))
+			return true;
+		if (rc == 0) {
+			enum rx_result r;
+
+			b->last_heard_ns = now_ns();
+			pthread_mutex_lock(&b->lock);
+			b->bytes_received = channel_bytes_received(b->ch);
+			pthread_mutex_unlock(&b->lock);
+			r = handle_record(b, &rec);
+			if (r == RX_STOP) {
+				log_info("the primary stopped protection cleanly; discarding the standby");
+				if (b->standby_ready && b->dom.ops->discard)
+					b->dom.ops->discard(&b->dom);
+				b->standby_ready = false;
+				set_state(b, B_STOPPED, "the primary stopped protection");
+				return true;
+			}
+			if (r == RX_BAD) {
+				snprintf(why, sizeof(why), "invalid checkpoint stream");
+				break;
+			}
+		} else if (rc == -EAGAIN) {
+			if (now_ns() - b->last_heard_ns > timeout_ns) {
+				snprintf(why, sizeof(why), "nothing heard for %" PRIu64 " ms",
+					 (now_ns() - b->last_heard_ns) / 1000000);
+				break;
+			}
+		} else {
+			snprintf(why, sizeof(why), "%s", rc == -EPIPE ? "the replication stream closed" :
+				 rc == -EBADMSG ? channel_error(b->ch) : strerror(-rc));
+			if (rc == -EBADMSG)
+				log_error("dropping the replication stream: %s", channel_error(b->ch));
+			break;
+		}
+		if (now_ns() - b->last_sent_ns >= hb_ns) {
+			uint8_t buf[HEARTBEAT_LEN];
+			struct wire_heartbeat hb = { b->hb_seq++, now_ns(), b->committed };
+			wire_put_heartbeat(buf, &hb);
+			if (channel_send(b->ch, REC_HEARTBEAT, buf, HEARTBEAT_LEN) == 0)
+				b->last_sent_ns = now_ns();
+		}
+	}
+	{
+		struct channel *ch = b->ch;
+		pthread_mutex_lock(&b->lock);
+		b->ch = NULL;
+		pthread_mutex_unlock(&b->lock);
+		channel_free(ch);
+	}
+	fail_over(b, why);
+	return b->state == B_ACTIVE || b->state == B_FAILED;
+}
+
+static void *net_main(void *arg)
+{
+	struct backup *b = arg;
+	struct channel_params cp = { .role = ROLE_BACKUP, .vm = b->cfg.name, .encrypt = b->cfg.encrypt };
+	char err[512];
+
+	memcpy(cp.key, b->key, KEY_LEN);
+	config_digest(&b->cfg, cp.digest);
+	set_state(b, B_WAITING, "waiting for the primary on %s:%u", b->cfg.replication.host,
+		  b->cfg.replication.port);
+	while (!stopping(b)) {
+		struct pollfd pfd = { b->listen_fd, POLLIN, 0 };
+		struct channel *ch = NULL;
+		int fd, rc;
+
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		net_tune(fd, 5000);
+		rc = channel_handshake(fd, &cp, &ch, err, sizeof(err));
+		if (rc) {
+			log_error("refused a connection: %s", err);
+			close(fd);
+			continue;
+		}
+		net_tune(fd, 50);
+		log_info("primary connected (%s)", b->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
+		pthread_mutex_lock(&b->lock);
+		b->ch = ch;
+		pthread_mutex_unlock(&b->lock);
+		if (run_session(b))
+			break;
+	}
+	close(b->listen_fd);
+	b->listen_fd = -1;
+	uv_async_send(&b->done_async);
+	return NULL;
+}
+
+/* ---- status --------------------------------------------------------------- */
+
+static void render_status(void *arg, bool json, char *buf, size_t len)
+{
+	struct backup *b = arg;
+	char guest[200] = "";
+
+	if (b->dom.ops->describe)
+		b->dom.ops->describe(&b->dom, guest, sizeof(guest));
+	pthread_mutex_lock(&b->lock);
+	if (json) {
+		snprintf(buf, len,
+			 "{\"role\":\"backup\",\"state\":\"%s\",\"detail\":\"%s\",\"vm\":\"%s\","
+			 "\"domain\":\"%s\",\"synthetic\":%s,\"guest\":\"%s\",\"epoch\":%" PRIu64 ","
+			 "\"last_acked_epoch\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ","
+			 "\"initial_rounds\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ","
+			 "\"last_commit_ms\":%.3f,\"last_heard_ms\":%.1f,\"timeout_ms\":%" PRIu64 ","
+			 "\"activate_ms\":%.1f,\"failover_ms\":%.1f}\n",
+			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
+			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
+			 b->committed, b->cfg.interval_ms, b->rounds, b->bytes_received,
+			 (double)b->last_commit_us / 1000.0,
+			 b->ch ? (double)(now_ns() - b->last_heard_ns) / 1e6 : -1.0,
+			 b->cfg.timeout_ms, b->activate_ms, b->failover_ms);
+	} else {
+		snprintf(buf, len,
+			 "%s (backup): %s - %s\n"
+			 "  guest:     %s%s\n"
+			 "  committed checkpoint %" PRIu64 " (acknowledged), %.1f MiB received, "
+			 "last commit %.3f ms\n"
+			 "  timeout %" PRIu64 " ms%s\n",
+			 b->cfg.name, bstate_names[b->state], b->detail, guest[0] ? guest : "(no standby yet)",
+			 b->cfg.domain == DOMAIN_MEMDOM ? " [synthetic test guest]" : "",
+			 b->committed, (double)b->bytes_received / 1048576.0,
+			 (double)b->last_commit_us / 1000.0, b->cfg.timeout_ms,
+			 b->state == B_ACTIVE ? "; failed over" : "");
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct backup *b = h->data;
+
+	(void)signum;
+	pthread_mutex_lock(&b->lock);
+	b->stop = true;
+	pthread_mutex_unlock(&b->lock);
+	log_info("stopping (signal)");
+	uv_stop(&b->loop);
+}
+
+static void on_net_done(uv_async_t *a)
+{
+	struct backup *b = a->data;
+
+	/* Stopped cleanly: exit.  Active: keep running the guest and serving status. */
+	if (b->state == B_STOPPED || b->state == B_FAILED || stopping(b))
+		uv_stop(&b->loop);
+}
+
+int cmd_backup(int argc, char **argv)
+{
+	struct backup *b = calloc(1, sizeof(*b));
+	char err[512], path[512];
+	int rc;
+
+	if (!b)
+		return EXIT_FAILURE_RUNTIME;
+	if ((rc = cmd_load_config(argc, argv, "backup", &b->cfg)))
+		return rc;
+	if (fault_init())
+		return EXIT_USAGE;
+	testlog_init();
+	signal(SIGPIPE, SIG_IGN);
+	if (key_load(b->cfg.key_file, b->key, err, sizeof(err))) {
+		log_error("%s", err);
+		return EXIT_USAGE;
+	}
+	pthread_mutex_init(&b->lock, NULL);
+	b->dom.ops = domain_ops_for(&b->cfg);
+	b->dom.cfg = &b->cfg;
+	b->dom.role = ROLE_BACKUP;
+	b->rx = ckpt_new(0);
+	uv_loop_init(&b->loop);
+	uv_signal_init(&b->loop, &b->sigterm);
+	uv_signal_init(&b->loop, &b->sigint);
+	b->sigterm.data = b->sigint.data = b;
+	uv_signal_start(&b->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&b->sigint, on_signal, SIGINT);
+	uv_async_init(&b->loop, &b->done_async, on_net_done);
+	b->done_async.data = b;
+
+	log_info("standby for %s (%s driver%s), listening on %s:%u", b->cfg.name, b->dom.ops->name,
+		 b->cfg.domain == DOMAIN_MEMDOM ? ": a synthetic test guest, not a real workload" : "",
+		 b->cfg.replication.host, b->cfg.replication.port);
+	config_status_path(&b->cfg, "backup", path, sizeof(path));
+	if (status_server_start(&b->loop, path, render_status, b, &b->status))
+		return EXIT_ENV;
+	if (!b->dom.ops->open || (rc = b->dom.ops->open(&b->dom))) {
+		log_error("cannot open the %s domain driver: %s", b->dom.ops->name, strerror(rc ? -rc : ENOSYS));
+		b->exit_code = (rc == -ENOTSUP || !b->dom.ops->open) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
+		goto out_status;
+	}
+	b->listen_fd = net_listen(&b->cfg.replication, err, sizeof(err));
+	if (b->listen_fd < 0) {
+		log_error("%s", err);
+		b->exit_code = EXIT_ENV;
+		goto out_dom;
+	}
+	pthread_create(&b->net_thr, NULL, net_main, b);
+	uv_run(&b->loop, UV_RUN_DEFAULT);
+	pthread_mutex_lock(&b->lock);
+	b->stop = true;
+	channel_shutdown(b->ch);
+	pthread_mutex_unlock(&b->lock);
+	pthread_join(b->net_thr, NULL);
+	if (b->state != B_ACTIVE && b->standby_ready && b->dom.ops->discard)
+		b->dom.ops->discard(&b->dom);
+out_dom:
+	b->dom.ops->close(&b->dom);
+out_status:
+	status_server_stop(b->status);
+	uv_run(&b->loop, UV_RUN_NOWAIT);
+	ckpt_free(b->rx);
+	log_info("exit %d", b->exit_code);
+	return b->exit_code;
+}

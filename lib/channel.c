@@ -16,6 +16,7 @@
 
 #define LOG_MODULE "channel"
 #include "channel.h"
+#include "fault.h"
 #include "log.h"
 #include "util.h"
 
@@ -383,6 +384,16 @@ int channel_sendv(struct channel *c, uint32_t type, const struct iovec *iov, int
 	EVP_CIPHER_CTX_ctrl(c->tx, EVP_CTRL_GCM_GET_TAG, CHANNEL_TAG_LEN, tag);
 	out[n++] = (struct iovec){ tag, sizeof(tag) };
 	c->tx_seq++;
+	if (fault_hit("duplicate-frame")) {
+		/* Fault point: send this frame twice; the peer must reject the copy. */
+		struct iovec copy[ARRAY_SIZE(out)];
+		memcpy(copy, out, sizeof(copy[0]) * (size_t)n);
+		log_warn("fault point 'duplicate-frame' fired: sending a %s frame twice",
+			 wire_type_name(type));
+		rc = writev_full(c->fd, copy, n);
+		if (rc)
+			goto out;
+	}
 	rc = writev_full(c->fd, out, n);
 	if (!rc)
 		c->bytes_sent += sizeof(hdr) + len + padlen + sizeof(tag);

@@ -1,2 +1,798 @@
+/*
+ * primary.c - `tandem primary`: the epoch loop on the VM's host.
+ *
+ * Threads (design: docs/design.md):
+ *   main    libuv loop: signals, status socket, the once-a-second tick
+ *           (UNSAFE reminder, status rates)
+ *   ckpt    epoch timer; suspend -> close output epoch -> capture into
+ *           staging -> resume; the guest's pause is this and nothing else
+ *   ship    sends staged checkpoints in order, heartbeats when idle
+ *   recv    acks (release output epoch N), heartbeats, peer loss
+ *
+ * Captured checkpoints wait in `pending` (in epoch order) until acked;
+ * at most epochs-in-flight of them, within staging-limit bytes.  When
+ * either bound is reached the next epoch waits: it stretches.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#define LOG_MODULE "primary"
+#include "../buffering/netbuf.h"
 #include "../cli/cmd.h"
-int cmd_primary(int argc, char **argv) { (void)argc; (void)argv; return 1; }
+#include "../domain/domain.h"
+#include "../lib/channel.h"
+#include "../lib/fault.h"
+#include "../lib/key.h"
+#include "../lib/log.h"
+#include "../lib/net.h"
+#include "../lib/status.h"
+#include "../lib/testlog.h"
+#include "../lib/util.h"
+#include "ship.h"
+
+#define MAX_IN_FLIGHT 64
+#define HZ_WINDOW 32
+
+enum pstate { P_STARTING, P_CONNECTING, P_SYNCING, P_PROTECTING, P_DEGRADED, P_STOPPING };
+
+static const char *const pstate_names[] = {
+	[P_STARTING] = "starting", [P_CONNECTING] = "connecting", [P_SYNCING] = "syncing",
+	[P_PROTECTING] = "protecting", [P_DEGRADED] = "degraded", [P_STOPPING] = "stopping",
+};
+
+struct primary {
+	struct tandem_config cfg;
+	struct domain dom;
+	struct netbuf nb;
+	struct channel *ch;
+	int exit_code;
+
+	uv_loop_t loop;
+	uv_signal_t sigterm, sigint;
+	uv_timer_t tick;
+	uv_async_t done_async;
+	struct status_server *status;
+
+	pthread_t ckpt_thr, ship_thr, recv_thr;
+	bool ship_started, recv_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_mutex_t nb_lock;
+
+	/* Checkpoints captured and not yet acked, oldest first. */
+	struct ckpt *pending[MAX_IN_FLIGHT];
+	unsigned npending, nshipped;
+	struct ckpt *spare[MAX_IN_FLIGHT];
+	unsigned nspare;
+	size_t staging_bytes;
+
+	bool stop, peer_lost, stretched;
+	enum pstate state;
+	char detail[160];
+
+	uint64_t epoch, last_shipped, last_acked;
+	uint64_t last_pause_us, last_dirty, bytes_shipped;
+	uint64_t last_heard_ns, last_sent_ns, hb_seq;
+	uint64_t epoch_times[HZ_WINDOW];
+	unsigned nepoch_times;
+	struct domain_progress progress;
+	uint64_t progress_start_ns;
+};
+
+static struct primary *P;
+
+/* ---- helpers (call with lock held unless noted) --------------------------- */
+
+static void set_state(struct primary *p, enum pstate s, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_state(struct primary *p, enum pstate s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(p->detail, sizeof(p->detail), fmt, ap);
+	va_end(ap);
+	if (p->state != s)
+		log_info("state %s -> %s: %s", pstate_names[p->state], pstate_names[s], p->detail);
+	p->state = s;
+}
+
+static double achieved_hz(const struct primary *p)
+{
+	unsigned n = MIN(p->nepoch_times, HZ_WINDOW);
+	uint64_t newest, oldest;
+
+	if (n < 2)
+		return 0;
+	newest = p->epoch_times[(p->nepoch_times - 1) % HZ_WINDOW];
+	oldest = p->epoch_times[(p->nepoch_times - n) % HZ_WINDOW];
+	if (now_ns() - newest > 2 * 1000000000ull)
+		return 0;
+	return (double)(n - 1) * 1e9 / (double)(newest - oldest);
+}
+
+/* Mark the peer lost (any thread).  Output stays held: nothing is released
+ * without an ack, so a partitioned primary stays invisible to clients. */
+static void peer_lost(struct primary *p, const char *why)
+{
+	pthread_mutex_lock(&p->lock);
+	if (!p->peer_lost && !p->stop) {
+		p->peer_lost = true;
+		log_error("backup lost: %s (timeout %" PRIu64 " ms); protection stops, the guest "
+			  "keeps running, output of unacknowledged epochs stays held",
+			  why, p->cfg.timeout_ms);
+		set_state(p, P_DEGRADED, "backup lost: %s; output held after epoch %" PRIu64,
+			  why, p->last_acked);
+	}
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	channel_shutdown(p->ch);
+}
+
+static struct ckpt *take_spare(struct primary *p)
+{
+	if (p->nspare)
+		return p->spare[--p->nspare];
+	return ckpt_new(0);
+}
+
+static void recount_staging(struct primary *p)
+{
+	size_t total = 0;
+
+	for (unsigned i = 0; i < p->npending; i++)
+		total += ckpt_bytes(p->pending[i]);
+	for (unsigned i = 0; i < p->nspare; i++)
+		total += ckpt_bytes(p->spare[i]);
+	p->staging_bytes = total;
+}
+
+/* ---- initial copy --------------------------------------------------------- */
+
+static int deliver_round(void *arg, struct ckpt *c, bool final)
+{
+	struct primary *p = arg;
+	int rc;
+
+	(void)final;
+	c->epoch = 0;
+	c->flags |= CKPT_F_INITIAL;
+	rc = ship_ckpt(p->ch, c, NULL);
+	if (!rc) {
+		pthread_mutex_lock(&p->lock);
+		p->bytes_shipped = channel_bytes_sent(p->ch);
+		p->last_sent_ns = now_ns();
+		pthread_mutex_unlock(&p->lock);
+	}
+	return rc;
+}
+
+static void on_progress(void *arg, const struct domain_progress *pr)
+{
+	struct primary *p = arg;
+	static uint64_t last_print;
+	uint64_t now = now_ns();
+
+	pthread_mutex_lock(&p->lock);
+	p->progress = *pr;
+	pthread_mutex_unlock(&p->lock);
+	if (isatty(2) && (now - last_print > 250000000ull || pr->pages_done == pr->pages_total)) {
+		double secs = (double)(now - p->progress_start_ns) / 1e9;
+		double rate = secs > 0 ? (double)pr->pages_done * 4096 / secs / 1048576 : 0;
+		double pct = pr->pages_total ? 100.0 * (double)pr->pages_done / (double)pr->pages_total : 0;
+		double eta = rate > 0 ? (double)(pr->pages_total - pr->pages_done) * 4096 / 1048576 / rate : 0;
+		fprintf(stderr, "\rinitial copy: round %u  %5.1f%%  %7.1f MiB/s  ETA %4.1fs ",
+			pr->round, pct, rate, eta);
+		if (pr->pages_done == pr->pages_total)
+			fputc('\n', stderr);
+		last_print = now;
+	}
+}
+
+/* ---- the checkpoint thread ----------------------------------------------- */
+
+/* Wait (lock held) until the next checkpoint may be taken; false = stop. */
+static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
+{
+	unsigned limit = (unsigned)MIN(p->cfg.epochs_in_flight, (uint64_t)MAX_IN_FLIGHT);
+	uint64_t stretch_start = 0;
+
+	limit = MIN(limit, p->nb.ops->max_closed_epochs);
+	for (;;) {
+		bool room = p->npending < limit && p->staging_bytes <= p->cfg.staging_limit;
+		uint64_t now = now_ns();
+		struct timespec ts;
+
+		if (p->stop || p->peer_lost)
+			return false;
+		if (room && now >= deadline_ns)
+			break;
+		if (!room && now >= deadline_ns && !stretch_start) {
+			stretch_start = now;
+			if (!p->stretched) {
+				p->stretched = true;
+				log_warn("epoch %" PRIu64 " stretches: %u checkpoints await an ack "
+					 "(limit %u), staging %zu of %" PRIu64 " bytes",
+					 p->epoch + 1, p->npending, limit, p->staging_bytes,
+					 p->cfg.staging_limit);
+			}
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		{
+			uint64_t wait = room ? deadline_ns - now : 20000000ull;
+			wait = MIN(wait, 20000000ull);
+			ts.tv_nsec += (long)wait;
+			ts.tv_sec += ts.tv_nsec / 1000000000L;
+			ts.tv_nsec %= 1000000000L;
+		}
+		pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+	}
+	if (p->stretched && !stretch_start) {
+		p->stretched = false;
+		log_info("epochs back to the configured interval (%" PRIu64 " ms)", p->cfg.interval_ms);
+	}
+	return true;
+}
+
+/* One checkpoint: the guest's pause is suspend..resume. */
+static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
+{
+	uint8_t hash[32];
+	char hex[65];
+	uint64_t t0, t1, t2, t3;
+	int rc, r;
+
+	ckpt_reset(c, epoch);
+	fault_kill("before-capture");
+	t0 = now_ns();
+	if ((rc = p->dom.ops->suspend(&p->dom))) {
+		log_error("checkpoint %" PRIu64 ": cannot suspend the guest: %s", epoch, strerror(-rc));
+		return rc;
+	}
+	pthread_mutex_lock(&p->nb_lock);
+	rc = p->nb.ops->close_epoch(&p->nb, epoch);
+	pthread_mutex_unlock(&p->nb_lock);
+	t1 = now_ns();
+	if (rc) {
+		log_error("checkpoint %" PRIu64 ": cannot close the output epoch: %s", epoch, strerror(-rc));
+		goto resume;
+	}
+	rc = p->dom.ops->capture(&p->dom, c);
+	fault_kill("mid-capture");
+	if (!rc && testlog_enabled() && p->dom.ops->guest_hash &&
+	    p->dom.ops->guest_hash(&p->dom, hash) == 0) {
+		hex_encode(hash, 32, hex);
+		testlog("ckpt %" PRIu64 " %s", epoch, hex);
+		memcpy(c->digest, hash, 32);	/* travels in CKPT_END */
+		c->has_digest = true;
+	}
+	t2 = now_ns();
+resume:
+	r = p->dom.ops->resume(&p->dom);
+	t3 = now_ns();
+	if (r) {
+		log_error("checkpoint %" PRIu64 ": cannot resume the guest: %s", epoch, strerror(-r));
+		return r;
+	}
+	if (rc) {
+		log_error("checkpoint %" PRIu64 ": capture failed: %s", epoch, strerror(-rc));
+		return rc;
+	}
+	c->t_suspend_us = (t1 - t0) / 1000;
+	c->t_capture_us = (t2 - t1) / 1000;
+	c->t_resume_us = (t3 - t2) / 1000;
+	c->captured_at_ns = t3;
+	pthread_mutex_lock(&p->lock);
+	p->last_pause_us = (t3 - t0) / 1000;
+	p->last_dirty = c->npages;
+	p->epoch_times[p->nepoch_times++ % HZ_WINDOW] = t3;
+	pthread_mutex_unlock(&p->lock);
+	log_debug("checkpoint %" PRIu64 ": %" PRIu64 " pages, pause %.2f ms (suspend %.2f, "
+		  "capture %.2f, resume %.2f)", epoch, c->npages, (double)(t3 - t0) / 1e6,
+		  (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6);
+	return 0;
+}
+
+static void *ckpt_main(void *arg)
+{
+	struct primary *p = arg;
+	struct domain_sink sink = { deliver_round, on_progress, p };
+	uint64_t deadline;
+	int rc;
+
+	pthread_mutex_lock(&p->lock);
+	set_state(p, P_SYNCING, "initial copy of the running guest");
+	pthread_mutex_unlock(&p->lock);
+	p->progress_start_ns = now_ns();
+	rc = p->dom.ops->start_protection(&p->dom, &sink);
+	if (rc) {
+		log_error("initial copy failed: %s", strerror(-rc));
+		peer_lost(p, "initial copy failed");
+		goto out;
+	}
+	log_info("initial copy done; taking checkpoints every %" PRIu64 " ms", p->cfg.interval_ms);
+	pthread_mutex_lock(&p->lock);
+	set_state(p, P_PROTECTING, "checkpointing every %" PRIu64 " ms", p->cfg.interval_ms);
+	deadline = now_ns();
+	for (;;) {
+		struct ckpt *c;
+		uint64_t epoch;
+
+		if (!wait_for_room(p, deadline))
+			break;
+		c = take_spare(p);
+		epoch = p->epoch + 1;
+		pthread_mutex_unlock(&p->lock);
+		if (!c) {
+			log_error("out of memory for staging");
+			pthread_mutex_lock(&p->lock);
+			break;
+		}
+		rc = take_checkpoint(p, c, epoch);
+		pthread_mutex_lock(&p->lock);
+		if (rc) {
+			ckpt_free(c);
+			p->exit_code = EXIT_FAILURE_RUNTIME;
+			p->stop = true;
+			break;
+		}
+		p->epoch = epoch;
+		p->pending[p->npending++] = c;
+		recount_staging(p);
+		pthread_cond_broadcast(&p->cond);
+		deadline = c->captured_at_ns + p->cfg.interval_ms * 1000000ull;
+	}
+	pthread_mutex_unlock(&p->lock);
+out:
+	uv_async_send(&p->done_async);
+	return NULL;
+}
+
+/* ---- the shipping thread ------------------------------------------------- */
+
+static void send_heartbeat(struct primary *p)
+{
+	uint8_t buf[HEARTBEAT_LEN];
+	struct wire_heartbeat hb = { p->hb_seq++, now_ns(), p->epoch };
+
+	wire_put_heartbeat(buf, &hb);
+	if (channel_send(p->ch, REC_HEARTBEAT, buf, HEARTBEAT_LEN) == 0)
+		p->last_sent_ns = now_ns();
+}
+
+static void *ship_main(void *arg)
+{
+	struct primary *p = arg;
+	uint64_t hb_ns = p->cfg.heartbeat_interval_ms * 1000000ull;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop && !p->peer_lost) {
+		if (p->nshipped < p->npending) {
+			struct ckpt *c = p->pending[p->nshipped];
+			int rc;
+
+			pthread_mutex_unlock(&p->lock);
+			rc = ship_ckpt(p->ch, c, c->has_digest ? c->digest : NULL);
+			pthread_mutex_lock(&p->lock);
+			if (rc) {
+				pthread_mutex_unlock(&p->lock);
+				peer_lost(p, "replication stream broke while shipping");
+				pthread_mutex_lock(&p->lock);
+				break;
+			}
+			/* pending may have shifted while unlocked; find c again */
+			p->nshipped++;
+			p->last_shipped = c->epoch;
+			p->last_sent_ns = now_ns();
+			p->bytes_shipped = channel_bytes_sent(p->ch);
+			fault_kill("after-ship-before-ack");
+			continue;
+		}
+		if (now_ns() - p->last_sent_ns >= hb_ns) {
+			pthread_mutex_unlock(&p->lock);
+			send_heartbeat(p);
+			pthread_mutex_lock(&p->lock);
+			continue;
+		}
+		{
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 10000000L;
+			ts.tv_sec += ts.tv_nsec / 1000000000L;
+			ts.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* ---- the receiving thread ------------------------------------------------ */
+
+static void handle_ack(struct primary *p, const struct wire_ack *a)
+{
+	int rc;
+
+	if (a->epoch == 0)
+		return;		/* a round of the initial copy */
+	pthread_mutex_lock(&p->lock);
+	if (a->epoch > p->last_shipped || a->epoch <= p->last_acked) {
+		pthread_mutex_unlock(&p->lock);
+		log_error("ack for checkpoint %" PRIu64 " does not match (last shipped %" PRIu64
+			  ", last acked %" PRIu64 ")", a->epoch, p->last_shipped, p->last_acked);
+		peer_lost(p, "protocol error: unexpected ack");
+		return;
+	}
+	pthread_mutex_lock(&p->nb_lock);
+	rc = p->nb.ops->release(&p->nb, a->epoch);
+	pthread_mutex_unlock(&p->nb_lock);
+	if (rc)
+		log_error("cannot release output epoch %" PRIu64 ": %s", a->epoch, strerror(-rc));
+	p->last_acked = a->epoch;
+	testlog("ack %" PRIu64, a->epoch);
+	fault_kill("primary-exit-after-release");
+	while (p->npending && p->pending[0]->epoch <= a->epoch) {
+		struct ckpt *c = p->pending[0];
+		memmove(p->pending, p->pending + 1, sizeof(p->pending[0]) * --p->npending);
+		p->nshipped--;
+		if (p->nspare < MAX_IN_FLIGHT)
+			p->spare[p->nspare++] = c;
+		else
+			ckpt_free(c);
+	}
+	recount_staging(p);
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *recv_main(void *arg)
+{
+	struct primary *p = arg;
+	struct channel_rec rec;
+	uint64_t timeout_ns = p->cfg.timeout_ms * 1000000ull;
+
+	for (;;) {
+		int rc = channel_recv(p->ch, &rec);
+
+		pthread_mutex_lock(&p->lock);
+		if (p->stop || p->peer_lost) {
+			pthread_mutex_unlock(&p->lock);
+			if (rc == 0 && rec.type == REC_ACK) {
+				struct wire_ack a;
+				wire_get_ack(rec.payload, &a);
+				handle_ack(p, &a);
+				continue;
+			}
+			if (rc == -EAGAIN)
+				continue;
+			break;
+		}
+		if (rc == 0)
+			p->last_heard_ns = now_ns();
+		pthread_mutex_unlock(&p->lock);
+		if (rc == -EAGAIN) {
+			if (now_ns() - p->last_heard_ns > timeout_ns) {
+				peer_lost(p, "nothing heard from the backup");
+				break;
+			}
+			continue;
+		}
+		if (rc == -EPIPE) {
+			peer_lost(p, "the backup closed the replication stream");
+			break;
+		}
+		if (rc) {
+			char why[300];
+			snprintf(why, sizeof(why), "replication stream failed: %s",
+				 rc == -EBADMSG ? channel_error(p->ch) : strerror(-rc));
+			peer_lost(p, why);
+			break;
+		}
+		switch (rec.type) {
+		case REC_ACK: {
+			struct wire_ack a;
+			wire_get_ack(rec.payload, &a);
+			handle_ack(p, &a);
+			break;
+		}
+		case REC_HEARTBEAT:
+			break;
+		case REC_ERROR: {
+			struct wire_error e;
+			wire_get_error(rec.payload, &e);
+			log_error("the backup reports: %s", e.msg);
+			peer_lost(p, "the backup reported an error");
+			return NULL;
+		}
+		default:
+			log_error("unexpected %s record from the backup", wire_type_name(rec.type));
+			peer_lost(p, "protocol error");
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+/* ---- status --------------------------------------------------------------- */
+
+static void render_status(void *arg, bool json, char *buf, size_t len)
+{
+	struct primary *p = arg;
+	char guest[160] = "", peer[300];
+	struct netbuf_counters nc = { 0 };
+	double hz, lag_ms = 0;
+
+	if (p->dom.ops->describe)
+		p->dom.ops->describe(&p->dom, guest, sizeof(guest));
+	pthread_mutex_lock(&p->nb_lock);
+	if (p->nb.ops->counters && p->nb.attached)
+		p->nb.ops->counters(&p->nb, &nc);
+	pthread_mutex_unlock(&p->nb_lock);
+	pthread_mutex_lock(&p->lock);
+	hz = achieved_hz(p);
+	if (p->npending)
+		lag_ms = (double)(now_ns() - p->pending[0]->captured_at_ns) / 1e6;
+	snprintf(peer, sizeof(peer), "%s:%u", p->cfg.replication.host, p->cfg.replication.port);
+	if (json) {
+		snprintf(buf, len,
+			 "{\"role\":\"primary\",\"state\":\"%s\",\"detail\":\"%s\",\"vm\":\"%s\","
+			 "\"domain\":\"%s\",\"synthetic\":%s,\"guest\":\"%s\",\"peer\":\"%s\","
+			 "\"epoch\":%" PRIu64 ",\"last_acked_epoch\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ","
+			 "\"achieved_hz\":%.1f,\"last_pause_ms\":%.3f,\"dirty_pages\":%" PRIu64 ","
+			 "\"bytes_shipped\":%" PRIu64 ",\"epochs_in_flight\":%u,\"lag_ms\":%.1f,"
+			 "\"stretched\":%s,\"netbuf\":\"%s\",\"unsafe\":%s,"
+			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
+			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 "}\n",
+			 pstate_names[p->state], p->detail, p->cfg.name, p->dom.ops->name,
+			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
+			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
+			 p->last_dirty, p->bytes_shipped, p->npending, lag_ms,
+			 p->stretched ? "true" : "false", p->nb.ops->name,
+			 netbuf_unsafe(&p->cfg) ? "true" : "false",
+			 nc.held_packets, nc.released_packets, nc.dropped_packets,
+			 p->progress.pages_done, p->progress.pages_total);
+	} else {
+		snprintf(buf, len,
+			 "%s (primary): %s%s - %s\n"
+			 "  guest:     %s%s\n"
+			 "  backup:    %s\n"
+			 "  epoch %" PRIu64 ", last acked %" PRIu64 ", %u in flight, lag %.1f ms%s\n"
+			 "  interval %" PRIu64 " ms, achieved %.1f Hz, last pause %.3f ms, %" PRIu64 " dirty pages\n"
+			 "  shipped %.1f MiB; output buffering: %s (held %" PRIu64 ", released %" PRIu64
+			 ", dropped %" PRIu64 " packets)\n",
+			 p->cfg.name, pstate_names[p->state],
+			 netbuf_unsafe(&p->cfg) ? " UNSAFE (no output buffering)" : "", p->detail,
+			 guest, p->cfg.domain == DOMAIN_MEMDOM ? " [synthetic test guest]" : "", peer,
+			 p->epoch, p->last_acked, p->npending, lag_ms,
+			 p->stretched ? " (epoch stretched: the link cannot keep up)" : "",
+			 p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0, p->last_dirty,
+			 (double)p->bytes_shipped / 1048576.0, p->nb.ops->name,
+			 nc.held_packets, nc.released_packets, nc.dropped_packets);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- loop callbacks ------------------------------------------------------- */
+
+static void request_stop(struct primary *p)
+{
+	pthread_mutex_lock(&p->lock);
+	if (!p->stop)
+		log_info("stopping protection (signal)");
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct primary *p = h->data;
+
+	(void)signum;
+	request_stop(p);
+	uv_stop(&p->loop);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	struct primary *p = t->data;
+	static unsigned ticks;
+
+	if (netbuf_unsafe(&p->cfg) && ticks++ % 60 == 0)
+		log_warn("UNSAFE: running without output buffering (allow-unsafe-no-buffering = yes)");
+}
+
+static void on_ckpt_done(uv_async_t *a)
+{
+	struct primary *p = a->data;
+
+	pthread_mutex_lock(&p->lock);
+	bool stopping = p->stop;
+	pthread_mutex_unlock(&p->lock);
+	if (stopping)
+		uv_stop(&p->loop);
+	/* else: degraded; keep serving status until a signal stops us */
+}
+
+/* ---- start-up and shut-down ---------------------------------------------- */
+
+static int connect_backup(struct primary *p, const uint8_t key[KEY_LEN])
+{
+	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .encrypt = p->cfg.encrypt };
+	uint64_t last_log = 0;
+	char err[512];
+	int fd, rc;
+
+	memcpy(cp.key, key, KEY_LEN);
+	config_digest(&p->cfg, cp.digest);
+	set_state(p, P_CONNECTING, "connecting to the backup");
+	for (;;) {
+		if (p->stop)
+			return -EINTR;
+		fd = net_connect(&p->cfg.replication, 1000, err, sizeof(err));
+		if (fd >= 0) {
+			net_tune(fd, p->cfg.timeout_ms);
+			rc = channel_handshake(fd, &cp, &p->ch, err, sizeof(err));
+			if (rc == 0)
+				break;
+			close(fd);
+			log_error("handshake with the backup failed: %s", err);
+			if (rc != -EPIPE && rc != -EAGAIN && rc != -ECONNRESET)
+				return rc;
+		} else if (now_ms() - last_log > 5000) {
+			log_info("waiting for the backup: %s", err);
+			last_log = now_ms();
+		}
+		uv_run(&p->loop, UV_RUN_NOWAIT);
+		usleep(100000);
+	}
+	net_tune(channel_fd(p->ch), 100);	/* recv wakes every 100 ms to check the timeout */
+	p->last_heard_ns = p->last_sent_ns = now_ns();
+	log_info("connected to the backup at %s:%u (%s)", p->cfg.replication.host,
+		 p->cfg.replication.port, p->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
+	return 0;
+}
+
+/* Clean stop: tell the backup, then release held output only if it confirmed. */
+static void clean_stop(struct primary *p)
+{
+	uint8_t buf[STOP_LEN];
+	struct wire_stop st = { 1 };
+	bool confirmed = false;
+
+	if (p->ch && !p->peer_lost) {
+		wire_put_stop(buf, &st);
+		if (channel_send(p->ch, REC_STOP, buf, STOP_LEN) == 0) {
+			/* The backup closes the stream once it has discarded its standby. */
+			uint64_t end = now_ms() + p->cfg.timeout_ms;
+			while (now_ms() < end) {
+				struct channel_rec rec;
+				int rc = channel_recv(p->ch, &rec);
+				if (rc == -EPIPE) {
+					confirmed = true;
+					break;
+				}
+				if (rc && rc != -EAGAIN)
+					break;
+			}
+		}
+	}
+	pthread_mutex_lock(&p->nb_lock);
+	if (confirmed || netbuf_unsafe(&p->cfg)) {
+		p->nb.ops->release_all(&p->nb);
+		log_info("protection stopped; the backup discarded its standby; output released");
+	} else if (p->nb.attached) {
+		log_error("the backup did not confirm the stop: output of epochs after %" PRIu64
+			  " stays held so that it cannot contradict a failover", p->last_acked);
+	}
+	pthread_mutex_unlock(&p->nb_lock);
+}
+
+int cmd_primary(int argc, char **argv)
+{
+	struct primary *p;
+	uint8_t key[KEY_LEN];
+	char err[512], path[512];
+	int rc;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return EXIT_FAILURE_RUNTIME;
+	P = p;
+	if ((rc = cmd_load_config(argc, argv, "primary", &p->cfg)))
+		return rc;
+	if (fault_init())
+		return EXIT_USAGE;
+	testlog_init();
+	signal(SIGPIPE, SIG_IGN);
+	if (key_load(p->cfg.key_file, key, err, sizeof(err))) {
+		log_error("%s", err);
+		return EXIT_USAGE;
+	}
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->nb_lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	uv_loop_init(&p->loop);
+	uv_signal_init(&p->loop, &p->sigterm);
+	uv_signal_init(&p->loop, &p->sigint);
+	p->sigterm.data = p->sigint.data = p;
+	uv_signal_start(&p->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&p->sigint, on_signal, SIGINT);
+	uv_timer_init(&p->loop, &p->tick);
+	p->tick.data = p;
+	uv_timer_start(&p->tick, on_tick, 0, 1000);
+	uv_async_init(&p->loop, &p->done_async, on_ckpt_done);
+	p->done_async.data = p;
+
+	p->dom.ops = domain_ops_for(&p->cfg);
+	p->dom.cfg = &p->cfg;
+	p->dom.role = ROLE_PRIMARY;
+	p->nb.ops = netbuf_ops_for(&p->cfg);
+	p->nb.cfg = &p->cfg;
+	if (!p->nb.ops) {
+		log_error("netbuf backend not available in this build");
+		return EXIT_ENV;
+	}
+	log_info("protecting %s (%s driver%s), interval %" PRIu64 " ms, backup %s:%u",
+		 p->cfg.name, p->dom.ops->name,
+		 p->cfg.domain == DOMAIN_MEMDOM ? ": a synthetic test guest, not a real workload" : "",
+		 p->cfg.interval_ms, p->cfg.replication.host, p->cfg.replication.port);
+
+	config_status_path(&p->cfg, "primary", path, sizeof(path));
+	if (status_server_start(&p->loop, path, render_status, p, &p->status))
+		return EXIT_ENV;
+	if (!p->dom.ops->open || (rc = p->dom.ops->open(&p->dom))) {
+		log_error("cannot open the %s domain: %s", p->dom.ops->name, strerror(rc ? -rc : ENOSYS));
+		p->exit_code = (rc == -ENOTSUP || !p->dom.ops->open) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
+		goto out_status;
+	}
+	/* Output is buffered before the first byte is shipped: never unbuffered. */
+	if ((rc = p->nb.ops->attach(&p->nb, p->cfg.vif))) {
+		p->exit_code = (rc == -ENOTSUP || rc == -ENODEV) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
+		goto out_dom;
+	}
+	rc = connect_backup(p, key);
+	if (rc) {
+		p->exit_code = rc == -EINTR ? EXIT_OK :
+			(rc == -EACCES || rc == -ESRCH || rc == -EKEYREJECTED ||
+			 rc == -EPROTONOSUPPORT || rc == -EPROTO) ? EXIT_PEER : EXIT_FAILURE_RUNTIME;
+		goto out_nb;
+	}
+	pthread_create(&p->recv_thr, NULL, recv_main, p);
+	pthread_create(&p->ship_thr, NULL, ship_main, p);
+	pthread_create(&p->ckpt_thr, NULL, ckpt_main, p);
+
+	uv_run(&p->loop, UV_RUN_DEFAULT);
+
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	set_state(p, P_STOPPING, "stopping");
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	pthread_join(p->ckpt_thr, NULL);
+	pthread_join(p->ship_thr, NULL);
+	pthread_join(p->recv_thr, NULL);
+	clean_stop(p);
+	if (p->dom.ops->stop_protection)
+		p->dom.ops->stop_protection(&p->dom);
+out_nb:
+	p->nb.ops->detach(&p->nb);
+out_dom:
+	p->dom.ops->close(&p->dom);
+out_status:
+	status_server_stop(p->status);
+	uv_run(&p->loop, UV_RUN_NOWAIT);
+	channel_free(p->ch);
+	log_info("exit %d", p->exit_code);
+	return p->exit_code;
+}

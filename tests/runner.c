@@ -125,7 +125,9 @@ static int run_one(const struct test_entry *t)
 	}
 	/* Reap anything the test left in its process group. */
 	kill(-pid, SIGKILL);
-	{
+	if (getenv("TANDEM_KEEP_TMP"))
+		printf("  kept %s\n", base);
+	else {
 		char cmd[300];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
 		if (system(cmd) != 0)

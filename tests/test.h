@@ -33,9 +33,19 @@
 	return TEST_SKIP; } while (0)
 
 /* Poll cond every 5 ms until it holds or timeout_ms passes; true if it held. */
-#define WAIT_FOR(cond, timeout_ms) ({ uint64_t end_ = test_now_ms() + (timeout_ms); \
-	bool ok_ = false; for (;;) { if (cond) { ok_ = true; break; } \
-	if (test_now_ms() > end_) break; test_sleep_ms(5); } ok_; })
+#define WAIT_FOR(cond, timeout_ms) ({ \
+	uint64_t end_ = test_now_ms() + (timeout_ms); \
+	bool ok_ = false; \
+	for (;;) { \
+		if (cond) { \
+			ok_ = true; \
+			break; \
+		} \
+		if (test_now_ms() > end_) \
+			break; \
+		test_sleep_ms(5); \
+	} \
+	ok_; })
 
 uint64_t test_now_ms(void);
 void test_sleep_ms(unsigned ms);

@@ -1,0 +1,118 @@
+/*
+ * domain.h - domain drivers behind one ops table.
+ *
+ * The engine (primary/, backup/) drives a protected domain only through
+ * these operations.  Two drivers implement them: `xen` (the product, in
+ * domain/xen.c) and `memdom` (a synthetic guest for tests and benchmarks,
+ * in domain/memdom.c).
+ *
+ * The shape follows libxenguest's Remus loop, in which xc_domain_save()
+ * calls suspend(), writes the dirty pages, calls postcopy() (resume) and
+ * then checkpoint() (wait for the next epoch).  The engine calls the same
+ * steps one at a time from its checkpoint thread:
+ *
+ *   primary:  open -> start_protection -> { suspend -> capture -> resume }*
+ *             -> stop_protection -> close
+ *   backup:   open -> prepare_standby -> { commit }* -> activate | discard
+ *             -> close
+ *
+ * A driver whose library owns the loop (xen) runs that loop on its own
+ * thread and meets the engine's calls at the library's callbacks.
+ *
+ * Return values: 0 or a negative errno; on error the driver has logged
+ * what went wrong in an operator's words.
+ *
+ * Members that may be NULL: stop_protection, discard, guest_hash and
+ * describe.  All others are required for the role that uses them.
+ */
+#ifndef TANDEM_DOMAIN_H
+#define TANDEM_DOMAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../config/config.h"
+#include "ckpt.h"
+
+struct domain;
+
+/* Progress of the initial copy, reported by start_protection. */
+struct domain_progress {
+	uint64_t pages_done, pages_total;
+	unsigned round;
+};
+
+typedef void (*domain_progress_fn)(void *arg, const struct domain_progress *p);
+
+/*
+ * Where start_protection delivers the initial copy: each round's pages go
+ * into a ckpt, handed to `deliver`, which ships it (blocking) before the
+ * next round is captured.  Every round is part of the initial image (the
+ * engine sends it with CKPT_F_INITIAL, whatever `final` says).  When
+ * start_protection returns, the guest is running and tracking is on; the
+ * engine then takes checkpoint 1 through suspend/capture/resume, so that
+ * the output epoch is closed while the guest is suspended.
+ */
+struct domain_sink {
+	int (*deliver)(void *arg, struct ckpt *c, bool final);
+	domain_progress_fn progress;
+	void *arg;
+};
+
+struct domain_ops {
+	const char *name;
+
+	/* Both roles.  open() checks the host can run this driver (kernel
+	 * features, hypervisor, guest exists) and fails with -ENOTSUP and a
+	 * clear message when it cannot. */
+	int (*open)(struct domain *d);
+	void (*close)(struct domain *d);
+
+	/* ---- primary ---- */
+	/* Turn dirty tracking on and copy the running guest in rounds until
+	 * the dirty set is small, then deliver the first checkpoint. */
+	int (*start_protection)(struct domain *d, const struct domain_sink *sink);
+	/* Stop the guest executing, devices stay connected.  Bounded in time:
+	 * a guest that does not answer is resumed and -ETIMEDOUT returned. */
+	int (*suspend)(struct domain *d);
+	/* While suspended: copy dirty pages and state into c (memory speed). */
+	int (*capture)(struct domain *d, struct ckpt *c);
+	/* Resume after capture (Xen: suspend_cancel, devices stay connected). */
+	int (*resume)(struct domain *d);
+	/* Turn dirty tracking off; leave the guest running.  May be NULL. */
+	void (*stop_protection)(struct domain *d);
+
+	/* ---- backup ---- */
+	/* Create the standby from the initial copy (c has CKPT_F_INITIAL set
+	 * for each round before the first checkpoint). */
+	int (*prepare_standby)(struct domain *d);
+	/* Apply a complete checkpoint to the standby, atomically: after an
+	 * error or a crash the standby equals the previous commit. */
+	int (*commit)(struct domain *d, const struct ckpt *c);
+	/* Start the guest from the last committed checkpoint. */
+	int (*activate)(struct domain *d);
+	/* Destroy the standby (clean stop of the primary).  May be NULL. */
+	void (*discard)(struct domain *d);
+
+	/* SHA-256 of the guest's memory and state as the driver sees them now
+	 * (primary: the live guest, call while suspended; backup: the last
+	 * committed image).  For tests.  May be NULL. */
+	int (*guest_hash)(struct domain *d, uint8_t out[32]);
+	/* One line about the guest for status ("synthetic", domid, ...).  May be NULL. */
+	void (*describe)(struct domain *d, char *buf, size_t len);
+};
+
+struct domain {
+	const struct domain_ops *ops;
+	const struct tandem_config *cfg;
+	int role;			/* ROLE_PRIMARY or ROLE_BACKUP */
+	void *priv;			/* the driver's own state */
+};
+
+extern const struct domain_ops memdom_ops;
+extern const struct domain_ops xen_ops;
+
+/* The ops for cfg->domain. */
+const struct domain_ops *domain_ops_for(const struct tandem_config *cfg);
+
+#endif

@@ -1,0 +1,1567 @@
+/*
+ * memdom.c - the memdom domain driver: a synthetic guest for tests and
+ * benchmarks (see memdom.h for the workload and its vCPU block).
+ *
+ * The guest is a child process forked from the daemon.  Its memory is a
+ * private anonymous mapping of cfg->memory bytes; its vCPU block lives in
+ * a small MAP_SHARED page so the daemon can read the step counter at any
+ * time.  The child runs only async-signal-safe code (the daemon may have
+ * threads) and dies with the daemon (PR_SET_PDEATHSIG).
+ *
+ * Primary: dirty tracking is userfaultfd write-protection in WP-async
+ * mode, registered by the child inside its own mm; the daemon harvests the
+ * written pages with PAGEMAP_SCAN on /proc/<child>/pagemap, which reports
+ * and re-protects them in one call, and copies them with process_vm_readv
+ * straight into the checkpoint's page buffer.  Suspend is SIGSTOP, resume
+ * is SIGCONT.
+ *
+ * Backup: the standby is an image of the guest memory plus the vCPU block
+ * in the daemon; activation forks a child that inherits the image and
+ * continues the workload from the committed vCPU state.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/fs.h>
+#include <linux/userfaultfd.h>
+#include <openssl/evp.h>
+
+#include "../lib/wire.h"
+#include "memdom.h"
+
+#define LOG_MODULE "memdom"
+#include "../lib/log.h"
+
+/* ---- kernel interfaces missing from older headers (limits.md 3a) -------- */
+
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+
+#ifndef PAGEMAP_SCAN
+#define PAGE_IS_WRITTEN (1 << 1)
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+
+struct page_region {
+	uint64_t start, end, categories;
+};
+
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#endif
+
+/* ---- tunables ------------------------------------------------------------ */
+
+#define PAGE_SZ ((uint64_t)4096)
+#define SCAN_REGIONS 16384		/* page_region entries per PAGEMAP_SCAN call */
+#define SLICE_PAGES 16384ull		/* pages per delivery while the guest runs */
+#define SMALL_DIRTY 1024ull		/* stop the initial rounds at this dirty count */
+#define MAX_ROUNDS 8u			/* ... or after this many rounds */
+#define STOP_TIMEOUT_MS 1000u		/* suspend gives up after this */
+#define COMMAND_TIMEOUT_MS 5000	/* the child answers a command within this */
+#define HASH_CHUNK (1u << 20)
+#define GUEST_SEED 0x74616e64656d2121ull
+#define GUEST_BATCH 1024u		/* steps between looks at the command word */
+
+enum guest_cmd { CMD_NONE = 0, CMD_TRACK, CMD_UNTRACK };
+
+/* ---- the page shared between the daemon and the guest child --------------- */
+
+struct guest_regs {
+	uint64_t step, prng;
+};
+
+/*
+ * The vCPU block.  The child publishes each step by filling the inactive
+ * regs slot and then flipping `cur` with a release store, so whenever the
+ * child is stopped regs[cur] is a complete state.  A stop between a step's
+ * memory write and its publication leaves that write in memory with the
+ * previous step's state; running the step again rewrites the same bytes,
+ * so the guest still continues exactly.
+ */
+struct guest_shared {
+	uint64_t magic;
+	uint32_t version, pattern;
+	uint64_t memory, hotset, rate, seed;
+	uint32_t cur, pad;
+	struct guest_regs regs[2];
+
+	/* Control words, not guest state. */
+	uint32_t cmd;			/* enum guest_cmd, cleared by the child */
+	uint32_t pad2;
+	uint64_t stop_at;		/* stop after this step; 0 = never */
+};
+
+_Static_assert(sizeof(struct guest_shared) <= PAGE_SZ, "shared block fits a page");
+
+/* What the child needs; copied into it by fork. */
+struct guest_args {
+	struct guest_shared *sh;
+	uint8_t *base;
+	pid_t ppid;
+	int ack_fd;
+	bool stop_first;
+};
+
+/*
+ * A guest child is forked from its own long-lived thread: PR_SET_PDEATHSIG
+ * fires when the *thread* that forked the child exits, so forking from a
+ * short-lived engine thread would kill the guest with it.  The thread
+ * waits until the driver closes.
+ */
+struct spawner {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool running, done, quit;
+	pid_t pid;
+	int err;
+	struct guest_args args;
+};
+
+struct memdom {
+	struct domain *d;
+	uint64_t npages;
+
+	/* The guest child (primary guest or activated backup guest). */
+	pid_t pid;
+	bool suspended;
+	uint8_t *base;			/* guest memory's address in the child */
+	struct guest_shared *sh;	/* MAP_SHARED page */
+	int ack_fd;			/* child's answers to commands */
+	struct spawner sp;
+
+	/* Primary: dirty tracking. */
+	int pagemap_fd;
+	bool tracking;
+	bool need_full;			/* lost a harvest: next capture copies all */
+	struct page_region *regions;
+	struct iovec *iov;
+	uint64_t scan_regions;		/* entries of regions used per scan */
+	uint64_t slice_pages;		/* pages per delivery while running */
+
+	/* Backup: the standby. */
+	uint8_t *image;
+	uint8_t state[MEMDOM_STATE_LEN];
+	bool have_state;
+	bool activated;
+	uint8_t activated_hash[32];
+};
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static uint64_t hot_pages_of(uint64_t hotset, uint64_t npages)
+{
+	uint64_t hot = hotset / PAGE_SZ;
+
+	if (hot < 1)
+		hot = 1;
+	return hot < npages ? hot : npages;
+}
+
+/* Encode the vCPU block's current state (the child must be stopped for a
+ * consistent answer). */
+static void state_encode(const struct guest_shared *sh, uint8_t out[MEMDOM_STATE_LEN])
+{
+	uint32_t cur = __atomic_load_n(&sh->cur, __ATOMIC_ACQUIRE) & 1;
+
+	put_le64(out + 0, sh->magic);
+	put_le32(out + 8, sh->version);
+	put_le32(out + 12, sh->pattern);
+	put_le64(out + 16, sh->memory);
+	put_le64(out + 24, sh->hotset);
+	put_le64(out + 32, sh->rate);
+	put_le64(out + 40, sh->seed);
+	put_le64(out + 48, sh->regs[cur].step);
+	put_le64(out + 56, sh->regs[cur].prng);
+}
+
+/* Check an encoded block against this guest's size; fill sh if given. */
+static int state_decode(const uint8_t *in, uint32_t len, uint64_t memory,
+			struct guest_shared *sh)
+{
+	if (len != MEMDOM_STATE_LEN || get_le64(in) != MEMDOM_STATE_MAGIC ||
+	    get_le32(in + 8) != MEMDOM_STATE_VERSION || get_le32(in + 12) > PATTERN_HOTSET)
+		return -EINVAL;
+	if (memory && get_le64(in + 16) != memory)
+		return -EINVAL;
+	if (sh) {
+		memset(sh, 0, sizeof(*sh));
+		sh->magic = MEMDOM_STATE_MAGIC;
+		sh->version = MEMDOM_STATE_VERSION;
+		sh->pattern = get_le32(in + 12);
+		sh->memory = get_le64(in + 16);
+		sh->hotset = get_le64(in + 24);
+		sh->rate = get_le64(in + 32);
+		sh->seed = get_le64(in + 40);
+		sh->regs[0].step = get_le64(in + 48);
+		sh->regs[0].prng = get_le64(in + 56);
+	}
+	return 0;
+}
+
+static void format_size(uint64_t v, char *buf, size_t len)
+{
+	if (v && v % (1ull << 30) == 0)
+		snprintf(buf, len, "%" PRIu64 "G", v >> 30);
+	else if (v && v % (1ull << 20) == 0)
+		snprintf(buf, len, "%" PRIu64 "M", v >> 20);
+	else
+		snprintf(buf, len, "%" PRIu64 " bytes", v);
+}
+
+/* ---- the guest child (async-signal-safe code only) ------------------------ */
+
+static inline uint64_t splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Send one int to the daemon; the child has nothing to do if that fails. */
+static void guest_answer(int fd, int v)
+{
+	ssize_t r;
+
+	do
+		r = write(fd, &v, sizeof(v));
+	while (r < 0 && errno == EINTR);
+}
+
+/* Turn tracking on: register the guest memory for WP-async and protect it
+ * all.  Done again on a later CMD_TRACK, which re-protects everything. */
+static int guest_track(const struct guest_args *a, int *uffd)
+{
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED };
+	struct uffdio_register reg = { .range = { (uintptr_t)a->base, a->sh->memory },
+				       .mode = UFFDIO_REGISTER_MODE_WP };
+	struct uffdio_writeprotect wp = { .range = { (uintptr_t)a->base, a->sh->memory },
+					  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+	if (*uffd < 0) {
+		int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+
+		if (fd < 0 && errno == EINVAL)
+			fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0)
+			return -errno;
+		if (ioctl(fd, UFFDIO_API, &api) < 0 || ioctl(fd, UFFDIO_REGISTER, &reg) < 0) {
+			int e = -errno;
+			close(fd);
+			return e;
+		}
+		*uffd = fd;
+	}
+	if (ioctl(*uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+		return -errno;
+	return 0;
+}
+
+static void guest_command(const struct guest_args *a, int *uffd)
+{
+	uint32_t cmd = __atomic_load_n(&a->sh->cmd, __ATOMIC_ACQUIRE);
+	int rc = 0;
+
+	if (cmd == CMD_NONE)
+		return;
+	if (cmd == CMD_TRACK) {
+		rc = guest_track(a, uffd);
+	} else if (cmd == CMD_UNTRACK) {
+		if (*uffd >= 0)
+			close(*uffd);	/* unregisters and drops the protection */
+		*uffd = -1;
+	} else {
+		rc = -EINVAL;
+	}
+	__atomic_store_n(&a->sh->cmd, CMD_NONE, __ATOMIC_RELEASE);
+	guest_answer(a->ack_fd, rc);
+}
+
+/* Sleep for ns nanoseconds (restarted across SIGSTOP/SIGCONT by the kernel). */
+static void guest_nap(uint64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
+
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * The workload loop.  Never returns.  Pacing: with a rate, the guest owes
+ * rate * elapsed steps; a backlog of more than 20 ms worth (the guest was
+ * suspended) is forgiven, so time spent stopped is lost, as for a VM.
+ */
+__attribute__((noreturn))
+static void guest_loop(const struct guest_args *a)
+{
+	struct guest_shared *sh = a->sh;
+	uint32_t cur = sh->cur & 1;
+	uint64_t step = sh->regs[cur].step, prng = sh->regs[cur].prng;
+	const uint64_t npages = sh->memory / PAGE_SZ;
+	const uint64_t hot = hot_pages_of(sh->hotset, npages);
+	const uint64_t rate = sh->rate, pattern = sh->pattern;
+	const uint64_t slack = rate / 50 ? rate / 50 : 1;
+	uint64_t t0 = now_ns(), base_step = step;
+	int uffd = -1;
+
+	for (;;) {
+		uint64_t batch = GUEST_BATCH;
+
+		if (rate) {
+			uint64_t t = now_ns();
+			uint64_t due = base_step + (uint64_t)((unsigned __int128)(t - t0) * rate / 1000000000ull);
+
+			if (due > step + slack) {
+				t0 = t;
+				base_step = step;
+				due = step + 1;
+			}
+			if (due <= step) {
+				uint64_t next = t0 + (uint64_t)((unsigned __int128)(step + 1 - base_step) *
+								1000000000ull / rate);
+				uint64_t wait = next > t ? next - t : 0;
+
+				if (wait < 100000)
+					wait = 100000;
+				if (wait > 10000000)
+					wait = 10000000;
+				guest_nap(wait);
+				guest_command(a, &uffd);
+				continue;
+			}
+			if (due - step < batch)
+				batch = due - step;
+		}
+		for (uint64_t i = 0; i < batch; i++) {
+			uint64_t x = splitmix64(&prng), page;
+			uint64_t *slot;
+			uint32_t nxt = cur ^ 1;
+
+			if (pattern == PATTERN_SEQUENTIAL)
+				page = step % npages;
+			else if (pattern == PATTERN_HOTSET)
+				page = (uint64_t)(((unsigned __int128)x * hot) >> 64);
+			else
+				page = (uint64_t)(((unsigned __int128)x * npages) >> 64);
+			step++;
+			slot = (uint64_t *)(a->base + page * PAGE_SZ + (x & 0xff) * 16);
+			__atomic_store_n(&slot[0], step, __ATOMIC_RELAXED);
+			__atomic_store_n(&slot[1], x, __ATOMIC_RELAXED);
+			sh->regs[nxt].step = step;
+			sh->regs[nxt].prng = prng;
+			__atomic_store_n(&sh->cur, nxt, __ATOMIC_RELEASE);
+			cur = nxt;
+			if (step == __atomic_load_n(&sh->stop_at, __ATOMIC_RELAXED)) {
+				__atomic_store_n(&sh->stop_at, 0, __ATOMIC_RELAXED);
+				kill(getpid(), SIGSTOP);
+			}
+		}
+		guest_command(a, &uffd);
+	}
+}
+
+/* The child's entry point after fork.  Never returns. */
+__attribute__((noreturn))
+static void guest_main(const struct guest_args *a)
+{
+	struct sigaction sa;
+	sigset_t none;
+
+	/* Die with the daemon; if it is already gone, do not start. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != a->ppid)
+		_exit(1);
+	prctl(PR_SET_NAME, "memdom-guest");
+
+	/* Shed the daemon's signal handlers, mask and descriptors. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			sigaction(s, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (a->ack_fd > 3)
+		close_range(3, (unsigned)a->ack_fd - 1, 0);
+	close_range((unsigned)a->ack_fd + 1, ~0u, 0);
+
+	if (a->stop_first)
+		kill(getpid(), SIGSTOP);
+	guest_loop(a);
+}
+
+/* ---- spawning and controlling the child ------------------------------------- */
+
+static void *spawner_thread(void *arg)
+{
+	struct spawner *sp = arg;
+	pid_t pid = fork();
+
+	if (pid == 0)
+		guest_main(&sp->args);
+	pthread_mutex_lock(&sp->lock);
+	sp->pid = pid;
+	sp->err = pid < 0 ? -errno : 0;
+	sp->done = true;
+	pthread_cond_broadcast(&sp->cond);
+	while (!sp->quit)
+		pthread_cond_wait(&sp->cond, &sp->lock);
+	pthread_mutex_unlock(&sp->lock);
+	return NULL;
+}
+
+/* Fork the guest child from a fresh spawner thread; returns its pid or -errno. */
+static int spawn_guest(struct memdom *m, const struct guest_args *args)
+{
+	struct spawner *sp = &m->sp;
+	sigset_t all, old;
+	int r;
+
+	memset(sp, 0, sizeof(*sp));
+	pthread_mutex_init(&sp->lock, NULL);
+	pthread_cond_init(&sp->cond, NULL);
+	sp->args = *args;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&sp->thread, NULL, spawner_thread, sp);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		log_error("cannot start the guest's spawner thread: %s", strerror(r));
+		return -r;
+	}
+	sp->running = true;
+	pthread_mutex_lock(&sp->lock);
+	while (!sp->done)
+		pthread_cond_wait(&sp->cond, &sp->lock);
+	pthread_mutex_unlock(&sp->lock);
+	if (sp->err) {
+		log_error("cannot fork the memdom guest: %s", strerror(-sp->err));
+		return sp->err;
+	}
+	return sp->pid;
+}
+
+static void spawner_stop(struct spawner *sp)
+{
+	if (!sp->running)
+		return;
+	pthread_mutex_lock(&sp->lock);
+	sp->quit = true;
+	pthread_cond_broadcast(&sp->cond);
+	pthread_mutex_unlock(&sp->lock);
+	pthread_join(sp->thread, NULL);
+	pthread_mutex_destroy(&sp->lock);
+	pthread_cond_destroy(&sp->cond);
+	sp->running = false;
+}
+
+/* The child exited: say how, forget it. */
+static void guest_gone(struct memdom *m, const siginfo_t *si)
+{
+	if (si->si_code == CLD_EXITED)
+		log_error("memdom guest pid %d exited with status %d", (int)m->pid, si->si_status);
+	else
+		log_error("memdom guest pid %d was killed by signal %d", (int)m->pid, si->si_status);
+	m->pid = 0;
+	m->suspended = false;
+}
+
+/*
+ * Wait until the child is stopped (consuming the stop report).  Returns 0,
+ * -ETIMEDOUT, or -ESRCH if it died (then it is reaped and forgotten).
+ */
+static int wait_stopped(struct memdom *m, unsigned timeout_ms)
+{
+	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	unsigned spins = 0;
+
+	for (;;) {
+		siginfo_t si;
+
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_PID, (id_t)m->pid, &si, WSTOPPED | WEXITED | WNOHANG) < 0) {
+			int e = -errno;
+			log_perror("waitid on memdom guest pid %d", (int)m->pid);
+			return e;
+		}
+		if (si.si_pid == m->pid) {
+			if (si.si_code == CLD_STOPPED || si.si_code == CLD_TRAPPED)
+				return 0;
+			guest_gone(m, &si);
+			return -ESRCH;
+		}
+		if (now_ns() > end)
+			return -ETIMEDOUT;
+		if (spins++ < 200) {
+			sched_yield();
+		} else {
+			struct timespec ts = { 0, 20000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+/* Ask the running child to do cmd; returns its answer or -errno. */
+static int send_command(struct memdom *m, uint32_t cmd)
+{
+	struct pollfd pfd = { .fd = m->ack_fd, .events = POLLIN };
+	int answer = 0, r;
+	ssize_t n;
+
+	if (!m->pid)
+		return -ESRCH;
+	if (m->suspended) {
+		log_error("memdom guest pid %d is suspended and cannot take a command", (int)m->pid);
+		return -EBUSY;
+	}
+	__atomic_store_n(&m->sh->cmd, cmd, __ATOMIC_RELEASE);
+	do
+		r = poll(&pfd, 1, COMMAND_TIMEOUT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r == 0) {
+		log_error("memdom guest pid %d did not answer within %d ms", (int)m->pid,
+			  COMMAND_TIMEOUT_MS);
+		return -ETIMEDOUT;
+	}
+	if (r < 0) {
+		int e = -errno;
+		log_perror("poll on memdom guest pid %d", (int)m->pid);
+		return e;
+	}
+	do
+		n = read(m->ack_fd, &answer, sizeof(answer));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(answer)) {
+		log_error("memdom guest pid %d went away during a command", (int)m->pid);
+		return -ESRCH;
+	}
+	return answer;
+}
+
+/* Kill and reap the child, if any. */
+static void guest_kill(struct memdom *m)
+{
+	if (m->pid > 0) {
+		kill(m->pid, SIGKILL);
+		while (waitpid(m->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	m->pid = 0;
+	m->suspended = false;
+	spawner_stop(&m->sp);
+	if (m->ack_fd >= 0)
+		close(m->ack_fd);
+	m->ack_fd = -1;
+	if (m->pagemap_fd >= 0)
+		close(m->pagemap_fd);
+	m->pagemap_fd = -1;
+	m->tracking = false;
+}
+
+/*
+ * Start a guest child.  Its memory is m->base (a private mapping the child
+ * inherits) and its vCPU block m->sh.  With stop_first the child stops
+ * itself before its first step and this returns with it stopped.
+ */
+static int guest_start(struct memdom *m, bool stop_first)
+{
+	struct guest_args args;
+	int fds[2] = { -1, -1 };
+	int rc, pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		rc = -errno;
+		log_perror("cannot create the memdom guest's pipe");
+		goto out;
+	}
+	args.sh = m->sh;
+	args.base = m->base;
+	args.ppid = getpid();
+	args.ack_fd = fds[1];
+	args.stop_first = stop_first;
+	pid = spawn_guest(m, &args);
+	if (pid < 0) {
+		rc = pid;
+		goto out;
+	}
+	m->pid = pid;
+	m->ack_fd = fds[0];
+	fds[0] = -1;
+	rc = 0;
+	if (stop_first) {
+		rc = wait_stopped(m, COMMAND_TIMEOUT_MS);
+		if (rc) {
+			log_error("memdom guest pid %d did not stop at start: %s", pid, strerror(-rc));
+			guest_kill(m);
+			goto out;
+		}
+		m->suspended = true;
+	}
+out:
+	if (fds[0] >= 0)
+		close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
+	return rc;
+}
+
+/* ---- hashing ------------------------------------------------------------------ */
+
+/*
+ * SHA-256 over the memory (from the child through process_vm_readv when
+ * pid > 0, otherwise from `local`) followed by the encoded vCPU state.
+ */
+static int hash_guest(struct memdom *m, pid_t pid, const uint8_t *local,
+		      const uint8_t state[MEMDOM_STATE_LEN], uint8_t out[32])
+{
+	uint64_t size = m->npages * PAGE_SZ;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	uint8_t *buf = NULL;
+	unsigned olen = 0;
+	int rc = -ENOMEM;
+
+	if (!ctx)
+		goto out;
+	if (pid > 0 && !(buf = malloc(HASH_CHUNK)))
+		goto out;
+	rc = -EIO;
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		goto out;
+	for (uint64_t off = 0; off < size; off += HASH_CHUNK) {
+		size_t n = size - off < HASH_CHUNK ? (size_t)(size - off) : HASH_CHUNK;
+		const void *p = buf;
+
+		if (pid <= 0) {
+			p = local + off;
+		} else {
+			struct iovec li = { buf, n }, ri = { m->base + off, n };
+			ssize_t r = process_vm_readv(pid, &li, 1, &ri, 1, 0);
+
+			if (r != (ssize_t)n) {
+				rc = r < 0 ? -errno : -EIO;
+				log_error("cannot read memdom guest pid %d memory: %s", (int)pid,
+					  strerror(-rc));
+				goto out;
+			}
+			p = buf;
+		}
+		if (EVP_DigestUpdate(ctx, p, n) != 1)
+			goto out;
+	}
+	if (EVP_DigestUpdate(ctx, state, MEMDOM_STATE_LEN) != 1 ||
+	    EVP_DigestFinal_ex(ctx, out, &olen) != 1 || olen != 32)
+		goto out;
+	rc = 0;
+out:
+	if (rc == -EIO)
+		log_error("SHA-256 of the memdom guest failed");
+	free(buf);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+/* ---- harvesting dirty pages (primary) ---------------------------------------- */
+
+/*
+ * Copy the guest pages in regions[0..n) (page-aligned child addresses)
+ * into c, in the order given, with as few process_vm_readv calls as
+ * IOV_MAX allows.  c must have room reserved for them.
+ */
+static int copy_regions(struct memdom *m, struct ckpt *c, const struct page_region *regions,
+			size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		size_t k = 0;
+		uint64_t bytes = 0;
+		struct iovec local;
+		ssize_t r;
+
+		for (; i < n && k < IOV_MAX; i++, k++) {
+			uint64_t first = (regions[i].start - (uintptr_t)m->base) / PAGE_SZ;
+			uint64_t count = (regions[i].end - regions[i].start) / PAGE_SZ;
+
+			for (uint64_t p = 0; p < count; p++)
+				c->pfns[c->npages + bytes / PAGE_SZ + p] = first + p;
+			m->iov[k].iov_base = (void *)(uintptr_t)regions[i].start;
+			m->iov[k].iov_len = count * PAGE_SZ;
+			bytes += count * PAGE_SZ;
+		}
+		local.iov_base = c->pages + c->npages * PAGE_SZ;
+		local.iov_len = bytes;
+		r = process_vm_readv(m->pid, &local, 1, m->iov, k, 0);
+		if (r != (ssize_t)bytes) {
+			int e = r < 0 ? -errno : -EIO;
+			log_error("cannot copy %" PRIu64 " pages from memdom guest pid %d: %s",
+				  bytes / PAGE_SZ, (int)m->pid, strerror(-e));
+			return e;
+		}
+		c->npages += bytes / PAGE_SZ;
+	}
+	return 0;
+}
+
+/* Copy guest pages [first, first+count) into c. */
+static int copy_range(struct memdom *m, struct ckpt *c, uint64_t first, uint64_t count)
+{
+	struct page_region r = { (uintptr_t)m->base + first * PAGE_SZ,
+				 (uintptr_t)m->base + (first + count) * PAGE_SZ, 0 };
+	int rc = ckpt_reserve_pages(c, count);
+
+	if (rc) {
+		log_error("out of memory staging %" PRIu64 " pages", count);
+		return rc;
+	}
+	return copy_regions(m, c, &r, 1);
+}
+
+typedef int (*flush_fn)(struct memdom *m, struct ckpt *c, void *arg);
+
+/*
+ * Harvest: find the pages written since the last harvest, re-protect them
+ * (one PAGEMAP_SCAN), and append copies to c in address order.  With a
+ * flush function c is handed over whenever it holds SLICE_PAGES or more.
+ * A failure after a scan has consumed dirty bits sets need_full, so the
+ * next capture copies everything rather than miss a page.  *found (may be
+ * NULL) receives the number of dirty pages found.
+ */
+static int harvest(struct memdom *m, struct ckpt *c, flush_fn flush, void *arg,
+		   uint64_t *found)
+{
+	uint64_t start = (uintptr_t)m->base, end = start + m->npages * PAGE_SZ, total = 0;
+	int rc = 0;
+
+	while (start < end) {
+		struct pm_scan_arg sa = {
+			.size = sizeof(sa),
+			.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+			.start = start, .end = end,
+			.vec = (uintptr_t)m->regions, .vec_len = m->scan_regions,
+			.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
+		};
+		long n = ioctl(m->pagemap_fd, PAGEMAP_SCAN, &sa);
+		uint64_t pages = 0;
+
+		if (n < 0) {
+			rc = -errno;
+			log_perror("PAGEMAP_SCAN of memdom guest pid %d", (int)m->pid);
+			goto out;
+		}
+		for (long i = 0; i < n; i++)
+			pages += (m->regions[i].end - m->regions[i].start) / PAGE_SZ;
+		total += pages;
+		rc = ckpt_reserve_pages(c, pages);
+		if (rc) {
+			log_error("out of memory staging %" PRIu64 " dirty pages", c->npages + pages);
+			goto out;
+		}
+		rc = copy_regions(m, c, m->regions, (size_t)n);
+		if (rc)
+			goto out;
+		if (flush && c->npages >= m->slice_pages) {
+			rc = flush(m, c, arg);
+			if (rc)
+				goto out;
+		}
+		if (sa.walk_end <= start) {
+			rc = -EIO;
+			log_error("PAGEMAP_SCAN made no progress at %#" PRIx64, start);
+			goto out;
+		}
+		start = sa.walk_end;
+	}
+out:
+	if (rc && m->tracking)
+		m->need_full = true;
+	if (found)
+		*found = total;
+	return rc;
+}
+
+/* ---- kernel check ---------------------------------------------------------------- */
+
+/*
+ * Check, for real, that this kernel has WP-async userfaultfd and
+ * PAGEMAP_SCAN: register a scratch mapping, write one page, and expect the
+ * scan to report exactly that page.  Returns 0 or -ENOTSUP (logged).
+ */
+static int check_kernel(void)
+{
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED };
+	const size_t len = 16 * PAGE_SZ;
+	struct page_region reg[4];
+	struct utsname u;
+	const char *missing = NULL;
+	uint8_t *mem = MAP_FAILED;
+	int uffd = -1, pm = -1, rc = -ENOTSUP;
+	long n;
+
+	if (uname(&u) < 0)
+		snprintf(u.release, sizeof(u.release), "unknown");
+	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (uffd < 0 && errno == EINVAL)
+		uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0) {
+		missing = errno == EPERM ? "permission to use userfaultfd (run as root or set "
+					   "vm.unprivileged_userfaultfd=1)"
+					 : "the userfaultfd system call";
+		goto out;
+	}
+	if (ioctl(uffd, UFFDIO_API, &api) < 0 ||
+	    (api.features & (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)) !=
+		    (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)) {
+		missing = "userfaultfd features UFFD_FEATURE_WP_ASYNC and UFFD_FEATURE_WP_UNPOPULATED";
+		goto out;
+	}
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		rc = -errno;
+		log_perror("cannot map scratch memory");
+		goto out;
+	}
+	madvise(mem, len, MADV_NOHUGEPAGE);
+	{
+		struct uffdio_register r = { .range = { (uintptr_t)mem, len },
+					     .mode = UFFDIO_REGISTER_MODE_WP };
+		struct uffdio_writeprotect w = { .range = { (uintptr_t)mem, len },
+						 .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+		if (ioctl(uffd, UFFDIO_REGISTER, &r) < 0 || ioctl(uffd, UFFDIO_WRITEPROTECT, &w) < 0) {
+			missing = "userfaultfd write-protect registration (UFFDIO_REGISTER_MODE_WP)";
+			goto out;
+		}
+	}
+	mem[5 * PAGE_SZ] = 1;
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0) {
+		missing = "/proc/self/pagemap";
+		goto out;
+	}
+	{
+		struct pm_scan_arg sa = {
+			.size = sizeof(sa), .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+			.start = (uintptr_t)mem, .end = (uintptr_t)mem + len,
+			.vec = (uintptr_t)reg, .vec_len = 4,
+			.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
+		};
+
+		n = ioctl(pm, PAGEMAP_SCAN, &sa);
+		if (n != 1 || reg[0].start != (uintptr_t)mem + 5 * PAGE_SZ ||
+		    reg[0].end != reg[0].start + PAGE_SZ) {
+			missing = "the PAGEMAP_SCAN ioctl with PM_SCAN_WP_MATCHING";
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	if (missing)
+		log_error("memdom cannot track dirty pages on this kernel (Linux %s): missing %s; "
+			  "memdom needs Linux 6.7 or later", u.release, missing);
+	if (pm >= 0)
+		close(pm);
+	if (mem != MAP_FAILED)
+		munmap(mem, len);
+	if (uffd >= 0)
+		close(uffd);
+	return rc;
+}
+
+/* ---- ops: both roles ----------------------------------------------------------- */
+
+static void memdom_close(struct domain *d);
+
+static struct guest_shared *map_shared(void)
+{
+	void *p = mmap(NULL, PAGE_SZ, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		log_perror("cannot map the memdom vCPU block");
+		return NULL;
+	}
+	return p;
+}
+
+static int open_primary(struct memdom *m)
+{
+	const struct tandem_config *cfg = m->d->cfg;
+	uint64_t size = m->npages * PAGE_SZ;
+	char path[64];
+	void *base;
+	int rc;
+
+	rc = check_kernel();
+	if (rc)
+		return rc;
+	m->regions = calloc(SCAN_REGIONS, sizeof(*m->regions));
+	m->iov = calloc(IOV_MAX, sizeof(*m->iov));
+	if (!m->regions || !m->iov)
+		return -ENOMEM;
+	m->sh = map_shared();
+	if (!m->sh)
+		return -ENOMEM;
+	m->sh->magic = MEMDOM_STATE_MAGIC;
+	m->sh->version = MEMDOM_STATE_VERSION;
+	m->sh->pattern = (uint32_t)cfg->workload_pattern;
+	m->sh->memory = size;
+	m->sh->hotset = cfg->hotset;
+	m->sh->rate = cfg->workload_rate;
+	m->sh->seed = GUEST_SEED;
+	m->sh->regs[0].prng = GUEST_SEED;
+
+	/* The parent maps the guest memory only to hand it to the child. */
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (base == MAP_FAILED) {
+		rc = -errno;
+		log_perror("cannot map %" PRIu64 " bytes of memdom guest memory", size);
+		return rc;
+	}
+	/* 4 KiB pages, as tracked and shipped; THP would dirty 2 MiB at a time. */
+	madvise(base, size, MADV_NOHUGEPAGE);
+	m->base = base;
+	rc = guest_start(m, false);
+	munmap(base, size);
+	if (rc)
+		return rc;
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)m->pid);
+	m->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (m->pagemap_fd < 0) {
+		rc = -errno;
+		log_perror("cannot open %s", path);
+		return rc;
+	}
+	log_info("memdom synthetic guest pid %d started: %" PRIu64 " pages, %s pattern, "
+		 "%" PRIu64 " writes/s (0 = unthrottled)", (int)m->pid, m->npages,
+		 cfg->workload_pattern == PATTERN_SEQUENTIAL ? "sequential" :
+		 cfg->workload_pattern == PATTERN_HOTSET ? "hotset" : "random",
+		 cfg->workload_rate);
+	return 0;
+}
+
+/*
+ * open: validate the configuration; on the primary check the kernel's
+ * dirty-tracking features and start the guest child (running), on the
+ * backup only allocate the driver state.  Returns 0, -EINVAL for a bad
+ * memory size, -ENOTSUP when the kernel lacks what memdom needs, -errno.
+ */
+static int memdom_open(struct domain *d)
+{
+	const struct tandem_config *cfg = d->cfg;
+	struct memdom *m;
+	int rc;
+
+	if (cfg->memory < PAGE_SZ || cfg->memory % PAGE_SZ) {
+		log_error("memdom memory must be a positive multiple of 4 KiB (got %" PRIu64 ")",
+			  cfg->memory);
+		return -EINVAL;
+	}
+	if (cfg->workload_pattern < PATTERN_SEQUENTIAL || cfg->workload_pattern > PATTERN_HOTSET) {
+		log_error("unknown memdom workload pattern %d", cfg->workload_pattern);
+		return -EINVAL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->d = d;
+	m->npages = cfg->memory / PAGE_SZ;
+	m->ack_fd = -1;
+	m->pagemap_fd = -1;
+	m->scan_regions = SCAN_REGIONS;
+	m->slice_pages = SLICE_PAGES;
+	d->priv = m;
+	if (d->role == ROLE_PRIMARY) {
+		rc = open_primary(m);
+		if (rc) {
+			memdom_close(d);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* close: kill and reap any guest child, free everything.  NULL-safe. */
+static void memdom_close(struct domain *d)
+{
+	struct memdom *m = d ? d->priv : NULL;
+
+	if (!m)
+		return;
+	guest_kill(m);
+	if (m->sh)
+		munmap(m->sh, PAGE_SZ);
+	if (m->image)
+		munmap(m->image, m->npages * PAGE_SZ);
+	free(m->regions);
+	free(m->iov);
+	free(m);
+	d->priv = NULL;
+}
+
+/* ---- ops: primary ------------------------------------------------------------ */
+
+static int memdom_suspend(struct domain *d)
+{
+	struct memdom *m = d->priv;
+	int rc;
+
+	if (!m->pid)
+		return -ESRCH;
+	if (m->suspended)
+		return 0;
+	if (kill(m->pid, SIGSTOP) < 0) {
+		rc = -errno;
+		log_perror("cannot stop memdom guest pid %d", (int)m->pid);
+		return rc;
+	}
+	rc = wait_stopped(m, STOP_TIMEOUT_MS);
+	if (rc == -ETIMEDOUT) {
+		kill(m->pid, SIGCONT);
+		log_error("memdom guest pid %d did not stop within %u ms; resumed it",
+			  (int)m->pid, STOP_TIMEOUT_MS);
+	}
+	if (rc)
+		return rc;
+	m->suspended = true;
+	return 0;
+}
+
+static int memdom_resume(struct domain *d)
+{
+	struct memdom *m = d->priv;
+	int rc;
+
+	if (!m->pid)
+		return -ESRCH;
+	if (kill(m->pid, SIGCONT) < 0) {
+		rc = -errno;
+		log_perror("cannot continue memdom guest pid %d", (int)m->pid);
+		return rc;
+	}
+	m->suspended = false;
+	return 0;
+}
+
+/*
+ * capture: while suspended, append the pages written since the last
+ * harvest (all pages after a lost harvest) and the vCPU block to c, and
+ * set c->guest_pages.
+ */
+static int memdom_capture(struct domain *d, struct ckpt *c)
+{
+	struct memdom *m = d->priv;
+	uint8_t state[MEMDOM_STATE_LEN];
+	uint64_t t0 = now_ns();
+	int rc;
+
+	if (!m->pid || !m->suspended || !m->tracking) {
+		log_error("memdom capture needs a suspended, protected guest");
+		return -EINVAL;
+	}
+	c->guest_pages = m->npages;
+	if (m->need_full) {
+		/* Re-arm every page, then copy them all. */
+		uint64_t n0 = c->npages;
+
+		rc = harvest(m, c, NULL, NULL, NULL);
+		if (rc)
+			return rc;
+		c->npages = n0;
+		rc = copy_range(m, c, 0, m->npages);
+		if (rc)
+			return rc;
+		m->need_full = false;
+		log_info("memdom: copied all %" PRIu64 " pages after an earlier failure", m->npages);
+	} else {
+		rc = harvest(m, c, NULL, NULL, NULL);
+		if (rc)
+			return rc;
+	}
+	state_encode(m->sh, state);
+	rc = ckpt_set_state(c, STATE_VCPU, state, MEMDOM_STATE_LEN);
+	if (rc) {
+		m->need_full = true;
+		return rc;
+	}
+	c->captured_at_ns = now_ns();
+	c->t_capture_us = (c->captured_at_ns - t0) / 1000;
+	return 0;
+}
+
+struct round_ctx {
+	const struct domain_sink *sink;
+	struct domain_progress prog;
+};
+
+/* Deliver one initial-copy ckpt (while the guest runs) and empty it. */
+static int deliver_initial(struct memdom *m, struct ckpt *c, void *arg)
+{
+	struct round_ctx *rc_ = arg;
+	uint64_t n = c->npages;
+	int rc;
+
+	c->flags |= CKPT_F_INITIAL;
+	c->guest_pages = m->npages;
+	rc = rc_->sink->deliver(rc_->sink->arg, c, false);
+	if (rc) {
+		log_error("memdom: delivering initial round %u failed: %s", rc_->prog.round,
+			  strerror(rc < 0 ? -rc : rc));
+		return rc < 0 ? rc : -EIO;
+	}
+	rc_->prog.pages_done += n;
+	if (rc_->sink->progress)
+		rc_->sink->progress(rc_->sink->arg, &rc_->prog);
+	ckpt_reset(c, 0);
+	c->flags = CKPT_F_INITIAL;
+	c->guest_pages = m->npages;
+	return 0;
+}
+
+/*
+ * start_protection: write-protect the guest (inside the child), copy it in
+ * rounds while it runs (round 0: every page, in slices of SLICE_PAGES;
+ * then the pages dirtied since the previous round) until a round finds at
+ * most SMALL_DIRTY pages or MAX_ROUNDS rounds have run, then suspend,
+ * capture, deliver the first checkpoint (final = true) and resume.  Every
+ * ckpt is delivered with epoch 0; the sink may renumber it.  Progress:
+ * pages_done counts the pages copied in the current round, pages_total is
+ * the guest's size.  Calling it again restarts protection with a full copy.
+ */
+static int memdom_start_protection(struct domain *d, const struct domain_sink *sink)
+{
+	struct memdom *m = d->priv;
+	struct round_ctx ctx = { .sink = sink };
+	struct ckpt *c = NULL;
+	bool suspended = false;
+	uint64_t dirty = 0;
+	int rc;
+
+	if (d->role != ROLE_PRIMARY || !m->pid) {
+		log_error("memdom start_protection needs a running primary guest");
+		return -EINVAL;
+	}
+	c = ckpt_new(m->slice_pages);
+	if (!c)
+		return -ENOMEM;
+	rc = send_command(m, CMD_TRACK);
+	if (rc) {
+		log_error("memdom guest pid %d could not turn on dirty tracking: %s",
+			  (int)m->pid, strerror(-rc));
+		goto out;
+	}
+	m->tracking = true;
+	m->need_full = false;
+	ctx.prog.pages_total = m->npages;
+
+	/* Round 0: every page.  Writes after the protection above show up later. */
+	ckpt_reset(c, 0);
+	for (uint64_t first = 0; first < m->npages; first += m->slice_pages) {
+		uint64_t n = m->npages - first < m->slice_pages ? m->npages - first : m->slice_pages;
+
+		rc = copy_range(m, c, first, n);
+		if (rc)
+			goto out;
+		rc = deliver_initial(m, c, &ctx);
+		if (rc)
+			goto out;
+	}
+	log_debug("memdom: round 0 copied %" PRIu64 " pages", m->npages);
+
+	for (ctx.prog.round = 1; ctx.prog.round < MAX_ROUNDS; ctx.prog.round++) {
+		ctx.prog.pages_done = 0;
+		rc = harvest(m, c, deliver_initial, &ctx, &dirty);
+		if (!rc && c->npages)
+			rc = deliver_initial(m, c, &ctx);
+		if (rc)
+			goto out;
+		log_debug("memdom: round %u copied %" PRIu64 " dirty pages", ctx.prog.round, dirty);
+		if (dirty <= SMALL_DIRTY)
+			break;
+	}
+
+	/* The first checkpoint. */
+	rc = memdom_suspend(d);
+	if (rc)
+		goto out;
+	suspended = true;
+	ckpt_reset(c, 0);
+	rc = memdom_capture(d, c);
+	if (rc)
+		goto out;
+	rc = sink->deliver(sink->arg, c, true);
+	if (rc) {
+		log_error("memdom: delivering the first checkpoint failed");
+		rc = rc < 0 ? rc : -EIO;
+		goto out;
+	}
+	log_info("memdom guest pid %d protected: first checkpoint has %" PRIu64 " pages "
+		 "after %u rounds", (int)m->pid, c->npages, ctx.prog.round + 1);
+out:
+	if (suspended) {
+		int r = memdom_resume(d);
+		if (!rc)
+			rc = r;
+	}
+	if (rc && m->tracking)
+		m->need_full = true;
+	ckpt_free(c);
+	return rc;
+}
+
+/* stop_protection: turn tracking off in the child (call while it runs). */
+static void memdom_stop_protection(struct domain *d)
+{
+	struct memdom *m = d->priv;
+
+	if (!m->tracking)
+		return;
+	if (m->suspended)
+		memdom_resume(d);
+	if (send_command(m, CMD_UNTRACK) == 0)
+		m->tracking = false;
+}
+
+/* ---- ops: backup ------------------------------------------------------------- */
+
+/* prepare_standby: a zeroed image of the guest memory and no vCPU state yet. */
+static int memdom_prepare_standby(struct domain *d)
+{
+	struct memdom *m = d->priv;
+	uint64_t size = m->npages * PAGE_SZ;
+	void *p;
+	int rc;
+
+	if (m->activated) {
+		log_error("memdom standby was already activated");
+		return -EINVAL;
+	}
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		 -1, 0);
+	if (p == MAP_FAILED) {
+		rc = -errno;
+		log_perror("cannot map a %" PRIu64 "-byte memdom standby", size);
+		return rc;
+	}
+	if (m->image)
+		munmap(m->image, size);
+	m->image = p;
+	memset(m->state, 0, sizeof(m->state));
+	m->have_state = false;
+	return 0;
+}
+
+/*
+ * commit: validate everything first (guest size, every pfn, the state
+ * block; a checkpoint that is not an initial round must carry state), then
+ * apply, so an error leaves the image as it was.
+ */
+static int memdom_commit(struct domain *d, const struct ckpt *c)
+{
+	struct memdom *m = d->priv;
+
+	if (!m->image || m->activated) {
+		log_error("memdom commit without a standby");
+		return -EINVAL;
+	}
+	if (c->guest_pages != m->npages) {
+		log_error("checkpoint %" PRIu64 " is for a guest of %" PRIu64 " pages, the standby "
+			  "has %" PRIu64 " (do both sides configure the same memory?)",
+			  c->epoch, c->guest_pages, m->npages);
+		return -EINVAL;
+	}
+	for (uint64_t i = 0; i < c->npages; i++) {
+		if (c->pfns[i] >= m->npages) {
+			log_error("checkpoint %" PRIu64 " has page %" PRIu64 " beyond the guest's "
+				  "%" PRIu64 " pages", c->epoch, c->pfns[i], m->npages);
+			return -EINVAL;
+		}
+	}
+	if (c->blob_len) {
+		log_error("checkpoint %" PRIu64 " carries a driver stream memdom does not use",
+			  c->epoch);
+		return -EINVAL;
+	}
+	if (c->state_kind || c->state_len) {
+		if (c->state_kind != STATE_VCPU ||
+		    state_decode(c->state, c->state_len, m->npages * PAGE_SZ, NULL)) {
+			log_error("checkpoint %" PRIu64 " has an invalid memdom vCPU state "
+				  "(kind %u, %u bytes)", c->epoch, c->state_kind, c->state_len);
+			return -EINVAL;
+		}
+	} else if (!(c->flags & CKPT_F_INITIAL)) {
+		log_error("checkpoint %" PRIu64 " has no vCPU state", c->epoch);
+		return -EINVAL;
+	}
+
+	for (uint64_t i = 0; i < c->npages; i++)
+		memcpy(m->image + c->pfns[i] * PAGE_SZ, c->pages + i * PAGE_SZ, PAGE_SZ);
+	if (c->state_len) {
+		memcpy(m->state, c->state, MEMDOM_STATE_LEN);
+		m->have_state = true;
+	}
+	return 0;
+}
+
+/*
+ * activate: fork a guest child from the committed image and state.  The
+ * child stops itself before its first step; its memory is hashed from the
+ * child (memdom_activated_hash) and then it is let go.
+ */
+static int memdom_activate(struct domain *d)
+{
+	struct memdom *m = d->priv;
+	int rc;
+
+	if (m->activated) {
+		log_error("memdom standby is already active");
+		return -EINVAL;
+	}
+	if (!m->image || !m->have_state) {
+		log_error("memdom cannot activate: no complete checkpoint has been committed");
+		return -EINVAL;
+	}
+	m->sh = map_shared();
+	if (!m->sh)
+		return -ENOMEM;
+	rc = state_decode(m->state, MEMDOM_STATE_LEN, 0, m->sh);
+	if (rc)
+		goto out;
+	m->base = m->image;
+	rc = guest_start(m, true);
+	if (rc)
+		goto out;
+	rc = hash_guest(m, m->pid, NULL, m->state, m->activated_hash);
+	if (rc) {
+		guest_kill(m);
+		goto out;
+	}
+	m->activated = true;
+	rc = memdom_resume(d);
+	if (rc)
+		goto out;
+	log_info("memdom synthetic guest pid %d activated at step %" PRIu64, (int)m->pid,
+		 m->sh->regs[0].step);
+out:
+	if (rc && !m->activated && m->sh) {
+		munmap(m->sh, PAGE_SZ);
+		m->sh = NULL;
+	}
+	return rc;
+}
+
+/* discard: drop the standby image and state. */
+static void memdom_discard(struct domain *d)
+{
+	struct memdom *m = d->priv;
+
+	if (m->image && !m->activated) {
+		munmap(m->image, m->npages * PAGE_SZ);
+		m->image = NULL;
+	}
+	m->have_state = false;
+}
+
+/* ---- ops: inspection --------------------------------------------------------- */
+
+static int memdom_guest_hash(struct domain *d, uint8_t out[32])
+{
+	struct memdom *m = d->priv;
+
+	if (d->role == ROLE_PRIMARY)
+		return memdom_live_hash(d, out);
+	if (m->activated) {
+		memcpy(out, m->activated_hash, 32);
+		return 0;
+	}
+	if (!m->image)
+		return -ENOENT;
+	return hash_guest(m, 0, m->image, m->state, out);
+}
+
+static void memdom_describe(struct domain *d, char *buf, size_t len)
+{
+	struct memdom *m = d->priv;
+	char size[32];
+
+	format_size(d->cfg->memory, size, sizeof(size));
+	if (m && m->pid)
+		snprintf(buf, len, "memdom synthetic guest pid %d, %s, step %" PRIu64
+			 "%s (not a real workload)", (int)m->pid, size, memdom_guest_steps(d),
+			 m->suspended ? ", suspended" : "");
+	else if (m && m->image)
+		snprintf(buf, len, "memdom synthetic standby, %s, step %" PRIu64
+			 " (not a real workload)", size, memdom_guest_steps(d));
+	else
+		snprintf(buf, len, "memdom synthetic guest, %s (not a real workload)", size);
+}
+
+const struct domain_ops memdom_ops = {
+	.name = "memdom",
+	.open = memdom_open,
+	.close = memdom_close,
+	.start_protection = memdom_start_protection,
+	.suspend = memdom_suspend,
+	.capture = memdom_capture,
+	.resume = memdom_resume,
+	.stop_protection = memdom_stop_protection,
+	.prepare_standby = memdom_prepare_standby,
+	.commit = memdom_commit,
+	.activate = memdom_activate,
+	.discard = memdom_discard,
+	.guest_hash = memdom_guest_hash,
+	.describe = memdom_describe,
+};
+
+/* ---- extra API (memdom.h) --------------------------------------------------- */
+
+uint64_t memdom_guest_steps(struct domain *d)
+{
+	struct memdom *m = d->priv;
+	uint32_t cur;
+
+	if (!m)
+		return 0;
+	if (m->sh && (m->pid || m->activated)) {
+		cur = __atomic_load_n(&m->sh->cur, __ATOMIC_ACQUIRE) & 1;
+		return __atomic_load_n(&m->sh->regs[cur].step, __ATOMIC_RELAXED);
+	}
+	if (m->have_state)
+		return get_le64(m->state + 48);
+	return 0;
+}
+
+pid_t memdom_guest_pid(struct domain *d)
+{
+	struct memdom *m = d->priv;
+
+	return m ? m->pid : 0;
+}
+
+int memdom_state_step(const struct ckpt *c, uint64_t *step)
+{
+	if (c->state_kind != STATE_VCPU || state_decode(c->state, c->state_len, 0, NULL))
+		return -EINVAL;
+	*step = get_le64(c->state + 48);
+	return 0;
+}
+
+int memdom_run_until(struct domain *d, uint64_t step, unsigned timeout_ms)
+{
+	struct memdom *m = d->priv;
+	int rc;
+
+	if (!m->pid)
+		return -ESRCH;
+	if (m->suspended || memdom_guest_steps(d) >= step)
+		return -EINVAL;
+	__atomic_store_n(&m->sh->stop_at, step, __ATOMIC_RELEASE);
+	/* The guest may have passed the step between the check and the store. */
+	rc = wait_stopped(m, timeout_ms);
+	if (rc) {
+		__atomic_store_n(&m->sh->stop_at, 0, __ATOMIC_RELEASE);
+		return rc;
+	}
+	m->suspended = true;
+	if (memdom_guest_steps(d) != step) {
+		log_error("memdom guest pid %d stopped at step %" PRIu64 ", not %" PRIu64,
+			  (int)m->pid, memdom_guest_steps(d), step);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int memdom_live_hash(struct domain *d, uint8_t out[32])
+{
+	struct memdom *m = d->priv;
+	uint8_t state[MEMDOM_STATE_LEN];
+
+	if (!m->pid)
+		return -ESRCH;
+	state_encode(m->sh, state);
+	return hash_guest(m, m->pid, NULL, state, out);
+}
+
+void memdom_test_tune(struct domain *d, unsigned scan_regions, unsigned slice_pages)
+{
+	struct memdom *m = d->priv;
+
+	if (scan_regions && scan_regions <= SCAN_REGIONS)
+		m->scan_regions = scan_regions;
+	if (slice_pages)
+		m->slice_pages = slice_pages;
+}
+
+int memdom_activated_hash(struct domain *d, uint8_t out[32])
+{
+	struct memdom *m = d->priv;
+
+	if (!m->activated)
+		return -ENOENT;
+	memcpy(out, m->activated_hash, 32);
+	return 0;
+}

@@ -1,0 +1,27 @@
+/*
+ * fault.h - named fault points for failure tests (CRIU's fault_injected).
+ *
+ * TANDEM_FAULT="name[@n][,name[@n]...]" arms fault points: the point fires
+ * the n-th time (default: first) execution reaches it.  What a point does
+ * is up to its caller: most kill the process (fault_kill), some corrupt
+ * (duplicate a frame, drop an ack).
+ *
+ * Points: before-capture, mid-capture, mid-ship, after-ship-before-ack,
+ * drop-ack, duplicate-frame, backup-mid-commit, backup-before-ack,
+ * primary-exit-after-release.
+ */
+#ifndef TANDEM_FAULT_H
+#define TANDEM_FAULT_H
+
+#include <stdbool.h>
+
+/* Parse TANDEM_FAULT; returns 0 or -EINVAL for an unknown point name. */
+int fault_init(void);
+
+/* True when the named point fires now. */
+bool fault_hit(const char *name);
+
+/* If the named point fires now: log it and SIGKILL this process. */
+void fault_kill(const char *name);
+
+#endif

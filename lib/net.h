@@ -1,0 +1,22 @@
+/*
+ * net.h - TCP helpers for the replication link.
+ */
+#ifndef TANDEM_NET_H
+#define TANDEM_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../config/config.h"
+
+/* Listen on addr (SO_REUSEADDR).  Returns the fd or -errno (err filled). */
+int net_listen(const struct config_addr *addr, char *err, size_t errlen);
+
+/* Connect to addr within timeout_ms.  Returns the fd or -errno (err filled). */
+int net_connect(const struct config_addr *addr, uint64_t timeout_ms, char *err, size_t errlen);
+
+/* Receive/send timeouts, TCP_NODELAY and keepalive for a replication socket. */
+void net_tune(int fd, uint64_t rcv_timeout_ms);
+
+#endif

@@ -1,0 +1,148 @@
+/*
+ * status.c - unix-socket status server on the daemon's libuv loop.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LOG_MODULE "status"
+#include "log.h"
+#include "status.h"
+
+struct status_server {
+	uv_pipe_t pipe;
+	char path[256];
+	status_render_fn render;
+	void *arg;
+};
+
+struct status_client {
+	uv_pipe_t pipe;
+	struct status_server *server;
+	char req[64];
+	size_t req_len;
+	uv_write_t wr;
+	char reply[16384];
+};
+
+static void client_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void client_written(uv_write_t *wr, int status)
+{
+	struct status_client *c = wr->data;
+
+	(void)status;
+	uv_close((uv_handle_t *)&c->pipe, client_closed);
+}
+
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct status_client *c = h->data;
+
+	(void)suggested;
+	buf->base = c->req + c->req_len;
+	buf->len = sizeof(c->req) - 1 - c->req_len;
+}
+
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct status_client *c = s->data;
+	uv_buf_t out;
+	bool json;
+
+	(void)buf;
+	if (n < 0) {
+		uv_close((uv_handle_t *)&c->pipe, client_closed);
+		return;
+	}
+	c->req_len += (size_t)n;
+	c->req[c->req_len] = '\0';
+	if (!strchr(c->req, '\n') && c->req_len < sizeof(c->req) - 1)
+		return;
+	uv_read_stop(s);
+	json = strncmp(c->req, "json", 4) == 0;
+	c->server->render(c->server->arg, json, c->reply, sizeof(c->reply));
+	out = uv_buf_init(c->reply, (unsigned)strlen(c->reply));
+	c->wr.data = c;
+	if (uv_write(&c->wr, s, &out, 1, client_written))
+		uv_close((uv_handle_t *)&c->pipe, client_closed);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct status_server *srv = server->data;
+	struct status_client *c;
+
+	if (status < 0)
+		return;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	c->server = srv;
+	uv_pipe_init(server->loop, &c->pipe, 0);
+	c->pipe.data = c;
+	if (uv_accept(server, (uv_stream_t *)&c->pipe) ||
+	    uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read))
+		uv_close((uv_handle_t *)&c->pipe, client_closed);
+}
+
+int status_server_start(uv_loop_t *loop, const char *path, status_render_fn fn, void *arg,
+			struct status_server **out)
+{
+	struct status_server *s;
+	char dir[256], *slash;
+	int r;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	snprintf(s->path, sizeof(s->path), "%s", path);
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+			r = -errno;
+			log_perror("cannot create the status directory %s", dir);
+			free(s);
+			return r;
+		}
+	}
+	s->render = fn;
+	s->arg = arg;
+	uv_pipe_init(loop, &s->pipe, 0);
+	s->pipe.data = s;
+	unlink(path);
+	r = uv_pipe_bind(&s->pipe, path);
+	if (!r)
+		r = uv_listen((uv_stream_t *)&s->pipe, 8, on_connection);
+	if (r) {
+		log_error("cannot serve status on %s: %s", path, uv_strerror(r));
+		uv_close((uv_handle_t *)&s->pipe, NULL);
+		uv_run(loop, UV_RUN_NOWAIT);
+		free(s);
+		return r;
+	}
+	chmod(path, 0660);
+	*out = s;
+	return 0;
+}
+
+static void server_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+void status_server_stop(struct status_server *s)
+{
+	if (!s)
+		return;
+	unlink(s->path);
+	uv_close((uv_handle_t *)&s->pipe, server_closed);
+}

@@ -1,0 +1,28 @@
+/*
+ * status.h - the per-daemon status socket (`tandem status`), on libuv.
+ *
+ * A client connects to RUN_DIR/NAME.ROLE.sock, writes one line ("text" or
+ * "json"), and reads the reply until the daemon closes the connection.
+ */
+#ifndef TANDEM_STATUS_H
+#define TANDEM_STATUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+struct status_server;
+
+/* Fill buf (len bytes) with the reply; json selects the format. */
+typedef void (*status_render_fn)(void *arg, bool json, char *buf, size_t len);
+
+/* Bind the socket (creating its directory, replacing a stale socket).
+ * Returns 0 or -errno with a message logged. */
+int status_server_start(uv_loop_t *loop, const char *path, status_render_fn fn, void *arg,
+			struct status_server **out);
+
+/* Close and unlink.  NULL is a no-op. */
+void status_server_stop(struct status_server *s);
+
+#endif
