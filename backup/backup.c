@@ -53,10 +53,12 @@ struct backup {
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint;
 	uv_async_t done_async;
+	uv_timer_t hb_timer;
 	struct status_server *status;
 
 	pthread_t net_thr;
 	pthread_mutex_t lock;
+	pthread_mutex_t ch_lock;	/* guards ch against the heartbeat timer */
 	struct channel *ch;
 	int listen_fd;
 	bool stop, standby_ready;
@@ -338,7 +340,6 @@ static void fail_over(struct backup *b, const char *why)
 static bool run_session(struct backup *b)
 {
 	uint64_t timeout_ns = b->cfg.timeout_ms * 1000000ull;
-	uint64_t hb_ns = b->cfg.heartbeat_interval_ms * 1000000ull;
 	struct channel_rec rec;
 	char why[300] = "";
 
@@ -382,19 +383,14 @@ static bool run_session(struct backup *b)
 				log_error("dropping the replication stream: %s", channel_error(b->ch));
 			break;
 		}
-		if (now_ns() - b->last_sent_ns >= hb_ns) {
-			uint8_t buf[HEARTBEAT_LEN];
-			struct wire_heartbeat hb = { b->hb_seq++, now_ns(), b->committed };
-			wire_put_heartbeat(buf, &hb);
-			if (channel_send(b->ch, REC_HEARTBEAT, buf, HEARTBEAT_LEN) == 0)
-				b->last_sent_ns = now_ns();
-		}
 	}
 	{
 		struct channel *ch = b->ch;
+		pthread_mutex_lock(&b->ch_lock);
 		pthread_mutex_lock(&b->lock);
 		b->ch = NULL;
 		pthread_mutex_unlock(&b->lock);
+		pthread_mutex_unlock(&b->ch_lock);
 		channel_free(ch);
 	}
 	fail_over(b, why);
@@ -429,6 +425,8 @@ static void *net_main(void *arg)
 			continue;
 		}
 		net_tune(fd, 50);
+		net_send_timeout(fd, b->cfg.timeout_ms);
+		channel_set_stall_timeout(ch, b->cfg.timeout_ms);
 		log_info("primary connected (%s)", b->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
 		pthread_mutex_lock(&b->lock);
 		b->ch = ch;
@@ -482,6 +480,28 @@ static void render_status(void *arg, bool json, char *buf, size_t len)
 	pthread_mutex_unlock(&b->lock);
 }
 
+/*
+ * Heartbeats go out from the loop, not from the receive path, so that a
+ * long commit (the first one allocates and fills the whole standby) never
+ * silences the backup.
+ */
+static void on_hb_timer(uv_timer_t *t)
+{
+	struct backup *b = t->data;
+	uint64_t hb_ns = b->cfg.heartbeat_interval_ms * 1000000ull;
+
+	pthread_mutex_lock(&b->ch_lock);
+	if (b->ch && now_ns() - b->last_sent_ns >= hb_ns) {
+		uint8_t buf[HEARTBEAT_LEN];
+		struct wire_heartbeat hb = { b->hb_seq++, now_ns(), b->committed };
+
+		wire_put_heartbeat(buf, &hb);
+		if (channel_send(b->ch, REC_HEARTBEAT, buf, HEARTBEAT_LEN) == 0)
+			b->last_sent_ns = now_ns();
+	}
+	pthread_mutex_unlock(&b->ch_lock);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct backup *b = h->data;
@@ -522,6 +542,7 @@ int cmd_backup(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	pthread_mutex_init(&b->lock, NULL);
+	pthread_mutex_init(&b->ch_lock, NULL);
 	b->dom.ops = domain_ops_for(&b->cfg);
 	b->dom.cfg = &b->cfg;
 	b->dom.role = ROLE_BACKUP;
@@ -534,6 +555,10 @@ int cmd_backup(int argc, char **argv)
 	uv_signal_start(&b->sigint, on_signal, SIGINT);
 	uv_async_init(&b->loop, &b->done_async, on_net_done);
 	b->done_async.data = b;
+	uv_timer_init(&b->loop, &b->hb_timer);
+	b->hb_timer.data = b;
+	uv_timer_start(&b->hb_timer, on_hb_timer, b->cfg.heartbeat_interval_ms / 2,
+		       MAX(b->cfg.heartbeat_interval_ms / 2, 5));
 
 	log_info("standby for %s (%s driver%s), listening on %s:%u", b->cfg.name, b->dom.ops->name,
 		 b->cfg.domain == DOMAIN_MEMDOM ? ": a synthetic test guest, not a real workload" : "",

@@ -21,6 +21,8 @@
 static const char *const domain_names[] = { "xen", "memdom", NULL };
 static const char *const netbuf_names[] = { "plug", "queue", "none", NULL };
 static const char *const pattern_names[] = { "sequential", "random", "hotset", NULL };
+static const char *const peer_loss_names[] = { "failover", "fence", "witness", "manual", NULL };
+static const char *const repl_loss_names[] = { "wait", "release", NULL };
 
 #define KB 1024ull
 #define MB (1024ull * KB)
@@ -71,6 +73,20 @@ static const struct config_key schema[] = {
 	  "memdom: which pages are written: sequential, random or hotset." },
 	{ "hotset", CT_SIZE, F(hotset), 4 * KB, 64 * GB, "4M", NULL, true,
 	  "memdom: size of the hot set for workload-pattern = hotset." },
+	{ "heartbeat-paths", CT_HB_PATHS, F(heartbeat_paths), 0, 0, "", NULL, true,
+	  "Extra heartbeat paths PRIMARY:PORT-BACKUP:PORT, comma-separated (empty: replication link only)." },
+	{ "on-peer-loss", CT_ENUM, F(on_peer_loss), 0, 0, "failover", peer_loss_names, true,
+	  "When every path to the peer is lost: failover, fence, witness or manual." },
+	{ "fence-command", CT_STRING, F(fence_command), 0, 0, "", NULL, false,
+	  "Shell command run before activation when on-peer-loss = fence; exit status 0 = fenced." },
+	{ "fence-timeout", CT_DURATION, F(fence_timeout_ms), 100, 600000, "10s", NULL, false,
+	  "Time the fence command may take before it is killed and counted as failed." },
+	{ "witness", CT_ADDR, F(witness), 0, 0, "", NULL, true,
+	  "host:port of `tandem witness`; required when on-peer-loss = witness." },
+	{ "replication-loss-grace", CT_DURATION, F(replication_loss_grace_ms), 1000, 86400000, "30s", NULL, true,
+	  "How long a primary whose replication link is down, peer alive elsewhere, waits before on-replication-loss." },
+	{ "on-replication-loss", CT_ENUM, F(on_replication_loss), 0, 0, "wait", repl_loss_names, true,
+	  "After the grace: wait (output stays held) or release (stop protection, release output)." },
 };
 
 const struct config_key *config_schema(size_t *n)
@@ -119,6 +135,7 @@ static const char *type_expect(const struct config_key *k)
 	case CT_UINT: return "a whole number";
 	case CT_ENUM: return "one of the listed words";
 	case CT_ADDR: return "an address host:port (IPv6 as [addr]:port)";
+	case CT_HB_PATHS: return "paths PRIMARY:PORT-BACKUP:PORT separated by commas";
 	}
 	return "?";
 }
@@ -164,6 +181,81 @@ static int parse_addr(const char *s, struct config_addr *a)
 	a->host[hostlen] = '\0';
 	a->port = (uint16_t)port;
 	return 0;
+}
+
+/*
+ * heartbeat-paths: "A:P-B:P, A:P-B:P".  The '-' separating the two ends is
+ * the first one after the primary's port, so host names may contain '-'.
+ */
+static int parse_hb_paths(const char *s, struct config_hb_paths *out, char *msg, size_t msglen)
+{
+	struct config_hb_paths ps;
+	char item[2 * CONFIG_PATH_MAX + 16];
+
+	memset(&ps, 0, sizeof(ps));
+	while (*s) {
+		const char *end = strchr(s, ','), *p, *dash;
+		size_t len;
+
+		if (!end)
+			end = s + strlen(s);
+		while (s < end && isspace((unsigned char)*s))
+			s++;
+		len = (size_t)(end - s);
+		while (len && isspace((unsigned char)s[len - 1]))
+			len--;
+		if (len == 0 || len >= sizeof(item)) {
+			snprintf(msg, msglen, "expected %s, got an empty or overlong item",
+				 "PRIMARY:PORT-BACKUP:PORT");
+			return -EINVAL;
+		}
+		memcpy(item, s, len);
+		item[len] = '\0';
+		if (ps.n == CONFIG_HB_PATHS_MAX) {
+			snprintf(msg, msglen, "at most %d paths", CONFIG_HB_PATHS_MAX);
+			return -EINVAL;
+		}
+		/* Find the end of the first address's port. */
+		p = item;
+		if (*p == '[') {
+			p = strchr(p, ']');
+			p = p ? p + 1 : item + len;
+		} else {
+			while (*p && *p != ':')
+				p++;
+		}
+		if (*p == ':')
+			p++;
+		while (isdigit((unsigned char)*p))
+			p++;
+		dash = p;
+		if (*dash != '-') {
+			snprintf(msg, msglen, "expected PRIMARY:PORT-BACKUP:PORT (IPv6 in brackets), got '%.120s'",
+				 item);
+			return -EINVAL;
+		}
+		item[dash - item] = '\0';
+		if (parse_addr(item, &ps.p[ps.n].primary) || parse_addr(dash + 1, &ps.p[ps.n].backup)) {
+			item[dash - item] = '-';
+			snprintf(msg, msglen, "expected PRIMARY:PORT-BACKUP:PORT (IPv6 in brackets), got '%.120s'",
+				 item);
+			return -EINVAL;
+		}
+		ps.n++;
+		s = *end ? end + 1 : end;
+	}
+	*out = ps;
+	return 0;
+}
+
+static void fmt_addr(const struct config_addr *a, char *buf, size_t len)
+{
+	if (!a->host[0])
+		snprintf(buf, len, "%s", "");
+	else if (strchr(a->host, ':'))
+		snprintf(buf, len, "[%s]:%u", a->host, a->port);
+	else
+		snprintf(buf, len, "%s:%u", a->host, a->port);
 }
 
 static bool name_ok(const char *s)
@@ -227,7 +319,13 @@ static int set_value(struct tandem_config *cfg, const struct config_key *k,
 			snprintf(msg, msglen, "expected one of %s, got '%s'", list, v);
 		}
 		return -EINVAL;
+	case CT_HB_PATHS:
+		return parse_hb_paths(v, (struct config_hb_paths *)field, msg, msglen);
 	case CT_ADDR:
+		if (!*v && k->def && !*k->def) {	/* optional address, unset */
+			memset(field, 0, sizeof(struct config_addr));
+			return 0;
+		}
 		if (parse_addr(v, (struct config_addr *)field)) {
 			snprintf(msg, msglen, "expected %s, got '%s'", type_expect(k), v);
 			return -EINVAL;
@@ -398,6 +496,12 @@ int config_parse(const char *file, const char *text, size_t len,
 		err_add(&e, "%s: key 'heartbeat-interval': %llums must be at most half of timeout (%llums)",
 			file, (unsigned long long)cfg->heartbeat_interval_ms,
 			(unsigned long long)cfg->timeout_ms);
+	if (!e.count && cfg->on_peer_loss == PEER_LOSS_FENCE && !cfg->fence_command[0])
+		err_add(&e, "%s: key 'fence-command' is required when on-peer-loss = fence "
+			"(the command that fences the peer's host; exit status 0 = fenced)", file);
+	if (!e.count && cfg->on_peer_loss == PEER_LOSS_WITNESS && !cfg->witness.host[0])
+		err_add(&e, "%s: key 'witness' is required when on-peer-loss = witness "
+			"(host:port of a `tandem witness` responder on a third host)", file);
 	return e.count ? -EINVAL : 0;
 }
 
@@ -453,11 +557,25 @@ void config_format_value(const struct tandem_config *cfg, const struct config_ke
 		break;
 	case CT_ADDR:
 		a = (const struct config_addr *)field;
-		if (strchr(a->host, ':'))
-			snprintf(buf, len, "[%s]:%u", a->host, a->port);
-		else
-			snprintf(buf, len, "%s:%u", a->host, a->port);
+		fmt_addr(a, buf, len);
 		break;
+	case CT_HB_PATHS: {
+		const struct config_hb_paths *ps = (const struct config_hb_paths *)field;
+		char pa[CONFIG_PATH_MAX + 16], pb[CONFIG_PATH_MAX + 16];
+		size_t used = 0;
+
+		buf[0] = '\0';
+		for (unsigned i = 0; i < ps->n && used < len; i++) {
+			int r;
+			fmt_addr(&ps->p[i].primary, pa, sizeof(pa));
+			fmt_addr(&ps->p[i].backup, pb, sizeof(pb));
+			r = snprintf(buf + used, len - used, "%s%s-%s", i ? ", " : "", pa, pb);
+			if (r < 0)
+				break;
+			used += (size_t)r;
+		}
+		break;
+	}
 	case CT_DURATION:
 	case CT_SIZE:
 	case CT_UINT:
@@ -468,7 +586,7 @@ void config_format_value(const struct tandem_config *cfg, const struct config_ke
 
 void config_print(const struct tandem_config *cfg, FILE *out)
 {
-	char val[CONFIG_PATH_MAX + 16];
+	char val[CONFIG_VALUE_MAX];
 
 	fprintf(out, "# effective configuration of %s (defaults included)\n", cfg->source);
 	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
@@ -483,7 +601,7 @@ void config_print(const struct tandem_config *cfg, FILE *out)
 void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LEN])
 {
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	char val[CONFIG_PATH_MAX + 16];
+	char val[CONFIG_VALUE_MAX];
 	unsigned int olen = 0;
 
 	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);

@@ -23,9 +23,25 @@ struct config_addr {
 	uint16_t port;
 };
 
+/* heartbeat-paths: PRIMARY_ADDR:PORT-BACKUP_ADDR:PORT, comma-separated. */
+#define CONFIG_HB_PATHS_MAX 8
+/* Longest formatted value of any key (heartbeat-paths, fence-command). */
+#define CONFIG_VALUE_MAX 4096
+
+struct config_hb_path {
+	struct config_addr primary, backup;
+};
+
+struct config_hb_paths {
+	unsigned n;
+	struct config_hb_path p[CONFIG_HB_PATHS_MAX];
+};
+
 enum domain_kind { DOMAIN_XEN = 0, DOMAIN_MEMDOM };
 enum netbuf_kind { NETBUF_PLUG = 0, NETBUF_QUEUE, NETBUF_NONE };
 enum memdom_pattern { PATTERN_SEQUENTIAL = 0, PATTERN_RANDOM, PATTERN_HOTSET };
+enum peer_loss_policy { PEER_LOSS_FAILOVER = 0, PEER_LOSS_FENCE, PEER_LOSS_WITNESS, PEER_LOSS_MANUAL };
+enum repl_loss_policy { REPL_LOSS_WAIT = 0, REPL_LOSS_RELEASE };
 
 struct tandem_config {
 	char source[CONFIG_PATH_MAX];		/* file it came from */
@@ -53,10 +69,20 @@ struct tandem_config {
 	uint64_t workload_rate;
 	int workload_pattern;			/* enum memdom_pattern */
 	uint64_t hotset;
+
+	/* failure detection (heartbeat/) */
+	struct config_hb_paths heartbeat_paths;
+	int on_peer_loss;			/* enum peer_loss_policy */
+	char fence_command[1024];
+	uint64_t fence_timeout_ms;
+	struct config_addr witness;		/* host "" = none */
+	uint64_t replication_loss_grace_ms;
+	int on_replication_loss;		/* enum repl_loss_policy */
 };
 
 enum config_type {
 	CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_ENUM, CT_ADDR,
+	CT_HB_PATHS,			/* struct config_hb_paths */
 };
 
 struct config_key {

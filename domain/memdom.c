@@ -705,7 +705,7 @@ static int hash_guest(struct memdom *m, pid_t pid, const uint8_t *local,
 				rc = r < 0 ? -errno : -EIO;
 				log_error("cannot read memdom guest pid %d memory: %s", (int)pid,
 					  strerror(-rc));
-				goto out;
+				goto out_quiet;
 			}
 			p = buf;
 		}
@@ -719,6 +719,7 @@ static int hash_guest(struct memdom *m, pid_t pid, const uint8_t *local,
 out:
 	if (rc == -EIO)
 		log_error("SHA-256 of the memdom guest failed");
+out_quiet:
 	free(buf);
 	EVP_MD_CTX_free(ctx);
 	return rc;
@@ -1260,7 +1261,8 @@ static int memdom_start_protection(struct domain *d, const struct domain_sink *s
 		goto out;
 	}
 	log_info("memdom guest pid %d protected: first checkpoint has %" PRIu64 " pages "
-		 "after %u rounds", (int)m->pid, c->npages, ctx.prog.round + 1);
+		 "after %u copy rounds", (int)m->pid, c->npages,
+		 ctx.prog.round < MAX_ROUNDS ? ctx.prog.round + 1 : MAX_ROUNDS);
 out:
 	if (suspended) {
 		int r = memdom_resume(d);
@@ -1375,6 +1377,7 @@ static int memdom_commit(struct domain *d, const struct ckpt *c)
 static int memdom_activate(struct domain *d)
 {
 	struct memdom *m = d->priv;
+	uint8_t st[MEMDOM_STATE_LEN];
 	int rc;
 
 	if (m->activated) {
@@ -1395,7 +1398,9 @@ static int memdom_activate(struct domain *d)
 	rc = guest_start(m, true);
 	if (rc)
 		goto out;
-	rc = hash_guest(m, m->pid, NULL, m->state, m->activated_hash);
+	/* Hash what the child really holds: its memory and its vCPU block. */
+	state_encode(m->sh, st);
+	rc = hash_guest(m, m->pid, NULL, st, m->activated_hash);
 	if (rc) {
 		guest_kill(m);
 		goto out;

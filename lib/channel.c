@@ -31,6 +31,7 @@ struct channel {
 	size_t buf_len;
 	pthread_mutex_t tx_lock;
 	uint64_t bytes_sent, bytes_received;
+	uint64_t stall_ms;		/* longest wait for the rest of a started frame */
 	char err[256];
 };
 
@@ -251,6 +252,7 @@ int channel_handshake(int fd, const struct channel_params *p, struct channel **o
 	}
 	OPENSSL_cleanse(kp2b, sizeof(kp2b));
 	OPENSSL_cleanse(kb2p, sizeof(kb2p));
+	c->stall_ms = 10000;
 	c->bytes_sent = mine_len + WIRE_REC_HDR_LEN + AUTH_LEN;
 	c->bytes_received = theirs_len + WIRE_REC_HDR_LEN + AUTH_LEN;
 	*out = c;
@@ -272,6 +274,7 @@ void channel_free(struct channel *c)
 }
 
 int channel_fd(const struct channel *c) { return c->fd; }
+void channel_set_stall_timeout(struct channel *c, uint64_t ms) { c->stall_ms = ms; }
 const struct wire_hello *channel_peer(const struct channel *c) { return &c->peer; }
 const char *channel_error(const struct channel *c) { return c->err; }
 uint64_t channel_bytes_sent(const struct channel *c) { return c->bytes_sent; }
@@ -409,6 +412,39 @@ int channel_send(struct channel *c, uint32_t type, const void *payload, uint32_t
 	return channel_sendv(c, type, &iov, len ? 1 : 0);
 }
 
+/*
+ * Read len bytes of a frame.  The socket's receive timeout wakes the caller
+ * while the link is idle; once a frame has started (`started`, or some of
+ * these bytes arrived) a timeout no longer returns early: the rest is
+ * waited for, up to stall_ms, so a frame is never split between calls.
+ */
+static int read_frame(struct channel *c, uint8_t *buf, size_t len, bool started)
+{
+	uint64_t deadline = 0;
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t r = read(c->fd, buf + got, len - got);
+		if (r > 0) {
+			got += (size_t)r;
+			continue;
+		}
+		if (r == 0)
+			return -EPIPE;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		if (!started && got == 0)
+			return -EAGAIN;
+		if (!deadline)
+			deadline = now_ns() + c->stall_ms * 1000000ull;
+		else if (now_ns() > deadline)
+			return -ETIMEDOUT;
+	}
+	return 0;
+}
+
 int channel_recv(struct channel *c, struct channel_rec *rec)
 {
 	uint8_t *hdr = c->rx_buf, *payload = c->rx_buf + CHANNEL_FRAME_HDR_LEN, iv[12];
@@ -419,9 +455,9 @@ int channel_recv(struct channel *c, struct channel_rec *rec)
 	int rc, outl;
 
 	c->err[0] = '\0';
-	rc = read_full(c->fd, hdr, CHANNEL_FRAME_HDR_LEN);
+	rc = read_frame(c, hdr, CHANNEL_FRAME_HDR_LEN, false);
 	if (rc)
-		return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+		return rc;
 	type = get_be32(hdr);
 	len = get_be32(hdr + 4);
 	seq = get_be64(hdr + 8);
@@ -437,12 +473,15 @@ int channel_recv(struct channel *c, struct channel_rec *rec)
 		return -EBADMSG;
 	}
 	body = ALIGN8(len);
-	rc = read_full(c->fd, payload, body + CHANNEL_TAG_LEN);
+	rc = read_frame(c, payload, body + CHANNEL_TAG_LEN, true);
 	if (rc) {
 		if (rc == -EPIPE)
 			snprintf(c->err, sizeof(c->err), "connection closed in the middle of a %s frame",
 				 wire_type_name(type));
-		return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+		else if (rc == -ETIMEDOUT)
+			snprintf(c->err, sizeof(c->err), "the rest of a %s frame did not arrive within %llu ms",
+				 wire_type_name(type), (unsigned long long)c->stall_ms);
+		return rc;
 	}
 	seq_iv(seq, iv);
 	if (!EVP_DecryptInit_ex(c->rx, NULL, NULL, NULL, iv) ||

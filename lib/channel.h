@@ -72,6 +72,10 @@ void channel_free(struct channel *c);
 
 int channel_fd(const struct channel *c);
 
+/* Longest wait for the rest of a frame that has started to arrive
+ * (default 10 s); past it channel_recv returns -ETIMEDOUT. */
+void channel_set_stall_timeout(struct channel *c, uint64_t ms);
+
 /* The peer's hello. */
 const struct wire_hello *channel_peer(const struct channel *c);
 
@@ -82,8 +86,9 @@ int channel_send(struct channel *c, uint32_t type, const void *payload, uint32_t
 /*
  * Receive and validate the next record.  Returns 0; -EPIPE when the peer
  * closed between frames; -EBADMSG for a forged, altered, replayed,
- * reordered or malformed frame (reason in channel_error()); -EAGAIN on
- * timeout; other -errno.
+ * reordered or malformed frame (reason in channel_error()); -EAGAIN when
+ * the socket's receive timeout passed with no frame started; -ETIMEDOUT
+ * when a started frame stalled; other -errno.
  */
 int channel_recv(struct channel *c, struct channel_rec *rec);
 

@@ -19,4 +19,8 @@ int net_connect(const struct config_addr *addr, uint64_t timeout_ms, char *err, 
 /* Receive/send timeouts, TCP_NODELAY and keepalive for a replication socket. */
 void net_tune(int fd, uint64_t rcv_timeout_ms);
 
+/* A send blocked for longer than ms fails (EAGAIN): a peer that stops
+ * reading cannot wedge the sender. */
+void net_send_timeout(int fd, uint64_t ms);
+
 #endif

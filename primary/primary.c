@@ -70,7 +70,8 @@ struct primary {
 
 	/* Checkpoints captured and not yet acked, oldest first. */
 	struct ckpt *pending[MAX_IN_FLIGHT];
-	unsigned npending, nshipped;
+	unsigned npending;
+	uint64_t ship_next;		/* epoch the shipper sends next; all below have started */
 	struct ckpt *spare[MAX_IN_FLIGHT];
 	unsigned nspare;
 	size_t staging_bytes;
@@ -377,10 +378,14 @@ static void *ship_main(void *arg)
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop && !p->peer_lost) {
-		if (p->nshipped < p->npending) {
-			struct ckpt *c = p->pending[p->nshipped];
+		if (p->npending && p->ship_next <= p->pending[p->npending - 1]->epoch) {
+			struct ckpt *c = p->pending[p->ship_next - p->pending[0]->epoch];
+			uint64_t epoch = c->epoch;
 			int rc;
 
+			/* Mark it shipped before sending: its ack may arrive before we
+			 * relock, and the ack handler may then recycle c. */
+			p->ship_next = epoch + 1;
 			pthread_mutex_unlock(&p->lock);
 			rc = ship_ckpt(p->ch, c, c->has_digest ? c->digest : NULL);
 			pthread_mutex_lock(&p->lock);
@@ -390,9 +395,7 @@ static void *ship_main(void *arg)
 				pthread_mutex_lock(&p->lock);
 				break;
 			}
-			/* pending may have shifted while unlocked; find c again */
-			p->nshipped++;
-			p->last_shipped = c->epoch;
+			p->last_shipped = MAX(p->last_shipped, epoch);
 			p->last_sent_ns = now_ns();
 			p->bytes_shipped = channel_bytes_sent(p->ch);
 			fault_kill("after-ship-before-ack");
@@ -426,10 +429,10 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	if (a->epoch == 0)
 		return;		/* a round of the initial copy */
 	pthread_mutex_lock(&p->lock);
-	if (a->epoch > p->last_shipped || a->epoch <= p->last_acked) {
+	if (a->epoch >= p->ship_next || a->epoch <= p->last_acked) {
 		pthread_mutex_unlock(&p->lock);
-		log_error("ack for checkpoint %" PRIu64 " does not match (last shipped %" PRIu64
-			  ", last acked %" PRIu64 ")", a->epoch, p->last_shipped, p->last_acked);
+		log_error("ack for checkpoint %" PRIu64 " does not match (last sent %" PRIu64
+			  ", last acked %" PRIu64 ")", a->epoch, p->ship_next - 1, p->last_acked);
 		peer_lost(p, "protocol error: unexpected ack");
 		return;
 	}
@@ -444,7 +447,6 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	while (p->npending && p->pending[0]->epoch <= a->epoch) {
 		struct ckpt *c = p->pending[0];
 		memmove(p->pending, p->pending + 1, sizeof(p->pending[0]) * --p->npending);
-		p->nshipped--;
 		if (p->nspare < MAX_IN_FLIGHT)
 			p->spare[p->nspare++] = c;
 		else
@@ -657,6 +659,7 @@ static int connect_backup(struct primary *p, const uint8_t key[KEY_LEN])
 		usleep(100000);
 	}
 	net_tune(channel_fd(p->ch), 100);	/* recv wakes every 100 ms to check the timeout */
+	channel_set_stall_timeout(p->ch, p->cfg.timeout_ms);
 	p->last_heard_ns = p->last_sent_ns = now_ns();
 	log_info("connected to the backup at %s:%u (%s)", p->cfg.replication.host,
 		 p->cfg.replication.port, p->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
@@ -768,6 +771,7 @@ int cmd_primary(int argc, char **argv)
 			 rc == -EPROTONOSUPPORT || rc == -EPROTO) ? EXIT_PEER : EXIT_FAILURE_RUNTIME;
 		goto out_nb;
 	}
+	p->ship_next = 1;
 	pthread_create(&p->recv_thr, NULL, recv_main, p);
 	pthread_create(&p->ship_thr, NULL, ship_main, p);
 	pthread_create(&p->ckpt_thr, NULL, ckpt_main, p);

@@ -47,3 +47,4 @@ TEST(fault_drop_ack, 30)
 TEST(fault_backup_mid_commit, 30)
 TEST(fault_backup_before_ack, 30)
 TEST(engine_random_kill, 900)
+#include "list-heartbeat.h"

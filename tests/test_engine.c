@@ -40,7 +40,7 @@ static void start_pair(struct td *p, struct td *b, const char *cfg, const char *
 		       const char *bfault, int acks)
 {
 	td_start(b, "backup", cfg, bfault);
-	if (!WAIT_FOR(status_is("backup", "waiting"), 5000))
+	if (!WAIT_FOR(status_is("backup", "waiting"), 15000))
 		fail_dump(NULL, b, "backup did not come up");
 	td_start(p, "primary", cfg, pfault);
 	if (acks && !WAIT_FOR(status_num("primary", "last_acked_epoch") >= acks, 15000))
@@ -376,8 +376,11 @@ int test_engine_random_kill(void)
 			td_kill(&b, SIGKILL);
 			td_events(&b, "commit", &last_commit, NULL);
 			/* degraded, or still connecting if the backup died first */
-			ASSERT(WAIT_FOR(status_is("primary", "degraded") || status_is("primary", "connecting") ||
-					td_exited(&p), 5000));
+			if (!WAIT_FOR(status_is("primary", "degraded") || status_is("primary", "connecting") ||
+				      td_exited(&p), 5000)) {
+				fprintf(stderr, "primary status: %s\n", td_status(VM, "primary"));
+				fail_dump(&p, &b, "primary did not notice the loss of the backup");
+			}
 			ASSERT(td_max_ack(&p) <= last_commit);
 			td_stop(&p);
 		}

@@ -1,0 +1,13 @@
+/* unit + loopback: heartbeat/ (multi-path heartbeats, decisions, fence, witness) */
+TEST(hb_datagram, 5)
+TEST(hb_config_keys, 5)
+TEST(hb_decision_table, 5)
+TEST(hb_fence, 10)
+TEST(hb_two_paths_alive, 10)
+TEST(hb_cut_one_path, 15)
+TEST(hb_cut_all_paths, 15)
+TEST(hb_forged_and_replayed, 15)
+TEST(hb_flapping_path, 15)
+TEST(hb_delayed_path, 15)
+TEST(hb_replication_loss_grace, 10)
+TEST(hb_witness, 15)
