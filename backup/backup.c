@@ -27,6 +27,8 @@
 #define LOG_MODULE "backup"
 #include "../cli/cmd.h"
 #include "../domain/domain.h"
+#include "../heartbeat/heartbeat.h"
+#include "../heartbeat/policy.h"
 #include "../lib/channel.h"
 #include "../lib/fault.h"
 #include "../lib/key.h"
@@ -36,12 +38,13 @@
 #include "../lib/testlog.h"
 #include "../lib/util.h"
 
-enum bstate { B_WAITING, B_SYNCING, B_STANDBY, B_ACTIVATING, B_ACTIVE, B_STOPPED, B_FAILED };
+enum bstate { B_WAITING, B_SYNCING, B_STANDBY, B_DEGRADED, B_MANUAL, B_ACTIVATING, B_ACTIVE,
+	      B_STOPPED, B_FAILED };
 
 static const char *const bstate_names[] = {
 	[B_WAITING] = "waiting", [B_SYNCING] = "syncing", [B_STANDBY] = "standby",
-	[B_ACTIVATING] = "activating", [B_ACTIVE] = "active", [B_STOPPED] = "stopped",
-	[B_FAILED] = "failed",
+	[B_DEGRADED] = "degraded", [B_MANUAL] = "manual", [B_ACTIVATING] = "activating",
+	[B_ACTIVE] = "active", [B_STOPPED] = "stopped", [B_FAILED] = "failed",
 };
 
 struct backup {
@@ -71,9 +74,16 @@ struct backup {
 	uint64_t last_heard_ns, last_sent_ns, hb_seq;
 	double activate_ms, failover_ms;
 
+	/* failure detection (heartbeat/) and the decision to act on */
+	struct hb *hb;
+	enum hb_decision decision;
+	uint64_t decision_seq, acted_seq, next_witness_ns;
+	bool promote;
+	char lost_why[300];
+
 	/* staging of the checkpoint being received */
 	struct ckpt *rx;
-	bool rx_open;
+	bool rx_open, rx_skip;
 	uint64_t rx_npages, rx_records;
 	uint8_t rx_digest[32];
 };
@@ -166,6 +176,7 @@ static enum rx_result commit_and_ack(struct backup *b)
 	b->last_commit_us = (now_ns() - t0) / 1000;
 	pthread_mutex_unlock(&b->lock);
 	if (!initial) {
+		hb_set_epoch(b->hb, c->epoch);
 		testlog("commit %" PRIu64, c->epoch);
 		if (c->epoch == 1)
 			set_state(b, B_STANDBY, "standby holds checkpoint 1 onwards");
@@ -199,9 +210,26 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		wire_get_ckpt_begin(rec->payload, &w);
 		if (b->rx_open)
 			return bad("checkpoint %" PRIu64 " begins inside checkpoint %" PRIu64, w.epoch, c->epoch);
+		b->rx_skip = false;
 		if (w.flags & CKPT_F_INITIAL) {
-			if (w.epoch != 0 || b->committed)
-				return bad("initial-copy round after checkpoints began");
+			if (w.epoch != 0)
+				return bad("initial-copy round with epoch %" PRIu64, w.epoch);
+			if (b->committed) {
+				/* A new primary process: its running guest is the truth. */
+				log_warn("the primary restarted protection: discarding the standby at "
+					 "checkpoint %" PRIu64 " for a new initial copy", b->committed);
+				if (b->standby_ready && b->dom.ops->discard)
+					b->dom.ops->discard(&b->dom);
+				b->standby_ready = false;
+				pthread_mutex_lock(&b->lock);
+				b->committed = 0;
+				b->rounds = 0;
+				pthread_mutex_unlock(&b->lock);
+				set_state(b, B_SYNCING, "receiving a new initial copy");
+			}
+		} else if (w.epoch <= b->committed) {
+			/* Sent again after a reconnect: committed already; ack it again. */
+			b->rx_skip = true;
 		} else if (w.epoch != b->committed + 1) {
 			return bad("checkpoint %" PRIu64 " follows checkpoint %" PRIu64, w.epoch, b->committed);
 		}
@@ -223,6 +251,11 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		wire_get_ckpt_pages(rec->payload, &pg);
 		if (!b->rx_open || pg.epoch != c->epoch)
 			return bad("pages of checkpoint %" PRIu64 " outside it", pg.epoch);
+		if (b->rx_skip) {
+			c->npages += pg.count;
+			b->rx_records++;
+			return RX_OK;
+		}
 		if (c->npages + pg.count > b->rx_npages)
 			return bad("more pages than checkpoint %" PRIu64 " announced", c->epoch);
 		if (ckpt_reserve_pages(c, pg.count))
@@ -249,6 +282,10 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		wire_get_ckpt_state(rec->payload, &st);
 		if (!b->rx_open || st.epoch != c->epoch)
 			return bad("state of checkpoint %" PRIu64 " outside it", st.epoch);
+		if (b->rx_skip) {
+			b->rx_records++;
+			return RX_OK;
+		}
 		if (rec->type == REC_CKPT_STATE)
 			rc = ckpt_set_state(c, st.kind, st.data, st.len);
 		else if (c->blob_len + st.len > b->cfg.staging_limit)
@@ -272,6 +309,13 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 				   " pages, %" PRIu64 " of %" PRIu64 " records", e.epoch, c->npages,
 				   e.npages, b->rx_records, e.nrecords);
 		b->rx_open = false;
+		if (b->rx_skip) {
+			uint8_t buf[ACK_LEN];
+			struct wire_ack ack = { e.epoch, 0 };
+			wire_put_ack(buf, &ack);
+			channel_send(b->ch, REC_ACK, buf, ACK_LEN);
+			return RX_OK;
+		}
 		c->has_digest = memcmp(e.digest, zero, 32) != 0;
 		memcpy(c->digest, e.digest, 32);
 		return commit_and_ack(b);
@@ -290,7 +334,8 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
  */
 static void fail_over(struct backup *b, const char *why)
 {
-	uint64_t t0 = now_ns(), since = (t0 - b->last_heard_ns) / 1000000;
+	uint64_t heard = MAX(b->last_heard_ns, hb_last_heard_ns(b->hb));
+	uint64_t t0 = now_ns(), since = (t0 - heard) / 1000000;
 	uint8_t hash[32];
 	char hex[65];
 	int rc;
@@ -307,6 +352,7 @@ static void fail_over(struct backup *b, const char *why)
 		set_state(b, B_WAITING, "waiting for the primary");
 		return;
 	}
+	hb_set_epoch(b->hb, b->committed);
 	log_warn("failover: primary lost (%s), last heard %" PRIu64 " ms ago, timeout %" PRIu64
 		 " ms; activating the standby from checkpoint %" PRIu64, why, since,
 		 b->cfg.timeout_ms, b->committed);
@@ -321,7 +367,7 @@ static void fail_over(struct backup *b, const char *why)
 	}
 	pthread_mutex_lock(&b->lock);
 	b->activate_ms = (double)(now_ns() - t0) / 1e6;
-	b->failover_ms = (double)(now_ns() - b->last_heard_ns) / 1e6;
+	b->failover_ms = (double)(now_ns() - heard) / 1e6;
 	pthread_mutex_unlock(&b->lock);
 	log_warn("guest running: activated from checkpoint %" PRIu64 " in %.1f ms, %.1f ms after "
 		 "the primary was last heard (timeout %" PRIu64 " ms)", b->committed, b->activate_ms,
@@ -389,11 +435,109 @@ static bool run_session(struct backup *b)
 		pthread_mutex_lock(&b->ch_lock);
 		pthread_mutex_lock(&b->lock);
 		b->ch = NULL;
+		snprintf(b->lost_why, sizeof(b->lost_why), "%s", why);
 		pthread_mutex_unlock(&b->lock);
 		pthread_mutex_unlock(&b->ch_lock);
 		channel_free(ch);
 	}
-	fail_over(b, why);
+	log_warn("replication stream from the primary lost: %s (timeout %" PRIu64 " ms)", why,
+		 b->cfg.timeout_ms);
+	hb_set_replication_up(b->hb, false);
+	return false;
+}
+
+/* The heartbeat module's verdict changed (its thread; must not block). */
+static void on_decision(void *arg, enum hb_decision d, const struct hb_view *v)
+{
+	struct backup *b = arg;
+
+	(void)v;
+	pthread_mutex_lock(&b->lock);
+	b->decision = d;
+	b->decision_seq++;
+	pthread_mutex_unlock(&b->lock);
+}
+
+/*
+ * Act on the current decision while no primary is connected.  Returns true
+ * when the daemon should stop accepting (activated, or activation failed).
+ */
+static bool act_on_decision(struct backup *b)
+{
+	enum hb_decision d;
+	uint64_t seq;
+	bool promote, fresh;
+	char err[512];
+	int rc;
+
+	pthread_mutex_lock(&b->lock);
+	d = b->decision;
+	seq = b->decision_seq;
+	promote = b->promote;
+	b->promote = false;
+	fresh = seq != b->acted_seq;
+	b->acted_seq = seq;
+	pthread_mutex_unlock(&b->lock);
+
+	if (promote) {
+		fail_over(b, "promoted by the operator (tandem promote)");
+		goto out;
+	}
+	if (!b->committed && (d == HB_FAILOVER || d == HB_RUN_FENCE || d == HB_ASK_WITNESS ||
+			      d == HB_WAIT_MANUAL)) {
+		if (fresh)
+			fail_over(b, b->lost_why);	/* nothing to activate: back to waiting */
+		goto out;
+	}
+	switch (d) {
+	case HB_FAILOVER:
+		if (fresh)
+			fail_over(b, b->lost_why);
+		break;
+	case HB_RUN_FENCE:
+		if (!fresh)
+			break;
+		log_warn("every path to the primary is lost: running the fence command "
+			 "(timeout %" PRIu64 " ms)", b->cfg.fence_timeout_ms);
+		rc = hb_run_fence(b->cfg.name, b->cfg.fence_command, b->cfg.fence_timeout_ms,
+				  err, sizeof(err));
+		if (rc == 0) {
+			log_warn("fence command succeeded: the primary is fenced");
+			fail_over(b, "primary lost and fenced");
+		} else {
+			log_error("fence command failed: %s; NOT activating (run `tandem promote %s` "
+				  "once the primary is known to be down)", err, b->cfg.name);
+			set_state(b, B_MANUAL, "fence failed (%s): not activating; waiting for "
+				  "`tandem promote %s`", err, b->cfg.name);
+		}
+		break;
+	case HB_ASK_WITNESS:
+		if (!fresh && now_ns() < b->next_witness_ns)
+			break;
+		b->next_witness_ns = now_ns() + b->cfg.timeout_ms * 1000000ull;
+		rc = hb_witness_ask(&b->cfg, b->key, ROLE_BACKUP, b->cfg.timeout_ms, err, sizeof(err));
+		if (rc == 0) {
+			log_warn("the witness granted activation");
+			fail_over(b, "primary lost; the witness agreed");
+		} else {
+			set_state(b, B_MANUAL, "the witness did not grant activation (%s): not activating; "
+				  "asking again", err);
+		}
+		break;
+	case HB_WAIT_MANUAL:
+		if (fresh)
+			set_state(b, B_MANUAL, "every path to the primary is lost: standby at checkpoint %"
+				  PRIu64 "; waiting for `tandem promote %s`", b->committed, b->cfg.name);
+		break;
+	case HB_DEGRADED_WAIT:
+		if (fresh)
+			set_state(b, B_DEGRADED, "%s: the primary is alive on another path; standby kept "
+				  "at checkpoint %" PRIu64, hb_decision_status(d), b->committed);
+		break;
+	default:
+		break;
+	}
+out:
 	return b->state == B_ACTIVE || b->state == B_FAILED;
 }
 
@@ -412,7 +556,9 @@ static void *net_main(void *arg)
 		struct channel *ch = NULL;
 		int fd, rc;
 
-		if (poll(&pfd, 1, 100) <= 0)
+		if (act_on_decision(b))
+			break;
+		if (poll(&pfd, 1, 50) <= 0)
 			continue;
 		fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
@@ -431,6 +577,10 @@ static void *net_main(void *arg)
 		pthread_mutex_lock(&b->lock);
 		b->ch = ch;
 		pthread_mutex_unlock(&b->lock);
+		hb_set_replication_up(b->hb, true);
+		if (b->committed && b->state != B_STANDBY)
+			set_state(b, B_STANDBY, "the primary is back; standby at checkpoint %" PRIu64,
+				  b->committed);
 		if (run_session(b))
 			break;
 	}
@@ -442,13 +592,41 @@ static void *net_main(void *arg)
 
 /* ---- status --------------------------------------------------------------- */
 
-static void render_status(void *arg, bool json, char *buf, size_t len)
+/* `tandem promote NAME`: activate now, on the operator's word. */
+static void promote_request(struct backup *b, char *buf, size_t len)
+{
+	pthread_mutex_lock(&b->lock);
+	if (b->state == B_ACTIVE)
+		snprintf(buf, len, "refused: %s is already active here\n", b->cfg.name);
+	else if (!b->committed)
+		snprintf(buf, len, "refused: no complete checkpoint of %s to activate\n", b->cfg.name);
+	else if (b->ch)
+		snprintf(buf, len, "refused: the primary of %s is connected and protecting; stop it "
+			 "first\n", b->cfg.name);
+	else {
+		b->promote = true;
+		log_warn("promote requested by the operator: activating from checkpoint %" PRIu64,
+			 b->committed);
+		snprintf(buf, len, "ok: activating %s from checkpoint %" PRIu64 "\n", b->cfg.name,
+			 b->committed);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
 	struct backup *b = arg;
-	char guest[200] = "";
+	bool json = strcmp(request, "json") == 0;
+	char guest[200] = "", paths[2048] = "";
+	size_t n;
 
+	if (strcmp(request, "promote") == 0) {
+		promote_request(b, buf, len);
+		return;
+	}
 	if (b->dom.ops->describe)
 		b->dom.ops->describe(&b->dom, guest, sizeof(guest));
+	hb_render(b->hb, json, paths, sizeof(paths));
 	pthread_mutex_lock(&b->lock);
 	if (json) {
 		snprintf(buf, len,
@@ -457,25 +635,30 @@ static void render_status(void *arg, bool json, char *buf, size_t len)
 			 "\"last_acked_epoch\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ","
 			 "\"initial_rounds\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ","
 			 "\"last_commit_ms\":%.3f,\"last_heard_ms\":%.1f,\"timeout_ms\":%" PRIu64 ","
-			 "\"activate_ms\":%.1f,\"failover_ms\":%.1f}\n",
+			 "\"activate_ms\":%.1f,\"failover_ms\":%.1f,\"decision\":\"%s\","
+			 "\"paths\":%s}\n",
 			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
 			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
 			 b->committed, b->cfg.interval_ms, b->rounds, b->bytes_received,
 			 (double)b->last_commit_us / 1000.0,
 			 b->ch ? (double)(now_ns() - b->last_heard_ns) / 1e6 : -1.0,
-			 b->cfg.timeout_ms, b->activate_ms, b->failover_ms);
+			 b->cfg.timeout_ms, b->activate_ms, b->failover_ms,
+			 hb_decision_name(b->decision), paths[0] ? paths : "[]");
 	} else {
-		snprintf(buf, len,
+		n = (size_t)snprintf(buf, len,
 			 "%s (backup): %s - %s\n"
 			 "  guest:     %s%s\n"
 			 "  committed checkpoint %" PRIu64 " (acknowledged), %.1f MiB received, "
 			 "last commit %.3f ms\n"
-			 "  timeout %" PRIu64 " ms%s\n",
+			 "  timeout %" PRIu64 " ms, replication %s%s\n",
 			 b->cfg.name, bstate_names[b->state], b->detail, guest[0] ? guest : "(no standby yet)",
 			 b->cfg.domain == DOMAIN_MEMDOM ? " [synthetic test guest]" : "",
 			 b->committed, (double)b->bytes_received / 1048576.0,
 			 (double)b->last_commit_us / 1000.0, b->cfg.timeout_ms,
+			 b->ch ? "connected" : "not connected",
 			 b->state == B_ACTIVE ? "; failed over" : "");
+		if (n < len)
+			snprintf(buf + n, len - n, "%s", paths);
 	}
 	pthread_mutex_unlock(&b->lock);
 }
@@ -577,6 +760,14 @@ int cmd_backup(int argc, char **argv)
 		b->exit_code = EXIT_ENV;
 		goto out_dom;
 	}
+	{
+		struct hb_callbacks hbc = { .decision = on_decision };
+		if ((rc = hb_start(&b->hb, &b->cfg, b->key, ROLE_BACKUP, &hbc, b))) {
+			log_error("cannot start the heartbeat paths: %s", strerror(-rc));
+			b->exit_code = EXIT_ENV;
+			goto out_dom;
+		}
+	}
 	pthread_create(&b->net_thr, NULL, net_main, b);
 	uv_run(&b->loop, UV_RUN_DEFAULT);
 	pthread_mutex_lock(&b->lock);
@@ -584,6 +775,7 @@ int cmd_backup(int argc, char **argv)
 	channel_shutdown(b->ch);
 	pthread_mutex_unlock(&b->lock);
 	pthread_join(b->net_thr, NULL);
+	hb_stop(b->hb);
 	if (b->state != B_ACTIVE && b->standby_ready && b->dom.ops->discard)
 		b->dom.ops->discard(&b->dom);
 out_dom:

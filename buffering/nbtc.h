@@ -37,6 +37,9 @@ int netbuf__ifindex(struct nl_sock *sk, const char *name);
 int netbuf__link_create(struct nl_sock *sk, const char *name, const char *kind,
 			const char *peer, bool noarp);
 
+/* Give link to the MAC address of link from. */
+int netbuf__link_copy_mac(struct nl_sock *sk, const char *from, const char *to);
+
 /* Delete link name; absent is success. */
 int netbuf__link_delete(struct nl_sock *sk, const char *name);
 

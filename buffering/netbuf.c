@@ -52,6 +52,10 @@ const struct netbuf_ops *netbuf_ops_for(const struct tandem_config *cfg)
 	switch (cfg->netbuf) {
 	case NETBUF_NONE:
 		return &netbuf_none_ops;
+	case NETBUF_PLUG:
+		return &netbuf_plug_ops;
+	case NETBUF_QUEUE:
+		return &netbuf_queue_ops;
 	default:
 		return NULL;
 	}

@@ -53,6 +53,7 @@ struct netbuf {
 };
 
 extern const struct netbuf_ops netbuf_none_ops;
+extern const struct netbuf_ops netbuf_plug_ops, netbuf_queue_ops;
 
 /* The backend for cfg->netbuf.  Returns NULL for one not built in. */
 const struct netbuf_ops *netbuf_ops_for(const struct tandem_config *cfg);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../config/config.h"
+#include "../heartbeat/policy.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
 #include "../lib/util.h"
@@ -179,4 +180,50 @@ int cmd_status(int argc, char **argv)
 		return EXIT_NO_DAEMON;
 	}
 	return EXIT_OK;
+}
+
+int cmd_promote(int argc, char **argv)
+{
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	char path[512], reply[1024];
+	FILE *f;
+	size_t n;
+	int rc;
+
+	if (argc == 4 && !strcmp(argv[1], "--run-dir")) {
+		run_dir = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem promote [--run-dir DIR] NAME\n");
+		return EXIT_USAGE;
+	}
+	snprintf(path, sizeof(path), "%s/%s.backup.sock", run_dir, argv[1]);
+	f = tmpfile();
+	if (!f)
+		return EXIT_FAILURE_RUNTIME;
+	rc = query_socket(path, "promote\n", f);
+	if (rc) {
+		fprintf(stderr, "tandem promote: no backup daemon for VM %s answers at %s: %s\n",
+			argv[1], path, strerror(-rc));
+		fclose(f);
+		return EXIT_NO_DAEMON;
+	}
+	rewind(f);
+	n = fread(reply, 1, sizeof(reply) - 1, f);
+	reply[n] = '\0';
+	fclose(f);
+	fputs(reply, strncmp(reply, "ok", 2) ? stderr : stdout);
+	return strncmp(reply, "ok", 2) ? EXIT_FAILURE_RUNTIME : EXIT_OK;
+}
+
+int cmd_witness(int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "usage: tandem witness ADDR:PORT KEYFILE\n");
+		return EXIT_USAGE;
+	}
+	log_set_role("witness");
+	return hb_witness_serve(argv[1], argv[2]) ? EXIT_FAILURE_RUNTIME : EXIT_OK;
 }

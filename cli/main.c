@@ -36,6 +36,14 @@ static const struct builtin builtins[] = {
 	  "Ask the daemons running on this host (all, or those of VM NAME) for\n"
 	  "their state.  --json prints one JSON object per daemon with stable\n"
 	  "field names; --watch refreshes every second." },
+	{ "promote", cmd_promote, "promote [--run-dir DIR] NAME",
+	  "Activate the standby of VM NAME on this host now, from its last\n"
+	  "complete checkpoint.  For on-peer-loss = manual, or after a failed\n"
+	  "fence.  Refused while the primary is connected.  Make sure the old\n"
+	  "primary is down first: two running copies of a VM is split brain." },
+	{ "witness", cmd_witness, "witness ADDR:PORT KEYFILE",
+	  "Run a witness for on-peer-loss = witness: a third host that grants\n"
+	  "a backup's activation only when it too has lost the primary." },
 	{ "check-config", cmd_check_config, "check-config CONFIG",
 	  "Validate CONFIG and print the effective configuration, defaults\n"
 	  "included.  Exit status 2 when it has errors." },

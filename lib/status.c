@@ -53,7 +53,7 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	struct status_client *c = s->data;
 	uv_buf_t out;
-	bool json;
+	char *nl;
 
 	(void)buf;
 	if (n < 0) {
@@ -65,8 +65,10 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	if (!strchr(c->req, '\n') && c->req_len < sizeof(c->req) - 1)
 		return;
 	uv_read_stop(s);
-	json = strncmp(c->req, "json", 4) == 0;
-	c->server->render(c->server->arg, json, c->reply, sizeof(c->reply));
+	nl = strchr(c->req, '\n');
+	if (nl)
+		*nl = '\0';
+	c->server->render(c->server->arg, c->req, c->reply, sizeof(c->reply));
 	out = uv_buf_init(c->reply, (unsigned)strlen(c->reply));
 	c->wr.data = c;
 	if (uv_write(&c->wr, s, &out, 1, client_written))

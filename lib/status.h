@@ -1,8 +1,10 @@
 /*
  * status.h - the per-daemon status socket (`tandem status`), on libuv.
  *
- * A client connects to RUN_DIR/NAME.ROLE.sock, writes one line ("text" or
- * "json"), and reads the reply until the daemon closes the connection.
+ * A client connects to RUN_DIR/NAME.ROLE.sock, writes one line ("text",
+ * "json", or a command such as "promote"), and reads the reply until the
+ * daemon closes the connection.  The socket is mode 0660: commands are for
+ * root and the socket's group only.
  */
 #ifndef TANDEM_STATUS_H
 #define TANDEM_STATUS_H
@@ -14,8 +16,9 @@
 
 struct status_server;
 
-/* Fill buf (len bytes) with the reply; json selects the format. */
-typedef void (*status_render_fn)(void *arg, bool json, char *buf, size_t len);
+/* Fill buf (len bytes) with the reply to `request` (the client's line
+ * without its newline: "text", "json", or a command such as "promote"). */
+typedef void (*status_render_fn)(void *arg, const char *request, char *buf, size_t len);
 
 /* Bind the socket (creating its directory, replacing a stale socket).
  * Returns 0 or -errno with a message logged. */

@@ -29,6 +29,8 @@
 #include "../buffering/netbuf.h"
 #include "../cli/cmd.h"
 #include "../domain/domain.h"
+#include "../heartbeat/heartbeat.h"
+#include "../heartbeat/policy.h"
 #include "../lib/channel.h"
 #include "../lib/fault.h"
 #include "../lib/key.h"
@@ -59,7 +61,7 @@ struct primary {
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint;
 	uv_timer_t tick;
-	uv_async_t done_async;
+	uv_async_t done_async, release_async;
 	struct status_server *status;
 
 	pthread_t ckpt_thr, ship_thr, recv_thr;
@@ -77,6 +79,10 @@ struct primary {
 	size_t staging_bytes;
 
 	bool stop, peer_lost, stretched;
+	bool link_up, shipping, released;
+	struct hb *hb;
+	enum hb_decision decision;
+	uint8_t key[KEY_LEN];
 	enum pstate state;
 	char detail[160];
 
@@ -122,8 +128,12 @@ static double achieved_hz(const struct primary *p)
 	return (double)(n - 1) * 1e9 / (double)(newest - oldest);
 }
 
-/* Mark the peer lost (any thread).  Output stays held: nothing is released
- * without an ack, so a partitioned primary stays invisible to clients. */
+/*
+ * The backup is lost for good (every path down, or a fatal error): stop
+ * protection for this epoch stream.  Output stays held: nothing is released
+ * without an ack, so a partitioned primary stays invisible to clients and
+ * can never contradict a backup that activated.  Any thread.
+ */
 static void peer_lost(struct primary *p, const char *why)
 {
 	pthread_mutex_lock(&p->lock);
@@ -132,12 +142,56 @@ static void peer_lost(struct primary *p, const char *why)
 		log_error("backup lost: %s (timeout %" PRIu64 " ms); protection stops, the guest "
 			  "keeps running, output of unacknowledged epochs stays held",
 			  why, p->cfg.timeout_ms);
-		set_state(p, P_DEGRADED, "backup lost: %s; output held after epoch %" PRIu64,
+		set_state(p, P_DEGRADED, "isolated: backup lost (%s); output held after epoch %" PRIu64,
 			  why, p->last_acked);
 	}
+	if (p->ch)
+		channel_shutdown(p->ch);
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
-	channel_shutdown(p->ch);
+}
+
+/* The replication stream broke; the heartbeat paths decide what it means.
+ * Called by the link thread, which owns the channel. */
+static void link_down(struct primary *p, const char *why)
+{
+	struct channel *ch;
+
+	pthread_mutex_lock(&p->lock);
+	p->link_up = false;
+	if (p->ch)
+		channel_shutdown(p->ch);
+	pthread_cond_broadcast(&p->cond);
+	while (p->shipping)
+		pthread_cond_wait(&p->cond, &p->lock);
+	ch = p->ch;
+	p->ch = NULL;
+	if (!p->peer_lost && !p->stop && !p->released)
+		set_state(p, P_DEGRADED, "replication link down: %s; output held after epoch %" PRIu64,
+			  why, p->last_acked);
+	pthread_mutex_unlock(&p->lock);
+	log_warn("replication link down: %s (timeout %" PRIu64 " ms)", why, p->cfg.timeout_ms);
+	channel_free(ch);
+	hb_set_replication_up(p->hb, false);
+}
+
+/* The heartbeat module's verdict changed (its own thread; must not block). */
+static void on_decision(void *arg, enum hb_decision d, const struct hb_view *v)
+{
+	struct primary *p = arg;
+
+	(void)v;
+	pthread_mutex_lock(&p->lock);
+	p->decision = d;
+	if (d == HB_DEGRADED_WAIT && !p->peer_lost && !p->released)
+		set_state(p, P_DEGRADED, "%s: the backup is alive on another path; output held, "
+			  "reconnecting", hb_decision_status(d));
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	if (d == HB_ISOLATED_HOLD)
+		peer_lost(p, "every path to the backup is down");
+	else if (d == HB_RELEASE_OUTPUT)
+		uv_async_send(&p->release_async);
 }
 
 static struct ckpt *take_spare(struct primary *p)
@@ -165,16 +219,28 @@ static int deliver_round(void *arg, struct ckpt *c, bool final)
 	struct primary *p = arg;
 	int rc;
 
+	struct channel *ch;
+
 	(void)final;
 	c->epoch = 0;
 	c->flags |= CKPT_F_INITIAL;
-	rc = ship_ckpt(p->ch, c, NULL);
+	pthread_mutex_lock(&p->lock);
+	while (p->shipping)
+		pthread_cond_wait(&p->cond, &p->lock);
+	ch = p->link_up ? p->ch : NULL;
+	p->shipping = ch != NULL;
+	pthread_mutex_unlock(&p->lock);
+	if (!ch)
+		return -ENOTCONN;
+	rc = ship_ckpt(ch, c, NULL);
+	pthread_mutex_lock(&p->lock);
+	p->shipping = false;
 	if (!rc) {
-		pthread_mutex_lock(&p->lock);
-		p->bytes_shipped = channel_bytes_sent(p->ch);
+		p->bytes_shipped = channel_bytes_sent(ch);
 		p->last_sent_ns = now_ns();
-		pthread_mutex_unlock(&p->lock);
 	}
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
 	return rc;
 }
 
@@ -214,7 +280,7 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 		uint64_t now = now_ns();
 		struct timespec ts;
 
-		if (p->stop || p->peer_lost)
+		if (p->stop || p->peer_lost || p->released)
 			return false;
 		if (room && now >= deadline_ns)
 			break;
@@ -311,15 +377,27 @@ static void *ckpt_main(void *arg)
 	uint64_t deadline;
 	int rc;
 
-	pthread_mutex_lock(&p->lock);
-	set_state(p, P_SYNCING, "initial copy of the running guest");
-	pthread_mutex_unlock(&p->lock);
-	p->progress_start_ns = now_ns();
-	rc = p->dom.ops->start_protection(&p->dom, &sink);
-	if (rc) {
-		log_error("initial copy failed: %s", strerror(-rc));
-		peer_lost(p, "initial copy failed");
-		goto out;
+	/* The initial copy needs the link; if it breaks, start over once the
+	 * link is back (the backup discards a standby without a checkpoint). */
+	for (;;) {
+		pthread_mutex_lock(&p->lock);
+		while (!p->link_up && !p->stop && !p->peer_lost && !p->released)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stop || p->peer_lost || p->released) {
+			pthread_mutex_unlock(&p->lock);
+			goto out;
+		}
+		set_state(p, P_SYNCING, "initial copy of the running guest");
+		pthread_mutex_unlock(&p->lock);
+		p->progress_start_ns = now_ns();
+		rc = p->dom.ops->start_protection(&p->dom, &sink);
+		if (!rc)
+			break;
+		log_error("initial copy failed: %s; starting over when the link is back", strerror(-rc));
+		pthread_mutex_lock(&p->lock);
+		while (p->link_up && !p->stop && !p->peer_lost)
+			pthread_cond_wait(&p->cond, &p->lock);
+		pthread_mutex_unlock(&p->lock);
 	}
 	log_info("initial copy done; taking checkpoints every %" PRIu64 " ms", p->cfg.interval_ms);
 	pthread_mutex_lock(&p->lock);
@@ -348,6 +426,7 @@ static void *ckpt_main(void *arg)
 			break;
 		}
 		p->epoch = epoch;
+		hb_set_epoch(p->hb, epoch);
 		p->pending[p->npending++] = c;
 		recount_staging(p);
 		pthread_cond_broadcast(&p->cond);
@@ -361,24 +440,17 @@ out:
 
 /* ---- the shipping thread ------------------------------------------------- */
 
-static void send_heartbeat(struct primary *p)
-{
-	uint8_t buf[HEARTBEAT_LEN];
-	struct wire_heartbeat hb = { p->hb_seq++, now_ns(), p->epoch };
-
-	wire_put_heartbeat(buf, &hb);
-	if (channel_send(p->ch, REC_HEARTBEAT, buf, HEARTBEAT_LEN) == 0)
-		p->last_sent_ns = now_ns();
-}
-
 static void *ship_main(void *arg)
 {
 	struct primary *p = arg;
 	uint64_t hb_ns = p->cfg.heartbeat_interval_ms * 1000000ull;
 
 	pthread_mutex_lock(&p->lock);
-	while (!p->stop && !p->peer_lost) {
-		if (p->npending && p->ship_next <= p->pending[p->npending - 1]->epoch) {
+	while (!p->stop && !p->peer_lost && !p->released) {
+		struct channel *ch = p->link_up && !p->shipping ? p->ch : NULL;
+
+		if (ch && p->npending && p->ship_next <= p->pending[p->npending - 1]->epoch &&
+		    p->ship_next >= p->pending[0]->epoch) {
 			struct ckpt *c = p->pending[p->ship_next - p->pending[0]->epoch];
 			uint64_t epoch = c->epoch;
 			int rc;
@@ -386,25 +458,32 @@ static void *ship_main(void *arg)
 			/* Mark it shipped before sending: its ack may arrive before we
 			 * relock, and the ack handler may then recycle c. */
 			p->ship_next = epoch + 1;
+			p->shipping = true;
 			pthread_mutex_unlock(&p->lock);
-			rc = ship_ckpt(p->ch, c, c->has_digest ? c->digest : NULL);
+			rc = ship_ckpt(ch, c, c->has_digest ? c->digest : NULL);
 			pthread_mutex_lock(&p->lock);
-			if (rc) {
-				pthread_mutex_unlock(&p->lock);
-				peer_lost(p, "replication stream broke while shipping");
-				pthread_mutex_lock(&p->lock);
-				break;
-			}
+			p->shipping = false;
+			pthread_cond_broadcast(&p->cond);
+			if (rc)
+				continue;	/* the link thread sees the break and reconnects */
 			p->last_shipped = MAX(p->last_shipped, epoch);
 			p->last_sent_ns = now_ns();
-			p->bytes_shipped = channel_bytes_sent(p->ch);
+			p->bytes_shipped = channel_bytes_sent(ch);
 			fault_kill("after-ship-before-ack");
 			continue;
 		}
-		if (now_ns() - p->last_sent_ns >= hb_ns) {
+		if (ch && now_ns() - p->last_sent_ns >= hb_ns) {
+			uint8_t buf[HEARTBEAT_LEN];
+			struct wire_heartbeat hb = { p->hb_seq++, now_ns(), p->epoch };
+
+			p->shipping = true;
 			pthread_mutex_unlock(&p->lock);
-			send_heartbeat(p);
+			wire_put_heartbeat(buf, &hb);
+			if (channel_send(ch, REC_HEARTBEAT, buf, HEARTBEAT_LEN) == 0)
+				p->last_sent_ns = now_ns();
 			pthread_mutex_lock(&p->lock);
+			p->shipping = false;
+			pthread_cond_broadcast(&p->cond);
 			continue;
 		}
 		{
@@ -457,48 +536,71 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	pthread_mutex_unlock(&p->lock);
 }
 
-static void *recv_main(void *arg)
+/* One connection attempt with handshake.  Returns 0, a retryable -errno,
+ * or a fatal one (the peer refused us: wrong VM, config, version or key). */
+static int connect_once(struct primary *p, struct channel **out, char *err, size_t errlen)
 {
-	struct primary *p = arg;
-	struct channel_rec rec;
+	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .encrypt = p->cfg.encrypt };
+	int fd, rc;
+
+	memcpy(cp.key, p->key, KEY_LEN);
+	config_digest(&p->cfg, cp.digest);
+	fd = net_connect(&p->cfg.replication, 1000, err, errlen);
+	if (fd < 0)
+		return fd;
+	net_tune(fd, p->cfg.timeout_ms);
+	rc = channel_handshake(fd, &cp, out, err, errlen);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	net_tune(fd, 100);	/* recv wakes every 100 ms to check the timeout */
+	net_send_timeout(fd, p->cfg.timeout_ms);
+	channel_set_stall_timeout(*out, p->cfg.timeout_ms);
+	return 0;
+}
+
+static bool fatal_handshake(int rc)
+{
+	return rc == -EACCES || rc == -ESRCH || rc == -EKEYREJECTED ||
+	       rc == -EPROTONOSUPPORT || rc == -EPROTO;
+}
+
+/* Receive from a connected channel until it breaks; returns why. */
+static void receive(struct primary *p, struct channel *ch, char *why, size_t len)
+{
 	uint64_t timeout_ns = p->cfg.timeout_ms * 1000000ull;
+	struct channel_rec rec;
 
 	for (;;) {
-		int rc = channel_recv(p->ch, &rec);
+		int rc = channel_recv(ch, &rec);
+		bool stop;
 
 		pthread_mutex_lock(&p->lock);
-		if (p->stop || p->peer_lost) {
-			pthread_mutex_unlock(&p->lock);
-			if (rc == 0 && rec.type == REC_ACK) {
-				struct wire_ack a;
-				wire_get_ack(rec.payload, &a);
-				handle_ack(p, &a);
-				continue;
-			}
-			if (rc == -EAGAIN)
-				continue;
-			break;
-		}
+		stop = p->stop || p->peer_lost || p->released;
 		if (rc == 0)
 			p->last_heard_ns = now_ns();
 		pthread_mutex_unlock(&p->lock);
+		if (stop) {
+			snprintf(why, len, "stopping");
+			return;
+		}
 		if (rc == -EAGAIN) {
 			if (now_ns() - p->last_heard_ns > timeout_ns) {
-				peer_lost(p, "nothing heard from the backup");
-				break;
+				snprintf(why, len, "nothing heard from the backup for %" PRIu64 " ms",
+					 (now_ns() - p->last_heard_ns) / 1000000);
+				return;
 			}
 			continue;
 		}
 		if (rc == -EPIPE) {
-			peer_lost(p, "the backup closed the replication stream");
-			break;
+			snprintf(why, len, "the backup closed the replication stream");
+			return;
 		}
 		if (rc) {
-			char why[300];
-			snprintf(why, sizeof(why), "replication stream failed: %s",
-				 rc == -EBADMSG ? channel_error(p->ch) : strerror(-rc));
-			peer_lost(p, why);
-			break;
+			snprintf(why, len, "replication stream failed: %s",
+				 rc == -EBADMSG || rc == -ETIMEDOUT ? channel_error(ch) : strerror(-rc));
+			return;
 		}
 		switch (rec.type) {
 		case REC_ACK: {
@@ -513,29 +615,103 @@ static void *recv_main(void *arg)
 			struct wire_error e;
 			wire_get_error(rec.payload, &e);
 			log_error("the backup reports: %s", e.msg);
-			peer_lost(p, "the backup reported an error");
-			return NULL;
+			snprintf(why, len, "the backup reported an error");
+			return;
 		}
 		default:
-			log_error("unexpected %s record from the backup", wire_type_name(rec.type));
-			peer_lost(p, "protocol error");
-			return NULL;
+			snprintf(why, len, "protocol error: unexpected %s record", wire_type_name(rec.type));
+			return;
 		}
+	}
+}
+
+/*
+ * The link thread: connect (and reconnect) to the backup, then receive
+ * acks and heartbeats.  A reconnect resumes the epoch stream where the
+ * backup's acks left it: unacknowledged checkpoints are shipped again.
+ */
+static void *link_main(void *arg)
+{
+	struct primary *p = arg;
+	uint64_t last_log = 0;
+	char err[512], why[300];
+
+	for (;;) {
+		struct channel *ch = NULL;
+		int rc;
+
+		pthread_mutex_lock(&p->lock);
+		if (p->stop || p->peer_lost || p->released) {
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		pthread_mutex_unlock(&p->lock);
+		rc = connect_once(p, &ch, err, sizeof(err));
+		if (rc) {
+			if (fatal_handshake(rc)) {
+				log_error("the backup refused this primary: %s", err);
+				pthread_mutex_lock(&p->lock);
+				p->exit_code = EXIT_PEER;
+				p->stop = true;
+				pthread_cond_broadcast(&p->cond);
+				pthread_mutex_unlock(&p->lock);
+				uv_async_send(&p->done_async);
+				break;
+			}
+			if (now_ms() - last_log > 5000) {
+				log_info("waiting for the backup: %s", err);
+				last_log = now_ms();
+			}
+			pthread_mutex_lock(&p->lock);
+			if (!p->stop) {
+				struct timespec ts;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += 200000000L;
+				ts.tv_sec += ts.tv_nsec / 1000000000L;
+				ts.tv_nsec %= 1000000000L;
+				pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+			}
+			pthread_mutex_unlock(&p->lock);
+			continue;
+		}
+		pthread_mutex_lock(&p->lock);
+		p->ch = ch;
+		p->link_up = true;
+		p->ship_next = p->last_acked + 1;	/* resend what was not acked */
+		p->last_heard_ns = p->last_sent_ns = now_ns();
+		if (p->state == P_DEGRADED || p->state == P_STARTING || p->state == P_CONNECTING)
+			set_state(p, p->epoch ? P_PROTECTING : P_CONNECTING, "replication link up");
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		hb_set_replication_up(p->hb, true);
+		log_info("connected to the backup at %s:%u (%s)", p->cfg.replication.host,
+			 p->cfg.replication.port,
+			 p->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
+		receive(p, ch, why, sizeof(why));
+		pthread_mutex_lock(&p->lock);
+		if (p->stop) {		/* keep the channel for clean_stop */
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		pthread_mutex_unlock(&p->lock);
+		link_down(p, why);
 	}
 	return NULL;
 }
 
 /* ---- status --------------------------------------------------------------- */
 
-static void render_status(void *arg, bool json, char *buf, size_t len)
+static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
+	bool json = strcmp(request, "json") == 0;
 	struct primary *p = arg;
-	char guest[160] = "", peer[300];
+	char guest[160] = "", peer[300], paths[2048] = "";
 	struct netbuf_counters nc = { 0 };
 	double hz, lag_ms = 0;
 
 	if (p->dom.ops->describe)
 		p->dom.ops->describe(&p->dom, guest, sizeof(guest));
+	hb_render(p->hb, json, paths, sizeof(paths));
 	pthread_mutex_lock(&p->nb_lock);
 	if (p->nb.ops->counters && p->nb.attached)
 		p->nb.ops->counters(&p->nb, &nc);
@@ -554,7 +730,8 @@ static void render_status(void *arg, bool json, char *buf, size_t len)
 			 "\"bytes_shipped\":%" PRIu64 ",\"epochs_in_flight\":%u,\"lag_ms\":%.1f,"
 			 "\"stretched\":%s,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
-			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 "}\n",
+			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
+			 "\"link_up\":%s,\"decision\":\"%s\",\"paths\":%s}\n",
 			 pstate_names[p->state], p->detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
@@ -562,7 +739,9 @@ static void render_status(void *arg, bool json, char *buf, size_t len)
 			 p->stretched ? "true" : "false", p->nb.ops->name,
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
-			 p->progress.pages_done, p->progress.pages_total);
+			 p->progress.pages_done, p->progress.pages_total,
+			 p->link_up ? "true" : "false", hb_decision_name(p->decision),
+			 paths[0] ? paths : "[]");
 	} else {
 		snprintf(buf, len,
 			 "%s (primary): %s%s - %s\n"
@@ -580,6 +759,8 @@ static void render_status(void *arg, bool json, char *buf, size_t len)
 			 p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0, p->last_dirty,
 			 (double)p->bytes_shipped / 1048576.0, p->nb.ops->name,
 			 nc.held_packets, nc.released_packets, nc.dropped_packets);
+		if (strlen(buf) + 1 < len)
+			snprintf(buf + strlen(buf), len - strlen(buf), "%s", paths);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -628,42 +809,29 @@ static void on_ckpt_done(uv_async_t *a)
 
 /* ---- start-up and shut-down ---------------------------------------------- */
 
-static int connect_backup(struct primary *p, const uint8_t key[KEY_LEN])
+/* Policy on-replication-loss = release: stop protection, let output go. */
+static void on_release(uv_async_t *a)
 {
-	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .encrypt = p->cfg.encrypt };
-	uint64_t last_log = 0;
-	char err[512];
-	int fd, rc;
+	struct primary *p = a->data;
 
-	memcpy(cp.key, key, KEY_LEN);
-	config_digest(&p->cfg, cp.digest);
-	set_state(p, P_CONNECTING, "connecting to the backup");
-	for (;;) {
-		if (p->stop)
-			return -EINTR;
-		fd = net_connect(&p->cfg.replication, 1000, err, sizeof(err));
-		if (fd >= 0) {
-			net_tune(fd, p->cfg.timeout_ms);
-			rc = channel_handshake(fd, &cp, &p->ch, err, sizeof(err));
-			if (rc == 0)
-				break;
-			close(fd);
-			log_error("handshake with the backup failed: %s", err);
-			if (rc != -EPIPE && rc != -EAGAIN && rc != -ECONNRESET)
-				return rc;
-		} else if (now_ms() - last_log > 5000) {
-			log_info("waiting for the backup: %s", err);
-			last_log = now_ms();
-		}
-		uv_run(&p->loop, UV_RUN_NOWAIT);
-		usleep(100000);
+	pthread_mutex_lock(&p->lock);
+	if (p->released || p->peer_lost || p->stop) {
+		pthread_mutex_unlock(&p->lock);
+		return;
 	}
-	net_tune(channel_fd(p->ch), 100);	/* recv wakes every 100 ms to check the timeout */
-	channel_set_stall_timeout(p->ch, p->cfg.timeout_ms);
-	p->last_heard_ns = p->last_sent_ns = now_ns();
-	log_info("connected to the backup at %s:%u (%s)", p->cfg.replication.host,
-		 p->cfg.replication.port, p->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
-	return 0;
+	p->released = true;
+	set_state(p, P_DEGRADED, "UNPROTECTED: replication link down for %" PRIu64 " ms; "
+		  "protection stopped and output released (on-replication-loss = release)",
+		  p->cfg.replication_loss_grace_ms);
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&p->nb_lock);
+	p->nb.ops->release_all(&p->nb);
+	pthread_mutex_unlock(&p->nb_lock);
+	log_error("UNPROTECTED: the replication link stayed down past replication-loss-grace "
+		  "(%" PRIu64 " ms) while the backup is alive on another path; protection stopped "
+		  "and held output RELEASED. Stop the backup before it can activate, then re-protect.",
+		  p->cfg.replication_loss_grace_ms);
 }
 
 /* Clean stop: tell the backup, then release held output only if it confirmed. */
@@ -673,7 +841,7 @@ static void clean_stop(struct primary *p)
 	struct wire_stop st = { 1 };
 	bool confirmed = false;
 
-	if (p->ch && !p->peer_lost) {
+	if (p->ch && p->link_up && !p->peer_lost && !p->released) {
 		wire_put_stop(buf, &st);
 		if (channel_send(p->ch, REC_STOP, buf, STOP_LEN) == 0) {
 			/* The backup closes the stream once it has discarded its standby. */
@@ -703,8 +871,8 @@ static void clean_stop(struct primary *p)
 
 int cmd_primary(int argc, char **argv)
 {
+	struct hb_callbacks hbc = { .decision = on_decision };
 	struct primary *p;
-	uint8_t key[KEY_LEN];
 	char err[512], path[512];
 	int rc;
 
@@ -718,7 +886,7 @@ int cmd_primary(int argc, char **argv)
 		return EXIT_USAGE;
 	testlog_init();
 	signal(SIGPIPE, SIG_IGN);
-	if (key_load(p->cfg.key_file, key, err, sizeof(err))) {
+	if (key_load(p->cfg.key_file, p->key, err, sizeof(err))) {
 		log_error("%s", err);
 		return EXIT_USAGE;
 	}
@@ -736,6 +904,8 @@ int cmd_primary(int argc, char **argv)
 	uv_timer_start(&p->tick, on_tick, 0, 1000);
 	uv_async_init(&p->loop, &p->done_async, on_ckpt_done);
 	p->done_async.data = p;
+	uv_async_init(&p->loop, &p->release_async, on_release);
+	p->release_async.data = p;
 
 	p->dom.ops = domain_ops_for(&p->cfg);
 	p->dom.cfg = &p->cfg;
@@ -764,15 +934,16 @@ int cmd_primary(int argc, char **argv)
 		p->exit_code = (rc == -ENOTSUP || rc == -ENODEV) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
 		goto out_dom;
 	}
-	rc = connect_backup(p, key);
-	if (rc) {
-		p->exit_code = rc == -EINTR ? EXIT_OK :
-			(rc == -EACCES || rc == -ESRCH || rc == -EKEYREJECTED ||
-			 rc == -EPROTONOSUPPORT || rc == -EPROTO) ? EXIT_PEER : EXIT_FAILURE_RUNTIME;
+	if ((rc = hb_start(&p->hb, &p->cfg, p->key, ROLE_PRIMARY, &hbc, p))) {
+		log_error("cannot start the heartbeat paths: %s", strerror(-rc));
+		p->exit_code = EXIT_ENV;
 		goto out_nb;
 	}
+	pthread_mutex_lock(&p->lock);
+	set_state(p, P_CONNECTING, "connecting to the backup");
+	pthread_mutex_unlock(&p->lock);
 	p->ship_next = 1;
-	pthread_create(&p->recv_thr, NULL, recv_main, p);
+	pthread_create(&p->recv_thr, NULL, link_main, p);
 	pthread_create(&p->ship_thr, NULL, ship_main, p);
 	pthread_create(&p->ckpt_thr, NULL, ckpt_main, p);
 
@@ -780,13 +951,15 @@ int cmd_primary(int argc, char **argv)
 
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
-	set_state(p, P_STOPPING, "stopping");
+	if (p->state != P_DEGRADED)
+		set_state(p, P_STOPPING, "stopping");
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 	pthread_join(p->ckpt_thr, NULL);
 	pthread_join(p->ship_thr, NULL);
 	pthread_join(p->recv_thr, NULL);
 	clean_stop(p);
+	hb_stop(p->hb);
 	if (p->dom.ops->stop_protection)
 		p->dom.ops->stop_protection(&p->dom);
 out_nb:

@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,4 +245,11 @@ void td_dump(const struct td *d)
 	snprintf(cmd, sizeof(cmd), "echo '--- %s log:' >&2; tail -25 '%s' >&2", d->role, d->log);
 	if (system(cmd) != 0)
 		fprintf(stderr, "(no log)\n");
+}
+
+bool td_own_netns(void)
+{
+	if (unshare(CLONE_NEWNET) < 0)
+		return false;
+	return system("ip link set lo up") == 0;
 }

@@ -54,6 +54,10 @@ uint64_t td_max_ack(const struct td *primary);
 /* True if its log contains text. */
 bool td_log_has(const struct td *d, const char *text);
 
+/* Move this test process into a new network namespace with lo up, so
+ * iptables rules and addresses stay inside the test.  False without root. */
+bool td_own_netns(void);
+
 /* Dump the last lines of its log to stderr (on failure). */
 void td_dump(const struct td *d);
 

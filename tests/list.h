@@ -47,4 +47,14 @@ TEST(fault_drop_ack, 30)
 TEST(fault_backup_mid_commit, 30)
 TEST(fault_backup_before_ack, 30)
 TEST(engine_random_kill, 900)
+#include "list-netbuf.h"
 #include "list-heartbeat.h"
+/* failure detection end to end: heartbeat paths, policies (own netns) */
+TEST(failover_replication_cut_only, 60)
+TEST(failover_all_paths_failover, 60)
+TEST(failover_fence_ok, 60)
+TEST(failover_fence_fails, 60)
+TEST(failover_fence_hangs, 60)
+TEST(failover_witness_unreachable, 60)
+TEST(failover_manual_promote, 60)
+TEST(failover_kill_primary, 60)

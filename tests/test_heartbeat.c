@@ -28,20 +28,14 @@
 #include "../lib/key.h"
 #include "../lib/util.h"
 #include "../lib/wire.h"
+#include "daemon.h"
 #include "test.h"
 
 static const uint8_t KEY[KEY_LEN] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static bool own_netns(void)
-{
-	if (unshare(CLONE_NEWNET) < 0)
-		return false;
-	return system("ip link set lo up") == 0;
-}
-
-#define NETNS_OR_SKIP() do { if (!own_netns()) \
+#define NETNS_OR_SKIP() do { if (!td_own_netns()) \
 	test_skip("needs root for a private network namespace (unshare CLONE_NEWNET)"); } while (0)
 
 static void mkcfg(struct tandem_config *cfg, const char *timing, const char *extra)

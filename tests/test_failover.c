@@ -1,0 +1,280 @@
+/*
+ * test_failover.c - failure detection end to end: real daemons with two
+ * UDP heartbeat paths besides the replication link, inside a network
+ * namespace of the test's own, where iptables cuts paths.
+ *
+ * Addresses: the primary's side is 127.0.0.1 / 127.0.0.3, the backup's
+ * 127.0.0.2 / 127.0.0.4; the replication link is TCP to 127.0.0.2.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "test.h"
+
+#define VM "vm1"
+
+static int port(void)
+{
+	return 20000 + (int)(getpid() % 20000);
+}
+
+static const char *paths_config(const char *policy)
+{
+	char extra[1024];
+	int p = port();
+
+	snprintf(extra, sizeof(extra),
+		 "replication = 127.0.0.2:%d\n"
+		 "heartbeat-paths = 127.0.0.1:%d-127.0.0.2:%d, 127.0.0.3:%d-127.0.0.4:%d\n"
+		 "timeout = 1s\nheartbeat-interval = 100ms\n%s",
+		 p, p + 1, p + 1, p + 2, p + 2, policy ? policy : "");
+	return td_config(VM, extra);
+}
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	if (system(cmd) != 0)
+		FAILF("command failed: %s", cmd);
+}
+
+static void cut_replication(void)
+{
+	sh("iptables -A INPUT -p tcp --dport %d -j DROP && iptables -A INPUT -p tcp --sport %d -j DROP",
+	   port(), port());
+}
+
+static void cut_all(void)
+{
+	cut_replication();
+	sh("iptables -A INPUT -p udp -j DROP");
+}
+
+static void restore(void)
+{
+	sh("iptables -F INPUT");
+}
+
+static bool is(const char *role, const char *state)
+{
+	char buf[64];
+
+	return !strcmp(td_str(td_status(VM, role), "state", buf, sizeof(buf)), state);
+}
+
+static double num(const char *role, const char *key)
+{
+	return td_num(td_status(VM, role), key);
+}
+
+static void start(struct td *p, struct td *b, const char *cfg)
+{
+	td_start(b, "backup", cfg, NULL);
+	if (!WAIT_FOR(is("backup", "waiting"), 15000)) {
+		td_dump(b);
+		FAILF("backup did not come up");
+	}
+	td_start(p, "primary", cfg, NULL);
+	if (!WAIT_FOR(num("primary", "last_acked_epoch") >= 10, 15000)) {
+		td_dump(p);
+		td_dump(b);
+		FAILF("protection did not start");
+	}
+	/* both heartbeat paths up on both sides */
+	ASSERT(WAIT_FOR(strstr(td_status(VM, "backup"), "\"up\":true") &&
+			!strstr(td_status(VM, "backup"), "\"up\":false"), 5000));
+}
+
+#define NETNS_OR_SKIP() do { if (!td_own_netns()) \
+	test_skip("needs root for a private network namespace"); } while (0)
+
+/* Replication link cut, peer alive on the heartbeat paths: no failover;
+ * restored: protection resumes without a restart. */
+int test_failover_replication_cut_only(void)
+{
+	struct td p, b;
+	double acked;
+
+	NETNS_OR_SKIP();
+	start(&p, &b, paths_config(NULL));
+	cut_replication();
+	if (!WAIT_FOR(is("backup", "degraded") && is("primary", "degraded"), 5000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("both sides should be degraded");
+	}
+	ASSERT_STR_CONTAINS(td_status(VM, "primary"), "replication link down");
+	acked = num("primary", "last_acked_epoch");
+	/* stays degraded, no activation, for well past the timeout */
+	ASSERT(!WAIT_FOR(is("backup", "active"), 2500));
+	ASSERT(is("backup", "degraded"));
+	ASSERT(num("primary", "last_acked_epoch") == acked);
+	restore();
+	if (!WAIT_FOR(num("primary", "last_acked_epoch") > acked + 10, 15000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("protection did not resume after the link came back");
+	}
+	ASSERT(is("primary", "protecting"));
+	ASSERT(is("backup", "standby"));
+	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
+	/* the standby still equals what the primary captured: kill and check */
+	td_kill(&p, SIGKILL);
+	restore();
+	ASSERT(WAIT_FOR(is("backup", "active"), 5000));
+	{
+		char h[65], ph[65];
+		uint64_t act = 0;
+		ASSERT_EQ(td_events(&b, "activated", &act, h), 1);
+		ASSERT(td_ckpt_hash(&p, act, ph));
+		ASSERT(!strcmp(h, ph));
+		ASSERT(td_max_ack(&p) <= act);
+	}
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/* Every path cut, on-peer-loss = failover: the backup activates; the
+ * partitioned primary never releases output again (stays isolated). */
+int test_failover_all_paths_failover(void)
+{
+	struct td p, b;
+	uint64_t t0;
+	double ms;
+
+	NETNS_OR_SKIP();
+	start(&p, &b, paths_config("on-peer-loss = failover\n"));
+	t0 = test_now_ms();
+	cut_all();
+	if (!WAIT_FOR(is("backup", "active"), 6000)) {
+		td_dump(&b);
+		FAILF("backup did not activate");
+	}
+	ms = (double)(test_now_ms() - t0);
+	printf("  all paths cut -> guest running on the backup after %.0f ms (timeout 1000 ms)\n", ms);
+	ASSERT(ms >= 1000);
+	ASSERT(WAIT_FOR(strstr(td_status(VM, "primary"), "isolated"), 3000));
+	{
+		double acked = num("primary", "last_acked_epoch");
+		restore();	/* the old primary must not resume this epoch stream */
+		ASSERT(!WAIT_FOR(num("primary", "last_acked_epoch") > acked, 2000));
+	}
+	td_stop(&p);
+	td_stop(&b);
+	return TEST_OK;
+}
+
+static void fence_case(const char *cmd, bool expect_active)
+{
+	struct td p, b;
+	char extra[256];
+
+	snprintf(extra, sizeof(extra), "on-peer-loss = fence\nfence-command = \"%s\"\nfence-timeout = 2s\n", cmd);
+	start(&p, &b, paths_config(extra));
+	cut_all();
+	if (expect_active) {
+		if (!WAIT_FOR(is("backup", "active"), 8000)) {
+			td_dump(&b);
+			FAILF("fence succeeded but no activation");
+		}
+		ASSERT(td_log_has(&b, "fence command succeeded"));
+	} else {
+		if (!WAIT_FOR(is("backup", "manual"), 8000)) {
+			td_dump(&b);
+			FAILF("fence failed: backup should wait for an operator");
+		}
+		ASSERT(!WAIT_FOR(is("backup", "active"), 1000));
+		ASSERT(td_log_has(&b, "NOT activating"));
+	}
+	td_stop(&p);
+	td_stop(&b);
+}
+
+int test_failover_fence_ok(void) { NETNS_OR_SKIP(); fence_case("true", true); return TEST_OK; }
+int test_failover_fence_fails(void) { NETNS_OR_SKIP(); fence_case("exit 3", false); return TEST_OK; }
+int test_failover_fence_hangs(void) { NETNS_OR_SKIP(); fence_case("sleep 30", false); return TEST_OK; }
+
+/* on-peer-loss = witness with no witness reachable: no activation. */
+int test_failover_witness_unreachable(void)
+{
+	struct td p, b;
+	char extra[128];
+
+	NETNS_OR_SKIP();
+	snprintf(extra, sizeof(extra), "on-peer-loss = witness\nwitness = 127.0.0.9:%d\n", port() + 3);
+	start(&p, &b, paths_config(extra));
+	cut_all();
+	if (!WAIT_FOR(is("backup", "manual"), 8000)) {
+		td_dump(&b);
+		FAILF("backup should refuse to activate without the witness");
+	}
+	ASSERT(!WAIT_FOR(is("backup", "active"), 1500));
+	td_stop(&p);
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/* on-peer-loss = manual: waits; `tandem promote` activates. */
+int test_failover_manual_promote(void)
+{
+	struct td p, b;
+	char cmd[700];
+	uint64_t act = 0;
+	char h[65], ph[65];
+
+	NETNS_OR_SKIP();
+	start(&p, &b, paths_config("on-peer-loss = manual\n"));
+	/* refused while the primary is connected */
+	snprintf(cmd, sizeof(cmd), "%s promote --run-dir %s/run " VM " 2>/dev/null",
+		 test_tandem_bin(), test_tmpdir());
+	ASSERT(WEXITSTATUS(system(cmd)) != 0);
+	cut_all();
+	if (!WAIT_FOR(is("backup", "manual"), 6000)) {
+		td_dump(&b);
+		FAILF("backup should wait for promote");
+	}
+	ASSERT(!WAIT_FOR(is("backup", "active"), 1000));
+	td_kill(&p, SIGKILL);
+	ASSERT_EQ(system(cmd), 0);
+	ASSERT(WAIT_FOR(is("backup", "active"), 5000));
+	ASSERT_EQ(td_events(&b, "activated", &act, h), 1);
+	ASSERT(td_ckpt_hash(&p, act, ph));
+	ASSERT(!strcmp(h, ph));
+	ASSERT(td_max_ack(&p) <= act);
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/* kill -9 of the primary with heartbeat paths: its sockets die with it;
+ * the backup activates within the timeout plus a small bound. */
+int test_failover_kill_primary(void)
+{
+	struct td p, b;
+	uint64_t t0;
+	double ms;
+
+	NETNS_OR_SKIP();
+	start(&p, &b, paths_config(NULL));
+	t0 = test_now_ms();
+	td_kill(&p, SIGKILL);
+	if (!WAIT_FOR(is("backup", "active"), 5000)) {
+		td_dump(&b);
+		FAILF("no failover");
+	}
+	ms = (double)(test_now_ms() - t0);
+	printf("  kill -9 -> guest running on the backup after %.0f ms (timeout 1000 ms)\n", ms);
+	ASSERT(ms < 1000 + 1500);
+	td_stop(&b);
+	return TEST_OK;
+}
