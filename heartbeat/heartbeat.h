@@ -1,5 +1,5 @@
 /*
- * heartbeat.h - multi-path authenticated UDP heartbeats (heartbeat/PROTOCOL.md).
+ * heartbeat.h - multi-path authenticated UDP heartbeats (docs/protocol.md, "Heartbeats").
  *
  * Each configured path (`heartbeat-paths`, PRIMARY:PORT-BACKUP:PORT) carries
  * one 224-byte datagram every `heartbeat-interval` in each direction.  A path
@@ -29,7 +29,7 @@
 #include "../lib/key.h"
 #include "policy.h"
 
-/* ---- the datagram (all integers big-endian; PROTOCOL.md) ----------------- */
+/* ---- the datagram (big-endian; docs/protocol.md) ----------------- */
 
 #define HB_MAGIC "TDHB"
 #define HB_VERSION 1

@@ -1,5 +1,5 @@
 /*
- * policy.h - what to do when paths to the peer are lost (heartbeat/DECISIONS.md).
+ * policy.h - what to do when paths to the peer are lost (docs/operations.md, "When paths are lost").
  *
  * hb_decide() is a pure function of a view (role, which paths are up, for
  * how long the replication stream has been down) and the policy keys; the
@@ -50,7 +50,7 @@ struct hb_policy {
 void hb_policy_from_config(const struct tandem_config *cfg, struct hb_policy *p);
 
 /*
- * The decision table (DECISIONS.md):
+ * The decision table (docs/operations.md):
  *   never replicated since start             -> NOTHING
  *   replication up                           -> NOTHING
  *   replication down, a UDP path up:

@@ -1,6 +1,6 @@
 /*
  * witness.c - `tandem witness`: a third-party vote for activation, and
- * the client that asks for it (PROTOCOL.md, "Witness").
+ * the client that asks for it (docs/protocol.md, "Witness").
  *
  * Both daemons send the witness WITNESS_PING datagrams every
  * heartbeat-interval (heartbeat.c).  A daemon that has lost its peer on
