@@ -14,7 +14,7 @@ ifeq ($(CC),cc)
 CC := gcc
 endif
 FUZZCC ?= clang
-PKGS := libuv libcrypto libnl-3.0 libnl-route-3.0 xencontrol xenguest xenstore xentoollog \
+PKGS := libuv libcrypto libnl-3.0 libnl-route-3.0 xencontrol xenguest xenstore xentoollog xenlight \
 	libnetfilter_queue libmnl
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))

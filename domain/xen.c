@@ -1,3 +1,744 @@
-/* Placeholder: replaced by the xen driver. */
+/*
+ * xen.c - the `xen` domain driver: protect a running PVH (or HVM) guest.
+ *
+ * Primary: xc_domain_save(XC_STREAM_REMUS) runs on its own thread with
+ * tandem's callbacks.  Its io_fd is a pipe that a drain thread empties into
+ * local memory at memory speed, cutting the stream after each CHECKPOINT
+ * record, so the guest's pause never includes the network.  The engine's
+ * step calls meet libxenguest's callbacks:
+ *
+ *   engine suspend()  -> lets the suspend callback suspend the guest
+ *   engine capture()  -> waits for the checkpoint's bytes (postcopy called,
+ *                        CHECKPOINT record drained) and takes them
+ *   engine resume()   -> lets the postcopy callback resume the guest with
+ *                        xc_domain_resume(fast = 1): suspend_cancel, the
+ *                        guest's devices stay connected
+ *
+ * The stream is wrapped for libxl (header, LIBXC_CONTEXT, CHECKPOINT_END
+ * after each checkpoint) and the guest's libxl configuration travels as
+ * JSON in the first round's state block.
+ *
+ * Backup: libxl_domain_create_restore() with a checkpointed (Remus) stream
+ * runs on its own thread and reads from a socketpair; commit() writes one
+ * complete checkpoint and returns once libxl has read it to its
+ * CHECKPOINT_END (libxc applies a checkpoint only when its CHECKPOINT
+ * record arrives).  activate() closes the stream after the last complete
+ * checkpoint: libxc fails over to it, libxl attaches the devices, and the
+ * guest is unpaused.
+ *
+ * Only this file talks to libxenctrl, libxenguest, libxenstore and libxl.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/sockios.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <xenctrl.h>
+#include <xenguest.h>
+#include <xenstore.h>
+#include <libxl.h>
+#include <libxl_utils.h>
+
+#define LOG_MODULE "xen"
+#include "../lib/log.h"
+#include "../lib/util.h"
+#include "../lib/wire.h"
 #include "domain.h"
-const struct domain_ops xen_ops = { .name = "xen" };
+#include "xenstream.h"
+
+#define SUSPEND_TIMEOUT_MS 2000
+#define COMMIT_TIMEOUT_MS 60000
+
+enum xphase { XP_IDLE, XP_PRECOPY, XP_WANT_SUSPEND, XP_SUSPENDED, XP_CAPTURED, XP_RUNNING,
+	      XP_DONE };
+
+struct xen {
+	xc_interface *xch;
+	struct xs_handle *xsh;
+	libxl_ctx *ctx;
+	xentoollog_logger_stdiostream *lg;
+	uint32_t domid;
+	char name[CONFIG_NAME_MAX + 1];
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+
+	/* primary */
+	pthread_t save_thr, drain_thr;
+	bool save_started;
+	int io_rd, io_wr;
+	enum xphase phase;
+	bool go_suspend, go_resume, stopping, save_failed;
+	int suspend_rc;
+	struct xenstream_cut cut;
+	uint8_t *buf;			/* drained bytes not yet handed over */
+	size_t len, cap;
+	uint64_t cut_ckpts;		/* checkpoints completely drained */
+	uint64_t taken_ckpts;		/* checkpoints handed to the engine */
+	size_t cut_len;			/* bytes of buf up to the last cut */
+	char *config_json;
+	bool prologue_sent;
+
+	/* backup */
+	pthread_t restore_thr;
+	bool restore_started, restore_done;
+	int rs_wr, rs_rd;
+	int restore_rc;
+	uint32_t new_domid;
+	libxl_domain_config d_config;
+	bool have_config;
+	struct xenstream_cut rcut;	/* to check the primary's Xen version */
+};
+
+static struct xen *X(struct domain *d) { return d->priv; }
+
+static const char *guest_name(const struct domain *d)
+{
+	return d->cfg->xen_domain[0] ? d->cfg->xen_domain : d->cfg->name;
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+static int xen_open(struct domain *d)
+{
+	struct xen *x = calloc(1, sizeof(*x));
+	xc_dominfo_t info;
+	int rc;
+
+	if (!x)
+		return -ENOMEM;
+	d->priv = x;
+	x->io_rd = x->io_wr = x->rs_wr = x->rs_rd = -1;
+	pthread_mutex_init(&x->lock, NULL);
+	pthread_cond_init(&x->cond, NULL);
+	snprintf(x->name, sizeof(x->name), "%s", guest_name(d));
+
+	if (access("/proc/xen/capabilities", F_OK) != 0 && access("/dev/xen/privcmd", F_OK) != 0) {
+		log_error("this host is not running Xen (no /proc/xen, no /dev/xen/privcmd): the xen "
+			  "driver needs a Xen dom0; domain = memdom runs the synthetic test guest");
+		return -ENOTSUP;
+	}
+	x->xch = xc_interface_open(NULL, NULL, 0);
+	if (!x->xch) {
+		log_error("cannot open the Xen control interface (xc_interface_open): %s; "
+			  "run as root in dom0", strerror(errno));
+		return -ENOTSUP;
+	}
+	x->xsh = xs_open(0);
+	if (!x->xsh) {
+		log_error("cannot connect to xenstore: %s (is xenstored running? systemctl start "
+			  "xen.service)", strerror(errno));
+		return -ENOTSUP;
+	}
+	x->lg = xtl_createlogger_stdiostream(stderr, XTL_ERROR, 0);
+	rc = libxl_ctx_alloc(&x->ctx, LIBXL_VERSION, 0, (xentoollog_logger *)x->lg);
+	if (rc) {
+		log_error("cannot create a libxl context (%d)", rc);
+		return -ENOTSUP;
+	}
+	if (d->role == ROLE_BACKUP)
+		return 0;
+
+	if (libxl_name_to_domid(x->ctx, x->name, &x->domid)) {
+		log_error("guest '%s' not found on this host (xl list shows the running domains)",
+			  x->name);
+		return -ENOENT;
+	}
+	if (xc_domain_getinfo(x->xch, x->domid, 1, &info) != 1 || info.domid != x->domid) {
+		log_error("cannot read the state of guest '%s' (domain %u)", x->name, x->domid);
+		return -EIO;
+	}
+	if (!info.hvm) {
+		log_error("guest '%s' is a PV guest: this Xen has no shadow paging, so log-dirty "
+			  "mode (and so checkpointing) is unavailable for PV guests; run it as PVH "
+			  "(type = \"pvh\" in its xl config) or HVM", x->name);
+		return -ENOTSUP;
+	}
+	log_info("guest '%s' is domain %u (%s, %lu MiB)", x->name, x->domid,
+		 info.hap ? "HVM container with HAP" : "HVM container",
+		 info.max_memkb / 1024);
+	return 0;
+}
+
+static void xen_close(struct domain *d)
+{
+	struct xen *x = X(d);
+
+	if (!x)
+		return;
+	if (x->restore_started) {
+		if (x->rs_wr >= 0)
+			close(x->rs_wr);
+		x->rs_wr = -1;
+		pthread_join(x->restore_thr, NULL);
+	}
+	if (x->io_rd >= 0)
+		close(x->io_rd);
+	if (x->rs_rd >= 0)
+		close(x->rs_rd);
+	if (x->have_config)
+		libxl_domain_config_dispose(&x->d_config);
+	free(x->buf);
+	free(x->config_json);
+	libxl_ctx_free(x->ctx);
+	if (x->lg)
+		xtl_logger_destroy((xentoollog_logger *)x->lg);
+	xs_close(x->xsh);
+	if (x->xch)
+		xc_interface_close(x->xch);
+	free(x);
+	d->priv = NULL;
+}
+
+/* ---- primary: suspend, the save thread and its callbacks ----------------- */
+
+/* Ask the guest to suspend through xenstore and wait until it has. */
+static int suspend_guest(struct xen *x)
+{
+	char path[128];
+	uint64_t end = now_ms() + SUSPEND_TIMEOUT_MS;
+	xc_dominfo_t info;
+
+	snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
+	if (!xs_write(x->xsh, XBT_NULL, path, "suspend", 7)) {
+		log_error("cannot write %s: %s", path, strerror(errno));
+		return -EIO;
+	}
+	for (;;) {
+		if (xc_domain_getinfo(x->xch, x->domid, 1, &info) == 1 && info.domid == x->domid &&
+		    info.shutdown && info.shutdown_reason == SHUTDOWN_suspend)
+			return 0;
+		if (now_ms() > end)
+			break;
+		usleep(100);
+	}
+	/* Withdraw the request; the guest keeps running. */
+	xs_write(x->xsh, XBT_NULL, path, "", 0);
+	log_error("guest '%s' did not answer the suspend request within %d ms: left running, "
+		  "checkpoint abandoned", x->name, SUSPEND_TIMEOUT_MS);
+	return -ETIMEDOUT;
+}
+
+static int cb_suspend(void *data)
+{
+	struct xen *x = data;
+	int rc;
+
+	pthread_mutex_lock(&x->lock);
+	x->phase = XP_WANT_SUSPEND;
+	pthread_cond_broadcast(&x->cond);
+	while (!x->go_suspend && !x->stopping)
+		pthread_cond_wait(&x->cond, &x->lock);
+	x->go_suspend = false;
+	if (x->stopping) {
+		pthread_mutex_unlock(&x->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&x->lock);
+	rc = suspend_guest(x);
+	pthread_mutex_lock(&x->lock);
+	x->suspend_rc = rc;
+	x->phase = XP_SUSPENDED;
+	pthread_cond_broadcast(&x->cond);
+	pthread_mutex_unlock(&x->lock);
+	return rc == 0;
+}
+
+/* libxenguest has written this checkpoint (CHECKPOINT record included). */
+static int cb_postcopy(void *data)
+{
+	struct xen *x = data;
+	int rc;
+
+	pthread_mutex_lock(&x->lock);
+	x->phase = XP_CAPTURED;
+	pthread_cond_broadcast(&x->cond);
+	while (!x->go_resume && !x->stopping)
+		pthread_cond_wait(&x->cond, &x->lock);
+	x->go_resume = false;
+	pthread_mutex_unlock(&x->lock);
+	rc = xc_domain_resume(x->xch, x->domid, 1);
+	if (rc)
+		log_error("xc_domain_resume(fast) of domain %u failed: %s", x->domid, strerror(errno));
+	pthread_mutex_lock(&x->lock);
+	x->phase = XP_RUNNING;
+	pthread_cond_broadcast(&x->cond);
+	pthread_mutex_unlock(&x->lock);
+	return rc == 0;
+}
+
+static int cb_checkpoint(void *data)
+{
+	struct xen *x = data;
+	int more;
+
+	pthread_mutex_lock(&x->lock);
+	more = !x->stopping;
+	pthread_mutex_unlock(&x->lock);
+	return more;
+}
+
+static void *save_main(void *arg)
+{
+	struct domain *d = arg;
+	struct xen *x = X(d);
+	struct save_callbacks cb = {
+		.suspend = cb_suspend,
+		.postcopy = cb_postcopy,
+		.checkpoint = cb_checkpoint,
+		.data = x,
+	};
+	int rc;
+
+	rc = xc_domain_save(x->xch, x->io_wr, x->domid, XCFLAGS_LIVE, &cb, XC_STREAM_REMUS, -1);
+	if (rc && !x->stopping)
+		log_error("xc_domain_save of domain %u ended: %s (log-dirty unavailable? a PV guest "
+			  "on a Xen without shadow paging fails here)", x->domid, strerror(errno));
+	close(x->io_wr);
+	pthread_mutex_lock(&x->lock);
+	x->save_failed = rc != 0 && !x->stopping;
+	x->phase = XP_DONE;
+	pthread_cond_broadcast(&x->cond);
+	pthread_mutex_unlock(&x->lock);
+	return NULL;
+}
+
+/* Append to the drain buffer (lock held). */
+static int buf_append(struct xen *x, const void *p, size_t n)
+{
+	if (x->len + n > x->cap) {
+		size_t cap = x->cap ? x->cap : (4u << 20);
+		uint8_t *nb;
+		while (cap < x->len + n)
+			cap *= 2;
+		nb = realloc(x->buf, cap);
+		if (!nb)
+			return -ENOMEM;
+		x->buf = nb;
+		x->cap = cap;
+	}
+	memcpy(x->buf + x->len, p, n);
+	x->len += n;
+	return 0;
+}
+
+/* The drain thread: pipe -> memory, cutting after each CHECKPOINT record. */
+static void *drain_main(void *arg)
+{
+	struct xen *x = arg;
+	size_t chunk = 1u << 20;
+	uint8_t *tmp = malloc(chunk);
+
+	while (tmp) {
+		ssize_t r = read(x->io_rd, tmp, chunk);
+		size_t off = 0;
+
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			break;
+		}
+		pthread_mutex_lock(&x->lock);
+		while (off < (size_t)r) {
+			long used = xenstream_feed(&x->cut, tmp + off, (size_t)r - off);
+			if (used < 0) {
+				log_error("malformed libxc stream from xc_domain_save");
+				x->save_failed = true;
+				break;
+			}
+			buf_append(x, tmp + off, (size_t)used);
+			off += (size_t)used;
+			if (x->cut.checkpoints > x->cut_ckpts) {
+				uint8_t end[8];
+				buf_append(x, end, xenstream_libxl_checkpoint_end(end));
+				x->cut_ckpts = x->cut.checkpoints;
+				x->cut_len = x->len;
+			}
+		}
+		pthread_cond_broadcast(&x->cond);
+		pthread_mutex_unlock(&x->lock);
+	}
+	free(tmp);
+	return NULL;
+}
+
+/* Hand the first n bytes of the drain buffer to c (lock held). */
+static int take_bytes(struct xen *x, struct ckpt *c, size_t n)
+{
+	int rc = ckpt_append_blob(c, x->buf, n);
+
+	if (!rc) {
+		memmove(x->buf, x->buf + n, x->len - n);
+		x->len -= n;
+		x->cut_len -= MIN(x->cut_len, n);
+	}
+	return rc;
+}
+
+static int xen_start_protection(struct domain *d, const struct domain_sink *sink)
+{
+	struct xen *x = X(d);
+	libxl_domain_config cfg;
+	struct ckpt *c = ckpt_new(0);
+	int fds[2], rc = 0;
+	unsigned round = 0;
+
+	if (!c)
+		return -ENOMEM;
+	/* The guest's libxl configuration, for the backup to create its twin. */
+	libxl_domain_config_init(&cfg);
+	if (libxl_retrieve_domain_configuration(x->ctx, x->domid, &cfg, NULL)) {
+		log_error("cannot read the libxl configuration of domain %u", x->domid);
+		libxl_domain_config_dispose(&cfg);
+		ckpt_free(c);
+		return -EIO;
+	}
+	x->config_json = libxl_domain_config_to_json(x->ctx, &cfg);
+	libxl_domain_config_dispose(&cfg);
+	if (!x->config_json || strlen(x->config_json) >= WIRE_STATE_MAX) {
+		ckpt_free(c);
+		return -EIO;
+	}
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		ckpt_free(c);
+		return -errno;
+	}
+	fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
+	x->io_rd = fds[0];
+	x->io_wr = fds[1];
+	{
+		uint8_t pro[32];
+		buf_append(x, pro, xenstream_libxl_prologue(pro));
+	}
+	x->phase = XP_PRECOPY;
+	pthread_create(&x->drain_thr, NULL, drain_main, x);
+	pthread_create(&x->save_thr, NULL, save_main, d);
+	x->save_started = true;
+
+	/* Deliver the live precopy in pieces until libxenguest wants to suspend. */
+	pthread_mutex_lock(&x->lock);
+	for (;;) {
+		bool last;
+		int avail = 0;
+
+		while (x->len < (8u << 20) && x->phase == XP_PRECOPY)
+			pthread_cond_wait(&x->cond, &x->lock);
+		if (x->phase == XP_DONE) {
+			rc = -EIO;
+			break;
+		}
+		last = x->phase == XP_WANT_SUSPEND;
+		if (last) {
+			/* all precopy writes have returned: wait until the pipe is empty */
+			pthread_mutex_unlock(&x->lock);
+			while (ioctl(x->io_rd, FIONREAD, &avail) == 0 && avail > 0)
+				usleep(100);
+			pthread_mutex_lock(&x->lock);
+		}
+		ckpt_reset(c, 0);
+		if (round == 0)
+			ckpt_set_state(c, STATE_DEVICE, x->config_json, (uint32_t)strlen(x->config_json) + 1);
+		take_bytes(x, c, x->len);
+		pthread_mutex_unlock(&x->lock);
+		rc = sink->deliver(sink->arg, c, last);
+		if (sink->progress) {
+			struct domain_progress pr = { round + 1, last ? round + 1 : round + 2, round };
+			sink->progress(sink->arg, &pr);
+		}
+		round++;
+		pthread_mutex_lock(&x->lock);
+		if (rc || last)
+			break;
+	}
+	pthread_mutex_unlock(&x->lock);
+	ckpt_free(c);
+	if (!rc)
+		log_info("guest '%s': live copy done in %u pieces; checkpoints start", x->name, round);
+	return rc;
+}
+
+static int xen_suspend(struct domain *d)
+{
+	struct xen *x = X(d);
+	int rc;
+
+	pthread_mutex_lock(&x->lock);
+	while (x->phase != XP_WANT_SUSPEND && x->phase != XP_DONE)
+		pthread_cond_wait(&x->cond, &x->lock);
+	if (x->phase == XP_DONE) {
+		pthread_mutex_unlock(&x->lock);
+		return -EIO;
+	}
+	x->go_suspend = true;
+	pthread_cond_broadcast(&x->cond);
+	while (x->phase == XP_WANT_SUSPEND)
+		pthread_cond_wait(&x->cond, &x->lock);
+	rc = x->phase == XP_DONE ? -EIO : x->suspend_rc;
+	pthread_mutex_unlock(&x->lock);
+	return rc;
+}
+
+static int xen_capture(struct domain *d, struct ckpt *c)
+{
+	struct xen *x = X(d);
+	uint64_t want;
+	int rc;
+
+	pthread_mutex_lock(&x->lock);
+	want = x->taken_ckpts + 1;
+	while (!(x->phase == XP_CAPTURED && x->cut_ckpts >= want) && x->phase != XP_DONE)
+		pthread_cond_wait(&x->cond, &x->lock);
+	if (x->cut_ckpts < want) {
+		pthread_mutex_unlock(&x->lock);
+		return -EIO;
+	}
+	rc = take_bytes(x, c, x->cut_len);
+	x->taken_ckpts = want;
+	pthread_mutex_unlock(&x->lock);
+	return rc;
+}
+
+static int xen_resume(struct domain *d)
+{
+	struct xen *x = X(d);
+
+	pthread_mutex_lock(&x->lock);
+	if (x->phase == XP_SUSPENDED) {
+		/* suspend succeeded but capture failed: still let postcopy resume */
+		while (x->phase == XP_SUSPENDED)
+			pthread_cond_wait(&x->cond, &x->lock);
+	}
+	if (x->phase == XP_CAPTURED) {
+		x->go_resume = true;
+		pthread_cond_broadcast(&x->cond);
+		while (x->phase == XP_CAPTURED)
+			pthread_cond_wait(&x->cond, &x->lock);
+	}
+	pthread_mutex_unlock(&x->lock);
+	return x->phase == XP_DONE && x->save_failed ? -EIO : 0;
+}
+
+static void xen_stop_protection(struct domain *d)
+{
+	struct xen *x = X(d);
+
+	if (!x || !x->save_started)
+		return;
+	pthread_mutex_lock(&x->lock);
+	x->stopping = true;
+	pthread_cond_broadcast(&x->cond);
+	pthread_mutex_unlock(&x->lock);
+	pthread_join(x->save_thr, NULL);	/* log-dirty is off when it returns */
+	pthread_join(x->drain_thr, NULL);
+	x->save_started = false;
+	/* A suspend request that was never answered must not linger. */
+	{
+		char path[128];
+		snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
+		xs_write(x->xsh, XBT_NULL, path, "", 0);
+	}
+	log_info("guest '%s' left running; log-dirty mode off", x->name);
+}
+
+/* ---- backup ---------------------------------------------------------------- */
+
+static void *restore_main(void *arg)
+{
+	struct domain *d = arg;
+	struct xen *x = X(d);
+	libxl_domain_restore_params params;
+	uint32_t domid = INVALID_DOMID;
+	int rc;
+
+	libxl_domain_restore_params_init(&params);
+	params.checkpointed_stream = LIBXL_CHECKPOINTED_STREAM_REMUS;
+	params.stream_version = 2;
+	rc = libxl_domain_create_restore(x->ctx, &x->d_config, &domid, x->rs_rd, -1, &params,
+					 NULL, NULL);
+	libxl_domain_restore_params_dispose(&params);
+	pthread_mutex_lock(&x->lock);
+	x->restore_rc = rc;
+	x->new_domid = domid;
+	x->restore_done = true;
+	pthread_cond_broadcast(&x->cond);
+	pthread_mutex_unlock(&x->lock);
+	return NULL;
+}
+
+static int xen_prepare_standby(struct domain *d)
+{
+	(void)d;
+	return 0;	/* the standby is created from the first round's configuration */
+}
+
+/* First round: create the standby domain from the primary's configuration. */
+static int start_restore(struct domain *d, const struct ckpt *c)
+{
+	struct xen *x = X(d);
+	xc_physinfo_t phys = { 0 };
+	uint64_t need_kb, free_kb;
+	int sv[2];
+
+	if (c->state_kind != STATE_DEVICE || !c->state_len || c->state[c->state_len - 1]) {
+		log_error("the first round carries no guest configuration");
+		return -EINVAL;
+	}
+	libxl_domain_config_init(&x->d_config);
+	if (libxl_domain_config_from_json(x->ctx, &x->d_config, (const char *)c->state)) {
+		log_error("cannot parse the guest configuration sent by the primary");
+		return -EINVAL;
+	}
+	x->have_config = true;
+	need_kb = x->d_config.b_info.max_memkb;
+	if (xc_physinfo(x->xch, &phys) == 0) {
+		free_kb = (uint64_t)phys.free_pages * 4;
+		if (need_kb > free_kb) {
+			log_error("not enough memory on the backup for '%s': it needs %" PRIu64 " MiB, "
+				  "this host has %" PRIu64 " MiB free", x->name, need_kb / 1024, free_kb / 1024);
+			return -ENOMEM;
+		}
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	x->rs_wr = sv[0];
+	x->rs_rd = sv[1];
+	pthread_create(&x->restore_thr, NULL, restore_main, d);
+	x->restore_started = true;
+	log_info("standby for '%s' being created (%" PRIu64 " MiB)", x->name, need_kb / 1024);
+	return 0;
+}
+
+static int xen_commit(struct domain *d, const struct ckpt *c)
+{
+	struct xen *x = X(d);
+	uint64_t end;
+	size_t off = 0;
+
+	if (!x->restore_started) {
+		int rc = start_restore(d, c);
+		if (rc)
+			return rc;
+	}
+	/* Check the primary's Xen version from the libxc domain header. */
+	if (x->rcut.stage < 2 && c->blob_len > 24) {
+		long used = xenstream_feed(&x->rcut, c->blob + 24, c->blob_len - 24);
+		if (used >= 0 && x->rcut.stage >= 2) {
+			int v = xc_version(x->xch, XENVER_version, NULL);
+			if ((uint32_t)(v >> 16) != x->rcut.xen_major ||
+			    (uint32_t)(v & 0xffff) != x->rcut.xen_minor) {
+				log_error("the primary runs Xen %u.%u, this backup Xen %d.%d: tandem "
+					  "needs the same Xen version on both hosts", x->rcut.xen_major,
+					  x->rcut.xen_minor, v >> 16, v & 0xffff);
+				return -EPROTO;
+			}
+		}
+	}
+	while (off < c->blob_len) {
+		ssize_t r = write(x->rs_wr, c->blob + off, c->blob_len - off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("the standby's restore stream broke: %s", strerror(errno));
+			return -EIO;
+		}
+		off += (size_t)r;
+	}
+	if (c->flags & CKPT_F_INITIAL)
+		return 0;
+	/* Applied once libxl has read it all, through CHECKPOINT_END. */
+	end = now_ms() + COMMIT_TIMEOUT_MS;
+	for (;;) {
+		int unread = 0;
+		if (ioctl(x->rs_wr, SIOCOUTQ, &unread) < 0)
+			return -errno;
+		if (unread == 0)
+			return 0;
+		if (x->restore_done) {
+			log_error("the standby's restore ended early (libxl error %d)", x->restore_rc);
+			return -EIO;
+		}
+		if (now_ms() > end)
+			return -ETIMEDOUT;
+		usleep(50);
+	}
+}
+
+static int xen_activate(struct domain *d)
+{
+	struct xen *x = X(d);
+	uint32_t domid;
+	int rc;
+
+	if (!x->restore_started)
+		return -EINVAL;
+	/* End of stream after a complete checkpoint: libxc fails over to it. */
+	shutdown(x->rs_wr, SHUT_WR);
+	pthread_mutex_lock(&x->lock);
+	while (!x->restore_done)
+		pthread_cond_wait(&x->cond, &x->lock);
+	rc = x->restore_rc;
+	domid = x->new_domid;
+	pthread_mutex_unlock(&x->lock);
+	if (rc) {
+		log_error("libxl could not complete the standby of '%s' (error %d)", x->name, rc);
+		return -EIO;
+	}
+	rc = libxl_domain_unpause(x->ctx, domid, NULL);
+	if (rc) {
+		log_error("cannot unpause domain %u (error %d)", domid, rc);
+		return -EIO;
+	}
+	x->domid = domid;
+	log_info("guest '%s' running here as domain %u", x->name, domid);
+	return 0;
+}
+
+static void xen_discard(struct domain *d)
+{
+	struct xen *x = X(d);
+	uint32_t domid;
+
+	if (!x || !x->restore_started)
+		return;
+	if (libxl_name_to_domid(x->ctx, x->name, &domid) == 0)
+		libxl_domain_destroy(x->ctx, domid, NULL);
+	close(x->rs_wr);
+	x->rs_wr = -1;
+	pthread_join(x->restore_thr, NULL);
+	x->restore_started = false;
+}
+
+static void xen_describe(struct domain *d, char *buf, size_t len)
+{
+	struct xen *x = X(d);
+
+	if (!x)
+		snprintf(buf, len, "xen guest (not open)");
+	else
+		snprintf(buf, len, "xen guest '%s', domain %u", x->name, x->domid);
+}
+
+const struct domain_ops xen_ops = {
+	.name = "xen",
+	.open = xen_open,
+	.close = xen_close,
+	.start_protection = xen_start_protection,
+	.suspend = xen_suspend,
+	.capture = xen_capture,
+	.resume = xen_resume,
+	.stop_protection = xen_stop_protection,
+	.prepare_standby = xen_prepare_standby,
+	.commit = xen_commit,
+	.activate = xen_activate,
+	.discard = xen_discard,
+	.guest_hash = NULL,
+	.describe = xen_describe,
+};

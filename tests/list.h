@@ -58,3 +58,8 @@ TEST(failover_fence_hangs, 60)
 TEST(failover_witness_unreachable, 60)
 TEST(failover_manual_promote, 60)
 TEST(failover_kill_primary, 60)
+/* xen driver pieces that run without Xen */
+TEST(xenstream_cuts_at_checkpoints, 10)
+TEST(xenstream_rejects_garbage, 10)
+TEST(xenstream_libxl_records, 10)
+TEST(xen_driver_needs_xen, 10)
