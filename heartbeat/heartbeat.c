@@ -752,12 +752,11 @@ int hb_npaths(const struct hb *hb)
 
 uint64_t hb_last_heard_ns(struct hb *hb)
 {
-	uint64_t last = 0, now = now_ns();
+	uint64_t last = 0;
 
 	pthread_mutex_lock(&hb->lock);
 	for (int i = 0; i < hb->npaths; i++)
 		last = MAX(last, hb->paths[i].last_heard_ns);
-	last = MAX(last, hb->repl_up ? now : hb->repl_last_up_ns);
 	pthread_mutex_unlock(&hb->lock);
 	return last;
 }

@@ -150,8 +150,8 @@ bool hb_path_up(struct hb *hb, int index);
 int hb_npaths(const struct hb *hb);
 
 /* CLOCK_MONOTONIC ns (lib/util now_ns()) of the last authentic datagram on
- * any UDP path, or of the last hb_set_replication_up(true) / while up;
- * 0 if the peer was never heard. */
+ * any UDP path; 0 if never.  The replication stream's own last word is the
+ * daemon's to track. */
 uint64_t hb_last_heard_ns(struct hb *hb);
 
 /* Snapshot of the view hb_decide() works on. */
