@@ -1,6 +1,7 @@
 /*
  * config.c - schema table, parser, printer and digest of the VM config.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -73,6 +74,12 @@ static const struct config_key schema[] = {
 	  "memdom: which pages are written: sequential, random or hotset." },
 	{ "hotset", CT_SIZE, F(hotset), 4 * KB, 64 * GB, "4M", NULL, true,
 	  "memdom: size of the hot set for workload-pattern = hotset." },
+	{ "memdom-netns", CT_STRING, F(memdom_netns), 0, 0, "", NULL, false,
+	  "memdom: network namespace the guest joins (/run/netns/NAME or a path; %r = role)." },
+	{ "memdom-observer", CT_ADDR, F(memdom_observer), 0, 0, "", NULL, true,
+	  "memdom: numeric IP:port the guest sends its sequence-numbered UDP packets to." },
+	{ "memdom-packet-steps", CT_UINT, F(memdom_packet_steps), 1, 1000000000, "1000", NULL, true,
+	  "memdom: workload steps between two packets to memdom-observer." },
 	{ "heartbeat-paths", CT_HB_PATHS, F(heartbeat_paths), 0, 0, "", NULL, true,
 	  "Extra heartbeat paths PRIMARY:PORT-BACKUP:PORT, comma-separated (empty: replication link only)." },
 	{ "on-peer-loss", CT_ENUM, F(on_peer_loss), 0, 0, "failover", peer_loss_names, true,
@@ -502,6 +509,14 @@ int config_parse(const char *file, const char *text, size_t len,
 	if (!e.count && cfg->on_peer_loss == PEER_LOSS_WITNESS && !cfg->witness.host[0])
 		err_add(&e, "%s: key 'witness' is required when on-peer-loss = witness "
 			"(host:port of a `tandem witness` responder on a third host)", file);
+	if (!e.count && cfg->memdom_observer.host[0]) {
+		unsigned char a[16];
+
+		if (inet_pton(AF_INET, cfg->memdom_observer.host, a) != 1 &&
+		    inet_pton(AF_INET6, cfg->memdom_observer.host, a) != 1)
+			err_add(&e, "%s: key 'memdom-observer': expected a numeric IPv4 or IPv6 "
+				"address and port, got host '%s'", file, cfg->memdom_observer.host);
+	}
 	return e.count ? -EINVAL : 0;
 }
 

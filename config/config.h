@@ -69,6 +69,9 @@ struct tandem_config {
 	uint64_t workload_rate;
 	int workload_pattern;			/* enum memdom_pattern */
 	uint64_t hotset;
+	char memdom_netns[CONFIG_PATH_MAX];	/* "" = the daemon's namespace */
+	struct config_addr memdom_observer;	/* host "" = send nothing */
+	uint64_t memdom_packet_steps;
 
 	/* failure detection (heartbeat/) */
 	struct config_hb_paths heartbeat_paths;

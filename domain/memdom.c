@@ -17,8 +17,12 @@
  *
  * Backup: the standby is an image of the guest memory plus the vCPU block
  * in the daemon; activation forks a child that inherits the image and
- * continues the workload from the committed vCPU state.
+ * continues the workload from the committed vCPU state. *
+ * Network: with memdom-netns the child joins that namespace before its
+ * first step and, with memdom-observer, sends numbered UDP packets from
+ * its step loop (memdom.h), so SIGSTOP really stops its output.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -34,6 +38,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
@@ -89,6 +94,10 @@ struct pm_scan_arg {
 #define HASH_CHUNK (1u << 20)
 #define GUEST_SEED 0x74616e64656d2121ull
 #define GUEST_BATCH 1024u		/* steps between looks at the command word */
+#define GUEST_SNDBUF (4 << 20)		/* socket buffer: held packets stay charged to it */
+#define PACKET_MAGIC 0x6f6d6474u	/* "tdmo" */
+#define PACKET_VERSION 1u
+#define PACKET_LEN 32u
 
 enum guest_cmd { CMD_NONE = 0, CMD_TRACK, CMD_UNTRACK };
 
@@ -117,6 +126,20 @@ struct guest_shared {
 	uint32_t cmd;			/* enum guest_cmd, cleared by the child */
 	uint32_t pad2;
 	uint64_t stop_at;		/* stop after this step; 0 = never */
+
+	/*
+	 * The network (memdom-observer).  A step that sends a packet is one
+	 * unit: the child sets tx_busy, sends, publishes the step, clears
+	 * tx_busy and then stops itself if stop_req is set.  suspend sets
+	 * stop_req before SIGSTOP and, finding the child stopped with tx_busy
+	 * set, lets it run to the end of that step, so a checkpoint never
+	 * holds a state from before a packet that was already sent (the
+	 * activated guest would send it again) nor the reverse.
+	 */
+	uint32_t net_on;		/* send packets; set once protection starts */
+	uint32_t tx_busy;		/* the child is inside a step that sends */
+	uint32_t stop_req;		/* suspend: stop at the end of that step */
+	uint32_t pad3;
 };
 
 _Static_assert(sizeof(struct guest_shared) <= PAGE_SZ, "shared block fits a page");
@@ -128,6 +151,15 @@ struct guest_args {
 	pid_t ppid;
 	int ack_fd;
 	bool stop_first;
+
+	/* Network: join netns_fd (-1: stay), send to obs every packet_steps
+	 * steps when net is set.  With either, the child reports its set-up on
+	 * ack_fd (two ints: stage, errno) before anything else. */
+	int netns_fd;
+	bool net;
+	struct sockaddr_storage obs;
+	socklen_t obs_len;
+	uint64_t packet_steps;
 };
 
 /*
@@ -157,6 +189,7 @@ struct memdom {
 	struct guest_shared *sh;	/* MAP_SHARED page */
 	int ack_fd;			/* child's answers to commands */
 	struct spawner sp;
+	bool net;			/* the guest sends packets (memdom-observer) */
 
 	/* Primary: dirty tracking. */
 	int pagemap_fd;
@@ -173,6 +206,8 @@ struct memdom {
 	bool have_state;
 	bool activated;
 	uint8_t activated_hash[32];
+	uint8_t activated_state[MEMDOM_STATE_LEN];	/* vCPU block it started with */
+	bool activated_hash_valid;
 };
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -352,12 +387,34 @@ static void guest_nap(uint64_t ns)
 }
 
 /*
+ * Send packet k = step / packet_steps: 32 bytes, little-endian: magic,
+ * version (u32), k, step, prng (u64).  A pure function of the guest state
+ * after `step`.  Errors are ignored: a lost datagram is the network's.
+ */
+static void guest_send(const struct guest_args *a, int sock, uint64_t step, uint64_t prng)
+{
+	uint8_t pkt[PACKET_LEN];
+	ssize_t r;
+
+	put_le32(pkt + 0, PACKET_MAGIC);
+	put_le32(pkt + 4, PACKET_VERSION);
+	put_le64(pkt + 8, step / a->packet_steps);
+	put_le64(pkt + 16, step);
+	put_le64(pkt + 24, prng);
+	do
+		r = sendto(sock, pkt, sizeof(pkt), 0, (const struct sockaddr *)&a->obs, a->obs_len);
+	while (r < 0 && errno == EINTR);
+}
+
+/*
  * The workload loop.  Never returns.  Pacing: with a rate, the guest owes
  * rate * elapsed steps; a backlog of more than 20 ms worth (the guest was
  * suspended) is forgiven, so time spent stopped is lost, as for a VM.
+ * With a socket, step k * packet_steps sends packet k once net_on is set
+ * (see struct guest_shared for how that step stays one unit).
  */
 __attribute__((noreturn))
-static void guest_loop(const struct guest_args *a)
+static void guest_loop(const struct guest_args *a, int sock)
 {
 	struct guest_shared *sh = a->sh;
 	uint32_t cur = sh->cur & 1;
@@ -401,6 +458,7 @@ static void guest_loop(const struct guest_args *a)
 			uint64_t x = splitmix64(&prng), page;
 			uint64_t *slot;
 			uint32_t nxt = cur ^ 1;
+			bool tx;
 
 			if (pattern == PATTERN_SEQUENTIAL)
 				page = step % npages;
@@ -412,10 +470,21 @@ static void guest_loop(const struct guest_args *a)
 			slot = (uint64_t *)(a->base + page * PAGE_SZ + (x & 0xff) * 16);
 			__atomic_store_n(&slot[0], step, __ATOMIC_RELAXED);
 			__atomic_store_n(&slot[1], x, __ATOMIC_RELAXED);
+			tx = sock >= 0 && step % a->packet_steps == 0 &&
+			     __atomic_load_n(&sh->net_on, __ATOMIC_RELAXED);
+			if (tx) {
+				__atomic_store_n(&sh->tx_busy, 1, __ATOMIC_SEQ_CST);
+				guest_send(a, sock, step, prng);
+			}
 			sh->regs[nxt].step = step;
 			sh->regs[nxt].prng = prng;
 			__atomic_store_n(&sh->cur, nxt, __ATOMIC_RELEASE);
 			cur = nxt;
+			if (tx) {
+				__atomic_store_n(&sh->tx_busy, 0, __ATOMIC_SEQ_CST);
+				if (__atomic_load_n(&sh->stop_req, __ATOMIC_SEQ_CST))
+					kill(getpid(), SIGSTOP);
+			}
 			if (step == __atomic_load_n(&sh->stop_at, __ATOMIC_RELAXED)) {
 				__atomic_store_n(&sh->stop_at, 0, __ATOMIC_RELAXED);
 				kill(getpid(), SIGSTOP);
@@ -431,6 +500,7 @@ static void guest_main(const struct guest_args *a)
 {
 	struct sigaction sa;
 	sigset_t none;
+	int setup[2] = { 0, 0 }, sock = -1;
 
 	/* Die with the daemon; if it is already gone, do not start. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != a->ppid)
@@ -445,13 +515,40 @@ static void guest_main(const struct guest_args *a)
 			sigaction(s, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Join the guest's network namespace (before the descriptor goes). */
+	if (a->netns_fd >= 0 && setns(a->netns_fd, CLONE_NEWNET) < 0) {
+		setup[0] = 1;
+		setup[1] = errno;
+	}
 	if (a->ack_fd > 3)
 		close_range(3, (unsigned)a->ack_fd - 1, 0);
 	close_range((unsigned)a->ack_fd + 1, ~0u, 0);
 
+	/* Its socket, made in that namespace. */
+	if (a->net && !setup[0]) {
+		int size = GUEST_SNDBUF;
+
+		sock = socket(a->obs.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (sock < 0) {
+			setup[0] = 2;
+			setup[1] = errno;
+		} else if (setsockopt(sock, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0) {
+			setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+		}
+	}
+	if (a->net || a->netns_fd >= 0) {
+		ssize_t r;
+
+		do
+			r = write(a->ack_fd, setup, sizeof(setup));
+		while (r < 0 && errno == EINTR);
+		if (setup[0])
+			_exit(3);
+	}
+
 	if (a->stop_first)
 		kill(getpid(), SIGSTOP);
-	guest_loop(a);
+	guest_loop(a, sock);
 }
 
 /* ---- spawning and controlling the child ------------------------------------- */
@@ -623,16 +720,140 @@ static void guest_kill(struct memdom *m)
 }
 
 /*
+ * memdom-netns with %r replaced by the role and %% by %; a value without a
+ * '/' names /run/netns/NAME.  Returns 0 or -ENAMETOOLONG.
+ */
+static int netns_path(const struct memdom *m, char *buf, size_t len)
+{
+	const char *v = m->d->cfg->memdom_netns;
+	const char *role = m->d->role == ROLE_PRIMARY ? "primary" : "backup";
+	size_t n = 0;
+
+	if (!strchr(v, '/'))
+		n = (size_t)snprintf(buf, len, "/run/netns/");
+	for (; *v && n < len; v++) {
+		if (v[0] == '%' && v[1] == 'r') {
+			n += (size_t)snprintf(buf + n, len - n, "%s", role);
+			v++;
+		} else if (v[0] == '%' && v[1] == '%') {
+			buf[n++] = '%';
+			v++;
+		} else {
+			buf[n++] = *v;
+		}
+	}
+	if (n >= len)
+		return -ENAMETOOLONG;
+	buf[n] = '\0';
+	return 0;
+}
+
+/*
+ * The guest's network, in the daemon before the fork: open memdom-netns
+ * (args->netns_fd, -1 when unset) and resolve memdom-observer.  The child
+ * joins, makes its socket and reports back (guest_start).  Returns 0 or
+ * -errno, logged.
+ */
+static int net_prepare(struct memdom *m, struct guest_args *args, char *path, size_t len)
+{
+	const struct tandem_config *cfg = m->d->cfg;
+	const struct config_addr *o = &cfg->memdom_observer;
+	int rc;
+
+	args->netns_fd = -1;
+	path[0] = '\0';
+	if (o->host[0]) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&args->obs;
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&args->obs;
+
+		memset(&args->obs, 0, sizeof(args->obs));
+		if (inet_pton(AF_INET, o->host, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			s4->sin_port = htons(o->port);
+			args->obs_len = sizeof(*s4);
+		} else if (inet_pton(AF_INET6, o->host, &s6->sin6_addr) == 1) {
+			s6->sin6_family = AF_INET6;
+			s6->sin6_port = htons(o->port);
+			args->obs_len = sizeof(*s6);
+		} else {
+			log_error("memdom-observer '%s' is not a numeric IPv4 or IPv6 address", o->host);
+			return -EINVAL;
+		}
+		args->net = true;
+		args->packet_steps = cfg->memdom_packet_steps ? cfg->memdom_packet_steps : 1;
+	}
+	if (!cfg->memdom_netns[0])
+		return 0;
+	if (netns_path(m, path, len)) {
+		log_error("memdom-netns '%s' is too long", cfg->memdom_netns);
+		return -ENAMETOOLONG;
+	}
+	args->netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (args->netns_fd < 0) {
+		rc = -errno;
+		if (rc == -ENOENT && !strchr(cfg->memdom_netns, '/'))
+			log_error("memdom-netns: no network namespace %s (create it with "
+				  "`ip netns add %s`)", path, path + strlen("/run/netns/"));
+		else
+			log_perror("memdom-netns: cannot open %s", path);
+		return rc;
+	}
+	return 0;
+}
+
+/* Read the child's set-up report (guest_main); 0 or -errno, logged. */
+static int net_setup_answer(struct memdom *m, const char *path)
+{
+	struct pollfd pfd = { .fd = m->ack_fd, .events = POLLIN };
+	int setup[2] = { 0, 0 }, r;
+	ssize_t n;
+
+	do
+		r = poll(&pfd, 1, COMMAND_TIMEOUT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r <= 0) {
+		log_error("memdom guest pid %d did not report its network set-up within %d ms",
+			  (int)m->pid, COMMAND_TIMEOUT_MS);
+		return -ETIMEDOUT;
+	}
+	do
+		n = read(m->ack_fd, setup, sizeof(setup));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(setup)) {
+		log_error("memdom guest pid %d died setting up its network", (int)m->pid);
+		return -ESRCH;
+	}
+	if (setup[0] == 1) {
+		log_error("memdom guest pid %d cannot join network namespace %s: %s%s", (int)m->pid,
+			  path, strerror(setup[1]), setup[1] == EPERM ? " (needs root)" : "");
+		return -setup[1];
+	}
+	if (setup[0] == 2) {
+		log_error("memdom guest pid %d cannot create its UDP socket: %s", (int)m->pid,
+			  strerror(setup[1]));
+		return -setup[1];
+	}
+	return 0;
+}
+
+/*
  * Start a guest child.  Its memory is m->base (a private mapping the child
  * inherits) and its vCPU block m->sh.  With stop_first the child stops
- * itself before its first step and this returns with it stopped.
+ * itself before its first step and this returns with it stopped.  With
+ * memdom-netns the child first joins that namespace; with memdom-observer
+ * it sends packets once sh->net_on is set.
  */
 static int guest_start(struct memdom *m, bool stop_first)
 {
 	struct guest_args args;
+	char path[CONFIG_PATH_MAX + 32];
 	int fds[2] = { -1, -1 };
 	int rc, pid;
 
+	memset(&args, 0, sizeof(args));
+	rc = net_prepare(m, &args, path, sizeof(path));
+	if (rc)
+		return rc;
 	if (pipe2(fds, O_CLOEXEC) < 0) {
 		rc = -errno;
 		log_perror("cannot create the memdom guest's pipe");
@@ -651,7 +872,24 @@ static int guest_start(struct memdom *m, bool stop_first)
 	m->pid = pid;
 	m->ack_fd = fds[0];
 	fds[0] = -1;
+	m->net = args.net;
 	rc = 0;
+	if (args.net || args.netns_fd >= 0) {
+		close(fds[1]);
+		fds[1] = -1;
+		rc = net_setup_answer(m, path);
+		if (rc) {
+			guest_kill(m);
+			goto out;
+		}
+		if (path[0])
+			log_info("memdom guest pid %d runs in network namespace %s", pid, path);
+		if (args.net)
+			log_info("memdom guest pid %d sends a packet to %s port %u every %" PRIu64
+				 " steps%s", pid, m->d->cfg->memdom_observer.host,
+				 m->d->cfg->memdom_observer.port, args.packet_steps,
+				 m->d->role == ROLE_PRIMARY ? " once protection starts" : "");
+	}
 	if (stop_first) {
 		rc = wait_stopped(m, COMMAND_TIMEOUT_MS);
 		if (rc) {
@@ -666,6 +904,8 @@ out:
 		close(fds[0]);
 	if (fds[1] >= 0)
 		close(fds[1]);
+	if (args.netns_fd >= 0)
+		close(args.netns_fd);
 	return rc;
 }
 
@@ -1075,13 +1315,22 @@ static int memdom_suspend(struct domain *d)
 		return -ESRCH;
 	if (m->suspended)
 		return 0;
+	if (m->net)
+		__atomic_store_n(&m->sh->stop_req, 1, __ATOMIC_SEQ_CST);
 	if (kill(m->pid, SIGSTOP) < 0) {
 		rc = -errno;
 		log_perror("cannot stop memdom guest pid %d", (int)m->pid);
 		return rc;
 	}
 	rc = wait_stopped(m, STOP_TIMEOUT_MS);
+	/* Stopped inside a step that sends: let it finish that step (see
+	 * struct guest_shared); it stops itself at its end. */
+	if (!rc && m->net && __atomic_load_n(&m->sh->tx_busy, __ATOMIC_SEQ_CST)) {
+		kill(m->pid, SIGCONT);
+		rc = wait_stopped(m, STOP_TIMEOUT_MS);
+	}
 	if (rc == -ETIMEDOUT) {
+		__atomic_store_n(&m->sh->stop_req, 0, __ATOMIC_SEQ_CST);
 		kill(m->pid, SIGCONT);
 		log_error("memdom guest pid %d did not stop within %u ms; resumed it",
 			  (int)m->pid, STOP_TIMEOUT_MS);
@@ -1099,6 +1348,7 @@ static int memdom_resume(struct domain *d)
 
 	if (!m->pid)
 		return -ESRCH;
+	__atomic_store_n(&m->sh->stop_req, 0, __ATOMIC_SEQ_CST);
 	if (kill(m->pid, SIGCONT) < 0) {
 		rc = -errno;
 		log_perror("cannot continue memdom guest pid %d", (int)m->pid);
@@ -1209,6 +1459,8 @@ static int memdom_start_protection(struct domain *d, const struct domain_sink *s
 	c = ckpt_new(m->slice_pages);
 	if (!c)
 		return -ENOMEM;
+	/* The output is buffered by now: the guest may start sending. */
+	__atomic_store_n(&m->sh->net_on, 1, __ATOMIC_RELEASE);
 	rc = send_command(m, CMD_TRACK);
 	if (rc) {
 		log_error("memdom guest pid %d could not turn on dirty tracking: %s",
@@ -1370,9 +1622,11 @@ static int memdom_commit(struct domain *d, const struct ckpt *c)
 }
 
 /*
- * activate: fork a guest child from the committed image and state.  The
- * child stops itself before its first step; its memory is hashed from the
- * child (memdom_activated_hash) and then it is let go.
+ * activate: fork a guest child from the committed image and state and let
+ * it run at once.  The child's memory at its start is a fork copy of
+ * m->image, which the daemon never writes again, so the hash of what it
+ * started from (memdom_activated_hash) is computed later, on demand, off
+ * the failover path.
  */
 static int memdom_activate(struct domain *d)
 {
@@ -1394,17 +1648,14 @@ static int memdom_activate(struct domain *d)
 	rc = state_decode(m->state, MEMDOM_STATE_LEN, 0, m->sh);
 	if (rc)
 		goto out;
+	m->sh->net_on = 1;	/* the activated guest goes on sending at once */
 	m->base = m->image;
 	rc = guest_start(m, true);
 	if (rc)
 		goto out;
-	/* Hash what the child really holds: its memory and its vCPU block. */
 	state_encode(m->sh, st);
-	rc = hash_guest(m, m->pid, NULL, st, m->activated_hash);
-	if (rc) {
-		guest_kill(m);
-		goto out;
-	}
+	memcpy(m->activated_state, st, MEMDOM_STATE_LEN);
+	m->activated_hash_valid = false;
 	m->activated = true;
 	rc = memdom_resume(d);
 	if (rc)
@@ -1439,10 +1690,8 @@ static int memdom_guest_hash(struct domain *d, uint8_t out[32])
 
 	if (d->role == ROLE_PRIMARY)
 		return memdom_live_hash(d, out);
-	if (m->activated) {
-		memcpy(out, m->activated_hash, 32);
-		return 0;
-	}
+	if (m->activated)
+		return memdom_activated_hash(d, out);
 	if (!m->image)
 		return -ENOENT;
 	return hash_guest(m, 0, m->image, m->state, out);
@@ -1567,6 +1816,12 @@ int memdom_activated_hash(struct domain *d, uint8_t out[32])
 
 	if (!m->activated)
 		return -ENOENT;
+	if (!m->activated_hash_valid) {
+		int rc = hash_guest(m, 0, m->image, m->activated_state, m->activated_hash);
+		if (rc)
+			return rc;
+		m->activated_hash_valid = true;
+	}
 	memcpy(out, m->activated_hash, 32);
 	return 0;
 }

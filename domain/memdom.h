@@ -17,6 +17,19 @@
  *
  *   u64 magic  u32 version  u32 pattern  u64 memory  u64 hotset
  *   u64 rate   u64 seed     u64 step     u64 prng
+ *
+ * Network (memdom-netns, memdom-observer, memdom-packet-steps): the guest
+ * child joins the configured network namespace right after fork (primary:
+ * at open; backup: at activation), so its packets leave through that
+ * namespace's interface, a veth whose host end is the vif the output
+ * buffering guards.  Once protection has started (backup: at once) step
+ * k * N sends packet k to the observer, 32 bytes, little-endian:
+ *
+ *   u32 magic "tdmo" (0x6f6d6474)  u32 version 1  u64 k  u64 step  u64 prng
+ *
+ * a pure function of the guest state, so a guest activated from checkpoint
+ * C goes on with the packet after C's.  Sending is part of its step:
+ * suspend lets a step that is sending finish, so no checkpoint splits one.
  */
 #ifndef TANDEM_MEMDOM_H
 #define TANDEM_MEMDOM_H

@@ -1,6 +1,7 @@
 /*
  * testlog.h - facts for tests, written only when TANDEM_TEST_LOG names a
- * file: one line per event ("ckpt 5 <sha256>", "ack 5", "activated 5 <sha256>"),
+ * file: one line per event ("ckpt 5 <sha256> step S", "ack 5", "commit 5",
+ * "activated 5 <sha256>"),
  * appended with a single write() so a SIGKILL never leaves half a line.
  */
 #ifndef TANDEM_TESTLOG_H

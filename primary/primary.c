@@ -29,6 +29,7 @@
 #include "../buffering/netbuf.h"
 #include "../cli/cmd.h"
 #include "../domain/domain.h"
+#include "../domain/memdom.h"
 #include "../heartbeat/heartbeat.h"
 #include "../heartbeat/policy.h"
 #include "../lib/channel.h"
@@ -338,8 +339,11 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 	fault_kill("mid-capture");
 	if (!rc && testlog_enabled() && p->dom.ops->guest_hash &&
 	    p->dom.ops->guest_hash(&p->dom, hash) == 0) {
+		uint64_t step = 0;	/* memdom: the guest's step, for tests/test_observer.c */
+
 		hex_encode(hash, 32, hex);
-		testlog("ckpt %" PRIu64 " %s", epoch, hex);
+		testlog("ckpt %" PRIu64 " %s step %" PRIu64, epoch, hex,
+			memdom_state_step(c, &step) == 0 ? step : 0);
 		memcpy(c->digest, hash, 32);	/* travels in CKPT_END */
 		c->has_digest = true;
 	}

@@ -207,6 +207,25 @@ bool td_ckpt_hash(const struct td *primary, uint64_t epoch, char *hash)
 	return found;
 }
 
+bool td_ckpt_step(const struct td *primary, uint64_t epoch, uint64_t *step)
+{
+	FILE *f = fopen(primary->events, "r");
+	char line[256];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long e, s;
+		if (sscanf(line, "ckpt %llu %*64s step %llu", &e, &s) == 2 && e == epoch) {
+			*step = s;
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
 uint64_t td_max_ack(const struct td *primary)
 {
 	FILE *f = fopen(primary->events, "r");

@@ -48,6 +48,10 @@ int td_events(const struct td *d, const char *prefix, uint64_t *last_num, char *
 /* The hash the primary recorded for checkpoint `epoch` ("" if none). */
 bool td_ckpt_hash(const struct td *primary, uint64_t epoch, char *hash);
 
+/* The memdom guest step the primary recorded for checkpoint `epoch`
+ * ("ckpt N HASH step S" events); false if none. */
+bool td_ckpt_step(const struct td *primary, uint64_t epoch, uint64_t *step);
+
 /* Largest epoch the primary saw acknowledged (0 if none). */
 uint64_t td_max_ack(const struct td *primary);
 

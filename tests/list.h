@@ -63,3 +63,4 @@ TEST(xenstream_cuts_at_checkpoints, 10)
 TEST(xenstream_rejects_garbage, 10)
 TEST(xenstream_libxl_records, 10)
 TEST(xen_driver_needs_xen, 10)
+#include "list-observer.h"
