@@ -354,6 +354,21 @@ static const char *write_config(const char *extra, int port)
 	return path;
 }
 
+/* Daemons this run started, killed on every exit path. */
+static pid_t spawned[8];
+static int nspawned;
+
+static void kill_spawned(void)
+{
+	for (int i = 0; i < nspawned; i++) {
+		int st;
+		kill(spawned[i], SIGCONT);
+		if (kill(spawned[i], SIGKILL) == 0)
+			waitpid(spawned[i], &st, 0);
+	}
+	nspawned = 0;
+}
+
 static pid_t spawn(const char *role, const char *cfg, const char *events)
 {
 	pid_t pid = fork();
@@ -371,6 +386,8 @@ static pid_t spawn(const char *role, const char *cfg, const char *events)
 		execl("./tandem", "tandem", role, cfg, (char *)NULL);
 		_exit(127);
 	}
+	if (pid > 0 && nspawned < (int)ARRAY_SIZE(spawned))
+		spawned[nspawned++] = pid;
 	return pid;
 }
 
@@ -566,6 +583,7 @@ int main(int argc, char **argv)
 	char cmd[200];
 
 	signal(SIGPIPE, SIG_IGN);
+	atexit(kill_spawned);
 	log_set_level(LOG_LVL_ERROR);
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/tandem-bench.XXXXXX");
 	if (!mkdtemp(tmpdir))

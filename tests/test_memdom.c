@@ -4,6 +4,7 @@
  * commit and activation.  No mocks; small guests.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +235,20 @@ int test_memdom_suspend_real(void)
 	return TEST_OK;
 }
 
+struct run_until_arg {
+	struct domain *d;
+	uint64_t step;
+	int rc;
+};
+
+static void *run_until_thread(void *arg)
+{
+	struct run_until_arg *a = arg;
+
+	a->rc = memdom_run_until(a->d, a->step, 5000);
+	return NULL;
+}
+
 int test_memdom_activation_exact(void)
 {
 	struct side p, b;
@@ -276,15 +291,21 @@ int test_memdom_activation_exact(void)
 	 * Determinism: both guests stopped at the same step must be identical,
 	 * although one ran from step 0 and the other from the checkpoint.
 	 */
-	/* Stop the guest that is ahead first: the other, at most as fast
-	 * (same rate limit), still has at least as far to go. */
+	/* Arm both stops at once (one thread each), well ahead of both. */
+	target = memdom_guest_steps(&p.d);
+	if (memdom_guest_steps(&b.d) > target)
+		target = memdom_guest_steps(&b.d);
+	target += 20000;
 	{
-		struct side *lead = memdom_guest_steps(&b.d) > memdom_guest_steps(&p.d) ? &b : &p;
-		struct side *follow = lead == &b ? &p : &b;
+		struct run_until_arg ra[2] = { { &p.d, target, -1 }, { &b.d, target, -1 } };
+		pthread_t t[2];
 
-		target = memdom_guest_steps(&lead->d) + 20000;
-		ASSERT_EQ(memdom_run_until(&lead->d, target, 5000), 0);
-		ASSERT_EQ(memdom_run_until(&follow->d, target, 5000), 0);
+		for (int i = 0; i < 2; i++)
+			pthread_create(&t[i], NULL, run_until_thread, &ra[i]);
+		for (int i = 0; i < 2; i++)
+			pthread_join(t[i], NULL);
+		ASSERT_EQ(ra[0].rc, 0);
+		ASSERT_EQ(ra[1].rc, 0);
 	}
 	ASSERT_EQ(memdom_live_hash(&p.d, hp), 0);
 	ASSERT_EQ(memdom_live_hash(&b.d, hb), 0);
