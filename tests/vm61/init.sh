@@ -7,8 +7,7 @@
 # (virtio-9p, read-only) under a tmpfs overlay, moves it to / and hands over
 # to stage2.sh, still as PID 1.
 
-export PATH=/bin
-/bin/busybox --install -s /bin
+export PATH=/bin # busybox and its applet links (made by run.sh)
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -23,8 +22,8 @@ stamp start
 die() {
 	say "FATAL: $*"
 	[ -n "$CTL" ] && echo "FAIL $*" >"$CTL"
-	poweroff -f
 	reboot -f
+	poweroff -f
 }
 
 KVER=$(cat /kver)
@@ -35,11 +34,12 @@ while read -r ko opts; do
 	[ -n "$ko" ] || continue
 	# shellcheck disable=SC2086
 	insmod "/modules/$ko" $opts || die "insmod $ko failed"
+	stamp "insmod $ko"
 done </modules.list
 
 stamp modules loaded
 # Find our virtio-serial ports by name (no udev here).
-CTL= OUT= ERR=
+CTL='' OUT='' ERR=''
 for d in /sys/class/virtio-ports/vport*; do
 	[ -e "$d/name" ] || continue
 	case "$(cat "$d/name")" in
@@ -56,11 +56,14 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 hostroo
 stamp 9p mounted
 mount -t tmpfs -o mode=755 tmpfs /rw
 mkdir -p /rw/upper /rw/work
+OVERLAY=1
 if ! mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot; then
 	say "overlayfs failed; using the read-only 9p root with tmpfs on /run /tmp /var/tmp"
 	mount --bind /lower /newroot
+	OVERLAY=
 fi
 
+stamp overlay mounted
 N=/newroot
 mount -t proc proc $N/proc
 mount -t sysfs sysfs $N/sys
@@ -69,13 +72,18 @@ mkdir -p $N/dev/pts $N/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $N/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $N/dev/shm
 mount -t tmpfs -o mode=755 tmpfs $N/run
-mount -t tmpfs -o mode=1777 tmpfs $N/tmp
-mount -t tmpfs -o mode=1777 tmpfs $N/var/tmp 2>/dev/null
+# With the overlay, the host's /tmp stays visible (writes go to the overlay);
+# /run is always fresh (the host's holds its own pid files, netns, sockets).
+if [ -z "$OVERLAY" ]; then
+	mount -t tmpfs -o mode=1777 tmpfs $N/tmp
+	mount -t tmpfs -o mode=1777 tmpfs $N/var/tmp 2>/dev/null
+fi
 mount -t tracefs tracefs $N/sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs $N/sys/kernel/debug 2>/dev/null
 mount -t cgroup2 cgroup2 $N/sys/fs/cgroup 2>/dev/null
 mkdir -p $N/run/lock $N/run/netns $N/run/vm61
 
+stamp "submounts mounted"
 # The unpacked kernel's module tree (in the host's cache dir, seen through
 # 9p) appears at its usual place, so that the host's own modprobe, and the
 # kernel's module autoloading, work inside.
@@ -95,10 +103,11 @@ while read -r dir; do
 	i=$((i + 1))
 done </job/rw.list
 
+stamp "module tree bound"
 cp /bin/busybox /job/job.sh /stage2.sh /kver $N/run/vm61/ || die "cannot populate /run/vm61"
 printf '%s\n%s\n%s\n' "$CTL" "$OUT" "$ERR" >$N/run/vm61/ports
 
-stamp stage1 done
+stamp "stage 1 finished"
 cd $N || die "cd $N"
 mount --move . / || die "cannot move the new root to /"
 exec chroot . /run/vm61/busybox sh /run/vm61/stage2.sh

@@ -29,7 +29,9 @@ usage: tests/vm61/run.sh [options] -- CMD [ARGS...]
   --verbose       print the guest's kernel console log to stderr afterwards
 Environment: VM61_KERNEL (e.g. 6.1.0-56-amd64; default: the cached one, or
 the newest Debian ships), VM61_CACHE (default ~/.cache/tandem-vm61),
-VM61_MEM (MiB, default 1024), VM61_SMP (default 1), VM61_TIMEOUT.
+VM61_MEM (MiB, default 1024), VM61_SMP (default 1), VM61_TIMEOUT,
+VM61_MACHINE (pc or microvm), VM61_APPEND (kernel parameters), VM61_KEEP=1.
+See tests/vm61/README.md.
 EOF
 	exit 125
 }
@@ -55,7 +57,7 @@ done
 MEM=${VM61_MEM:-1024}
 SMP=${VM61_SMP:-1}
 MACHINE=${VM61_MACHINE:-pc}
-CACHE_ROOT=${VM61_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem-vm61}
+CACHE_ROOT=${VM61_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/tandem-vm61}
 case "$CACHE_ROOT" in /*) ;; *) CACHE_ROOT=$PWD/$CACHE_ROOT ;; esac
 
 # Modules insmod-ed by the initramfs, in dependency order: what it takes to
@@ -75,9 +77,10 @@ apt_update_once() {
 }
 
 ensure_packages() {
-	local p need=()
-	for p in qemu-system-x86 busybox-static kmod cpio xz-utils iproute2; do
-		dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
+	local p st need=() pkgs=(qemu-system-x86 busybox-static kmod cpio xz-utils iproute2)
+	st=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${pkgs[@]}" 2>/dev/null || true)
+	for p in "${pkgs[@]}"; do
+		grep -q "^$p ii" <<<"$st" || need+=("$p")
 	done
 	[ ${#need[@]} -eq 0 ] && return 0
 	[ "$(id -u)" = 0 ] || die "missing packages: ${need[*]} (install them as root)"
@@ -129,6 +132,7 @@ prepare_kernel() {
 	flock 8
 	if [ ! -f "$KDIR/.ready" ]; then
 		local t0=$SECONDS tmp deb pkg
+		rm -rf "$CACHE_ROOT"/.tmp.* # left by an interrupted run (we hold the lock)
 		tmp=$(mktemp -d "$CACHE_ROOT/.tmp.XXXXXX")
 		for pkg in "linux-image-$KVER" "linux-image-$KVER-unsigned" ""; do
 			[ -n "$pkg" ] || { rm -rf "$tmp"; die "cannot apt-get download linux-image-$KVER"; }
@@ -182,36 +186,54 @@ prepare_vmlinux() {
 }
 
 # --------------------------------------------------------------- initramfs
-# Busybox, the two stage scripts, the boot modules and the job.
+# The base initramfs (busybox, the two stage scripts, the modules) is cached
+# next to the kernel, keyed by its inputs; each run appends a small second
+# cpio archive with the job (the kernel unpacks concatenated archives).
 build_initramfs() {
-	local d=$WORK/initramfs line ko opts n=0
-	mkdir -p "$d"/{bin,modules,job,proc,sys,dev,lower,rw,newroot}
-	cp /bin/busybox "$d/bin/busybox"
-	cp "$HERE/init.sh" "$d/init"
-	cp "$HERE/stage2.sh" "$d/stage2.sh"
-	chmod 755 "$d/init"
-	printf '%s\n' "$KVER" >"$d/kver"
-	printf '%s\n' "$KDIR/root/lib/modules/$KVER" >"$d/moddir"
-	# shellcheck disable=SC2086
-	modprobe -d "$KDIR/root" -S "$KVER" -a --show-depends $BOOT_MODS $TEST_MODS >"$WORK/deps" ||
-		die "cannot resolve modules ($BOOT_MODS $TEST_MODS)"
-	: >"$d/modules.list"
-	while read -r line; do
-		[[ $line == insmod\ * ]] || continue
-		line=${line#insmod }
-		ko=${line%% *}
-		opts=
-		[[ $line == *\ * ]] && opts=${line#* }
-		grep -q "/${ko##*/} " "$d/modules.list.paths" 2>/dev/null && continue
-		echo "/${ko##*/} " >>"$d/modules.list.paths"
-		n=$((n + 1))
-		cp "$ko" "$d/modules/"
-		printf '%s %s\n' "${ko##*/}" "$opts" >>"$d/modules.list"
-	done <"$WORK/deps"
-	rm -f "$d/modules.list.paths"
-	[ "$n" -gt 0 ] || die "no boot modules found"
+	local key base d line ko opts n=0
+	local -A seen=()
+	key=$({ printf '%s\n' "$KVER" "$KDIR" "$BOOT_MODS $TEST_MODS"; cat "$HERE/run.sh" "$HERE/init.sh" "$HERE/stage2.sh" /bin/busybox; } | md5sum)
+	base=$KDIR/initramfs-${key%% *}.cpio
+	if [ ! -f "$base" ]; then
+		d=$WORK/base
+		mkdir -p "$d"/{bin,modules,proc,sys,dev,lower,rw,newroot}
+		cp /bin/busybox "$d/bin/busybox"
+		for a in $(/bin/busybox --list); do
+			[ "$a" = busybox ] || ln -s busybox "$d/bin/$a"
+		done
+		cp "$HERE/init.sh" "$d/init"
+		cp "$HERE/stage2.sh" "$d/stage2.sh"
+		chmod 755 "$d/init"
+		printf '%s\n' "$KVER" >"$d/kver"
+		printf '%s\n' "$KDIR/root/lib/modules/$KVER" >"$d/moddir"
+		# shellcheck disable=SC2086
+		modprobe -d "$KDIR/root" -S "$KVER" -a --show-depends $BOOT_MODS $TEST_MODS >"$WORK/deps" ||
+			die "cannot resolve modules ($BOOT_MODS $TEST_MODS)"
+		: >"$d/modules.list"
+		while read -r line; do
+			[[ $line == insmod\ * ]] || continue
+			line=${line#insmod }
+			ko=${line%% *}
+			opts=
+			[[ $line == *\ * ]] && opts=${line#* }
+			[ -z "${seen[$ko]:-}" ] || continue
+			seen[$ko]=1
+			n=$((n + 1))
+			cp "$ko" "$d/modules/"
+			printf '%s %s\n' "${ko##*/}" "$opts" >>"$d/modules.list"
+		done <"$WORK/deps"
+		[ "$n" -gt 0 ] || die "no modules found"
+		(cd "$d" && find . | cpio -o -H newc -R 0:0 --quiet) >"$base.$$" || die "cpio failed"
+		mv "$base.$$" "$base"
+		# Drop stale ones (other inputs), not those that concurrent runs may use.
+		find "$KDIR" -maxdepth 1 -name 'initramfs-*.cpio*' -mmin +120 -delete 2>/dev/null || true
+	fi
+	cat "$base" >"$WORK/initrd.cpio" || die "cannot read $base"
+	d=$WORK/jobroot
+	mkdir -p "$d/job"
 	write_job "$d/job" "$@"
-	(cd "$d" && find . | cpio -o -H newc -R 0:0 --quiet) >"$WORK/initrd.cpio" || die "cpio failed"
+	(cd "$d" && printf '%s\n' job job/job.sh job/rw.list | cpio -o -H newc -R 0:0 --quiet) >>"$WORK/initrd.cpio" ||
+		die "cpio failed"
 }
 
 # job.sh: the caller's environment, TANDEM_VM61=1, cd, exec CMD.
@@ -222,7 +244,7 @@ write_job() {
 		echo '# generated by tests/vm61/run.sh'
 		while read -r name; do
 			case "$name" in
-			PWD | OLDPWD | SHLVL | _ | TMPDIR | MAKEFLAGS | MFLAGS | MAKELEVEL | MAKEOVERRIDES | \
+			PWD | OLDPWD | SHLVL | _ | MAKEFLAGS | MFLAGS | MAKELEVEL | MAKEOVERRIDES | \
 				MAKE_TERMOUT | MAKE_TERMERR | DISPLAY | WAYLAND_DISPLAY | XDG_RUNTIME_DIR | \
 				DBUS_SESSION_BUS_ADDRESS | SSH_AUTH_SOCK | SSH_AGENT_PID | TANDEM_VM61 | BASH_ENV | ENV)
 				continue ;;
@@ -233,6 +255,9 @@ write_job() {
 		echo 'export TANDEM_VM61=1'
 		printf 'cd -- %q || { echo "vm61: cannot cd to %q inside the VM" >&2; exit 125; }\n' "$CWD" "$CWD"
 		printf 'export PWD=%q\n' "$CWD"
+		# $1: the control port; "START" marks the end of the boot.
+		# shellcheck disable=SC2016
+		echo 'read -r _vm61_up _ </proc/uptime; echo "START $_vm61_up" >"$1"; unset _vm61_up'
 		printf 'exec'
 		printf ' %q' "$@"
 		printf '\n'
@@ -258,12 +283,12 @@ prepare_kernel
 prepare_vmlinux
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vm61.XXXXXX")
-qpid= readers=()
+qpid='' readers=()
 cleanup() {
 	local p
 	[ -n "$qpid" ] && kill "$qpid" 2>/dev/null
 	for p in "${readers[@]}"; do kill "$p" 2>/dev/null; done
-	rm -rf "$WORK"
+	if [ "${VM61_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
@@ -271,54 +296,47 @@ trap 'log "terminated"; exit 143' TERM HUP
 
 build_initramfs "$@"
 
-# Guest -> host channels: FIFOs read by us (qemu's pipe chardev writes
+# Guest -> host channels: FIFOs read by us (QEMU's pipe chardev writes
 # NAME.out and reads NAME.in).
 for c in ctl out err; do mkfifo "$WORK/$c.in" "$WORK/$c.out"; done
 cat "$WORK/out.out" &
-readers+=($!)
+outpid=$!
+readers+=("$outpid")
 cat "$WORK/err.out" >&2 &
 readers+=($!)
 
-now_us() { local t=$EPOCHREALTIME; echo $((${t/./} )); }
-T0=$(now_us)
-{
-	# Control channel: timestamps the start of CMD, records its status.
-	while IFS= read -r line; do
-		case "$line" in
-		START*)
-			t=$(now_us)
-			up=${line#START }
-			printf '%s: boot %d.%02ds (QEMU start to CMD start; guest kernel uptime %ss), kernel %s\n' \
-				"$PROG" $(((t - T0) / 1000000)) $(((t - T0) % 1000000 / 10000)) "$up" "$KVER" >&2
-			;;
-		EXIT\ *) printf '%s\n' "${line#EXIT }" >"$WORK/rc" ;;
-		FAIL\ *) log "guest: ${line#FAIL }" ;;
-		esac
-	done <"$WORK/ctl.out"
-} &
-readers+=($!)
-
 # No network device at all (-nodefaults, no -nic/-netdev).
-append="console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init mitigations=off"
+# cryptomgr.notests: skip the crypto self-tests (~0.3 s under TCG).
+append="console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init mitigations=off cryptomgr.notests"
 append+=" tsc=reliable no_timer_check i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
-append+=${VM61_APPEND:+ $VM61_APPEND}
 # Machine: "pc" (i440fx + virtio-pci, default) or "microvm" (virtio-mmio).
 case "$MACHINE" in
 pc)
+	# pci=noacpi: routing PCI interrupts through ACPI's interrupt links costs
+	# ~0.3 s under TCG; the BIOS's PIR table does the same job. ACPI itself
+	# stays: without it there is no HPET to calibrate the TSC against, and
+	# the guest falls back to the coarse jiffies clock.
+	append+=" pci=noacpi"
 	vdev=pci
 	qemu_args=(-M pc)
 	;;
 microvm)
+	# No PIT/HPET/PM timer to calibrate the TSC against: tell the kernel the
+	# TSC rate, which under TCG is the host's own.
+	khz=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo)
+	[ -n "$khz" ] && [ "$khz" -gt 0 ] || die "microvm: cannot read the host's TSC rate"
+	append+=" tsc_early_khz=$khz"
 	vdev=device
-	qemu_args=(-M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,isa-serial=on)
+	qemu_args=(-M microvm,x-option-roms=off,isa-serial=on)
 	;;
 *) die "VM61_MACHINE must be pc or microvm" ;;
 esac
+append+=${VM61_APPEND:+ $VM61_APPEND}
 qemu_args+=(
 	-accel tcg -nodefaults -nographic -no-reboot
 	-m "$MEM" -smp "$SMP"
 	-kernel "$KIMAGE" -initrd "$WORK/initrd.cpio" -append "$append"
-	-serial "file:$WORK/console.log" -monitor none
+	-serial "file:$WORK/console.log" -monitor none -pidfile "$WORK/qemu.pid"
 	-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
 	-device "virtio-9p-$vdev,fsdev=hostroot,mount_tag=hostroot"
 	-device "virtio-serial-$vdev,id=vser0"
@@ -331,42 +349,101 @@ for i in "${!rw_dirs[@]}"; do
 		-device "virtio-9p-$vdev,fsdev=rw$i,mount_tag=rw$i")
 done
 
+now_us() { local t=$EPOCHREALTIME; echo $((10#${t/./})); }
+T0=$(now_us)
+{
+	# Control channel: timestamps the start of CMD, records its status.
+	# Also reports QEMU's CPU time so far: unlike the wall-clock boot time
+	# it hardly depends on what else the machine is doing.
+	# Started before QEMU, like the cats above, so that it has the FIFO open
+	# before QEMU can write (and exit).
+	set +e # must not die before EXIT has been read (QEMU may be gone by then)
+	while IFS= read -r line; do
+		case "$line" in
+		START*)
+			t=$(now_us)
+			cpu=
+			kid=$(cat "$WORK/qemu.pid" 2>/dev/null) && [ -n "$kid" ] &&
+				cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf ", QEMU CPU %.2fs", ($12 + $13) / hz }' \
+					/proc/"$kid"/stat 2>/dev/null || true)
+			printf '%d.%02d\n' $(((t - T0) / 1000000)) $(((t - T0) % 1000000 / 10000)) >"$WORK/boot"
+			printf '%s: boot %d.%02ds (QEMU start to CMD start%s), kernel %s, %s\n' "$PROG" \
+				$(((t - T0) / 1000000)) $(((t - T0) % 1000000 / 10000)) "$cpu" "$KVER" "$MACHINE" >&2
+			;;
+		EXIT\ *) printf '%s\n' "${line#EXIT }" >"$WORK/rc" ;;
+		FAIL\ *) log "guest: ${line#FAIL }" ;;
+		esac
+	done <"$WORK/ctl.out"
+} &
+readers+=($!)
+
 # timeout(1) runs QEMU as its child and kills it (by PID) when time is up.
 timeout -k 5 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$WORK/qemu.log" 2>&1 &
 qpid=$!
+# Wait for QEMU; if our stdout goes away first (run.sh ... | head), stop the
+# VM, as a pipeline would stop CMD with SIGPIPE.
 set +e
-wait "$qpid"
-qrc=$?
+qrc='' stdout_gone=''
+while [ -z "$qrc" ]; do
+	if [ -n "$outpid" ]; then
+		wait -n -p done_pid "$qpid" "$outpid"
+		st=$?
+	else
+		wait "$qpid"
+		st=$?
+		done_pid=$qpid
+	fi
+	if [ "${done_pid:-}" = "$qpid" ]; then
+		qrc=$st
+	elif [ "${done_pid:-}" = "$outpid" ]; then
+		outpid=
+		if [ "$st" != 0 ]; then
+			stdout_gone=1
+			kill "$qpid" 2>/dev/null
+		fi
+	fi
+done
 set -e
 qpid=
 
 # Let the readers drain; unblock any FIFO that QEMU never opened.
 for c in ctl out err; do
-	exec 9<>"$WORK/$c.in"
-	exec 9>&-
 	exec 9<>"$WORK/$c.out"
 	exec 9>&-
 done
 for p in "${readers[@]}"; do wait "$p" 2>/dev/null || true; done
 readers=()
 
+show_console() { # strip the firmware's terminal escapes and CRs
+	sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r//g' "$WORK/console.log" 2>/dev/null
+}
 if [ "$verbose" = 1 ]; then
 	log "---- guest console ----"
-	cat "$WORK/console.log" >&2 2>/dev/null || true
+	show_console >&2 || true
 fi
 if [ -s "$WORK/qemu.log" ]; then
 	sed "s/^/$PROG: qemu: /" "$WORK/qemu.log" >&2
 fi
 
-if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
-	log "TIMEOUT: killed the VM after ${timeout_s}s"
-	exit 124
+if [ -n "$stdout_gone" ]; then
+	log "stdout closed; stopped the VM"
+	exit 141
 fi
 if [ -s "$WORK/rc" ]; then
 	rc=$(cat "$WORK/rc")
 	[[ $rc =~ ^[0-9]+$ ]] || die "bad status from the guest: $rc"
+	[ "$qrc" = 0 ] || log "warning: QEMU exited with $qrc after CMD ended"
 	exit "$rc"
 fi
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+	if [ -s "$WORK/boot" ]; then
+		log "TIMEOUT: CMD still running after ${timeout_s}s (boot took $(cat "$WORK/boot")s); killed the VM"
+	else
+		log "TIMEOUT: the VM did not start CMD within ${timeout_s}s; killed it. Console tail:"
+		show_console | tail -n 20 | sed "s/^/$PROG: console: /" >&2 || true
+	fi
+	exit 124
+fi
 log "the VM stopped without reporting CMD's status (qemu exit $qrc); console tail:"
-tail -n 40 "$WORK/console.log" 2>/dev/null | sed "s/^/$PROG: console: /" >&2 || true
+show_console | tail -n 40 | sed "s/^/$PROG: console: /" >&2 || true
 exit 125

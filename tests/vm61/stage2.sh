@@ -2,19 +2,20 @@
 # tests/vm61/stage2.sh — stage 2 of the vm61 guest, PID 1 inside the host's
 # root (run by /run/vm61/busybox sh). Copied into the initramfs by run.sh.
 #
-# Runs the job (/run/vm61/job.sh, made by
-# run.sh) with its stdout/stderr on two virtio-serial ports, and reports
-# "START <uptime>" and "EXIT <status>" on the control port, then powers off.
+# Runs the job (/run/vm61/job.sh, made by run.sh) with its stdout/stderr on
+# two virtio-serial ports; the job reports "START <uptime>" on the control
+# port, this script "EXIT <status>". Then it reboots (QEMU runs with
+# -no-reboot, so it exits).
 
 BB=/run/vm61/busybox
 { read -r CTL; read -r OUT; read -r ERR; } </run/vm61/ports
-KVER=$(cat /run/vm61/kver)
 
 say() { echo "vm61-stage2: $*" >/dev/console; }
 finish() {
 	echo "EXIT $1" >"$CTL"
-	$BB poweroff -f
+	# QEMU runs with -no-reboot: a reboot ends it, with or without ACPI.
 	$BB reboot -f
+	$BB poweroff -f
 }
 
 DEBUG=
@@ -27,8 +28,6 @@ $BB hostname vm61
 
 $BB ip link set lo up 2>/dev/null || ip link set lo up
 
-read -r up _ </proc/uptime
-echo "START $up" >"$CTL"
-
-$BB env -i /bin/bash --noprofile --norc /run/vm61/job.sh </dev/null >"$OUT" 2>"$ERR"
+# job.sh reports "START <uptime>" on $CTL right before it execs CMD.
+$BB env -i /bin/bash --noprofile --norc /run/vm61/job.sh "$CTL" </dev/null >"$OUT" 2>"$ERR"
 finish $?
