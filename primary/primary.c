@@ -100,6 +100,19 @@ static struct primary *P;
 
 /* ---- helpers (call with lock held unless noted) --------------------------- */
 
+/* Wait on p->cond for at most `wait` nanoseconds (lock held). */
+static void wait_ns(struct primary *p, uint64_t wait)
+{
+	struct timespec ts;
+	uint64_t ns;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ns = (uint64_t)ts.tv_nsec + wait;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+}
+
 static void set_state(struct primary *p, enum pstate s, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -279,7 +292,6 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 	for (;;) {
 		bool room = p->npending < limit && p->staging_bytes <= p->cfg.staging_limit;
 		uint64_t now = now_ns();
-		struct timespec ts;
 
 		if (p->stop || p->peer_lost || p->released)
 			return false;
@@ -295,15 +307,7 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 					 p->cfg.staging_limit);
 			}
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		{
-			uint64_t wait = room ? deadline_ns - now : 20000000ull;
-			wait = MIN(wait, 20000000ull);
-			ts.tv_nsec += (long)wait;
-			ts.tv_sec += ts.tv_nsec / 1000000000L;
-			ts.tv_nsec %= 1000000000L;
-		}
-		pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+		wait_ns(p, MIN(room ? deadline_ns - now : 20000000ull, 20000000ull));
 	}
 	if (p->stretched && !stretch_start) {
 		p->stretched = false;
@@ -490,14 +494,7 @@ static void *ship_main(void *arg)
 			pthread_cond_broadcast(&p->cond);
 			continue;
 		}
-		{
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 10000000L;
-			ts.tv_sec += ts.tv_nsec / 1000000000L;
-			ts.tv_nsec %= 1000000000L;
-			pthread_cond_timedwait(&p->cond, &p->lock, &ts);
-		}
+		wait_ns(p, 10000000ull);
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
@@ -667,14 +664,8 @@ static void *link_main(void *arg)
 				last_log = now_ms();
 			}
 			pthread_mutex_lock(&p->lock);
-			if (!p->stop) {
-				struct timespec ts;
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_nsec += 200000000L;
-				ts.tv_sec += ts.tv_nsec / 1000000000L;
-				ts.tv_nsec %= 1000000000L;
-				pthread_cond_timedwait(&p->cond, &p->lock, &ts);
-			}
+			if (!p->stop)
+				wait_ns(p, 200000000ull);
 			pthread_mutex_unlock(&p->lock);
 			continue;
 		}

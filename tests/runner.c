@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,20 @@ const char *test_write_file(const char *name, const char *text)
 	fputs(text, f);
 	fclose(f);
 	return p;
+}
+
+void test_sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	r = system(cmd);
+	if (r != 0)
+		FAILF("command failed (%d): %s", r, cmd);
 }
 
 const char *test_tandem_bin(void)

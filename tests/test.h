@@ -56,6 +56,9 @@ const char *test_tmpdir(void);
 /* Write text to DIR/name; returns the path (static buffer rotation of 8). */
 const char *test_write_file(const char *name, const char *text);
 
+/* Run a shell command; a non-zero exit status fails the test. */
+void test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Path of the tandem binary under test. */
 const char *test_tandem_bin(void);
 

@@ -35,35 +35,22 @@ static const char *paths_config(const char *policy)
 	return td_config(VM, extra);
 }
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void sh(const char *fmt, ...)
-{
-	char cmd[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	if (system(cmd) != 0)
-		FAILF("command failed: %s", cmd);
-}
 
 static void cut_replication(void)
 {
-	sh("iptables -A INPUT -p tcp --dport %d -j DROP && iptables -A INPUT -p tcp --sport %d -j DROP",
+	test_sh("iptables -A INPUT -p tcp --dport %d -j DROP && iptables -A INPUT -p tcp --sport %d -j DROP",
 	   port(), port());
 }
 
 static void cut_all(void)
 {
 	cut_replication();
-	sh("iptables -A INPUT -p udp -j DROP");
+	test_sh("iptables -A INPUT -p udp -j DROP");
 }
 
 static void restore(void)
 {
-	sh("iptables -F INPUT");
+	test_sh("iptables -F INPUT");
 }
 
 static bool is(const char *role, const char *state)

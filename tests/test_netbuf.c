@@ -50,20 +50,6 @@ static const uint8_t guest_mac[6] = { 0x02, 0x77, 0, 0, 0, 0x02 };
 
 enum { K4 = 1, K6 = 2, KARP = 3 };
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	r = system(cmd);
-	if (r != 0)
-		FAILF("command failed (%d): %s", r, cmd);
-}
 
 /* Output of a command (first 4 KiB). */
 static const char *sh_out(const char *cmd)
@@ -139,24 +125,24 @@ static void topo_setup(struct topo *t)
 	snprintf(t->vif, sizeof(t->vif), "tv%d", (int)getpid());
 	snprintf(g, sizeof(g), "nsenter -t %d -n", (int)t->guest);
 	snprintf(o, sizeof(o), "nsenter -t %d -n", (int)t->observer);
-	sh("ip link set lo up && ip link add br0 type bridge && ip link set br0 up");
-	sh("ip link add %s type veth peer name eth0 netns %d", t->vif, (int)t->guest);
-	sh("ip link add h1 type veth peer name eth0 netns %d", (int)t->observer);
-	sh("ip link set %s master br0 && ip link set %s up && ip link set h1 master br0 "
+	test_sh("ip link set lo up && ip link add br0 type bridge && ip link set br0 up");
+	test_sh("ip link add %s type veth peer name eth0 netns %d", t->vif, (int)t->guest);
+	test_sh("ip link add h1 type veth peer name eth0 netns %d", (int)t->observer);
+	test_sh("ip link set %s master br0 && ip link set %s up && ip link set h1 master br0 "
 	   "&& ip link set h1 up", t->vif, t->vif);
-	sh("echo 0 > /proc/sys/net/ipv6/conf/br0/accept_dad 2>/dev/null; true");
-	sh("%s sh -c 'echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad; "
+	test_sh("echo 0 > /proc/sys/net/ipv6/conf/br0/accept_dad 2>/dev/null; true");
+	test_sh("%s sh -c 'echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad; "
 	   "echo 0 > /proc/sys/net/ipv6/conf/default/router_solicitations'", g);
-	sh("%s sh -c 'echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad'", o);
-	sh("%s ip link set eth0 address 02:77:00:00:00:02", g);
-	sh("%s ip link set eth0 address 02:77:00:00:00:03", o);
-	sh("%s ip addr add 10.77.0.2/24 dev eth0 && %s ip addr add fd77::2/64 dev eth0 nodad "
+	test_sh("%s sh -c 'echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad'", o);
+	test_sh("%s ip link set eth0 address 02:77:00:00:00:02", g);
+	test_sh("%s ip link set eth0 address 02:77:00:00:00:03", o);
+	test_sh("%s ip addr add 10.77.0.2/24 dev eth0 && %s ip addr add fd77::2/64 dev eth0 nodad "
 	   "&& %s ip link set eth0 up && %s ip link set lo up", g, g, g, g);
-	sh("%s ip addr add 10.77.0.3/24 dev eth0 && %s ip addr add fd77::3/64 dev eth0 nodad "
+	test_sh("%s ip addr add 10.77.0.3/24 dev eth0 && %s ip addr add fd77::3/64 dev eth0 nodad "
 	   "&& %s ip link set eth0 up && %s ip link set lo up", o, o, o, o);
 	/* Static neighbours: IP tests need no ARP/ND, the ARP test makes its own. */
-	sh("%s ip neigh replace 10.77.0.3 lladdr 02:77:00:00:00:03 dev eth0 nud permanent", g);
-	sh("%s ip neigh replace fd77::3 lladdr 02:77:00:00:00:03 dev eth0 nud permanent", g);
+	test_sh("%s ip neigh replace 10.77.0.3 lladdr 02:77:00:00:00:03 dev eth0 nud permanent", g);
+	test_sh("%s ip neigh replace fd77::3 lladdr 02:77:00:00:00:03 dev eth0 nud permanent", g);
 
 	t->o4 = socket_in(t->observer, AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
 	ASSERT(bind(t->o4, (struct sockaddr *)&a4, sizeof(a4)) == 0);

@@ -83,20 +83,6 @@ struct evlog {
 	size_t nacks;
 };
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	r = system(cmd);
-	if (r != 0)
-		FAILF("command failed (%d): %s", r, cmd);
-}
 
 static void cleanup(void)
 {
@@ -215,27 +201,27 @@ static bool topo_setup(void)
 	snprintf(T.ho, sizeof(T.ho), "ho%d", pid);
 	atexit(cleanup);
 	for (int i = 0; i < NS_N; i++) {
-		sh("ip netns add %s", T.ns[i]);
+		test_sh("ip netns add %s", T.ns[i]);
 		T.made[i] = true;
 	}
-	sh("ip link add br0 type bridge && ip link set br0 up");
-	sh("ip link add %s type veth peer name eth0 netns %s", T.vifp, T.ns[NS_PRIMARY]);
-	sh("ip link add %s type veth peer name eth0 netns %s", T.vifb, T.ns[NS_BACKUP]);
-	sh("ip link add %s type veth peer name eth0 netns %s", T.ho, T.ns[NS_OBS]);
-	sh("ip link set %s master br0 up && ip link set %s master br0 up && ip link set %s master br0 up",
+	test_sh("ip link add br0 type bridge && ip link set br0 up");
+	test_sh("ip link add %s type veth peer name eth0 netns %s", T.vifp, T.ns[NS_PRIMARY]);
+	test_sh("ip link add %s type veth peer name eth0 netns %s", T.vifb, T.ns[NS_BACKUP]);
+	test_sh("ip link add %s type veth peer name eth0 netns %s", T.ho, T.ns[NS_OBS]);
+	test_sh("ip link set %s master br0 up && ip link set %s master br0 up && ip link set %s master br0 up",
 	   T.vifp, T.vifb, T.ho);
 	for (int i = 0; i < NS_N; i++) {
 		const char *n = T.ns[i];
 
 		/* IPv4 only: no router solicitations or MLD reports in the buffer. */
-		sh("ip netns exec %s sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; "
+		test_sh("ip netns exec %s sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; "
 		   "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'", n);
-		sh("ip -n %s link set lo up && ip -n %s link set eth0 address 02:78:00:00:00:0%d",
+		test_sh("ip -n %s link set lo up && ip -n %s link set eth0 address 02:78:00:00:00:0%d",
 		   n, n, i == NS_OBS ? 3 : 2);
-		sh("ip -n %s addr add 10.78.0.%d/24 dev eth0 && ip -n %s link set eth0 up",
+		test_sh("ip -n %s addr add 10.78.0.%d/24 dev eth0 && ip -n %s link set eth0 up",
 		   n, i == NS_OBS ? 3 : 2, n);
 		if (i != NS_OBS)
-			sh("ip -n %s neigh replace " OBS_IP " lladdr 02:78:00:00:00:03 dev eth0 "
+			test_sh("ip -n %s neigh replace " OBS_IP " lladdr 02:78:00:00:00:03 dev eth0 "
 			   "nud permanent", n);
 	}
 	T.sock = observer_socket();
