@@ -32,10 +32,11 @@ static const struct builtin builtins[] = {
 	  "Hold the warm standby of the VM named in CONFIG: receive and commit\n"
 	  "checkpoints, acknowledge them, and activate the standby when the\n"
 	  "primary is lost." },
-	{ "status", cmd_status, "status [--json] [--watch] [NAME]",
+	{ "status", cmd_status, "status [--json] [--watch] [--run-dir DIR] [NAME]",
 	  "Ask the daemons running on this host (all, or those of VM NAME) for\n"
 	  "their state.  --json prints one JSON object per daemon with stable\n"
-	  "field names; --watch refreshes every second." },
+	  "field names; --watch refreshes every second.  Sockets are looked for\n"
+	  "in /run/tandem, or --run-dir DIR (or TANDEM_RUN_DIR)." },
 	{ "promote", cmd_promote, "promote [--run-dir DIR] NAME",
 	  "Activate the standby of VM NAME on this host now, from its last\n"
 	  "complete checkpoint.  For on-peer-loss = manual, or after a failed\n"

@@ -7,7 +7,8 @@
  *   ckpt    epoch timer; suspend -> close output epoch -> capture into
  *           staging -> resume; the guest's pause is this and nothing else
  *   ship    sends staged checkpoints in order, heartbeats when idle
- *   recv    acks (release output epoch N), heartbeats, peer loss
+ *   link    connects and reconnects; acks (release output epoch N),
+ *           heartbeats, loss of the stream
  *
  * Captured checkpoints wait in `pending` (in epoch order) until acked;
  * at most epochs-in-flight of them, within staging-limit bytes.  When
@@ -65,7 +66,7 @@ struct primary {
 	uv_async_t done_async, release_async;
 	struct status_server *status;
 
-	pthread_t ckpt_thr, ship_thr, recv_thr;
+	pthread_t ckpt_thr, ship_thr, link_thr;
 	bool ship_started, recv_started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -96,7 +97,6 @@ struct primary {
 	uint64_t progress_start_ns;
 };
 
-static struct primary *P;
 
 /* ---- helpers (call with lock held unless noted) --------------------------- */
 
@@ -874,7 +874,6 @@ int cmd_primary(int argc, char **argv)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return EXIT_FAILURE_RUNTIME;
-	P = p;
 	if ((rc = cmd_load_config(argc, argv, "primary", &p->cfg)))
 		return rc;
 	if (fault_init())
@@ -938,7 +937,7 @@ int cmd_primary(int argc, char **argv)
 	set_state(p, P_CONNECTING, "connecting to the backup");
 	pthread_mutex_unlock(&p->lock);
 	p->ship_next = 1;
-	pthread_create(&p->recv_thr, NULL, link_main, p);
+	pthread_create(&p->link_thr, NULL, link_main, p);
 	pthread_create(&p->ship_thr, NULL, ship_main, p);
 	pthread_create(&p->ckpt_thr, NULL, ckpt_main, p);
 
@@ -952,7 +951,7 @@ int cmd_primary(int argc, char **argv)
 	pthread_mutex_unlock(&p->lock);
 	pthread_join(p->ckpt_thr, NULL);
 	pthread_join(p->ship_thr, NULL);
-	pthread_join(p->recv_thr, NULL);
+	pthread_join(p->link_thr, NULL);
 	clean_stop(p);
 	hb_stop(p->hb);
 	if (p->dom.ops->stop_protection)
