@@ -95,7 +95,9 @@ fuzz: deps
 lab:
 	@bash lab/lab.sh baseline
 
+# Boots the lab unless it is up already, then a shell in A's dom0 (HOST=B for B).
 lab-shell:
+	@bash lab/lab.sh ssh A true >/dev/null 2>&1 || bash lab/lab.sh up
 	@bash lab/lab.sh shell $(or $(HOST),A)
 
 clean:
