@@ -20,6 +20,7 @@ PKGS=(
   openssh-client         # control path over mgmt
   iproute2               # netns, bridges, taps
   tar
+  tcpdump                # baseline: watch ARP on the public bridge
   coreutils
 )
 

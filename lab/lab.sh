@@ -22,7 +22,7 @@
 # TANDEM_LAB_RUN (default $TANDEM_LAB_CACHE/run), TANDEM_LAB_NETNS
 # (default tandem-lab), LAB_HOST_MEM_MB (2560), LAB_HOST_CPUS (2),
 # LAB_DOM0_MEM_MB (1024); baseline: LAB_REMUS_INTERVAL_MS (100),
-# LAB_CHECKPOINTS (50), LAB_REMUS_FLAGS (""), LAB_FAILOVER_WAIT_S (180).
+# LAB_CHECKPOINTS (20), LAB_REMUS_FLAGS ("-n -F"), LAB_FAILOVER_WAIT_S (300), LAB_TCP_WAIT_S (120).
 set -euo pipefail
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -111,12 +111,18 @@ cmd_build() {
     date -u +%FT%TZ > "$idir/done"
     log "images built in $(elapsed "$t0") s"
   fi
+  # Drop cache entries of older recipes.
+  local d
+  for d in "$CACHE"/rootfs-* "$CACHE"/image-*; do
+    [ -d "$d" ] || continue
+    [ "$d" = "$rdir" ] || [ "$d" = "$idir" ] || { log "removing stale cache $d"; rm -rf "$d"; }
+  done
   log "images ready: $idir"
 }
 
 # ------------------------------------------------------------- control ----
 SSH_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
-          -o BatchMode=yes -o ConnectTimeout=5 -o ServerAliveInterval=5 -o ServerAliveCountMax=6)
+          -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=5 -o ServerAliveCountMax=6)
 
 lab_ssh() { # host [ssh options --] cmd...
   local h="$1"; shift
@@ -196,6 +202,8 @@ Host *
   LogLevel ERROR
   BatchMode yes
   IdentityFile /root/.ssh/id_ed25519
+  # the cheapest cipher under TCG (AES-NI is emulated; chacha20 is not)
+  Ciphers aes128-gcm@openssh.com,chacha20-poly1305@openssh.com
 EOF
   cat > "$s/network/10-xenbr0.netdev" <<EOF
 [NetDev]
@@ -268,9 +276,9 @@ start_host() {
               -device "virtio-net-pci,netdev=$net,mac=$(host_mac "$h" "$net")")
   done
   xen_args="console=com1 com1=115200 dom0_mem=${DOM0_MEM_MB}M,max:${DOM0_MEM_MB}M noreboot"
-  dom0_args="root=/dev/vda rw console=hvc0 earlyprintk=xen net.ifnames=0 quiet"
+  dom0_args="root=/dev/vda rw console=hvc0 earlyprintk=xen net.ifnames=0"
   in_ns qemu-system-x86_64 -name "lab-$h" -accel tcg \
-    -cpu qemu64,+svm,+npt,+nrip-save,+sse4.1,+sse4.2,+popcnt,+ssse3,+lahf_lm \
+    -cpu qemu64,+svm,+npt,+sse4.1,+sse4.2,+popcnt,+ssse3,+lahf_lm,+aes,+pclmulqdq \
     -smp "$HOST_CPUS" -m "$HOST_MEM_MB" -display none -no-reboot \
     -kernel "$idir/xen" -append "$xen_args" \
     -initrd "$idir/vmlinuz $dom0_args,$idir/initrd.img" \
@@ -358,6 +366,7 @@ stop_pidfile() { # file desc : TERM, poll, then KILL, only our recorded pid
 cmd_down() {
   local h
   stop_pidfile "$RUN/client.pid"
+  stop_pidfile "$RUN/tcpdump.pid"
   for h in A B; do
     if qemu_pid "$h" >/dev/null; then
       log "stopping host $h (QEMU pid $(cat "$RUN/$h.pid"))"
@@ -425,9 +434,11 @@ client_ok_after() { # epoch: client got an answer after that time
 }
 remus_log_has() { lab_ssh A "grep -q -- '$1' /root/remus.log"; }
 
-# Checkpoints taken so far: counted on A from xl -vvv output (see docs/lab.md).
+# Checkpoints taken so far: each checkpoint starts with libxl's debug line
+# "guest has suspended" in A's `xl -vvv -T remus` output (the first one ends
+# the live first copy).
 remus_checkpoints() {
-  lab_ssh A "grep -c 'checkpoint_callback\|Checkpoint' /root/remus.log 2>/dev/null || true" 2>/dev/null | tail -n1
+  lab_ssh A "grep -c 'guest has suspended' /root/remus.log 2>/dev/null || true" 2>/dev/null | tail -n1
 }
 checkpoints_at_least() { local c; c="$(remus_checkpoints)"; [ -n "$c" ] && [ "$c" -ge "$1" ]; }
 b_guest_running() { # g1 exists on B under its own name and is not paused
@@ -436,67 +447,120 @@ b_guest_running() { # g1 exists on B under its own name and is not paused
   [ -n "$line" ] && ! awk '{print $5}' <<<"$line" | grep -q p
 }
 
+# Summarise an `xl -vvv -T remus` log (second-resolution timestamps):
+# first copy duration, epoch length, suspended time per checkpoint (from
+# "guest has suspended" to "Checkpointed save"), dirty pages per checkpoint.
+remus_stats() {
+  tr '\r' '\n' < "$1" | awk '
+    function ts(   t) { t = $1 " " $2; gsub(/[-:]/, " ", t); return mktime(t) }
+    /Saving domain/ && !start { start = ts() }
+    /guest has suspended/ { n++; s = ts(); if (n == 1) first = s; last = s; susp = s; insusp = 1 }
+    /Checkpointed save:/ && insusp { p += ts() - susp; np++; insusp = 0
+      split($0, a, "Checkpointed save: "); split(a[2], b, "/"); pages[np] = b[1] + 0 }
+    END {
+      printf "checkpoints=%d", n
+      if (start && first) printf " first_copy_s=%d", first - start
+      if (n > 1) printf " epoch_s=%.2f", (last - first) / (n - 1)
+      if (np) printf " suspended_s_per_checkpoint=%.2f", p / np
+      if (np) {
+        for (i = 2; i <= np; i++) { v = pages[i]; for (j = i - 1; j >= 1 && pages[j] > v; j--) pages[j + 1] = pages[j]; pages[j + 1] = v }
+        printf " dirty_pages_median=%d dirty_pages_max=%d", pages[int((np + 1) / 2)], pages[np]
+      }
+      printf "\n"
+    }'
+}
+
 cmd_baseline() {
-  local interval="${LAB_REMUS_INTERVAL_MS:-100}" want="${LAB_CHECKPOINTS:-50}"
-  local flags="${LAB_REMUS_FLAGS:-}" fwait="${LAB_FAILOVER_WAIT_S:-180}"
-  local t_start t_kill t_b_run t_tcp cps ok_before
+  local interval="${LAB_REMUS_INTERVAL_MS:-100}" want="${LAB_CHECKPOINTS:-20}"
+  # Debian's libxl has no network buffering ("No support for network
+  # buffering"), and -n needs -F (unsafe mode): see docs/lab.md.
+  local flags="${LAB_REMUS_FLAGS:--n -F}" fwait="${LAB_FAILOVER_WAIT_S:-300}"
+  local t_start t_kill t_b_run t_tcp ok_before stats
   t_start="$(now)"
   cmd_build
   cmd_down
   cmd_up
   cmd_guest_up
 
-  # Continuous request/response from the public network.  A request that is
-  # unanswered for 60 s counts as a dead connection (the client reconnects).
+  # Watch ARP on the public bridge (does the guest announce itself on B?).
+  # (`ip netns exec` execs its command, so $! is the pid of tcpdump/seqcli
+  # themselves; a shell function here would record a subshell's pid.)
+  ip netns exec "$NS" tcpdump -i public -n -e -l -tt arp > "$RUN/arp.log" 2>/dev/null &
+  echo $! > "$RUN/tcpdump.pid"
+
+  # Continuous request/response from the public network.  The client gives
+  # up on a connection only after 900 s without an answer, so whether TCP
+  # survives is decided by TCP, not by the client.
   rm -f "$RUN/client.status" "$RUN/client.log"
-  in_ns "$(image_dir)/seqcli" -i 20 -t 60 -s "$RUN/client.status" "$GUEST_IP" "$GUEST_PORT" \
+  ip netns exec "$NS" "$(image_dir)/seqcli" -i 20 -t 900 -s "$RUN/client.status" "$GUEST_IP" "$GUEST_PORT" \
     > "$RUN/client.log" 2>&1 &
   echo $! > "$RUN/client.pid"
-  wait_for "client: 50 answers" 60 client_ok_at_least 50 || die "client does not get answers"
+  wait_for "client: 20 answers" 120 client_ok_at_least 20 || die "client does not get answers"
 
   # Real two-host Remus: A's xl runs `ssh 10.70.1.12 xl migrate-receive -r` over repl.
-  log "starting: xl -vvv remus -i $interval $flags g1 $(host_ip B repl)"
-  lab_ssh A "nohup xl -vvv remus -i $interval $flags g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid"
+  log "starting on A: xl -vvv -T remus -i $interval $flags g1 $(host_ip B repl)"
+  lab_ssh A "nohup xl -vvv -T remus -i $interval $flags g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid"
   wait_for "B: incoming copy of g1" 300 lab_ssh B "xl list | grep -q g1--incoming" \
     || { lab_ssh A "tail -n 30 /root/remus.log" >&2; die "no incoming domain on B"; }
-  wait_for "remus: $want checkpoints" 900 checkpoints_at_least "$want" \
-    || { lab_ssh A "tail -n 30 /root/remus.log" >&2; die "remus took no $want checkpoints"; }
-  cps="$(remus_checkpoints)"
+  # The first (live) copy of 256 MiB crawls through ssh under TCG: minutes.
+  wait_for "remus: first copy done, $want checkpoints" 2400 checkpoints_at_least "$want" \
+    || { lab_ssh A "tail -c 3000 /root/remus.log" >&2; die "remus took no $want checkpoints"; }
   lab_ssh A "xl list" >&2 || true
   lab_ssh B "xl list" >&2 || true
-  lab_ssh A "cp /root/remus.log /root/remus-before-kill.log" || true
-  in_ns scp -q -i "$RUN/id_lab" "${SSH_OPTS[@]}" "root@$(host_ip A mgmt):/root/remus.log" "$RUN/remus-A.log" || true
+  cmd_copy_out A /root/remus.log "$RUN/remus-A.log" || true
+  stats="$(remus_stats "$RUN/remus-A.log")"
   ok_before="$(client_status ok)"
 
   t_kill="$(now)"
   cmd_kill_host A
+  # (answers counted as "after the kill" must arrive 2 s or more after it,
+  # so that nothing A sent just before it died is counted)
   if wait_for "B: g1 running after failover" "$fwait" b_guest_running; then
     t_b_run="$(now)"
   else
     t_b_run=""
   fi
-  if wait_for "client: answer after the kill" "$fwait" client_ok_after "$t_kill"; then
+  # The client's connection survived if an answer arrives on it.  Without
+  # network buffering it may hang instead (no reset, no answer): then make
+  # the client reconnect, which shows in HELLO whether the guest on B lost
+  # answers the client had already seen (a rollback).
+  local t_re="" tcp
+  if wait_for "client: answer after the kill on the same connection" "${LAB_TCP_WAIT_S:-120}" client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')"; then
     t_tcp="$(now)"
   else
     t_tcp=""
   fi
-  # Let the client run on for a few more answers so repeats/rollbacks show.
-  [ -n "$t_tcp" ] && wait_for "client: 50 more answers" 60 client_ok_at_least $(( $(client_status ok) + 50 )) || true
+  if [ -n "$t_tcp" ] && [ "$(client_status conns)" = 1 ] && [ "$(client_status resets)" = 0 ]; then
+    tcp=yes
+    wait_for "client: 20 more answers" 120 client_ok_at_least $(( $(client_status ok) + 20 )) || true
+  else
+    if [ "$(client_status connected)" = 1 ] && [ -z "$t_tcp" ]; then tcp=no-hung; else tcp=no-reset; fi
+    local t_force
+    t_force="$(now)"
+    kill -USR1 "$(cat "$RUN/client.pid")" 2>/dev/null || true
+    if wait_for "client: answer on a new connection" 120 client_ok_after "$t_force"; then
+      t_re="$(now)"
+      [ -z "$t_tcp" ] && t_tcp="$t_re"
+    fi
+  fi
   stop_pidfile "$RUN/client.pid"
+  stop_pidfile "$RUN/tcpdump.pid"
   lab_ssh B "xl list; ls /var/log/xen; tail -n 20 /var/log/xen/xl-g1*.log" > "$RUN/B-after.log" 2>&1 || true
 
-  local conns resets gaps repeats rollbacks reboots stall tcp
+  local conns resets gaps repeats rollbacks reboots stall garp
   conns="$(client_status conns)"; resets="$(client_status resets)"
   gaps="$(client_status gaps)"; repeats="$(client_status repeats)"
   rollbacks="$(client_status rollbacks)"; reboots="$(client_status reboots)"
   stall="$(client_status max_stall_ms)"
-  if [ -n "$t_tcp" ] && [ "$conns" = 1 ] && [ "$resets" = 0 ]; then tcp=yes; else tcp=no; fi
-  echo "lab baseline: checkpoints=$cps interval_ms=$interval remus_flags='${flags}' boot_s=$(cat "$RUN/boot_seconds") guest_create_s=$(cat "$RUN/guest_seconds")"
-  echo "lab baseline: failover_s=$( [ -n "$t_b_run" ] && awk -v a="$t_kill" -v b="$t_b_run" 'BEGIN{printf "%.1f", b-a}' || echo never) guest_on_B=$( [ -n "$t_b_run" ] && echo running || echo no)"
-  echo "lab baseline: tcp_survived=$tcp client_resumed_s=$( [ -n "$t_tcp" ] && awk -v a="$t_kill" -v b="$t_tcp" 'BEGIN{printf "%.1f", b-a}' || echo never) max_stall_ms=$stall answers_before_kill=$ok_before answers_total=$(client_status ok)"
-  echo "lab baseline: client conns=$conns resets=$resets gaps=$gaps repeats=$repeats rollbacks=$rollbacks reboots=$reboots"
+  # An ARP from the guest's MAC about its own address, after the kill.
+  garp="$(awk -v t="$t_kill" '$1 > t && $2 == "00:16:3e:70:00:64" && /tell 10.70.0.100|Reply 10.70.0.100/ {n++} END {print (n ? "yes" : "no")}' "$RUN/arp.log")"
+  echo "lab baseline: $stats interval_ms=$interval remus_flags='$flags'"
+  echo "lab baseline: boot_s=$(cat "$RUN/boot_seconds") guest_create_s=$(cat "$RUN/guest_seconds")"
+  echo "lab baseline: failover_s=$( [ -n "$t_b_run" ] && awk -v a="$t_kill" -v b="$t_b_run" 'BEGIN{printf "%.1f", b-a}' || echo never) guest_on_B=$( [ -n "$t_b_run" ] && echo running || echo no) guest_arp_after_kill=$garp"
+  echo "lab baseline: tcp_survived=$tcp client_answered_after_kill_s=$( [ -n "$t_tcp" ] && awk -v a="$t_kill" -v b="$t_tcp" 'BEGIN{printf "%.1f", b-a}' || echo never) reconnected=$( [ -n "$t_re" ] && echo yes || echo no) max_stall_ms=$stall answers_before_kill=$ok_before answers_total=$(client_status ok)"
+  echo "lab baseline: client conns=$conns resets=$resets forced_reconnects=$(client_status forced) gaps=$gaps repeats=$repeats rollbacks=$rollbacks answers_lost=$(awk -F'lost=' '/event=rollback/ {n += $2} END {print n + 0}' "$RUN/client.log") reboots=$reboots"
   echo "lab baseline: total_s=$(elapsed "$t_start")"
-  log "logs: $RUN/client.log $RUN/remus-A.log $RUN/B-after.log"
+  log "logs: $RUN/client.log $RUN/remus-A.log $RUN/arp.log $RUN/B-after.log"
 }
 
 # ----------------------------------------------------------------- main ----

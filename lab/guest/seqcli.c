@@ -11,6 +11,8 @@
  *   -s FILE  rewrite FILE (atomically) every 200 ms with key=value status
  *   -n SID   session id (default: derived from pid and time)
  *   -1       connect, do one request/response, exit 0 on success (a probe)
+ * SIGUSR1 makes it drop the connection and reconnect (HELLO compares the
+ * server's count with its own, which shows a rollback across a failover).
  * Events go to stdout, one line each, prefixed with the wall-clock time.
  * On exit it prints one summary line "seqcli: summary key=value ...".
  */
@@ -33,10 +35,10 @@
 
 #include "seqproto.h"
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, reconnect_req;
 
 static struct {
-	uint64_t ok, resets, timeouts, gaps, repeats, rollbacks, reboots, conns, errors;
+	uint64_t ok, resets, timeouts, gaps, repeats, rollbacks, reboots, conns, errors, forced;
 	uint64_t last_count;    /* responses the client has seen in its session */
 	uint64_t boot;          /* server boot id last seen (0 = none) */
 	double start, last_ok, max_stall, max_stall_at, first_ok;
@@ -79,13 +81,13 @@ static void write_status(void)
 		return;
 	fprintf(f, "now=%.3f ok=%llu connected=%d conns=%llu resets=%llu timeouts=%llu gaps=%llu "
 		"repeats=%llu rollbacks=%llu reboots=%llu errors=%llu last_count=%llu boot=%llu "
-		"last_ok=%.3f last_ok_age_ms=%.0f max_stall_ms=%.0f max_stall_end=%.3f\n",
+		"forced=%llu last_ok=%.3f last_ok_age_ms=%.0f max_stall_ms=%.0f max_stall_end=%.3f\n",
 		t, (unsigned long long)st.ok, st.connected, (unsigned long long)st.conns,
 		(unsigned long long)st.resets, (unsigned long long)st.timeouts,
 		(unsigned long long)st.gaps, (unsigned long long)st.repeats,
 		(unsigned long long)st.rollbacks, (unsigned long long)st.reboots,
 		(unsigned long long)st.errors, (unsigned long long)st.last_count,
-		(unsigned long long)st.boot, st.last_ok,
+		(unsigned long long)st.boot, (unsigned long long)st.forced, st.last_ok,
 		st.last_ok > 0 ? (t - st.last_ok) * 1000 : -1.0, st.max_stall * 1000,
 		st.max_stall_at);
 	fclose(f);
@@ -94,8 +96,10 @@ static void write_status(void)
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stop = 1;
+	if (sig == SIGUSR1)
+		reconnect_req = 1;
+	else
+		stop = 1;
 }
 
 /* Connect with a timeout; returns fd or -1. */
@@ -157,7 +161,7 @@ static int read_line(int fd, char *buf, size_t *len, char *line, double deadline
 		p.fd = fd;
 		p.events = POLLIN;
 		pr = poll(&p, 1, left > 0.2 ? 200 : (int)(left * 1000) + 1);
-		if (stop)
+		if (stop || reconnect_req)
 			return -1;
 		if (pr < 0 && errno == EINTR)
 			continue;
@@ -219,13 +223,14 @@ static void got_ok(void)
 static void summary(void)
 {
 	printf("seqcli: summary ok=%llu conns=%llu resets=%llu timeouts=%llu gaps=%llu repeats=%llu "
-	       "rollbacks=%llu reboots=%llu errors=%llu max_stall_ms=%.0f max_stall_end=%.3f "
+	       "rollbacks=%llu reboots=%llu errors=%llu forced=%llu max_stall_ms=%.0f max_stall_end=%.3f "
 	       "duration_s=%.1f\n",
 	       (unsigned long long)st.ok, (unsigned long long)st.conns,
 	       (unsigned long long)st.resets, (unsigned long long)st.timeouts,
 	       (unsigned long long)st.gaps, (unsigned long long)st.repeats,
 	       (unsigned long long)st.rollbacks, (unsigned long long)st.reboots,
-	       (unsigned long long)st.errors, st.max_stall * 1000, st.max_stall_at,
+	       (unsigned long long)st.errors, (unsigned long long)st.forced, st.max_stall * 1000,
+	       st.max_stall_at,
 	       now() - st.start);
 	fflush(stdout);
 }
@@ -263,6 +268,7 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_signal;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	st.start = now();
 	if (!sid)
@@ -333,6 +339,12 @@ int main(int argc, char **argv)
 			if (r != 1) {
 				if (stop)
 					break;
+				if (reconnect_req) {
+					reconnect_req = 0;
+					st.forced++;
+					event("event=forced_reconnect");
+					break;
+				}
 				if (r == 0) {
 					st.timeouts++;
 					event("event=timeout waited_s=%.0f", stall_timeout);
