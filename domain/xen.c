@@ -54,7 +54,7 @@
 #include "domain.h"
 #include "xenstream.h"
 
-#define SUSPEND_TIMEOUT_MS 2000
+#define SUSPEND_TIMEOUT_MS 10000	/* a guest under QEMU TCG can take seconds */
 #define COMMIT_TIMEOUT_MS 60000
 
 enum xphase { XP_IDLE, XP_PRECOPY, XP_WANT_SUSPEND, XP_SUSPENDED, XP_CAPTURED, XP_RUNNING,
@@ -99,6 +99,8 @@ struct xen {
 };
 
 static struct xen *X(struct domain *d) { return d->priv; }
+
+static bool is_suspended(struct xen *x);
 
 static const char *guest_name(const struct domain *d)
 {
@@ -162,6 +164,11 @@ static int xen_open(struct domain *d)
 			  "(type = \"pvh\" in its xl config) or HVM", x->name);
 		return -ENOTSUP;
 	}
+	if (is_suspended(x)) {
+		log_warn("guest '%s' was left suspended (by an earlier run?): resuming it", x->name);
+		if (xc_domain_resume(x->xch, x->domid, 1))
+			log_error("cannot resume domain %u: %s", x->domid, strerror(errno));
+	}
 	log_info("guest '%s' is domain %u (%s, %lu MiB)", x->name, x->domid,
 		 info.hap ? "HVM container with HAP" : "HVM container",
 		 info.max_memkb / 1024);
@@ -200,12 +207,20 @@ static void xen_close(struct domain *d)
 
 /* ---- primary: suspend, the save thread and its callbacks ----------------- */
 
+/* True when the domain sits in the suspended state (xl list: ---ss-). */
+static bool is_suspended(struct xen *x)
+{
+	xc_dominfo_t info;
+
+	return xc_domain_getinfo(x->xch, x->domid, 1, &info) == 1 && info.domid == x->domid &&
+	       info.shutdown && info.shutdown_reason == SHUTDOWN_suspend;
+}
+
 /* Ask the guest to suspend through xenstore and wait until it has. */
 static int suspend_guest(struct xen *x)
 {
 	char path[128];
 	uint64_t end = now_ms() + SUSPEND_TIMEOUT_MS;
-	xc_dominfo_t info;
 
 	snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
 	if (!xs_write(x->xsh, XBT_NULL, path, "suspend", 7)) {
@@ -213,15 +228,18 @@ static int suspend_guest(struct xen *x)
 		return -EIO;
 	}
 	for (;;) {
-		if (xc_domain_getinfo(x->xch, x->domid, 1, &info) == 1 && info.domid == x->domid &&
-		    info.shutdown && info.shutdown_reason == SHUTDOWN_suspend)
+		if (is_suspended(x))
 			return 0;
 		if (now_ms() > end)
 			break;
 		usleep(100);
 	}
-	/* Withdraw the request; the guest keeps running. */
+	/* Withdraw the request.  The guest may have taken it late: never leave
+	 * it suspended. */
 	xs_write(x->xsh, XBT_NULL, path, "", 0);
+	usleep(200000);
+	if (is_suspended(x) && xc_domain_resume(x->xch, x->domid, 1))
+		log_error("cannot resume domain %u after a late suspend: %s", x->domid, strerror(errno));
 	log_error("guest '%s' did not answer the suspend request within %d ms: left running, "
 		  "checkpoint abandoned", x->name, SUSPEND_TIMEOUT_MS);
 	return -ETIMEDOUT;
@@ -275,6 +293,19 @@ static int cb_postcopy(void *data)
 	return rc == 0;
 }
 
+/*
+ * libxenguest asks every HVM-container guest to switch the device model's
+ * dirty logging.  A PVH guest has no device model: nothing to do.  (An
+ * HVM guest's QEMU would need this, and its device state each checkpoint.)
+ */
+static int cb_qemu_logdirty(uint32_t domid, unsigned enable, void *data)
+{
+	(void)domid;
+	(void)enable;
+	(void)data;
+	return 0;
+}
+
 static int cb_checkpoint(void *data)
 {
 	struct xen *x = data;
@@ -294,6 +325,7 @@ static void *save_main(void *arg)
 		.suspend = cb_suspend,
 		.postcopy = cb_postcopy,
 		.checkpoint = cb_checkpoint,
+		.switch_qemu_logdirty = cb_qemu_logdirty,
 		.data = x,
 	};
 	int rc;
@@ -539,12 +571,15 @@ static void xen_stop_protection(struct domain *d)
 	pthread_join(x->save_thr, NULL);	/* log-dirty is off when it returns */
 	pthread_join(x->drain_thr, NULL);
 	x->save_started = false;
-	/* A suspend request that was never answered must not linger. */
+	/* A suspend request that was never answered must not linger, and the
+	 * guest must not be left suspended. */
 	{
 		char path[128];
 		snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
 		xs_write(x->xsh, XBT_NULL, path, "", 0);
 	}
+	if (is_suspended(x) && xc_domain_resume(x->xch, x->domid, 1))
+		log_error("cannot resume domain %u: %s", x->domid, strerror(errno));
 	log_info("guest '%s' left running; log-dirty mode off", x->name);
 }
 
