@@ -139,12 +139,22 @@ static uint64_t expected_guest_pages(const struct backup *b)
 	return b->cfg.domain == DOMAIN_MEMDOM ? b->cfg.memory / CKPT_PAGE_SIZE : 0;
 }
 
+/* Acknowledge checkpoint `epoch` (0: a round of the initial copy). */
+static void send_ack(struct backup *b, uint64_t epoch, uint64_t commit_us)
+{
+	uint8_t buf[ACK_LEN];
+	struct wire_ack ack = { epoch, commit_us };
+
+	wire_put_ack(buf, &ack);
+	if (channel_send(b->ch, REC_ACK, buf, ACK_LEN) == 0)
+		b->last_sent_ns = now_ns();
+}
+
 static enum rx_result commit_and_ack(struct backup *b)
 {
 	struct ckpt *c = b->rx;
 	uint64_t t0 = now_ns();
-	uint8_t buf[ACK_LEN], hash[32];
-	struct wire_ack ack;
+	uint8_t hash[32];
 	bool initial = c->flags & CKPT_F_INITIAL;
 	int rc;
 
@@ -186,11 +196,7 @@ static enum rx_result commit_and_ack(struct backup *b)
 		log_warn("fault point 'drop-ack' fired: not acknowledging checkpoint %" PRIu64, c->epoch);
 		return RX_COMMITTED;
 	}
-	ack.epoch = initial ? 0 : c->epoch;
-	ack.commit_us = b->last_commit_us;
-	wire_put_ack(buf, &ack);
-	if (channel_send(b->ch, REC_ACK, buf, ACK_LEN) == 0)
-		b->last_sent_ns = now_ns();
+	send_ack(b, initial ? 0 : c->epoch, b->last_commit_us);
 	return RX_COMMITTED;
 }
 
@@ -310,10 +316,7 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 				   e.npages, b->rx_records, e.nrecords);
 		b->rx_open = false;
 		if (b->rx_skip) {
-			uint8_t buf[ACK_LEN];
-			struct wire_ack ack = { e.epoch, 0 };
-			wire_put_ack(buf, &ack);
-			channel_send(b->ch, REC_ACK, buf, ACK_LEN);
+			send_ack(b, e.epoch, 0);
 			return RX_OK;
 		}
 		c->has_digest = memcmp(e.digest, zero, 32) != 0;
