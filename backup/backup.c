@@ -166,6 +166,13 @@ static enum rx_result commit_and_ack(struct backup *b)
 		b->standby_ready = true;
 	}
 	fault_kill("backup-mid-commit");
+	if (fault_hit("slow-commit")) {
+		/* Fault point: a standby that applies slowly (libxl under TCG): the
+		 * net thread stops reading; heartbeats go on from the loop. */
+		log_warn("fault point 'slow-commit' fired: stalling %" PRIu64 " ms before a commit",
+			 3 * b->cfg.timeout_ms);
+		usleep((useconds_t)(3 * b->cfg.timeout_ms * 1000));
+	}
 	rc = b->dom.ops->commit(&b->dom, c);
 	if (rc) {
 		log_error("cannot commit checkpoint %" PRIu64 ": %s; the standby keeps checkpoint %"

@@ -32,6 +32,8 @@ struct channel {
 	pthread_mutex_t tx_lock;
 	uint64_t bytes_sent, bytes_received;
 	uint64_t stall_ms;		/* longest wait for the rest of a started frame */
+	bool (*peer_alive)(void *);	/* asked when a send times out */
+	void *peer_alive_arg;
 	char err[256];
 };
 
@@ -275,6 +277,12 @@ void channel_free(struct channel *c)
 
 int channel_fd(const struct channel *c) { return c->fd; }
 void channel_set_stall_timeout(struct channel *c, uint64_t ms) { c->stall_ms = ms; }
+
+void channel_set_peer_alive(struct channel *c, bool (*alive)(void *), void *arg)
+{
+	c->peer_alive = alive;
+	c->peer_alive_arg = arg;
+}
 const struct wire_hello *channel_peer(const struct channel *c) { return &c->peer; }
 const char *channel_error(const struct channel *c) { return c->err; }
 uint64_t channel_bytes_sent(const struct channel *c) { return c->bytes_sent; }
@@ -294,13 +302,21 @@ static void seq_iv(uint64_t seq, uint8_t iv[12])
 	put_be64(iv + 4, seq);
 }
 
-/* writev() the whole vector, advancing through partial writes. */
-static int writev_full(int fd, struct iovec *iov, int n)
+/*
+ * writev() the whole vector, advancing through partial writes.  A send that
+ * times out (SO_SNDTIMEO) is a dead peer unless peer_alive() says the peer is
+ * still heard from: then it is only slow to read (a standby applying a large
+ * round), and the send goes on.
+ */
+static int writev_full(struct channel *c, struct iovec *iov, int n)
 {
 	while (n > 0) {
-		ssize_t r = writev(fd, iov, MIN(n, 1024));
+		ssize_t r = writev(c->fd, iov, MIN(n, 1024));
 		if (r < 0) {
 			if (errno == EINTR)
+				continue;
+			if ((errno == EAGAIN || errno == EWOULDBLOCK) && c->peer_alive &&
+			    c->peer_alive(c->peer_alive_arg))
 				continue;
 			return -errno;
 		}
@@ -393,11 +409,11 @@ int channel_sendv(struct channel *c, uint32_t type, const struct iovec *iov, int
 		memcpy(copy, out, sizeof(copy[0]) * (size_t)n);
 		log_warn("fault point 'duplicate-frame' fired: sending a %s frame twice",
 			 wire_type_name(type));
-		rc = writev_full(c->fd, copy, n);
+		rc = writev_full(c, copy, n);
 		if (rc)
 			goto out;
 	}
-	rc = writev_full(c->fd, out, n);
+	rc = writev_full(c, out, n);
 	if (!rc)
 		c->bytes_sent += sizeof(hdr) + len + padlen + sizeof(tag);
 out:
@@ -416,7 +432,9 @@ int channel_send(struct channel *c, uint32_t type, const void *payload, uint32_t
  * Read len bytes of a frame.  The socket's receive timeout wakes the caller
  * while the link is idle; once a frame has started (`started`, or some of
  * these bytes arrived) a timeout no longer returns early: the rest is
- * waited for, up to stall_ms, so a frame is never split between calls.
+ * waited for, so a frame is never split between calls, and the link counts
+ * as stalled only after stall_ms without a byte (a large frame on a slow
+ * link may take longer than that as a whole).
  */
 static int read_frame(struct channel *c, uint8_t *buf, size_t len, bool started)
 {
@@ -427,6 +445,7 @@ static int read_frame(struct channel *c, uint8_t *buf, size_t len, bool started)
 		ssize_t r = read(c->fd, buf + got, len - got);
 		if (r > 0) {
 			got += (size_t)r;
+			deadline = 0;
 			continue;
 		}
 		if (r == 0)

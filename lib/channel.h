@@ -75,6 +75,9 @@ int channel_fd(const struct channel *c);
 /* Longest wait for the rest of a frame that has started to arrive
  * (default 10 s); past it channel_recv returns -ETIMEDOUT. */
 void channel_set_stall_timeout(struct channel *c, uint64_t ms);
+/* A send blocked past the socket's send timeout goes on while alive(arg)
+ * returns true (the peer is heard from, it only reads slowly). */
+void channel_set_peer_alive(struct channel *c, bool (*alive)(void *), void *arg);
 
 /* The peer's hello. */
 const struct wire_hello *channel_peer(const struct channel *c);

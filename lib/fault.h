@@ -8,7 +8,8 @@
  *
  * Points: before-capture, mid-capture, mid-ship, after-ship-before-ack,
  * drop-ack, duplicate-frame, backup-mid-commit, backup-before-ack,
- * primary-exit-after-release.
+ * primary-exit-after-release, slow-commit (the backup stalls 3 timeouts
+ * before a commit, still sending heartbeats).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

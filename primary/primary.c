@@ -92,6 +92,7 @@ struct primary {
 	uint64_t last_pause_us, last_dirty, bytes_shipped;
 	uint64_t last_heard_ns, last_sent_ns, hb_seq;
 	uint64_t epoch_times[HZ_WINDOW];
+	uint64_t pause_us[HZ_WINDOW];	/* pauses of the same checkpoints */
 	unsigned nepoch_times;
 	struct domain_progress progress;
 	uint64_t progress_start_ns;
@@ -140,6 +141,26 @@ static double achieved_hz(const struct primary *p)
 	if (now_ns() - newest > 2 * 1000000000ull)
 		return 0;
 	return (double)(n - 1) * 1e9 / (double)(newest - oldest);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Median pause of the last HZ_WINDOW checkpoints, in ms (0 before the first). */
+static double pause_median_ms(const struct primary *p)
+{
+	uint64_t v[HZ_WINDOW];
+	unsigned n = MIN(p->nepoch_times, HZ_WINDOW);
+
+	if (!n)
+		return 0;
+	memcpy(v, p->pause_us, sizeof(v));
+	qsort(v, n, sizeof(v[0]), cmp_u64);
+	return (double)v[n / 2] / 1000.0;
 }
 
 /*
@@ -370,6 +391,7 @@ resume:
 	pthread_mutex_lock(&p->lock);
 	p->last_pause_us = (t3 - t0) / 1000;
 	p->last_dirty = c->npages;
+	p->pause_us[p->nepoch_times % HZ_WINDOW] = p->last_pause_us;
 	p->epoch_times[p->nepoch_times++ % HZ_WINDOW] = t3;
 	pthread_mutex_unlock(&p->lock);
 	log_debug("checkpoint %" PRIu64 ": %" PRIu64 " pages, pause %.2f ms (suspend %.2f, "
@@ -537,6 +559,21 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* The backup is heard from (records within the timeout): a send that timed
+ * out only met a backup that reads slowly, e.g. while libxl applies a
+ * large round of the initial copy under an emulated CPU. */
+static bool backup_heard(void *arg)
+{
+	struct primary *p = arg;
+	bool alive;
+
+	pthread_mutex_lock(&p->lock);
+	alive = !p->stop && !p->peer_lost &&
+		now_ns() - p->last_heard_ns <= p->cfg.timeout_ms * 1000000ull;
+	pthread_mutex_unlock(&p->lock);
+	return alive;
+}
+
 /* One connection attempt with handshake.  Returns 0, a retryable -errno,
  * or a fatal one (the peer refused us: wrong VM, config, version or key). */
 static int connect_once(struct primary *p, struct channel **out, char *err, size_t errlen)
@@ -558,6 +595,7 @@ static int connect_once(struct primary *p, struct channel **out, char *err, size
 	net_tune(fd, 100);	/* recv wakes every 100 ms to check the timeout */
 	net_send_timeout(fd, p->cfg.timeout_ms);
 	channel_set_stall_timeout(*out, p->cfg.timeout_ms);
+	channel_set_peer_alive(*out, backup_heard, p);
 	return 0;
 }
 
@@ -721,7 +759,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "{\"role\":\"primary\",\"state\":\"%s\",\"detail\":\"%s\",\"vm\":\"%s\","
 			 "\"domain\":\"%s\",\"synthetic\":%s,\"guest\":\"%s\",\"peer\":\"%s\","
 			 "\"epoch\":%" PRIu64 ",\"last_acked_epoch\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ","
-			 "\"achieved_hz\":%.1f,\"last_pause_ms\":%.3f,\"dirty_pages\":%" PRIu64 ","
+			 "\"achieved_hz\":%.1f,\"last_pause_ms\":%.3f,\"pause_ms_p50\":%.3f,\"dirty_pages\":%" PRIu64 ","
 			 "\"bytes_shipped\":%" PRIu64 ",\"epochs_in_flight\":%u,\"lag_ms\":%.1f,"
 			 "\"stretched\":%s,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
@@ -730,7 +768,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 pstate_names[p->state], p->detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
-			 p->last_dirty, p->bytes_shipped, p->npending, lag_ms,
+			 pause_median_ms(p), p->last_dirty, p->bytes_shipped, p->npending, lag_ms,
 			 p->stretched ? "true" : "false", p->nb.ops->name,
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
@@ -743,7 +781,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "  guest:     %s%s\n"
 			 "  backup:    %s\n"
 			 "  epoch %" PRIu64 ", last acked %" PRIu64 ", %u in flight, lag %.1f ms%s\n"
-			 "  interval %" PRIu64 " ms, achieved %.1f Hz, last pause %.3f ms, %" PRIu64 " dirty pages\n"
+			 "  interval %" PRIu64 " ms, achieved %.1f Hz, pause %.3f ms (median %.3f), %" PRIu64 " dirty pages\n"
 			 "  shipped %.1f MiB; output buffering: %s (held %" PRIu64 ", released %" PRIu64
 			 ", dropped %" PRIu64 " packets)\n",
 			 p->cfg.name, pstate_names[p->state],
@@ -751,8 +789,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 guest, p->cfg.domain == DOMAIN_MEMDOM ? " [synthetic test guest]" : "", peer,
 			 p->epoch, p->last_acked, p->npending, lag_ms,
 			 p->stretched ? " (epoch stretched: the link cannot keep up)" : "",
-			 p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0, p->last_dirty,
-			 (double)p->bytes_shipped / 1048576.0, p->nb.ops->name,
+			 p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0, pause_median_ms(p),
+			 p->last_dirty, (double)p->bytes_shipped / 1048576.0, p->nb.ops->name,
 			 nc.held_packets, nc.released_packets, nc.dropped_packets);
 		if (strlen(buf) + 1 < len)
 			snprintf(buf + strlen(buf), len - strlen(buf), "%s", paths);

@@ -133,6 +133,90 @@ static void exchange(bool encrypt)
 int test_channel_exchange_auth(void) { exchange(false); return TEST_OK; }
 int test_channel_exchange_encrypt(void) { exchange(true); return TEST_OK; }
 
+struct trickle {
+	int fd;
+	const uint8_t *buf;
+	size_t len, chunks;
+	unsigned gap_ms;
+};
+
+/* Write buf in `chunks` pieces (of the len), gap_ms apart. */
+static void *trickle_thread(void *arg)
+{
+	struct trickle *t = arg;
+	size_t step = (t->len + t->chunks - 1) / t->chunks;
+
+	for (size_t off = 0; off < t->len; off += step) {
+		if (off)
+			usleep(t->gap_ms * 1000);
+		(void)write_full(t->fd, t->buf + off, MIN(step, t->len - off));
+	}
+	return NULL;
+}
+
+/*
+ * The stall timeout is about progress: a frame that trickles in over far
+ * longer than the timeout, a byte now and then, is received; a frame that
+ * stops half-way fails after the timeout.
+ */
+int test_channel_slow_frame(void)
+{
+	static uint8_t frame[140000], payload[64 * 1024];
+	struct side a, b;
+	struct channel_rec rec;
+	struct timeval tv = { .tv_usec = 20000 };
+	struct trickle t;
+	pthread_t th;
+	ssize_t n;
+	size_t len = 0;
+	uint64_t t0;
+	int sv[2];
+
+	params(&a.p, ROLE_PRIMARY, "vm1", 1);
+	params(&b.p, ROLE_BACKUP, "vm1", 1);
+	pair(&a, &b);
+	if (a.rc || b.rc)
+		FAILF("handshake: %s / %s", a.err, b.err);
+	for (size_t i = 16; i < sizeof(payload); i++)
+		payload[i] = (uint8_t)i;
+	put_be32(payload + 12, sizeof(payload) - 16);	/* a valid blob record */
+	/* two frames; take their bytes off the wire; b reads from a new socket */
+	ASSERT_EQ(channel_send(a.ch, REC_CKPT_BLOB, payload, sizeof(payload)), 0);
+	ASSERT_EQ(channel_send(a.ch, REC_CKPT_BLOB, payload, sizeof(payload)), 0);
+	while (len < sizeof(frame) && (n = read(b.fd, frame + len, sizeof(frame) - len)) > 0) {
+		len += (size_t)n;
+		struct pollfd pf = { b.fd, POLLIN, 0 };
+		if (poll(&pf, 1, 100) != 1)
+			break;
+	}
+	ASSERT(len > 2 * sizeof(payload) && len % 2 == 0);
+	len /= 2;	/* one frame */
+	ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ASSERT(dup2(sv[1], b.fd) == b.fd);
+	channel_set_stall_timeout(b.ch, 200);
+
+	/* 10 pieces 100 ms apart: 900 ms in all, never 200 ms without a byte */
+	t = (struct trickle){ sv[0], frame, len, 10, 100 };
+	pthread_create(&th, NULL, trickle_thread, &t);
+	ASSERT_EQ(channel_recv(b.ch, &rec), 0);
+	pthread_join(th, NULL);
+	ASSERT_EQ(rec.type, REC_CKPT_BLOB);
+	ASSERT_EQ(rec.len, sizeof(payload));
+	ASSERT(!memcmp(rec.payload, payload, sizeof(payload)));
+
+	/* half of the second frame, then nothing: a stall */
+	(void)write_full(sv[0], frame + len, len / 2);
+	t0 = now_ms();
+	ASSERT_EQ(channel_recv(b.ch, &rec), -ETIMEDOUT);
+	ASSERT(now_ms() - t0 >= 180);
+	channel_free(a.ch);
+	channel_free(b.ch);
+	close(sv[0]);
+	close(sv[1]);
+	return TEST_OK;
+}
+
 int test_channel_wrong_key(void)
 {
 	struct side a, b;
