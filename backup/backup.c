@@ -150,6 +150,14 @@ static void send_ack(struct backup *b, uint64_t epoch, uint64_t commit_us)
 		b->last_sent_ns = now_ns();
 }
 
+/* Tell the primary why its stream cannot be applied here. */
+static void send_error(struct backup *b, uint32_t code, const char *msg)
+{
+	uint8_t buf[ERROR_FIXED_LEN + WIRE_MSG_MAX + 8];
+
+	(void)channel_send(b->ch, REC_ERROR, buf, wire_put_error(buf, code, msg));
+}
+
 static enum rx_result commit_and_ack(struct backup *b)
 {
 	struct ckpt *c = b->rx;
@@ -173,10 +181,12 @@ static enum rx_result commit_and_ack(struct backup *b)
 			 3 * b->cfg.timeout_ms);
 		usleep((useconds_t)(3 * b->cfg.timeout_ms * 1000));
 	}
+	b->dom.error[0] = '\0';
 	rc = b->dom.ops->commit(&b->dom, c);
 	if (rc) {
 		log_error("cannot commit checkpoint %" PRIu64 ": %s; the standby keeps checkpoint %"
 			  PRIu64, c->epoch, strerror(-rc), b->committed);
+		send_error(b, ERR_STANDBY, b->dom.error[0] ? b->dom.error : strerror(-rc));
 		return RX_BAD;
 	}
 	if (c->has_digest && b->dom.ops->guest_hash && b->dom.ops->guest_hash(&b->dom, hash) == 0 &&

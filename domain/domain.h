@@ -107,6 +107,7 @@ struct domain {
 	const struct tandem_config *cfg;
 	int role;			/* ROLE_PRIMARY or ROLE_BACKUP */
 	void *priv;			/* the driver's own state */
+	char error[256];		/* why the driver refused (the backup sends it to the primary) */
 };
 
 extern const struct domain_ops memdom_ops;

@@ -100,6 +100,13 @@ struct xen {
 
 static struct xen *X(struct domain *d) { return d->priv; }
 
+/* Log a refusal and keep it for the peer (the backup sends it in an ERROR). */
+#define refuse(d, ...)                                                    \
+	do {                                                              \
+		snprintf((d)->error, sizeof((d)->error), __VA_ARGS__);    \
+		log_error("%s", (d)->error);                              \
+	} while (0)
+
 static bool is_suspended(struct xen *x);
 
 static const char *guest_name(const struct domain *d)
@@ -221,6 +228,7 @@ static int suspend_guest(struct xen *x)
 {
 	char path[128];
 	uint64_t end = now_ms() + SUSPEND_TIMEOUT_MS;
+	useconds_t nap = 50;
 
 	snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
 	if (!xs_write(x->xsh, XBT_NULL, path, "suspend", 7)) {
@@ -232,7 +240,10 @@ static int suspend_guest(struct xen *x)
 			return 0;
 		if (now_ms() > end)
 			break;
-		usleep(100);
+		/* Poll fast at first, then back off to 2 ms: the guest shares the
+		 * host's CPUs with this loop while it suspends. */
+		usleep(nap);
+		nap = MIN(nap * 2, 2000);
 	}
 	/* Withdraw the request.  The guest may have taken it late: never leave
 	 * it suspended. */
@@ -628,7 +639,7 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 	}
 	libxl_domain_config_init(&x->d_config);
 	if (libxl_domain_config_from_json(x->ctx, &x->d_config, (const char *)c->state)) {
-		log_error("cannot parse the guest configuration sent by the primary");
+		refuse(d, "cannot parse the guest configuration sent by the primary");
 		return -EINVAL;
 	}
 	x->have_config = true;
@@ -636,8 +647,9 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 	if (xc_physinfo(x->xch, &phys) == 0) {
 		free_kb = (uint64_t)phys.free_pages * 4;
 		if (need_kb > free_kb) {
-			log_error("not enough memory on the backup for '%s': it needs %" PRIu64 " MiB, "
-				  "this host has %" PRIu64 " MiB free", x->name, need_kb / 1024, free_kb / 1024);
+			refuse(d, "not enough memory on the backup for '%s': it needs %" PRIu64 " MiB, "
+			       "this host has %" PRIu64 " MiB free", x->name, need_kb / 1024,
+			       free_kb / 1024);
 			return -ENOMEM;
 		}
 	}
@@ -669,9 +681,9 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 			int v = xc_version(x->xch, XENVER_version, NULL);
 			if ((uint32_t)(v >> 16) != x->rcut.xen_major ||
 			    (uint32_t)(v & 0xffff) != x->rcut.xen_minor) {
-				log_error("the primary runs Xen %u.%u, this backup Xen %d.%d: tandem "
-					  "needs the same Xen version on both hosts", x->rcut.xen_major,
-					  x->rcut.xen_minor, v >> 16, v & 0xffff);
+				refuse(d, "the primary runs Xen %u.%u, this backup Xen %d.%d: tandem "
+				       "needs the same Xen version on both hosts", x->rcut.xen_major,
+				       x->rcut.xen_minor, v >> 16, v & 0xffff);
 				return -EPROTO;
 			}
 		}
@@ -688,21 +700,23 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 	}
 	if (c->flags & CKPT_F_INITIAL)
 		return 0;
-	/* Applied once libxl has read it all, through CHECKPOINT_END. */
+	/* Applied once libxl has read it all, through CHECKPOINT_END.  The
+	 * poll backs off to 1 ms so that it does not take the CPU libxl needs. */
 	end = now_ms() + COMMIT_TIMEOUT_MS;
-	for (;;) {
+	for (useconds_t nap = 50;; nap = MIN(nap * 2, 1000)) {
 		int unread = 0;
 		if (ioctl(x->rs_wr, SIOCOUTQ, &unread) < 0)
 			return -errno;
 		if (unread == 0)
 			return 0;
 		if (x->restore_done) {
-			log_error("the standby's restore ended early (libxl error %d)", x->restore_rc);
+			refuse(d, "the standby's restore ended early (libxl error %d; see the backup's "
+			       "log)", x->restore_rc);
 			return -EIO;
 		}
 		if (now_ms() > end)
 			return -ETIMEDOUT;
-		usleep(50);
+		usleep(nap);
 	}
 }
 
@@ -715,6 +729,9 @@ static int xen_activate(struct domain *d)
 	if (!x->restore_started)
 		return -EINVAL;
 	/* End of stream after a complete checkpoint: libxc fails over to it. */
+	log_info("ending the restore stream of '%s': libxc reports the end of the stream "
+		 "('Failed to read Record Header') and completes the standby from the last "
+		 "complete checkpoint", x->name);
 	shutdown(x->rs_wr, SHUT_WR);
 	pthread_mutex_lock(&x->lock);
 	while (!x->restore_done)

@@ -958,7 +958,8 @@ int cmd_primary(int argc, char **argv)
 		return EXIT_ENV;
 	if (!p->dom.ops->open || (rc = p->dom.ops->open(&p->dom))) {
 		log_error("cannot open the %s domain: %s", p->dom.ops->name, strerror(rc ? -rc : ENOSYS));
-		p->exit_code = (rc == -ENOTSUP || !p->dom.ops->open) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
+		p->exit_code = (rc == -ENOTSUP || rc == -ENOENT || !p->dom.ops->open) ? EXIT_ENV :
+			       EXIT_FAILURE_RUNTIME;
 		goto out_status;
 	}
 	/* Output is buffered before the first byte is shipped: never unbuffered. */
