@@ -7,6 +7,8 @@
 #   make bench      benchmarks, one `bench NAME: ...` line each
 #   make fuzz       run every libFuzzer harness for FUZZ_TIME seconds
 #   make lab        the emulated two-host Xen lab and its xl remus baseline
+#   make lab-failover  tandem protects the lab's PVH guest; host A is killed five times
+#   make lab-compare   pause and throughput side by side with xl remus (100 and 25 ms)
 #   SANITIZER=address|undefined   build with a sanitizer
 
 CC ?= cc
@@ -44,7 +46,7 @@ FUZZ_BINS := $(addprefix fuzz/bin/,$(FUZZ_HARNESSES))
 FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c lib/fault.c config/config.c
 FUZZ_TIME ?= 60
 
-.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-shell clean
+.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-compare lab-shell clean
 
 all: tandem
 
@@ -94,6 +96,14 @@ fuzz: deps
 
 lab:
 	@bash lab/lab.sh baseline
+
+lab-failover: deps
+	@$(MAKE) --no-print-directory all
+	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh failover
+
+lab-compare: deps
+	@$(MAKE) --no-print-directory all
+	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh compare
 
 # Boots the lab unless it is up already, then a shell in A's dom0 (HOST=B for B).
 lab-shell:

@@ -16,13 +16,21 @@
 #   lab/lab.sh cut A|B public|repl|mgmt      detach that host's port from the bridge
 #   lab/lab.sh restore A|B public|repl|mgmt  reattach it
 #   lab/lab.sh baseline             build, up, guest-up, xl remus A->B, kill A, report
+#   lab/lab.sh failover             tandem protects g1 A->B, kill A; the client's TCP connection
+#                                   must survive (LAB_RUNS runs, default 5)
+#   lab/lab.sh compare              pause and throughput of a dirtying guest: unprotected,
+#                                   xl remus, tandem, at 100 and 25 ms
+#   lab/lab.sh errors               operator errors on real Xen: unknown guest, backup
+#                                   short of memory, stop leaves the guest running
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
 #
 # Environment: TANDEM_LAB_CACHE (default ~/.cache/tandem-lab),
 # TANDEM_LAB_RUN (default $TANDEM_LAB_CACHE/run), TANDEM_LAB_NETNS
 # (default tandem-lab), LAB_HOST_MEM_MB (2560), LAB_HOST_CPUS (2),
 # LAB_DOM0_MEM_MB (1024); baseline: LAB_REMUS_INTERVAL_MS (100),
-# LAB_CHECKPOINTS (20), LAB_REMUS_FLAGS ("-n -F"), LAB_FAILOVER_WAIT_S (300), LAB_TCP_WAIT_S (120).
+# LAB_CHECKPOINTS (20), LAB_REMUS_FLAGS ("-n -F"), LAB_FAILOVER_WAIT_S (300), LAB_TCP_WAIT_S (120);
+# failover: TANDEM_BIN (./tandem), LAB_RUNS (5), LAB_TANDEM_INTERVAL_MS (100), LAB_TANDEM_TIMEOUT (3s);
+# compare: LAB_COMPARE_INTERVALS ("100 25"), LAB_COMPARE_WINDOW_S (30), LAB_DIRTY_PAGES (256).
 set -euo pipefail
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -563,6 +571,321 @@ cmd_baseline() {
   log "logs: $RUN/client.log $RUN/remus-A.log $RUN/arp.log $RUN/B-after.log"
 }
 
+# ------------------------------------------------------------- failover ----
+# tandem protects g1 from A to B; A's QEMU is killed; the client's one TCP
+# connection must carry on against g1 on B with no gap, repeat or rollback.
+TANDEM_BIN="${TANDEM_BIN:-$LAB_DIR/../tandem}"
+TANDEM_PORT=7400
+
+tandem_conf() { # vif interval_ms -> the VM's tandem configuration (same on A and B)
+  cat <<EOF
+# g1 under tandem in the lab (written by lab/lab.sh)
+name = g1
+domain = xen
+replication = $(host_ip B repl):$TANDEM_PORT
+key-file = /root/tandem.key
+interval = $2ms
+timeout = ${LAB_TANDEM_TIMEOUT:-3s}
+heartbeat-interval = 200ms
+epochs-in-flight = 1
+netbuf = plug
+vif = $1
+EOF
+}
+
+# Start a tandem daemon in a dom0: tandem_start HOST primary|backup
+tandem_start() {
+  lab_ssh "$1" "cd /root; TANDEM_TEST_LOG=/root/$2.events nohup ./tandem $2 g1.conf > /root/$2.log 2>&1 < /dev/null & echo \$! > /root/$2.pid"
+}
+# SIGTERM a tandem daemon in a dom0 and wait for it to exit (it cleans up).
+tandem_stop() {
+  lab_ssh "$1" "p=\$(cat /root/$2.pid 2>/dev/null) || exit 0; kill \$p 2>/dev/null || exit 0; for i in \$(seq 300); do kill -0 \$p 2>/dev/null || exit 0; sleep 0.1; done; exit 1" \
+    || log "host $1: tandem $2 did not stop within 30 s"
+}
+tandem_acks() { # acks the primary has received
+  lab_ssh A "grep -c '^ack ' /root/primary.events 2>/dev/null || true" 2>/dev/null | tail -n1
+}
+acks_at_least() { local c; c="$(tandem_acks)"; [ -n "$c" ] && [ "$c" -ge "$1" ]; }
+primary_failed() { ! lab_ssh A "kill -0 \$(cat /root/primary.pid)" 2>/dev/null; }
+acks_or_primary_gone() { acks_at_least "$1" || primary_failed; }
+json_field() { # key -> value from a one-line JSON object on stdin
+  sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
+}
+
+# tandem's binary, a key, the images, and the lab up (booted unless B runs).
+tandem_lab_ready() {
+  [ -x "$TANDEM_BIN" ] || die "no tandem binary at $TANDEM_BIN (make)"
+  cmd_build
+  mkdir -p "$RUN"
+  [ -f "$RUN/tandem.key" ] || "$TANDEM_BIN" keygen "$RUN/tandem.key" >/dev/null
+  if ! ns_exists || ! qemu_pid B >/dev/null; then
+    cmd_down
+    cmd_up
+  fi
+}
+
+# A host that was killed comes back with a fresh dom0 (its disk is a new overlay).
+host_up() {
+  local h="$1"
+  if qemu_pid "$h" >/dev/null && ssh_ok "$h"; then return 0; fi
+  qemu_pid "$h" >/dev/null || start_host "$h"
+  wait_for "host $h: ssh over mgmt" "$BOOT_TIMEOUT_S" ssh_ok_checked "$h" || die "host $h did not come up"
+  wait_for "host $h: xl info" 120 xl_ok "$h" || die "host $h: xl info fails"
+}
+
+# Put g1 back on A, unprotected, with nothing of an earlier run left.
+failover_reset() {
+  stop_pidfile "$RUN/client.pid"
+  stop_pidfile "$RUN/tcpdump.pid"
+  host_up A
+  host_up B
+  tandem_stop A primary
+  tandem_stop B backup
+  lab_ssh B "xl destroy g1 2>/dev/null; xl destroy g1--incoming 2>/dev/null; true"
+  cmd_guest_up
+}
+
+# One run: protect, run the client, kill A, check.  Prints one result line;
+# returns 1 when an assertion fails.
+failover_run() {
+  local r="$1" interval="$2" domid vif h t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
+  failover_reset >&2
+  domid="$(lab_ssh A xl domid g1)"
+  vif="vif$domid.0"
+  tandem_conf "$vif" "$interval" > "$RUN/g1.conf"
+  for h in A B; do
+    cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" "$RUN/g1.conf" /root/
+    lab_ssh "$h" "chmod 600 /root/tandem.key; rm -f /root/primary.* /root/backup.*"
+  done
+  tandem_start B backup
+  tandem_start A primary
+  # The first (live) copy of the 256 MiB guest takes about a minute under TCG.
+  wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2
+  if primary_failed || ! acks_at_least 3; then
+    lab_ssh A "tail -n 30 /root/primary.log" >&2 || true
+    lab_ssh B "tail -n 30 /root/backup.log" >&2 || true
+    echo "lab failover: run=$r result=fail reason=not-protected"
+    return 1
+  fi
+
+  ip netns exec "$NS" tcpdump -i public -n -e -l -tt arp > "$RUN/arp.log" 2>/dev/null &
+  echo $! > "$RUN/tcpdump.pid"
+  rm -f "$RUN/client.status" "$RUN/client.log"
+  ip netns exec "$NS" "$(image_dir)/seqcli" -i 20 -t 900 -s "$RUN/client.status" "$GUEST_IP" "$GUEST_PORT" \
+    > "$RUN/client.log" 2>&1 &
+  echo $! > "$RUN/client.pid"
+  if ! wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2; then
+    echo "lab failover: run=$r result=fail reason=no-answers-under-protection"
+    return 1
+  fi
+  # Let the connection live through several checkpoints before the kill.
+  acks_before="$(tandem_acks)"
+  wait_for "tandem: 5 more checkpoints acked" 300 acks_at_least $((acks_before + 5)) >&2 || true
+  st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"
+  ok_before="$(client_status ok)"
+
+  t_kill="$(now)"
+  cmd_kill_host A >&2
+  wait_for "B: g1 running after failover" 300 b_guest_running >&2 && t_b_run="$(now)"
+  wait_for "client: answer on the same connection after the kill" "${LAB_TCP_WAIT_S:-120}" \
+    client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')" >&2 && t_tcp="$(now)"
+  if [ -n "$t_tcp" ]; then
+    wait_for "client: 20 more answers" 120 client_ok_at_least $(( $(client_status ok) + 20 )) >&2 || true
+  fi
+  stop_pidfile "$RUN/client.pid"
+  stop_pidfile "$RUN/tcpdump.pid"
+  cmd_copy_out B /root/backup.log "$RUN/run$r-backup.log" 2>/dev/null || true
+  cmd_copy_out B /root/backup.events "$RUN/run$r-backup.events" 2>/dev/null || true
+  cp "$RUN/client.log" "$RUN/run$r-client.log"
+
+  local conns resets gaps repeats rollbacks reboots forced garp hr act ok_after why=""
+  conns="$(client_status conns)"; resets="$(client_status resets)"; forced="$(client_status forced)"
+  gaps="$(client_status gaps)"; repeats="$(client_status repeats)"
+  rollbacks="$(client_status rollbacks)"; reboots="$(client_status reboots)"
+  ok_after=$(( $(client_status ok) - ok_before ))
+  garp="$(awk -v t="$t_kill" '$1 > t && $2 == "00:16:3e:70:00:64" && /tell 10.70.0.100|Reply 10.70.0.100/ {n++} END {print (n ? "yes" : "no")}' "$RUN/arp.log")"
+  hr="$(sed -n 's/^failover heard_to_running_ms=\([0-9.]*\) activate_ms=\([0-9.]*\).*/\1 \2/p' "$RUN/run$r-backup.events" 2>/dev/null | tail -n1)"
+  act="$(sed -n 's/.*activated from checkpoint \([0-9]*\).*/\1/p' "$RUN/run$r-backup.log" 2>/dev/null | tail -n1)"
+  [ -n "$t_b_run" ] || why="$why,guest-not-running-on-B"
+  [ -n "$t_tcp" ] || why="$why,no-answer-after-kill"
+  { [ "$conns" = 1 ] && [ "$resets" = 0 ] && [ "$forced" = 0 ]; } || why="$why,connection-lost"
+  [ "$gaps" = 0 ] || why="$why,gap"
+  [ "$repeats" = 0 ] || why="$why,repeat"
+  [ "$rollbacks" = 0 ] || why="$why,rollback"
+  [ "$reboots" = 0 ] || why="$why,guest-restarted"
+  [ "$ok_after" -ge 20 ] || why="$why,too-few-answers-after"
+  echo "lab failover: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}")" \
+    "interval_ms=$interval failover_s=$( [ -n "$t_b_run" ] && awk -v a="$t_kill" -v b="$t_b_run" 'BEGIN{printf "%.1f", b-a}' || echo never)" \
+    "first_answer_after_kill_s=$( [ -n "$t_tcp" ] && awk -v a="$t_kill" -v b="$t_tcp" 'BEGIN{printf "%.1f", b-a}' || echo never)" \
+    "heard_to_running_ms=${hr% *} activate_ms=${hr#* } activated_checkpoint=${act:-none}" \
+    "acked_before_kill=$(json_field last_acked_epoch <<<"$st_json") pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json")" \
+    "max_stall_ms=$(client_status max_stall_ms) answers_before=$ok_before answers_after=$ok_after" \
+    "conns=$conns resets=$resets gaps=$gaps repeats=$repeats rollbacks=$rollbacks guest_arp_after_kill=$garp"
+  [ -z "$why" ]
+}
+
+cmd_failover() {
+  local runs="${LAB_RUNS:-5}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" r passed=0 t_start line
+  t_start="$(now)"
+  tandem_lab_ready
+  : > "$RUN/failover.results"
+  for r in $(seq "$runs"); do
+    log "failover run $r of $runs"
+    if line="$(failover_run "$r" "$interval")"; then passed=$((passed + 1)); fi
+    [ -n "$line" ] || line="lab failover: run=$r result=fail reason=lab-error (see the messages above)"
+    echo "$line" | tee -a "$RUN/failover.results"
+  done
+  echo "lab failover: runs=$runs passed=$passed failed=$((runs - passed)) total_s=$(elapsed "$t_start")"
+  [ "$passed" -eq "$runs" ]
+}
+
+# -------------------------------------------------------------- compare ----
+# The same guest and memory-dirtying workload (lab/guest/dirtier.c) at the
+# same interval: unprotected, under `xl remus`, under tandem.  The pause is
+# the median stall the guest's workload saw (one method for both); the
+# throughput is the workload's operations per second as a ratio to
+# unprotected, all measured in one run.
+dirtier_cmd() { # command line -> the guest's one-line answer
+  in_ns bash -c 'exec 3<>"/dev/tcp/$1/7001" && echo "$2" >&3 && timeout 60 head -n1 <&3' _ "$GUEST_IP" "$1"
+}
+kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; } # key -> value from "k=v ..." on stdin
+ops_per_s() { awk -v o="$(kv ops <<<"$1")" -v t="$(kv elapsed_ms <<<"$1")" 'BEGIN{ if (t > 0) printf "%.0f", o * 1000 / t; else print 0 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
+
+# One measurement window: reset the counters, let the workload run, read
+# them.  With a checkpoint counter (a function), the line gets
+# checkpoints=N: how many the tool took in the window.
+measure_window() {
+  local w="$1" counter="${2:-}" out c0=0 c1=0
+  [ -z "$counter" ] || c0="$("$counter")"
+  dirtier_cmd STATS >/dev/null || return 1
+  sleep "$w"   # the measurement window itself, not a wait for a condition
+  out="$(dirtier_cmd STATS)" || return 1
+  [ -z "$counter" ] || c1="$("$counter")"
+  case "$out" in STATS*) echo "$out checkpoints=$((c1 - c0))" ;; *) return 1 ;; esac
+}
+
+# The pause per checkpoint as the guest saw it: of the stalls in a window,
+# the N longest, N = checkpoints taken in it (a checkpoint's suspend
+# freezes the workload; the shorter stalls are the guest's vCPU waiting
+# for dom0's, which shares the host's two CPUs); their median.
+ckpt_pause_ms() {
+  awk -v l="$(kv longest <<<"$1")" -v n="$(kv checkpoints <<<"$1")" 'BEGIN{
+    k = split(l, v, ","); if (n > k) n = k
+    if (n < 1) { print "nan"; exit }
+    print v[int((n + 1) / 2)] }'
+}
+
+guest_state_A() { lab_ssh A "xl list g1 | awk 'NR == 2 {print \$5}'"; }
+
+remus_running() { lab_ssh A "kill -0 \$(cat /root/remus.pid) 2>/dev/null"; }
+remus_stop() { # end Remus by failing its backup: A's xl resumes g1 and exits
+  lab_ssh B "xl destroy g1--incoming 2>/dev/null; true"
+  wait_for "xl remus on A: exited" 120 eval '! remus_running' >&2 || lab_ssh A "kill \$(cat /root/remus.pid)" || true
+  lab_ssh B "xl destroy g1 2>/dev/null; true"
+}
+
+cmd_compare() {
+  local intervals="${LAB_COMPARE_INTERVALS:-100 25}" w="${LAB_COMPARE_WINDOW_S:-30}"
+  local pages="${LAB_DIRTY_PAGES:-256}" iv unprot remus tnd st_json domid stop_ok t_start
+  t_start="$(now)"
+  tandem_lab_ready
+  failover_reset
+  for h in A B; do cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" /root/; lab_ssh "$h" chmod 600 /root/tandem.key; done
+  dirtier_cmd "START $pages" | grep -q '^OK' || die "the guest's workload does not start (dirtier on $GUEST_IP:7001)"
+  : > "$RUN/compare.results"
+  for iv in $intervals; do
+    log "compare at interval $iv ms: unprotected"
+    unprot="$(measure_window "$w")" || die "no workload figures from the guest"
+
+    log "compare at interval $iv ms: xl remus -i $iv ${LAB_REMUS_FLAGS:--n -F}"
+    lab_ssh A "rm -f /root/remus.log; nohup xl -vvv -T remus -i $iv ${LAB_REMUS_FLAGS:--n -F} g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid"
+    wait_for "xl remus: first copy done, 5 checkpoints" 2400 checkpoints_at_least 5 >&2 || die "xl remus took no checkpoints"
+    remus="$(measure_window "$w" remus_checkpoints)" || die "no workload figures under xl remus"
+    cmd_copy_out A /root/remus.log "$RUN/compare-remus-$iv.log" || true
+    remus_stop
+
+    log "compare at interval $iv ms: tandem"
+    domid="$(lab_ssh A xl domid g1)"
+    tandem_conf "vif$domid.0" "$iv" > "$RUN/g1.conf"
+    for h in A B; do cmd_copy_in "$h" "$RUN/g1.conf" /root/; lab_ssh "$h" "rm -f /root/primary.* /root/backup.*"; done
+    tandem_start B backup
+    tandem_start A primary
+    wait_for "tandem: first copy done, 5 checkpoints acked" 1200 acks_or_primary_gone 5 >&2
+    acks_at_least 5 || { lab_ssh A "tail -n 20 /root/primary.log" >&2; die "tandem took no checkpoints"; }
+    tnd="$(measure_window "$w" tandem_acks)" || die "no workload figures under tandem"
+    st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"
+    # Clean stop (SIGTERM): the guest stays running on A, the standby goes.
+    tandem_stop A primary
+    tandem_stop B backup
+    stop_ok=yes
+    [ "$(guest_state_A)" = "-b----" ] || [ "$(guest_state_A)" = "r-----" ] || stop_ok="no(A:$(guest_state_A))"
+    lab_ssh B "xl domid g1" >/dev/null 2>&1 && stop_ok="no(standby-left-on-B)"
+
+    local u r t
+    u="$(ops_per_s "$unprot")"; r="$(ops_per_s "$remus")"; t="$(ops_per_s "$tnd")"
+    {
+      local pt px
+      pt="$(ckpt_pause_ms "$tnd")"; px="$(ckpt_pause_ms "$remus")"
+      echo "lab compare: interval_ms=$iv pause_ms_tandem=$pt pause_ms_xlremus=$px ratio=$(ratio "$pt" "$px")"
+      echo "lab compare: interval_ms=$iv throughput_tandem=$(ratio "$t" "$u") throughput_xlremus=$(ratio "$r" "$u") overhead_ratio=$(awk -v t="$t" -v r="$r" -v u="$u" 'BEGIN{ if (u > r) printf "%.2f", (u - t) / (u - r); else print "nan" }') ops_per_s_unprotected=$u dirty_pages=$pages window_s=$w"
+      echo "lab compare: interval_ms=$iv detail unprotected stalls=$(kv stalls <<<"$unprot") stall_ms_p50=$(kv stall_ms_p50 <<<"$unprot"); xlremus checkpoints_in_window=$(kv checkpoints <<<"$remus") stalls=$(kv stalls <<<"$remus") stall_ms_p50=$(kv stall_ms_p50 <<<"$remus") $(remus_stats "$RUN/compare-remus-$iv.log" | tr -d '\n'); tandem checkpoints_in_window=$(kv checkpoints <<<"$tnd") stalls=$(kv stalls <<<"$tnd") stall_ms_p50=$(kv stall_ms_p50 <<<"$tnd") own_pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json") achieved_hz=$(json_field achieved_hz <<<"$st_json") clean_stop=$stop_ok"
+    } | tee -a "$RUN/compare.results"
+  done
+  dirtier_cmd STOP >/dev/null || true
+  echo "lab compare: total_s=$(elapsed "$t_start")"
+}
+
+# --------------------------------------------------------------- errors ----
+# Errors an operator meets, on real Xen: each must be a clear message.
+remote_log_has() { lab_ssh "$1" "grep -qF -- \"$3\" /root/$2.log"; }
+
+cmd_errors() {
+  local rc fails=0 free hog
+  tandem_lab_ready
+  failover_reset
+  tandem_conf "vif$(lab_ssh A xl domid g1).0" 100 > "$RUN/g1.conf"
+  sed 's/^name = g1$/name = nosuch/' "$RUN/g1.conf" > "$RUN/nosuch.conf"
+  for h in A B; do
+    cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" "$RUN/g1.conf" "$RUN/nosuch.conf" /root/
+    lab_ssh "$h" "chmod 600 /root/tandem.key; rm -f /root/primary.* /root/backup.*"
+  done
+
+  # 1. The guest does not exist on this host.
+  rc=0; lab_ssh A "cd /root; ./tandem primary nosuch.conf > /root/nosuch.log 2>&1" || rc=$?
+  if [ "$rc" = 4 ] && remote_log_has A nosuch "guest 'nosuch' not found on this host"; then
+    echo "lab errors: guest_not_found=ok exit=$rc"
+  else
+    echo "lab errors: guest_not_found=FAIL exit=$rc"; fails=$((fails + 1))
+  fi
+
+  # 2. The backup has not enough free memory for the guest: a paused domain
+  # takes all but 64 MiB of B's free memory.
+  free="$(lab_ssh B "xl info | awk '/^free_memory/ {print \$3}'")"
+  hog=$((free - 64))
+  lab_ssh B "printf 'name = \"hog\"\ntype = \"pvh\"\nkernel = \"/var/lib/tandem-lab/guest/vmlinuz\"\nmemory = $hog\nmaxmem = $hog\n' > /root/hog.cfg; xl create -p /root/hog.cfg" >&2
+  tandem_start B backup
+  tandem_start A primary
+  if wait_for "A: the backup's refusal reported" 300 remote_log_has A primary "the backup reports: not enough memory on the backup for 'g1'" >&2 &&
+     remote_log_has B backup "not enough memory on the backup for 'g1'"; then
+    echo "lab errors: backup_memory=ok free_mib=$free hog_mib=$hog: $(lab_ssh A "grep -m1 -o 'the backup reports: .*' /root/primary.log")"
+  else
+    echo "lab errors: backup_memory=FAIL"; fails=$((fails + 1))
+    lab_ssh A "tail -n 5 /root/primary.log" >&2 || true
+    lab_ssh B "tail -n 5 /root/backup.log" >&2 || true
+  fi
+
+  # 3. SIGTERM while unprotected: the guest keeps running on A.
+  tandem_stop A primary
+  tandem_stop B backup
+  lab_ssh B "xl destroy hog" >&2 || true
+  case "$(guest_state_A)" in
+    -b----|r-----) echo "lab errors: stop_leaves_guest_running=ok" ;;
+    *) echo "lab errors: stop_leaves_guest_running=FAIL state=$(guest_state_A)"; fails=$((fails + 1)) ;;
+  esac
+  [ "$fails" = 0 ]
+}
+
 # ----------------------------------------------------------------- main ----
 main() {
   local cmd="${1:-}"
@@ -584,7 +907,10 @@ main() {
     cut) cmd_cut "$@" ;;
     restore) cmd_restore "$@" ;;
     baseline) cmd_baseline ;;
-    ""|-h|--help|help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    failover) cmd_failover ;;
+    compare) cmd_compare ;;
+    errors) cmd_errors ;;
+    ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac
 }

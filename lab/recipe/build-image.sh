@@ -31,10 +31,11 @@ cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
 
 # Guest service and client.
 gcc -O2 -Wall -Wextra -static -o "$work/seqsrv" "$guestsrc/seqsrv.c"
+gcc -O2 -Wall -Wextra -static -o "$work/dirtier" "$guestsrc/dirtier.c"
 gcc -O2 -Wall -Wextra -o "$out/seqcli" "$guestsrc/seqcli.c"
 install -m 0755 "$out/seqcli" "$root/usr/local/bin/seqcli"
 
-# Guest initramfs: static busybox, seqsrv, netfront (+ its module deps).
+# Guest initramfs: static busybox, seqsrv, dirtier, netfront (+ its module deps).
 ird="$work/guest-initramfs"
 mkdir -p "$ird"/{bin,proc,sys,dev,lib/modules}
 busybox_bin="$(command -v busybox)"
@@ -44,6 +45,7 @@ if ldd "$busybox_bin" >/dev/null 2>&1; then
 fi
 cp "$busybox_bin" "$ird/bin/busybox"
 cp "$work/seqsrv" "$ird/bin/seqsrv"
+cp "$work/dirtier" "$ird/bin/dirtier"
 install -m 0755 "$guestsrc/init" "$ird/init"
 add_module() { # name: copy the module and its dependencies, dependencies first
   local name="$1" path dep
