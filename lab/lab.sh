@@ -296,6 +296,7 @@ start_host() {
     -serial "file:$RUN/$h.serial.log" \
     -monitor "unix:$RUN/$h.monitor,server,nowait" \
     -pidfile "$RUN/$h.pid" -daemonize
+  echo "$idir" > "$RUN/$h.image"
   log "host $h: QEMU pid $(cat "$RUN/$h.pid"), serial log $RUN/$h.serial.log"
 }
 
@@ -618,7 +619,9 @@ tandem_lab_ready() {
   cmd_build
   mkdir -p "$RUN"
   [ -f "$RUN/tandem.key" ] || "$TANDEM_BIN" keygen "$RUN/tandem.key" >/dev/null
-  if ! ns_exists || ! qemu_pid B >/dev/null; then
+  # Hosts booted from an older image (the guest changed since) start over.
+  if ! ns_exists || ! qemu_pid B >/dev/null ||
+     [ "$(cat "$RUN/B.image" 2>/dev/null)" != "$(image_dir)" ]; then
     cmd_down
     cmd_up
   fi
