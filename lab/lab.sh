@@ -782,6 +782,7 @@ ckpt_pause_ms() {
 guest_state_A() { lab_ssh A "xl list g1 | awk 'NR == 2 {print \$5}'"; }
 
 remus_running() { lab_ssh A "kill -0 \$(cat /root/remus.pid) 2>/dev/null"; }
+remus_ckpts_or_gone() { checkpoints_at_least "$1" || ! remus_running; }
 remus_stop() { # end Remus by failing its backup: A's xl resumes g1 and exits
   lab_ssh B "xl destroy g1--incoming 2>/dev/null; true"
   wait_for "xl remus on A: exited" 120 eval '! remus_running' >&2 || lab_ssh A "kill \$(cat /root/remus.pid)" || true
@@ -803,7 +804,8 @@ cmd_compare() {
 
     log "compare at interval $iv ms: xl remus -i $iv ${LAB_REMUS_FLAGS:--n -F}"
     lab_ssh A "rm -f /root/remus.log; nohup xl -vvv -T remus -i $iv ${LAB_REMUS_FLAGS:--n -F} g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid"
-    wait_for "xl remus: first copy done, 5 checkpoints" 2400 checkpoints_at_least 5 >&2 || die "xl remus took no checkpoints"
+    wait_for "xl remus: first copy done, 5 checkpoints" 2400 remus_ckpts_or_gone 5 >&2
+    checkpoints_at_least 5 || { lab_ssh A "tr '\r' '\n' < /root/remus.log | grep -v debug | tail -n 8" >&2; die "xl remus took no 5 checkpoints (exited: see above)"; }
     remus="$(measure_window "$w" remus_checkpoints)" || die "no workload figures under xl remus"
     cmd_copy_out A /root/remus.log "$RUN/compare-remus-$iv.log" || true
     remus_stop
