@@ -637,6 +637,10 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 		log_error("the first round carries no guest configuration");
 		return -EINVAL;
 	}
+	if (x->have_config) {	/* an earlier attempt was refused */
+		libxl_domain_config_dispose(&x->d_config);
+		x->have_config = false;
+	}
 	libxl_domain_config_init(&x->d_config);
 	if (libxl_domain_config_from_json(x->ctx, &x->d_config, (const char *)c->state)) {
 		refuse(d, "cannot parse the guest configuration sent by the primary");
