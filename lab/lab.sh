@@ -603,12 +603,28 @@ tandem_stop() {
   lab_ssh "$1" "p=\$(cat /root/$2.pid 2>/dev/null) || exit 0; kill \$p 2>/dev/null || exit 0; for i in \$(seq 300); do kill -0 \$p 2>/dev/null || exit 0; sleep 0.1; done; exit 1" \
     || log "host $1: tandem $2 did not stop within 30 s"
 }
+remote_log_has() { lab_ssh "$1" "grep -qF -- \"$3\" /root/$2.log"; } # host daemon text
 tandem_acks() { # acks the primary has received
   lab_ssh A "grep -c '^ack ' /root/primary.events 2>/dev/null || true" 2>/dev/null | tail -n1
 }
 acks_at_least() { local c; c="$(tandem_acks)"; [ -n "$c" ] && [ "$c" -ge "$1" ]; }
 primary_failed() { ! lab_ssh A "kill -0 \$(cat /root/primary.pid)" 2>/dev/null; }
-acks_or_primary_gone() { acks_at_least "$1" || primary_failed; }
+backup_failed() { ! lab_ssh B "kill -0 \$(cat /root/backup.pid)" 2>/dev/null; }
+acks_or_primary_gone() { acks_at_least "$1" || primary_failed || backup_failed; }
+# Start the backup; a port still held on B (seen once right after a boot)
+# gets two more tries.
+backup_start() {
+  local i
+  for i in 1 2 3; do
+    tandem_start B backup
+    wait_for "B: tandem backup listening" 60 remote_log_has B backup "listening on" >&2 || true
+    sleep 2   # would it exit at once? (the refusal follows the listening line)
+    backup_failed || return 0
+    lab_ssh B "tail -n 2 /root/backup.log" >&2 || true
+    sleep 10
+  done
+  return 1
+}
 json_field() { # key -> value from a one-line JSON object on stdin
   sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
 }
@@ -660,11 +676,11 @@ failover_run() {
     cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" "$RUN/g1.conf" /root/
     lab_ssh "$h" "chmod 600 /root/tandem.key; rm -f /root/primary.* /root/backup.*"
   done
-  tandem_start B backup
+  backup_start || { echo "lab failover: run=$r result=fail reason=backup-does-not-start"; return 1; }
   tandem_start A primary
   # The first (live) copy of the 256 MiB guest takes about a minute under TCG.
   wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2
-  if primary_failed || ! acks_at_least 3; then
+  if primary_failed || backup_failed || ! acks_at_least 3; then
     lab_ssh A "tail -n 30 /root/primary.log" >&2 || true
     lab_ssh B "tail -n 30 /root/backup.log" >&2 || true
     echo "lab failover: run=$r result=fail reason=not-protected"
@@ -814,7 +830,7 @@ cmd_compare() {
     domid="$(lab_ssh A xl domid g1)"
     tandem_conf "vif$domid.0" "$iv" > "$RUN/g1.conf"
     for h in A B; do cmd_copy_in "$h" "$RUN/g1.conf" /root/; lab_ssh "$h" "rm -f /root/primary.* /root/backup.*"; done
-    tandem_start B backup
+    backup_start || die "tandem backup does not start on B"
     tandem_start A primary
     wait_for "tandem: first copy done, 5 checkpoints acked" 1200 acks_or_primary_gone 5 >&2
     acks_at_least 5 || { lab_ssh A "tail -n 20 /root/primary.log" >&2; die "tandem took no checkpoints"; }
@@ -843,8 +859,6 @@ cmd_compare() {
 
 # --------------------------------------------------------------- errors ----
 # Errors an operator meets, on real Xen: each must be a clear message.
-remote_log_has() { lab_ssh "$1" "grep -qF -- \"$3\" /root/$2.log"; }
-
 cmd_errors() {
   local rc fails=0 free hog
   tandem_lab_ready
@@ -869,7 +883,7 @@ cmd_errors() {
   free="$(lab_ssh B "xl info | awk '/^free_memory/ {print \$3}'")"
   hog=$((free - 64))
   lab_ssh B "printf 'name = \"hog\"\ntype = \"pvh\"\nkernel = \"/var/lib/tandem-lab/guest/vmlinuz\"\nmemory = $hog\nmaxmem = $hog\n' > /root/hog.cfg; xl create -p /root/hog.cfg" >&2
-  tandem_start B backup
+  backup_start || die "tandem backup does not start on B"
   tandem_start A primary
   if wait_for "A: the backup's refusal reported" 300 remote_log_has A primary "the backup reports: not enough memory on the backup for 'g1'" >&2 &&
      remote_log_has B backup "not enough memory on the backup for 'g1'"; then
