@@ -55,7 +55,8 @@ NETS=(public repl mgmt)
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
 now() { date +%s.%N | cut -c1-14; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+elapsed() { since "$1" "$(now)"; }
+since() { [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}' || echo never; } # from to
 
 host_idx() {
   case "$1" in
@@ -479,6 +480,25 @@ remus_stats() {
     }'
 }
 
+# The watchers of a host-loss scenario: tcpdump of ARP on the public
+# bridge (does the guest announce itself on B?) and the continuous client.
+# The client gives up on a connection only after 900 s without an answer,
+# so whether TCP survives is decided by TCP, not by the client.
+# (`ip netns exec` execs its command, so $! is the pid of tcpdump/seqcli
+# themselves; a shell function here would record a subshell's pid.)
+watchers_start() {
+  ip netns exec "$NS" tcpdump -i public -n -e -l -tt arp > "$RUN/arp.log" 2>/dev/null &
+  echo $! > "$RUN/tcpdump.pid"
+  rm -f "$RUN/client.status" "$RUN/client.log"
+  ip netns exec "$NS" "$(image_dir)/seqcli" -i 20 -t 900 -s "$RUN/client.status" "$GUEST_IP" "$GUEST_PORT" \
+    > "$RUN/client.log" 2>&1 &
+  echo $! > "$RUN/client.pid"
+}
+# yes/no: an ARP from the guest's MAC about its own address after time $1.
+guest_arp_after() {
+  awk -v t="$1" '$1 > t && $2 == "00:16:3e:70:00:64" && /tell 10.70.0.100|Reply 10.70.0.100/ {n++} END {print (n ? "yes" : "no")}' "$RUN/arp.log"
+}
+
 cmd_baseline() {
   local interval="${LAB_REMUS_INTERVAL_MS:-100}" want="${LAB_CHECKPOINTS:-20}"
   # Debian's libxl has no network buffering ("No support for network
@@ -491,19 +511,7 @@ cmd_baseline() {
   cmd_up
   cmd_guest_up
 
-  # Watch ARP on the public bridge (does the guest announce itself on B?).
-  # (`ip netns exec` execs its command, so $! is the pid of tcpdump/seqcli
-  # themselves; a shell function here would record a subshell's pid.)
-  ip netns exec "$NS" tcpdump -i public -n -e -l -tt arp > "$RUN/arp.log" 2>/dev/null &
-  echo $! > "$RUN/tcpdump.pid"
-
-  # Continuous request/response from the public network.  The client gives
-  # up on a connection only after 900 s without an answer, so whether TCP
-  # survives is decided by TCP, not by the client.
-  rm -f "$RUN/client.status" "$RUN/client.log"
-  ip netns exec "$NS" "$(image_dir)/seqcli" -i 20 -t 900 -s "$RUN/client.status" "$GUEST_IP" "$GUEST_PORT" \
-    > "$RUN/client.log" 2>&1 &
-  echo $! > "$RUN/client.pid"
+  watchers_start
   wait_for "client: 20 answers" 120 client_ok_at_least 20 || die "client does not get answers"
 
   # Real two-host Remus: A's xl runs `ssh 10.70.1.12 xl migrate-receive -r` over repl.
@@ -561,12 +569,11 @@ cmd_baseline() {
   gaps="$(client_status gaps)"; repeats="$(client_status repeats)"
   rollbacks="$(client_status rollbacks)"; reboots="$(client_status reboots)"
   stall="$(client_status max_stall_ms)"
-  # An ARP from the guest's MAC about its own address, after the kill.
-  garp="$(awk -v t="$t_kill" '$1 > t && $2 == "00:16:3e:70:00:64" && /tell 10.70.0.100|Reply 10.70.0.100/ {n++} END {print (n ? "yes" : "no")}' "$RUN/arp.log")"
+  garp="$(guest_arp_after "$t_kill")"
   echo "lab baseline: $stats interval_ms=$interval remus_flags='$flags'"
   echo "lab baseline: boot_s=$(cat "$RUN/boot_seconds") guest_create_s=$(cat "$RUN/guest_seconds")"
-  echo "lab baseline: failover_s=$( [ -n "$t_b_run" ] && awk -v a="$t_kill" -v b="$t_b_run" 'BEGIN{printf "%.1f", b-a}' || echo never) guest_on_B=$( [ -n "$t_b_run" ] && echo running || echo no) guest_arp_after_kill=$garp"
-  echo "lab baseline: tcp_survived=$tcp client_answered_after_kill_s=$( [ -n "$t_tcp" ] && awk -v a="$t_kill" -v b="$t_tcp" 'BEGIN{printf "%.1f", b-a}' || echo never) reconnected=$( [ -n "$t_re" ] && echo yes || echo no) max_stall_ms=$stall answers_before_kill=$ok_before answers_total=$(client_status ok)"
+  echo "lab baseline: failover_s=$(since "$t_kill" "$t_b_run") guest_on_B=$( [ -n "$t_b_run" ] && echo running || echo no) guest_arp_after_kill=$garp"
+  echo "lab baseline: tcp_survived=$tcp client_answered_after_kill_s=$(since "$t_kill" "$t_tcp") reconnected=$( [ -n "$t_re" ] && echo yes || echo no) max_stall_ms=$stall answers_before_kill=$ok_before answers_total=$(client_status ok)"
   echo "lab baseline: client conns=$conns resets=$resets forced_reconnects=$(client_status forced) gaps=$gaps repeats=$repeats rollbacks=$rollbacks answers_lost=$(awk -F'lost=' '/event=rollback/ {n += $2} END {print n + 0}' "$RUN/client.log") reboots=$reboots"
   echo "lab baseline: total_s=$(elapsed "$t_start")"
   log "logs: $RUN/client.log $RUN/remus-A.log $RUN/arp.log $RUN/B-after.log"
@@ -592,6 +599,16 @@ epochs-in-flight = 1
 netbuf = plug
 vif = $1
 EOF
+}
+
+# Copy tandem, the key and these files into both dom0s' /root; clear the
+# daemons' old logs and pidfiles.
+tandem_install() {
+  local h
+  for h in A B; do
+    cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" "$@" /root/
+    lab_ssh "$h" "chmod 600 /root/tandem.key; rm -f /root/primary.* /root/backup.*"
+  done
 }
 
 # Start a tandem daemon in a dom0: tandem_start HOST primary|backup
@@ -667,15 +684,12 @@ failover_reset() {
 # One run: protect, run the client, kill A, check.  Prints one result line;
 # returns 1 when an assertion fails.
 failover_run() {
-  local r="$1" interval="$2" domid vif h t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
+  local r="$1" interval="$2" domid vif t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
   failover_reset >&2
   domid="$(lab_ssh A xl domid g1)"
   vif="vif$domid.0"
   tandem_conf "$vif" "$interval" > "$RUN/g1.conf"
-  for h in A B; do
-    cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" "$RUN/g1.conf" /root/
-    lab_ssh "$h" "chmod 600 /root/tandem.key; rm -f /root/primary.* /root/backup.*"
-  done
+  tandem_install "$RUN/g1.conf"
   backup_start || { echo "lab failover: run=$r result=fail reason=backup-does-not-start"; return 1; }
   tandem_start A primary
   # The first (live) copy of the 256 MiB guest takes about a minute under TCG.
@@ -687,12 +701,7 @@ failover_run() {
     return 1
   fi
 
-  ip netns exec "$NS" tcpdump -i public -n -e -l -tt arp > "$RUN/arp.log" 2>/dev/null &
-  echo $! > "$RUN/tcpdump.pid"
-  rm -f "$RUN/client.status" "$RUN/client.log"
-  ip netns exec "$NS" "$(image_dir)/seqcli" -i 20 -t 900 -s "$RUN/client.status" "$GUEST_IP" "$GUEST_PORT" \
-    > "$RUN/client.log" 2>&1 &
-  echo $! > "$RUN/client.pid"
+  watchers_start
   if ! wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2; then
     echo "lab failover: run=$r result=fail reason=no-answers-under-protection"
     return 1
@@ -722,7 +731,7 @@ failover_run() {
   gaps="$(client_status gaps)"; repeats="$(client_status repeats)"
   rollbacks="$(client_status rollbacks)"; reboots="$(client_status reboots)"
   ok_after=$(( $(client_status ok) - ok_before ))
-  garp="$(awk -v t="$t_kill" '$1 > t && $2 == "00:16:3e:70:00:64" && /tell 10.70.0.100|Reply 10.70.0.100/ {n++} END {print (n ? "yes" : "no")}' "$RUN/arp.log")"
+  garp="$(guest_arp_after "$t_kill")"
   hr="$(sed -n 's/^failover heard_to_running_ms=\([0-9.]*\) activate_ms=\([0-9.]*\).*/\1 \2/p' "$RUN/run$r-backup.events" 2>/dev/null | tail -n1)"
   act="$(sed -n 's/.*activated from checkpoint \([0-9]*\).*/\1/p' "$RUN/run$r-backup.log" 2>/dev/null | tail -n1)"
   [ -n "$t_b_run" ] || why="$why,guest-not-running-on-B"
@@ -734,8 +743,8 @@ failover_run() {
   [ "$reboots" = 0 ] || why="$why,guest-restarted"
   [ "$ok_after" -ge 20 ] || why="$why,too-few-answers-after"
   echo "lab failover: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}")" \
-    "interval_ms=$interval failover_s=$( [ -n "$t_b_run" ] && awk -v a="$t_kill" -v b="$t_b_run" 'BEGIN{printf "%.1f", b-a}' || echo never)" \
-    "first_answer_after_kill_s=$( [ -n "$t_tcp" ] && awk -v a="$t_kill" -v b="$t_tcp" 'BEGIN{printf "%.1f", b-a}' || echo never)" \
+    "interval_ms=$interval failover_s=$(since "$t_kill" "$t_b_run")" \
+    "first_answer_after_kill_s=$(since "$t_kill" "$t_tcp")" \
     "heard_to_running_ms=${hr% *} activate_ms=${hr#* } activated_checkpoint=${act:-none}" \
     "acked_before_kill=$(json_field last_acked_epoch <<<"$st_json") pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json")" \
     "max_stall_ms=$(client_status max_stall_ms) answers_before=$ok_before answers_after=$ok_after" \
@@ -811,7 +820,6 @@ cmd_compare() {
   t_start="$(now)"
   tandem_lab_ready
   failover_reset
-  for h in A B; do cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" /root/; lab_ssh "$h" chmod 600 /root/tandem.key; done
   dirtier_cmd "START $pages" | grep -q '^OK' || die "the guest's workload does not start (dirtier on $GUEST_IP:7001)"
   : > "$RUN/compare.results"
   for iv in $intervals; do
@@ -829,7 +837,7 @@ cmd_compare() {
     log "compare at interval $iv ms: tandem"
     domid="$(lab_ssh A xl domid g1)"
     tandem_conf "vif$domid.0" "$iv" > "$RUN/g1.conf"
-    for h in A B; do cmd_copy_in "$h" "$RUN/g1.conf" /root/; lab_ssh "$h" "rm -f /root/primary.* /root/backup.*"; done
+    tandem_install "$RUN/g1.conf"
     backup_start || die "tandem backup does not start on B"
     tandem_start A primary
     wait_for "tandem: first copy done, 5 checkpoints acked" 1200 acks_or_primary_gone 5 >&2
@@ -865,10 +873,7 @@ cmd_errors() {
   failover_reset
   tandem_conf "vif$(lab_ssh A xl domid g1).0" 100 > "$RUN/g1.conf"
   sed 's/^name = g1$/name = nosuch/' "$RUN/g1.conf" > "$RUN/nosuch.conf"
-  for h in A B; do
-    cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" "$RUN/g1.conf" "$RUN/nosuch.conf" /root/
-    lab_ssh "$h" "chmod 600 /root/tandem.key; rm -f /root/primary.* /root/backup.*"
-  done
+  tandem_install "$RUN/g1.conf" "$RUN/nosuch.conf"
 
   # 1. The guest does not exist on this host.
   rc=0; lab_ssh A "cd /root; ./tandem primary nosuch.conf > /root/nosuch.log 2>&1" || rc=$?
