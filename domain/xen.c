@@ -671,10 +671,10 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 {
 	struct xen *x = X(d);
 	uint64_t end;
-	size_t off = 0;
+	int rc;
 
 	if (!x->restore_started) {
-		int rc = start_restore(d, c);
+		rc = start_restore(d, c);
 		if (rc)
 			return rc;
 	}
@@ -692,15 +692,20 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 			}
 		}
 	}
-	while (off < c->blob_len) {
-		ssize_t r = write(x->rs_wr, c->blob + off, c->blob_len - off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("the standby's restore stream broke: %s", strerror(errno));
-			return -EIO;
-		}
-		off += (size_t)r;
+	/* Bounded by progress: libxl reading slowly under load is fine, libxl
+	 * that stopped reading (initial rounds included) must not hold this
+	 * thread, and with it the primary's send, forever. */
+	rc = send_full_bounded(x->rs_wr, c->blob, c->blob_len, COMMIT_TIMEOUT_MS);
+	if (rc) {
+		if (x->restore_done)
+			refuse(d, "the standby's restore ended early (libxl error %d; see the backup's "
+			       "log)", x->restore_rc);
+		else if (rc == -ETIMEDOUT)
+			log_error("the standby's restore stream broke: libxl read nothing for %d s",
+				  COMMIT_TIMEOUT_MS / 1000);
+		else
+			log_error("the standby's restore stream broke: %s", strerror(-rc));
+		return -EIO;
 	}
 	if (c->flags & CKPT_F_INITIAL)
 		return 0;

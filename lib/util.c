@@ -3,9 +3,11 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -144,6 +146,33 @@ int write_full(int fd, const void *buf, size_t len)
 		}
 		p += r;
 		len -= (size_t)r;
+	}
+	return 0;
+}
+
+int send_full_bounded(int fd, const void *buf, size_t len, unsigned stall_ms)
+{
+	const char *p = buf;
+	uint64_t deadline = now_ms() + stall_ms;
+
+	while (len) {
+		ssize_t r = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r > 0) {
+			p += r;
+			len -= (size_t)r;
+			deadline = now_ms() + stall_ms;
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		uint64_t t = now_ms();
+		if (t >= deadline)
+			return -ETIMEDOUT;
+		struct pollfd pf = { .fd = fd, .events = POLLOUT };
+		if (poll(&pf, 1, (int)MIN(deadline - t, 1000u)) < 0 && errno != EINTR)
+			return -errno;
 	}
 	return 0;
 }

@@ -45,6 +45,14 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len);
 int read_full(int fd, void *buf, size_t len);
 int write_full(int fd, const void *buf, size_t len);
 
+/*
+ * Send exactly len bytes on a stream socket, giving up when the reader takes
+ * no byte for stall_ms (the deadline restarts with every byte accepted): a
+ * slow reader is fine, one that stopped is not.  Returns 0, -ETIMEDOUT, or
+ * -errno (-EPIPE when the reader is gone).
+ */
+int send_full_bounded(int fd, const void *buf, size_t len, unsigned stall_ms);
+
 /* Hex encoding; hex_decode returns the number of bytes or -EINVAL. */
 void hex_encode(const uint8_t *in, size_t len, char *out);
 ssize_t hex_decode(const char *in, uint8_t *out, size_t outlen);

@@ -154,6 +154,66 @@ static void *trickle_thread(void *arg)
 	return NULL;
 }
 
+struct sipper {
+	int fd;
+	size_t total;
+	unsigned gap_ms;
+};
+
+/* Read everything, 16 KiB at a time, gap_ms apart: a slow reader. */
+static void *sipper_thread(void *arg)
+{
+	struct sipper *s = arg;
+	static uint8_t buf[16384];
+	ssize_t r;
+
+	while ((r = read(s->fd, buf, sizeof(buf))) > 0) {
+		s->total += (size_t)r;
+		usleep(s->gap_ms * 1000);
+	}
+	return NULL;
+}
+
+/*
+ * send_full_bounded (the backup's bound on a restore that stopped reading):
+ * a reader slower than the bound in total but never silent for it gets all
+ * the bytes; one that stopped fails the send after about the bound; one
+ * that left fails it at once.
+ */
+int test_send_bounded(void)
+{
+	static uint8_t data[1u << 20];
+	struct sipper s = { 0 };
+	pthread_t th;
+	int sv[2], small = 16384;
+	uint64_t t0, took;
+
+	memset(data, 0x5a, sizeof(data));
+	ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	s = (struct sipper){ sv[1], 0, 20 };
+	pthread_create(&th, NULL, sipper_thread, &s);
+	t0 = now_ms();
+	ASSERT_EQ(send_full_bounded(sv[0], data, sizeof(data), 150), 0);
+	took = now_ms() - t0;
+	close(sv[0]);
+	pthread_join(th, NULL);
+	ASSERT_EQ(s.total, sizeof(data));
+	ASSERT(took > 150);	/* the reader was slower than the bound in total */
+
+	ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	t0 = now_ms();
+	ASSERT_EQ(send_full_bounded(sv[0], data, sizeof(data), 200), -ETIMEDOUT);
+	took = now_ms() - t0;
+	ASSERT(took >= 200 && took < 3000);
+	close(sv[1]);
+	ASSERT_EQ(send_full_bounded(sv[0], data, sizeof(data), 200), -EPIPE);
+	close(sv[0]);
+	return TEST_OK;
+}
+
 /*
  * The stall timeout is about progress: a frame that trickles in over far
  * longer than the timeout, a byte now and then, is received; a frame that
