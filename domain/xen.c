@@ -342,7 +342,10 @@ static void *save_main(void *arg)
 	int rc;
 
 	rc = xc_domain_save(x->xch, x->io_wr, x->domid, XCFLAGS_LIVE, &cb, XC_STREAM_REMUS, -1);
-	if (rc && !x->stopping)
+	if (rc && !x->stopping && x->suspend_rc)
+		log_error("xc_domain_save of domain %u ended: the guest was not suspended; "
+			  "protection stops (log-dirty off, guest running)", x->domid);
+	else if (rc && !x->stopping)
 		log_error("xc_domain_save of domain %u ended: %s (log-dirty unavailable? a PV guest "
 			  "on a Xen without shadow paging fails here)", x->domid, strerror(errno));
 	close(x->io_wr);

@@ -9,7 +9,8 @@
  * Points: before-capture, mid-capture, mid-ship, after-ship-before-ack,
  * drop-ack, duplicate-frame, backup-mid-commit, backup-before-ack,
  * primary-exit-after-release, slow-commit (the backup stalls 3 timeouts
- * before a commit, still sending heartbeats).
+ * before a commit, still sending heartbeats), suspend-fails (the guest
+ * does not suspend, as a Xen guest that ignores the request).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

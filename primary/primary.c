@@ -348,7 +348,8 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 	ckpt_reset(c, epoch);
 	fault_kill("before-capture");
 	t0 = now_ns();
-	if ((rc = p->dom.ops->suspend(&p->dom))) {
+	rc = fault_hit("suspend-fails") ? -ETIMEDOUT : p->dom.ops->suspend(&p->dom);
+	if (rc) {
 		log_error("checkpoint %" PRIu64 ": cannot suspend the guest: %s", epoch, strerror(-rc));
 		return rc;
 	}
