@@ -54,7 +54,10 @@
 #include "domain.h"
 #include "xenstream.h"
 
-#define SUSPEND_TIMEOUT_MS 10000	/* a guest under QEMU TCG can take seconds */
+/* A guest under QEMU TCG can take seconds to take a suspend request, more
+ * to complete it. */
+#define SUSPEND_ACK_TIMEOUT_MS 10000
+#define SUSPEND_DONE_TIMEOUT_MS 60000
 #define COMMIT_TIMEOUT_MS 60000
 
 enum xphase { XP_IDLE, XP_PRECOPY, XP_WANT_SUSPEND, XP_SUSPENDED, XP_CAPTURED, XP_RUNNING,
@@ -223,36 +226,94 @@ static bool is_suspended(struct xen *x)
 	       info.shutdown && info.shutdown_reason == SHUTDOWN_suspend;
 }
 
-/* Ask the guest to suspend through xenstore and wait until it has. */
+/* Poll until the guest is suspended or `end` (ms) passes. */
+static bool wait_suspended(struct xen *x, uint64_t end)
+{
+	useconds_t nap = 50;
+
+	for (;;) {
+		if (is_suspended(x))
+			return true;
+		if (now_ms() > end)
+			return false;
+		/* Poll fast at first, then back off to 2 ms: the guest shares the
+		 * host's CPUs with this loop while it suspends. */
+		usleep(nap);
+		nap = MIN(nap * 2, 2000);
+	}
+}
+
+/*
+ * Withdraw an unanswered suspend request.  The guest takes a request by
+ * clearing control/shutdown, and once it has, it suspends whatever we write
+ * later: so read and clear in one transaction.  Returns true if withdrawn,
+ * false if the guest took it at the last minute (or xenstore failed).
+ */
+static bool withdraw_suspend(struct xen *x, const char *path)
+{
+	for (;;) {
+		xs_transaction_t t = xs_transaction_start(x->xsh);
+		unsigned len = 0;
+		char *v;
+		bool taken;
+
+		if (t == XBT_NULL)
+			return false;
+		v = xs_read(x->xsh, t, path, &len);
+		taken = !v || strcmp(v, "suspend") != 0;
+		free(v);
+		if (taken) {
+			xs_transaction_end(x->xsh, t, true);
+			return false;
+		}
+		if (!xs_write(x->xsh, t, path, "", 0)) {
+			xs_transaction_end(x->xsh, t, true);
+			return false;
+		}
+		if (xs_transaction_end(x->xsh, t, false))
+			return true;
+		if (errno != EAGAIN)
+			return false;
+	}
+}
+
+/*
+ * Ask the guest to suspend through xenstore and wait until it has.  Two
+ * bounds: the guest must take the request within SUSPEND_ACK_TIMEOUT_MS
+ * (else it is withdrawn and the guest keeps running), and once it has
+ * taken it, it must be suspended within SUSPEND_DONE_TIMEOUT_MS (a guest
+ * that took it suspends even if late: never give up on it early and leave
+ * it suspended behind our back).
+ */
 static int suspend_guest(struct xen *x)
 {
 	char path[128];
-	uint64_t end = now_ms() + SUSPEND_TIMEOUT_MS;
-	useconds_t nap = 50;
+	uint64_t t0 = now_ms();
 
 	snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
 	if (!xs_write(x->xsh, XBT_NULL, path, "suspend", 7)) {
 		log_error("cannot write %s: %s", path, strerror(errno));
 		return -EIO;
 	}
-	for (;;) {
-		if (is_suspended(x))
-			return 0;
-		if (now_ms() > end)
-			break;
-		/* Poll fast at first, then back off to 2 ms: the guest shares the
-		 * host's CPUs with this loop while it suspends. */
-		usleep(nap);
-		nap = MIN(nap * 2, 2000);
+	if (wait_suspended(x, t0 + SUSPEND_ACK_TIMEOUT_MS))
+		return 0;
+	if (withdraw_suspend(x, path)) {
+		log_error("guest '%s' did not answer the suspend request within %d ms: request "
+			  "withdrawn, guest left running, checkpoint abandoned", x->name,
+			  SUSPEND_ACK_TIMEOUT_MS);
+		return -ETIMEDOUT;
 	}
-	/* Withdraw the request.  The guest may have taken it late: never leave
-	 * it suspended. */
-	xs_write(x->xsh, XBT_NULL, path, "", 0);
-	usleep(200000);
-	if (is_suspended(x) && xc_domain_resume(x->xch, x->domid, 1))
-		log_error("cannot resume domain %u after a late suspend: %s", x->domid, strerror(errno));
-	log_error("guest '%s' did not answer the suspend request within %d ms: left running, "
-		  "checkpoint abandoned", x->name, SUSPEND_TIMEOUT_MS);
+	log_warn("guest '%s' took the suspend request but is not suspended after %d ms; "
+		 "waiting up to %d s more", x->name, SUSPEND_ACK_TIMEOUT_MS,
+		 SUSPEND_DONE_TIMEOUT_MS / 1000);
+	if (wait_suspended(x, now_ms() + SUSPEND_DONE_TIMEOUT_MS)) {
+		log_info("guest '%s' suspended after %" PRIu64 " ms", x->name, now_ms() - t0);
+		return 0;
+	}
+	log_error("guest '%s' took the suspend request but did not suspend within %d s; "
+		  "checkpoint abandoned (should it suspend later, it stays suspended: "
+		  "`xl list` shows it; its kernel is stuck in its suspend path)", x->name,
+		  (SUSPEND_ACK_TIMEOUT_MS + SUSPEND_DONE_TIMEOUT_MS) / 1000);
 	return -ETIMEDOUT;
 }
 
