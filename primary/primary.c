@@ -328,7 +328,9 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 					 p->cfg.staging_limit);
 			}
 		}
-		wait_ns(p, MIN(room ? deadline_ns - now : 20000000ull, 20000000ull));
+		/* Until the epoch's deadline; without room, until an ack (or a
+		 * stop) wakes us through p->cond, or a second at most. */
+		wait_ns(p, room ? deadline_ns - now : now < deadline_ns ? deadline_ns - now : 1000000000ull);
 	}
 	if (p->stretched && !stretch_start) {
 		p->stretched = false;
@@ -517,7 +519,12 @@ static void *ship_main(void *arg)
 			pthread_cond_broadcast(&p->cond);
 			continue;
 		}
-		wait_ns(p, 10000000ull);
+		/* Until the next heartbeat is due; a new checkpoint, the link
+		 * coming up or a stop wakes us through p->cond. */
+		{
+			uint64_t idle = now_ns() - p->last_sent_ns;
+			wait_ns(p, ch && idle < hb_ns ? hb_ns - idle : hb_ns);
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
