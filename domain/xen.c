@@ -80,6 +80,7 @@ struct xen {
 	int io_rd, io_wr;
 	enum xphase phase;
 	bool go_suspend, go_resume, stopping, save_failed;
+	bool suspend_taken;		/* the guest took a request, not yet suspended */
 	int suspend_rc;
 	struct xenstream_cut cut;
 	uint8_t *buf;			/* drained bytes not yet handed over */
@@ -303,16 +304,20 @@ static int suspend_guest(struct xen *x)
 			  SUSPEND_ACK_TIMEOUT_MS);
 		return -ETIMEDOUT;
 	}
+	/* It will suspend, however late (a paused or starved guest): wait for
+	 * it; if that takes too long, protection stops and stop_protection
+	 * waits once more to resume it, so that it is not left suspended. */
+	x->suspend_taken = true;
 	log_warn("guest '%s' took the suspend request but is not suspended after %d ms; "
 		 "waiting up to %d s more", x->name, SUSPEND_ACK_TIMEOUT_MS,
 		 SUSPEND_DONE_TIMEOUT_MS / 1000);
 	if (wait_suspended(x, now_ms() + SUSPEND_DONE_TIMEOUT_MS)) {
+		x->suspend_taken = false;
 		log_info("guest '%s' suspended after %" PRIu64 " ms", x->name, now_ms() - t0);
 		return 0;
 	}
 	log_error("guest '%s' took the suspend request but did not suspend within %d s; "
-		  "checkpoint abandoned (should it suspend later, it stays suspended: "
-		  "`xl list` shows it; its kernel is stuck in its suspend path)", x->name,
+		  "checkpoint abandoned, protection stops", x->name,
 		  (SUSPEND_ACK_TIMEOUT_MS + SUSPEND_DONE_TIMEOUT_MS) / 1000);
 	return -ETIMEDOUT;
 }
@@ -652,6 +657,14 @@ static void xen_stop_protection(struct domain *d)
 		char path[128];
 		snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
 		xs_write(x->xsh, XBT_NULL, path, "", 0);
+	}
+	if (x->suspend_taken) {
+		/* A request the guest took ends in a suspend: wait for it. */
+		log_warn("guest '%s' took a suspend request and is not suspended yet; waiting "
+			 "up to %d s to resume it", x->name, SUSPEND_DONE_TIMEOUT_MS / 1000);
+		if (!wait_suspended(x, now_ms() + SUSPEND_DONE_TIMEOUT_MS))
+			log_error("guest '%s' took a suspend request and did not suspend: if it "
+				  "does later, it stays suspended (`xl list` shows it)", x->name);
 	}
 	if (is_suspended(x) && xc_domain_resume(x->xch, x->domid, 1))
 		log_error("cannot resume domain %u: %s", x->domid, strerror(errno));
