@@ -426,9 +426,14 @@ int netbuf__redirect_add(struct nl_sock *sk, int ifindex, uint16_t proto,
 	rc = 0;
 	goto out;
 fail:
-	log_error("cannot add the u32/mirred redirect filter on ifindex %d: %s "
-		  "(needs CONFIG_NET_CLS_U32%s and CONFIG_NET_ACT_MIRRED)",
-		  ifindex, strerror(-rc), only_unmarked ? ", CONFIG_NET_CLS_BPF" : "");
+	if (rc == -ENODEV)	/* the kernel has all it needs: a device went away */
+		log_error("cannot add the redirect filter on ifindex %d: the interface or its "
+			  "buffer device (ifindex %d) went away meanwhile (did the guest stop or "
+			  "restart?)", ifindex, to_ifindex);
+	else
+		log_error("cannot add the u32/mirred redirect filter on ifindex %d: %s "
+			  "(needs CONFIG_NET_CLS_U32%s and CONFIG_NET_ACT_MIRRED)",
+			  ifindex, strerror(-rc), only_unmarked ? ", CONFIG_NET_CLS_BPF" : "");
 	if (rc == -ENOENT || rc == -EOPNOTSUPP)
 		rc = -ENOTSUP;
 out:

@@ -688,9 +688,11 @@ failover_reset() {
 
 # One run: protect, run the client, kill A, check.  Prints one result line;
 # returns 1 when an assertion fails.
+guest_faults_A() { lab_ssh A "xl dmesg" | grep -c 'Triple fault' || true; } # since the last xl dmesg -c
 failover_run() {
   local r="$1" interval="$2" domid vif t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
   failover_reset >&2
+  lab_ssh A "xl dmesg -c" > /dev/null   # to tell a guest crash (docs/lab.md) from a failure
   domid="$(lab_ssh A xl domid g1)"
   vif="vif$domid.0"
   tandem_conf "$vif" "$interval" > "$RUN/g1.conf"
@@ -702,13 +704,13 @@ failover_run() {
   if primary_failed || backup_failed || ! acks_at_least 3; then
     lab_ssh A "tail -n 30 /root/primary.log" >&2 || true
     lab_ssh B "tail -n 30 /root/backup.log" >&2 || true
-    echo "lab failover: run=$r result=fail reason=not-protected"
+    echo "lab failover: run=$r result=fail reason=not-protected guest_triple_faults=$(guest_faults_A)"
     return 1
   fi
 
   watchers_start
   if ! wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2; then
-    echo "lab failover: run=$r result=fail reason=no-answers-under-protection"
+    echo "lab failover: run=$r result=fail reason=no-answers-under-protection guest_triple_faults=$(guest_faults_A)"
     return 1
   fi
   # Let the connection live through several checkpoints before the kill.
