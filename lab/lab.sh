@@ -607,7 +607,8 @@ EOF
 tandem_install() {
   local h
   for h in A B; do
-    cmd_copy_in "$h" "$TANDEM_BIN" "$RUN/tandem.key" "$@" /root/
+    cmd_copy_in "$h" "$TANDEM_BIN" /root/tandem   # whatever the build's file name
+    cmd_copy_in "$h" "$RUN/tandem.key" "$@" /root/
     lab_ssh "$h" "chmod 600 /root/tandem.key; rm -f /root/primary.* /root/backup.*"
   done
 }
