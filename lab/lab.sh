@@ -977,6 +977,7 @@ cmd_errors() {
   local rc fails=0 free hog
   tandem_lab_ready
   failover_reset
+  lab_ssh B "xl destroy hog 2>/dev/null; true"   # left by an interrupted run
   tandem_conf x 100 | sed 's/^name = g1$/name = nosuch/' > "$RUN/nosuch.conf"
   errors_guest_ready "$RUN/nosuch.conf"
 
