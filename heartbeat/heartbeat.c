@@ -6,8 +6,9 @@
  * heartbeat-interval and a check timer (timeouts, grace, decisions) every
  * twentieth of the timeout, at least HB_CHECK_MIN_MS and at most half the
  * interval: detection is late by 5 % at most, and an idle daemon does not
- * wake a hundred times a second on a host whose CPUs its guest needs.  All state is under `lock`; callbacks are collected while it
- * is held and run after it is released.
+ * wake a hundred times a second on a host whose CPUs its guest needs.
+ * All state is under `lock`; callbacks are collected while it is held and
+ * run after it is released.
  *
  * Acceptance of a datagram on path i (in this order):
  *   1. length, magic, version, type            else rejected "malformed"
