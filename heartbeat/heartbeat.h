@@ -111,8 +111,9 @@ struct hb_callbacks {
 	void (*peer_lost)(void *arg);
 	/* Some path is up again after peer_lost.  May be NULL. */
 	void (*peer_back)(void *arg);
-	/* hb_decide() over the current view changed (checked every 10 ms and
-	 * on every transition, so the grace period needs no timer of yours).
+	/* hb_decide() over the current view changed (checked with the path
+	 * timeouts, every twentieth of the timeout, and on every transition,
+	 * so the grace period needs no timer of yours).
 	 * Called once at start with the initial decision.  May be NULL. */
 	void (*decision)(void *arg, enum hb_decision d, const struct hb_view *v);
 };
