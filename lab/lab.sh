@@ -821,9 +821,10 @@ measure_window() {
   s1="$(cpu_snapshot)"
   case "$out" in STATS*) echo "$out checkpoints=$((c1 - c0)) $(cpu_use "$s0" "$s1")" ;; *) return 1 ;; esac
 }
-# The workload runs only while a tool is protecting the guest (after its
-# first copy) and in the unprotected window: xl remus' first copy with the
-# workload running triple-faulted the guest twice (docs/lab.md).
+# The workload runs only in the measured windows: in the unprotected one
+# and under each tool after its first copy (the copies then take the same
+# time for both tools, and the guest spends less time under load, which is
+# when the lab's guest tends to triple-fault: docs/lab.md).
 workload_start() { dirtier_cmd "START $1" | grep -q '^OK' || { log "the guest's workload does not start (dirtier on $GUEST_IP:7001)"; return 1; }; }
 workload_stop() { dirtier_cmd STOP | grep -q '^OK' || { log "the guest's workload does not answer STOP"; return 1; }; }
 
@@ -842,8 +843,8 @@ guest_state_A() { lab_ssh A "xl list g1 | awk 'NR == 2 {print \$5}'"; }
 
 # xl remus protects g1 at interval $1; once its first copy is done the
 # workload runs for a window of $2 s ($3 pages): prints the window line.
-# Returns 1 when xl remus exits first or the guest stops answering (xl
-# remus' resume triple-faulted it in some runs: docs/lab.md); xl remus is
+# Returns 1 when xl remus exits first or the guest stops answering (the
+# lab's guest triple-faults now and then: docs/lab.md); xl remus is
 # stopped either way.
 remus_window() {
   local iv="$1" w="$2" pages="$3" out
