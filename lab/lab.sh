@@ -689,7 +689,7 @@ failover_reset() {
 
 # One run: protect, run the client, kill A, check.  Prints one result line;
 # returns 1 when an assertion fails.
-guest_faults_A() { lab_ssh A "xl dmesg" | grep -c 'Triple fault' || true; } # since the last xl dmesg -c
+guest_faults_A() { lab_ssh A "xl dmesg $*" | grep -c 'Triple fault' || true; } # since the last xl dmesg -c ([-c]: and clear)
 failover_run() {
   local r="$1" interval="$2" domid vif t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
   failover_reset >&2
@@ -840,6 +840,7 @@ ckpt_pause_ms() {
 }
 
 guest_state_A() { lab_ssh A "xl list g1 | awk 'NR == 2 {print \$5}'"; }
+guest_running_A() { case "$(guest_state_A)" in -b----|r-----) ;; *) return 1 ;; esac; }
 
 # xl remus protects g1 at interval $1; once its first copy is done the
 # workload runs for a window of $2 s ($3 pages): prints the window line.
@@ -891,7 +892,7 @@ tandem_window() {
 tool_window() {
   local tool="$1" iv="$2" try=1 crash out
   until out="$("${tool}_window" "$iv" "$3" "$4")"; do
-    crash="$(lab_ssh A "xl dmesg -c" | grep -c 'Triple fault' || true)"
+    crash="$(guest_faults_A -c)"
     echo "$crash" >> "$RUN/compare-$tool-$iv.crashes"
     log "$tool at $iv ms gave no window (try $try; guest triple faults: $crash; g1 on A: $(guest_state_A))"
     [ "$try" -lt "${LAB_COMPARE_TRIES:-3}" ] || return 1
@@ -926,7 +927,7 @@ cmd_compare() {
   : > "$RUN/compare.results"
   rm -f "$RUN"/compare-*.crashes
   for iv in $intervals; do
-    case "$(guest_state_A)" in -b----|r-----) ;; *) failover_reset ;; esac
+    guest_running_A || failover_reset
     lab_ssh A "xl dmesg -c" > /dev/null
     log "compare at interval $iv ms: unprotected"
     workload_start "$pages" || die "no workload in the guest"
@@ -940,11 +941,10 @@ cmd_compare() {
     st_json="$(cat "$RUN/compare-tandem-status.json")"
     # After the clean stop (SIGTERM): the guest runs on A, the standby is gone.
     stop_ok=yes
-    case "$(guest_state_A)" in
-      -b----|r-----) ;;
-      *) if lab_ssh A "xl dmesg" | grep -q 'Triple fault'; then stop_ok="unknown(g1-triple-faulted)"
-         else stop_ok="no(A:$(guest_state_A))"; fi ;;
-    esac
+    if ! guest_running_A; then
+      if [ "$(guest_faults_A)" -gt 0 ]; then stop_ok="unknown(g1-triple-faulted)"
+      else stop_ok="no(A:$(guest_state_A))"; fi
+    fi
     lab_ssh B "xl domid g1" >/dev/null 2>&1 && stop_ok="no(standby-left-on-B)"
 
     local u r t
@@ -967,7 +967,7 @@ cmd_compare() {
 # triple-faults, even unprotected, docs/lab.md), and its configuration
 # (vif of its current domain id) installed in both dom0s.
 errors_guest_ready() {
-  case "$(guest_state_A)" in -b----|r-----) ;; *) failover_reset ;; esac
+  guest_running_A || failover_reset
   tandem_conf "vif$(lab_ssh A xl domid g1).0" 100 > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf" "$@"
 }
@@ -1011,10 +1011,8 @@ cmd_errors() {
   tandem_stop A primary
   tandem_stop B backup
   lab_ssh B "xl destroy hog" >&2 || true
-  case "$(guest_state_A)" in
-    -b----|r-----) echo "lab errors: stop_leaves_guest_running=ok" ;;
-    *) echo "lab errors: stop_leaves_guest_running=FAIL state=$(guest_state_A)"; fails=$((fails + 1)) ;;
-  esac
+  if guest_running_A; then echo "lab errors: stop_leaves_guest_running=ok"
+  else echo "lab errors: stop_leaves_guest_running=FAIL state=$(guest_state_A)"; fails=$((fails + 1)); fi
 
   # 4. The guest does not answer a suspend request (paused by hand on A
   # while protected).  Two outcomes, both checked: the pause came before
@@ -1039,7 +1037,7 @@ cmd_errors() {
       if wait_for "A: the primary exited" 60 primary_failed >&2 &&
          wait_for "B: the standby discarded" 60 remote_log_has B backup "discarding the standby" >&2 &&
          ! lab_ssh B "xl domid g1" >/dev/null 2>&1 &&
-         case "$(guest_state_A)" in -b----|r-----) true ;; *) false ;; esac &&
+         guest_running_A &&
          wait_for "g1 answers TCP on A" 60 guest_probe >&2; then
         echo "lab errors: suspend_unanswered=ok reported_after_s=$(since "$t_pause" "$t_report"): $(lab_ssh A "grep -m1 -o \"guest 'g1' did not answer.*\" /root/primary.log")"
       else
@@ -1058,10 +1056,8 @@ cmd_errors() {
   [ "$fails" = 0 ] || { lab_ssh A "grep -v '^xc: progress' /root/primary.log | tail -n 8" >&2 || true; lab_ssh B "tail -n 4 /root/backup.log" >&2 || true; }
   tandem_stop A primary
   tandem_stop B backup
-  case "$(guest_state_A)" in
-    -b----|r-----) echo "lab errors: guest_running_at_end=ok" ;;
-    *) echo "lab errors: guest_running_at_end=FAIL state=$(guest_state_A)"; fails=$((fails + 1)) ;;
-  esac
+  if guest_running_A; then echo "lab errors: guest_running_at_end=ok"
+  else echo "lab errors: guest_running_at_end=FAIL state=$(guest_state_A)"; fails=$((fails + 1)); fi
   [ "$fails" = 0 ]
 }
 
