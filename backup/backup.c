@@ -789,6 +789,7 @@ int cmd_backup(int argc, char **argv)
 		}
 	}
 	pthread_create(&b->net_thr, NULL, net_main, b);
+	pthread_setname_np(b->net_thr, "tandem-net");
 	uv_run(&b->loop, UV_RUN_DEFAULT);
 	pthread_mutex_lock(&b->lock);
 	b->stop = true;

@@ -533,6 +533,8 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 	x->phase = XP_PRECOPY;
 	pthread_create(&x->drain_thr, NULL, drain_main, x);
 	pthread_create(&x->save_thr, NULL, save_main, d);
+	pthread_setname_np(x->drain_thr, "tandem-drain");
+	pthread_setname_np(x->save_thr, "tandem-xcsave");
 	x->save_started = true;
 
 	/* Deliver the live precopy in pieces until libxenguest wants to suspend. */
@@ -739,6 +741,7 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 	x->rs_wr = sv[0];
 	x->rs_rd = sv[1];
 	pthread_create(&x->restore_thr, NULL, restore_main, d);
+	pthread_setname_np(x->restore_thr, "tandem-restore");
 	x->restore_started = true;
 	log_info("standby for '%s' being created (%" PRIu64 " MiB)", x->name, need_kb / 1024);
 	return 0;

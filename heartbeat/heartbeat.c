@@ -661,6 +661,7 @@ int hb_start(struct hb **out, const struct tandem_config *cfg, const uint8_t key
 		goto fail;
 	}
 	hb->thr_started = true;
+	pthread_setname_np(hb->thr, "tandem-hb");
 	log_info("heartbeats as %s on %d path%s every %" PRIu64 " ms, timeout %" PRIu64 " ms%s",
 		 role_name(role), hb->npaths, hb->npaths == 1 ? "" : "s", hb->interval_ms,
 		 hb->timeout_ms, hb->witness_on ? ", also to the witness" : "");

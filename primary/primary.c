@@ -987,6 +987,10 @@ int cmd_primary(int argc, char **argv)
 	pthread_create(&p->link_thr, NULL, link_main, p);
 	pthread_create(&p->ship_thr, NULL, ship_main, p);
 	pthread_create(&p->ckpt_thr, NULL, ckpt_main, p);
+	/* names for top -H and ps -L */
+	pthread_setname_np(p->link_thr, "tandem-link");
+	pthread_setname_np(p->ship_thr, "tandem-ship");
+	pthread_setname_np(p->ckpt_thr, "tandem-ckpt");
 
 	uv_run(&p->loop, UV_RUN_DEFAULT);
 
