@@ -169,11 +169,30 @@ static int xen_open(struct domain *d)
 		log_error("cannot read the state of guest '%s' (domain %u)", x->name, x->domid);
 		return -EIO;
 	}
-	if (!info.hvm) {
-		log_error("guest '%s' is a PV guest: this Xen has no shadow paging, so log-dirty "
-			  "mode (and so checkpointing) is unavailable for PV guests; run it as PVH "
-			  "(type = \"pvh\" in its xl config) or HVM", x->name);
-		return -ENOTSUP;
+	/* Log-dirty mode, which every checkpoint needs, runs on HAP for HVM and
+	 * PVH guests that use it, and on shadow paging otherwise (PV guests
+	 * always).  Debian's Xen, for one, is built without shadow paging. */
+	if (!info.hvm || !info.hap) {
+		xc_physinfo_t phys = { 0 };
+		bool shadow = xc_physinfo(x->xch, &phys) == 0 &&
+			      (phys.capabilities & XEN_SYSCTL_PHYSCAP_shadow);
+
+		if (!shadow && !info.hvm) {
+			log_error("guest '%s' is a PV guest and this Xen has no shadow paging (xl info: "
+				  "virt_caps without 'shadow'): log-dirty mode, and so checkpointing, is "
+				  "unavailable for PV guests here; PVH and HVM guests work (type = "
+				  "\"pvh\" in its xl config)", x->name);
+			return -ENOTSUP;
+		}
+		if (!shadow) {
+			log_error("guest '%s' runs without HAP and this Xen has no shadow paging: "
+				  "log-dirty mode, and so checkpointing, is unavailable; run it with "
+				  "hap = 1 (the default)", x->name);
+			return -ENOTSUP;
+		}
+		if (!info.hvm)
+			log_warn("guest '%s' is a PV guest: log-dirty runs on shadow paging; tandem "
+				 "is tested with PVH guests", x->name);
 	}
 	if (is_suspended(x)) {
 		log_warn("guest '%s' was left suspended (by an earlier run?): resuming it", x->name);
