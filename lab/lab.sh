@@ -799,6 +799,20 @@ cpu_snapshot() {
   b="$(lab_ssh B "xl list" | awk '$1 == "Domain-0" { print $6 + 0 }')"
   echo "$(now) $a ${b:-0} $(host_cpu_s A) $(host_cpu_s B)"
 }
+# Per thread of a tandem daemon (host role): "wall comm=ticks ..." with
+# each thread's utime + stime in dom0's clock ticks, summed per thread name
+# (tandem names its threads: tandem-ckpt, tandem-xcsave, tandem-ship ...).
+thread_snapshot() {
+  lab_ssh "$1" "p=\$(cat /root/$2.pid) && cd /proc/\$p/task && echo \$(getconf CLK_TCK) \$(for t in *; do echo \$(cat \$t/comm)=\$(cut -d')' -f2 \$t/stat | awk '{print \$12 + \$13}'); done)" |
+    awk -v now="$(now)" '{ printf "%s %s", now, $1; for (i = 2; i <= NF; i++) { split($i, kv, "="); s[kv[1]] += kv[2] } for (k in s) printf " %s=%d", k, s[k]; print "" }'
+}
+thread_use() { # prefix before after -> "thr_<prefix>_<name>=CPUs ..." over the interval
+  awk -v p="$1" -v a="$2" -v b="$3" 'BEGIN{
+    n = split(a, x, " "); for (i = 3; i <= n; i++) { split(x[i], kv, "="); t0[kv[1]] = kv[2] }
+    m = split(b, y, " "); dt = y[1] - x[1]; hz = y[2]
+    for (i = 3; i <= m; i++) { split(y[i], kv, "="); if (dt > 0 && hz > 0) printf "%sthr_%s_%s=%.2f", (i > 3 ? " " : ""), p, kv[1], (kv[2] - t0[kv[1]]) / hz / dt } }'
+}
+thr_of() { grep -o 'thr_[a-zA-Z0-9_-]*=[0-9.]*' <<<"$1" | paste -sd' '; } # window line -> its thr_* fields
 cpu_use() { # snapshot-before snapshot-after -> "cpu_g1=.. cpu_dom0_A=.." (CPUs busy, on average)
   awk -v a="$1" -v b="$2" 'BEGIN{
     split(a, x, " "); split(b, y, " "); t = y[1] - x[1]
@@ -867,13 +881,15 @@ remus_window() {
 # clean stop of both daemons and leaves `tandem status --json` in
 # $RUN/compare-tandem-status.json.
 tandem_window() {
-  local iv="$1" w="$2" pages="$3" out ok=0
+  local iv="$1" w="$2" pages="$3" out ok=0 ta0 tb0
   tandem_conf "vif$(lab_ssh A xl domid g1).0" "$iv" > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
   backup_start || { log "tandem backup does not start on B"; return 1; }
   tandem_start A primary
   wait_for "tandem: first copy done, 5 checkpoints acked" 1200 acks_or_primary_gone 5 >&2 || true
-  if acks_at_least 5 && workload_start "$pages" && out="$(measure_window "$w" tandem_acks)"; then
+  if acks_at_least 5 && workload_start "$pages" && ta0="$(thread_snapshot A primary)" && tb0="$(thread_snapshot B backup)" &&
+     out="$(measure_window "$w" tandem_acks)"; then
+    out="$out $(thread_use A "$ta0" "$(thread_snapshot A primary)") $(thread_use B "$tb0" "$(thread_snapshot B backup)")"
     workload_stop || true
     lab_ssh A ./tandem status --json g1 > "$RUN/compare-tandem-status.json" 2>/dev/null || true
     ok=1
@@ -956,6 +972,7 @@ cmd_compare() {
       echo "lab compare: interval_ms=$iv throughput_tandem=$(ratio "$t" "$u") throughput_xlremus=$(ratio "$r" "$u") overhead_ratio=$(awk -v t="$t" -v r="$r" -v u="$u" 'BEGIN{ if (u > r) printf "%.2f", (u - t) / (u - r); else print "nan" }') ops_per_s_unprotected=$u dirty_pages=$pages window_s=$w"
       echo "lab compare: interval_ms=$iv detail unprotected stalls=$(kv stalls <<<"$unprot") stall_ms_p50=$(kv stall_ms_p50 <<<"$unprot"); xlremus $(tries_of remus "$iv") checkpoints_in_window=$(kv checkpoints <<<"$remus") stalls=$(kv stalls <<<"$remus") stall_ms_p50=$(kv stall_ms_p50 <<<"$remus") $(remus_stats "$RUN/compare-remus-$iv.log" | tr -d '\n'); tandem $(tries_of tandem "$iv") checkpoints_in_window=$(kv checkpoints <<<"$tnd") stalls=$(kv stalls <<<"$tnd") stall_ms_p50=$(kv stall_ms_p50 <<<"$tnd") own_pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json") achieved_hz=$(json_field achieved_hz <<<"$st_json") clean_stop=$stop_ok"
       echo "lab compare: interval_ms=$iv cpu unprotected $(cpu_of "$unprot"); xlremus $(cpu_of "$remus"); tandem $(cpu_of "$tnd")"
+      echo "lab compare: interval_ms=$iv tandem threads $(thr_of "$tnd")"
     } | tee -a "$RUN/compare.results"
   done
   echo "lab compare: total_s=$(elapsed "$t_start")"
@@ -980,7 +997,8 @@ cmd_errors() {
   failover_reset
   lab_ssh B "xl destroy hog 2>/dev/null; true"   # left by an interrupted run
   tandem_conf x 100 | sed 's/^name = g1$/name = nosuch/' > "$RUN/nosuch.conf"
-  errors_guest_ready "$RUN/nosuch.conf"
+  tandem_conf x 100 | sed 's/^name = g1$/name = pv1/' > "$RUN/pv1.conf"
+  errors_guest_ready "$RUN/nosuch.conf" "$RUN/pv1.conf"
 
   # 1. The guest does not exist on this host.
   rc=0; lab_ssh A "cd /root; ./tandem primary nosuch.conf > /root/nosuch.log 2>&1" || rc=$?
@@ -989,6 +1007,21 @@ cmd_errors() {
   else
     echo "lab errors: guest_not_found=FAIL exit=$rc"; fails=$((fails + 1))
   fi
+
+  # 1b. A PV guest, on a Xen without shadow paging (this lab's, Debian's:
+  # xl info virt_caps lacks 'shadow'): refused, saying PVH works.  The
+  # guest is created paused; it only has to exist.
+  lab_ssh A "xl destroy pv1 2>/dev/null; printf 'name = \"pv1\"\ntype = \"pv\"\nkernel = \"/var/lib/tandem-lab/guest/vmlinuz\"\nmemory = 64\n' > /root/pv1.cfg; xl create -p /root/pv1.cfg" >&2
+  rc=0
+  if lab_ssh A "xl info | grep '^virt_caps' | grep -qw shadow"; then
+    echo "lab errors: pv_guest=skipped (this Xen has shadow paging)"
+  elif lab_ssh A "cd /root; timeout 60 ./tandem primary pv1.conf > /root/pv1.log 2>&1" || rc=$?; [ "$rc" = 4 ] && remote_log_has A pv1 "guest 'pv1' is a PV guest and this Xen has no shadow paging"; then
+    echo "lab errors: pv_guest=ok exit=$rc"
+  else
+    echo "lab errors: pv_guest=FAIL exit=$rc"; fails=$((fails + 1))
+    lab_ssh A "tail -n 3 /root/pv1.log" >&2 || true
+  fi
+  lab_ssh A "xl destroy pv1" >&2 || true
 
   # 2. The backup has not enough free memory for the guest: a paused domain
   # takes all but 64 MiB of B's free memory.
