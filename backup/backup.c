@@ -202,6 +202,8 @@ static enum rx_result commit_and_ack(struct backup *b)
 		b->committed = c->epoch;
 	b->last_commit_us = (now_ns() - t0) / 1000;
 	pthread_mutex_unlock(&b->lock);
+	log_debug("%s %" PRIu64 ": committed in %.1f ms", initial ? "round" : "checkpoint",
+		  initial ? b->rounds : c->epoch, (double)b->last_commit_us / 1e3);
 	if (!initial) {
 		hb_set_epoch(b->hb, c->epoch);
 		testlog("commit %" PRIu64, c->epoch);

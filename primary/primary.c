@@ -440,8 +440,12 @@ static void *ckpt_main(void *arg)
 		struct ckpt *c;
 		uint64_t epoch;
 
+		uint64_t t_room = now_ns();
 		if (!wait_for_room(p, deadline))
 			break;
+		if (now_ns() - MAX(t_room, deadline) > 2000000ull)
+			log_debug("epoch %" PRIu64 ": began %.1f ms past its deadline, waiting for an ack",
+				  p->epoch + 1, (double)(now_ns() - MAX(t_room, deadline)) / 1e6);
 		c = take_spare(p);
 		epoch = p->epoch + 1;
 		pthread_mutex_unlock(&p->lock);
@@ -493,12 +497,17 @@ static void *ship_main(void *arg)
 			p->ship_next = epoch + 1;
 			p->shipping = true;
 			pthread_mutex_unlock(&p->lock);
+			uint64_t t0 = now_ns();
 			rc = ship_ckpt(ch, c, c->has_digest ? c->digest : NULL);
+			uint64_t t1 = now_ns();
 			pthread_mutex_lock(&p->lock);
 			p->shipping = false;
 			pthread_cond_broadcast(&p->cond);
 			if (rc)
 				continue;	/* the link thread sees the break and reconnects */
+			log_debug("checkpoint %" PRIu64 ": its %zu bytes shipped in %.1f ms, from %.1f ms "
+				  "after its capture", epoch, c->blob_len + c->npages * CKPT_PAGE_SIZE,
+				  (double)(t1 - t0) / 1e6, (double)(t0 - c->captured_at_ns) / 1e6);
 			p->last_shipped = MAX(p->last_shipped, epoch);
 			p->last_sent_ns = now_ns();
 			p->bytes_shipped = channel_bytes_sent(ch);
@@ -554,6 +563,12 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	p->last_acked = a->epoch;
 	testlog("ack %" PRIu64, a->epoch);
 	fault_kill("primary-exit-after-release");
+	if (p->npending && a->epoch - p->pending[0]->epoch < p->npending) {
+		const struct ckpt *c = p->pending[a->epoch - p->pending[0]->epoch];
+		log_debug("checkpoint %" PRIu64 ": acked %.1f ms after its capture (the backup's "
+			  "commit: %.1f ms)", a->epoch, (double)(now_ns() - c->captured_at_ns) / 1e6,
+			  (double)a->commit_us / 1e3);
+	}
 	while (p->npending && p->pending[0]->epoch <= a->epoch) {
 		struct ckpt *c = p->pending[0];
 		memmove(p->pending, p->pending + 1, sizeof(p->pending[0]) * --p->npending);
