@@ -25,7 +25,7 @@ WARN := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wformat=
 	-Wshadow -Wno-format-nonliteral -Wvla
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) -MD -MP
-LDLIBS += -pthread -lm
+LDLIBS += -pthread -lm -llz4
 
 ifeq ($(SANITIZER),address)
 CFLAGS += -fsanitize=address -fno-omit-frame-pointer
@@ -65,7 +65,7 @@ bench/tandem-bench: $(BENCH_SRCS:.c=.o) $(LIB_OBJS)
 fuzz/bin/%: fuzz/%.c $(FUZZ_LIB_SRCS)
 	@mkdir -p fuzz/bin
 	$(FUZZCC) -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-		$(PKG_CFLAGS) -o $@ $^ -lcrypto -pthread
+		$(PKG_CFLAGS) -o $@ $^ -lcrypto -llz4 -pthread
 
 deps:
 	@bash scripts/deps.sh

@@ -21,6 +21,7 @@
 
 static const char *const domain_names[] = { "xen", "memdom", NULL };
 static const char *const netbuf_names[] = { "plug", "queue", "none", NULL };
+static const char *const compress_names[] = { "none", "lz4", NULL };
 static const char *const pattern_names[] = { "sequential", "random", "hotset", NULL };
 static const char *const peer_loss_names[] = { "failover", "fence", "witness", "manual", NULL };
 static const char *const repl_loss_names[] = { "wait", "release", NULL };
@@ -46,6 +47,8 @@ static const struct config_key schema[] = {
 	  "Shared key made by `tandem keygen`; must not be readable by group or others." },
 	{ "encrypt", CT_BOOL, F(encrypt), 0, 0, "no", NULL, true,
 	  "Encrypt the replication stream (AES-256-GCM); it is always authenticated." },
+	{ "compress", CT_ENUM, F(compress), 0, 0, "none", compress_names, false,
+	  "Compress checkpoint data on the link: none or lz4 (the primary's setting counts)." },
 	{ "run-dir", CT_STRING, F(run_dir), 0, 0, "/run/tandem", NULL, false,
 	  "Directory for the daemons' status sockets." },
 	{ "interval", CT_DURATION, F(interval_ms), 10, 10000, "100ms", NULL, true,

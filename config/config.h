@@ -42,6 +42,7 @@ enum netbuf_kind { NETBUF_PLUG = 0, NETBUF_QUEUE, NETBUF_NONE };
 enum memdom_pattern { PATTERN_SEQUENTIAL = 0, PATTERN_RANDOM, PATTERN_HOTSET };
 enum peer_loss_policy { PEER_LOSS_FAILOVER = 0, PEER_LOSS_FENCE, PEER_LOSS_WITNESS, PEER_LOSS_MANUAL };
 enum repl_loss_policy { REPL_LOSS_WAIT = 0, REPL_LOSS_RELEASE };
+enum compress_kind { COMPRESS_NONE = 0, COMPRESS_LZ4 };
 
 struct tandem_config {
 	char source[CONFIG_PATH_MAX];		/* file it came from */
@@ -52,6 +53,7 @@ struct tandem_config {
 	struct config_addr replication;
 	char key_file[CONFIG_PATH_MAX];
 	bool encrypt;
+	int compress;				/* enum compress_kind */
 	char run_dir[CONFIG_PATH_MAX];
 
 	uint64_t interval_ms;

@@ -58,6 +58,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case REC_HEARTBEAT: wire_get_heartbeat(p, &u.hb); break;
 		case REC_FAILOVER: case REC_FENCE: wire_get_failover(p, &u.f); break;
 		case REC_STOP: wire_get_stop(p, &u.st); break;
+		case REC_LZ4: {
+			static uint8_t out[ALIGN8(WIRE_MAX_PAYLOAD)];
+			uint32_t itype, ilen;
+			if (wire_lz4_unwrap(p, len, out, sizeof(out), &itype, &ilen, &why) == 0 &&
+			    out[ilen - 1] == 0xfe)
+				why = "x";
+			break;
+		}
 		default: break;
 		}
 	}

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <lz4.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -31,6 +32,12 @@ struct channel {
 	size_t buf_len;
 	pthread_mutex_t tx_lock;
 	uint64_t bytes_sent, bytes_received;
+	bool compress;
+	pthread_mutex_t z_lock;		/* z_in, z_out: the compressing sender */
+	uint8_t *z_in, *z_out;		/* gathered record, its LZ4 record */
+	size_t z_out_cap;
+	uint8_t *z_rx;			/* a received LZ4 record, decompressed */
+	uint64_t bytes_sent_raw;
 	uint64_t stall_ms;		/* longest wait for the rest of a started frame */
 	bool (*peer_alive)(void *);	/* asked when a send times out */
 	void *peer_alive_arg;
@@ -122,7 +129,7 @@ int channel_handshake(int fd, const struct channel_params *p, struct channel **o
 	*out = NULL;
 	hello.version = WIRE_VERSION;
 	hello.role = p->role;
-	hello.caps = p->caps | (p->encrypt ? CAP_ENCRYPT : 0);
+	hello.caps = p->caps | CAP_LZ4 | (p->encrypt ? CAP_ENCRYPT : 0);
 	if (RAND_bytes(hello.nonce, sizeof(hello.nonce)) != 1) {
 		snprintf(err, errlen, "handshake: no random bytes for the nonce");
 		return -EIO;
@@ -242,6 +249,7 @@ int channel_handshake(int fd, const struct channel_params *p, struct channel **o
 	c->tx = EVP_CIPHER_CTX_new();
 	c->rx = EVP_CIPHER_CTX_new();
 	pthread_mutex_init(&c->tx_lock, NULL);
+	pthread_mutex_init(&c->z_lock, NULL);
 	if (!c->rx_buf || (c->encrypt && !c->tx_buf) || !c->tx || !c->rx ||
 	    !EVP_EncryptInit_ex(c->tx, EVP_aes_256_gcm(), NULL,
 				p->role == ROLE_PRIMARY ? kp2b : kb2p, NULL) ||
@@ -255,7 +263,11 @@ int channel_handshake(int fd, const struct channel_params *p, struct channel **o
 	OPENSSL_cleanse(kp2b, sizeof(kp2b));
 	OPENSSL_cleanse(kb2p, sizeof(kb2p));
 	c->stall_ms = 10000;
+	c->compress = p->compress && (peer.caps & CAP_LZ4);
+	if (p->compress && !c->compress)
+		log_warn("the peer does not read compressed records: sending uncompressed");
 	c->bytes_sent = mine_len + WIRE_REC_HDR_LEN + AUTH_LEN;
+	c->bytes_sent_raw = c->bytes_sent;
 	c->bytes_received = theirs_len + WIRE_REC_HDR_LEN + AUTH_LEN;
 	*out = c;
 	return 0;
@@ -271,7 +283,11 @@ void channel_free(struct channel *c)
 	EVP_CIPHER_CTX_free(c->rx);
 	free(c->tx_buf);
 	free(c->rx_buf);
+	free(c->z_in);
+	free(c->z_out);
+	free(c->z_rx);
 	pthread_mutex_destroy(&c->tx_lock);
+	pthread_mutex_destroy(&c->z_lock);
 	free(c);
 }
 
@@ -287,6 +303,8 @@ const struct wire_hello *channel_peer(const struct channel *c) { return &c->peer
 const char *channel_error(const struct channel *c) { return c->err; }
 uint64_t channel_bytes_sent(const struct channel *c) { return c->bytes_sent; }
 uint64_t channel_bytes_received(const struct channel *c) { return c->bytes_received; }
+uint64_t channel_bytes_sent_raw(const struct channel *c) { return c->bytes_sent_raw; }
+bool channel_compresses(const struct channel *c) { return c->compress; }
 
 void channel_shutdown(struct channel *c)
 {
@@ -333,7 +351,9 @@ static int writev_full(struct channel *c, struct iovec *iov, int n)
 	return 0;
 }
 
-int channel_sendv(struct channel *c, uint32_t type, const struct iovec *iov, int iovcnt)
+/* One frame; raw_len: the record's length before compression (0: len). */
+static int send_frame(struct channel *c, uint32_t type, const struct iovec *iov, int iovcnt,
+		      size_t raw_len)
 {
 	static const uint8_t zeros[8];
 	uint8_t hdr[CHANNEL_FRAME_HDR_LEN], tag[CHANNEL_TAG_LEN], iv[12];
@@ -414,10 +434,57 @@ int channel_sendv(struct channel *c, uint32_t type, const struct iovec *iov, int
 			goto out;
 	}
 	rc = writev_full(c, out, n);
-	if (!rc)
+	if (!rc) {
 		c->bytes_sent += sizeof(hdr) + len + padlen + sizeof(tag);
+		c->bytes_sent_raw += sizeof(hdr) + ALIGN8(raw_len ? raw_len : len) + sizeof(tag);
+	}
 out:
 	pthread_mutex_unlock(&c->tx_lock);
+	return rc;
+}
+
+/*
+ * Checkpoint data (CKPT_PAGES, CKPT_BLOB) goes out as an LZ4 record when
+ * the channel compresses and that is smaller.  The record is gathered and
+ * compressed under z_lock, outside tx_lock: heartbeats and acks from other
+ * threads are not held up by the compression.
+ */
+int channel_sendv(struct channel *c, uint32_t type, const struct iovec *iov, int iovcnt)
+{
+	size_t len = 0, off = 0;
+	uint32_t zlen;
+	int rc;
+
+	for (int i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
+	if (!c->compress || (type != REC_CKPT_PAGES && type != REC_CKPT_BLOB) || len < 256 ||
+	    len > WIRE_MAX_PAYLOAD)
+		return send_frame(c, type, iov, iovcnt, 0);
+	pthread_mutex_lock(&c->z_lock);
+	if (!c->z_in) {
+		c->z_out_cap = LZ4_FIXED_LEN + LZ4_COMPRESSBOUND(WIRE_MAX_PAYLOAD);
+		c->z_in = malloc(WIRE_MAX_PAYLOAD);
+		c->z_out = malloc(c->z_out_cap);
+		if (!c->z_in || !c->z_out) {
+			free(c->z_in);
+			free(c->z_out);
+			c->z_in = c->z_out = NULL;
+			pthread_mutex_unlock(&c->z_lock);
+			return send_frame(c, type, iov, iovcnt, 0);
+		}
+	}
+	for (int i = 0; i < iovcnt; i++) {
+		memcpy(c->z_in + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	zlen = wire_lz4_wrap(type, c->z_in, (uint32_t)len, c->z_out, c->z_out_cap);
+	if (zlen) {
+		struct iovec z = { c->z_out, zlen };
+		rc = send_frame(c, REC_LZ4, &z, 1, len);
+	} else {
+		rc = send_frame(c, type, iov, iovcnt, 0);
+	}
+	pthread_mutex_unlock(&c->z_lock);
 	return rc;
 }
 
@@ -525,6 +592,16 @@ int channel_recv(struct channel *c, struct channel_rec *rec)
 		snprintf(c->err, sizeof(c->err), "invalid %s record from the peer: %s",
 			 wire_type_name(type), why);
 		return -EBADMSG;
+	}
+	if (type == REC_LZ4) {
+		if (!c->z_rx && !(c->z_rx = malloc(ALIGN8(WIRE_MAX_PAYLOAD))))
+			return -ENOMEM;
+		if (wire_lz4_unwrap(payload, len, c->z_rx, ALIGN8(WIRE_MAX_PAYLOAD), &type, &len,
+				    &why)) {
+			snprintf(c->err, sizeof(c->err), "invalid lz4 record from the peer: %s", why);
+			return -EBADMSG;
+		}
+		payload = c->z_rx;
 	}
 	rec->type = type;
 	rec->len = len;

@@ -33,6 +33,7 @@
 #define CHANNEL_TAG_LEN 16
 
 #define CAP_ENCRYPT 1ull
+#define CAP_LZ4 2ull			/* reads LZ4 records (every peer since they exist) */
 
 struct channel;
 
@@ -43,6 +44,7 @@ struct channel_params {
 	uint64_t caps;
 	uint8_t key[KEY_LEN];
 	bool encrypt;
+	bool compress;			/* send CKPT_PAGES/BLOB as LZ4 records when smaller */
 };
 
 struct channel_rec {
@@ -99,6 +101,10 @@ const char *channel_error(const struct channel *c);
 
 /* Bytes sent and received on the wire, frames included. */
 uint64_t channel_bytes_sent(const struct channel *c);
+/* What channel_bytes_sent would be without compression. */
+uint64_t channel_bytes_sent_raw(const struct channel *c);
+/* Whether this channel compresses (asked for, and the peer reads LZ4). */
+bool channel_compresses(const struct channel *c);
 uint64_t channel_bytes_received(const struct channel *c);
 
 /* Shut down the socket (both directions) so a blocked recv returns. */

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <lz4.h>
+
 #include "util.h"
 #include "wire.h"
 
@@ -110,6 +112,19 @@ static int v_ckpt_end(const uint8_t *p, uint32_t len, const char **why)
 	return 0;
 }
 
+static int v_lz4(const uint8_t *p, uint32_t len, const char **why)
+{
+	uint32_t type = get_be32(p), ilen = get_be32(p + 4);
+
+	if (type != REC_CKPT_PAGES && type != REC_CKPT_BLOB)
+		FAIL("lz4: only ckpt_pages and ckpt_blob records travel compressed");
+	if (wire_check_header(type, ilen, why))
+		return -EBADMSG;
+	if (len - LZ4_FIXED_LEN >= ilen)
+		FAIL("lz4: compressed data is not smaller than the record");
+	return 0;
+}
+
 static int v_reserved32(const uint8_t *p, uint32_t len, const char **why)
 {
 	(void)len;
@@ -135,6 +150,7 @@ static const struct rec_desc records[] = {
 	{ REC_FAILOVER, "failover", FAILOVER_LEN, FAILOVER_LEN, v_reserved32 },
 	{ REC_FENCE, "fence", FENCE_LEN, FENCE_LEN, v_reserved32 },
 	{ REC_STOP, "stop", STOP_LEN, STOP_LEN, v_reserved32 },
+	{ REC_LZ4, "lz4", LZ4_FIXED_LEN + 1, WIRE_MAX_PAYLOAD, v_lz4 },
 };
 
 static const struct rec_desc *find_desc(uint32_t type)
@@ -290,6 +306,39 @@ void wire_put_state_prefix(uint8_t out[16], uint64_t epoch, uint32_t kind, uint3
 	put_be64(out, epoch);
 	put_be32(out + 8, kind);
 	put_be32(out + 12, len);
+}
+
+uint32_t wire_lz4_wrap(uint32_t type, const uint8_t *in, uint32_t n, uint8_t *out, size_t outcap)
+{
+	int clen;
+
+	if (outcap <= LZ4_FIXED_LEN || n > (uint32_t)LZ4_MAX_INPUT_SIZE)
+		return 0;
+	clen = LZ4_compress_default((const char *)in, (char *)out + LZ4_FIXED_LEN, (int)n,
+				    (int)MIN(outcap - LZ4_FIXED_LEN, (size_t)INT32_MAX));
+	if (clen <= 0 || (uint64_t)clen + LZ4_FIXED_LEN >= n)
+		return 0;
+	put_be32(out, type);
+	put_be32(out + 4, n);
+	return LZ4_FIXED_LEN + (uint32_t)clen;
+}
+
+int wire_lz4_unwrap(const uint8_t *p, uint32_t len, uint8_t *out, size_t outcap,
+		    uint32_t *type, uint32_t *ilen, const char **why)
+{
+	uint32_t t = get_be32(p), n = get_be32(p + 4);
+	int got;
+
+	if (ALIGN8((size_t)n) > outcap)
+		FAIL("lz4: record larger than the receive buffer");
+	got = LZ4_decompress_safe((const char *)p + LZ4_FIXED_LEN, (char *)out,
+				  (int)(len - LZ4_FIXED_LEN), (int)n);
+	if (got < 0 || (uint32_t)got != n)
+		FAIL("lz4: data does not decompress to the stated length");
+	memset(out + n, 0, ALIGN8((size_t)n) - n);
+	*type = t;
+	*ilen = n;
+	return wire_validate(t, out, n, why);
 }
 
 /* ---- decoders ------------------------------------------------------------ */

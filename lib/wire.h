@@ -49,6 +49,7 @@ enum wire_type {
 	REC_FAILOVER = 0x0040,
 	REC_FENCE = 0x0041,
 	REC_STOP = 0x0042,
+	REC_LZ4 = 0x0050,		/* a CKPT_PAGES or CKPT_BLOB, LZ4-compressed */
 };
 
 enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
@@ -67,6 +68,7 @@ enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
 #define FAILOVER_LEN 16
 #define FENCE_LEN 16
 #define STOP_LEN 8
+#define LZ4_FIXED_LEN 8			/* inner type u32, inner length u32 */
 
 _Static_assert(HELLO_FIXED_LEN == 88, "hello layout");
 _Static_assert(HELLO_FIXED_LEN % 8 == 0, "hello fixed part is 8-aligned");
@@ -186,6 +188,19 @@ uint32_t wire_put_stop(uint8_t *out, const struct wire_stop *s);
 /* Fixed 16-byte prefix of CKPT_PAGES/STATE/BLOB; the caller appends the rest. */
 void wire_put_pages_prefix(uint8_t out[16], uint64_t epoch, uint32_t count);
 void wire_put_state_prefix(uint8_t out[16], uint64_t epoch, uint32_t kind, uint32_t len);
+
+/*
+ * LZ4 records.  wrap: compress the record (type, the n bytes at in) into
+ * out (LZ4_FIXED_LEN + LZ4_compressBound(n) bytes); returns the LZ4
+ * record's payload length, or 0 when compressing would not make it
+ * smaller (send the record as it is).  unwrap: decompress a validated LZ4
+ * payload into out (outcap >= ALIGN8 of the inner length, zero-padded
+ * here) and validate the inner record; 0 with *type and *len set, or
+ * -EBADMSG with a reason in *why.
+ */
+uint32_t wire_lz4_wrap(uint32_t type, const uint8_t *in, uint32_t n, uint8_t *out, size_t outcap);
+int wire_lz4_unwrap(const uint8_t *p, uint32_t len, uint8_t *out, size_t outcap,
+		    uint32_t *type, uint32_t *ilen, const char **why);
 
 /* Decoders: only call on a payload that passed wire_validate(). */
 void wire_get_hello(const uint8_t *p, struct wire_hello *h);

@@ -90,6 +90,7 @@ struct primary {
 
 	uint64_t epoch, last_shipped, last_acked;
 	uint64_t last_pause_us, last_dirty, bytes_shipped;
+	uint64_t bytes_shipped_raw;		/* what bytes_shipped would be uncompressed */
 	uint64_t last_heard_ns, last_sent_ns, hb_seq;
 	uint64_t epoch_times[HZ_WINDOW];
 	uint64_t pause_us[HZ_WINDOW];	/* pauses of the same checkpoints */
@@ -272,6 +273,7 @@ static int deliver_round(void *arg, struct ckpt *c, bool final)
 	p->shipping = false;
 	if (!rc) {
 		p->bytes_shipped = channel_bytes_sent(ch);
+		p->bytes_shipped_raw = channel_bytes_sent_raw(ch);
 		p->last_sent_ns = now_ns();
 	}
 	pthread_cond_broadcast(&p->cond);
@@ -511,6 +513,7 @@ static void *ship_main(void *arg)
 			p->last_shipped = MAX(p->last_shipped, epoch);
 			p->last_sent_ns = now_ns();
 			p->bytes_shipped = channel_bytes_sent(ch);
+			p->bytes_shipped_raw = channel_bytes_sent_raw(ch);
 			fault_kill("after-ship-before-ack");
 			continue;
 		}
@@ -601,7 +604,8 @@ static bool backup_heard(void *arg)
  * or a fatal one (the peer refused us: wrong VM, config, version or key). */
 static int connect_once(struct primary *p, struct channel **out, char *err, size_t errlen)
 {
-	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .encrypt = p->cfg.encrypt };
+	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .encrypt = p->cfg.encrypt,
+				     .compress = p->cfg.compress == COMPRESS_LZ4 };
 	int fd, rc;
 
 	memcpy(cp.key, p->key, KEY_LEN);
@@ -783,7 +787,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"domain\":\"%s\",\"synthetic\":%s,\"guest\":\"%s\",\"peer\":\"%s\","
 			 "\"epoch\":%" PRIu64 ",\"last_acked_epoch\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ","
 			 "\"achieved_hz\":%.1f,\"last_pause_ms\":%.3f,\"pause_ms_p50\":%.3f,\"dirty_pages\":%" PRIu64 ","
-			 "\"bytes_shipped\":%" PRIu64 ",\"epochs_in_flight\":%u,\"lag_ms\":%.1f,"
+			 "\"bytes_shipped\":%" PRIu64 ",\"bytes_shipped_raw\":%" PRIu64 ",\"compress\":\"%s\","
+			 "\"epochs_in_flight\":%u,\"lag_ms\":%.1f,"
 			 "\"stretched\":%s,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
 			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
@@ -791,7 +796,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 pstate_names[p->state], p->detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
-			 pause_median_ms(p), p->last_dirty, p->bytes_shipped, p->npending, lag_ms,
+			 pause_median_ms(p), p->last_dirty, p->bytes_shipped, p->bytes_shipped_raw,
+			 p->cfg.compress == COMPRESS_LZ4 ? "lz4" : "none", p->npending, lag_ms,
 			 p->stretched ? "true" : "false", p->nb.ops->name,
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
@@ -799,13 +805,17 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 p->link_up ? "true" : "false", hb_decision_name(p->decision),
 			 paths[0] ? paths : "[]");
 	} else {
+		char zinfo[64] = "";
+		if (p->cfg.compress == COMPRESS_LZ4)
+			snprintf(zinfo, sizeof(zinfo), " (lz4: %.1f MiB before compression)",
+				 (double)p->bytes_shipped_raw / 1048576.0);
 		snprintf(buf, len,
 			 "%s (primary): %s%s - %s\n"
 			 "  guest:     %s%s\n"
 			 "  backup:    %s\n"
 			 "  epoch %" PRIu64 ", last acked %" PRIu64 ", %u in flight, lag %.1f ms%s\n"
 			 "  interval %" PRIu64 " ms, achieved %.1f Hz, pause %.3f ms (median %.3f), %" PRIu64 " dirty pages\n"
-			 "  shipped %.1f MiB; output buffering: %s (held %" PRIu64 ", released %" PRIu64
+			 "  shipped %.1f MiB%s; output buffering: %s (held %" PRIu64 ", released %" PRIu64
 			 ", dropped %" PRIu64 " packets)\n",
 			 p->cfg.name, pstate_names[p->state],
 			 netbuf_unsafe(&p->cfg) ? " UNSAFE (no output buffering)" : "", p->detail,
@@ -813,7 +823,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 p->epoch, p->last_acked, p->npending, lag_ms,
 			 p->stretched ? " (epoch stretched: the link cannot keep up)" : "",
 			 p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0, pause_median_ms(p),
-			 p->last_dirty, (double)p->bytes_shipped / 1048576.0, p->nb.ops->name,
+			 p->last_dirty, (double)p->bytes_shipped / 1048576.0, zinfo, p->nb.ops->name,
 			 nc.held_packets, nc.released_packets, nc.dropped_packets);
 		if (strlen(buf) + 1 < len)
 			snprintf(buf + strlen(buf), len - strlen(buf), "%s", paths);

@@ -18,6 +18,9 @@ TEST(wire_garbage, 10)
 /* unit: authenticated channel */
 TEST(channel_exchange_auth, 10)
 TEST(channel_exchange_encrypt, 10)
+TEST(channel_exchange_lz4, 10)
+TEST(channel_exchange_lz4_encrypt, 10)
+TEST(wire_lz4, 5)
 TEST(channel_slow_frame, 20)
 TEST(send_bounded, 20)
 TEST(channel_wrong_key, 10)
@@ -34,6 +37,7 @@ TEST(fuzz_corpus_config, 60)
 #include "list-memdom.h"
 /* integration: real daemons on loopback, memdom guest */
 TEST(engine_protect_and_failover, 30)
+TEST(engine_lz4_failover, 60)
 TEST(engine_status_fields, 30)
 TEST(engine_clean_stop, 30)
 TEST(engine_suspend_fails, 30)

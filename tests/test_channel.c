@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "../lib/channel.h"
 #include "../lib/key.h"
 #include "../lib/util.h"
@@ -71,7 +73,7 @@ static void *sendv_thread(void *arg)
 	return NULL;
 }
 
-static void exchange(bool encrypt)
+static void exchange(bool encrypt, bool compress)
 {
 	struct side a, b;
 	struct channel_rec rec;
@@ -83,6 +85,7 @@ static void exchange(bool encrypt)
 	params(&a.p, ROLE_PRIMARY, "vm1", 1);
 	params(&b.p, ROLE_BACKUP, "vm1", 1);
 	a.p.encrypt = b.p.encrypt = encrypt;
+	a.p.compress = compress;
 	pair(&a, &b);
 	if (a.rc || b.rc)
 		FAILF("handshake: %s / %s", a.err, b.err);
@@ -123,6 +126,36 @@ static void exchange(bool encrypt)
 		ASSERT_EQ(rec.len, 16 + sizeof(pfns) + sizeof(data));
 		ASSERT(!memcmp(rec.payload + 16, pfns, sizeof(pfns)));
 		ASSERT(!memcmp(rec.payload + 16 + sizeof(pfns), data, sizeof(data)));
+		/* compressible (a 256-byte period): an LZ4 record when asked for */
+		ASSERT_EQ(channel_compresses(a.ch), compress);
+		ASSERT_EQ(channel_compresses(b.ch), false);
+		if (compress)
+			ASSERT(channel_bytes_sent(a.ch) * 10 < channel_bytes_sent_raw(a.ch));
+		else
+			ASSERT_EQ(channel_bytes_sent(a.ch), channel_bytes_sent_raw(a.ch));
+
+		/* incompressible: goes out as it is, and arrives intact */
+		uint64_t sent = channel_bytes_sent(a.ch), raw = channel_bytes_sent_raw(a.ch);
+		ASSERT_EQ(RAND_bytes(data, sizeof(data)), 1);
+		pthread_create(&t, NULL, sendv_thread, &ctx);
+		ASSERT_EQ(channel_recv(b.ch, &rec), 0);
+		pthread_join(t, NULL);
+		ASSERT_EQ(ctx.rc, 0);
+		ASSERT_EQ(rec.type, REC_CKPT_PAGES);
+		ASSERT(!memcmp(rec.payload + 16 + sizeof(pfns), data, sizeof(data)));
+		ASSERT_EQ(channel_bytes_sent(a.ch) - sent, channel_bytes_sent_raw(a.ch) - raw);
+	}
+	/* a blob (libxc's stream) of zeros: compressed, decompressed intact */
+	{
+		static uint8_t blob[16 + 100000];
+		wire_put_state_prefix(blob, 3, 0, 100000);
+		memset(blob + 16, 0, 100000);
+		blob[16 + 99999] = 0x5a;
+		ASSERT_EQ(channel_send(a.ch, REC_CKPT_BLOB, blob, sizeof(blob)), 0);
+		ASSERT_EQ(channel_recv(b.ch, &rec), 0);
+		ASSERT_EQ(rec.type, REC_CKPT_BLOB);
+		ASSERT_EQ(rec.len, sizeof(blob));
+		ASSERT(!memcmp(rec.payload, blob, sizeof(blob)));
 	}
 	/* clean close between frames */
 	channel_free(a.ch);
@@ -130,8 +163,10 @@ static void exchange(bool encrypt)
 	channel_free(b.ch);
 }
 
-int test_channel_exchange_auth(void) { exchange(false); return TEST_OK; }
-int test_channel_exchange_encrypt(void) { exchange(true); return TEST_OK; }
+int test_channel_exchange_auth(void) { exchange(false, false); return TEST_OK; }
+int test_channel_exchange_encrypt(void) { exchange(true, false); return TEST_OK; }
+int test_channel_exchange_lz4(void) { exchange(false, true); return TEST_OK; }
+int test_channel_exchange_lz4_encrypt(void) { exchange(true, true); return TEST_OK; }
 
 struct trickle {
 	int fd;
