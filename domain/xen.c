@@ -67,7 +67,8 @@ struct xen {
 	xc_interface *xch;
 	struct xs_handle *xsh;
 	libxl_ctx *ctx;
-	xentoollog_logger_stdiostream *lg;
+	struct xlog *lg;
+	bool quiet;			/* stopping or discarding: libxc's errors are expected */
 	uint32_t domid;
 	char name[CONFIG_NAME_MAX + 1];
 
@@ -104,6 +105,73 @@ struct xen {
 
 static struct xen *X(struct domain *d) { return d->priv; }
 
+/* ---- libxc's and libxl's messages, into tandem's log ----------------------- */
+
+/*
+ * Their errors are tandem's errors, except while protection stops or the
+ * standby is discarded: closing the stream under them makes libxc and
+ * libxl report a failed save or restore, which is what was asked for; an
+ * operator should not read it as a failure (debug level then).  Progress
+ * (a line per batch during the live copy) goes to debug except its first
+ * and last line.
+ */
+struct xlog {
+	xentoollog_logger vtable;
+	struct xen *x;
+};
+
+static void xlog_vmessage(xentoollog_logger *lg, xentoollog_level level, int errnoval,
+			  const char *context, const char *format, va_list al)
+	__attribute__((format(printf, 5, 0)));
+static void xlog_vmessage(xentoollog_logger *lg, xentoollog_level level, int errnoval,
+			  const char *context, const char *format, va_list al)
+{
+	struct xen *x = ((struct xlog *)lg)->x;
+	bool quiet = x && __atomic_load_n(&x->quiet, __ATOMIC_RELAXED);
+	char msg[512];
+
+	vsnprintf(msg, sizeof(msg), format, al);
+	if (level < XTL_INFO || (quiet && level >= XTL_WARN))
+		log_debug("%s: %s%s%s", context ? context : "xen", msg, errnoval >= 0 ? ": " : "",
+			  errnoval >= 0 ? strerror(errnoval) : "");
+	else if (level >= XTL_ERROR)
+		log_error("%s: %s%s%s", context ? context : "xen", msg, errnoval >= 0 ? ": " : "",
+			  errnoval >= 0 ? strerror(errnoval) : "");
+	else if (level >= XTL_WARN)
+		log_warn("%s: %s", context ? context : "xen", msg);
+	else
+		log_info("%s: %s", context ? context : "xen", msg);
+}
+
+static void xlog_progress(xentoollog_logger *lg, const char *context, const char *doing_what,
+			  int percent, unsigned long done, unsigned long total)
+{
+	(void)lg;
+	if (done == 0 || percent >= 100)
+		log_info("%s: %s: %lu/%lu", context ? context : "xen", doing_what, done, total);
+	else
+		log_debug("%s: %s: %lu/%lu (%d%%)", context ? context : "xen", doing_what, done, total,
+			  percent);
+}
+
+static void xlog_destroy(xentoollog_logger *lg)
+{
+	free(lg);
+}
+
+static struct xlog *xlog_new(struct xen *x)
+{
+	struct xlog *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	l->vtable.vmessage = xlog_vmessage;
+	l->vtable.progress = xlog_progress;
+	l->vtable.destroy = xlog_destroy;
+	l->x = x;
+	return l;
+}
+
 /* Log a refusal and keep it for the peer (the backup sends it in an ERROR). */
 #define refuse(d, ...)                                                    \
 	do {                                                              \
@@ -139,7 +207,10 @@ static int xen_open(struct domain *d)
 			  "driver needs a Xen dom0; domain = memdom runs the synthetic test guest");
 		return -ENOTSUP;
 	}
-	x->xch = xc_interface_open(NULL, NULL, 0);
+	x->lg = xlog_new(x);
+	if (!x->lg)
+		return -ENOMEM;
+	x->xch = xc_interface_open((xentoollog_logger *)x->lg, (xentoollog_logger *)x->lg, 0);
 	if (!x->xch) {
 		log_error("cannot open the Xen control interface (xc_interface_open): %s; "
 			  "run as root in dom0", strerror(errno));
@@ -151,7 +222,6 @@ static int xen_open(struct domain *d)
 			  "xen.service)", strerror(errno));
 		return -ENOTSUP;
 	}
-	x->lg = xtl_createlogger_stdiostream(stderr, XTL_ERROR, 0);
 	rc = libxl_ctx_alloc(&x->ctx, LIBXL_VERSION, 0, (xentoollog_logger *)x->lg);
 	if (rc) {
 		log_error("cannot create a libxl context (%d)", rc);
@@ -226,11 +296,11 @@ static void xen_close(struct domain *d)
 	free(x->buf);
 	free(x->config_json);
 	libxl_ctx_free(x->ctx);
-	if (x->lg)
-		xtl_logger_destroy((xentoollog_logger *)x->lg);
 	xs_close(x->xsh);
 	if (x->xch)
 		xc_interface_close(x->xch);
+	if (x->lg)
+		xtl_logger_destroy((xentoollog_logger *)x->lg);
 	free(x);
 	d->priv = NULL;
 }
@@ -667,6 +737,7 @@ static void xen_stop_protection(struct domain *d)
 		return;
 	pthread_mutex_lock(&x->lock);
 	x->stopping = true;
+	__atomic_store_n(&x->quiet, true, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&x->cond);
 	pthread_mutex_unlock(&x->lock);
 	pthread_join(x->save_thr, NULL);	/* log-dirty is off when it returns */
@@ -868,6 +939,7 @@ static void xen_discard(struct domain *d)
 
 	if (!x || !x->restore_started)
 		return;
+	__atomic_store_n(&x->quiet, true, __ATOMIC_RELAXED);
 	if (libxl_name_to_domid(x->ctx, x->name, &domid) == 0)
 		libxl_domain_destroy(x->ctx, domid, NULL);
 	close(x->rs_wr);
