@@ -111,9 +111,9 @@ static struct xen *X(struct domain *d) { return d->priv; }
  * Their errors are tandem's errors, except while protection stops or the
  * standby is discarded: closing the stream under them makes libxc and
  * libxl report a failed save or restore, which is what was asked for; an
- * operator should not read it as a failure (debug level then).  Progress
- * (a line per batch during the live copy) goes to debug except its first
- * and last line.
+ * operator should not read it as a failure (debug level then).  Their
+ * info lines (two per checkpoint on the backup) and progress (a line per
+ * batch of the live copy) go to debug, except progress's first and last.
  */
 struct xlog {
 	xentoollog_logger vtable;
@@ -131,7 +131,7 @@ static void xlog_vmessage(xentoollog_logger *lg, xentoollog_level level, int err
 	char msg[512];
 
 	vsnprintf(msg, sizeof(msg), format, al);
-	if (level < XTL_INFO || (quiet && level >= XTL_WARN))
+	if (level < XTL_NOTICE || (quiet && level >= XTL_WARN))
 		log_debug("%s: %s%s%s", context ? context : "xen", msg, errnoval >= 0 ? ": " : "",
 			  errnoval >= 0 ? strerror(errnoval) : "");
 	else if (level >= XTL_ERROR)

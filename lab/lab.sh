@@ -22,7 +22,10 @@
 #                                   xl remus, tandem, at 100 and 25 ms
 #   lab/lab.sh errors               operator errors on real Xen: unknown guest, backup
 #                                   short of memory, stop leaves the guest running,
-#                                   a guest that does not answer the suspend request
+#                                   a guest that does not answer the suspend request,
+#                                   a PV guest on a Xen without shadow paging
+#   lab/lab.sh linkcost             the unprotected guest's speed while dom0 A sends
+#                                   bulk TCP to B (no tool): what shipping costs it
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
 #
 # Environment: TANDEM_LAB_CACHE (default ~/.cache/tandem-lab),
@@ -1006,6 +1009,36 @@ cmd_compare() {
   echo "lab compare: total_s=$(elapsed "$t_start")"
 }
 
+# ------------------------------------------------------------- linkcost ----
+# What a bulk send from dom0 A to B costs the guest, with no tool at all:
+# the unprotected workload for a window while A's dom0 is idle, then for
+# a window while it sends zeros to B over the replication network as fast
+# as it can (nc), twice each.  Under TCG every packet is emulated work on
+# the same cores the guest runs on.
+cmd_linkcost() {
+  local w="${LAB_COMPARE_WINDOW_S:-30}" pages="${LAB_DIRTY_PAGES:-256}" b round idle bulk
+  tandem_lab_ready
+  guest_running_A || failover_reset
+  b="$(host_ip B repl)"
+  # As in compare: the guest's ARP replies come late on a loaded host.
+  in_ns sysctl -qw net.ipv4.neigh.public.mcast_solicit=10 net.ipv4.neigh.public.ucast_solicit=10
+  workload_start "$pages" || die "no workload in the guest"
+  trap 'lab_ssh A "kill -INT \$(cat /root/dd.pid 2>/dev/null) 2>/dev/null; true"; lab_ssh B "kill \$(cat /root/nc.pid 2>/dev/null) 2>/dev/null; true"' EXIT
+  for round in 1 2; do
+    idle="$(measure_window "$w")" || die "no workload figures from the guest (triple faults on A: $(guest_faults_A -c))"
+    lab_ssh B "nohup nc -l -p 7500 > /dev/null 2>&1 < /dev/null & echo \$! > /root/nc.pid"
+    lab_ssh A "rm -f /root/dd.pid; (sh -c 'echo \$\$ > /root/dd.pid; exec dd if=/dev/zero bs=64k 2> /root/dd.log' | nc -q0 $b 7500) > /dev/null 2>&1 < /dev/null &"
+    wait_for "A sends to B" 30 lab_ssh A "kill -0 \$(cat /root/dd.pid 2>/dev/null) 2>/dev/null" >&2
+    bulk="$(measure_window "$w")" || die "no workload figures from the guest (triple faults on A: $(guest_faults_A -c))"
+    lab_ssh A "kill -INT \$(cat /root/dd.pid) 2>/dev/null; true"
+    lab_ssh B "kill \$(cat /root/nc.pid) 2>/dev/null; true"
+    echo "lab linkcost: round=$round idle ops_per_s=$(ops_per_s "$idle") stalls=$(kv stalls <<<"$idle") $(cpu_of "$idle")"
+    echo "lab linkcost: round=$round sending ops_per_s=$(ops_per_s "$bulk") stalls=$(kv stalls <<<"$bulk") ratio=$(ratio "$(ops_per_s "$bulk")" "$(ops_per_s "$idle")") $(cpu_of "$bulk")"
+  done
+  workload_stop || true
+  trap - EXIT
+}
+
 # --------------------------------------------------------------- errors ----
 # Errors an operator meets, on real Xen: each must be a clear message.
 # g1 running on A (created again if it is not: the lab's guest sometimes
@@ -1149,6 +1182,7 @@ main() {
     failover) cmd_failover ;;
     compare) cmd_compare ;;
     errors) cmd_errors ;;
+    linkcost) cmd_linkcost ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac
