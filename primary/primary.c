@@ -91,6 +91,7 @@ struct primary {
 	uint64_t epoch, last_shipped, last_acked;
 	uint64_t last_pause_us, last_dirty, bytes_shipped;
 	uint64_t bytes_shipped_raw;		/* what bytes_shipped would be uncompressed */
+	bool compressing;			/* the link compresses (asked, and the backup reads it) */
 	uint64_t last_heard_ns, last_sent_ns, hb_seq;
 	uint64_t epoch_times[HZ_WINDOW];
 	uint64_t pause_us[HZ_WINDOW];	/* pauses of the same checkpoints */
@@ -250,6 +251,14 @@ static void recount_staging(struct primary *p)
 
 /* ---- initial copy --------------------------------------------------------- */
 
+/* The link's byte counters after a send (lock held). */
+static void note_sent(struct primary *p, const struct channel *ch)
+{
+	p->bytes_shipped = channel_bytes_sent(ch);
+	p->bytes_shipped_raw = channel_bytes_sent_raw(ch);
+	p->compressing = channel_compresses(ch);
+}
+
 static int deliver_round(void *arg, struct ckpt *c, bool final)
 {
 	struct primary *p = arg;
@@ -272,8 +281,7 @@ static int deliver_round(void *arg, struct ckpt *c, bool final)
 	pthread_mutex_lock(&p->lock);
 	p->shipping = false;
 	if (!rc) {
-		p->bytes_shipped = channel_bytes_sent(ch);
-		p->bytes_shipped_raw = channel_bytes_sent_raw(ch);
+		note_sent(p, ch);
 		p->last_sent_ns = now_ns();
 	}
 	pthread_cond_broadcast(&p->cond);
@@ -440,14 +448,14 @@ static void *ckpt_main(void *arg)
 	deadline = now_ns();
 	for (;;) {
 		struct ckpt *c;
-		uint64_t epoch;
+		uint64_t epoch, t_room = now_ns(), late_ns;
 
-		uint64_t t_room = now_ns();
 		if (!wait_for_room(p, deadline))
 			break;
-		if (now_ns() - MAX(t_room, deadline) > 2000000ull)
+		late_ns = now_ns() - MAX(t_room, deadline);
+		if (late_ns > 2000000ull)
 			log_debug("epoch %" PRIu64 ": began %.1f ms past its deadline, waiting for an ack",
-				  p->epoch + 1, (double)(now_ns() - MAX(t_room, deadline)) / 1e6);
+				  p->epoch + 1, (double)late_ns / 1e6);
 		c = take_spare(p);
 		epoch = p->epoch + 1;
 		pthread_mutex_unlock(&p->lock);
@@ -512,8 +520,7 @@ static void *ship_main(void *arg)
 				  (double)(t1 - t0) / 1e6, (double)(t0 - c->captured_at_ns) / 1e6);
 			p->last_shipped = MAX(p->last_shipped, epoch);
 			p->last_sent_ns = now_ns();
-			p->bytes_shipped = channel_bytes_sent(ch);
-			p->bytes_shipped_raw = channel_bytes_sent_raw(ch);
+			note_sent(p, ch);
 			fault_kill("after-ship-before-ack");
 			continue;
 		}
@@ -797,7 +804,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
 			 pause_median_ms(p), p->last_dirty, p->bytes_shipped, p->bytes_shipped_raw,
-			 p->cfg.compress == COMPRESS_LZ4 ? "lz4" : "none", p->npending, lag_ms,
+			 p->compressing ? "lz4" : "none", p->npending, lag_ms,
 			 p->stretched ? "true" : "false", p->nb.ops->name,
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
@@ -806,7 +813,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 paths[0] ? paths : "[]");
 	} else {
 		char zinfo[64] = "";
-		if (p->cfg.compress == COMPRESS_LZ4)
+		if (p->compressing)
 			snprintf(zinfo, sizeof(zinfo), " (lz4: %.1f MiB before compression)",
 				 (double)p->bytes_shipped_raw / 1048576.0);
 		snprintf(buf, len,
