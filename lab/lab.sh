@@ -793,6 +793,9 @@ dirtier_cmd() { # command line -> the guest's one-line answer
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; } # key -> value from "k=v ..." on stdin
 ops_per_s() { awk -v o="$(kv ops <<<"$1")" -v t="$(kv elapsed_ms <<<"$1")" 'BEGIN{ if (t > 0) printf "%.0f", o * 1000 / t; else print 0 }'; }
 cpu_of() { grep -o 'cpu_[a-zA-Z0-9_]*=[0-9.]*' <<<"$1" | paste -sd' '; } # window line -> its cpu_* fields
+overhead() { # ops/s tandem, xl remus, unprotected -> tandem's lost throughput over xl remus'
+  awk -v t="$1" -v r="$2" -v u="$3" 'BEGIN{ if (u > r) printf "%.2f", (u - t) / (u - r); else print "nan" }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 
 # Where the CPU goes: seconds of CPU so far, "t g1 dom0A dom0B qemuA qemuB":
@@ -947,16 +950,19 @@ remus_stop() { # end Remus by failing its backup: A's xl resumes g1 and exits
   lab_ssh B "xl destroy g1 2>/dev/null; true"
 }
 
+# The guest's ARP replies are output too: under tandem they wait for an
+# ack, and the lab's epochs last about a second under TCG; on a loaded
+# host they come late anyway.  Let the client resolve the guest's address
+# over 10 s instead of 3.
+slow_arp_ok() { in_ns sysctl -qw net.ipv4.neigh.public.mcast_solicit=10 net.ipv4.neigh.public.ucast_solicit=10; }
+
 cmd_compare() {
   local intervals="${LAB_COMPARE_INTERVALS:-100 25}" w="${LAB_COMPARE_WINDOW_S:-30}"
   local pages="${LAB_DIRTY_PAGES:-256}" iv unprot remus tnd lz4 st_json stop_ok t_start
   t_start="$(now)"
   tandem_lab_ready
   failover_reset
-  # The guest's ARP replies are output too: under tandem they wait for an
-  # ack, and the lab's epochs last about a second under TCG.  Let the
-  # client resolve the guest's address over 10 s instead of 3.
-  in_ns sysctl -qw net.ipv4.neigh.public.mcast_solicit=10 net.ipv4.neigh.public.ucast_solicit=10
+  slow_arp_ok
   : > "$RUN/compare.results"
   rm -f "$RUN"/compare-*.crashes
   for iv in $intervals; do
@@ -991,7 +997,7 @@ cmd_compare() {
       local pt px
       pt="$(ckpt_pause_ms "$tnd")"; px="$(ckpt_pause_ms "$remus")"
       echo "lab compare: interval_ms=$iv pause_ms_tandem=$pt pause_ms_xlremus=$px ratio=$(ratio "$pt" "$px")"
-      echo "lab compare: interval_ms=$iv throughput_tandem=$(ratio "$t" "$u") throughput_xlremus=$(ratio "$r" "$u") overhead_ratio=$(awk -v t="$t" -v r="$r" -v u="$u" 'BEGIN{ if (u > r) printf "%.2f", (u - t) / (u - r); else print "nan" }') ops_per_s_unprotected=$u dirty_pages=$pages window_s=$w"
+      echo "lab compare: interval_ms=$iv throughput_tandem=$(ratio "$t" "$u") throughput_xlremus=$(ratio "$r" "$u") overhead_ratio=$(overhead "$t" "$r" "$u") ops_per_s_unprotected=$u dirty_pages=$pages window_s=$w"
       echo "lab compare: interval_ms=$iv detail unprotected stalls=$(kv stalls <<<"$unprot") stall_ms_p50=$(kv stall_ms_p50 <<<"$unprot"); xlremus $(tries_of remus "$iv") checkpoints_in_window=$(kv checkpoints <<<"$remus") stalls=$(kv stalls <<<"$remus") stall_ms_p50=$(kv stall_ms_p50 <<<"$remus") $(remus_stats "$RUN/compare-remus-$iv.log" | tr -d '\n'); tandem $(tries_of tandem "$iv") checkpoints_in_window=$(kv checkpoints <<<"$tnd") stalls=$(kv stalls <<<"$tnd") stall_ms_p50=$(kv stall_ms_p50 <<<"$tnd") own_pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json") achieved_hz=$(json_field achieved_hz <<<"$st_json") clean_stop=$stop_ok"
       echo "lab compare: interval_ms=$iv cpu unprotected $(cpu_of "$unprot"); xlremus $(cpu_of "$remus"); tandem $(cpu_of "$tnd")"
       echo "lab compare: interval_ms=$iv tandem threads $(thr_of "$tnd")"
@@ -1002,7 +1008,7 @@ cmd_compare() {
       if [ -n "$lz4" ]; then
         local tz
         tz="$(ops_per_s "$lz4")"
-        echo "lab compare: interval_ms=$iv tandem_lz4 pause_ms=$(ckpt_pause_ms "$lz4") throughput=$(ratio "$tz" "$u") overhead_ratio=$(awk -v t="$tz" -v r="$r" -v u="$u" 'BEGIN{ if (u > r) printf "%.2f", (u - t) / (u - r); else print "nan" }') $(tries_of tandemlz4 "$iv") checkpoints_in_window=$(kv checkpoints <<<"$lz4") stalls=$(kv stalls <<<"$lz4") $(cpu_of "$lz4")"
+        echo "lab compare: interval_ms=$iv tandem_lz4 pause_ms=$(ckpt_pause_ms "$lz4") throughput=$(ratio "$tz" "$u") overhead_ratio=$(overhead "$tz" "$r" "$u") $(tries_of tandemlz4 "$iv") checkpoints_in_window=$(kv checkpoints <<<"$lz4") stalls=$(kv stalls <<<"$lz4") $(cpu_of "$lz4")"
       fi
     } | tee -a "$RUN/compare.results"
   done
@@ -1015,23 +1021,25 @@ cmd_compare() {
 # a window while it sends zeros to B over the replication network as fast
 # as it can (nc), twice each.  Under TCG every packet is emulated work on
 # the same cores the guest runs on.
+linkcost_stop() { # the sender on A and the receiver on B, by their pidfiles
+  lab_ssh A "kill -INT \$(cat /root/dd.pid 2>/dev/null) 2>/dev/null; true"
+  lab_ssh B "kill \$(cat /root/nc.pid 2>/dev/null) 2>/dev/null; true"
+}
 cmd_linkcost() {
   local w="${LAB_COMPARE_WINDOW_S:-30}" pages="${LAB_DIRTY_PAGES:-256}" b round idle bulk
   tandem_lab_ready
   guest_running_A || failover_reset
   b="$(host_ip B repl)"
-  # As in compare: the guest's ARP replies come late on a loaded host.
-  in_ns sysctl -qw net.ipv4.neigh.public.mcast_solicit=10 net.ipv4.neigh.public.ucast_solicit=10
+  slow_arp_ok
   workload_start "$pages" || die "no workload in the guest"
-  trap 'lab_ssh A "kill -INT \$(cat /root/dd.pid 2>/dev/null) 2>/dev/null; true"; lab_ssh B "kill \$(cat /root/nc.pid 2>/dev/null) 2>/dev/null; true"' EXIT
+  trap linkcost_stop EXIT
   for round in 1 2; do
     idle="$(measure_window "$w")" || die "no workload figures from the guest (triple faults on A: $(guest_faults_A -c))"
     lab_ssh B "nohup nc -l -p 7500 > /dev/null 2>&1 < /dev/null & echo \$! > /root/nc.pid"
     lab_ssh A "rm -f /root/dd.pid; (sh -c 'echo \$\$ > /root/dd.pid; exec dd if=/dev/zero bs=64k 2> /root/dd.log' | nc -q0 $b 7500) > /dev/null 2>&1 < /dev/null &"
     wait_for "A sends to B" 30 lab_ssh A "kill -0 \$(cat /root/dd.pid 2>/dev/null) 2>/dev/null" >&2
     bulk="$(measure_window "$w")" || die "no workload figures from the guest (triple faults on A: $(guest_faults_A -c))"
-    lab_ssh A "kill -INT \$(cat /root/dd.pid) 2>/dev/null; true"
-    lab_ssh B "kill \$(cat /root/nc.pid) 2>/dev/null; true"
+    linkcost_stop
     echo "lab linkcost: round=$round idle ops_per_s=$(ops_per_s "$idle") stalls=$(kv stalls <<<"$idle") $(cpu_of "$idle")"
     echo "lab linkcost: round=$round sending ops_per_s=$(ops_per_s "$bulk") stalls=$(kv stalls <<<"$bulk") ratio=$(ratio "$(ops_per_s "$bulk")" "$(ops_per_s "$idle")") $(cpu_of "$bulk")"
   done
