@@ -23,6 +23,7 @@ int cmd_check_config(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
 int cmd_witness(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 
 /* Shared by the daemons: parse "[--log-level L] [--foreground] CONFIG". */
 struct tandem_config;

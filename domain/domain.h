@@ -22,8 +22,8 @@
  * Return values: 0 or a negative errno; on error the driver has logged
  * what went wrong in an operator's words.
  *
- * Members that may be NULL: stop_protection, discard, guest_hash and
- * describe.  All others are required for the role that uses them.
+ * Members that may be NULL: stop_protection, discard, probe, guest_hash
+ * and describe.  All others are required for the role that uses them.
  */
 #ifndef TANDEM_DOMAIN_H
 #define TANDEM_DOMAIN_H
@@ -93,6 +93,14 @@ struct domain_ops {
 	int (*activate)(struct domain *d);
 	/* Destroy the standby (clean stop of the primary).  May be NULL. */
 	void (*discard)(struct domain *d);
+
+	/* ---- `tandem probe`, outside protection ---- */
+	/* Suspend the guest as a checkpoint does and resume it at once
+	 * (Xen: suspend_cancel), with no dirty tracking and nothing copied:
+	 * what the guest's own suspend path costs every pause.  Sets both
+	 * times in microseconds; never leaves the guest suspended.  May be
+	 * NULL. */
+	int (*probe)(struct domain *d, uint64_t *suspend_us, uint64_t *resume_us);
 
 	/* SHA-256 of the guest's memory and state as the driver sees them now
 	 * (primary: the live guest, call while suspended; backup: the last

@@ -1358,6 +1358,21 @@ static int memdom_resume(struct domain *d)
 	return 0;
 }
 
+/* probe: a suspend and a resume, as a checkpoint's without its capture. */
+static int memdom_probe(struct domain *d, uint64_t *suspend_us, uint64_t *resume_us)
+{
+	uint64_t t0 = now_ns(), t1;
+	int rc = memdom_suspend(d);
+
+	t1 = now_ns();
+	if (rc)
+		return rc;
+	rc = memdom_resume(d);
+	*suspend_us = (t1 - t0) / 1000;
+	*resume_us = (now_ns() - t1) / 1000;
+	return rc;
+}
+
 /*
  * capture: while suspended, append the pages written since the last
  * harvest (all pages after a lost harvest) and the vCPU block to c, and
@@ -1727,6 +1742,7 @@ const struct domain_ops memdom_ops = {
 	.commit = memdom_commit,
 	.activate = memdom_activate,
 	.discard = memdom_discard,
+	.probe = memdom_probe,
 	.guest_hash = memdom_guest_hash,
 	.describe = memdom_describe,
 };

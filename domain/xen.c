@@ -180,6 +180,7 @@ static struct xlog *xlog_new(struct xen *x)
 	} while (0)
 
 static bool is_suspended(struct xen *x);
+static void leave_running(struct xen *x);
 
 static const char *guest_name(const struct domain *d)
 {
@@ -743,13 +744,20 @@ static void xen_stop_protection(struct domain *d)
 	pthread_join(x->save_thr, NULL);	/* log-dirty is off when it returns */
 	pthread_join(x->drain_thr, NULL);
 	x->save_started = false;
-	/* A suspend request that was never answered must not linger, and the
-	 * guest must not be left suspended. */
-	{
-		char path[128];
-		snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
-		xs_write(x->xsh, XBT_NULL, path, "", 0);
-	}
+	leave_running(x);
+	log_info("guest '%s' left running; log-dirty mode off", x->name);
+}
+
+/*
+ * After a stop or a failed suspend: a suspend request that was never
+ * answered must not linger, and the guest must not be left suspended.
+ */
+static void leave_running(struct xen *x)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", x->domid);
+	xs_write(x->xsh, XBT_NULL, path, "", 0);
 	if (x->suspend_taken) {
 		/* A request the guest took ends in a suspend: wait for it. */
 		log_warn("guest '%s' took a suspend request and is not suspended yet; waiting "
@@ -760,7 +768,33 @@ static void xen_stop_protection(struct domain *d)
 	}
 	if (is_suspended(x) && xc_domain_resume(x->xch, x->domid, 1))
 		log_error("cannot resume domain %u: %s", x->domid, strerror(errno));
-	log_info("guest '%s' left running; log-dirty mode off", x->name);
+	x->suspend_taken = false;
+}
+
+/*
+ * `tandem probe`: one suspend as a checkpoint's, then the fast resume at
+ * once, with log-dirty off and nothing copied: the part of every pause
+ * that is the guest's own suspend path (and xenstore's round trip).
+ */
+static int xen_probe(struct domain *d, uint64_t *suspend_us, uint64_t *resume_us)
+{
+	struct xen *x = X(d);
+	uint64_t t0 = now_ns(), t1;
+	int rc = suspend_guest(x);
+
+	t1 = now_ns();
+	if (rc) {
+		leave_running(x);
+		return rc;
+	}
+	if (xc_domain_resume(x->xch, x->domid, 1)) {
+		rc = -errno;
+		log_error("xc_domain_resume(fast) of domain %u failed: %s", x->domid, strerror(errno));
+		return rc;
+	}
+	*suspend_us = (t1 - t0) / 1000;
+	*resume_us = (now_ns() - t1) / 1000;
+	return 0;
 }
 
 /* ---- backup ---------------------------------------------------------------- */
@@ -971,6 +1005,7 @@ const struct domain_ops xen_ops = {
 	.commit = xen_commit,
 	.activate = xen_activate,
 	.discard = xen_discard,
+	.probe = xen_probe,
 	.guest_hash = NULL,
 	.describe = xen_describe,
 };

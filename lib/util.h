@@ -22,6 +22,9 @@ uint64_t now_ns(void);
 static inline uint64_t now_us(void) { return now_ns() / 1000u; }
 static inline uint64_t now_ms(void) { return now_ns() / 1000000u; }
 
+/* The median of v[0..n) (sorts v in place); 0 when n is 0. */
+uint64_t u64_median(uint64_t *v, size_t n);
+
 /*
  * Parse "25ms", "1s", "1.5s", "500us", "2m" into milliseconds (fractions of
  * a millisecond round down).  A bare number is milliseconds.

@@ -145,24 +145,14 @@ static double achieved_hz(const struct primary *p)
 	return (double)(n - 1) * 1e9 / (double)(newest - oldest);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Median pause of the last HZ_WINDOW checkpoints, in ms (0 before the first). */
 static double pause_median_ms(const struct primary *p)
 {
 	uint64_t v[HZ_WINDOW];
 	unsigned n = MIN(p->nepoch_times, HZ_WINDOW);
 
-	if (!n)
-		return 0;
 	memcpy(v, p->pause_us, sizeof(v));
-	qsort(v, n, sizeof(v[0]), cmp_u64);
-	return (double)v[n / 2] / 1000.0;
+	return (double)u64_median(v, n) / 1000.0;
 }
 
 /*

@@ -112,7 +112,8 @@ int test_xenstream_libxl_records(void)
 	return TEST_OK;
 }
 
-/* On a host without Xen the driver refuses clearly (exit status 4). */
+/* On a host without Xen the driver refuses clearly (exit status 4), for
+ * the primary and for `tandem probe`. */
 int test_xen_driver_needs_xen(void)
 {
 	char cmd[1024];
@@ -125,8 +126,10 @@ int test_xen_driver_needs_xen(void)
 	(void)cfg;
 	snprintf(cmd, sizeof(cmd), "cd %s && %s keygen k >/dev/null && sed -i 's|/nonexistent|%s/k|' x.cfg "
 		 "&& echo 'run-dir = %s/run' >> x.cfg && echo 'netbuf = queue' >> x.cfg && "
-		 "%s primary x.cfg 2> err.txt; test $? -eq 4 && grep -q 'this host is not running Xen' err.txt",
-		 test_tmpdir(), test_tandem_bin(), test_tmpdir(), test_tmpdir(), test_tandem_bin());
+		 "%s primary x.cfg 2> err.txt; test $? -eq 4 && grep -q 'this host is not running Xen' err.txt && "
+		 "{ %s probe x.cfg > probe.txt 2>&1; test $? -eq 4; } && grep -q 'this host is not running Xen' probe.txt",
+		 test_tmpdir(), test_tandem_bin(), test_tmpdir(), test_tmpdir(), test_tandem_bin(),
+		 test_tandem_bin());
 	ASSERT_EQ(system(cmd), 0);
 	return TEST_OK;
 }
