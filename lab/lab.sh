@@ -36,7 +36,8 @@
 # failover: TANDEM_BIN (./tandem), LAB_RUNS (5), LAB_TANDEM_INTERVAL_MS (100), LAB_TANDEM_TIMEOUT (3s),
 # LAB_TANDEM_COMPRESS (none; lz4: also for compare and errors);
 # compare: LAB_COMPARE_INTERVALS ("100 25"), LAB_COMPARE_WINDOW_S (30), LAB_DIRTY_PAGES (256),
-# LAB_COMPARE_LZ4 (0; 1: a third window, tandem with compress = lz4).
+# LAB_COMPARE_LZ4 (0; 1: a third window, tandem with compress = lz4), LAB_PIN (0; 1: g1's
+# vCPU on a host core of its own, everything else on the other: lab_pin).
 set -euo pipefail
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -292,7 +293,7 @@ start_host() {
   done
   xen_args="console=com1 com1=115200 dom0_mem=${DOM0_MEM_MB}M,max:${DOM0_MEM_MB}M noreboot"
   dom0_args="root=/dev/vda rw console=hvc0 earlyprintk=xen net.ifnames=0"
-  in_ns qemu-system-x86_64 -name "lab-$h" -accel tcg \
+  in_ns qemu-system-x86_64 -name "lab-$h,debug-threads=on" -accel tcg \
     -cpu qemu64,+svm,+npt,+sse4.1,+sse4.2,+popcnt,+ssse3,+lahf_lm,+aes,+pclmulqdq \
     -smp "$HOST_CPUS" -m "$HOST_MEM_MB" -display none -no-reboot \
     -kernel "$idir/xen" -append "$xen_args" \
@@ -829,12 +830,39 @@ cpu_use() { # snapshot-before snapshot-after -> "cpu_g1=.. cpu_dom0_A=.." (CPUs 
     for (i = 1; i <= n; i++) printf "%scpu_%s=%.2f", (i > 1 ? " " : ""), k[i], (t > 0 ? (y[i + 1] - x[i + 1]) / t : 0) }'
 }
 
+# LAB_PIN=1: give g1's vCPU a host core of its own, as on a production
+# host where the guest's and dom0's vCPUs run on different cores: in Xen A
+# g1 on pCPU 1 and dom0 on pCPU 0; on this host QEMU A's "CPU 1/TCG"
+# thread (Xen's pCPU 1) alone on core 1, every other thread of both QEMUs
+# on core 0.  Done before every measurement window, so the unprotected
+# guest and both tools are measured under the same pinning; lab_unpin
+# undoes it.
+lab_pin() {
+  [ "${LAB_PIN:-0}" = 1 ] || return 0
+  local pa pb t n=0
+  pa="$(qemu_pid A)" && pb="$(qemu_pid B)" || return 1
+  lab_ssh A "xl vcpu-pin Domain-0 all 0 && xl vcpu-pin g1 all 1" >&2 || return 1
+  for t in /proc/"$pa"/task/*; do
+    if [ "$(cat "$t/comm")" = "CPU 1/TCG" ]; then taskset -p -c 1 "${t##*/}" && n=$((n + 1))
+    else taskset -p -c 0 "${t##*/}"; fi
+  done > /dev/null
+  taskset -a -p -c 0 "$pb" > /dev/null
+  [ "$n" = 1 ] || { log "LAB_PIN: no thread 'CPU 1/TCG' in QEMU A (booted before debug-threads? lab/lab.sh down first)"; return 1; }
+}
+lab_unpin() {
+  [ "${LAB_PIN:-0}" = 1 ] || return 0
+  local h p
+  for h in A B; do p="$(qemu_pid "$h")" && taskset -a -p -c "0-$((HOST_CPUS - 1))" "$p" > /dev/null; done
+  lab_ssh A "xl vcpu-pin Domain-0 all all; xl vcpu-pin g1 all all" >&2 || true
+}
+
 # One measurement window: reset the counters, let the workload run, read
 # them.  With a checkpoint counter (a function), the line gets
 # checkpoints=N: how many the tool took in the window.  The line ends with
 # the CPU each party used over the window (cpu_use).
 measure_window() {
   local w="$1" counter="${2:-}" out c0=0 c1=0 s0 s1
+  lab_pin || return 1
   s0="$(cpu_snapshot)"
   [ -z "$counter" ] || c0="$("$counter")"
   dirtier_cmd STATS >/dev/null || return 1
@@ -935,6 +963,31 @@ tool_window() {
   echo "$out"
 }
 tandemlz4_window() { LAB_TANDEM_COMPRESS=lz4 tandem_window "$@"; }
+
+# `tandem probe` suspends g1 and resumes it at once (suspend_cancel) every
+# $1 ms, copying nothing: the guest's own suspend path alone, the floor
+# under any tool's checkpoints at this interval.  Then as remus_window.
+probe_cycles() { lab_ssh A "grep -c '^cycle ' /root/probe.log 2>/dev/null || true" 2>/dev/null | tail -n1; }
+probe_running() { lab_ssh A "kill -0 \$(cat /root/probe.pid) 2>/dev/null"; }
+probe_cycles_or_gone() { local c; c="$(probe_cycles)"; { [ -n "$c" ] && [ "$c" -ge "$1" ]; } || ! probe_running; }
+probe_window() {
+  local iv="$1" w="$2" pages="$3" out ok=0 c
+  tandem_conf "vif$(lab_ssh A xl domid g1).0" "$iv" > "$RUN/g1.conf"
+  tandem_install "$RUN/g1.conf"
+  lab_ssh A "cd /root; rm -f probe.log; nohup ./tandem probe --count 1000000 g1.conf > probe.log 2>&1 < /dev/null & echo \$! > probe.pid"
+  wait_for "tandem probe: 5 cycles" 120 probe_cycles_or_gone 5 >&2 || true
+  c="$(probe_cycles)"
+  if [ -n "$c" ] && [ "$c" -ge 5 ] && workload_start "$pages" && out="$(measure_window "$w" probe_cycles)"; then
+    workload_stop || true
+    ok=1
+  fi
+  # SIGINT ends it between cycles (never with the guest suspended).
+  lab_ssh A "kill -INT \$(cat /root/probe.pid) 2>/dev/null; true"
+  wait_for "tandem probe on A: exited" 60 eval '! probe_running' >&2 || log "tandem probe on A did not stop"
+  cmd_copy_out A /root/probe.log "$RUN/compare-probe-$iv.log" || true
+  [ "$ok" = 1 ] || { tail -n 5 "$RUN/compare-probe-$iv.log" >&2 2>/dev/null; return 1; }
+  echo "$out $(grep '^probe: cycles=' "$RUN/compare-probe-$iv.log" | sed 's/^probe: //')"
+}
 lost_per_ckpt() { # window-line ops/s-unprotected -> seconds of the guest's work lost per checkpoint
   awk -v o="$(ops_per_s "$1")" -v u="$2" -v t="$(kv elapsed_ms <<<"$1")" -v n="$(kv checkpoints <<<"$1")" 'BEGIN{ if (u > 0 && n > 0) printf "%.2f", (1 - o / u) * t / 1000 / n; else print "nan" }'
 }
@@ -958,7 +1011,7 @@ slow_arp_ok() { in_ns sysctl -qw net.ipv4.neigh.public.mcast_solicit=10 net.ipv4
 
 cmd_compare() {
   local intervals="${LAB_COMPARE_INTERVALS:-100 25}" w="${LAB_COMPARE_WINDOW_S:-30}"
-  local pages="${LAB_DIRTY_PAGES:-256}" iv unprot remus tnd lz4 st_json stop_ok t_start
+  local pages="${LAB_DIRTY_PAGES:-256}" iv unprot remus tnd lz4 floor st_json stop_ok t_start
   t_start="$(now)"
   tandem_lab_ready
   failover_reset
@@ -985,6 +1038,9 @@ cmd_compare() {
       else stop_ok="no(A:$(guest_state_A))"; fi
     fi
     lab_ssh B "xl domid g1" >/dev/null 2>&1 && stop_ok="no(standby-left-on-B)"
+    # The floor: the guest's suspend path alone, nothing copied or shipped.
+    log "compare at interval $iv ms: suspend-only (tandem probe)"
+    floor="$(tool_window probe "$iv" "$w" "$pages")" || die "tandem probe gave no window in ${LAB_COMPARE_TRIES:-3} tries"
     lz4=""
     if [ "${LAB_COMPARE_LZ4:-0}" = 1 ]; then
       log "compare at interval $iv ms: tandem with compress = lz4"
@@ -997,14 +1053,21 @@ cmd_compare() {
       local pt px
       pt="$(ckpt_pause_ms "$tnd")"; px="$(ckpt_pause_ms "$remus")"
       echo "lab compare: interval_ms=$iv pause_ms_tandem=$pt pause_ms_xlremus=$px ratio=$(ratio "$pt" "$px")"
-      echo "lab compare: interval_ms=$iv throughput_tandem=$(ratio "$t" "$u") throughput_xlremus=$(ratio "$r" "$u") overhead_ratio=$(overhead "$t" "$r" "$u") ops_per_s_unprotected=$u dirty_pages=$pages window_s=$w"
+      echo "lab compare: interval_ms=$iv throughput_tandem=$(ratio "$t" "$u") throughput_xlremus=$(ratio "$r" "$u") overhead_ratio=$(overhead "$t" "$r" "$u") ops_per_s_unprotected=$u dirty_pages=$pages window_s=$w$([ "${LAB_PIN:-0}" = 1 ] && echo " pinned=1")"
       echo "lab compare: interval_ms=$iv detail unprotected stalls=$(kv stalls <<<"$unprot") stall_ms_p50=$(kv stall_ms_p50 <<<"$unprot"); xlremus $(tries_of remus "$iv") checkpoints_in_window=$(kv checkpoints <<<"$remus") stalls=$(kv stalls <<<"$remus") stall_ms_p50=$(kv stall_ms_p50 <<<"$remus") $(remus_stats "$RUN/compare-remus-$iv.log" | tr -d '\n'); tandem $(tries_of tandem "$iv") checkpoints_in_window=$(kv checkpoints <<<"$tnd") stalls=$(kv stalls <<<"$tnd") stall_ms_p50=$(kv stall_ms_p50 <<<"$tnd") own_pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json") achieved_hz=$(json_field achieved_hz <<<"$st_json") clean_stop=$stop_ok"
       echo "lab compare: interval_ms=$iv cpu unprotected $(cpu_of "$unprot"); xlremus $(cpu_of "$remus"); tandem $(cpu_of "$tnd")"
       echo "lab compare: interval_ms=$iv tandem threads $(thr_of "$tnd")"
       # What one checkpoint costs the guest, whatever the rate each tool
       # reached at this interval: the work lost over the window, in
       # seconds of unprotected work, per checkpoint taken in it.
-      echo "lab compare: interval_ms=$iv lost_s_per_checkpoint tandem=$(lost_per_ckpt "$tnd" "$u") xlremus=$(lost_per_ckpt "$remus" "$u")${lz4:+ tandem_lz4=$(lost_per_ckpt "$lz4" "$u")}"
+      echo "lab compare: interval_ms=$iv lost_s_per_checkpoint tandem=$(lost_per_ckpt "$tnd" "$u") xlremus=$(lost_per_ckpt "$remus" "$u") suspend_only=$(lost_per_ckpt "$floor" "$u")${lz4:+ tandem_lz4=$(lost_per_ckpt "$lz4" "$u")}"
+      # The guest suspended and resumed at this interval, nothing copied:
+      # its lost_s_per_checkpoint above is what no checkpointing tool can
+      # go under here, and this line what a tool that took its
+      # checkpoints on time, with copy and ship free, would reach.
+      local tf
+      tf="$(ops_per_s "$floor")"
+      echo "lab compare: interval_ms=$iv suspend_only throughput=$(ratio "$tf" "$u") overhead_ratio=$(overhead "$tf" "$r" "$u") guest_pause_ms=$(ckpt_pause_ms "$floor") probe_pause_ms_p50=$(kv pause_ms_p50 <<<"$floor") $(tries_of probe "$iv") checkpoints_in_window=$(kv checkpoints <<<"$floor") stalls=$(kv stalls <<<"$floor") $(cpu_of "$floor")"
       if [ -n "$lz4" ]; then
         local tz
         tz="$(ops_per_s "$lz4")"
@@ -1012,7 +1075,8 @@ cmd_compare() {
       fi
     } | tee -a "$RUN/compare.results"
   done
-  echo "lab compare: total_s=$(elapsed "$t_start")"
+  lab_unpin
+  echo "lab compare: total_s=$(elapsed "$t_start")${LAB_PIN:+ pinned=$LAB_PIN}"
 }
 
 # ------------------------------------------------------------- linkcost ----
