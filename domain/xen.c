@@ -48,6 +48,7 @@
 #include <libxl_utils.h>
 
 #define LOG_MODULE "xen"
+#include "../lib/fault.h"
 #include "../lib/log.h"
 #include "../lib/util.h"
 #include "../lib/wire.h"
@@ -887,6 +888,9 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 		long used = xenstream_feed(&x->rcut, c->blob + 24, c->blob_len - 24);
 		if (used >= 0 && x->rcut.stage >= 2) {
 			int v = xc_version(x->xch, XENVER_version, NULL);
+
+			if (fault_hit("xen-version-differs"))
+				v += 1;	/* for the lab: as if this host ran the next minor */
 			if ((uint32_t)(v >> 16) != x->rcut.xen_major ||
 			    (uint32_t)(v & 0xffff) != x->rcut.xen_minor) {
 				refuse(d, "the primary runs Xen %u.%u, this backup Xen %d.%d: tandem "

@@ -10,7 +10,9 @@
  * drop-ack, duplicate-frame, backup-mid-commit, backup-before-ack,
  * primary-exit-after-release, slow-commit (the backup stalls 3 timeouts
  * before a commit, still sending heartbeats), suspend-fails (the guest
- * does not suspend, as a Xen guest that ignores the request).
+ * does not suspend, as a Xen guest that ignores the request),
+ * xen-version-differs (a Xen backup takes its own version for the next
+ * minor one: lab/lab.sh errors).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H
