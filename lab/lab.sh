@@ -36,8 +36,7 @@
 # failover: TANDEM_BIN (./tandem), LAB_RUNS (5), LAB_TANDEM_INTERVAL_MS (100), LAB_TANDEM_TIMEOUT (3s),
 # LAB_TANDEM_COMPRESS (none; lz4: also for compare and errors);
 # compare: LAB_COMPARE_INTERVALS ("100 25"), LAB_COMPARE_WINDOW_S (30), LAB_DIRTY_PAGES (256),
-# LAB_COMPARE_LZ4 (0; 1: a third window, tandem with compress = lz4), LAB_PIN (0; 1: g1's
-# vCPU on a host core of its own, everything else on the other: lab_pin).
+# LAB_COMPARE_LZ4 (0; 1: a third window, tandem with compress = lz4).
 set -euo pipefail
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -831,39 +830,12 @@ cpu_use() { # snapshot-before snapshot-after -> "cpu_g1=.. cpu_dom0_A=.." (CPUs 
     for (i = 1; i <= n; i++) printf "%scpu_%s=%.2f", (i > 1 ? " " : ""), k[i], (t > 0 ? (y[i + 1] - x[i + 1]) / t : 0) }'
 }
 
-# LAB_PIN=1: give g1's vCPU a host core of its own, as on a production
-# host where the guest's and dom0's vCPUs run on different cores: in Xen A
-# g1 on pCPU 1 and dom0 on pCPU 0; on this host QEMU A's "CPU 1/TCG"
-# thread (Xen's pCPU 1) alone on core 1, every other thread of both QEMUs
-# on core 0.  Done before every measurement window, so the unprotected
-# guest and both tools are measured under the same pinning; lab_unpin
-# undoes it.
-lab_pin() {
-  [ "${LAB_PIN:-0}" = 1 ] || return 0
-  local pa pb t n=0
-  pa="$(qemu_pid A)" && pb="$(qemu_pid B)" || return 1
-  lab_ssh A "xl vcpu-pin Domain-0 all 0 && xl vcpu-pin g1 all 1" >&2 || return 1
-  for t in /proc/"$pa"/task/*; do
-    if [ "$(cat "$t/comm")" = "CPU 1/TCG" ]; then taskset -p -c 1 "${t##*/}" && n=$((n + 1))
-    else taskset -p -c 0 "${t##*/}"; fi
-  done > /dev/null
-  taskset -a -p -c 0 "$pb" > /dev/null
-  [ "$n" = 1 ] || { log "LAB_PIN: no thread 'CPU 1/TCG' in QEMU A (booted before debug-threads? lab/lab.sh down first)"; return 1; }
-}
-lab_unpin() {
-  [ "${LAB_PIN:-0}" = 1 ] || return 0
-  local h p
-  for h in A B; do p="$(qemu_pid "$h")" && taskset -a -p -c "0-$((HOST_CPUS - 1))" "$p" > /dev/null; done
-  lab_ssh A "xl vcpu-pin Domain-0 all all; xl vcpu-pin g1 all all" >&2 || true
-}
-
 # One measurement window: reset the counters, let the workload run, read
 # them.  With a checkpoint counter (a function), the line gets
 # checkpoints=N: how many the tool took in the window.  The line ends with
 # the CPU each party used over the window (cpu_use).
 measure_window() {
   local w="$1" counter="${2:-}" out c0=0 c1=0 s0 s1
-  lab_pin || return 1
   s0="$(cpu_snapshot)"
   [ -z "$counter" ] || c0="$("$counter")"
   dirtier_cmd STATS >/dev/null || return 1
@@ -1061,7 +1033,7 @@ cmd_compare() {
       local pt px
       pt="$(ckpt_pause_ms "$tnd")"; px="$(ckpt_pause_ms "$remus")"
       echo "lab compare: interval_ms=$iv pause_ms_tandem=$pt pause_ms_xlremus=$px ratio=$(ratio "$pt" "$px")"
-      echo "lab compare: interval_ms=$iv throughput_tandem=$(ratio "$t" "$u") throughput_xlremus=$(ratio "$r" "$u") overhead_ratio=$(overhead "$t" "$r" "$u") ops_per_s_unprotected=$u dirty_pages=$pages window_s=$w$([ "${LAB_PIN:-0}" = 1 ] && echo " pinned=1")"
+      echo "lab compare: interval_ms=$iv throughput_tandem=$(ratio "$t" "$u") throughput_xlremus=$(ratio "$r" "$u") overhead_ratio=$(overhead "$t" "$r" "$u") ops_per_s_unprotected=$u dirty_pages=$pages window_s=$w"
       echo "lab compare: interval_ms=$iv detail unprotected stalls=$(kv stalls <<<"$unprot") stall_ms_p50=$(kv stall_ms_p50 <<<"$unprot"); xlremus $(tries_of remus "$iv") checkpoints_in_window=$(kv checkpoints <<<"$remus") stalls=$(kv stalls <<<"$remus") stall_ms_p50=$(kv stall_ms_p50 <<<"$remus") $(remus_stats "$RUN/compare-remus-$iv.log" | tr -d '\n'); tandem $(tries_of tandem "$iv") checkpoints_in_window=$(kv checkpoints <<<"$tnd") stalls=$(kv stalls <<<"$tnd") stall_ms_p50=$(kv stall_ms_p50 <<<"$tnd") own_pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json") achieved_hz=$(json_field achieved_hz <<<"$st_json") clean_stop=$stop_ok"
       echo "lab compare: interval_ms=$iv cpu unprotected $(cpu_of "$unprot"); xlremus $(cpu_of "$remus"); tandem $(cpu_of "$tnd")"
       echo "lab compare: interval_ms=$iv tandem threads $(thr_of "$tnd")"
@@ -1087,8 +1059,7 @@ cmd_compare() {
       fi
     } | tee -a "$RUN/compare.results"
   done
-  lab_unpin
-  echo "lab compare: total_s=$(elapsed "$t_start")${LAB_PIN:+ pinned=$LAB_PIN}"
+  echo "lab compare: total_s=$(elapsed "$t_start")"
 }
 
 # ------------------------------------------------------------- linkcost ----
