@@ -63,15 +63,20 @@ static void nap_ms(uint64_t ms)
 		;
 }
 
-/* Take --count N and --interval D out of argv; the rest is the daemons'. */
+/* Take --count N, --interval D and --log-dirty out of argv; the rest is
+ * the daemons'. */
 static int take_options(int *argc, char **argv, uint64_t *count, uint64_t *interval_ms,
-			bool *have_interval)
+			bool *have_interval, bool *log_dirty)
 {
 	int n = 1;
 
 	for (int i = 1; i < *argc; i++) {
 		bool is_count = !strcmp(argv[i], "--count"), is_iv = !strcmp(argv[i], "--interval");
 
+		if (!strcmp(argv[i], "--log-dirty")) {
+			*log_dirty = true;
+			continue;
+		}
 		if (!is_count && !is_iv) {
 			argv[n++] = argv[i];
 			continue;
@@ -106,12 +111,12 @@ int cmd_probe(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_stop };
 	uint64_t count = 20, interval_ms = 0, *pause = NULL, *susp = NULL, *res = NULL;
 	uint64_t done = 0;
-	bool have_interval = false;
+	bool have_interval = false, log_dirty = false;
 	char path[512];
 	int rc, exit_code = EXIT_OK;
 
-	if (take_options(&argc, argv, &count, &interval_ms, &have_interval)) {
-		fprintf(stderr, "usage: tandem probe [--count N] [--interval DURATION] "
+	if (take_options(&argc, argv, &count, &interval_ms, &have_interval, &log_dirty)) {
+		fprintf(stderr, "usage: tandem probe [--count N] [--interval DURATION] [--log-dirty] "
 			"[--log-level LEVEL] CONFIG\n");
 		return EXIT_USAGE;
 	}
@@ -149,14 +154,15 @@ int cmd_probe(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	printf("probe: %" PRIu64 " suspend-resume cycles of '%s' (%s driver), one every %" PRIu64
-	       " ms, nothing copied\n", count, cfg.name, dom.ops->name, interval_ms);
+	       " ms, nothing copied%s\n", count, cfg.name, dom.ops->name, interval_ms,
+	       log_dirty ? ", dirty tracking on" : "");
 	fflush(stdout);
 	while (done < count && !stop_req) {
 		if (done)
 			nap_ms(interval_ms);
 		if (stop_req)
 			break;
-		rc = dom.ops->probe(&dom, &susp[done], &res[done]);
+		rc = dom.ops->probe(&dom, log_dirty, &susp[done], &res[done]);
 		if (rc) {
 			log_error("cycle %" PRIu64 ": the guest did not suspend: %s", done + 1,
 				  strerror(-rc));
@@ -173,9 +179,9 @@ int cmd_probe(int argc, char **argv)
 		uint64_t p50 = u64_median(pause, done);
 		uint64_t lo = pause[0], hi = pause[done - 1];	/* sorted by u64_median */
 
-		printf("probe: cycles=%" PRIu64 " interval_ms=%" PRIu64 " pause_ms_p50=%.1f "
+		printf("probe: cycles=%" PRIu64 " interval_ms=%" PRIu64 " log_dirty=%d pause_ms_p50=%.1f "
 		       "pause_ms_min=%.1f pause_ms_max=%.1f suspend_ms_p50=%.1f resume_ms_p50=%.1f\n",
-		       done, interval_ms, (double)p50 / 1000, (double)lo / 1000, (double)hi / 1000,
+		       done, interval_ms, log_dirty, (double)p50 / 1000, (double)lo / 1000, (double)hi / 1000,
 		       (double)u64_median(susp, done) / 1000, (double)u64_median(res, done) / 1000);
 		printf("probe: every checkpoint pauses '%s' at least %.1f ms (median) before its "
 		       "pages are copied; at %" PRIu64 " ms between checkpoints that is %.0f %% of "

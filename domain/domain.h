@@ -97,10 +97,12 @@ struct domain_ops {
 	/* ---- `tandem probe`, outside protection ---- */
 	/* Suspend the guest as a checkpoint does and resume it at once
 	 * (Xen: suspend_cancel), with no dirty tracking and nothing copied:
-	 * what the guest's own suspend path costs every pause.  Sets both
-	 * times in microseconds; never leaves the guest suspended.  May be
-	 * NULL. */
-	int (*probe)(struct domain *d, uint64_t *suspend_us, uint64_t *resume_us);
+	 * what the guest's own suspend path costs every pause.  With
+	 * log_dirty, dirty tracking is on (from the first call until close)
+	 * and cleaned while suspended, as a checkpoint would, still copying
+	 * nothing (-ENOTSUP where the driver cannot).  Sets both times in
+	 * microseconds; never leaves the guest suspended.  May be NULL. */
+	int (*probe)(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us);
 
 	/* SHA-256 of the guest's memory and state as the driver sees them now
 	 * (primary: the live guest, call while suspended; backup: the last

@@ -1359,10 +1359,16 @@ static int memdom_resume(struct domain *d)
 }
 
 /* probe: a suspend and a resume, as a checkpoint's without its capture. */
-static int memdom_probe(struct domain *d, uint64_t *suspend_us, uint64_t *resume_us)
+static int memdom_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us)
 {
 	uint64_t t0 = now_ns(), t1;
-	int rc = memdom_suspend(d);
+	int rc;
+
+	if (log_dirty) {
+		log_error("the memdom driver has no log-dirty probe");
+		return -ENOTSUP;
+	}
+	rc = memdom_suspend(d);
 
 	t1 = now_ns();
 	if (rc)

@@ -65,6 +65,7 @@ enum xphase { XP_IDLE, XP_PRECOPY, XP_WANT_SUSPEND, XP_SUSPENDED, XP_CAPTURED, X
 	      XP_DONE };
 
 struct xen {
+	bool probe_logdirty;		/* `tandem probe --log-dirty` turned it on */
 	xc_interface *xch;
 	struct xs_handle *xsh;
 	libxl_ctx *ctx;
@@ -283,6 +284,9 @@ static void xen_close(struct domain *d)
 
 	if (!x)
 		return;
+	if (x->probe_logdirty &&
+	    xc_shadow_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0))
+		log_error("cannot turn log-dirty mode off for guest '%s': %s", x->name, strerror(errno));
 	if (x->restore_started) {
 		if (x->rs_wr >= 0)
 			close(x->rs_wr);
@@ -777,17 +781,31 @@ static void leave_running(struct xen *x)
  * once, with log-dirty off and nothing copied: the part of every pause
  * that is the guest's own suspend path (and xenstore's round trip).
  */
-static int xen_probe(struct domain *d, uint64_t *suspend_us, uint64_t *resume_us)
+static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us)
 {
 	struct xen *x = X(d);
-	uint64_t t0 = now_ns(), t1;
-	int rc = suspend_guest(x);
+	uint64_t t0, t1;
+	int rc;
 
+	if (log_dirty && !x->probe_logdirty) {
+		if (xc_shadow_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY, NULL, 0)) {
+			rc = -errno;
+			log_error("cannot turn log-dirty mode on for guest '%s': %s", x->name, strerror(errno));
+			return rc;
+		}
+		x->probe_logdirty = true;
+	}
+	t0 = now_ns();
+	rc = suspend_guest(x);
 	t1 = now_ns();
 	if (rc) {
 		leave_running(x);
 		return rc;
 	}
+	/* As a checkpoint: clean the dirty bitmap while suspended (no copy). */
+	if (log_dirty && xc_logdirty_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_CLEAN, NULL, 0, 0,
+					     NULL) < 0)
+		log_warn("cannot clean the dirty bitmap of guest '%s': %s", x->name, strerror(errno));
 	if (xc_domain_resume(x->xch, x->domid, 1)) {
 		rc = -errno;
 		log_error("xc_domain_resume(fast) of domain %u failed: %s", x->domid, strerror(errno));

@@ -26,6 +26,8 @@
 #                                   a PV guest on a Xen without shadow paging
 #   lab/lab.sh linkcost             the unprotected guest's speed while dom0 A sends
 #                                   bulk TCP to B (no tool): what shipping costs it
+#   lab/lab.sh suspendcost          the unprotected guest's speed under tandem probe, with
+#                                   and without dirty tracking (no copy, no ship)
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
 #
 # Environment: TANDEM_LAB_CACHE (default ~/.cache/tandem-lab),
@@ -950,7 +952,7 @@ probe_window() {
   local iv="$1" w="$2" pages="$3" out ok=0 c
   tandem_conf "vif$(lab_ssh A xl domid g1).0" "$iv" > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
-  lab_ssh A "cd /root; rm -f probe.log; nohup ./tandem probe --count 1000000 g1.conf > probe.log 2>&1 < /dev/null & echo \$! > probe.pid"
+  lab_ssh A "cd /root; rm -f probe.log; nohup ./tandem probe ${LAB_PROBE_FLAGS:-} --count 1000000 g1.conf > probe.log 2>&1 < /dev/null & echo \$! > probe.pid"
   wait_for "tandem probe: 5 cycles" 120 probe_cycles_or_gone 5 >&2 || true
   c="$(probe_cycles)"
   if [ -n "$c" ] && [ "$c" -ge 5 ] && workload_start "$pages" && out="$(measure_window "$w" probe_cycles)"; then
@@ -1092,6 +1094,33 @@ cmd_linkcost() {
   done
   workload_stop || true
   trap - EXIT
+}
+
+# ------------------------------------------------------------ suspendcost ----
+# What a checkpoint's suspend and its dirty tracking cost the guest, with
+# no copy and no ship: the unprotected workload for a window, then under
+# `tandem probe` (suspend, resume at once) one cycle every
+# LAB_SUSPENDCOST_MS (1000, about a tandem cycle in this lab), then the
+# same with --log-dirty (log-dirty mode on, the bitmap cleaned while
+# suspended, as a checkpoint does).  Each probe window is its own try
+# (the guest may fault: Known limits) and reports why it gave none.
+cmd_suspendcost() {
+  local w="${LAB_COMPARE_WINDOW_S:-30}" pages="${LAB_DIRTY_PAGES:-256}" iv="${LAB_SUSPENDCOST_MS:-1000}" u line
+  tandem_lab_ready
+  guest_running_A || failover_reset
+  slow_arp_ok
+  workload_start "$pages" || die "no workload in the guest"
+  line="$(measure_window "$w")" || die "no workload figures from the guest"
+  workload_stop || true
+  u="$(ops_per_s "$line")"
+  echo "lab suspendcost: idle ops_per_s=$u stalls=$(kv stalls <<<"$line") $(cpu_of "$line")"
+  for flags in "" "--log-dirty"; do
+    if line="$(LAB_PROBE_FLAGS="$flags" tool_window probe "$iv" "$w" "$pages")"; then
+      echo "lab suspendcost: probe${flags:+ $flags} interval_ms=$iv throughput=$(ratio "$(ops_per_s "$line")" "$u") lost_s_per_checkpoint=$(lost_per_ckpt "$line" "$u") checkpoints_in_window=$(kv checkpoints <<<"$line") guest_pause_ms=$(ckpt_pause_ms "$line") probe_pause_ms_p50=$(kv pause_ms_p50 <<<"$line") $(tries_of probe "$iv") $(cpu_of "$line")"
+    else
+      echo "lab suspendcost: probe${flags:+ $flags} interval_ms=$iv unavailable: the guest faulted in every try"
+    fi
+  done
 }
 
 # --------------------------------------------------------------- errors ----
@@ -1266,6 +1295,7 @@ main() {
     compare) cmd_compare ;;
     errors) cmd_errors ;;
     linkcost) cmd_linkcost ;;
+    suspendcost) cmd_suspendcost ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac

@@ -52,8 +52,14 @@ int test_probe_cycles(void)
 	text = slurp(out);
 	ASSERT_EQ(count_lines(text, "cycle "), 4);
 	ASSERT_STR_CONTAINS(text, "cycle 4: pause ");
-	ASSERT_STR_CONTAINS(text, "probe: cycles=4 interval_ms=10 pause_ms_p50=");
+	ASSERT_STR_CONTAINS(text, "probe: cycles=4 interval_ms=10 log_dirty=0 pause_ms_p50=");
 	ASSERT_STR_CONTAINS(text, "% of its time or more");
+
+	/* Dirty tracking is a Xen probe; memdom says it has none. */
+	snprintf(cmd, sizeof(cmd), "%s probe --log-dirty --count 2 %s > %s 2>&1", test_tandem_bin(),
+		 cfg, out);
+	ASSERT_EQ(WEXITSTATUS(system(cmd)), 1);
+	ASSERT_STR_CONTAINS(slurp(out), "the memdom driver has no log-dirty probe");
 
 	snprintf(cmd, sizeof(cmd), "%s probe --count 0 %s > %s 2>&1", test_tandem_bin(), cfg, out);
 	ASSERT_EQ(WEXITSTATUS(system(cmd)), 2);
