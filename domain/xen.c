@@ -896,12 +896,9 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 	uint64_t end;
 	int rc;
 
-	if (!x->restore_started) {
-		rc = start_restore(d, c);
-		if (rc)
-			return rc;
-	}
-	/* Check the primary's Xen version from the libxc domain header. */
+	/* Check the primary's Xen version from the libxc domain header, before
+	 * libxl starts a restore: a restore whose stream ends while libxl still
+	 * builds the domain crashed libxl's thread and left a shell domain. */
 	if (x->rcut.stage < 2 && c->blob_len > 24) {
 		long used = xenstream_feed(&x->rcut, c->blob + 24, c->blob_len - 24);
 		if (used >= 0 && x->rcut.stage >= 2) {
@@ -917,6 +914,11 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 				return -EPROTO;
 			}
 		}
+	}
+	if (!x->restore_started) {
+		rc = start_restore(d, c);
+		if (rc)
+			return rc;
 	}
 	/* Bounded by progress: libxl reading slowly under load is fine, libxl
 	 * that stopped reading (initial rounds included) must not hold this
