@@ -1133,6 +1133,17 @@ errors_guest_ready() {
   tandem_conf "vif$(lab_ssh A xl domid g1).0" 100 > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf" "$@"
 }
+# The backup refused with a message containing $1: the primary logs it
+# as the backup's report (waited for, 300 s), and the backup logged it.
+refusal_seen() {
+  wait_for "A: the backup's refusal reported" 300 remote_log_has A primary "$1" >&2 &&
+    remote_log_has B backup "$1"
+}
+reported_refusal() { lab_ssh A "grep -m1 -o 'the backup reports: .*' /root/primary.log"; }
+daemon_tails() { # the last lines of both daemons' logs, after a failed case
+  lab_ssh A "tail -n 5 /root/primary.log" >&2 || true
+  lab_ssh B "tail -n 5 /root/backup.log" >&2 || true
+}
 suspend_reported() {
   remote_log_has A primary "not suspended after 10000 ms" || remote_log_has A primary "did not answer the suspend request"
 }
@@ -1179,13 +1190,11 @@ cmd_errors() {
   lab_ssh B "printf 'name = \"hog\"\ntype = \"pvh\"\nkernel = \"/var/lib/tandem-lab/guest/vmlinuz\"\nmemory = $hog\nmaxmem = $hog\n' > /root/hog.cfg; xl create -p /root/hog.cfg" >&2
   backup_start || die "tandem backup does not start on B"
   tandem_start A primary
-  if wait_for "A: the backup's refusal reported" 300 remote_log_has A primary "the backup reports: not enough memory on the backup for 'g1'" >&2 &&
-     remote_log_has B backup "not enough memory on the backup for 'g1'"; then
-    echo "lab errors: backup_memory=ok free_mib=$free hog_mib=$hog: $(lab_ssh A "grep -m1 -o 'the backup reports: .*' /root/primary.log")"
+  if refusal_seen "not enough memory on the backup for 'g1'"; then
+    echo "lab errors: backup_memory=ok free_mib=$free hog_mib=$hog: $(reported_refusal)"
   else
     echo "lab errors: backup_memory=FAIL"; fails=$((fails + 1))
-    lab_ssh A "tail -n 5 /root/primary.log" >&2 || true
-    lab_ssh B "tail -n 5 /root/backup.log" >&2 || true
+    daemon_tails
   fi
 
   # 3. SIGTERM while unprotected: the guest keeps running on A.
@@ -1203,24 +1212,17 @@ cmd_errors() {
   errors_guest_ready
   LAB_DAEMON_ENV="TANDEM_FAULT=xen-version-differs" backup_start || die "tandem backup does not start on B"
   tandem_start A primary
-  local vmsg="this backup Xen"
-  if wait_for "A: the backup's version refusal reported" 300 remote_log_has A primary "$vmsg" >&2 &&
-     remote_log_has B backup "tandem needs the same Xen version on both hosts"; then
-    tandem_stop A primary
-    tandem_stop B backup
-    if lab_ssh B "xl domid g1" > /dev/null 2>&1; then
-      echo "lab errors: version_differs=FAIL (a domain g1 is left on B)"; fails=$((fails + 1))
-    elif ! guest_running_A; then
-      echo "lab errors: version_differs=FAIL (g1 on A: $(guest_state_A))"; fails=$((fails + 1))
-    else
-      echo "lab errors: version_differs=ok: $(lab_ssh A "grep -m1 -o 'the backup reports: .*' /root/primary.log")"
-    fi
-  else
+  rc=0; refusal_seen "tandem needs the same Xen version on both hosts" || { rc=1; daemon_tails; }
+  tandem_stop A primary
+  tandem_stop B backup
+  if [ "$rc" != 0 ]; then
     echo "lab errors: version_differs=FAIL"; fails=$((fails + 1))
-    lab_ssh A "tail -n 5 /root/primary.log" >&2 || true
-    lab_ssh B "tail -n 5 /root/backup.log" >&2 || true
-    tandem_stop A primary
-    tandem_stop B backup
+  elif lab_ssh B "xl domid g1" > /dev/null 2>&1; then
+    echo "lab errors: version_differs=FAIL (a domain g1 is left on B)"; fails=$((fails + 1))
+  elif ! guest_running_A; then
+    echo "lab errors: version_differs=FAIL (g1 on A: $(guest_state_A))"; fails=$((fails + 1))
+  else
+    echo "lab errors: version_differs=ok: $(reported_refusal)"
   fi
 
   # 4. The guest does not answer a suspend request (paused by hand on A
