@@ -7,7 +7,8 @@
 #   make bench      benchmarks, one `bench NAME: ...` line each
 #   make fuzz       run every libFuzzer harness for FUZZ_TIME seconds
 #   make lab        the emulated two-host Xen lab and its xl remus baseline
-#   make lab-failover  tandem protects the lab's PVH guest; host A is killed five times
+#   make lab-failover  tandem protects the lab's PVH guest; host A is killed five times,
+#                      then the side by side with xl remus (LAB_COMPARE=0: failover only)
 #   make lab-compare   pause and throughput side by side with xl remus (100 and 25 ms)
 #   SANITIZER=address|undefined   build with a sanitizer
 
@@ -99,7 +100,7 @@ lab:
 
 lab-failover: deps
 	@$(MAKE) --no-print-directory all
-	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh failover
+	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh proof
 
 lab-compare: deps
 	@$(MAKE) --no-print-directory all
