@@ -25,7 +25,8 @@
 #   lab/lab.sh errors               operator errors on real Xen: unknown guest, backup
 #                                   short of memory, stop leaves the guest running,
 #                                   a guest that does not answer the suspend request,
-#                                   a PV guest on a Xen without shadow paging
+#                                   a PV guest on a Xen without shadow paging, another
+#                                   Xen version on B, the primary lost in the first copy
 #   lab/lab.sh linkcost             the unprotected guest's speed while dom0 A sends
 #                                   bulk TCP to B (no tool): what shipping costs it
 #   lab/lab.sh suspendcost          the unprotected guest's speed under tandem probe, with
@@ -1169,6 +1170,12 @@ daemon_tails() { # the last lines of both daemons' logs, after a failed case
   lab_ssh A "tail -n 5 /root/primary.log" >&2 || true
   lab_ssh B "tail -n 5 /root/backup.log" >&2 || true
 }
+initial_round_or_gone() { # B applied an initial-copy round, or a daemon exited
+  local n
+  n="$(lab_ssh B ./tandem status --json g1 2>/dev/null | json_field initial_rounds)"
+  [ -n "$n" ] && [ "$n" -ge 1 ] || backup_failed || primary_failed
+}
+no_g1_on_B() { ! lab_ssh B "xl domid g1" > /dev/null 2>&1; }
 suspend_reported() {
   remote_log_has A primary "not suspended after 10000 ms" || remote_log_has A primary "did not answer the suspend request"
 }
@@ -1290,6 +1297,38 @@ cmd_errors() {
     echo "lab errors: suspend_unanswered=FAIL (no report)"; fails=$((fails + 1))
   fi
   [ "$fails" = 0 ] || { lab_ssh A "grep -v '^xc: progress' /root/primary.log | tail -n 8" >&2 || true; lab_ssh B "tail -n 4 /root/backup.log" >&2 || true; }
+  tandem_stop A primary
+  tandem_stop B backup
+
+  # 5. The primary dies during the first copy (kill -9 of tandem primary
+  # on A once B has applied a round of it): no checkpoint is complete, so
+  # nothing may be activated.  B says so, keeps running, holds no domain
+  # g1 (the restore libxl had begun is gone), and protects the guest again
+  # when a primary comes back, through a new initial copy to an ack.
+  errors_guest_ready
+  backup_start || die "tandem backup does not start on B"
+  tandem_start A primary
+  if ! wait_for "B: a round of the initial copy applied" 600 initial_round_or_gone >&2 || backup_failed || primary_failed; then
+    echo "lab errors: primary_lost_in_first_copy=FAIL (no initial round on B)"; fails=$((fails + 1)); daemon_tails
+  else
+    lab_ssh A "kill -9 \$(cat /root/primary.pid)"
+    rc=""
+    wait_for "B: nothing to activate" 120 remote_log_has B backup "before the first checkpoint completed" >&2 || rc="no report on B"
+    [ -z "$rc" ] && { wait_for "B: no domain g1" 120 no_g1_on_B >&2 || rc="a domain g1 stays on B"; }
+    [ -z "$rc" ] && backup_failed && rc="the backup exited: $(lab_ssh B "tail -n 2 /root/backup.log; dmesg | grep -i segfault | tail -n 1" 2>/dev/null | paste -sd' ')"
+    [ -z "$rc" ] && ! guest_running_A && rc="g1 on A: $(guest_state_A)"
+    if [ -z "$rc" ]; then
+      lab_ssh A "mv /root/primary.log /root/primary-killed.log; rm -f /root/primary.events"
+      tandem_start A primary
+      wait_for "tandem: protecting again, 1 checkpoint acked" 1200 acks_or_primary_gone 1 >&2 || true
+      acks_at_least 1 || rc="no checkpoint acked after the restart: $(lab_ssh A "grep -v '^xc: progress' /root/primary.log | tail -n 2" 2>/dev/null | paste -sd' ')"
+    fi
+    if [ -z "$rc" ]; then
+      echo "lab errors: primary_lost_in_first_copy=ok: $(lab_ssh B "grep -m1 -o 'primary lost .*' /root/backup.log")"
+    else
+      echo "lab errors: primary_lost_in_first_copy=FAIL ($rc)"; fails=$((fails + 1)); daemon_tails
+    fi
+  fi
   tandem_stop A primary
   tandem_stop B backup
   if guest_running_A; then echo "lab errors: guest_running_at_end=ok"
