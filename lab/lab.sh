@@ -1179,6 +1179,39 @@ no_g1_on_B() { ! lab_ssh B "xl domid g1" > /dev/null 2>&1; }
 suspend_reported() {
   remote_log_has A primary "not suspended after 10000 ms" || remote_log_has A primary "did not answer the suspend request"
 }
+# The primary dies during the first copy (kill -9 of tandem primary on A
+# once B has applied a round of it): no checkpoint is complete, so nothing
+# may be activated.  B says so, keeps running, holds no domain g1 (the
+# restore libxl had begun is gone), and protects the guest again when a
+# primary comes back, through a new initial copy to an ack.  Leaves both
+# daemons running.
+errors_first_copy_lost() {
+  local rc
+  errors_guest_ready
+  backup_start || die "tandem backup does not start on B"
+  tandem_start A primary
+  if ! wait_for "B: a round of the initial copy applied" 600 initial_round_or_gone >&2 || backup_failed || primary_failed; then
+    echo "lab errors: primary_lost_in_first_copy=FAIL (no initial round on B)"; daemon_tails; return 1
+  else
+    lab_ssh A "kill -9 \$(cat /root/primary.pid)"
+    rc=""
+    wait_for "B: nothing to activate" 120 remote_log_has B backup "before the first checkpoint completed" >&2 || rc="no report on B"
+    [ -z "$rc" ] && { wait_for "B: no domain g1" 120 no_g1_on_B >&2 || rc="a domain g1 stays on B"; }
+    [ -z "$rc" ] && backup_failed && rc="the backup exited: $(lab_ssh B "tail -n 2 /root/backup.log; dmesg | grep -i segfault | tail -n 1" 2>/dev/null | paste -sd' ')"
+    [ -z "$rc" ] && ! guest_running_A && rc="g1 on A: $(guest_state_A)"
+    if [ -z "$rc" ]; then
+      lab_ssh A "mv /root/primary.log /root/primary-killed.log; rm -f /root/primary.events"
+      tandem_start A primary
+      wait_for "tandem: protecting again, 1 checkpoint acked" 1200 acks_or_primary_gone 1 >&2 || true
+      acks_at_least 1 || rc="no checkpoint acked after the restart: $(lab_ssh A "grep -v '^xc: progress' /root/primary.log | tail -n 2" 2>/dev/null | paste -sd' ')"
+    fi
+    if [ -z "$rc" ]; then
+      echo "lab errors: primary_lost_in_first_copy=ok: $(lab_ssh B "grep -m1 -o 'primary lost .*' /root/backup.log")"
+    else
+      echo "lab errors: primary_lost_in_first_copy=FAIL ($rc)"; daemon_tails; return 1
+    fi
+  fi
+}
 cmd_errors() {
   local rc fails=0 free hog
   tandem_lab_ready
@@ -1300,35 +1333,8 @@ cmd_errors() {
   tandem_stop A primary
   tandem_stop B backup
 
-  # 5. The primary dies during the first copy (kill -9 of tandem primary
-  # on A once B has applied a round of it): no checkpoint is complete, so
-  # nothing may be activated.  B says so, keeps running, holds no domain
-  # g1 (the restore libxl had begun is gone), and protects the guest again
-  # when a primary comes back, through a new initial copy to an ack.
-  errors_guest_ready
-  backup_start || die "tandem backup does not start on B"
-  tandem_start A primary
-  if ! wait_for "B: a round of the initial copy applied" 600 initial_round_or_gone >&2 || backup_failed || primary_failed; then
-    echo "lab errors: primary_lost_in_first_copy=FAIL (no initial round on B)"; fails=$((fails + 1)); daemon_tails
-  else
-    lab_ssh A "kill -9 \$(cat /root/primary.pid)"
-    rc=""
-    wait_for "B: nothing to activate" 120 remote_log_has B backup "before the first checkpoint completed" >&2 || rc="no report on B"
-    [ -z "$rc" ] && { wait_for "B: no domain g1" 120 no_g1_on_B >&2 || rc="a domain g1 stays on B"; }
-    [ -z "$rc" ] && backup_failed && rc="the backup exited: $(lab_ssh B "tail -n 2 /root/backup.log; dmesg | grep -i segfault | tail -n 1" 2>/dev/null | paste -sd' ')"
-    [ -z "$rc" ] && ! guest_running_A && rc="g1 on A: $(guest_state_A)"
-    if [ -z "$rc" ]; then
-      lab_ssh A "mv /root/primary.log /root/primary-killed.log; rm -f /root/primary.events"
-      tandem_start A primary
-      wait_for "tandem: protecting again, 1 checkpoint acked" 1200 acks_or_primary_gone 1 >&2 || true
-      acks_at_least 1 || rc="no checkpoint acked after the restart: $(lab_ssh A "grep -v '^xc: progress' /root/primary.log | tail -n 2" 2>/dev/null | paste -sd' ')"
-    fi
-    if [ -z "$rc" ]; then
-      echo "lab errors: primary_lost_in_first_copy=ok: $(lab_ssh B "grep -m1 -o 'primary lost .*' /root/backup.log")"
-    else
-      echo "lab errors: primary_lost_in_first_copy=FAIL ($rc)"; fails=$((fails + 1)); daemon_tails
-    fi
-  fi
+  # 5. The primary dies during the first copy (errors_first_copy_lost).
+  errors_first_copy_lost || fails=$((fails + 1))
   tandem_stop A primary
   tandem_stop B backup
   if guest_running_A; then echo "lab errors: guest_running_at_end=ok"
