@@ -841,10 +841,21 @@ static void *restore_main(void *arg)
 	return NULL;
 }
 
+/* A new stream from a primary: forget the last one (its version check, a
+ * restore that ended, quiet after a discard); the standby itself is
+ * created from the first round's configuration. */
 static int xen_prepare_standby(struct domain *d)
 {
-	(void)d;
-	return 0;	/* the standby is created from the first round's configuration */
+	struct xen *x = X(d);
+
+	if (x->restore_started)
+		return -EBUSY;	/* the engine discards before a new stream */
+	memset(&x->rcut, 0, sizeof(x->rcut));
+	x->restore_done = false;
+	x->restore_rc = 0;
+	x->new_domid = INVALID_DOMID;
+	__atomic_store_n(&x->quiet, false, __ATOMIC_RELAXED);
+	return 0;
 }
 
 /* First round: create the standby domain from the primary's configuration. */
@@ -1003,6 +1014,8 @@ static void xen_discard(struct domain *d)
 	close(x->rs_wr);
 	x->rs_wr = -1;
 	pthread_join(x->restore_thr, NULL);
+	close(x->rs_rd);
+	x->rs_rd = -1;
 	x->restore_started = false;
 }
 
