@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,7 +15,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -394,18 +394,19 @@ static pid_t spawn(const char *role, const char *cfg, const char *events)
 static const char *status_json(const char *role)
 {
 	static char buf[8192];
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char path[PATH_MAX];
 	size_t n = 0;
 	ssize_t r;
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	int fd;
 
-	buf[0] = '\0';
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/bench.%s.sock", tmpdir, role);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && write(fd, "json\n", 5) == 5)
+	snprintf(path, sizeof(path), "%s/run/bench.%s.sock", tmpdir, role);
+	fd = net_unix_connect(path);
+	if (fd >= 0 && write(fd, "json\n", 5) == 5)
 		while (n < sizeof(buf) - 1 && (r = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
 			n += (size_t)r;
 	buf[n] = '\0';
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return buf;
 }
 

@@ -9,13 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "../config/config.h"
 #include "../heartbeat/policy.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
+#include "../lib/net.h"
 #include "../lib/util.h"
 #include "cmd.h"
 
@@ -92,23 +92,15 @@ int cmd_load_config(int argc, char **argv, const char *role, struct tandem_confi
 /* Send `request` to one status socket and copy the reply to out. */
 static int query_socket(const char *path, const char *request, FILE *out)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 2 };
 	char buf[8192];
 	ssize_t n;
 	int fd, rc = 0;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = net_unix_connect(path);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		rc = -errno;
-		goto out;
-	}
 	if ((rc = write_full(fd, request, strlen(request))))
 		goto out;
 	while ((n = read(fd, buf, sizeof(buf))) > 0)

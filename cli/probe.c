@@ -15,13 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../config/config.h"
 #include "../domain/domain.h"
 #include "../lib/log.h"
+#include "../lib/net.h"
 #include "../lib/util.h"
 #include "../lib/wire.h"
 #include "cmd.h"
@@ -39,19 +39,12 @@ static void on_stop(int sig)
 /* True when a daemon answers on the status socket at path. */
 static bool socket_answers(const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	bool up;
-	int fd;
+	int fd = net_unix_connect(path);
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return false;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
-	up = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
 	close(fd);
-	return up;
+	return true;
 }
 
 /* Sleep ms, or less if a stop is asked for. */

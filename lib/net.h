@@ -1,5 +1,5 @@
 /*
- * net.h - TCP helpers for the replication link.
+ * net.h - TCP helpers for the replication link, and the status socket's client.
  */
 #ifndef TANDEM_NET_H
 #define TANDEM_NET_H
@@ -22,5 +22,8 @@ void net_tune(int fd, uint64_t rcv_timeout_ms);
 /* A send blocked for longer than ms fails (EAGAIN): a peer that stops
  * reading cannot wedge the sender. */
 void net_send_timeout(int fd, uint64_t ms);
+
+/* Connect to the daemon's status socket at path.  Returns the fd or -errno. */
+int net_unix_connect(const char *path);
 
 #endif
