@@ -1279,10 +1279,18 @@ cmd_errors() {
   LAB_DAEMON_ENV="TANDEM_FAULT=xen-version-differs" backup_start || die "tandem backup does not start on B"
   tandem_start A primary
   rc=0; refusal_seen "tandem needs the same Xen version on both hosts" || { rc=1; daemon_tails; }
+  # The same primary again, the backup still running: refused again (the
+  # backup checks each new stream, not only its first).
+  if [ "$rc" = 0 ]; then
+    tandem_stop A primary
+    lab_ssh A "mv /root/primary.log /root/primary-first.log"
+    tandem_start A primary
+    wait_for "A: refused again" 300 remote_log_has A primary "tandem needs the same Xen version on both hosts" >&2 || { rc=2; daemon_tails; }
+  fi
   tandem_stop A primary
   tandem_stop B backup
   if [ "$rc" != 0 ]; then
-    echo "lab errors: version_differs=FAIL"; fails=$((fails + 1))
+    echo "lab errors: version_differs=FAIL$([ "$rc" = 2 ] && echo " (the second stream was not refused)")"; fails=$((fails + 1))
   elif lab_ssh B "xl domid g1" > /dev/null 2>&1; then
     echo "lab errors: version_differs=FAIL (a domain g1 is left on B)"; fails=$((fails + 1))
   elif ! guest_running_A; then
