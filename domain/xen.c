@@ -1025,6 +1025,9 @@ static void xen_describe(struct domain *d, char *buf, size_t len)
 
 	if (!x)
 		snprintf(buf, len, "xen guest (not open)");
+	else if (x->domid == 0)	/* a backup before activation: domain 0 is dom0 */
+		snprintf(buf, len, "xen guest '%s', %s", x->name,
+			 x->restore_started ? "standby paused, taking checkpoints" : "no standby yet");
 	else
 		snprintf(buf, len, "xen guest '%s', domain %u", x->name, x->domid);
 }
