@@ -1213,6 +1213,62 @@ errors_first_copy_lost() {
     fi
   fi
 }
+# 4. The guest does not answer a suspend request (paused by hand on A
+# while protected).  Two outcomes, both checked: the pause came before
+# the guest took the request -> within 10 s the primary withdraws it,
+# says so, stops protection without leaving the guest suspended, the
+# backup discards its standby (no failover) and the guest, once unpaused,
+# serves TCP; or the guest had taken it -> the primary waits, and once
+# the guest is unpaused, it suspends and checkpoints go on.
+# One try prints its result line; a failed try during which the guest
+# triple-faulted (the lab's guest, docs/lab.md Known limits) says nothing
+# about tandem, and is made once more.
+errors_suspend_unanswered_try() {
+  local t_pause t_report acks
+  errors_guest_ready
+  backup_start || die "tandem backup does not start on B"
+  tandem_start A primary
+  wait_for "tandem: 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2
+  acks_at_least 3 || { lab_ssh A "tail -n 5 /root/primary.log" >&2; die "tandem took no checkpoints"; }
+  lab_ssh A "xl pause g1"
+  t_pause="$(now)"
+  if wait_for "A: the primary reports the suspend request unanswered" 120 suspend_reported >&2; then
+    t_report="$(now)"
+    acks="$(tandem_acks)"
+    lab_ssh A "xl unpause g1"
+    if remote_log_has A primary "did not answer the suspend request"; then
+      if wait_for "A: the primary exited" 60 primary_failed >&2 &&
+         wait_for "B: the standby discarded" 60 remote_log_has B backup "discarding the standby" >&2 &&
+         ! lab_ssh B "xl domid g1" >/dev/null 2>&1 &&
+         guest_running_A &&
+         wait_for "g1 answers TCP on A" 60 guest_probe >&2; then
+        echo "lab errors: suspend_unanswered=ok reported_after_s=$(since "$t_pause" "$t_report"): $(lab_ssh A "grep -m1 -o \"guest 'g1' did not answer.*\" /root/primary.log")"
+      else
+        echo "lab errors: suspend_unanswered=FAIL state_A=$(guest_state_A)"; return 1
+      fi
+    elif wait_for "A: the guest suspended late, checkpoints go on" 120 acks_at_least $((acks + 2)) >&2 &&
+         remote_log_has A primary "suspended after"; then
+      echo "lab errors: suspend_late=ok reported_after_s=$(since "$t_pause" "$t_report"): $(lab_ssh A "grep -m1 -o \"guest 'g1' suspended after.*\" /root/primary.log")"
+    else
+      echo "lab errors: suspend_late=FAIL state_A=$(guest_state_A)"; return 1
+    fi
+  else
+    lab_ssh A "xl unpause g1" || true
+    echo "lab errors: suspend_unanswered=FAIL (no report)"; return 1
+  fi
+}
+errors_suspend_unanswered() {
+  local try line
+  for try in 1 2; do
+    lab_ssh A "xl dmesg -c" > /dev/null
+    if line="$(errors_suspend_unanswered_try)"; then echo "$line"; return 0; fi
+    if [ "$(guest_faults_A)" = 0 ]; then echo "$line"; return 1; fi
+    if [ "$try" = 2 ]; then echo "$line (g1 triple-faulted in both tries)"; return 1; fi
+    log "suspend_unanswered: g1 triple-faulted during the try (docs/lab.md, Known limits), so it says nothing about tandem ($line); once more"
+    tandem_stop A primary
+    tandem_stop B backup
+  done
+}
 cmd_errors() {
   local rc fails=0 free hog
   tandem_lab_ready
@@ -1299,54 +1355,23 @@ cmd_errors() {
     echo "lab errors: version_differs=ok: $(reported_refusal)"
   fi
 
-  # 4. The guest does not answer a suspend request (paused by hand on A
-  # while protected).  Two outcomes, both checked: the pause came before
-  # the guest took the request -> within 10 s the primary withdraws it,
-  # says so, stops protection without leaving the guest suspended, the
-  # backup discards its standby (no failover) and the guest, once unpaused,
-  # serves TCP; or the guest had taken it -> the primary waits, and once
-  # the guest is unpaused, it suspends and checkpoints go on.
-  errors_guest_ready
-  backup_start || die "tandem backup does not start on B"
-  tandem_start A primary
-  wait_for "tandem: 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2
-  acks_at_least 3 || { lab_ssh A "tail -n 5 /root/primary.log" >&2; die "tandem took no checkpoints"; }
-  local t_pause t_report acks
-  lab_ssh A "xl pause g1"
-  t_pause="$(now)"
-  if wait_for "A: the primary reports the suspend request unanswered" 120 suspend_reported >&2; then
-    t_report="$(now)"
-    acks="$(tandem_acks)"
-    lab_ssh A "xl unpause g1"
-    if remote_log_has A primary "did not answer the suspend request"; then
-      if wait_for "A: the primary exited" 60 primary_failed >&2 &&
-         wait_for "B: the standby discarded" 60 remote_log_has B backup "discarding the standby" >&2 &&
-         ! lab_ssh B "xl domid g1" >/dev/null 2>&1 &&
-         guest_running_A &&
-         wait_for "g1 answers TCP on A" 60 guest_probe >&2; then
-        echo "lab errors: suspend_unanswered=ok reported_after_s=$(since "$t_pause" "$t_report"): $(lab_ssh A "grep -m1 -o \"guest 'g1' did not answer.*\" /root/primary.log")"
-      else
-        echo "lab errors: suspend_unanswered=FAIL state_A=$(guest_state_A)"; fails=$((fails + 1))
-      fi
-    elif wait_for "A: the guest suspended late, checkpoints go on" 120 acks_at_least $((acks + 2)) >&2 &&
-         remote_log_has A primary "suspended after"; then
-      echo "lab errors: suspend_late=ok reported_after_s=$(since "$t_pause" "$t_report"): $(lab_ssh A "grep -m1 -o \"guest 'g1' suspended after.*\" /root/primary.log")"
-    else
-      echo "lab errors: suspend_late=FAIL state_A=$(guest_state_A)"; fails=$((fails + 1))
-    fi
-  else
-    lab_ssh A "xl unpause g1" || true
-    echo "lab errors: suspend_unanswered=FAIL (no report)"; fails=$((fails + 1))
-  fi
+  # 4. The guest does not answer a suspend request (errors_suspend_unanswered).
+  errors_suspend_unanswered || fails=$((fails + 1))
   [ "$fails" = 0 ] || { lab_ssh A "grep -v '^xc: progress' /root/primary.log | tail -n 8" >&2 || true; lab_ssh B "tail -n 4 /root/backup.log" >&2 || true; }
   tandem_stop A primary
   tandem_stop B backup
 
   # 5. The primary dies during the first copy (errors_first_copy_lost).
+  lab_ssh A "xl dmesg -c" > /dev/null
   errors_first_copy_lost || fails=$((fails + 1))
   tandem_stop A primary
   tandem_stop B backup
+  # Shut down for a reboot (xl's "---sr-") with a triple fault in Xen's log
+  # is the lab's guest crashing (Known limits), not one left suspended
+  # ("---ss-") or paused: said, not counted.
   if guest_running_A; then echo "lab errors: guest_running_at_end=ok"
+  elif [ "$(guest_state_A)" = "---sr-" ] && [ "$(guest_faults_A)" -gt 0 ]; then
+    echo "lab errors: guest_running_at_end=inconclusive: g1 triple-faulted (docs/lab.md, Known limits)"
   else echo "lab errors: guest_running_at_end=FAIL state=$(guest_state_A)"; fails=$((fails + 1)); fi
   [ "$fails" = 0 ]
 }
