@@ -1361,7 +1361,7 @@ cmd_errors() {
   tandem_stop A primary
   tandem_stop B backup
 
-  # 5. The primary dies during the first copy (errors_first_copy_lost).
+  # 6. The primary dies during the first copy (errors_first_copy_lost).
   lab_ssh A "xl dmesg -c" > /dev/null
   errors_first_copy_lost || fails=$((fails + 1))
   tandem_stop A primary
