@@ -918,11 +918,17 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 
 			if (!x->own_version) {	/* a host's Xen changes only with a reboot */
 				x->own_version = xc_version(x->xch, XENVER_version, NULL);
-				if (fault_hit("xen-version-differs"))
+				if (x->own_version > 0 && fault_hit("xen-version-differs"))
 					x->own_version += 1;	/* for the lab: as if this host
 								 * ran the next minor, for good */
 			}
 			v = x->own_version;
+			if (v < 0) {
+				refuse(d, "cannot read this backup's Xen version (xc_version: %s)",
+				       strerror(errno));
+				x->own_version = 0;	/* read again for the next stream */
+				return -EIO;
+			}
 			if ((uint32_t)(v >> 16) != x->rcut.xen_major ||
 			    (uint32_t)(v & 0xffff) != x->rcut.xen_minor) {
 				refuse(d, "the primary runs Xen %u.%u, this backup Xen %d.%d: tandem "
