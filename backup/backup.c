@@ -30,6 +30,7 @@
 #include "../heartbeat/heartbeat.h"
 #include "../heartbeat/policy.h"
 #include "../lib/channel.h"
+#include "../lib/crash.h"
 #include "../lib/fault.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
@@ -174,6 +175,13 @@ static enum rx_result commit_and_ack(struct backup *b)
 		b->standby_ready = true;
 	}
 	fault_kill("backup-mid-commit");
+	if (fault_hit("null-call")) {
+		/* Fault point: what a library's call through a NULL pointer does
+		 * (seen in libxl); the crash report must say where it came from. */
+		void (*volatile fn)(void) = NULL;
+
+		fn();
+	}
 	if (fault_hit("slow-commit")) {
 		/* Fault point: a standby that applies slowly (libxl under TCG): the
 		 * net thread stops reading; heartbeats go on from the loop. */
@@ -741,6 +749,7 @@ int cmd_backup(int argc, char **argv)
 	if (fault_init())
 		return EXIT_USAGE;
 	testlog_init();
+	crash_report_install("tandem backup");
 	signal(SIGPIPE, SIG_IGN);
 	if (key_load(b->cfg.key_file, b->key, err, sizeof(err))) {
 		log_error("%s", err);

@@ -12,7 +12,11 @@
  * before a commit, still sending heartbeats), suspend-fails (the guest
  * does not suspend, as a Xen guest that ignores the request),
  * xen-version-differs (a Xen backup takes its own version for the next
- * minor one: lab/lab.sh errors).
+ * minor one, for the life of the process: lab/lab.sh errors),
+ * restore-ends-early (a Xen backup refuses the first round just after
+ * libxl's restore began, before it has read a byte: the stream ends while
+ * libxl builds the domain), null-call (the backup calls a NULL function
+ * pointer before a commit: the crash report, lib/crash.h).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

@@ -34,6 +34,7 @@
 #include "../heartbeat/heartbeat.h"
 #include "../heartbeat/policy.h"
 #include "../lib/channel.h"
+#include "../lib/crash.h"
 #include "../lib/fault.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
@@ -947,6 +948,7 @@ int cmd_primary(int argc, char **argv)
 	if (fault_init())
 		return EXIT_USAGE;
 	testlog_init();
+	crash_report_install("tandem primary");
 	signal(SIGPIPE, SIG_IGN);
 	if (key_load(p->cfg.key_file, p->key, err, sizeof(err))) {
 		log_error("%s", err);

@@ -307,6 +307,24 @@ int test_fault_mid_ship(void) { primary_dies_at("mid-ship@30"); return TEST_OK; 
 int test_fault_after_ship_before_ack(void) { primary_dies_at("after-ship-before-ack@8"); return TEST_OK; }
 int test_fault_primary_exit_after_release(void) { primary_dies_at("primary-exit-after-release@8"); return TEST_OK; }
 
+/* A daemon that dies of SIGSEGV says so in its log, with where the bad call
+ * came from, and still dies of the signal. */
+int test_crash_report(void)
+{
+	struct td p, b;
+	const char *cfg = td_config(VM, NULL);
+
+	start_pair(&p, &b, cfg, NULL, "null-call@3", 0);
+	if (!WAIT_FOR(td_exited(&b), 15000))
+		fail_dump(&p, &b, "fault point null-call did not fire");
+	ASSERT(WIFSIGNALED(b.status) && WTERMSIG(b.status) == SIGSEGV);
+	ASSERT(td_log_has(&b, "tandem backup: CRASHED: SIGSEGV at address 0x0, pc 0x0, top of stack 0x"));
+	ASSERT(td_log_has(&b, "backtrace (addresses: addr2line"));
+	ASSERT(td_log_has(&b, "please report it"));
+	td_stop(&p);
+	return TEST_OK;
+}
+
 /* A duplicated frame is rejected; the backup drops the stream and fails over. */
 int test_fault_duplicate_frame(void)
 {
