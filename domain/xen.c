@@ -231,8 +231,29 @@ static int xen_open(struct domain *d)
 		log_error("cannot create a libxl context (%d)", rc);
 		return -ENOTSUP;
 	}
-	if (d->role == ROLE_BACKUP)
+	if (d->role == ROLE_BACKUP) {
+		/* The standby gets the guest's name: a domain by that name here is
+		 * either a standby a backup left behind (paused) or the guest
+		 * itself, after a failover.  Never destroyed on our own. */
+		uint32_t other;
+
+		if (libxl_name_to_domid(x->ctx, x->name, &other) == 0) {
+			bool paused = xc_domain_getinfo(x->xch, other, 1, &info) == 1 &&
+				      info.domid == other && info.paused;
+
+			if (paused)
+				log_error("a paused domain named '%s' is already on this host (domain "
+					  "%u): a standby left by a backup that did not stop cleanly; if "
+					  "no tandem backup runs for it, remove it (xl destroy %s) and "
+					  "start again", x->name, other, x->name);
+			else
+				log_error("guest '%s' already runs on this host (domain %u), after a "
+					  "failover?  Protect it from here: tandem primary on this host, "
+					  "tandem backup on the other", x->name, other);
+			return -EEXIST;
+		}
 		return 0;
+	}
 
 	if (libxl_name_to_domid(x->ctx, x->name, &x->domid)) {
 		log_error("guest '%s' not found on this host (xl list shows the running domains)",
@@ -942,6 +963,11 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 		rc = start_restore(d, c);
 		if (rc)
 			return rc;
+		if (fault_hit("restore-ends-early")) {
+			refuse(d, "fault point 'restore-ends-early': the standby's stream ends before "
+			       "libxl has read from it");
+			return -EIO;
+		}
 	}
 	/* Bounded by progress: libxl reading slowly under load is fine, libxl
 	 * that stopped reading (initial rounds included) must not hold this
