@@ -60,6 +60,7 @@
 #define SUSPEND_ACK_TIMEOUT_MS 10000
 #define SUSPEND_DONE_TIMEOUT_MS 60000
 #define COMMIT_TIMEOUT_MS 60000
+#define PROLOGUE_WAIT_MS 30000	/* libxl to read the stream's prologue before it ends */
 
 enum xphase { XP_IDLE, XP_PRECOPY, XP_WANT_SUSPEND, XP_SUSPENDED, XP_CAPTURED, XP_RUNNING,
 	      XP_DONE };
@@ -102,6 +103,8 @@ struct xen {
 	uint32_t new_domid;
 	libxl_domain_config d_config;
 	bool have_config;
+	uint64_t rs_sent;		/* bytes written to libxl's stream */
+	size_t rs_skip;			/* of the next round: the prologue, sent already */
 	struct xenstream_cut rcut;	/* to check the primary's Xen version */
 	int own_version;		/* this host's, as xc_version says (0: not read) */
 };
@@ -184,6 +187,7 @@ static struct xlog *xlog_new(struct xen *x)
 
 static bool is_suspended(struct xen *x);
 static void leave_running(struct xen *x);
+static void settle_restore_stream(struct xen *x);
 
 static const char *guest_name(const struct domain *d)
 {
@@ -310,8 +314,10 @@ static void xen_close(struct domain *d)
 	    xc_shadow_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0))
 		log_error("cannot turn log-dirty mode off for guest '%s': %s", x->name, strerror(errno));
 	if (x->restore_started) {
-		if (x->rs_wr >= 0)
+		if (x->rs_wr >= 0) {
+			settle_restore_stream(x);
 			close(x->rs_wr);
+		}
 		x->rs_wr = -1;
 		pthread_join(x->restore_thr, NULL);
 	}
@@ -886,11 +892,17 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 	struct xen *x = X(d);
 	xc_physinfo_t phys = { 0 };
 	uint64_t need_kb, free_kb;
+	uint8_t pro[32];
 	int sv[2];
 
 	if (c->state_kind != STATE_DEVICE || !c->state_len || c->state[c->state_len - 1]) {
 		log_error("the first round carries no guest configuration");
 		return -EINVAL;
+	}
+	if (c->blob_len < xenstream_libxl_prologue(pro) ||
+	    memcmp(c->blob, pro, XENSTREAM_PROLOGUE_LEN)) {
+		refuse(d, "the primary's stream does not begin with libxl's stream header");
+		return -EPROTO;
 	}
 	if (x->have_config) {	/* an earlier attempt was refused */
 		libxl_domain_config_dispose(&x->d_config);
@@ -916,6 +928,17 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 		return -errno;
 	x->rs_wr = sv[0];
 	x->rs_rd = sv[1];
+	/* libxl's stream header and LIBXC_CONTEXT record first, at once: once
+	 * libxl has read them its save helper runs, and only then can the
+	 * stream end without crashing libxl (settle_restore_stream). */
+	x->rs_skip = xenstream_libxl_prologue(pro);
+	if (write_full(x->rs_wr, pro, x->rs_skip)) {
+		close(x->rs_wr);
+		close(x->rs_rd);
+		x->rs_wr = x->rs_rd = -1;
+		return -EIO;
+	}
+	x->rs_sent = x->rs_skip;
 	pthread_create(&x->restore_thr, NULL, restore_main, d);
 	pthread_setname_np(x->restore_thr, "tandem-restore");
 	x->restore_started = true;
@@ -932,8 +955,9 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 	/* Check the primary's Xen version from the libxc domain header, before
 	 * libxl starts a restore: a restore whose stream ends while libxl still
 	 * builds the domain crashed libxl's thread and left a shell domain. */
-	if (x->rcut.stage < 2 && c->blob_len > 24) {
-		long used = xenstream_feed(&x->rcut, c->blob + 24, c->blob_len - 24);
+	if (x->rcut.stage < 2 && c->blob_len > XENSTREAM_PROLOGUE_LEN) {
+		long used = xenstream_feed(&x->rcut, c->blob + XENSTREAM_PROLOGUE_LEN,
+					   c->blob_len - XENSTREAM_PROLOGUE_LEN);
 		if (used >= 0 && x->rcut.stage >= 2) {
 			int v;
 
@@ -972,7 +996,12 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 	/* Bounded by progress: libxl reading slowly under load is fine, libxl
 	 * that stopped reading (initial rounds included) must not hold this
 	 * thread, and with it the primary's send, forever. */
-	rc = send_full_bounded(x->rs_wr, c->blob, c->blob_len, COMMIT_TIMEOUT_MS);
+	rc = send_full_bounded(x->rs_wr, c->blob + x->rs_skip, c->blob_len - x->rs_skip,
+			       COMMIT_TIMEOUT_MS);
+	if (!rc) {
+		x->rs_sent += c->blob_len - x->rs_skip;
+		x->rs_skip = 0;
+	}
 	if (rc) {
 		if (x->restore_done)
 			refuse(d, "the standby's restore ended early (libxl error %d; see the backup's "
@@ -1039,6 +1068,35 @@ static int xen_activate(struct domain *d)
 	return 0;
 }
 
+/*
+ * Before the standby's stream ends on purpose (discard, close): libxl
+ * (4.17, and upstream at the time of writing) calls a NULL completion
+ * callback when a restore stream fails before libxl has read the
+ * LIBXC_CONTEXT record, because its save helper was never started
+ * (libxl_save_callout.c: helper_stop -> helper_failed -> helper_done);
+ * that killed the backup (lab: fault point restore-ends-early).  So let
+ * libxl read the prologue first, which starts the helper; bounded.
+ */
+static void settle_restore_stream(struct xen *x)
+{
+	uint64_t end = now_ms() + PROLOGUE_WAIT_MS;
+
+	for (useconds_t nap = 100;; nap = MIN(nap * 2, 100000)) {
+		int unread = 0;
+
+		if (__atomic_load_n(&x->restore_done, __ATOMIC_ACQUIRE) ||
+		    ioctl(x->rs_wr, SIOCOUTQ, &unread) < 0 ||
+		    x->rs_sent >= (uint64_t)unread + XENSTREAM_PROLOGUE_LEN)
+			return;
+		if (now_ms() > end) {
+			log_warn("libxl has not read the standby's stream %d s after the restore "
+				 "began; ending it anyway", PROLOGUE_WAIT_MS / 1000);
+			return;
+		}
+		usleep(nap);
+	}
+}
+
 static void xen_discard(struct domain *d)
 {
 	struct xen *x = X(d);
@@ -1047,6 +1105,7 @@ static void xen_discard(struct domain *d)
 	if (!x || !x->restore_started)
 		return;
 	__atomic_store_n(&x->quiet, true, __ATOMIC_RELAXED);
+	settle_restore_stream(x);
 	if (libxl_name_to_domid(x->ctx, x->name, &domid) == 0)
 		libxl_domain_destroy(x->ctx, domid, NULL);
 	close(x->rs_wr);

@@ -86,7 +86,7 @@ size_t xenstream_libxl_prologue(uint8_t out[32])
 	put_be32(out + 12, 0);
 	put_le32(out + 16, XL_REC_LIBXC_CONTEXT);
 	put_le32(out + 20, 0);
-	return 24;
+	return XENSTREAM_PROLOGUE_LEN;
 }
 
 size_t xenstream_libxl_checkpoint_end(uint8_t out[8])

@@ -53,6 +53,7 @@ struct xenstream_cut {
 long xenstream_feed(struct xenstream_cut *s, const uint8_t *data, size_t n);
 
 /* The libxl header and LIBXC_CONTEXT record that open a stream (24 bytes). */
+#define XENSTREAM_PROLOGUE_LEN 24
 size_t xenstream_libxl_prologue(uint8_t out[32]);
 
 /* A libxl CHECKPOINT_END record (8 bytes). */
