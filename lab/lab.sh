@@ -1355,6 +1355,24 @@ cmd_errors() {
     echo "lab errors: version_differs=ok: $(reported_refusal)"
   fi
 
+  # 3c. The standby's stream ends just after libxl's restore began (fault
+  # point restore-ends-early: B refuses the first round at that moment).
+  # libxl calls a NULL callback when its stream fails that early; the
+  # backup must not die of it: it says why, keeps running, waiting, and
+  # holds no domain g1.
+  errors_guest_ready
+  LAB_DAEMON_ENV="TANDEM_FAULT=restore-ends-early" backup_start || die "tandem backup does not start on B"
+  tandem_start A primary
+  rc=""
+  wait_for "B: back to waiting after the early end" 300 remote_log_has B backup "state syncing -> waiting" >&2 || rc="B did not go back to waiting"
+  [ -z "$rc" ] && { wait_for "B: no domain g1" 60 no_g1_on_B >&2 || rc="a domain g1 stays on B"; }
+  [ -z "$rc" ] && remote_log_has B backup "CRASHED" && rc="the backup crashed: $(lab_ssh B "grep -A1 CRASHED /root/backup.log" | paste -sd' ')"
+  [ -z "$rc" ] && backup_failed && rc="the backup exited"
+  tandem_stop A primary
+  tandem_stop B backup
+  if [ -z "$rc" ]; then echo "lab errors: restore_ends_early=ok: backup alive, waiting, no domain g1 left"
+  else echo "lab errors: restore_ends_early=FAIL ($rc)"; fails=$((fails + 1)); daemon_tails; fi
+
   # 4. The guest does not answer a suspend request (errors_suspend_unanswered).
   errors_suspend_unanswered || fails=$((fails + 1))
   [ "$fails" = 0 ] || { lab_ssh A "grep -v '^xc: progress' /root/primary.log | tail -n 8" >&2 || true; lab_ssh B "tail -n 4 /root/backup.log" >&2 || true; }
