@@ -893,14 +893,14 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 	xc_physinfo_t phys = { 0 };
 	uint64_t need_kb, free_kb;
 	uint8_t pro[32];
+	size_t pro_len = xenstream_libxl_prologue(pro);
 	int sv[2];
 
 	if (c->state_kind != STATE_DEVICE || !c->state_len || c->state[c->state_len - 1]) {
 		log_error("the first round carries no guest configuration");
 		return -EINVAL;
 	}
-	if (c->blob_len < xenstream_libxl_prologue(pro) ||
-	    memcmp(c->blob, pro, XENSTREAM_PROLOGUE_LEN)) {
+	if (c->blob_len < pro_len || memcmp(c->blob, pro, pro_len)) {
 		refuse(d, "the primary's stream does not begin with libxl's stream header");
 		return -EPROTO;
 	}
@@ -931,8 +931,8 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 	/* libxl's stream header and LIBXC_CONTEXT record first, at once: once
 	 * libxl has read them its save helper runs, and only then can the
 	 * stream end without crashing libxl (settle_restore_stream). */
-	x->rs_skip = xenstream_libxl_prologue(pro);
-	if (write_full(x->rs_wr, pro, x->rs_skip)) {
+	x->rs_skip = pro_len;
+	if (write_full(x->rs_wr, pro, pro_len)) {
 		close(x->rs_wr);
 		close(x->rs_rd);
 		x->rs_wr = x->rs_rd = -1;
