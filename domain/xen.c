@@ -998,10 +998,6 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 	 * thread, and with it the primary's send, forever. */
 	rc = send_full_bounded(x->rs_wr, c->blob + x->rs_skip, c->blob_len - x->rs_skip,
 			       COMMIT_TIMEOUT_MS);
-	if (!rc) {
-		x->rs_sent += c->blob_len - x->rs_skip;
-		x->rs_skip = 0;
-	}
 	if (rc) {
 		if (x->restore_done)
 			refuse(d, "the standby's restore ended early (libxl error %d; see the backup's "
@@ -1013,6 +1009,8 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 			log_error("the standby's restore stream broke: %s", strerror(-rc));
 		return -EIO;
 	}
+	x->rs_sent += c->blob_len - x->rs_skip;
+	x->rs_skip = 0;
 	if (c->flags & CKPT_F_INITIAL)
 		return 0;
 	/* Applied once libxl has read it all, through CHECKPOINT_END.  The
