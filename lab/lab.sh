@@ -708,8 +708,8 @@ failover_pre_kill_fail() { # run reason -> the result line; keeps A's evidence; 
   local r="$1" faults ev="$RUN/run$1-$(date +%H%M%S)"
   faults="$(guest_faults_A)"
   lab_ssh A "xl list; xl dmesg" > "$ev-A-xen.log" 2>&1 || true
-  lab_ssh A "cat /root/primary.log" > "$ev-A-primary.log" 2>&1 || true
-  lab_ssh B "cat /root/backup.log" > "$ev-B-backup.log" 2>&1 || true
+  cmd_copy_out A /root/primary.log "$ev-A-primary.log" 2>/dev/null || true
+  cmd_copy_out B /root/backup.log "$ev-B-backup.log" 2>/dev/null || true
   cp "$RUN/client.log" "$ev-client.log" 2>/dev/null || true
   log "run $r failed before the kill ($2); A's xl list and xl dmesg, both daemons' logs: $ev-*"
   echo "lab failover: run=$r result=fail reason=$2 guest_triple_faults=$faults"
