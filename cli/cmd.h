@@ -14,6 +14,8 @@ enum exit_code {
 	EXIT_PEER = 3,			/* peer refused: auth, version, name, digest */
 	EXIT_ENV = 4,			/* host lacks a kernel feature, module, device */
 	EXIT_NO_DAEMON = 5,		/* status: no daemon answered */
+	EXIT_GUEST_ENDED = 6,		/* primary: the guest shut itself down or was destroyed;
+					 * protection ended, the backup discarded its standby */
 };
 
 int cmd_primary(int argc, char **argv);

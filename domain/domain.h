@@ -73,7 +73,9 @@ struct domain_ops {
 	 * the dirty set is small, then deliver the first checkpoint. */
 	int (*start_protection)(struct domain *d, const struct domain_sink *sink);
 	/* Stop the guest executing, devices stay connected.  Bounded in time:
-	 * a guest that does not answer is resumed and -ETIMEDOUT returned. */
+	 * a guest that does not answer is resumed and -ETIMEDOUT returned.
+	 * -ESHUTDOWN: the guest shut itself down (poweroff, reboot, crash) or
+	 * is gone; protection ends cleanly, it is not a failover. */
 	int (*suspend)(struct domain *d);
 	/* While suspended: copy dirty pages and state into c (memory speed). */
 	int (*capture)(struct domain *d, struct ckpt *c);

@@ -1312,7 +1312,7 @@ static int memdom_suspend(struct domain *d)
 	int rc;
 
 	if (!m->pid)
-		return -ESRCH;
+		return -ESHUTDOWN;	/* the guest exited: domain.h, suspend */
 	if (m->suspended)
 		return 0;
 	if (m->net)
@@ -1335,6 +1335,8 @@ static int memdom_suspend(struct domain *d)
 		log_error("memdom guest pid %d did not stop within %u ms; resumed it",
 			  (int)m->pid, STOP_TIMEOUT_MS);
 	}
+	if (rc == -ESRCH)
+		return -ESHUTDOWN;
 	if (rc)
 		return rc;
 	m->suspended = true;

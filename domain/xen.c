@@ -1,5 +1,5 @@
 /*
- * xen.c - the `xen` domain driver: protect a running PVH (or HVM) guest.
+ * xen.c - the `xen` domain driver: protect a running PVH guest (HVM: xencheck.h).
  *
  * Primary: xc_domain_save(XC_STREAM_REMUS) runs on its own thread with
  * tandem's callbacks.  Its io_fd is a pipe that a drain thread empties into
@@ -53,6 +53,7 @@
 #include "../lib/util.h"
 #include "../lib/wire.h"
 #include "domain.h"
+#include "xencheck.h"
 #include "xenstream.h"
 
 /* A guest under QEMU TCG can take seconds to take a suspend request, more
@@ -85,6 +86,7 @@ struct xen {
 	enum xphase phase;
 	bool go_suspend, go_resume, stopping, save_failed;
 	bool suspend_taken;		/* the guest took a request, not yet suspended */
+	char ended[160];		/* how the guest ended under protection ("" while it runs) */
 	int suspend_rc;
 	struct xenstream_cut cut;
 	uint8_t *buf;			/* drained bytes not yet handed over */
@@ -186,6 +188,8 @@ static struct xlog *xlog_new(struct xen *x)
 	} while (0)
 
 static bool is_suspended(struct xen *x);
+static int resume_guest(struct xen *x);
+static int check_guest_type(struct xen *x);
 static void leave_running(struct xen *x);
 static void settle_restore_stream(struct xen *x);
 
@@ -293,15 +297,56 @@ static int xen_open(struct domain *d)
 			log_warn("guest '%s' is a PV guest: log-dirty runs on shadow paging; tandem "
 				 "is tested with PVH guests", x->name);
 	}
+	if ((rc = check_guest_type(x)))
+		return rc;
 	if (is_suspended(x)) {
 		log_warn("guest '%s' was left suspended (by an earlier run?): resuming it", x->name);
-		if (xc_domain_resume(x->xch, x->domid, 1))
-			log_error("cannot resume domain %u: %s", x->domid, strerror(errno));
+		resume_guest(x);
 	}
 	log_info("guest '%s' is domain %u (%s, %lu MiB)", x->name, x->domid,
 		 info.hap ? "HVM container with HAP" : "HVM container",
 		 info.max_memkb / 1024);
 	return 0;
+}
+
+/*
+ * Refuse what cannot be checkpointed (xencheck.h): the facts come from the
+ * guest's libxl configuration.  0, or -ENOTSUP with the reason logged.
+ */
+static int check_guest_type(struct xen *x)
+{
+	struct xen_guest_facts f = { .type = XG_PVH };
+	libxl_domain_config cfg;
+	char why[400];
+	enum xen_guest_verdict v;
+
+	libxl_domain_config_init(&cfg);
+	if (libxl_retrieve_domain_configuration(x->ctx, x->domid, &cfg, NULL)) {
+		libxl_domain_config_dispose(&cfg);
+		log_error("cannot read the libxl configuration of guest '%s' (domain %u): was it "
+			  "created with xl?", x->name, x->domid);
+		return -EIO;
+	}
+	f.type = cfg.c_info.type == LIBXL_DOMAIN_TYPE_HVM ? XG_HVM :
+		 cfg.c_info.type == LIBXL_DOMAIN_TYPE_PV ? XG_PV : XG_PVH;
+	if (f.type == XG_HVM) {
+		f.stubdom = !libxl_defbool_is_default(cfg.b_info.device_model_stubdomain) &&
+			    libxl_defbool_val(cfg.b_info.device_model_stubdomain);
+		f.qemu_traditional = cfg.b_info.device_model_version ==
+				     LIBXL_DEVICE_MODEL_VERSION_QEMU_XEN_TRADITIONAL;
+	}
+	f.pcidevs = (unsigned)MAX(cfg.num_pcidevs, 0);
+	f.vtpms = (unsigned)MAX(cfg.num_vtpms, 0);
+	for (int i = 0; i < cfg.num_usbdevs; i++)
+		if (cfg.usbdevs[i].type == LIBXL_USBDEV_TYPE_HOSTDEV)
+			f.usb_host_devs++;
+	libxl_domain_config_dispose(&cfg);
+	v = xen_guest_check(&f, why, sizeof(why));
+	if (v == XG_PROTECTED)
+		return 0;
+	log_error("guest '%s' cannot be protected%s: %s", x->name,
+		  v == XG_NEVER ? "" : " yet", why);
+	return -ENOTSUP;
 }
 
 static void xen_close(struct domain *d)
@@ -350,7 +395,69 @@ static bool is_suspended(struct xen *x)
 	       info.shutdown && info.shutdown_reason == SHUTDOWN_suspend;
 }
 
-/* Poll until the guest is suspended or `end` (ms) passes. */
+static const char *shutdown_reason_name(unsigned reason)
+{
+	switch (reason) {
+	case SHUTDOWN_poweroff: return "poweroff";
+	case SHUTDOWN_reboot: return "reboot";
+	case SHUTDOWN_crash: return "crash";
+	case SHUTDOWN_watchdog: return "watchdog";
+	case SHUTDOWN_soft_reset: return "soft reset";
+	default: return "shutdown";
+	}
+}
+
+/*
+ * The guest shut itself down (poweroff, reboot, crash, watchdog) or its
+ * domain is gone (xl destroy, or xl tidied it up after its shutdown):
+ * true, with what happened in `what`.  A suspend is not a shutdown here.
+ */
+static bool guest_ended(struct xen *x, char *what, size_t len)
+{
+	xc_dominfo_t info;
+
+	if (xc_domain_getinfo(x->xch, x->domid, 1, &info) != 1 || info.domid != x->domid) {
+		snprintf(what, len, "its domain %u is gone (destroyed, or xl tidied it up after it "
+			 "shut down)", x->domid);
+		return true;
+	}
+	if (info.dying) {
+		snprintf(what, len, "its domain %u is being destroyed", x->domid);
+		return true;
+	}
+	if (info.shutdown && info.shutdown_reason != SHUTDOWN_suspend) {
+		snprintf(what, len, "it shut itself down (%s)", shutdown_reason_name(info.shutdown_reason));
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Resume a suspended guest with suspend_cancel and tell xenstored so, as
+ * libxl's domain resume does: xenstored marks a domain that shut down (for
+ * a suspend, too) and announces a domain's shutdown only once until
+ * XS_RESUME clears the mark, so without it xl would miss the guest's
+ * later poweroff, reboot or crash.  0 or -errno (logged).
+ */
+static int resume_guest(struct xen *x)
+{
+	int rc = 0;
+
+	if (xc_domain_resume(x->xch, x->domid, 1)) {
+		rc = -errno;
+		log_error("xc_domain_resume(fast) of domain %u failed: %s", x->domid, strerror(errno));
+		return rc;
+	}
+	if (!fault_hit("no-xs-resume") && !xs_resume_domain(x->xsh, x->domid)) {
+		rc = errno ? -errno : -EIO;
+		log_error("xs_resume_domain(%u) failed: %s; xl may miss the guest's next shutdown",
+			  x->domid, strerror(-rc));
+	}
+	return rc;
+}
+
+/* Poll until the guest is suspended or `end` (ms) passes.  Stops early,
+ * with x->ended set, when the guest shut itself down or is gone. */
 static bool wait_suspended(struct xen *x, uint64_t end)
 {
 	useconds_t nap = 50;
@@ -358,6 +465,8 @@ static bool wait_suspended(struct xen *x, uint64_t end)
 	for (;;) {
 		if (is_suspended(x))
 			return true;
+		if (guest_ended(x, x->ended, sizeof(x->ended)))
+			return false;
 		if (now_ms() > end)
 			return false;
 		/* Poll fast at first, then back off to 2 ms: the guest shares the
@@ -421,6 +530,11 @@ static int suspend_guest(struct xen *x)
 	}
 	if (wait_suspended(x, t0 + SUSPEND_ACK_TIMEOUT_MS))
 		return 0;
+	if (x->ended[0]) {
+		xs_write(x->xsh, XBT_NULL, path, "", 0);
+		log_error("guest '%s' ended under protection: %s", x->name, x->ended);
+		return -ESHUTDOWN;
+	}
 	if (withdraw_suspend(x, path)) {
 		log_error("guest '%s' did not answer the suspend request within %d ms: request "
 			  "withdrawn, guest left running, checkpoint abandoned", x->name,
@@ -438,6 +552,11 @@ static int suspend_guest(struct xen *x)
 		x->suspend_taken = false;
 		log_info("guest '%s' suspended after %" PRIu64 " ms", x->name, now_ms() - t0);
 		return 0;
+	}
+	if (x->ended[0]) {
+		x->suspend_taken = false;
+		log_error("guest '%s' ended under protection: %s", x->name, x->ended);
+		return -ESHUTDOWN;
 	}
 	log_error("guest '%s' took the suspend request but did not suspend within %d s; "
 		  "checkpoint abandoned, protection stops", x->name,
@@ -483,9 +602,7 @@ static int cb_postcopy(void *data)
 		pthread_cond_wait(&x->cond, &x->lock);
 	x->go_resume = false;
 	pthread_mutex_unlock(&x->lock);
-	rc = xc_domain_resume(x->xch, x->domid, 1);
-	if (rc)
-		log_error("xc_domain_resume(fast) of domain %u failed: %s", x->domid, strerror(errno));
+	rc = resume_guest(x);
 	pthread_mutex_lock(&x->lock);
 	x->phase = XP_RUNNING;
 	pthread_cond_broadcast(&x->cond);
@@ -799,8 +916,8 @@ static void leave_running(struct xen *x)
 			log_error("guest '%s' took a suspend request and did not suspend: if it "
 				  "does later, it stays suspended (`xl list` shows it)", x->name);
 	}
-	if (is_suspended(x) && xc_domain_resume(x->xch, x->domid, 1))
-		log_error("cannot resume domain %u: %s", x->domid, strerror(errno));
+	if (is_suspended(x))
+		resume_guest(x);
 	x->suspend_taken = false;
 }
 
@@ -834,11 +951,8 @@ static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uin
 	if (log_dirty && xc_logdirty_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_CLEAN, NULL, 0, 0,
 					     NULL) < 0)
 		log_warn("cannot clean the dirty bitmap of guest '%s': %s", x->name, strerror(errno));
-	if (xc_domain_resume(x->xch, x->domid, 1)) {
-		rc = -errno;
-		log_error("xc_domain_resume(fast) of domain %u failed: %s", x->domid, strerror(errno));
+	if ((rc = resume_guest(x)))
 		return rc;
-	}
 	*suspend_us = (t1 - t0) / 1000;
 	*resume_us = (now_ns() - t1) / 1000;
 	return 0;

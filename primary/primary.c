@@ -352,6 +352,12 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 	fault_kill("before-capture");
 	t0 = now_ns();
 	rc = fault_hit("suspend-fails") ? -ETIMEDOUT : p->dom.ops->suspend(&p->dom);
+	if (rc == -ESHUTDOWN) {
+		log_error("checkpoint %" PRIu64 ": guest '%s' shut down or was destroyed by itself or "
+			  "its owner: protection ends; the backup discards its standby (this is not "
+			  "a failover)", epoch, p->cfg.name);
+		return rc;
+	}
 	if (rc) {
 		log_error("checkpoint %" PRIu64 ": cannot suspend the guest: %s", epoch, strerror(-rc));
 		return rc;
@@ -459,7 +465,10 @@ static void *ckpt_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		if (rc) {
 			ckpt_free(c);
-			p->exit_code = EXIT_FAILURE_RUNTIME;
+			p->exit_code = rc == -ESHUTDOWN ? EXIT_GUEST_ENDED : EXIT_FAILURE_RUNTIME;
+			if (rc == -ESHUTDOWN)
+				set_state(p, P_STOPPING, "the guest ended (shut down or destroyed): "
+					  "protection ends");
 			p->stop = true;
 			break;
 		}
@@ -1020,7 +1029,7 @@ int cmd_primary(int argc, char **argv)
 
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
-	if (p->state != P_DEGRADED)
+	if (p->state != P_DEGRADED && p->state != P_STOPPING)
 		set_state(p, P_STOPPING, "stopping");
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);

@@ -213,6 +213,37 @@ int test_engine_suspend_fails(void)
 	return TEST_OK;
 }
 
+/*
+ * The guest ends under protection (a Xen guest's poweroff or crash; here
+ * the synthetic guest's process dies): protection ends cleanly with exit
+ * 6 and the reason, the backup discards its standby and never activates.
+ */
+int test_engine_guest_ends(void)
+{
+	struct td p, b;
+	const char *cfg = td_config(VM, NULL);
+	char guest[256];
+	const char *at;
+	int pid;
+
+	start_pair(&p, &b, cfg, NULL, NULL, 5);
+	td_str(td_status(VM, "primary"), "guest", guest, sizeof(guest));
+	at = strstr(guest, " pid ");
+	ASSERT(at && sscanf(at, " pid %d", &pid) == 1 && pid > 1);
+	ASSERT_EQ(kill(pid, SIGKILL), 0);
+	if (!WAIT_FOR(td_exited(&p), 10000))
+		fail_dump(&p, &b, "primary did not stop when its guest ended");
+	ASSERT(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 6);
+	ASSERT(td_log_has(&p, "shut down or was destroyed"));
+	ASSERT(td_log_has(&p, "not a failover"));
+	if (!WAIT_FOR(td_exited(&b), 5000))
+		fail_dump(&p, &b, "backup did not exit after the primary stopped");
+	ASSERT(WIFEXITED(b.status) && WEXITSTATUS(b.status) == 0);
+	ASSERT(td_log_has(&b, "stopped protection cleanly"));
+	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
+	return TEST_OK;
+}
+
 /* A frozen primary (host hang: no FIN, nothing heard) fails over after the timeout. */
 int test_engine_timeout_failover(void)
 {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "../domain/xencheck.h"
 #include "../domain/xenstream.h"
 #include "../lib/util.h"
 #include "../lib/wire.h"
@@ -131,5 +132,43 @@ int test_xen_driver_needs_xen(void)
 		 test_tmpdir(), test_tandem_bin(), test_tmpdir(), test_tmpdir(), test_tandem_bin(),
 		 test_tandem_bin());
 	ASSERT_EQ(system(cmd), 0);
+	return TEST_OK;
+}
+
+/* Which guests the xen driver takes (domain/xencheck.h): PVH yes, HVM not
+ * yet, and what no checkpoint can carry never, whatever the type. */
+int test_xen_guest_types(void)
+{
+	char why[400];
+	struct xen_guest_facts f;
+
+	f = (struct xen_guest_facts){ .type = XG_PVH };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_PROTECTED);
+
+	f = (struct xen_guest_facts){ .type = XG_HVM };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NOT_YET);
+	ASSERT_STR_CONTAINS(why, "HVM guest");
+	ASSERT_STR_CONTAINS(why, "device model");
+
+	f = (struct xen_guest_facts){ .type = XG_HVM, .stubdom = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	ASSERT_STR_CONTAINS(why, "stub domain");
+
+	f = (struct xen_guest_facts){ .type = XG_HVM, .qemu_traditional = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	ASSERT_STR_CONTAINS(why, "qemu-xen-traditional");
+
+	/* final whatever the type: a PVH guest with passthrough is refused */
+	f = (struct xen_guest_facts){ .type = XG_PVH, .pcidevs = 2 };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	ASSERT_STR_CONTAINS(why, "2 PCI passthrough devices");
+
+	f = (struct xen_guest_facts){ .type = XG_HVM, .usb_host_devs = 1 };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	ASSERT_STR_CONTAINS(why, "USB host device");
+
+	f = (struct xen_guest_facts){ .type = XG_PVH, .vtpms = 1 };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	ASSERT_STR_CONTAINS(why, "vTPM");
 	return TEST_OK;
 }

@@ -1,0 +1,46 @@
+/*
+ * xencheck.c - which Xen guests can be protected (see xencheck.h).
+ */
+#include <stdio.h>
+
+#include "xencheck.h"
+
+enum xen_guest_verdict xen_guest_check(const struct xen_guest_facts *f, char *why, size_t len)
+{
+	/* What no checkpoint can carry comes first: it is final, whatever
+	 * the guest's type. */
+	if (f->pcidevs) {
+		snprintf(why, len, "it has %u PCI passthrough device%s: a physical device's state "
+			 "cannot be checkpointed nor moved to another host", f->pcidevs,
+			 f->pcidevs == 1 ? "" : "s");
+		return XG_NEVER;
+	}
+	if (f->usb_host_devs) {
+		snprintf(why, len, "it has %u USB host device%s passed through: their state cannot "
+			 "be checkpointed nor moved to another host", f->usb_host_devs,
+			 f->usb_host_devs == 1 ? "" : "s");
+		return XG_NEVER;
+	}
+	if (f->vtpms) {
+		snprintf(why, len, "it has a vTPM: its state lives in a vTPM domain that tandem "
+			 "has no device hook for, so the backup's copy would lose it");
+		return XG_NEVER;
+	}
+	if (f->stubdom) {
+		snprintf(why, len, "its device model runs in a stub domain, whose state cannot be "
+			 "checkpointed; run QEMU in dom0 (device_model_stubdomain_override = 0)");
+		return XG_NEVER;
+	}
+	if (f->qemu_traditional) {
+		snprintf(why, len, "it uses qemu-xen-traditional, which cannot save its device state "
+			 "per checkpoint; use device_model_version = \"qemu-xen\"");
+		return XG_NEVER;
+	}
+	if (f->type == XG_HVM) {
+		snprintf(why, len, "it is an HVM guest: tandem does not yet carry its device model's "
+			 "(QEMU's) state in the checkpoints, so a failover would lose its emulated "
+			 "devices' state; PVH guests are protected (type = \"pvh\")");
+		return XG_NOT_YET;
+	}
+	return XG_PROTECTED;
+}

@@ -1,0 +1,39 @@
+/*
+ * xencheck.h - which Xen guests the xen driver can protect, as a pure
+ * function of facts read from the guest's libxl configuration (xen.c
+ * reads them; tests/test_xenstream.c checks the table).
+ *
+ * A PVH guest is protected.  An HVM guest is refused for now: its device
+ * model's (QEMU's) state would not travel with the checkpoints.  Refused
+ * for good, whatever the type, is what no checkpoint can carry: a device
+ * model in a stub domain, qemu-traditional, PCI passthrough, USB host
+ * devices, and a vTPM (no device hook for its state).
+ */
+#ifndef TANDEM_XENCHECK_H
+#define TANDEM_XENCHECK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum xen_guest_type { XG_PV, XG_PVH, XG_HVM };
+
+struct xen_guest_facts {
+	enum xen_guest_type type;
+	bool stubdom;			/* device_model_stubdomain_override */
+	bool qemu_traditional;		/* device_model_version = qemu-xen-traditional */
+	unsigned pcidevs;		/* pci = [...] */
+	unsigned usb_host_devs;		/* usbdev = [ "hostbus=...", ... ] */
+	unsigned vtpms;			/* vtpm = [...] */
+};
+
+enum xen_guest_verdict {
+	XG_PROTECTED = 0,		/* checkpoint it */
+	XG_NOT_YET = 1,			/* HVM: refused until its device model is checkpointed */
+	XG_NEVER = 2,			/* refused for good: nothing can checkpoint it */
+};
+
+/* The verdict for a guest; for a refusal, `why` says what and what to do
+ * (the guest's name is the caller's to add). */
+enum xen_guest_verdict xen_guest_check(const struct xen_guest_facts *f, char *why, size_t len);
+
+#endif
