@@ -441,6 +441,7 @@ static bool guest_ended(struct xen *x, char *what, size_t len)
  */
 static int resume_guest(struct xen *x)
 {
+	static bool skip_xs;	/* fault point no-xs-resume: sticky once hit */
 	int rc = 0;
 
 	if (xc_domain_resume(x->xch, x->domid, 1)) {
@@ -448,7 +449,9 @@ static int resume_guest(struct xen *x)
 		log_error("xc_domain_resume(fast) of domain %u failed: %s", x->domid, strerror(errno));
 		return rc;
 	}
-	if (!fault_hit("no-xs-resume") && !xs_resume_domain(x->xsh, x->domid)) {
+	if (!skip_xs)
+		skip_xs = fault_hit("no-xs-resume");
+	if (!skip_xs && !xs_resume_domain(x->xsh, x->domid)) {
 		rc = errno ? -errno : -EIO;
 		log_error("xs_resume_domain(%u) failed: %s; xl may miss the guest's next shutdown",
 			  x->domid, strerror(-rc));

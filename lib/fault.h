@@ -16,7 +16,10 @@
  * restore-ends-early (a Xen backup refuses the first round just after
  * libxl's restore began, before it has read a byte: the stream ends while
  * libxl builds the domain), null-call (the backup calls a NULL function
- * pointer before a commit: the crash report, lib/crash.h).
+ * pointer before a commit: the crash report, lib/crash.h), no-xs-resume
+ * (a Xen primary resumes the guest after each checkpoint without telling
+ * xenstored, from the first hit for the life of the process: tandem before
+ * the fix, for lab/lab.sh errors' guest_shutdown case).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H
