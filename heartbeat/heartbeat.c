@@ -16,12 +16,15 @@
  *   3. VM name, sender role = our peer, path i else rejected "wrong VM/role/path"
  *   4. nonce == the peer's current nonce and seq <= highest seen
  *                                              -> rejected "replayed"
- *   5. nonce == current: accept (liveness refreshed).
- *      nonce unknown: accept and replace the peer's nonce state only if it
- *      echoes our own nonce with an echo time younger than `timeout`
- *      (proof it was made after hearing us recently); otherwise count it
- *      "unconfirmed": it is echoed back, nothing else.
- * Accepted datagrams refresh the path; only they do.
+ *   5. it must echo our own nonce with an echo time younger than
+ *      `timeout` (proof it was made after hearing us recently); else, from
+ *      the peer's current nonce it is counted and logged "stale", from an
+ *      unknown nonce "unconfirmed"; either is echoed back, nothing else.
+ *      A fresh datagram from an unknown nonce replaces the peer's nonce
+ *      state (the peer restarted).
+ * Accepted datagrams refresh the path, and only they do, as of the echoed
+ * send time (not the arrival): a relay that holds datagrams back cannot
+ * keep a dead peer's path up past `timeout`.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -127,8 +130,8 @@ struct hb_path {
 	bool up;
 	uint64_t last_heard_ns;			/* 0 = never */
 	int64_t rtt_ns;				/* -1 = none */
-	uint64_t sent, received, rejected, unconfirmed;
-	uint64_t seq_out;
+	uint64_t sent, received, rejected, unconfirmed, stale;
+	uint64_t seq_out, stale_log_ns;
 
 	/* replay state for the peer on this path */
 	bool have_peer;
@@ -169,6 +172,10 @@ struct hb {
 	uint64_t witness_seq;
 
 	uint64_t epoch;
+	bool active;			/* this side (backup) is active: HB_AUX_ACTIVE */
+	bool peer_active;		/* the peer said it is active */
+	uint64_t peer_active_epoch;
+	uv_async_t kick_async;		/* send now (hb_set_active) */
 	bool repl_up;
 	uint64_t repl_change_ns, repl_last_up_ns;
 	bool established, alive, lost_reported;
@@ -184,7 +191,7 @@ static const char *role_name(int role)
 
 /* ---- events collected under the lock, delivered after ------------------- */
 
-enum ev_kind { EV_PATH, EV_LOST, EV_BACK, EV_DECISION };
+enum ev_kind { EV_PATH, EV_LOST, EV_BACK, EV_DECISION, EV_ACTIVE };
 
 struct ev {
 	enum ev_kind kind;
@@ -192,6 +199,7 @@ struct ev {
 	bool up;
 	enum hb_decision d;
 	struct hb_view v;
+	uint64_t epoch;
 };
 
 struct evq {
@@ -225,6 +233,10 @@ static void evq_deliver(struct hb *hb, struct evq *q)
 		case EV_DECISION:
 			if (hb->cb.decision)
 				hb->cb.decision(hb->arg, e->d, &e->v);
+			break;
+		case EV_ACTIVE:
+			if (hb->cb.peer_active)
+				hb->cb.peer_active(hb->arg, e->index, e->epoch);
 			break;
 		}
 	}
@@ -314,6 +326,8 @@ static void build_locked(struct hb *hb, struct hb_path *p, struct hb_dgram *d, u
 	memcpy(d->nonce, hb->nonce, HB_NONCE_LEN);
 	d->time_ns = now;
 	d->epoch = hb->epoch;
+	if (p && hb->active)
+		d->aux = HB_AUX_ACTIVE;
 	if (p && p->have_echo) {
 		memcpy(d->echo_nonce, p->echo_nonce, HB_NONCE_LEN);
 		d->echo_seq = p->echo_seq;
@@ -358,6 +372,11 @@ static void on_send_timer(uv_timer_t *t)
 	send_all(t->data);
 }
 
+static void on_kick_async(uv_async_t *a)
+{
+	send_all(a->data);
+}
+
 /* ---- receiving ------------------------------------------------------------ */
 
 static void reject_locked(struct hb_path *p, uint64_t now, const char *why)
@@ -378,9 +397,12 @@ static void reject_locked(struct hb_path *p, uint64_t now, const char *why)
 	p->reject_suppressed = 0;
 }
 
-/* Returns true when the datagram refreshes the path. */
+/* Returns true when the datagram refreshes the path; *proof_ns is then the
+ * time of ours it echoes (when the peer was last proven alive), and
+ * *active_epoch the checkpoint a backup says it activated from (or
+ * UINT64_MAX when it does not say it is active). */
 static bool accept_locked(struct hb *hb, struct hb_path *p, const uint8_t *buf, size_t len,
-			  uint64_t now)
+			  uint64_t now, uint64_t *proof_ns, uint64_t *active_epoch)
 {
 	struct hb_dgram d;
 	bool echoes_us, fresh;
@@ -410,18 +432,40 @@ static bool accept_locked(struct hb *hb, struct hb_path *p, const uint8_t *buf, 
 
 	echoes_us = !memcmp(d.echo_nonce, hb->nonce, HB_NONCE_LEN) && d.echo_time_ns <= now;
 	fresh = echoes_us && now - d.echo_time_ns <= hb->timeout_ms * 1000000ull;
-	if (!p->have_peer || memcmp(d.nonce, p->peer_nonce, HB_NONCE_LEN)) {
-		if (!fresh) {
-			/* Authentic but unproven: maybe a peer that just started,
-			 * maybe an old capture.  Echo it, nothing more. */
+	if (!fresh) {
+		bool known = p->have_peer && !memcmp(d.nonce, p->peer_nonce, HB_NONCE_LEN);
+
+		/* Authentic but unproven: a peer that just started, an old
+		 * capture, or a datagram held back on its way (the peer's
+		 * current boot: stale).  Echo it, nothing more. */
+		if (known) {
+			p->stale++;
+			p->peer_seq = d.seq;
+			if (!p->stale_log_ns || now - p->stale_log_ns >= HB_REJECT_LOG_NS) {
+				p->stale_log_ns = now;
+				if (echoes_us)
+					log_warn("path %d (%s): stale heartbeat from the %s: it answers "
+						 "ours of %" PRIu64 " ms ago (timeout %" PRIu64 " ms); "
+						 "not counted as alive (%" PRIu64 " stale in all)",
+						 p->index + 1, p->name, role_name(hb->peer_role),
+						 (now - d.echo_time_ns) / 1000000, hb->timeout_ms, p->stale);
+				else
+					log_warn("path %d (%s): stale heartbeat from the %s: it answers "
+						 "none of ours; not counted as alive (%" PRIu64 " stale "
+						 "in all)", p->index + 1, p->name, role_name(hb->peer_role),
+						 p->stale);
+			}
+		} else {
 			p->unconfirmed++;
-			memcpy(p->echo_nonce, d.nonce, HB_NONCE_LEN);
-			p->echo_seq = d.seq;
-			p->echo_time_ns = d.time_ns;
-			p->echo_rx_ns = now;
-			p->have_echo = true;
-			return false;
 		}
+		memcpy(p->echo_nonce, d.nonce, HB_NONCE_LEN);
+		p->echo_seq = d.seq;
+		p->echo_time_ns = d.time_ns;
+		p->echo_rx_ns = now;
+		p->have_echo = true;
+		return false;
+	}
+	if (!p->have_peer || memcmp(d.nonce, p->peer_nonce, HB_NONCE_LEN)) {
 		if (p->have_peer)
 			log_info("path %d (%s): the %s restarted (new boot nonce)", p->index + 1,
 				 p->name, role_name(hb->peer_role));
@@ -435,10 +479,12 @@ static bool accept_locked(struct hb *hb, struct hb_path *p, const uint8_t *buf, 
 	p->echo_time_ns = d.time_ns;
 	p->echo_rx_ns = now;
 	p->have_echo = true;
-	if (echoes_us) {
+	{
 		uint64_t rtt = now - d.echo_time_ns;
 		p->rtt_ns = rtt > d.echo_hold_ns ? (int64_t)(rtt - d.echo_hold_ns) : 0;
 	}
+	*proof_ns = d.echo_time_ns;
+	*active_epoch = d.role == ROLE_BACKUP && (d.aux & HB_AUX_ACTIVE) ? d.epoch : UINT64_MAX;
 	return true;
 }
 
@@ -457,7 +503,7 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
 	struct hb_path *p = u->data;
 	struct hb *hb = p->hb;
 	struct evq q = { .n = 0 };
-	uint64_t now;
+	uint64_t now, proof = 0, active_epoch = UINT64_MAX;
 
 	if (nread <= 0 || !from)
 		return;
@@ -465,8 +511,17 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
 	pthread_mutex_lock(&hb->lock);
 	if (flags & UV_UDP_PARTIAL) {
 		reject_locked(p, now, "oversized datagram");
-	} else if (accept_locked(hb, p, (const uint8_t *)buf->base, (size_t)nread, now)) {
-		p->last_heard_ns = now;
+	} else if (accept_locked(hb, p, (const uint8_t *)buf->base, (size_t)nread, now, &proof,
+				 &active_epoch)) {
+		p->last_heard_ns = MAX(p->last_heard_ns, proof);
+		if (active_epoch != UINT64_MAX && !hb->peer_active) {
+			hb->peer_active = true;
+			hb->peer_active_epoch = active_epoch;
+			log_error("path %d (%s): the backup says it is ACTIVE, running the guest from "
+				  "checkpoint %" PRIu64, p->index + 1, p->name, active_epoch);
+			evq_add(&q, (struct ev){ .kind = EV_ACTIVE, .index = p->index,
+						 .epoch = active_epoch });
+		}
 		if (!p->up) {
 			p->up = true;
 			log_info("path %d (%s) up: heartbeat from the %s, rtt %.2f ms (timeout %" PRIu64
@@ -538,6 +593,7 @@ static void on_stop_async(uv_async_t *a)
 	uv_close((uv_handle_t *)&hb->send_timer, NULL);
 	uv_close((uv_handle_t *)&hb->check_timer, NULL);
 	uv_close((uv_handle_t *)&hb->stop_async, NULL);
+	uv_close((uv_handle_t *)&hb->kick_async, NULL);
 	for (int i = 0; i < hb->npaths; i++)
 		if (hb->paths[i].open) {
 			uv_udp_recv_stop(&hb->paths[i].udp);
@@ -566,6 +622,7 @@ static void close_all_sync(struct hb *hb)
 	uv_close((uv_handle_t *)&hb->send_timer, NULL);
 	uv_close((uv_handle_t *)&hb->check_timer, NULL);
 	uv_close((uv_handle_t *)&hb->stop_async, NULL);
+	uv_close((uv_handle_t *)&hb->kick_async, NULL);
 	uv_run(&hb->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&hb->loop);
 }
@@ -605,7 +662,9 @@ int hb_start(struct hb **out, const struct tandem_config *cfg, const uint8_t key
 	uv_timer_init(&hb->loop, &hb->send_timer);
 	uv_timer_init(&hb->loop, &hb->check_timer);
 	uv_async_init(&hb->loop, &hb->stop_async, on_stop_async);
+	uv_async_init(&hb->loop, &hb->kick_async, on_kick_async);
 	hb->send_timer.data = hb->check_timer.data = hb->stop_async.data = hb;
+	hb->kick_async.data = hb;
 
 	hb->npaths = (int)cfg->heartbeat_paths.n;
 	for (int i = 0; i < hb->npaths; i++) {
@@ -699,6 +758,28 @@ void hb_set_epoch(struct hb *hb, uint64_t epoch)
 	pthread_mutex_lock(&hb->lock);
 	hb->epoch = epoch;
 	pthread_mutex_unlock(&hb->lock);
+}
+
+void hb_set_active(struct hb *hb, uint64_t epoch)
+{
+	pthread_mutex_lock(&hb->lock);
+	hb->active = true;
+	hb->epoch = epoch;
+	pthread_mutex_unlock(&hb->lock);
+	if (hb->thr_started)
+		uv_async_send(&hb->kick_async);
+}
+
+bool hb_peer_active(struct hb *hb, uint64_t *epoch)
+{
+	bool a;
+
+	pthread_mutex_lock(&hb->lock);
+	a = hb->peer_active;
+	if (a && epoch)
+		*epoch = hb->peer_active_epoch;
+	pthread_mutex_unlock(&hb->lock);
+	return a;
 }
 
 void hb_set_replication_up(struct hb *hb, bool up)
@@ -796,6 +877,7 @@ int hb_path_stats(struct hb *hb, int index, struct hb_path_stats *st)
 	st->received = p->received;
 	st->rejected = p->rejected;
 	st->unconfirmed = p->unconfirmed;
+	st->stale = p->stale;
 	pthread_mutex_unlock(&hb->lock);
 	return 0;
 }
@@ -820,19 +902,21 @@ size_t hb_render(struct hb *hb, bool json, char *buf, size_t len)
 		if (json)
 			APPEND("%s{\"index\":%d,\"path\":\"%s\",\"up\":%s,\"last_heard_ms\":%" PRId64
 			       ",\"rtt_ms\":%.3f,\"sent\":%" PRIu64 ",\"received\":%" PRIu64
-			       ",\"rejected\":%" PRIu64 ",\"unconfirmed\":%" PRIu64 "}",
+			       ",\"rejected\":%" PRIu64 ",\"unconfirmed\":%" PRIu64
+			       ",\"stale\":%" PRIu64 "}",
 			       i ? "," : "", i + 1, hb->paths[i].name, st.up ? "true" : "false",
 			       st.last_heard_ms, st.rtt_ms, st.sent, st.received, st.rejected,
-			       st.unconfirmed);
+			       st.unconfirmed, st.stale);
 		else if (st.last_heard_ms < 0)
 			APPEND("  path %d (%s): %s, never heard, sent %" PRIu64 ", received %" PRIu64
 			       ", rejected %" PRIu64 "\n", i + 1, hb->paths[i].name,
 			       st.up ? "up" : "down", st.sent, st.received, st.rejected);
 		else
 			APPEND("  path %d (%s): %s, last heard %" PRId64 " ms ago, rtt %.2f ms, sent %"
-			       PRIu64 ", received %" PRIu64 ", rejected %" PRIu64 "\n", i + 1,
-			       hb->paths[i].name, st.up ? "up" : "down", st.last_heard_ms,
-			       st.rtt_ms < 0 ? 0.0 : st.rtt_ms, st.sent, st.received, st.rejected);
+			       PRIu64 ", received %" PRIu64 ", rejected %" PRIu64 ", stale %" PRIu64
+			       "\n", i + 1, hb->paths[i].name, st.up ? "up" : "down",
+			       st.last_heard_ms, st.rtt_ms < 0 ? 0.0 : st.rtt_ms, st.sent, st.received,
+			       st.rejected, st.stale);
 	}
 	if (json)
 		APPEND("]");

@@ -4,7 +4,10 @@
  * Each configured path (`heartbeat-paths`, PRIMARY:PORT-BACKUP:PORT) carries
  * one 224-byte datagram every `heartbeat-interval` in each direction.  A path
  * is up from the first authentic, fresh datagram and down after `timeout`
- * without one.  The replication stream counts as one more path: the daemon
+ * without one.  Fresh means it echoes one of this side's own datagrams sent
+ * less than `timeout` ago, and the path counts as heard at that send time:
+ * a peer that dies at T is down on every path by T + timeout, whatever a
+ * relay delays, replays or buffers.  The replication stream counts as one more path: the daemon
  * reports it with hb_set_replication_up().  "Peer lost" means the replication
  * stream and every UDP path are down.
  *
@@ -72,6 +75,11 @@ enum hb_msg_type {
 	HB_MSG_WITNESS_DENY = 6,	/* witness -> daemon: vote refused (aux = reason) */
 };
 
+/* HEARTBEAT's aux field: flags.  ACTIVE: the backup has decided to
+ * activate (or runs the guest); its epoch field is then the checkpoint it
+ * activated from.  A primary that hears it steps down. */
+#define HB_AUX_ACTIVE 1ull
+
 #define HB_ROLE_WITNESS 3
 #define HB_PATH_NONE 0xff
 
@@ -116,6 +124,10 @@ struct hb_callbacks {
 	 * so the grace period needs no timer of yours).
 	 * Called once at start with the initial decision.  May be NULL. */
 	void (*decision)(void *arg, enum hb_decision d, const struct hb_view *v);
+	/* The backup says it is active (activating or running the guest from
+	 * checkpoint `epoch`), in an accepted datagram on UDP path `index`.
+	 * Primary only; fires once.  May be NULL. */
+	void (*peer_active)(void *arg, int index, uint64_t epoch);
 };
 
 /*
@@ -136,6 +148,15 @@ void hb_stop(struct hb *hb);
 
 /* The epoch carried in outgoing datagrams (informational for the peer). */
 void hb_set_epoch(struct hb *hb, uint64_t epoch);
+
+/* Backup: from now on every datagram says this side is active, having
+ * activated from checkpoint `epoch` (HB_AUX_ACTIVE).  Sent at once on
+ * every path, then every heartbeat-interval. */
+void hb_set_active(struct hb *hb, uint64_t epoch);
+
+/* Whether the peer said it is active (primary: the backup activated), and
+ * from which checkpoint.  False until an accepted datagram says so. */
+bool hb_peer_active(struct hb *hb, uint64_t *epoch);
 
 /* The replication stream is up (authenticated channel, records flowing)
  * or down (broke, timed out, not connected). */
@@ -163,9 +184,11 @@ enum hb_decision hb_current_decision(struct hb *hb);
 
 struct hb_path_stats {
 	bool up;
-	int64_t last_heard_ms;		/* ms ago; -1 = never */
+	int64_t last_heard_ms;		/* ms ago; -1 = never: the peer proved it was alive
+					 * then (our datagram it echoed was sent then) */
 	double rtt_ms;			/* last measured; -1 = none yet */
 	uint64_t sent, received, rejected, unconfirmed;
+	uint64_t stale;			/* authentic, but echoing nothing of ours within `timeout` */
 };
 
 /* Per-path state.  Returns 0 or -EINVAL for a bad index. */
