@@ -55,7 +55,7 @@ struct backup {
 	int exit_code;
 
 	uv_loop_t loop;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sighup;
 	uv_async_t done_async;
 	uv_timer_t hb_timer;
 	struct status_server *status;
@@ -79,7 +79,9 @@ struct backup {
 	struct hb *hb;
 	enum hb_decision decision;
 	uint64_t decision_seq, acted_seq, next_witness_ns;
-	bool promote;
+	bool promote, promote_forced;
+	char forced_note[300];		/* what `promote --force` overrode ("" = nothing) */
+	uint64_t activated_from;	/* checkpoint the guest was activated from */
 	char lost_why[300];
 
 	/* staging of the checkpoint being received */
@@ -382,7 +384,12 @@ static void fail_over(struct backup *b, const char *why)
 		set_state(b, B_WAITING, "waiting for the primary");
 		return;
 	}
-	hb_set_epoch(b->hb, b->committed);
+	/* From this moment every heartbeat and every handshake says so: a
+	 * primary that is still alive somewhere steps down when it hears it. */
+	hb_set_active(b->hb, b->committed);
+	pthread_mutex_lock(&b->lock);
+	b->activated_from = b->committed;
+	pthread_mutex_unlock(&b->lock);
 	log_warn("failover: primary lost (%s), last heard %" PRIu64 " ms ago, timeout %" PRIu64
 		 " ms; activating the standby from checkpoint %" PRIu64, why, since,
 		 b->cfg.timeout_ms, b->committed);
@@ -510,7 +517,8 @@ static bool act_on_decision(struct backup *b)
 	pthread_mutex_unlock(&b->lock);
 
 	if (promote) {
-		fail_over(b, "promoted by the operator (tandem promote)");
+		fail_over(b, b->forced_note[0] ? "promoted by the operator with --force" :
+			  "promoted by the operator (tandem promote)");
 		goto out;
 	}
 	if (!b->committed && (d == HB_FAILOVER || d == HB_RUN_FENCE || d == HB_ASK_WITNESS ||
@@ -571,6 +579,32 @@ out:
 	return b->state == B_ACTIVE || b->state == B_FAILED;
 }
 
+/*
+ * The guest runs here: a primary that connects (restarted, or back after a
+ * partition) is told so, with the checkpoint it was activated from, and
+ * steps down (docs/protocol.md, ERROR code 6).  Then the connection ends.
+ */
+static void tell_superseded(struct backup *b, struct channel *ch)
+{
+	char msg[WIRE_MSG_MAX];
+	uint8_t buf[ERROR_FIXED_LEN + WIRE_MSG_MAX + 8];
+	uint64_t end = now_ms() + b->cfg.timeout_ms;
+	struct channel_rec rec;
+
+	snprintf(msg, sizeof(msg), "the backup of %s is active: it runs the guest from checkpoint %"
+		 PRIu64 "; this primary is superseded", b->cfg.name, b->activated_from);
+	log_warn("a primary connected while the guest runs here: telling it to step down");
+	if (channel_send(ch, REC_ERROR, buf, wire_put_error(buf, ERR_ACTIVE, msg)) == 0) {
+		/* Let it read the record before we close: drain until it closes. */
+		while (now_ms() < end) {
+			int rc = channel_recv(ch, &rec);
+			if (rc && rc != -EAGAIN)
+				break;
+		}
+	}
+	channel_free(ch);
+}
+
 static void *net_main(void *arg)
 {
 	struct backup *b = arg;
@@ -584,10 +618,12 @@ static void *net_main(void *arg)
 	while (!stopping(b)) {
 		struct pollfd pfd = { b->listen_fd, POLLIN, 0 };
 		struct channel *ch = NULL;
+		bool active;
 		int fd, rc;
 
-		if (act_on_decision(b))
-			break;
+		if (b->state != B_ACTIVE && act_on_decision(b) && b->state != B_ACTIVE)
+			break;		/* activation failed */
+		active = b->state == B_ACTIVE;
 		if (poll(&pfd, 1, 50) <= 0)
 			continue;
 		fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -598,6 +634,10 @@ static void *net_main(void *arg)
 		if (rc) {
 			log_error("refused a connection: %s", err);
 			close(fd);
+			continue;
+		}
+		if (active) {
+			tell_superseded(b, ch);
 			continue;
 		}
 		net_tune(fd, 50);
@@ -622,23 +662,59 @@ static void *net_main(void *arg)
 
 /* ---- status --------------------------------------------------------------- */
 
-/* `tandem promote NAME`: activate now, on the operator's word. */
-static void promote_request(struct backup *b, char *buf, size_t len)
+/* The first UDP path on which the primary is heard now, described in
+ * `what` ("path 1 (A-B), last heard 40 ms ago"); -1 when none hears it. */
+static int primary_heard_on(struct backup *b, char *what, size_t len)
 {
+	for (int i = 0; i < hb_npaths(b->hb); i++) {
+		struct hb_path_stats st;
+
+		if (hb_path_stats(b->hb, i, &st) == 0 && st.up) {
+			snprintf(what, len, "path %d, last heard %" PRId64 " ms ago (timeout %" PRIu64
+				 " ms)", i + 1, st.last_heard_ms, b->cfg.timeout_ms);
+			return i;
+		}
+	}
+	return -1;
+}
+
+/*
+ * `tandem promote [--force] NAME`: activate now, on the operator's word.
+ * Refused while the primary is heard on any path (it runs the guest: two
+ * live copies); --force overrides that, and says so in the log and in
+ * status.  The primary, when it hears of the activation, steps down.
+ */
+static void promote_request(struct backup *b, bool force, char *buf, size_t len)
+{
+	char heard[200];
+	int path = primary_heard_on(b, heard, sizeof(heard));
+
 	pthread_mutex_lock(&b->lock);
-	if (b->state == B_ACTIVE)
+	if (b->state == B_ACTIVE || b->state == B_ACTIVATING)
 		snprintf(buf, len, "refused: %s is already active here\n", b->cfg.name);
 	else if (!b->committed)
 		snprintf(buf, len, "refused: no complete checkpoint of %s to activate\n", b->cfg.name);
 	else if (b->ch)
 		snprintf(buf, len, "refused: the primary of %s is connected and protecting; stop it "
 			 "first\n", b->cfg.name);
+	else if (path >= 0 && !force)
+		snprintf(buf, len, "refused: the primary of %s is alive: heard on %s; activating "
+			 "here would run two copies of the guest.  Stop the primary, or if you know "
+			 "it is dead, `tandem promote --force %s` (the primary steps down when it "
+			 "hears of it)\n", b->cfg.name, heard, b->cfg.name);
 	else {
 		b->promote = true;
-		log_warn("promote requested by the operator: activating from checkpoint %" PRIu64,
-			 b->committed);
-		snprintf(buf, len, "ok: activating %s from checkpoint %" PRIu64 "\n", b->cfg.name,
-			 b->committed);
+		if (path >= 0) {
+			snprintf(b->forced_note, sizeof(b->forced_note),
+				 "promoted with --force while the primary was heard on %s", heard);
+			log_warn("promote --force by the operator: OVERRIDING that the primary is "
+				 "heard on %s; activating from checkpoint %" PRIu64, heard, b->committed);
+		} else {
+			log_warn("promote requested by the operator: activating from checkpoint %"
+				 PRIu64, b->committed);
+		}
+		snprintf(buf, len, "ok: activating %s from checkpoint %" PRIu64 "%s\n", b->cfg.name,
+			 b->committed, path >= 0 ? " (--force: the primary was still heard)" : "");
 	}
 	pthread_mutex_unlock(&b->lock);
 }
@@ -650,8 +726,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	char guest[200] = "", paths[2048] = "";
 	size_t n;
 
-	if (strcmp(request, "promote") == 0) {
-		promote_request(b, buf, len);
+	if (strcmp(request, "promote") == 0 || strcmp(request, "promote-force") == 0) {
+		promote_request(b, strcmp(request, "promote-force") == 0, buf, len);
 		return;
 	}
 	if (b->dom.ops->describe)
@@ -666,14 +742,14 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"initial_rounds\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ","
 			 "\"last_commit_ms\":%.3f,\"last_heard_ms\":%.1f,\"timeout_ms\":%" PRIu64 ","
 			 "\"activate_ms\":%.1f,\"failover_ms\":%.1f,\"decision\":\"%s\","
-			 "\"paths\":%s}\n",
+			 "\"forced\":\"%s\",\"paths\":%s}\n",
 			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
 			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
 			 b->committed, b->cfg.interval_ms, b->rounds, b->bytes_received,
 			 (double)b->last_commit_us / 1000.0,
 			 b->ch ? (double)(now_ns() - b->last_heard_ns) / 1e6 : -1.0,
 			 b->cfg.timeout_ms, b->activate_ms, b->failover_ms,
-			 hb_decision_name(b->decision), paths[0] ? paths : "[]");
+			 hb_decision_name(b->decision), b->forced_note, paths[0] ? paths : "[]");
 	} else {
 		n = (size_t)snprintf(buf, len,
 			 "%s (backup): %s - %s\n"
@@ -687,6 +763,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 (double)b->last_commit_us / 1000.0, b->cfg.timeout_ms,
 			 b->ch ? "connected" : "not connected",
 			 b->state == B_ACTIVE ? "; failed over" : "");
+		if (b->forced_note[0] && n < len)
+			n += (size_t)snprintf(buf + n, len - n, "  WARNING: %s\n", b->forced_note);
 		if (n < len)
 			snprintf(buf + n, len - n, "%s", paths);
 	}
@@ -713,6 +791,16 @@ static void on_hb_timer(uv_timer_t *t)
 			b->last_sent_ns = now_ns();
 	}
 	pthread_mutex_unlock(&b->ch_lock);
+}
+
+/* SIGHUP (a closed terminal, or a reload by habit) must not end the
+ * daemon: nothing is re-read; a changed configuration needs a restart. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+	(void)h;
+	(void)signum;
+	log_warn("SIGHUP ignored: tandem re-reads nothing at run time; restart the daemon to "
+		 "apply a changed configuration");
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -767,6 +855,8 @@ int cmd_backup(int argc, char **argv)
 	b->sigterm.data = b->sigint.data = b;
 	uv_signal_start(&b->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&b->sigint, on_signal, SIGINT);
+	uv_signal_init(&b->loop, &b->sighup);
+	uv_signal_start(&b->sighup, on_sighup, SIGHUP);
 	uv_async_init(&b->loop, &b->done_async, on_net_done);
 	b->done_async.data = b;
 	uv_timer_init(&b->loop, &b->hb_timer);

@@ -18,6 +18,18 @@ enum exit_code {
 					 * protection ended, the backup discarded its standby */
 };
 
+/* `tandem status` exits by health, as monitoring plugins expect (the worst
+ * over the daemons it asked; docs/operations.md). */
+enum health {
+	HEALTH_OK = 0,		/* primary protecting, or backup holding a committed checkpoint */
+	HEALTH_WARNING = 1,	/* degraded: connecting, syncing, link down, active (unprotected) */
+	HEALTH_CRITICAL = 2,	/* failed, isolated, superseded, UNPROTECTED, UNSAFE, manual */
+	HEALTH_UNKNOWN = 3,	/* no daemon answered, permission denied, unknown state */
+};
+
+/* The health of one daemon from its `status --json` object. */
+int status_health(const char *json);
+
 int cmd_primary(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_status(int argc, char **argv);
@@ -27,7 +39,8 @@ int cmd_promote(int argc, char **argv);
 int cmd_witness(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
 
-/* Shared by the daemons: parse "[--log-level L] [--foreground] CONFIG". */
+/* Shared by the daemons: parse "[--log-level L] CONFIG" (they always run in
+ * the foreground, as systemd wants). */
 struct tandem_config;
 int cmd_load_config(int argc, char **argv, const char *role, struct tandem_config *cfg);
 

@@ -89,6 +89,56 @@ int cmd_load_config(int argc, char **argv, const char *role, struct tandem_confi
 
 /* ---- status client -------------------------------------------------------- */
 
+/* The string value of "key" in a one-line JSON object ("" if absent). */
+static const char *json_str(const char *json, const char *key, char *buf, size_t len)
+{
+	char pat[64];
+	const char *p, *e;
+
+	buf[0] = '\0';
+	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+	p = strstr(json, pat);
+	if (!p)
+		return buf;
+	p += strlen(pat);
+	e = strchr(p, '"');
+	if (e)
+		snprintf(buf, len, "%.*s", (int)MIN((size_t)(e - p), len - 1), p);
+	return buf;
+}
+
+int status_health(const char *json)
+{
+	char role[16], state[32], detail[256];
+
+	json_str(json, "role", role, sizeof(role));
+	json_str(json, "state", state, sizeof(state));
+	json_str(json, "detail", detail, sizeof(detail));
+	if (strstr(json, "\"unsafe\":true"))
+		return HEALTH_CRITICAL;		/* output is not buffered: nothing is protected */
+	if (!strcmp(role, "primary")) {
+		if (!strcmp(state, "protecting"))
+			return HEALTH_OK;
+		if (!strcmp(state, "superseded") || !strncmp(detail, "isolated", 8) ||
+		    !strncmp(detail, "UNPROTECTED", 11))
+			return HEALTH_CRITICAL;
+		if (!strcmp(state, "starting") || !strcmp(state, "connecting") ||
+		    !strcmp(state, "syncing") || !strcmp(state, "degraded") ||
+		    !strcmp(state, "stopping"))
+			return HEALTH_WARNING;
+	} else if (!strcmp(role, "backup")) {
+		if (!strcmp(state, "standby"))
+			return HEALTH_OK;
+		if (!strcmp(state, "manual") || !strcmp(state, "failed"))
+			return HEALTH_CRITICAL;
+		if (!strcmp(state, "waiting") || !strcmp(state, "syncing") ||
+		    !strcmp(state, "degraded") || !strcmp(state, "activating") ||
+		    !strcmp(state, "active") || !strcmp(state, "stopped"))
+			return HEALTH_WARNING;
+	}
+	return HEALTH_UNKNOWN;
+}
+
 /* Send `request` to one status socket and copy the reply to out. */
 static int query_socket(const char *path, const char *request, FILE *out)
 {
@@ -123,7 +173,7 @@ int cmd_status(int argc, char **argv)
 	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
 	const char *name = NULL;
 	bool json = false, watch = false;
-	int c, found;
+	int c, found, denied, health = HEALTH_OK;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "jwr:", opts, NULL)) != -1) {
@@ -143,21 +193,49 @@ int cmd_status(int argc, char **argv)
 		DIR *d = opendir(run_dir);
 		struct dirent *de;
 
-		found = 0;
+		found = denied = 0;
+		health = HEALTH_OK;
 		if (watch)
 			printf("\033[H\033[J");
+		if (!d && errno == EACCES) {
+			fprintf(stderr, "tandem status: permission denied on %s: the daemons' sockets "
+				"are for the user that runs them (root)\n", run_dir);
+			denied++;
+		}
 		while (d && (de = readdir(d))) {
-			char path[512];
+			char path[512], *js = NULL;
 			size_t nl = name ? strlen(name) : 0;
-			size_t dl = strlen(de->d_name);
+			size_t dl = strlen(de->d_name), jslen = 0;
+			FILE *mem;
+			int rc;
 
 			if (dl < 6 || strcmp(de->d_name + dl - 5, ".sock") != 0)
 				continue;
-			if (name && (strncmp(de->d_name, name, nl) != 0 || de->d_name[nl] != '.'))
+			/* NAME.ROLE.sock: the name is all before the role */
+			if (name && (dl <= nl || strncmp(de->d_name, name, nl) != 0 ||
+				     (strcmp(de->d_name + nl, ".primary.sock") != 0 &&
+				      strcmp(de->d_name + nl, ".backup.sock") != 0)))
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", run_dir, de->d_name);
-			if (query_socket(path, json ? "json\n" : "text\n", stdout) == 0)
+			mem = open_memstream(&js, &jslen);
+			if (!mem)
+				continue;
+			rc = query_socket(path, "json\n", mem);
+			fclose(mem);
+			if (rc == -EACCES) {
+				fprintf(stderr, "tandem status: permission denied on %s: the daemons' "
+					"sockets are for the user that runs them (root)\n", path);
+				denied++;
+			} else if (rc == 0 && js && jslen) {
+				int h = status_health(js);
 				found++;
+				health = MAX(health, h);
+				if (json)
+					fputs(js, stdout);
+				else
+					query_socket(path, "text\n", stdout);
+			}
+			free(js);
 		}
 		if (d)
 			closedir(d);
@@ -167,35 +245,45 @@ int cmd_status(int argc, char **argv)
 		sleep(1);
 	}
 	if (!found) {
-		fprintf(stderr, "tandem status: no tandem daemon%s%s answers in %s\n",
-			name ? " for VM " : "", name ? name : "", run_dir);
-		return EXIT_NO_DAEMON;
+		if (!denied)
+			fprintf(stderr, "tandem status: no tandem daemon%s%s answers in %s\n",
+				name ? " for VM " : "", name ? name : "", run_dir);
+		return HEALTH_UNKNOWN;
 	}
-	return EXIT_OK;
+	return health;
 }
 
 int cmd_promote(int argc, char **argv)
 {
 	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
 	char path[512], reply[1024];
+	bool force = false;
 	FILE *f;
 	size_t n;
 	int rc;
 
-	if (argc == 4 && !strcmp(argv[1], "--run-dir")) {
-		run_dir = argv[2];
-		argv += 2;
-		argc -= 2;
+	for (;;) {
+		if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
+			run_dir = argv[2];
+			argv += 2;
+			argc -= 2;
+		} else if (argc >= 2 && !strcmp(argv[1], "--force")) {
+			force = true;
+			argv++;
+			argc--;
+		} else {
+			break;
+		}
 	}
 	if (argc != 2) {
-		fprintf(stderr, "usage: tandem promote [--run-dir DIR] NAME\n");
+		fprintf(stderr, "usage: tandem promote [--force] [--run-dir DIR] NAME\n");
 		return EXIT_USAGE;
 	}
 	snprintf(path, sizeof(path), "%s/%s.backup.sock", run_dir, argv[1]);
 	f = tmpfile();
 	if (!f)
 		return EXIT_FAILURE_RUNTIME;
-	rc = query_socket(path, "promote\n", f);
+	rc = query_socket(path, force ? "promote-force\n" : "promote\n", f);
 	if (rc) {
 		fprintf(stderr, "tandem promote: no backup daemon for VM %s answers at %s: %s\n",
 			argv[1], path, strerror(-rc));

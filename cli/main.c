@@ -37,11 +37,12 @@ static const struct builtin builtins[] = {
 	  "their state.  --json prints one JSON object per daemon with stable\n"
 	  "field names; --watch refreshes every second.  Sockets are looked for\n"
 	  "in /run/tandem, or --run-dir DIR (or TANDEM_RUN_DIR)." },
-	{ "promote", cmd_promote, "promote [--run-dir DIR] NAME",
+	{ "promote", cmd_promote, "promote [--force] [--run-dir DIR] NAME",
 	  "Activate the standby of VM NAME on this host now, from its last\n"
 	  "complete checkpoint.  For on-peer-loss = manual, or after a failed\n"
-	  "fence.  Refused while the primary is connected.  Make sure the old\n"
-	  "primary is down first: two running copies of a VM is split brain." },
+	  "fence.  Refused while the primary is connected or heard on any\n"
+	  "heartbeat path; --force overrides the latter (logged, shown in\n"
+	  "status).  The old primary steps down when it hears of the activation." },
 	{ "witness", cmd_witness, "witness ADDR:PORT KEYFILE",
 	  "Run a witness for on-peer-loss = witness: a third host that grants\n"
 	  "a backup's activation only when it too has lost the primary." },

@@ -25,6 +25,7 @@ static const char *const compress_names[] = { "none", "lz4", NULL };
 static const char *const pattern_names[] = { "sequential", "random", "hotset", NULL };
 static const char *const peer_loss_names[] = { "failover", "fence", "witness", "manual", NULL };
 static const char *const repl_loss_names[] = { "wait", "release", NULL };
+static const char *const superseded_names[] = { "pause", "destroy", NULL };
 
 #define KB 1024ull
 #define MB (1024ull * KB)
@@ -97,6 +98,8 @@ static const struct config_key schema[] = {
 	  "How long a primary whose replication link is down, peer alive elsewhere, waits before on-replication-loss." },
 	{ "on-replication-loss", CT_ENUM, F(on_replication_loss), 0, 0, "wait", repl_loss_names, true,
 	  "After the grace: wait (output stays held) or release (stop protection, release output)." },
+	{ "on-superseded", CT_ENUM, F(on_superseded), 0, 0, "pause", superseded_names, false,
+	  "When the backup activated and this primary learns it: pause or destroy its guest." },
 };
 
 const struct config_key *config_schema(size_t *n)
@@ -602,12 +605,21 @@ void config_format_value(const struct tandem_config *cfg, const struct config_ke
 	}
 }
 
+/* Keys whose help starts "memdom:" drive the synthetic guest only: for any
+ * other domain they are neither printed nor part of the digest. */
+bool config_key_applies(const struct tandem_config *cfg, const struct config_key *k)
+{
+	return cfg->domain == DOMAIN_MEMDOM || strncmp(k->help, "memdom:", 7) != 0;
+}
+
 void config_print(const struct tandem_config *cfg, FILE *out)
 {
 	char val[CONFIG_VALUE_MAX];
 
 	fprintf(out, "# effective configuration of %s (defaults included)\n", cfg->source);
 	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
+		if (!config_key_applies(cfg, &schema[i]))
+			continue;
 		config_format_value(cfg, &schema[i], val, sizeof(val));
 		if (schema[i].type == CT_STRING)
 			fprintf(out, "%-26s = \"%s\"\n", schema[i].name, val);
@@ -624,7 +636,7 @@ void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LE
 
 	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
 	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
-		if (!schema[i].digest)
+		if (!schema[i].digest || !config_key_applies(cfg, &schema[i]))
 			continue;
 		config_format_value(cfg, &schema[i], val, sizeof(val));
 		EVP_DigestUpdate(ctx, schema[i].name, strlen(schema[i].name) + 1);

@@ -43,6 +43,7 @@ enum memdom_pattern { PATTERN_SEQUENTIAL = 0, PATTERN_RANDOM, PATTERN_HOTSET };
 enum peer_loss_policy { PEER_LOSS_FAILOVER = 0, PEER_LOSS_FENCE, PEER_LOSS_WITNESS, PEER_LOSS_MANUAL };
 enum repl_loss_policy { REPL_LOSS_WAIT = 0, REPL_LOSS_RELEASE };
 enum compress_kind { COMPRESS_NONE = 0, COMPRESS_LZ4 };
+enum superseded_policy { SUPERSEDED_PAUSE = 0, SUPERSEDED_DESTROY };
 
 struct tandem_config {
 	char source[CONFIG_PATH_MAX];		/* file it came from */
@@ -83,6 +84,7 @@ struct tandem_config {
 	struct config_addr witness;		/* host "" = none */
 	uint64_t replication_loss_grace_ms;
 	int on_replication_loss;		/* enum repl_loss_policy */
+	int on_superseded;			/* enum superseded_policy */
 };
 
 enum config_type {
@@ -124,7 +126,11 @@ void config_print(const struct tandem_config *cfg, FILE *out);
 void config_format_value(const struct tandem_config *cfg,
 			 const struct config_key *k, char *buf, size_t len);
 
-/* SHA-256 over the keys both peers must agree on. */
+/* Whether key k means anything for cfg's domain driver (the memdom-only
+ * keys do not for xen): config_print and config_digest skip those. */
+bool config_key_applies(const struct tandem_config *cfg, const struct config_key *k);
+
+/* SHA-256 over the keys both peers must agree on (that apply). */
 void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LEN]);
 
 /* Path of this VM's status socket: RUN_DIR/NAME.ROLE.sock */

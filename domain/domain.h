@@ -22,8 +22,8 @@
  * Return values: 0 or a negative errno; on error the driver has logged
  * what went wrong in an operator's words.
  *
- * Members that may be NULL: stop_protection, discard, probe, guest_hash
- * and describe.  All others are required for the role that uses them.
+ * Members that may be NULL: stop_protection, halt, discard, probe,
+ * guest_hash and describe.  All others are required for the role that uses them.
  */
 #ifndef TANDEM_DOMAIN_H
 #define TANDEM_DOMAIN_H
@@ -83,6 +83,11 @@ struct domain_ops {
 	int (*resume)(struct domain *d);
 	/* Turn dirty tracking off; leave the guest running.  May be NULL. */
 	void (*stop_protection)(struct domain *d);
+	/* The backup took over (this primary is superseded): after
+	 * stop_protection, stop the guest for good: pause it (destroy =
+	 * false; it stays in memory, for an operator to look at or destroy)
+	 * or destroy it.  0 or -errno (logged).  May be NULL. */
+	int (*halt)(struct domain *d, bool destroy);
 
 	/* ---- backup ---- */
 	/* Create the standby from the initial copy (c has CKPT_F_INITIAL set

@@ -1563,6 +1563,20 @@ static void memdom_stop_protection(struct domain *d)
 		m->tracking = false;
 }
 
+/* halt: the synthetic guest stays stopped (SIGSTOP), or is killed. */
+static int memdom_halt(struct domain *d, bool destroy)
+{
+	struct memdom *m = d->priv;
+
+	if (!m->pid)
+		return 0;
+	if (destroy) {
+		guest_kill(m);
+		return 0;
+	}
+	return memdom_suspend(d);
+}
+
 /* ---- ops: backup ------------------------------------------------------------- */
 
 /* prepare_standby: a zeroed image of the guest memory and no vCPU state yet. */
@@ -1746,6 +1760,7 @@ const struct domain_ops memdom_ops = {
 	.capture = memdom_capture,
 	.resume = memdom_resume,
 	.stop_protection = memdom_stop_protection,
+	.halt = memdom_halt,
 	.prepare_standby = memdom_prepare_standby,
 	.commit = memdom_commit,
 	.activate = memdom_activate,

@@ -902,6 +902,37 @@ static void xen_stop_protection(struct domain *d)
 }
 
 /*
+ * The backup runs the guest now: pause this copy (it stays, paused, for an
+ * operator to look at and `xl destroy`) or destroy it.
+ */
+static int xen_halt(struct domain *d, bool destroy)
+{
+	struct xen *x = X(d);
+	int rc;
+
+	if (destroy) {
+		rc = libxl_domain_destroy(x->ctx, x->domid, NULL);
+		if (rc) {
+			log_error("cannot destroy guest '%s' (domain %u): libxl error %d; pausing it",
+				  x->name, x->domid, rc);
+			destroy = false;
+		} else {
+			log_warn("guest '%s' (domain %u) destroyed: the backup runs it now", x->name,
+				 x->domid);
+			return 0;
+		}
+	}
+	if (xc_domain_pause(x->xch, x->domid)) {
+		rc = -errno;
+		log_error("cannot pause guest '%s' (domain %u): %s", x->name, x->domid, strerror(errno));
+		return rc;
+	}
+	log_warn("guest '%s' (domain %u) paused: the backup runs it now; `xl destroy %s` once "
+		 "you no longer need this copy", x->name, x->domid, x->name);
+	return 0;
+}
+
+/*
  * After a stop or a failed suspend: a suspend request that was never
  * answered must not linger, and the guest must not be left suspended.
  */
@@ -1253,6 +1284,7 @@ const struct domain_ops xen_ops = {
 	.capture = xen_capture,
 	.resume = xen_resume,
 	.stop_protection = xen_stop_protection,
+	.halt = xen_halt,
 	.prepare_standby = xen_prepare_standby,
 	.commit = xen_commit,
 	.activate = xen_activate,

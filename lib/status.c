@@ -2,8 +2,11 @@
  * status.c - unix-socket status server on the daemon's libuv loop.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +16,7 @@
 
 struct status_server {
 	uv_pipe_t pipe;
+	int lock_fd;			/* PATH.lock, flock()ed for the daemon's life */
 	char path[256];
 	status_render_fn render;
 	void *arg;
@@ -93,6 +97,73 @@ static void on_connection(uv_stream_t *server, int status)
 		uv_close((uv_handle_t *)&c->pipe, client_closed);
 }
 
+/*
+ * The run-dir holds the sockets that command the daemons (`promote`): it is
+ * created owner-only, and an existing one that another user owns or anyone
+ * may write to is refused (whoever can write there can replace a socket).
+ */
+static int check_run_dir(const char *dir)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		int r = -errno;
+		log_perror("cannot create the run directory %s", dir);
+		return r;
+	}
+	if (stat(dir, &st) < 0) {
+		int r = -errno;
+		log_perror("cannot read the run directory %s", dir);
+		return r;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("run-dir %s is not a directory", dir);
+		return -ENOTDIR;
+	}
+	if (st.st_uid != geteuid()) {
+		log_error("run-dir %s belongs to uid %u, not to this user (uid %u): refusing to put "
+			  "this daemon's command socket there; use a directory of your own "
+			  "(run-dir) or fix its owner", dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & S_IWOTH) {
+		log_error("run-dir %s is writable by anyone (mode %04o): refusing to put this "
+			  "daemon's command socket there; chmod o-w %s", dir,
+			  (unsigned)(st.st_mode & 07777), dir);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* One daemon per VM and role and run-dir: a lock beside the socket, held
+ * (flock) for the daemon's life, so that a second one refuses to start
+ * instead of taking the first one's socket over. */
+static int take_lock(struct status_server *s)
+{
+	char lock[300];
+
+	snprintf(lock, sizeof(lock), "%s.lock", s->path);
+	s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (s->lock_fd < 0) {
+		int r = -errno;
+		log_perror("cannot open the lock %s", lock);
+		return r;
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		if (r == -EBUSY)
+			log_error("another tandem daemon for this VM and role already runs here (it "
+				  "holds %s; `tandem status` shows it): refusing to start a second one",
+				  lock);
+		else
+			log_perror("cannot lock %s", lock);
+		close(s->lock_fd);
+		s->lock_fd = -1;
+		return r;
+	}
+	return 0;
+}
+
 int status_server_start(uv_loop_t *loop, const char *path, status_render_fn fn, void *arg,
 			struct status_server **out)
 {
@@ -104,17 +175,20 @@ int status_server_start(uv_loop_t *loop, const char *path, status_render_fn fn, 
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->lock_fd = -1;
 	snprintf(s->path, sizeof(s->path), "%s", path);
 	snprintf(dir, sizeof(dir), "%s", path);
 	slash = strrchr(dir, '/');
 	if (slash) {
 		*slash = '\0';
-		if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-			r = -errno;
-			log_perror("cannot create the status directory %s", dir);
+		if ((r = check_run_dir(dir))) {
 			free(s);
 			return r;
 		}
+	}
+	if ((r = take_lock(s))) {
+		free(s);
+		return r;
 	}
 	s->render = fn;
 	s->arg = arg;
@@ -128,6 +202,7 @@ int status_server_start(uv_loop_t *loop, const char *path, status_render_fn fn, 
 		log_error("cannot serve status on %s: %s", path, uv_strerror(r));
 		uv_close((uv_handle_t *)&s->pipe, NULL);
 		uv_run(loop, UV_RUN_NOWAIT);
+		close(s->lock_fd);
 		free(s);
 		return r;
 	}
@@ -146,5 +221,7 @@ void status_server_stop(struct status_server *s)
 	if (!s)
 		return;
 	unlink(s->path);
+	/* the lock goes when the process does (the fd is kept until exit): a
+	 * second daemon must not start while this one is still shutting down */
 	uv_close((uv_handle_t *)&s->pipe, server_closed);
 }

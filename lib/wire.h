@@ -28,8 +28,10 @@
 #define WIRE_MAC_LEN 32u
 #define WIRE_MSG_MAX 256u
 /* ERROR codes: 1 role, 2 VM name, 3 config digest, 4 authentication (handshake),
- * 5 the standby cannot apply the stream (after it). */
+ * 5 the standby cannot apply the stream (after it), 6 the backup is active. */
 #define ERR_STANDBY 5u
+/* 6: the backup is active (it runs the guest); the primary must step down. */
+#define ERR_ACTIVE 6u
 #define WIRE_STATE_MAX (1u << 20)
 #define WIRE_BLOB_MAX (4u << 20)
 /* The largest payload of any record: a CKPT_BLOB. */

@@ -47,11 +47,13 @@
 #define MAX_IN_FLIGHT 64
 #define HZ_WINDOW 32
 
-enum pstate { P_STARTING, P_CONNECTING, P_SYNCING, P_PROTECTING, P_DEGRADED, P_STOPPING };
+enum pstate { P_STARTING, P_CONNECTING, P_SYNCING, P_PROTECTING, P_DEGRADED, P_STOPPING,
+	      P_SUPERSEDED };
 
 static const char *const pstate_names[] = {
 	[P_STARTING] = "starting", [P_CONNECTING] = "connecting", [P_SYNCING] = "syncing",
 	[P_PROTECTING] = "protecting", [P_DEGRADED] = "degraded", [P_STOPPING] = "stopping",
+	[P_SUPERSEDED] = "superseded",
 };
 
 struct primary {
@@ -62,7 +64,7 @@ struct primary {
 	int exit_code;
 
 	uv_loop_t loop;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t tick;
 	uv_async_t done_async, release_async;
 	struct status_server *status;
@@ -82,6 +84,10 @@ struct primary {
 	size_t staging_bytes;
 
 	bool stop, peer_lost, stretched;
+	bool superseded;		/* the backup activated: step down, never release */
+	bool ckpt_exited, stepped_down;	/* step_down runs once, after the checkpoint thread */
+	uv_async_t step_async;
+	char superseded_why[300];
 	bool link_up, shipping, released;
 	struct hb *hb;
 	enum hb_decision decision;
@@ -165,7 +171,7 @@ static double pause_median_ms(const struct primary *p)
 static void peer_lost(struct primary *p, const char *why)
 {
 	pthread_mutex_lock(&p->lock);
-	if (!p->peer_lost && !p->stop) {
+	if (!p->peer_lost && !p->stop && !p->superseded) {
 		p->peer_lost = true;
 		log_error("backup lost: %s (timeout %" PRIu64 " ms); protection stops, the guest "
 			  "keeps running, output of unacknowledged epochs stays held",
@@ -194,13 +200,79 @@ static void link_down(struct primary *p, const char *why)
 		pthread_cond_wait(&p->cond, &p->lock);
 	ch = p->ch;
 	p->ch = NULL;
-	if (!p->peer_lost && !p->stop && !p->released)
+	if (!p->peer_lost && !p->stop && !p->released && !p->superseded)
 		set_state(p, P_DEGRADED, "replication link down: %s; output held after epoch %" PRIu64,
 			  why, p->last_acked);
 	pthread_mutex_unlock(&p->lock);
 	log_warn("replication link down: %s (timeout %" PRIu64 " ms)", why, p->cfg.timeout_ms);
 	channel_free(ch);
 	hb_set_replication_up(p->hb, false);
+}
+
+/*
+ * The backup activated (it said so on a heartbeat path or in the
+ * handshake): this primary is superseded.  It stops checkpointing at once
+ * and never releases output again; the checkpoint thread then stops
+ * protection and pauses or destroys the guest (on-superseded).  Any
+ * thread; must not block.
+ */
+static void superseded(struct primary *p, const char *why)
+{
+	pthread_mutex_lock(&p->lock);
+	if (p->superseded) {
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	p->superseded = true;
+	snprintf(p->superseded_why, sizeof(p->superseded_why), "%s", why);
+	set_state(p, P_SUPERSEDED, "the backup runs the guest (%s); this copy is being %s, its "
+		  "held output is never released", why,
+		  p->cfg.on_superseded == SUPERSEDED_DESTROY ? "destroyed" : "paused");
+	if (p->ch)
+		channel_shutdown(p->ch);
+	pthread_cond_broadcast(&p->cond);
+	/* The checkpoint thread steps down as it leaves; if it has left
+	 * already (isolated, or stopped), the loop does. */
+	if (p->ckpt_exited && !p->stepped_down) {
+		p->stepped_down = true;
+		uv_async_send(&p->step_async);
+	}
+	pthread_mutex_unlock(&p->lock);
+	log_error("SUPERSEDED: %s; stepping down: checkpoints stop, the guest is %s, held output "
+		  "is discarded (never released)", why,
+		  p->cfg.on_superseded == SUPERSEDED_DESTROY ? "destroyed" : "paused");
+}
+
+static void on_peer_active(void *arg, int index, uint64_t epoch)
+{
+	char why[160];
+
+	snprintf(why, sizeof(why), "heartbeat path %d says the backup is active from checkpoint %"
+		 PRIu64, index + 1, epoch);
+	superseded(arg, why);
+}
+
+/* The checkpoint thread, after its loop: the guest must stop for good. */
+static void step_down(struct primary *p)
+{
+	bool destroy = p->cfg.on_superseded == SUPERSEDED_DESTROY;
+	int rc = 0;
+
+	if (p->dom.ops->stop_protection)
+		p->dom.ops->stop_protection(&p->dom);
+	if (p->dom.ops->halt)
+		rc = p->dom.ops->halt(&p->dom, destroy);
+	pthread_mutex_lock(&p->lock);
+	if (!p->dom.ops->halt || rc)
+		set_state(p, P_SUPERSEDED, "the backup runs the guest (%s); this copy could NOT be "
+			  "%s (see the log): stop it by hand; its held output is never released",
+			  p->superseded_why, destroy ? "destroyed" : "paused");
+	else
+		set_state(p, P_SUPERSEDED, "the backup runs the guest (%s); this copy is %s; its "
+			  "held output is never released", p->superseded_why,
+			  destroy ? "destroyed" : "paused");
+	pthread_mutex_unlock(&p->lock);
+	testlog("superseded %s", destroy ? "destroyed" : "paused");
 }
 
 /* The heartbeat module's verdict changed (its own thread; must not block). */
@@ -211,7 +283,7 @@ static void on_decision(void *arg, enum hb_decision d, const struct hb_view *v)
 	(void)v;
 	pthread_mutex_lock(&p->lock);
 	p->decision = d;
-	if (d == HB_DEGRADED_WAIT && !p->peer_lost && !p->released)
+	if (d == HB_DEGRADED_WAIT && !p->peer_lost && !p->released && !p->superseded)
 		set_state(p, P_DEGRADED, "%s: the backup is alive on another path; output held, "
 			  "reconnecting", hb_decision_status(d));
 	pthread_cond_broadcast(&p->cond);
@@ -315,7 +387,7 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 		bool room = p->npending < limit && p->staging_bytes <= p->cfg.staging_limit;
 		uint64_t now = now_ns();
 
-		if (p->stop || p->peer_lost || p->released)
+		if (p->stop || p->peer_lost || p->released || p->superseded)
 			return false;
 		if (room && now >= deadline_ns)
 			break;
@@ -421,9 +493,9 @@ static void *ckpt_main(void *arg)
 	 * link is back (the backup discards a standby without a checkpoint). */
 	for (;;) {
 		pthread_mutex_lock(&p->lock);
-		while (!p->link_up && !p->stop && !p->peer_lost && !p->released)
+		while (!p->link_up && !p->stop && !p->peer_lost && !p->released && !p->superseded)
 			pthread_cond_wait(&p->cond, &p->lock);
-		if (p->stop || p->peer_lost || p->released) {
+		if (p->stop || p->peer_lost || p->released || p->superseded) {
 			pthread_mutex_unlock(&p->lock);
 			goto out;
 		}
@@ -435,7 +507,7 @@ static void *ckpt_main(void *arg)
 			break;
 		log_error("initial copy failed: %s; starting over when the link is back", strerror(-rc));
 		pthread_mutex_lock(&p->lock);
-		while (p->link_up && !p->stop && !p->peer_lost)
+		while (p->link_up && !p->stop && !p->peer_lost && !p->superseded)
 			pthread_cond_wait(&p->cond, &p->lock);
 		pthread_mutex_unlock(&p->lock);
 	}
@@ -481,6 +553,13 @@ static void *ckpt_main(void *arg)
 	}
 	pthread_mutex_unlock(&p->lock);
 out:
+	pthread_mutex_lock(&p->lock);
+	p->ckpt_exited = true;
+	bool stepping_down = p->superseded && !p->stepped_down;
+	p->stepped_down |= stepping_down;
+	pthread_mutex_unlock(&p->lock);
+	if (stepping_down)
+		step_down(p);
 	uv_async_send(&p->done_async);
 	return NULL;
 }
@@ -493,7 +572,7 @@ static void *ship_main(void *arg)
 	uint64_t hb_ns = p->cfg.heartbeat_interval_ms * 1000000ull;
 
 	pthread_mutex_lock(&p->lock);
-	while (!p->stop && !p->peer_lost && !p->released) {
+	while (!p->stop && !p->peer_lost && !p->released && !p->superseded) {
 		struct channel *ch = p->link_up && !p->shipping ? p->ch : NULL;
 
 		if (ch && p->npending && p->ship_next <= p->pending[p->npending - 1]->epoch &&
@@ -558,6 +637,10 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	if (a->epoch == 0)
 		return;		/* a round of the initial copy */
 	pthread_mutex_lock(&p->lock);
+	if (p->superseded) {
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
 	if (a->epoch >= p->ship_next || a->epoch <= p->last_acked) {
 		pthread_mutex_unlock(&p->lock);
 		log_error("ack for checkpoint %" PRIu64 " does not match (last sent %" PRIu64
@@ -650,7 +733,7 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 		bool stop;
 
 		pthread_mutex_lock(&p->lock);
-		stop = p->stop || p->peer_lost || p->released;
+		stop = p->stop || p->peer_lost || p->released || p->superseded;
 		if (rc == 0)
 			p->last_heard_ns = now_ns();
 		pthread_mutex_unlock(&p->lock);
@@ -688,6 +771,11 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 			struct wire_error e;
 			wire_get_error(rec.payload, &e);
 			log_error("the backup reports: %s", e.msg);
+			if (e.code == ERR_ACTIVE) {
+				superseded(p, "the backup said so when this primary connected");
+				snprintf(why, len, "the backup is active");
+				return;
+			}
 			snprintf(why, len, "the backup reported an error");
 			return;
 		}
@@ -714,7 +802,7 @@ static void *link_main(void *arg)
 		int rc;
 
 		pthread_mutex_lock(&p->lock);
-		if (p->stop || p->peer_lost || p->released) {
+		if (p->stop || p->peer_lost || p->released || p->superseded) {
 			pthread_mutex_unlock(&p->lock);
 			break;
 		}
@@ -762,6 +850,12 @@ static void *link_main(void *arg)
 		}
 		pthread_mutex_unlock(&p->lock);
 		link_down(p, why);
+		pthread_mutex_lock(&p->lock);
+		if (p->superseded) {
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		pthread_mutex_unlock(&p->lock);
 	}
 	return NULL;
 }
@@ -850,6 +944,16 @@ static void request_stop(struct primary *p)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* SIGHUP (a closed terminal, or a reload by habit) must not end the
+ * daemon: nothing is re-read; a changed configuration needs a restart. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+	(void)h;
+	(void)signum;
+	log_warn("SIGHUP ignored: tandem re-reads nothing at run time; restart the daemon to "
+		 "apply a changed configuration");
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct primary *p = h->data;
@@ -880,6 +984,11 @@ static void on_ckpt_done(uv_async_t *a)
 	/* else: degraded; keep serving status until a signal stops us */
 }
 
+static void on_step_async(uv_async_t *a)
+{
+	step_down(a->data);
+}
+
 /* ---- start-up and shut-down ---------------------------------------------- */
 
 /* Policy on-replication-loss = release: stop protection, let output go. */
@@ -888,7 +997,7 @@ static void on_release(uv_async_t *a)
 	struct primary *p = a->data;
 
 	pthread_mutex_lock(&p->lock);
-	if (p->released || p->peer_lost || p->stop) {
+	if (p->released || p->peer_lost || p->stop || p->superseded) {
 		pthread_mutex_unlock(&p->lock);
 		return;
 	}
@@ -914,6 +1023,10 @@ static void clean_stop(struct primary *p)
 	struct wire_stop st = { 1 };
 	bool confirmed = false;
 
+	if (p->superseded) {
+		log_warn("superseded: the output this primary held is discarded, never released");
+		return;
+	}
 	if (p->ch && p->link_up && !p->peer_lost && !p->released) {
 		wire_put_stop(buf, &st);
 		if (channel_send(p->ch, REC_STOP, buf, STOP_LEN) == 0) {
@@ -944,7 +1057,7 @@ static void clean_stop(struct primary *p)
 
 int cmd_primary(int argc, char **argv)
 {
-	struct hb_callbacks hbc = { .decision = on_decision };
+	struct hb_callbacks hbc = { .decision = on_decision, .peer_active = on_peer_active };
 	struct primary *p;
 	char err[512], path[512];
 	int rc;
@@ -972,6 +1085,8 @@ int cmd_primary(int argc, char **argv)
 	p->sigterm.data = p->sigint.data = p;
 	uv_signal_start(&p->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&p->sigint, on_signal, SIGINT);
+	uv_signal_init(&p->loop, &p->sighup);
+	uv_signal_start(&p->sighup, on_sighup, SIGHUP);
 	uv_timer_init(&p->loop, &p->tick);
 	p->tick.data = p;
 	uv_timer_start(&p->tick, on_tick, 0, 1000);
@@ -979,6 +1094,8 @@ int cmd_primary(int argc, char **argv)
 	p->done_async.data = p;
 	uv_async_init(&p->loop, &p->release_async, on_release);
 	p->release_async.data = p;
+	uv_async_init(&p->loop, &p->step_async, on_step_async);
+	p->step_async.data = p;
 
 	p->dom.ops = domain_ops_for(&p->cfg);
 	p->dom.cfg = &p->cfg;
@@ -1029,7 +1146,7 @@ int cmd_primary(int argc, char **argv)
 
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
-	if (p->state != P_DEGRADED && p->state != P_STOPPING)
+	if (p->state != P_DEGRADED && p->state != P_STOPPING && p->state != P_SUPERSEDED)
 		set_state(p, P_STOPPING, "stopping");
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);

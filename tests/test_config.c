@@ -128,6 +128,43 @@ int test_config_digest(void)
 	return TEST_OK;
 }
 
+/* The memdom-only keys mean nothing to a xen configuration: check-config
+ * does not print them and they do not enter its digest. */
+int test_config_xen_skips_memdom_keys(void)
+{
+	struct tandem_config a, b;
+	uint8_t da[32], db[32];
+	char err[512], *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	ASSERT_EQ(parse("name = vm1\ndomain = xen\nreplication = 127.0.0.1:7400\n", &a, err,
+			sizeof(err)), 0);
+	ASSERT_EQ(parse("name = vm1\ndomain = xen\nreplication = 127.0.0.1:7400\nmemory = 256M\n"
+			"workload-rate = 5\n", &b, err, sizeof(err)), 0);
+	config_digest(&a, da);
+	config_digest(&b, db);
+	ASSERT(memcmp(da, db, 32) == 0);
+	f = open_memstream(&text, &len);
+	config_print(&b, f);
+	fclose(f);
+	ASSERT(!strstr(text, "memory "));
+	ASSERT(!strstr(text, "workload-"));
+	ASSERT(!strstr(text, "memdom-"));
+	ASSERT(!strstr(text, "hotset"));
+	ASSERT_STR_CONTAINS(text, "interval ");
+	free(text);
+	/* for memdom they count */
+	ASSERT_EQ(parse("name = vm1\ndomain = memdom\nreplication = 127.0.0.1:7400\n", &a, err,
+			sizeof(err)), 0);
+	ASSERT_EQ(parse("name = vm1\ndomain = memdom\nreplication = 127.0.0.1:7400\nmemory = 256M\n",
+			&b, err, sizeof(err)), 0);
+	config_digest(&a, da);
+	config_digest(&b, db);
+	ASSERT(memcmp(da, db, 32) != 0);
+	return TEST_OK;
+}
+
 /* check-config's output parses back to the same configuration. */
 int test_config_print_round_trip(void)
 {

@@ -5,9 +5,15 @@
  * the backup acknowledged (SHA-256 the primary recorded at capture); no
  * acknowledged checkpoint is lost; nothing partial is applied.
  */
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "../cli/cmd.h"
 
 #include "daemon.h"
 #include "test.h"
@@ -148,7 +154,7 @@ int test_engine_status_fields(void)
 	/* the CLI prints both daemons, and says the guest is synthetic and unsafe */
 	snprintf(cmd, sizeof(cmd), "%s status --run-dir %s/run " VM " > %s/st.txt",
 		 test_tandem_bin(), test_tmpdir(), test_tmpdir());
-	ASSERT_EQ(system(cmd), 0);
+	ASSERT_EQ(WEXITSTATUS(system(cmd)), 2);	/* UNSAFE: nothing is protected */
 	{
 		char path[600], text[8192];
 		FILE *f;
@@ -164,7 +170,7 @@ int test_engine_status_fields(void)
 	}
 	snprintf(cmd, sizeof(cmd), "%s status --run-dir %s/run nosuchvm 2>/dev/null",
 		 test_tandem_bin(), test_tmpdir());
-	ASSERT_EQ(WEXITSTATUS(system(cmd)), 5);
+	ASSERT_EQ(WEXITSTATUS(system(cmd)), 3);
 	td_stop(&p);
 	td_stop(&b);
 	return TEST_OK;
@@ -503,5 +509,180 @@ int test_engine_random_kill(void)
 	}
 	printf("  %d trials: %d primary kills (%d activations checked), %d backup kills\n",
 	       trials, primary_kills, activations, backup_kills);
+	return TEST_OK;
+}
+
+/* ---- `tandem status`: exit by health, names with dots, permission ------- */
+
+/* A fake daemon's status socket at DIR/NAME.ROLE.sock answering `json`
+ * with the given object; returns the pid of the child serving it. */
+static pid_t fake_status(const char *dir, const char *file, const char *json)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	pid_t pid;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, file);
+	ASSERT(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 8) == 0);
+	pid = fork();
+	if (pid == 0) {
+		for (;;) {
+			char req[64];
+			int c = accept(fd, NULL, NULL);
+			if (c < 0)
+				continue;
+			if (read(c, req, sizeof(req)) > 0 && write(c, json, strlen(json)) < 0)
+				_exit(1);
+			close(c);
+		}
+	}
+	close(fd);
+	return pid;
+}
+
+static int status_rc(const char *dir, const char *args, char *out, size_t len)
+{
+	char cmd[1024];
+	FILE *f;
+	size_t n;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s status --run-dir %s %s 2>&1", test_tandem_bin(), dir, args);
+	f = popen(cmd, "r");
+	ASSERT(f);
+	n = fread(out, 1, len - 1, f);
+	out[n] = '\0';
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int test_status_exit_codes(void)
+{
+	static const struct { const char *json; int health; } cases[] = {
+		{ "{\"role\":\"primary\",\"state\":\"protecting\",\"detail\":\"x\",\"unsafe\":false}", 0 },
+		{ "{\"role\":\"primary\",\"state\":\"protecting\",\"detail\":\"x\",\"unsafe\":true}", 2 },
+		{ "{\"role\":\"primary\",\"state\":\"syncing\",\"detail\":\"x\",\"unsafe\":false}", 1 },
+		{ "{\"role\":\"primary\",\"state\":\"degraded\",\"detail\":\"replication link down\"}", 1 },
+		{ "{\"role\":\"primary\",\"state\":\"degraded\",\"detail\":\"isolated: backup lost\"}", 2 },
+		{ "{\"role\":\"primary\",\"state\":\"degraded\",\"detail\":\"UNPROTECTED: x\"}", 2 },
+		{ "{\"role\":\"primary\",\"state\":\"superseded\",\"detail\":\"x\"}", 2 },
+		{ "{\"role\":\"backup\",\"state\":\"standby\",\"detail\":\"x\"}", 0 },
+		{ "{\"role\":\"backup\",\"state\":\"active\",\"detail\":\"x\"}", 1 },
+		{ "{\"role\":\"backup\",\"state\":\"manual\",\"detail\":\"x\"}", 2 },
+		{ "{\"role\":\"backup\",\"state\":\"failed\",\"detail\":\"x\"}", 2 },
+		{ "{\"role\":\"backup\",\"state\":\"sleeping\",\"detail\":\"x\"}", 3 },
+	};
+	char dir[600], out[4096];
+	pid_t a, b;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (status_health(cases[i].json) != cases[i].health)
+			FAILF("health of %s: %d, want %d", cases[i].json, status_health(cases[i].json),
+			      cases[i].health);
+
+	snprintf(dir, sizeof(dir), "%s/run", test_tmpdir());
+	ASSERT_EQ(mkdir(dir, 0700), 0);
+	a = fake_status(dir, "web.primary.sock",
+			"{\"role\":\"primary\",\"state\":\"protecting\",\"detail\":\"x\",\"unsafe\":false}\n");
+	b = fake_status(dir, "web.2.backup.sock",
+			"{\"role\":\"backup\",\"state\":\"failed\",\"detail\":\"x\"}\n");
+	/* `status web` is web's daemons only, not web.2's */
+	ASSERT_EQ(status_rc(dir, "--json web", out, sizeof(out)), 0);
+	ASSERT_STR_CONTAINS(out, "protecting");
+	ASSERT(!strstr(out, "failed"));
+	ASSERT_EQ(status_rc(dir, "--json web.2", out, sizeof(out)), 2);
+	ASSERT(!strstr(out, "protecting"));
+	ASSERT_EQ(status_rc(dir, "--json", out, sizeof(out)), 2);	/* the worst of all */
+	ASSERT_EQ(status_rc(dir, "nosuchvm", out, sizeof(out)), 3);
+	ASSERT_STR_CONTAINS(out, "no tandem daemon for VM nosuchvm answers");
+	/* a user who may not read the run-dir is told so, not "no daemon" */
+	if (geteuid() == 0 && system("command -v setpriv >/dev/null") == 0) {
+		char cmd[1200];
+		snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups %s "
+			 "status --run-dir %s web > %s/perm.txt 2>&1", test_tandem_bin(), dir,
+			 test_tmpdir());
+		ASSERT_EQ(WEXITSTATUS(system(cmd)), 3);
+		snprintf(cmd, sizeof(cmd), "grep -q 'permission denied' %s/perm.txt", test_tmpdir());
+		ASSERT_EQ(system(cmd), 0);
+	}
+	kill(a, SIGKILL);
+	kill(b, SIGKILL);
+	waitpid(a, NULL, 0);
+	waitpid(b, NULL, 0);
+	return TEST_OK;
+}
+
+/* The first line of a daemon's log. */
+static void first_line(const struct td *d, char *buf, size_t len)
+{
+	FILE *f = fopen(d->log, "r");
+
+	buf[0] = '\0';
+	if (f) {
+		if (!fgets(buf, (int)len, f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+}
+
+/*
+ * Signals, locks and logs: SIGHUP does not end a daemon; a second daemon
+ * for the same VM and role in the same run-dir refuses to start (the first
+ * keeps its socket); a world-writable run-dir is refused; log lines carry
+ * the date, and under the journal (JOURNAL_STREAM) their priority.
+ */
+int test_daemon_hygiene(void)
+{
+	struct td b, b2, b3;
+	const char *cfg = td_config(VM, NULL);
+	char line[512], extra[700], dir[600];
+	int y, mo, dd, hh, prio;
+	struct stat st;
+
+	td_start(&b, "backup", cfg, NULL);
+	if (!WAIT_FOR(status_is("backup", "waiting"), 15000))
+		fail_dump(NULL, &b, "backup did not come up");
+	ASSERT_EQ(kill(b.pid, SIGHUP), 0);
+	ASSERT(WAIT_FOR(td_log_has(&b, "SIGHUP ignored"), 3000));
+	ASSERT(!td_exited(&b));
+	ASSERT(status_is("backup", "waiting"));
+
+	td_start(&b2, "backup", cfg, NULL);
+	if (!WAIT_FOR(td_exited(&b2), 5000))
+		fail_dump(NULL, &b2, "a second backup for the same VM did not refuse to start");
+	ASSERT(WIFEXITED(b2.status) && WEXITSTATUS(b2.status) == 4);
+	ASSERT(td_log_has(&b2, "another tandem daemon for this VM and role already runs"));
+	ASSERT(status_is("backup", "waiting"));	/* the first one still answers */
+	ASSERT(!td_exited(&b));
+
+	first_line(&b, line, sizeof(line));
+	ASSERT(sscanf(line, "%4d-%2d-%2d %2d:", &y, &mo, &dd, &hh) == 4 && y >= 2024);
+	td_stop(&b);
+
+	/* a run-dir anyone may write to */
+	snprintf(dir, sizeof(dir), "%s/open", test_tmpdir());
+	ASSERT_EQ(mkdir(dir, 0700), 0);
+	ASSERT_EQ(chmod(dir, 0777), 0);
+	snprintf(extra, sizeof(extra), "run-dir = %s\n", dir);
+	td_start(&b3, "backup", td_config(VM, extra), NULL);
+	if (!WAIT_FOR(td_exited(&b3), 5000))
+		fail_dump(NULL, &b3, "a world-writable run-dir was not refused");
+	ASSERT(WIFEXITED(b3.status) && WEXITSTATUS(b3.status) == 4);
+	ASSERT(td_log_has(&b3, "writable by anyone"));
+
+	/* under the journal: each line starts with its syslog priority */
+	snprintf(line, sizeof(line), "%s/backup.log", test_tmpdir());
+	unlink(line);
+	ASSERT(close(open(line, O_WRONLY | O_CREAT, 0644)) == 0 && stat(line, &st) == 0);
+	snprintf(extra, sizeof(extra), "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino);
+	setenv("JOURNAL_STREAM", extra, 1);
+	td_start(&b, "backup", td_config(VM, NULL), NULL);
+	unsetenv("JOURNAL_STREAM");
+	if (!WAIT_FOR(status_is("backup", "waiting"), 15000))
+		fail_dump(NULL, &b, "backup did not come up");
+	first_line(&b, line, sizeof(line));
+	ASSERT(sscanf(line, "<%d>%4d-", &prio, &y) == 2 && prio == 6);
+	td_stop(&b);
 	return TEST_OK;
 }

@@ -265,3 +265,154 @@ int test_failover_kill_primary(void)
 	td_stop(&b);
 	return TEST_OK;
 }
+
+/* `tandem promote` with the options given; returns its exit status and
+ * its output (stdout and stderr) in out. */
+static int promote(const char *opts, char *out, size_t len)
+{
+	char cmd[800];
+	FILE *f;
+	size_t n;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s promote %s --run-dir %s/run " VM " 2>&1", test_tandem_bin(),
+		 opts, test_tmpdir());
+	f = popen(cmd, "r");
+	ASSERT(f);
+	n = fread(out, 1, len - 1, f);
+	out[n] = '\0';
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static bool guest_paused(const char *role)
+{
+	char g[256];
+
+	td_str(td_status(VM, role), "guest", g, sizeof(g));
+	return strstr(g, "suspended") != NULL;
+}
+
+/* The activated standby equals the checkpoint the primary captured, and
+ * nothing the primary saw acknowledged was beyond it. */
+static void check_activated(struct td *p, struct td *b)
+{
+	char h[65], ph[65];
+	uint64_t act = 0;
+
+	ASSERT_EQ(td_events(b, "activated", &act, h), 1);
+	ASSERT(td_ckpt_hash(p, act, ph));
+	ASSERT(!strcmp(h, ph));
+	ASSERT(td_max_ack(p) <= act);
+}
+
+/*
+ * Only the replication link cut, the primary heard on the heartbeat
+ * paths: `promote` is refused, naming the path; `promote --force`
+ * activates, and the old primary learns it on a heartbeat path and steps
+ * down (guest paused, output never released), also after the link heals.
+ * A primary started again against the active backup is told so at the
+ * handshake and steps down too.
+ */
+int test_failover_promote_refused_while_heard(void)
+{
+	struct td p, b, p2;
+	char out[1024];
+	uint64_t t0;
+	double acked;
+
+	NETNS_OR_SKIP();
+	start(&p, &b, paths_config(NULL));
+	cut_replication();
+	if (!WAIT_FOR(is("backup", "degraded") && is("primary", "degraded"), 5000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("both sides should be degraded");
+	}
+	ASSERT(promote("", out, sizeof(out)) != 0);
+	ASSERT_STR_CONTAINS(out, "refused: the primary of " VM " is alive: heard on path");
+	ASSERT_STR_CONTAINS(out, "ms ago");
+	ASSERT(!WAIT_FOR(is("backup", "activating") || is("backup", "active"), 500));
+
+	t0 = test_now_ms();
+	ASSERT_EQ(promote("--force", out, sizeof(out)), 0);
+	ASSERT_STR_CONTAINS(out, "--force: the primary was still heard");
+	if (!WAIT_FOR(is("backup", "active"), 5000)) {
+		td_dump(&b);
+		FAILF("promote --force did not activate");
+	}
+	ASSERT_STR_CONTAINS(td_status(VM, "backup"), "promoted with --force while the primary was heard");
+	ASSERT(td_log_has(&b, "OVERRIDING"));
+	if (!WAIT_FOR(is("primary", "superseded") && guest_paused("primary"), 3000)) {
+		td_dump(&p);
+		FAILF("the old primary did not step down");
+	}
+	printf("  promote --force -> old primary superseded, guest paused after %llu ms (timeout 1000 ms)\n",
+	       (unsigned long long)(test_now_ms() - t0));
+	check_activated(&p, &b);
+	acked = num("primary", "last_acked_epoch");
+	restore();
+	ASSERT(!WAIT_FOR(num("primary", "last_acked_epoch") > acked || !is("primary", "superseded"),
+			 2000));
+	ASSERT(!td_log_has(&p, "output released"));
+	ASSERT(!td_log_has(&p, "RELEASED"));
+	ASSERT(td_log_has(&p, "SUPERSEDED"));
+	ASSERT_EQ(td_events(&p, "superseded", NULL, NULL), 1);	/* "superseded paused" */
+
+	/* a new primary process meets the active backup at the handshake */
+	td_stop(&p);
+	acked = (double)td_max_ack(&p);
+	td_start(&p2, "primary", paths_config(NULL), NULL);
+	if (!WAIT_FOR(is("primary", "superseded") && guest_paused("primary"), 8000)) {
+		td_dump(&p2);
+		FAILF("a primary connecting to the active backup did not step down");
+	}
+	ASSERT(td_log_has(&p2, "the backup of " VM " is active"));
+	ASSERT_EQ(td_max_ack(&p2), (uint64_t)acked);	/* (same event file): nothing acked */
+	ASSERT_EQ(td_events(&p2, "superseded", NULL, NULL), 2);
+	td_stop(&p2);
+	ASSERT(is("backup", "active"));
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/*
+ * The primary stalls for 3 s (SIGSTOP, as a dom0 under memory pressure),
+ * with on-replication-loss = release: the backup activates after the
+ * timeout; when the primary continues it must learn of the activation and
+ * step down, never release its held output (the split brain this fixes:
+ * both guests running, output flowing).
+ */
+int test_failover_stalled_primary_steps_down(void)
+{
+	struct td p, b;
+	uint64_t t0;
+
+	NETNS_OR_SKIP();
+	start(&p, &b, paths_config("on-replication-loss = release\nreplication-loss-grace = 1s\n"));
+	t0 = test_now_ms();
+	kill(p.pid, SIGSTOP);
+	if (!WAIT_FOR(is("backup", "active"), 5000)) {
+		td_dump(&b);
+		FAILF("the backup did not activate while the primary stalled");
+	}
+	while (test_now_ms() - t0 < 3000)
+		test_sleep_ms(50);	/* the stall itself is the test's input: 3 s */
+	kill(p.pid, SIGCONT);
+	t0 = test_now_ms();
+	if (!WAIT_FOR(is("primary", "superseded") && guest_paused("primary"), 5000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("the stalled primary did not step down");
+	}
+	printf("  stalled primary superseded %llu ms after it continued (timeout 1000 ms)\n",
+	       (unsigned long long)(test_now_ms() - t0));
+	/* well past replication-loss-grace: still superseded, nothing released */
+	ASSERT(!WAIT_FOR(!is("primary", "superseded"), 2500));
+	ASSERT(!td_log_has(&p, "RELEASED"));
+	ASSERT(!td_log_has(&p, "output released"));
+	check_activated(&p, &b);
+	td_stop(&p);
+	td_stop(&b);
+	return TEST_OK;
+}
