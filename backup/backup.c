@@ -205,6 +205,8 @@ static enum rx_result commit_and_ack(struct backup *b)
 		b->exit_code = EXIT_FAILURE_RUNTIME;
 		return RX_BAD;
 	}
+	bool first = !initial && !b->committed;
+
 	pthread_mutex_lock(&b->lock);
 	if (initial)
 		b->rounds++;
@@ -217,8 +219,8 @@ static enum rx_result commit_and_ack(struct backup *b)
 	if (!initial) {
 		hb_set_epoch(b->hb, c->epoch);
 		testlog("commit %" PRIu64, c->epoch);
-		if (c->epoch == 1)
-			set_state(b, B_STANDBY, "standby holds checkpoint 1 onwards");
+		if (first)
+			set_state(b, B_STANDBY, "standby holds checkpoint %" PRIu64 " onwards", c->epoch);
 	}
 	fault_kill("backup-before-ack");
 	if (!initial && fault_hit("drop-ack")) {
@@ -265,7 +267,11 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		} else if (w.epoch <= b->committed) {
 			/* Sent again after a reconnect: committed already; ack it again. */
 			b->rx_skip = true;
-		} else if (w.epoch != b->committed + 1) {
+		} else if (!b->committed && !b->rounds) {
+			return bad("checkpoint %" PRIu64 " before any initial copy", w.epoch);
+		} else if (b->committed && w.epoch != b->committed + 1) {
+			/* (a stream's first checkpoint may have any number: a primary
+			 * that started protection over keeps counting) */
 			return bad("checkpoint %" PRIu64 " follows checkpoint %" PRIu64, w.epoch, b->committed);
 		}
 		if (want && w.guest_pages != want)
@@ -644,9 +650,21 @@ static void *net_main(void *arg)
 		net_send_timeout(fd, b->cfg.timeout_ms);
 		channel_set_stall_timeout(ch, b->cfg.timeout_ms);
 		log_info("primary connected (%s)", b->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
+		pthread_mutex_lock(&b->ch_lock);
 		pthread_mutex_lock(&b->lock);
 		b->ch = ch;
 		pthread_mutex_unlock(&b->lock);
+		{
+			/* First word: the checkpoint this standby holds (0: none),
+			 * so that a primary knows whether to resume or start over. */
+			uint8_t buf[HEARTBEAT_LEN];
+			struct wire_heartbeat hb = { b->hb_seq++, now_ns(), b->committed };
+
+			wire_put_heartbeat(buf, &hb);
+			if (channel_send(ch, REC_HEARTBEAT, buf, HEARTBEAT_LEN) == 0)
+				b->last_sent_ns = now_ns();
+		}
+		pthread_mutex_unlock(&b->ch_lock);
 		hb_set_replication_up(b->hb, true);
 		if (b->committed && b->state != B_STANDBY)
 			set_state(b, B_STANDBY, "the primary is back; standby at checkpoint %" PRIu64,
@@ -892,6 +910,19 @@ int cmd_backup(int argc, char **argv)
 	pthread_create(&b->net_thr, NULL, net_main, b);
 	pthread_setname_np(b->net_thr, "tandem-net");
 	uv_run(&b->loop, UV_RUN_DEFAULT);
+	/* A deliberate stop: tell a connected primary that the standby goes
+	 * (it then runs on unprotected, output released, and looks for a
+	 * backup again) instead of leaving it to hold output for nothing. */
+	pthread_mutex_lock(&b->ch_lock);
+	if (b->ch && b->state != B_ACTIVE && b->state != B_ACTIVATING) {
+		uint8_t buf[STOP_LEN];
+		struct wire_stop st = { STOP_BACKUP_LEAVES };
+
+		wire_put_stop(buf, &st);
+		if (channel_send(b->ch, REC_STOP, buf, STOP_LEN) == 0)
+			log_info("told the primary that this backup stops and discards its standby");
+	}
+	pthread_mutex_unlock(&b->ch_lock);
 	pthread_mutex_lock(&b->lock);
 	b->stop = true;
 	channel_shutdown(b->ch);

@@ -10,7 +10,8 @@
  * Backends: `plug` (sch_plug on an IFB fed from the vif's ingress; one
  * closed epoch at a time), `queue` (NFQUEUE; many epochs), `none` (unsafe,
  * only with allow-unsafe-no-buffering).  All members are required except
- * counters, which may be NULL.
+ * counters and restart, which may be NULL.  After release_all, output
+ * passes until the next close_epoch, which holds again from then on.
  */
 #ifndef TANDEM_NETBUF_H
 #define TANDEM_NETBUF_H
@@ -40,6 +41,12 @@ struct netbuf_ops {
 	int (*release_all)(struct netbuf *nb);
 	/* Remove every device, qdisc, filter and rule it made. */
 	void (*detach)(struct netbuf *nb);
+	/* A new protection stream starts (a new initial copy): epochs closed
+	 * in the old one and never acknowledged stay held, and the next
+	 * close_epoch must not fail because of them: they go out with the new
+	 * stream's first acknowledged epoch (or later).  May be NULL when
+	 * close_epoch allows it anyway. */
+	void (*restart)(struct netbuf *nb);
 	/* Closed epochs it can hold before the next close must wait. */
 	unsigned max_closed_epochs;
 	void (*counters)(struct netbuf *nb, struct netbuf_counters *c);

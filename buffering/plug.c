@@ -451,6 +451,7 @@ struct plug {
 	char vif[IFNAMSIZ], ifb[IFNAMSIZ];
 	int vif_index, ifb_index;
 	bool closed;			/* one closed epoch awaits release */
+	bool merge;			/* restart: the next close joins the closed epoch */
 	uint64_t closed_epoch;
 };
 
@@ -584,6 +585,16 @@ static int plug_close_epoch(struct netbuf *nb, uint64_t epoch)
 
 	if (!p)
 		return -EINVAL;
+	if (p->closed && p->merge) {
+		/* A new stream's first epoch: the old stream's closed epoch
+		 * becomes part of it (no BUFFER: sch_plug keeps one closed
+		 * epoch).  What the guest sent since stays in the open epoch
+		 * and goes out one release later: later, never earlier. */
+		p->merge = false;
+		p->closed_epoch = epoch;
+		return 0;
+	}
+	p->merge = false;
 	if (p->closed) {
 		log_error("epoch %llu closed while epoch %llu still awaits release "
 			  "(sch_plug holds one closed epoch)",
@@ -612,6 +623,14 @@ static int plug_release(struct netbuf *nb, uint64_t epoch)
 		return rc;
 	p->closed = false;
 	return 0;
+}
+
+static void plug_restart(struct netbuf *nb)
+{
+	struct plug *p = nb->priv;
+
+	if (p)
+		p->merge = true;
 }
 
 static int plug_release_all(struct netbuf *nb)
@@ -673,6 +692,7 @@ const struct netbuf_ops netbuf_plug_ops = {
 	.release = plug_release,
 	.release_all = plug_release_all,
 	.detach = plug_detach,
+	.restart = plug_restart,
 	.max_closed_epochs = 1,
 	.counters = plug_counters,
 };

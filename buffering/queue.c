@@ -678,6 +678,7 @@ static int queue_close_epoch(struct netbuf *nb, uint64_t epoch)
 	q->c[q->c_n].epoch = epoch;
 	q->c[q->c_n].seq_end = q->next_seq;
 	q->c_n++;
+	q->passthrough = false;		/* held again from this close on */
 	q->cnt.epochs_held = q->c_n;
 out:
 	pthread_mutex_unlock(&q->mu);

@@ -33,6 +33,8 @@ int cmd_check_config(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	config_print(&cfg, stdout);
+	if (config_warning(&cfg))
+		fprintf(stderr, "%s: warning: %s\n", argv[1], config_warning(&cfg));
 	return EXIT_OK;
 }
 
@@ -84,6 +86,8 @@ int cmd_load_config(int argc, char **argv, const char *role, struct tandem_confi
 		return EXIT_USAGE;
 	}
 	log_set_vm(cfg->name);
+	if (config_warning(cfg))
+		log_warn("%s: %s", argv[optind], config_warning(cfg));
 	return EXIT_OK;
 }
 

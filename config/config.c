@@ -646,6 +646,18 @@ void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LE
 	EVP_MD_CTX_free(ctx);
 }
 
+const char *config_warning(const struct tandem_config *cfg)
+{
+	if (cfg->on_peer_loss == PEER_LOSS_FAILOVER && cfg->heartbeat_paths.n == 0)
+		return "on-peer-loss = failover with the replication link as the only path "
+		       "(no heartbeat-paths): a broken link or a stalled primary looks like a dead "
+		       "primary, so the backup activates while the primary may still run; the "
+		       "primary then steps down when it hears of it (its guest paused), but clients "
+		       "see a failover for a network blip.  Add a heartbeat path over another "
+		       "network, or use on-peer-loss = fence, witness or manual";
+	return NULL;
+}
+
 void config_status_path(const struct tandem_config *cfg, const char *role,
 			char *buf, size_t len)
 {

@@ -133,6 +133,10 @@ bool config_key_applies(const struct tandem_config *cfg, const struct config_key
 /* SHA-256 over the keys both peers must agree on (that apply). */
 void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LEN]);
 
+/* A valid but risky setting, in an operator's words (NULL: none):
+ * check-config prints it, the daemons log it at start. */
+const char *config_warning(const struct tandem_config *cfg);
+
 /* Path of this VM's status socket: RUN_DIR/NAME.ROLE.sock */
 void config_status_path(const struct tandem_config *cfg, const char *role,
 			char *buf, size_t len);

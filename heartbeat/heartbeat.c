@@ -132,6 +132,7 @@ struct hb_path {
 	int64_t rtt_ns;				/* -1 = none */
 	uint64_t sent, received, rejected, unconfirmed, stale;
 	uint64_t seq_out, stale_log_ns;
+	uint64_t answer_ns;			/* last immediate answer (rate limit) */
 
 	/* replay state for the peer on this path */
 	bool have_peer;
@@ -336,6 +337,20 @@ static void build_locked(struct hb *hb, struct hb_path *p, struct hb_dgram *d, u
 	}
 }
 
+/* One heartbeat on path p now (lock held, loop thread). */
+static void send_one_locked(struct hb *hb, struct hb_path *p, uint64_t now)
+{
+	uint8_t buf[HB_DGRAM_LEN];
+	uv_buf_t b = uv_buf_init((char *)buf, sizeof(buf));
+	struct hb_dgram d;
+
+	build_locked(hb, p, &d, now);
+	d.seq = ++p->seq_out;
+	hb_pack(hb->hbkey, &d, buf);
+	if (uv_udp_try_send(&p->udp, &b, 1, (const struct sockaddr *)&p->remote) > 0)
+		p->sent++;
+}
+
 static void send_all(struct hb *hb)
 {
 	uint8_t buf[HB_DGRAM_LEN];
@@ -343,18 +358,9 @@ static void send_all(struct hb *hb)
 	uint64_t now = now_ns();
 
 	pthread_mutex_lock(&hb->lock);
-	for (int i = 0; i < hb->npaths; i++) {
-		struct hb_path *p = &hb->paths[i];
-		uv_buf_t b = uv_buf_init((char *)buf, sizeof(buf));
-
-		if (!p->open)
-			continue;
-		build_locked(hb, p, &d, now);
-		d.seq = ++p->seq_out;
-		hb_pack(hb->hbkey, &d, buf);
-		if (uv_udp_try_send(&p->udp, &b, 1, (const struct sockaddr *)&p->remote) > 0)
-			p->sent++;
-	}
+	for (int i = 0; i < hb->npaths; i++)
+		if (hb->paths[i].open)
+			send_one_locked(hb, &hb->paths[i], now);
 	if (hb->witness_on) {
 		uv_buf_t b = uv_buf_init((char *)buf, sizeof(buf));
 		build_locked(hb, NULL, &d, now);
@@ -402,7 +408,7 @@ static void reject_locked(struct hb_path *p, uint64_t now, const char *why)
  * *active_epoch the checkpoint a backup says it activated from (or
  * UINT64_MAX when it does not say it is active). */
 static bool accept_locked(struct hb *hb, struct hb_path *p, const uint8_t *buf, size_t len,
-			  uint64_t now, uint64_t *proof_ns, uint64_t *active_epoch)
+			  uint64_t now, uint64_t *proof_ns, uint64_t *active_epoch, bool *answer)
 {
 	struct hb_dgram d;
 	bool echoes_us, fresh;
@@ -432,6 +438,10 @@ static bool accept_locked(struct hb *hb, struct hb_path *p, const uint8_t *buf, 
 
 	echoes_us = !memcmp(d.echo_nonce, hb->nonce, HB_NONCE_LEN) && d.echo_time_ns <= now;
 	fresh = echoes_us && now - d.echo_time_ns <= hb->timeout_ms * 1000000ull;
+	/* The peer's proof of us is old (a path back from a cut, a peer that
+	 * just started): answer at once rather than at our next interval, so
+	 * its proof is one round trip old, not one interval more. */
+	*answer = !echoes_us || now - d.echo_time_ns > hb->interval_ms * 1500000ull;
 	if (!fresh) {
 		bool known = p->have_peer && !memcmp(d.nonce, p->peer_nonce, HB_NONCE_LEN);
 
@@ -504,6 +514,7 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
 	struct hb *hb = p->hb;
 	struct evq q = { .n = 0 };
 	uint64_t now, proof = 0, active_epoch = UINT64_MAX;
+	bool answer = false;
 
 	if (nread <= 0 || !from)
 		return;
@@ -512,7 +523,7 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
 	if (flags & UV_UDP_PARTIAL) {
 		reject_locked(p, now, "oversized datagram");
 	} else if (accept_locked(hb, p, (const uint8_t *)buf->base, (size_t)nread, now, &proof,
-				 &active_epoch)) {
+				 &active_epoch, &answer)) {
 		p->last_heard_ns = MAX(p->last_heard_ns, proof);
 		if (active_epoch != UINT64_MAX && !hb->peer_active) {
 			hb->peer_active = true;
@@ -530,6 +541,10 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
 			evq_add(&q, (struct ev){ .kind = EV_PATH, .index = p->index, .up = true });
 		}
 		evaluate_locked(hb, &q, now);
+	}
+	if (answer && now - p->answer_ns >= hb->interval_ms * 500000ull) {
+		p->answer_ns = now;
+		send_one_locked(hb, p, now);
 	}
 	pthread_mutex_unlock(&hb->lock);
 	evq_deliver(hb, &q);

@@ -121,6 +121,10 @@ struct wire_ack { uint64_t epoch, commit_us; };
 struct wire_heartbeat { uint64_t seq, time_ns, epoch; };
 struct wire_failover { uint32_t reason; uint64_t epoch; };
 struct wire_stop { uint32_t reason; };
+/* STOP reasons: 1 the primary stops protection (the backup discards its
+ * standby); 2 the backup stops (it discarded its standby). */
+#define STOP_PRIMARY_STOPS 1u
+#define STOP_BACKUP_LEAVES 2u
 
 enum ckpt_flags { CKPT_F_INITIAL = 1 };
 enum state_kind { STATE_VCPU = 1, STATE_DEVICE = 2 };

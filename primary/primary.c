@@ -83,7 +83,11 @@ struct primary {
 	unsigned nspare;
 	size_t staging_bytes;
 
-	bool stop, peer_lost, stretched;
+	bool stop, isolated, stretched;
+	bool restart;			/* protection must start over: a new initial copy */
+	char restart_why[200];
+	unsigned copy_failures;		/* initial copies failed in a row (backoff) */
+	uint64_t last_ack_ns;		/* when the last ack arrived (0 = none yet) */
 	bool superseded;		/* the backup activated: step down, never release */
 	bool ckpt_exited, stepped_down;	/* step_down runs once, after the checkpoint thread */
 	uv_async_t step_async;
@@ -163,21 +167,23 @@ static double pause_median_ms(const struct primary *p)
 }
 
 /*
- * The backup is lost for good (every path down, or a fatal error): stop
- * protection for this epoch stream.  Output stays held: nothing is released
+ * The backup is lost (every path down, or the stream made no sense): the
+ * guest keeps running and its output stays held, since nothing is released
  * without an ack, so a partitioned primary stays invisible to clients and
- * can never contradict a backup that activated.  Any thread.
+ * never contradicts a backup that activated.  The link keeps being retried:
+ * a backup that answers resumes the stream (or, if it holds no standby of
+ * it, takes a new initial copy); one that activated makes this primary step
+ * down.  Any thread.
  */
 static void peer_lost(struct primary *p, const char *why)
 {
 	pthread_mutex_lock(&p->lock);
-	if (!p->peer_lost && !p->stop && !p->superseded) {
-		p->peer_lost = true;
-		log_error("backup lost: %s (timeout %" PRIu64 " ms); protection stops, the guest "
-			  "keeps running, output of unacknowledged epochs stays held",
-			  why, p->cfg.timeout_ms);
-		set_state(p, P_DEGRADED, "isolated: backup lost (%s); output held after epoch %" PRIu64,
-			  why, p->last_acked);
+	if (!p->isolated && !p->stop && !p->superseded && !p->released) {
+		p->isolated = true;
+		log_error("backup lost: %s (timeout %" PRIu64 " ms); the guest keeps running, output "
+			  "of unacknowledged epochs stays held; reconnecting", why, p->cfg.timeout_ms);
+		set_state(p, P_DEGRADED, "isolated: backup lost (%s); output held after epoch %"
+			  PRIu64 "; reconnecting", why, p->last_acked);
 	}
 	if (p->ch)
 		channel_shutdown(p->ch);
@@ -200,7 +206,7 @@ static void link_down(struct primary *p, const char *why)
 		pthread_cond_wait(&p->cond, &p->lock);
 	ch = p->ch;
 	p->ch = NULL;
-	if (!p->peer_lost && !p->stop && !p->released && !p->superseded)
+	if (!p->isolated && !p->stop && !p->released && !p->superseded)
 		set_state(p, P_DEGRADED, "replication link down: %s; output held after epoch %" PRIu64,
 			  why, p->last_acked);
 	pthread_mutex_unlock(&p->lock);
@@ -283,7 +289,12 @@ static void on_decision(void *arg, enum hb_decision d, const struct hb_view *v)
 	(void)v;
 	pthread_mutex_lock(&p->lock);
 	p->decision = d;
-	if (d == HB_DEGRADED_WAIT && !p->peer_lost && !p->released && !p->superseded)
+	if (d != HB_ISOLATED_HOLD && p->isolated && !p->released && !p->superseded) {
+		p->isolated = false;	/* heard again: reconnecting */
+		set_state(p, P_DEGRADED, "the backup is heard again; reconnecting; output held "
+			  "after epoch %" PRIu64, p->last_acked);
+	}
+	if (d == HB_DEGRADED_WAIT && !p->isolated && !p->released && !p->superseded)
 		set_state(p, P_DEGRADED, "%s: the backup is alive on another path; output held, "
 			  "reconnecting", hb_decision_status(d));
 	pthread_cond_broadcast(&p->cond);
@@ -387,7 +398,7 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 		bool room = p->npending < limit && p->staging_bytes <= p->cfg.staging_limit;
 		uint64_t now = now_ns();
 
-		if (p->stop || p->peer_lost || p->released || p->superseded)
+		if (p->stop || p->superseded || p->restart)
 			return false;
 		if (room && now >= deadline_ns)
 			break;
@@ -482,6 +493,54 @@ resume:
 	return 0;
 }
 
+/*
+ * Start protection over: the backup holds nothing of this stream (it
+ * restarted, or this primary released its output).  Dirty tracking is
+ * turned off and the checkpoints awaiting an ack are dropped (the new
+ * backup could not apply them); output still held stays held and goes out
+ * with the new stream's first acknowledged checkpoint.  Lock held.
+ */
+static void drop_stream(struct primary *p)
+{
+	pthread_mutex_unlock(&p->lock);
+	if (p->dom.ops->stop_protection)
+		p->dom.ops->stop_protection(&p->dom);
+	pthread_mutex_lock(&p->lock);
+	while (p->shipping)
+		pthread_cond_wait(&p->cond, &p->lock);
+	while (p->npending) {
+		struct ckpt *c = p->pending[--p->npending];
+		if (p->nspare < MAX_IN_FLIGHT)
+			p->spare[p->nspare++] = c;
+		else
+			ckpt_free(c);
+	}
+	recount_staging(p);
+	p->ship_next = p->epoch + 1;
+	pthread_mutex_lock(&p->nb_lock);
+	if (p->nb.ops->restart)
+		p->nb.ops->restart(&p->nb);
+	pthread_mutex_unlock(&p->nb_lock);
+}
+
+/* The initial copy failed: wait before the next try (200 ms, doubling, at
+ * most 30 s), or until stopped.  Lock held. */
+static void copy_backoff(struct primary *p, int rc)
+{
+	uint64_t wait_ms = MIN(200ull << MIN(p->copy_failures, 8u), 30000ull);
+	uint64_t end = now_ns() + wait_ms * 1000000ull;
+
+	p->copy_failures++;
+	log_error("initial copy failed: %s; trying again in %.1f s (attempt %u failed)",
+		  strerror(-rc), (double)wait_ms / 1000.0, p->copy_failures);
+	if (!p->superseded && !p->stop)
+		set_state(p, P_DEGRADED, "%sinitial copy failed (%s), attempt %u; trying again in "
+			  "%.1f s", p->released ? "UNPROTECTED (output flows): " : "", strerror(-rc),
+			  p->copy_failures, (double)wait_ms / 1000.0);
+	while (!p->stop && !p->superseded && now_ns() < end)
+		wait_ns(p, end - now_ns());
+}
+
 static void *ckpt_main(void *arg)
 {
 	struct primary *p = arg;
@@ -489,71 +548,94 @@ static void *ckpt_main(void *arg)
 	uint64_t deadline;
 	int rc;
 
-	/* The initial copy needs the link; if it breaks, start over once the
-	 * link is back (the backup discards a standby without a checkpoint). */
+	/*
+	 * One protection stream per turn: the initial copy, then checkpoints
+	 * until stopped, superseded, or the stream must start over (the backup
+	 * holds no standby of it, or output was released).
+	 */
+	pthread_mutex_lock(&p->lock);
 	for (;;) {
-		pthread_mutex_lock(&p->lock);
-		while (!p->link_up && !p->stop && !p->peer_lost && !p->released && !p->superseded)
+		while (!p->link_up && !p->stop && !p->superseded)
 			pthread_cond_wait(&p->cond, &p->lock);
-		if (p->stop || p->peer_lost || p->released || p->superseded) {
-			pthread_mutex_unlock(&p->lock);
-			goto out;
+		if (p->stop || p->superseded)
+			break;
+		if (p->restart) {
+			log_warn("protection starts over with a new initial copy: %s", p->restart_why);
+			drop_stream(p);
+			p->restart = false;
+			if (p->stop || p->superseded)
+				break;
+			/* Released output flows until the new stream's first
+			 * checkpoint closes an epoch; held output stays held. */
+			set_state(p, P_SYNCING, "initial copy of the running guest (%s)", p->released ?
+				  "UNPROTECTED: output flows until its first checkpoint" :
+				  "output held until its first acknowledgement");
+		} else {
+			set_state(p, P_SYNCING, "initial copy of the running guest");
 		}
-		set_state(p, P_SYNCING, "initial copy of the running guest");
 		pthread_mutex_unlock(&p->lock);
 		p->progress_start_ns = now_ns();
 		rc = p->dom.ops->start_protection(&p->dom, &sink);
-		if (!rc)
-			break;
-		log_error("initial copy failed: %s; starting over when the link is back", strerror(-rc));
-		pthread_mutex_lock(&p->lock);
-		while (p->link_up && !p->stop && !p->peer_lost && !p->superseded)
-			pthread_cond_wait(&p->cond, &p->lock);
-		pthread_mutex_unlock(&p->lock);
-	}
-	log_info("initial copy done; taking checkpoints every %" PRIu64 " ms", p->cfg.interval_ms);
-	pthread_mutex_lock(&p->lock);
-	set_state(p, P_PROTECTING, "checkpointing every %" PRIu64 " ms", p->cfg.interval_ms);
-	deadline = now_ns();
-	for (;;) {
-		struct ckpt *c;
-		uint64_t epoch, t_room = now_ns(), late_ns;
-
-		if (!wait_for_room(p, deadline))
-			break;
-		late_ns = now_ns() - MAX(t_room, deadline);
-		if (late_ns > 2000000ull)
-			log_debug("epoch %" PRIu64 ": began %.1f ms past its deadline, waiting for an ack",
-				  p->epoch + 1, (double)late_ns / 1e6);
-		c = take_spare(p);
-		epoch = p->epoch + 1;
-		pthread_mutex_unlock(&p->lock);
-		if (!c) {
-			log_error("out of memory for staging");
-			pthread_mutex_lock(&p->lock);
-			break;
-		}
-		rc = take_checkpoint(p, c, epoch);
 		pthread_mutex_lock(&p->lock);
 		if (rc) {
-			ckpt_free(c);
-			p->exit_code = rc == -ESHUTDOWN ? EXIT_GUEST_ENDED : EXIT_FAILURE_RUNTIME;
-			if (rc == -ESHUTDOWN)
-				set_state(p, P_STOPPING, "the guest ended (shut down or destroyed): "
-					  "protection ends");
-			p->stop = true;
-			break;
+			/* the backup discards a standby without a checkpoint */
+			pthread_mutex_unlock(&p->lock);
+			if (p->dom.ops->stop_protection)
+				p->dom.ops->stop_protection(&p->dom);
+			pthread_mutex_lock(&p->lock);
+			copy_backoff(p, rc);
+			continue;
 		}
-		p->epoch = epoch;
-		hb_set_epoch(p->hb, epoch);
-		p->pending[p->npending++] = c;
-		recount_staging(p);
-		pthread_cond_broadcast(&p->cond);
-		deadline = c->captured_at_ns + p->cfg.interval_ms * 1000000ull;
+		p->copy_failures = 0;
+		log_info("initial copy done; taking checkpoints every %" PRIu64 " ms", p->cfg.interval_ms);
+		p->last_ack_ns = now_ns();	/* the clock for "acknowledged within timeout" */
+		if (!p->superseded)
+			set_state(p, P_PROTECTING, "checkpointing every %" PRIu64 " ms",
+				  p->cfg.interval_ms);
+		deadline = now_ns();
+		for (;;) {
+			struct ckpt *c;
+			uint64_t epoch, t_room = now_ns(), late_ns;
+
+			if (!wait_for_room(p, deadline))
+				break;
+			late_ns = now_ns() - MAX(t_room, deadline);
+			if (late_ns > 2000000ull)
+				log_debug("epoch %" PRIu64 ": began %.1f ms past its deadline, waiting "
+					  "for an ack", p->epoch + 1, (double)late_ns / 1e6);
+			c = take_spare(p);
+			epoch = p->epoch + 1;
+			pthread_mutex_unlock(&p->lock);
+			if (!c) {
+				log_error("out of memory for staging");
+				pthread_mutex_lock(&p->lock);
+				p->exit_code = EXIT_FAILURE_RUNTIME;
+				p->stop = true;
+				break;
+			}
+			rc = take_checkpoint(p, c, epoch);
+			pthread_mutex_lock(&p->lock);
+			if (!rc && p->released && !p->restart)
+				p->released = false;	/* its close_epoch holds output again */
+			if (rc) {
+				ckpt_free(c);
+				p->exit_code = rc == -ESHUTDOWN ? EXIT_GUEST_ENDED : EXIT_FAILURE_RUNTIME;
+				if (rc == -ESHUTDOWN)
+					set_state(p, P_STOPPING, "the guest ended (shut down or destroyed): "
+						  "protection ends");
+				p->stop = true;
+				break;
+			}
+			p->epoch = epoch;
+			hb_set_epoch(p->hb, epoch);
+			p->pending[p->npending++] = c;
+			recount_staging(p);
+			pthread_cond_broadcast(&p->cond);
+			deadline = c->captured_at_ns + p->cfg.interval_ms * 1000000ull;
+		}
+		if (p->stop || p->superseded)
+			break;
 	}
-	pthread_mutex_unlock(&p->lock);
-out:
-	pthread_mutex_lock(&p->lock);
 	p->ckpt_exited = true;
 	bool stepping_down = p->superseded && !p->stepped_down;
 	p->stepped_down |= stepping_down;
@@ -572,10 +654,11 @@ static void *ship_main(void *arg)
 	uint64_t hb_ns = p->cfg.heartbeat_interval_ms * 1000000ull;
 
 	pthread_mutex_lock(&p->lock);
-	while (!p->stop && !p->peer_lost && !p->released && !p->superseded) {
+	while (!p->stop && !p->superseded) {
 		struct channel *ch = p->link_up && !p->shipping ? p->ch : NULL;
 
-		if (ch && p->npending && p->ship_next <= p->pending[p->npending - 1]->epoch &&
+		if (ch && !p->restart && !p->released && p->npending &&
+		    p->ship_next <= p->pending[p->npending - 1]->epoch &&
 		    p->ship_next >= p->pending[0]->epoch) {
 			struct ckpt *c = p->pending[p->ship_next - p->pending[0]->epoch];
 			uint64_t epoch = c->epoch;
@@ -644,8 +727,12 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	if (a->epoch >= p->ship_next || a->epoch <= p->last_acked) {
 		pthread_mutex_unlock(&p->lock);
 		log_error("ack for checkpoint %" PRIu64 " does not match (last sent %" PRIu64
-			  ", last acked %" PRIu64 ")", a->epoch, p->ship_next - 1, p->last_acked);
-		peer_lost(p, "protocol error: unexpected ack");
+			  ", last acked %" PRIu64 "): dropping the connection to start again",
+			  a->epoch, p->ship_next - 1, p->last_acked);
+		pthread_mutex_lock(&p->lock);
+		if (p->ch)
+			channel_shutdown(p->ch);
+		pthread_mutex_unlock(&p->lock);
 		return;
 	}
 	pthread_mutex_lock(&p->nb_lock);
@@ -654,6 +741,7 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	if (rc)
 		log_error("cannot release output epoch %" PRIu64 ": %s", a->epoch, strerror(-rc));
 	p->last_acked = a->epoch;
+	p->last_ack_ns = now_ns();
 	testlog("ack %" PRIu64, a->epoch);
 	fault_kill("primary-exit-after-release");
 	if (p->npending && a->epoch - p->pending[0]->epoch < p->npending) {
@@ -684,10 +772,96 @@ static bool backup_heard(void *arg)
 	bool alive;
 
 	pthread_mutex_lock(&p->lock);
-	alive = !p->stop && !p->peer_lost &&
+	alive = !p->stop &&
 		now_ns() - p->last_heard_ns <= p->cfg.timeout_ms * 1000000ull;
 	pthread_mutex_unlock(&p->lock);
 	return alive;
+}
+
+/*
+ * The backup left on purpose (STOP from it: its operator stopped it; it
+ * discarded its standby, so nothing can activate): run on unprotected,
+ * output released, and keep looking for a backup; the next one gets a new
+ * initial copy.  Link thread.
+ */
+static void backup_left(struct primary *p)
+{
+	pthread_mutex_lock(&p->lock);
+	if (p->released || p->stop || p->superseded) {
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	p->released = true;
+	p->restart = true;
+	p->link_up = false;	/* the link thread tears it down next */
+	snprintf(p->restart_why, sizeof(p->restart_why), "the backup was stopped and discarded "
+		 "its standby");
+	set_state(p, P_DEGRADED, "UNPROTECTED: the backup was stopped (it discarded its standby); "
+		  "output released; reconnecting, protection starts over when a backup answers");
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&p->nb_lock);
+	p->nb.ops->release_all(&p->nb);
+	pthread_mutex_unlock(&p->nb_lock);
+	log_error("UNPROTECTED: the backup was stopped by its operator and discarded its standby; "
+		  "held output RELEASED; the guest runs unprotected until a backup answers again");
+}
+
+/*
+ * What the backup holds, from its first record after the handshake (a
+ * HEARTBEAT carrying its last committed checkpoint; an ERROR 6 when it is
+ * active).  A backup without this stream's standby (restarted, or it
+ * discarded it) makes protection start over with a new initial copy: its
+ * first ack then releases the output held meanwhile.  Returns 0, -ESTALE
+ * (superseded), or a retryable -errno with err set.
+ */
+static int first_word(struct primary *p, struct channel *ch, char *err, size_t errlen)
+{
+	uint64_t end = now_ns() + p->cfg.timeout_ms * 1000000ull;
+	struct channel_rec rec;
+
+	for (;;) {
+		int rc = channel_recv(ch, &rec);
+
+		if (rc == -EAGAIN && now_ns() < end)
+			continue;
+		if (rc) {
+			snprintf(err, errlen, "the backup said nothing after the handshake: %s",
+				 rc == -EAGAIN ? "timed out" : rc == -EPIPE ? "it closed the connection" :
+				 strerror(-rc));
+			return rc == -EAGAIN ? -ETIMEDOUT : rc;
+		}
+		if (rec.type == REC_ERROR) {
+			struct wire_error e;
+
+			wire_get_error(rec.payload, &e);
+			log_error("the backup reports: %s", e.msg);
+			if (e.code == ERR_ACTIVE) {
+				superseded(p, "the backup said so when this primary connected");
+				return -ESTALE;
+			}
+			snprintf(err, errlen, "the backup reported an error");
+			return -EPROTO;
+		}
+		if (rec.type == REC_HEARTBEAT) {
+			struct wire_heartbeat hb;
+
+			wire_get_heartbeat(rec.payload, &hb);
+			pthread_mutex_lock(&p->lock);
+			if (p->epoch && !p->restart && (hb.epoch == 0 || hb.epoch < p->last_acked)) {
+				p->restart = true;
+				snprintf(p->restart_why, sizeof(p->restart_why), "the backup holds %s "
+					 "(this stream is at checkpoint %" PRIu64 ", acked up to %" PRIu64
+					 "): it restarted or discarded its standby", hb.epoch ?
+					 "an older checkpoint" : "no checkpoint of this stream", p->epoch,
+					 p->last_acked);
+				pthread_cond_broadcast(&p->cond);
+			}
+			pthread_mutex_unlock(&p->lock);
+			return 0;
+		}
+		return 0;	/* anything else: an older backup; go on */
+	}
 }
 
 /* One connection attempt with handshake.  Returns 0, a retryable -errno,
@@ -733,7 +907,7 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 		bool stop;
 
 		pthread_mutex_lock(&p->lock);
-		stop = p->stop || p->peer_lost || p->released || p->superseded;
+		stop = p->stop || p->superseded;
 		if (rc == 0)
 			p->last_heard_ns = now_ns();
 		pthread_mutex_unlock(&p->lock);
@@ -767,6 +941,10 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 		}
 		case REC_HEARTBEAT:
 			break;
+		case REC_STOP:
+			backup_left(p);
+			snprintf(why, len, "the backup stopped (its operator stopped it)");
+			return;
 		case REC_ERROR: {
 			struct wire_error e;
 			wire_get_error(rec.payload, &e);
@@ -802,12 +980,22 @@ static void *link_main(void *arg)
 		int rc;
 
 		pthread_mutex_lock(&p->lock);
-		if (p->stop || p->peer_lost || p->released || p->superseded) {
+		if (p->stop || p->superseded) {
 			pthread_mutex_unlock(&p->lock);
 			break;
 		}
 		pthread_mutex_unlock(&p->lock);
 		rc = connect_once(p, &ch, err, sizeof(err));
+		if (!rc)
+			rc = first_word(p, ch, err, sizeof(err));
+		if (rc == -ESTALE) {	/* the backup is active: superseded */
+			channel_free(ch);
+			break;
+		}
+		if (rc && ch) {
+			channel_free(ch);
+			ch = NULL;
+		}
 		if (rc) {
 			if (fatal_handshake(rc)) {
 				log_error("the backup refused this primary: %s", err);
@@ -832,9 +1020,12 @@ static void *link_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		p->ch = ch;
 		p->link_up = true;
-		p->ship_next = p->last_acked + 1;	/* resend what was not acked */
+		p->isolated = false;
+		/* resend what was not acked (of this stream) */
+		p->ship_next = MAX(p->last_acked + 1, p->npending ? p->pending[0]->epoch : 0);
 		p->last_heard_ns = p->last_sent_ns = now_ns();
-		if (p->state == P_DEGRADED || p->state == P_STARTING || p->state == P_CONNECTING)
+		if (!p->released && !p->restart &&
+		    (p->state == P_DEGRADED || p->state == P_STARTING || p->state == P_CONNECTING))
 			set_state(p, p->epoch ? P_PROTECTING : P_CONNECTING, "replication link up");
 		pthread_cond_broadcast(&p->cond);
 		pthread_mutex_unlock(&p->lock);
@@ -869,6 +1060,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	char guest[160] = "", peer[300], paths[2048] = "";
 	struct netbuf_counters nc = { 0 };
 	double hz, lag_ms = 0;
+	enum pstate state;
+	char detail[sizeof(p->detail)];
 
 	if (p->dom.ops->describe)
 		p->dom.ops->describe(&p->dom, guest, sizeof(guest));
@@ -881,6 +1074,15 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	hz = achieved_hz(p);
 	if (p->npending)
 		lag_ms = (double)(now_ns() - p->pending[0]->captured_at_ns) / 1e6;
+	/* `protecting` only while acks arrive: never from a flag alone */
+	state = p->state;
+	snprintf(detail, sizeof(detail), "%s", p->detail);
+	if (state == P_PROTECTING && now_ns() - p->last_ack_ns > p->cfg.timeout_ms * 1000000ull) {
+		state = P_DEGRADED;
+		snprintf(detail, sizeof(detail), "no checkpoint acknowledged for %" PRIu64 " ms "
+			 "(timeout %" PRIu64 " ms); output held after epoch %" PRIu64,
+			 (now_ns() - p->last_ack_ns) / 1000000, p->cfg.timeout_ms, p->last_acked);
+	}
 	snprintf(peer, sizeof(peer), "%s:%u", p->cfg.replication.host, p->cfg.replication.port);
 	if (json) {
 		snprintf(buf, len,
@@ -894,7 +1096,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
 			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
 			 "\"link_up\":%s,\"decision\":\"%s\",\"paths\":%s}\n",
-			 pstate_names[p->state], p->detail, p->cfg.name, p->dom.ops->name,
+			 pstate_names[state], detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
 			 pause_median_ms(p), p->last_dirty, p->bytes_shipped, p->bytes_shipped_raw,
@@ -918,8 +1120,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "  interval %" PRIu64 " ms, achieved %.1f Hz, pause %.3f ms (median %.3f), %" PRIu64 " dirty pages\n"
 			 "  shipped %.1f MiB%s; output buffering: %s (held %" PRIu64 ", released %" PRIu64
 			 ", dropped %" PRIu64 " packets)\n",
-			 p->cfg.name, pstate_names[p->state],
-			 netbuf_unsafe(&p->cfg) ? " UNSAFE (no output buffering)" : "", p->detail,
+			 p->cfg.name, pstate_names[state],
+			 netbuf_unsafe(&p->cfg) ? " UNSAFE (no output buffering)" : "", detail,
 			 guest, p->cfg.domain == DOMAIN_MEMDOM ? " [synthetic test guest]" : "", peer,
 			 p->epoch, p->last_acked, p->npending, lag_ms,
 			 p->stretched ? " (epoch stretched: the link cannot keep up)" : "",
@@ -997,11 +1199,14 @@ static void on_release(uv_async_t *a)
 	struct primary *p = a->data;
 
 	pthread_mutex_lock(&p->lock);
-	if (p->released || p->peer_lost || p->stop || p->superseded) {
+	if (p->released || p->stop || p->superseded) {
 		pthread_mutex_unlock(&p->lock);
 		return;
 	}
 	p->released = true;
+	p->restart = true;
+	snprintf(p->restart_why, sizeof(p->restart_why), "output was released (on-replication-loss "
+		 "= release): the backup's standby no longer matches the guest");
 	set_state(p, P_DEGRADED, "UNPROTECTED: replication link down for %" PRIu64 " ms; "
 		  "protection stopped and output released (on-replication-loss = release)",
 		  p->cfg.replication_loss_grace_ms);
@@ -1012,7 +1217,8 @@ static void on_release(uv_async_t *a)
 	pthread_mutex_unlock(&p->nb_lock);
 	log_error("UNPROTECTED: the replication link stayed down past replication-loss-grace "
 		  "(%" PRIu64 " ms) while the backup is alive on another path; protection stopped "
-		  "and held output RELEASED. Stop the backup before it can activate, then re-protect.",
+		  "and held output RELEASED; it starts over (a new initial copy) when the link is "
+		  "back.  Until then the backup's standby is stale: it must not be activated.",
 		  p->cfg.replication_loss_grace_ms);
 }
 
@@ -1027,7 +1233,7 @@ static void clean_stop(struct primary *p)
 		log_warn("superseded: the output this primary held is discarded, never released");
 		return;
 	}
-	if (p->ch && p->link_up && !p->peer_lost && !p->released) {
+	if (p->ch && p->link_up) {
 		wire_put_stop(buf, &st);
 		if (channel_send(p->ch, REC_STOP, buf, STOP_LEN) == 0) {
 			/* The backup closes the stream once it has discarded its standby. */

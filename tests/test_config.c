@@ -4,6 +4,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <sys/wait.h>
 
 #include "../config/config.h"
 #include "../lib/util.h"
@@ -173,7 +174,8 @@ int test_config_print_round_trip(void)
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
 
-	ASSERT_EQ(parse(BASE "interval = 25ms\nmemory = 256M\nvif = vif1.0\n", &a, err, sizeof(err)), 0);
+	ASSERT_EQ(parse(BASE "domain = memdom\ninterval = 25ms\nmemory = 256M\nvif = vif1.0\n", &a, err,
+			sizeof(err)), 0);
 	config_print(&a, f);
 	fclose(f);
 	ASSERT_EQ(config_parse("t.cfg", text, len, &b, err, sizeof(err)), 0);
@@ -257,5 +259,37 @@ int test_config_docs_match_schema(void)
 		if (!documented[i])
 			FAILF("key '%s' is missing from docs/configuration.md", schema[i].name);
 	ASSERT_EQ(rows, n);
+	return TEST_OK;
+}
+
+/* check-config warns, without refusing, when on-peer-loss = failover has
+ * the replication link as its only path; a heartbeat path silences it. */
+int test_config_single_path_warning(void)
+{
+	char cmd[1200], out[2048];
+	const char *one, *two;
+	FILE *f;
+	size_t n;
+	int st;
+
+	one = test_write_file("one.cfg", "name = vm1\nreplication = 127.0.0.1:7400\n");
+	snprintf(cmd, sizeof(cmd), "%s check-config %s 2>&1 >/dev/null", test_tandem_bin(), one);
+	f = popen(cmd, "r");
+	ASSERT(f);
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	st = pclose(f);
+	ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ASSERT_STR_CONTAINS(out, "warning: on-peer-loss = failover with the replication link as the only path");
+	two = test_write_file("two.cfg", "name = vm1\nreplication = 127.0.0.1:7400\n"
+			      "heartbeat-paths = 127.0.0.1:7401-127.0.0.2:7401\n");
+	snprintf(cmd, sizeof(cmd), "%s check-config %s 2>&1 >/dev/null", test_tandem_bin(), two);
+	f = popen(cmd, "r");
+	ASSERT(f);
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	st = pclose(f);
+	ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ASSERT(!strstr(out, "warning"));
 	return TEST_OK;
 }

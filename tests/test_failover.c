@@ -101,7 +101,7 @@ int test_failover_replication_cut_only(void)
 		td_dump(&b);
 		FAILF("both sides should be degraded");
 	}
-	ASSERT_STR_CONTAINS(td_status(VM, "primary"), "replication link down");
+	ASSERT(WAIT_FOR(strstr(td_status(VM, "primary"), "replication link down"), 3000));
 	acked = num("primary", "last_acked_epoch");
 	/* stays degraded, no activation, for well past the timeout */
 	ASSERT(!WAIT_FOR(is("backup", "active"), 2500));
@@ -412,6 +412,140 @@ int test_failover_stalled_primary_steps_down(void)
 	ASSERT(!td_log_has(&p, "RELEASED"));
 	ASSERT(!td_log_has(&p, "output released"));
 	check_activated(&p, &b);
+	td_stop(&p);
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/* The primary is protecting again: acks beyond `after` arrive. */
+static bool protecting_after(double after)
+{
+	return is("primary", "protecting") && num("primary", "last_acked_epoch") > after + 3;
+}
+
+/*
+ * A backup stopped on purpose (SIGTERM) tells the primary, which runs on
+ * unprotected with its output released and keeps looking for a backup; a
+ * backup started again gets a new initial copy and protection is back.  A
+ * backup that vanishes (kill -9) leaves the primary holding output and
+ * reconnecting; the next backup, holding no standby, gets a new initial
+ * copy too.  After each, a failover activates exactly the last acked
+ * checkpoint.  One path only (the replication link), as in xen-pvh.cfg.
+ */
+int test_failover_backup_restarts(void)
+{
+	struct td p, b;
+	const char *cfg = td_config(VM, NULL);
+	uint64_t t0;
+	double acked;
+
+	td_start(&b, "backup", cfg, NULL);
+	ASSERT(WAIT_FOR(is("backup", "waiting"), 15000));
+	td_start(&p, "primary", cfg, NULL);
+	if (!WAIT_FOR(num("primary", "last_acked_epoch") >= 10, 15000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("protection did not start");
+	}
+	/* 1. deliberate stop */
+	td_stop(&b);
+	if (!WAIT_FOR(strstr(td_status(VM, "primary"), "UNPROTECTED: the backup was stopped"), 5000)) {
+		td_dump(&p);
+		FAILF("the primary did not learn that the backup stopped");
+	}
+	ASSERT(td_log_has(&b, "told the primary that this backup stops"));
+	ASSERT(!td_exited(&p));
+	acked = num("primary", "last_acked_epoch");
+	t0 = test_now_ms();
+	td_start(&b, "backup", cfg, NULL);
+	if (!WAIT_FOR(protecting_after(acked), 15000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("protection did not come back after the backup restarted");
+	}
+	printf("  backup stopped and started again: protecting after %llu ms\n",
+	       (unsigned long long)(test_now_ms() - t0));
+	ASSERT(td_log_has(&p, "protection starts over with a new initial copy"));
+
+	/* 2. the backup vanishes */
+	td_kill(&b, SIGKILL);
+	if (!WAIT_FOR(is("primary", "degraded"), 5000)) {
+		td_dump(&p);
+		FAILF("the primary did not notice the backup vanished");
+	}
+	ASSERT(!strstr(td_status(VM, "primary"), "UNPROTECTED"));	/* output held */
+	acked = num("primary", "last_acked_epoch");
+	t0 = test_now_ms();
+	td_start(&b, "backup", cfg, NULL);
+	if (!WAIT_FOR(protecting_after(acked), 15000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("protection did not come back after the backup was killed and started again");
+	}
+	printf("  backup killed and started again: protecting after %llu ms\n",
+	       (unsigned long long)(test_now_ms() - t0));
+	ASSERT(td_log_has(&p, "holds no checkpoint of this stream"));
+
+	/* the new standby is the real thing: fail over to it */
+	td_kill(&p, SIGKILL);
+	ASSERT(WAIT_FOR(is("backup", "active"), 5000));
+	check_activated(&p, &b);
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/*
+ * Faults that heal leave no lasting damage: with on-peer-loss = manual and
+ * one heartbeat path, a full partition of 2 s, and a primary stalled 3 s
+ * (SIGSTOP), each end with both daemons protecting again within the
+ * timeout plus a few seconds, and the backup never activated.
+ */
+int test_failover_faults_heal(void)
+{
+	struct td p, b;
+	uint64_t t0;
+	double acked;
+
+	NETNS_OR_SKIP();
+	start(&p, &b, paths_config("on-peer-loss = manual\n"));
+	/* a full partition, healed */
+	cut_all();
+	if (!WAIT_FOR(strstr(td_status(VM, "primary"), "isolated") && is("backup", "manual"), 5000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("the partition was not seen");
+	}
+	acked = num("primary", "last_acked_epoch");
+	restore();
+	t0 = test_now_ms();
+	if (!WAIT_FOR(protecting_after(acked) && is("backup", "standby"), 1000 + 4000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("protection did not come back after the partition healed");
+	}
+	printf("  partition healed: protecting again after %llu ms (timeout 1000 ms)\n",
+	       (unsigned long long)(test_now_ms() - t0));
+
+	/* the primary stalls 3 s */
+	kill(p.pid, SIGSTOP);
+	t0 = test_now_ms();
+	while (test_now_ms() - t0 < 3000)
+		test_sleep_ms(50);	/* the stall itself is the test's input: 3 s */
+	acked = num("backup", "last_acked_epoch");
+	kill(p.pid, SIGCONT);
+	t0 = test_now_ms();
+	if (!WAIT_FOR(protecting_after(acked) && is("backup", "standby"), 1000 + 4000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("protection did not come back after the primary's stall");
+	}
+	printf("  stall ended: protecting again after %llu ms (timeout 1000 ms)\n",
+	       (unsigned long long)(test_now_ms() - t0));
+	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
+	/* and it keeps protecting: status follows the acks */
+	acked = num("primary", "last_acked_epoch");
+	ASSERT(WAIT_FOR(num("primary", "last_acked_epoch") > acked + 10, 3000));
+	ASSERT(is("primary", "protecting"));
 	td_stop(&p);
 	td_stop(&b);
 	return TEST_OK;
