@@ -38,6 +38,7 @@
 #include "../lib/status.h"
 #include "../lib/testlog.h"
 #include "../lib/util.h"
+#include "gate.h"
 
 enum bstate { B_WAITING, B_SYNCING, B_STANDBY, B_DEGRADED, B_MANUAL, B_ACTIVATING, B_ACTIVE,
 	      B_STOPPED, B_FAILED };
@@ -65,6 +66,11 @@ struct backup {
 	pthread_mutex_t ch_lock;	/* guards ch against the heartbeat timer */
 	struct channel *ch;
 	int listen_fd;
+	struct gate *gate;
+	struct channel *incoming;	/* an authenticated primary waiting for the net thread */
+	char incoming_src[96];
+	bool handover;			/* the session ends for a newer connection of the primary */
+	pthread_cond_t in_cond;
 	bool stop, standby_ready;
 
 	enum bstate state;
@@ -483,6 +489,15 @@ static bool run_session(struct backup *b)
 		pthread_mutex_unlock(&b->ch_lock);
 		channel_free(ch);
 	}
+	pthread_mutex_lock(&b->lock);
+	bool handover = b->handover;
+	b->handover = false;
+	pthread_mutex_unlock(&b->lock);
+	if (handover) {
+		/* The primary is already back on a new connection: no gap. */
+		log_info("the primary's previous session ended: it connected again");
+		return false;
+	}
 	log_warn("replication stream from the primary lost: %s (timeout %" PRIu64 " ms)", why,
 		 b->cfg.timeout_ms);
 	hb_set_replication_up(b->hb, false);
@@ -611,45 +626,112 @@ static void tell_superseded(struct backup *b, struct channel *ch)
 	channel_free(ch);
 }
 
+/*
+ * The gate hands over an authenticated primary (on its handshake thread).
+ * The newest connection wins: a primary that reconnects after a silent
+ * drop ends its own dead session at once instead of waiting for it to
+ * time out.  Once active, the primary is told to step down instead.
+ */
+static void on_arrived(void *arg, struct channel *ch, const char *src)
+{
+	struct backup *b = arg;
+	struct channel *old;
+
+	pthread_mutex_lock(&b->lock);
+	if (b->stop) {
+		pthread_mutex_unlock(&b->lock);
+		channel_free(ch);
+		return;
+	}
+	if (b->state == B_ACTIVE || b->state == B_ACTIVATING) {
+		pthread_mutex_unlock(&b->lock);
+		tell_superseded(b, ch);
+		return;
+	}
+	old = b->incoming;
+	b->incoming = ch;
+	snprintf(b->incoming_src, sizeof(b->incoming_src), "%s", src);
+	if (b->ch) {
+		log_warn("the primary connected again (from %s, authenticated): ending its previous "
+			 "session", src);
+		b->handover = true;
+		channel_shutdown(b->ch);
+	}
+	pthread_cond_broadcast(&b->in_cond);
+	pthread_mutex_unlock(&b->lock);
+	channel_free(old);
+}
+
+/* The next authenticated primary, waiting up to 50 ms; NULL if none. */
+static struct channel *take_incoming(struct backup *b, char *src, size_t len)
+{
+	struct channel *ch;
+	struct timespec ts;
+
+	pthread_mutex_lock(&b->lock);
+	if (!b->incoming && !b->stop) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&b->in_cond, &b->lock, &ts);
+	}
+	ch = b->incoming;
+	b->incoming = NULL;
+	snprintf(src, len, "%s", b->incoming_src);
+	pthread_mutex_unlock(&b->lock);
+	return ch;
+}
+
 static void *net_main(void *arg)
 {
 	struct backup *b = arg;
 	struct channel_params cp = { .role = ROLE_BACKUP, .vm = b->cfg.name, .encrypt = b->cfg.encrypt };
-	char err[512];
+	char src[96];
+	int rc;
 
 	memcpy(cp.key, b->key, KEY_LEN);
 	config_digest(&b->cfg, cp.digest);
 	set_state(b, B_WAITING, "waiting for the primary on %s:%u", b->cfg.replication.host,
 		  b->cfg.replication.port);
-	while (!stopping(b)) {
-		struct pollfd pfd = { b->listen_fd, POLLIN, 0 };
-		struct channel *ch = NULL;
-		bool active;
-		int fd, rc;
+	/* a handshake has at most the timeout, and never less than a second */
+	{
+		struct gate *g = NULL;
 
-		if (b->state != B_ACTIVE && act_on_decision(b) && b->state != B_ACTIVE)
+		rc = gate_start(&g, b->listen_fd, &cp, MAX(b->cfg.timeout_ms, 1000ull), on_arrived, b);
+		pthread_mutex_lock(&b->lock);
+		b->gate = g;
+		pthread_mutex_unlock(&b->lock);
+	}
+	explicit_bzero(cp.key, sizeof(cp.key));
+	if (rc) {
+		log_error("cannot start accepting connections: %s", strerror(-rc));
+		set_state(b, B_FAILED, "cannot accept connections");
+		goto out;
+	}
+	while (!stopping(b)) {
+		struct channel *ch;
+		bool pending;
+
+		pthread_mutex_lock(&b->lock);
+		pending = b->incoming != NULL;
+		pthread_mutex_unlock(&b->lock);
+		if (!pending && b->state != B_ACTIVE && act_on_decision(b) && b->state != B_ACTIVE)
 			break;		/* activation failed */
-		active = b->state == B_ACTIVE;
-		if (poll(&pfd, 1, 50) <= 0)
+		ch = take_incoming(b, src, sizeof(src));
+		if (!ch)
 			continue;
-		fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		net_tune(fd, 5000);
-		rc = channel_handshake(fd, &cp, &ch, err, sizeof(err));
-		if (rc) {
-			log_error("refused a connection: %s", err);
-			close(fd);
-			continue;
-		}
-		if (active) {
+		if (b->state == B_ACTIVE) {
 			tell_superseded(b, ch);
 			continue;
 		}
-		net_tune(fd, 50);
-		net_send_timeout(fd, b->cfg.timeout_ms);
+		net_tune(channel_fd(ch), 50);
+		net_send_timeout(channel_fd(ch), b->cfg.timeout_ms);
 		channel_set_stall_timeout(ch, b->cfg.timeout_ms);
-		log_info("primary connected (%s)", b->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
+		log_info("primary connected from %s (%s)", src,
+			 b->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
 		pthread_mutex_lock(&b->ch_lock);
 		pthread_mutex_lock(&b->lock);
 		b->ch = ch;
@@ -672,6 +754,20 @@ static void *net_main(void *arg)
 		if (run_session(b))
 			break;
 	}
+out:
+	{
+		struct gate *g;
+
+		pthread_mutex_lock(&b->lock);
+		g = b->gate;
+		b->gate = NULL;		/* status stops reading it */
+		pthread_mutex_unlock(&b->lock);
+		gate_stop(g);
+	}
+	pthread_mutex_lock(&b->lock);
+	channel_free(b->incoming);
+	b->incoming = NULL;
+	pthread_mutex_unlock(&b->lock);
 	close(b->listen_fd);
 	b->listen_fd = -1;
 	uv_async_send(&b->done_async);
@@ -742,6 +838,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	struct backup *b = arg;
 	bool json = strcmp(request, "json") == 0;
 	char guest[200] = "", paths[2048] = "";
+	struct gate_stats gs = { 0 };
 	size_t n;
 
 	if (strcmp(request, "promote") == 0 || strcmp(request, "promote-force") == 0) {
@@ -752,6 +849,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 		b->dom.ops->describe(&b->dom, guest, sizeof(guest));
 	hb_render(b->hb, json, paths, sizeof(paths));
 	pthread_mutex_lock(&b->lock);
+	if (b->gate)
+		gate_get_stats(b->gate, &gs);
 	if (json) {
 		snprintf(buf, len,
 			 "{\"role\":\"backup\",\"state\":\"%s\",\"detail\":\"%s\",\"vm\":\"%s\","
@@ -760,14 +859,18 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"initial_rounds\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ","
 			 "\"last_commit_ms\":%.3f,\"last_heard_ms\":%.1f,\"timeout_ms\":%" PRIu64 ","
 			 "\"activate_ms\":%.1f,\"failover_ms\":%.1f,\"decision\":\"%s\","
-			 "\"forced\":\"%s\",\"paths\":%s}\n",
+			 "\"forced\":\"%s\",\"connections\":{\"accepted\":%" PRIu64 ","
+			 "\"authenticated\":%" PRIu64 ",\"refused_busy\":%" PRIu64 ",\"failed\":%"
+			 PRIu64 ",\"timed_out\":%" PRIu64 ",\"in_progress\":%u},\"paths\":%s}\n",
 			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
 			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
 			 b->committed, b->cfg.interval_ms, b->rounds, b->bytes_received,
 			 (double)b->last_commit_us / 1000.0,
 			 b->ch ? (double)(now_ns() - b->last_heard_ns) / 1e6 : -1.0,
 			 b->cfg.timeout_ms, b->activate_ms, b->failover_ms,
-			 hb_decision_name(b->decision), b->forced_note, paths[0] ? paths : "[]");
+			 hb_decision_name(b->decision), b->forced_note, gs.accepted, gs.authenticated,
+			 gs.refused_busy, gs.failed, gs.timed_out, gs.in_progress,
+			 paths[0] ? paths : "[]");
 	} else {
 		n = (size_t)snprintf(buf, len,
 			 "%s (backup): %s - %s\n"
@@ -781,6 +884,11 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 (double)b->last_commit_us / 1000.0, b->cfg.timeout_ms,
 			 b->ch ? "connected" : "not connected",
 			 b->state == B_ACTIVE ? "; failed over" : "");
+		if (n < len && (gs.refused_busy || gs.failed || gs.timed_out))
+			n += (size_t)snprintf(buf + n, len - n, "  connections: %" PRIu64 " accepted, %"
+					      PRIu64 " authenticated, %" PRIu64 " refused (busy), %"
+					      PRIu64 " failed, %" PRIu64 " timed out\n", gs.accepted,
+					      gs.authenticated, gs.refused_busy, gs.failed, gs.timed_out);
 		if (b->forced_note[0] && n < len)
 			n += (size_t)snprintf(buf + n, len - n, "  WARNING: %s\n", b->forced_note);
 		if (n < len)
@@ -863,6 +971,7 @@ int cmd_backup(int argc, char **argv)
 	}
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->ch_lock, NULL);
+	pthread_cond_init(&b->in_cond, NULL);
 	b->dom.ops = domain_ops_for(&b->cfg);
 	b->dom.cfg = &b->cfg;
 	b->dom.role = ROLE_BACKUP;
@@ -926,6 +1035,7 @@ int cmd_backup(int argc, char **argv)
 	pthread_mutex_lock(&b->lock);
 	b->stop = true;
 	channel_shutdown(b->ch);
+	pthread_cond_broadcast(&b->in_cond);
 	pthread_mutex_unlock(&b->lock);
 	pthread_join(b->net_thr, NULL);
 	hb_stop(b->hb);

@@ -748,6 +748,21 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 
 	if (!c)
 		return -ENOMEM;
+	/* A new stream: the first, or after a failed or abandoned one (the
+	 * engine stopped protection first, so no thread of the last runs). */
+	if (x->io_rd >= 0)
+		close(x->io_rd);
+	x->io_rd = x->io_wr = -1;
+	x->stopping = x->save_failed = x->go_suspend = x->go_resume = false;
+	x->suspend_taken = false;
+	x->suspend_rc = 0;
+	x->ended[0] = '\0';
+	memset(&x->cut, 0, sizeof(x->cut));
+	x->len = x->cut_len = 0;
+	x->cut_ckpts = x->taken_ckpts = 0;
+	free(x->config_json);
+	x->config_json = NULL;
+	__atomic_store_n(&x->quiet, false, __ATOMIC_RELAXED);
 	/* The guest's libxl configuration, for the backup to create its twin. */
 	libxl_domain_config_init(&cfg);
 	if (libxl_retrieve_domain_configuration(x->ctx, x->domid, &cfg, NULL)) {

@@ -38,7 +38,7 @@ int net_listen(const struct config_addr *addr, char *err, size_t errlen)
 	if (fd < 0)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4) < 0)
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0)
 		goto fail;
 	freeaddrinfo(res);
 	return fd;
