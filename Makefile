@@ -44,7 +44,8 @@ TEST_OBJS := $(TEST_SRCS:.c=.o)
 BENCH_SRCS := $(wildcard bench/*.c)
 FUZZ_HARNESSES := $(basename $(notdir $(wildcard fuzz/fuzz-*.c)))
 FUZZ_BINS := $(addprefix fuzz/bin/,$(FUZZ_HARNESSES))
-FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c lib/fault.c config/config.c
+FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c lib/fault.c config/config.c \
+	heartbeat/heartbeat.c heartbeat/policy.c lib/status.c
 FUZZ_TIME ?= 60
 
 .PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-compare lab-shell clean
@@ -66,7 +67,7 @@ bench/tandem-bench: $(BENCH_SRCS:.c=.o) $(LIB_OBJS)
 fuzz/bin/%: fuzz/%.c $(FUZZ_LIB_SRCS)
 	@mkdir -p fuzz/bin
 	$(FUZZCC) -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-		$(PKG_CFLAGS) -o $@ $^ -lcrypto -llz4 -pthread
+		$(PKG_CFLAGS) -o $@ $^ -lcrypto -llz4 -luv -pthread
 
 deps:
 	@bash scripts/deps.sh

@@ -766,6 +766,60 @@ void hb_stop(struct hb *hb)
 	free(hb);
 }
 
+/* ---- detached engine, for fuzzing the acceptance rules -------------------- */
+
+struct hb *hb__new_detached(const char *vm, const uint8_t key[KEY_LEN], int role, int npaths,
+			    uint64_t timeout_ms, uint64_t interval_ms, const uint8_t nonce[HB_NONCE_LEN])
+{
+	struct hb *hb = calloc(1, sizeof(*hb));
+
+	if (!hb)
+		return NULL;
+	pthread_mutex_init(&hb->lock, NULL);
+	snprintf(hb->vm, sizeof(hb->vm), "%s", vm);
+	hb->role = role;
+	hb->peer_role = role == ROLE_PRIMARY ? ROLE_BACKUP : ROLE_PRIMARY;
+	hb_derive_key(key, hb->hbkey);
+	memcpy(hb->nonce, nonce, HB_NONCE_LEN);
+	hb->timeout_ms = timeout_ms;
+	hb->interval_ms = interval_ms;
+	hb->npaths = MIN(npaths, CONFIG_HB_PATHS_MAX);
+	for (int i = 0; i < hb->npaths; i++) {
+		hb->paths[i].hb = hb;
+		hb->paths[i].index = i;
+		hb->paths[i].rtt_ns = -1;
+		snprintf(hb->paths[i].name, sizeof(hb->paths[i].name), "fuzz-%d", i);
+	}
+	return hb;
+}
+
+int hb__accept(struct hb *hb, int path, const uint8_t *buf, size_t len, uint64_t now,
+	       uint64_t *proof_ns, uint64_t *active_epoch)
+{
+	struct hb_path *p;
+	bool answer = false, ok;
+
+	if (path < 0 || path >= hb->npaths)
+		return -EINVAL;
+	p = &hb->paths[path];
+	*proof_ns = 0;
+	*active_epoch = UINT64_MAX;
+	pthread_mutex_lock(&hb->lock);
+	ok = accept_locked(hb, p, buf, len, now, proof_ns, active_epoch, &answer);
+	if (ok)
+		p->last_heard_ns = MAX(p->last_heard_ns, *proof_ns);
+	pthread_mutex_unlock(&hb->lock);
+	return ok ? 1 : 0;
+}
+
+void hb__free_detached(struct hb *hb)
+{
+	if (!hb)
+		return;
+	pthread_mutex_destroy(&hb->lock);
+	free(hb);
+}
+
 /* ---- thread-safe getters and setters -------------------------------------- */
 
 void hb_set_epoch(struct hb *hb, uint64_t epoch)

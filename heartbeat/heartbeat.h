@@ -206,4 +206,20 @@ int hb_path_stats(struct hb *hb, int index, struct hb_path_stats *st);
  */
 size_t hb_render(struct hb *hb, bool json, char *buf, size_t len);
 
+/* ---- for fuzzing and tests (fuzz/fuzz-heartbeat.c) ------------------------ */
+
+/* An engine with `npaths` paths and no thread, socket or timer; its own
+ * nonce is given.  Free with hb__free_detached. */
+struct hb *hb__new_detached(const char *vm, const uint8_t key[KEY_LEN], int role, int npaths,
+			    uint64_t timeout_ms, uint64_t interval_ms, const uint8_t nonce[HB_NONCE_LEN]);
+
+/* Apply the acceptance rules to one datagram received on `path` at `now`
+ * (CLOCK_MONOTONIC ns): 1 accepted (proof_ns: the send time it echoes;
+ * active_epoch: a backup's activation, UINT64_MAX if none), 0 dropped,
+ * -EINVAL for a bad path. */
+int hb__accept(struct hb *hb, int path, const uint8_t *buf, size_t len, uint64_t now,
+	       uint64_t *proof_ns, uint64_t *active_epoch);
+
+void hb__free_detached(struct hb *hb);
+
 #endif

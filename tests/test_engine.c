@@ -314,7 +314,8 @@ int test_engine_wrong_peer(void)
 	ASSERT(WAIT_FOR(td_exited(&p), 5000));
 	ASSERT_EQ(WEXITSTATUS(p.status), 3);
 	ASSERT(td_log_has(&p, "peer protects VM 'vm1', this side protects 'vm9'"));
-	ASSERT(WAIT_FOR(td_log_has(&b, "refused a connection: peer protects VM 'vm9'"), 2000));
+	ASSERT(WAIT_FOR(td_log_has(&b, "refused a connection from 127.0.0.1:") &&
+			td_log_has(&b, "peer protects VM 'vm9'"), 2000));
 	ASSERT(status_is("backup", "waiting"));
 	td_stop(&b);
 	return TEST_OK;

@@ -26,3 +26,5 @@ static int run_corpus(const char *name)
 int test_fuzz_corpus_wire(void) { return run_corpus("wire"); }
 int test_fuzz_corpus_handshake(void) { return run_corpus("handshake"); }
 int test_fuzz_corpus_config(void) { return run_corpus("config"); }
+int test_fuzz_corpus_heartbeat(void) { return run_corpus("heartbeat"); }
+int test_fuzz_corpus_status(void) { return run_corpus("status"); }
