@@ -305,10 +305,14 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		}
 		if (c->npages + pg.count > b->rx_npages)
 			return bad("more pages than checkpoint %" PRIu64 " announced", c->epoch);
+		if ((c->npages + pg.count) * (CKPT_PAGE_SIZE + 8) + c->blob_len + c->state_len >
+		    b->cfg.staging_limit)
+			return bad("%s %" PRIu64 " exceeds staging-limit (%" PRIu64 " bytes here): is "
+				   "the primary's staging-limit larger?", c->flags & CKPT_F_INITIAL ?
+				   "a piece of the initial copy, checkpoint" : "checkpoint", c->epoch,
+				   b->cfg.staging_limit);
 		if (ckpt_reserve_pages(c, pg.count))
 			return bad("out of memory staging checkpoint %" PRIu64, c->epoch);
-		if (ckpt_bytes(c) > b->cfg.staging_limit)
-			return bad("checkpoint %" PRIu64 " exceeds staging-limit", c->epoch);
 		for (uint32_t i = 0; i < pg.count; i++) {
 			uint64_t pfn = get_be64(pg.pfns + 8 * i);
 			if (pfn >= c->guest_pages)

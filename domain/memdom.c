@@ -1044,6 +1044,9 @@ static int harvest(struct memdom *m, struct ckpt *c, flush_fn flush, void *arg,
 			.start = start, .end = end,
 			.vec = (uintptr_t)m->regions, .vec_len = m->scan_regions,
 			.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
+			/* while the guest runs, pieces of at most a slice */
+			.max_pages = !flush ? 0 : c->npages < m->slice_pages ?
+				     m->slice_pages - c->npages : 1,
 		};
 		long n = ioctl(m->pagemap_fd, PAGEMAP_SCAN, &sa);
 		uint64_t pages = 0;
@@ -1274,7 +1277,12 @@ static int memdom_open(struct domain *d)
 	m->ack_fd = -1;
 	m->pagemap_fd = -1;
 	m->scan_regions = SCAN_REGIONS;
+	/* a piece of the initial copy: a slice, and at most a quarter of
+	 * staging-limit (the backup stages each piece whole) */
 	m->slice_pages = SLICE_PAGES;
+	if (d->cfg->staging_limit / 4 / (PAGE_SZ + 8) < m->slice_pages)
+		m->slice_pages = d->cfg->staging_limit / 4 / (PAGE_SZ + 8) > 256 ?
+				 d->cfg->staging_limit / 4 / (PAGE_SZ + 8) : 256;
 	d->priv = m;
 	if (d->role == ROLE_PRIMARY) {
 		rc = open_primary(m);
@@ -1457,6 +1465,43 @@ static int deliver_initial(struct memdom *m, struct ckpt *c, void *arg)
 }
 
 /*
+ * Deliver c (the initial copy's last piece, whatever its size) in pieces
+ * of at most a slice, its state with the last.  Each is an initial round
+ * for the backup: nothing is activated before the first checkpoint.
+ */
+static int deliver_sliced(struct memdom *m, struct ckpt *c, const struct domain_sink *sink)
+{
+	struct ckpt *t;
+	uint64_t done = 0;
+	int rc = 0;
+
+	t = ckpt_new(m->slice_pages);
+	if (!t)
+		return -ENOMEM;
+	while (!rc && done < c->npages) {
+		uint64_t n = c->npages - done < m->slice_pages ? c->npages - done : m->slice_pages;
+		bool last = done + n == c->npages;
+
+		ckpt_reset(t, 0);
+		t->flags = last ? 0 : CKPT_F_INITIAL;	/* as deliver() expects */
+		t->guest_pages = m->npages;
+		rc = ckpt_reserve_pages(t, n);
+		if (rc)
+			break;
+		memcpy(t->pfns, c->pfns + done, n * sizeof(*t->pfns));
+		memcpy(t->pages, c->pages + done * CKPT_PAGE_SIZE, n * CKPT_PAGE_SIZE);
+		t->npages = n;
+		if (last && c->state_kind)
+			rc = ckpt_set_state(t, c->state_kind, c->state, c->state_len);
+		if (!rc)
+			rc = sink->deliver(sink->arg, t, last);
+		done += n;
+	}
+	ckpt_free(t);
+	return rc;
+}
+
+/*
  * start_protection: write-protect the guest (inside the child), copy it in
  * rounds while it runs (round 0: every page, in slices of SLICE_PAGES;
  * then the pages dirtied since the previous round) until a round finds at
@@ -1520,16 +1565,37 @@ static int memdom_start_protection(struct domain *d, const struct domain_sink *s
 			break;
 	}
 
-	/* The first checkpoint. */
+	/* The last piece: the guest stopped while what it dirtied since is
+	 * copied.  A piece within a slice ships before the guest resumes (as
+	 * the first checkpoint); a bigger one (the rounds did not converge)
+	 * after, in slices like the rounds before: its pause is the copy into
+	 * memory, never the link. */
 	rc = memdom_suspend(d);
 	if (rc)
 		goto out;
 	suspended = true;
 	ckpt_reset(c, 0);
-	rc = memdom_capture(d, c);
-	if (rc)
-		goto out;
-	rc = sink->deliver(sink->arg, c, true);
+	{
+		uint64_t t0 = now_ns(), paused_ns;
+		bool sliced;
+
+		rc = memdom_capture(d, c);
+		if (rc)
+			goto out;
+		sliced = c->npages > m->slice_pages;
+		if (!sliced)
+			rc = sink->deliver(sink->arg, c, true);
+		if (!rc) {
+			rc = memdom_resume(d);
+			suspended = false;
+		}
+		paused_ns = now_ns() - t0;
+		if (!rc && sliced)
+			rc = deliver_sliced(m, c, sink);
+		log_info("memdom guest pid %d: the initial copy's stop-and-copy paused it %.1f ms "
+			 "for %" PRIu64 " pages%s", (int)m->pid, (double)paused_ns / 1e6, c->npages,
+			 sliced ? " (shipped after it resumed, in slices)" : "");
+	}
 	if (rc) {
 		log_error("memdom: delivering the first checkpoint failed");
 		rc = rc < 0 ? rc : -EIO;

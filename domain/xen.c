@@ -62,6 +62,11 @@
 #define SUSPEND_DONE_TIMEOUT_MS 60000
 #define COMMIT_TIMEOUT_MS 60000
 #define PROLOGUE_WAIT_MS 30000	/* libxl to read the stream's prologue before it ends */
+/* The live copy is shipped in pieces of at most this much (and at most a
+ * quarter of staging-limit); the drain stops reading libxenguest's stream
+ * while this much waits to be shipped, so the pipe blocks xc_domain_save:
+ * the link's pace, not the guest's size, sets the primary's memory. */
+#define PIECE_MAX (16u << 20)
 
 enum xphase { XP_IDLE, XP_PRECOPY, XP_WANT_SUSPEND, XP_SUSPENDED, XP_CAPTURED, XP_RUNNING,
 	      XP_DONE };
@@ -91,6 +96,7 @@ struct xen {
 	struct xenstream_cut cut;
 	uint8_t *buf;			/* drained bytes not yet handed over */
 	size_t len, cap;
+	size_t piece_max;		/* live-copy piece and drain bound (PIECE_MAX) */
 	uint64_t cut_ckpts;		/* checkpoints completely drained */
 	uint64_t taken_ckpts;		/* checkpoints handed to the engine */
 	size_t cut_len;			/* bytes of buf up to the last cut */
@@ -693,8 +699,17 @@ static void *drain_main(void *arg)
 	uint8_t *tmp = malloc(chunk);
 
 	while (tmp) {
-		ssize_t r = read(x->io_rd, tmp, chunk);
+		ssize_t r;
 		size_t off = 0;
+
+		/* Backpressure during the live copy: let the pipe fill and
+		 * block libxenguest until the link has taken a piece.  Never
+		 * during a checkpoint: its bytes drain at memory speed. */
+		pthread_mutex_lock(&x->lock);
+		while (x->phase == XP_PRECOPY && x->len >= x->piece_max && !x->stopping)
+			pthread_cond_wait(&x->cond, &x->lock);
+		pthread_mutex_unlock(&x->lock);
+		r = read(x->io_rd, tmp, chunk);
 
 		if (r <= 0) {
 			if (r < 0 && errno == EINTR)
@@ -734,6 +749,7 @@ static int take_bytes(struct xen *x, struct ckpt *c, size_t n)
 		memmove(x->buf, x->buf + n, x->len - n);
 		x->len -= n;
 		x->cut_len -= MIN(x->cut_len, n);
+		pthread_cond_broadcast(&x->cond);	/* the drain may read again */
 	}
 	return rc;
 }
@@ -760,6 +776,7 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 	memset(&x->cut, 0, sizeof(x->cut));
 	x->len = x->cut_len = 0;
 	x->cut_ckpts = x->taken_ckpts = 0;
+	x->piece_max = MIN((size_t)PIECE_MAX, (size_t)(d->cfg->staging_limit / 4));
 	free(x->config_json);
 	x->config_json = NULL;
 	__atomic_store_n(&x->quiet, false, __ATOMIC_RELAXED);
@@ -801,7 +818,7 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 		bool last;
 		int avail = 0;
 
-		while (x->len < (8u << 20) && x->phase == XP_PRECOPY)
+		while (x->len < MIN((size_t)8u << 20, x->piece_max) && x->phase == XP_PRECOPY)
 			pthread_cond_wait(&x->cond, &x->lock);
 		if (x->phase == XP_DONE) {
 			rc = -EIO;
@@ -818,7 +835,8 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 		ckpt_reset(c, 0);
 		if (round == 0)
 			ckpt_set_state(c, STATE_DEVICE, x->config_json, (uint32_t)strlen(x->config_json) + 1);
-		take_bytes(x, c, x->len);
+		/* the last piece takes everything; the others at most piece_max */
+		take_bytes(x, c, last ? x->len : MIN(x->len, x->piece_max));
 		pthread_mutex_unlock(&x->lock);
 		rc = sink->deliver(sink->arg, c, last);
 		if (sink->progress) {

@@ -708,3 +708,52 @@ int test_failover_silent_drop_handover(void)
 	td_stop(&b);
 	return TEST_OK;
 }
+
+/*
+ * A guest much bigger than staging-limit, over a link shaped to 200 Mbit/s
+ * (tbf on the test's own loopback): the initial copy ships in pieces that
+ * fit the backup's staging (a quarter of it at most), also its last piece
+ * (the stop-and-copy), so protection starts, holds, and a failover
+ * activates exactly the last acknowledged checkpoint.  Before, the first
+ * piece of 64 MiB was refused ("exceeds staging-limit") and protection
+ * never began.
+ */
+int test_failover_guest_bigger_than_staging(void)
+{
+	struct td p, b;
+	const char *cfg;
+	uint64_t t0;
+	double acked;
+
+	NETNS_OR_SKIP();
+	test_sh("tc qdisc add dev lo root tbf rate 200mbit burst 256kb latency 100ms");
+	cfg = td_config(VM, "memory = 128M\nstaging-limit = 32M\nworkload-rate = 2000\n"
+			"workload-pattern = random\ninterval = 100ms\non-peer-loss = manual\n");
+	td_start(&b, "backup", cfg, NULL);
+	ASSERT(WAIT_FOR(is("backup", "waiting"), 15000));
+	t0 = test_now_ms();
+	td_start(&p, "primary", cfg, NULL);
+	if (!WAIT_FOR(is("primary", "protecting") && num("primary", "last_acked_epoch") >= 3, 60000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("a guest four times staging-limit was not protected");
+	}
+	printf("  128 MiB guest, staging-limit 32M, 200 Mbit/s: protecting after %.1f s\n",
+	       (double)(test_now_ms() - t0) / 1000.0);
+	acked = num("primary", "last_acked_epoch");
+	ASSERT(WAIT_FOR(num("primary", "last_acked_epoch") > acked + 20, 10000));
+	ASSERT(is("primary", "protecting"));
+	ASSERT(!td_log_has(&b, "exceeds staging-limit"));
+	ASSERT(td_log_has(&p, "the initial copy's stop-and-copy paused it"));
+	td_kill(&p, SIGKILL);
+	ASSERT(is("backup", "standby") || is("backup", "manual") || is("backup", "degraded"));
+	ASSERT(WAIT_FOR(is("backup", "manual"), 5000));
+	{
+		char out[512];
+		ASSERT_EQ(promote("", out, sizeof(out)), 0);
+	}
+	ASSERT(WAIT_FOR(is("backup", "active"), 10000));
+	check_activated(&p, &b);
+	td_stop(&b);
+	return TEST_OK;
+}
