@@ -82,7 +82,8 @@ test: deps
 
 soak: deps
 	@$(MAKE) --no-print-directory test-build
-	@TANDEM_TRIALS=1000 ./tests/tandem-test $(or $(TESTS),engine_random_kill)
+	@TANDEM_TRIALS=1000 TANDEM_FAULTS=2000 TANDEM_TIMEOUT_S=21600 \
+		./tests/tandem-test $(or $(TESTS),engine_random_kill fault_schedule)
 
 demo: deps
 	@$(MAKE) --no-print-directory tandem

@@ -412,7 +412,10 @@ static void fail_over(struct backup *b, const char *why)
 	set_state(b, B_ACTIVATING, "activating from checkpoint %" PRIu64, b->committed);
 	rc = b->dom.ops->activate(&b->dom);
 	if (rc) {
-		log_error("activation failed: %s", strerror(-rc));
+		log_error("activation failed: %s; this backup said it was active, so a primary that "
+			  "heard it has paused its guest (superseded): if no copy of %s runs now, "
+			  "unpause the old one by hand (xl unpause) and start protection again",
+			  strerror(-rc), b->cfg.name);
 		set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
 			  b->committed, strerror(-rc));
 		b->exit_code = EXIT_FAILURE_RUNTIME;

@@ -19,7 +19,10 @@
  * pointer before a commit: the crash report, lib/crash.h), no-xs-resume
  * (a Xen primary resumes the guest after each checkpoint without telling
  * xenstored, from the first hit for the life of the process: tandem before
- * the fix, for lab/lab.sh errors' guest_shutdown case).
+ * the fix, for lab/lab.sh errors' guest_shutdown case), ignore-active (a
+ * primary that hears the backup is active does not step down, from the
+ * first time for the life of the process: the negative control of the
+ * fault schedule, tests/test_schedule.c).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

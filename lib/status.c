@@ -136,8 +136,10 @@ static int check_run_dir(const char *dir)
 }
 
 /* One daemon per VM and role and run-dir: a lock beside the socket, held
- * (flock) for the daemon's life, so that a second one refuses to start
- * instead of taking the first one's socket over. */
+ * for the daemon's life, so that a second one refuses to start instead of
+ * taking the first one's socket over.  A POSIX record lock (F_SETLK), not
+ * flock: processes the daemon forks (memdom's guest) do not inherit it,
+ * so it goes exactly when the daemon does. */
 static int take_lock(struct status_server *s)
 {
 	char lock[300];
@@ -149,8 +151,10 @@ static int take_lock(struct status_server *s)
 		log_perror("cannot open the lock %s", lock);
 		return r;
 	}
-	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+
+	if (fcntl(s->lock_fd, F_SETLK, &fl) < 0) {
+		int r = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
 		if (r == -EBUSY)
 			log_error("another tandem daemon for this VM and role already runs here (it "
 				  "holds %s; `tandem status` shows it): refusing to start a second one",

@@ -224,6 +224,14 @@ static void link_down(struct primary *p, const char *why)
  */
 static void superseded(struct primary *p, const char *why)
 {
+	static bool ignore;	/* fault point ignore-active: sticky once hit */
+
+	if (!ignore)
+		ignore = fault_hit("ignore-active");
+	if (ignore) {
+		log_error("fault point 'ignore-active': NOT stepping down (%s)", why);
+		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	if (p->superseded) {
 		pthread_mutex_unlock(&p->lock);
@@ -289,6 +297,13 @@ static void on_decision(void *arg, enum hb_decision d, const struct hb_view *v)
 	(void)v;
 	pthread_mutex_lock(&p->lock);
 	p->decision = d;
+	if (p->link_up && d != HB_NOTHING) {
+		/* A verdict on a view with the stream down that arrives after the
+		 * link thread reconnected: the stream is up, it no longer holds
+		 * (the verdict on the new view follows). */
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
 	if (d != HB_ISOLATED_HOLD && p->isolated && !p->released && !p->superseded) {
 		p->isolated = false;	/* heard again: reconnecting */
 		set_state(p, P_DEGRADED, "the backup is heard again; reconnecting; output held "
