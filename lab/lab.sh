@@ -22,11 +22,14 @@
 #                                   (make lab-failover; LAB_COMPARE=0: failover only)
 #   lab/lab.sh compare              pause and throughput of a dirtying guest: unprotected,
 #                                   xl remus, tandem, at 100 and 25 ms
-#   lab/lab.sh errors               operator errors on real Xen: unknown guest, backup
+#   lab/lab.sh errors [CASE...]     operator errors on real Xen: unknown guest, backup
 #                                   short of memory, stop leaves the guest running,
 #                                   a guest that does not answer the suspend request,
 #                                   a PV guest on a Xen without shadow paging, another
-#                                   Xen version on B, the primary lost in the first copy
+#                                   Xen version on B, the primary lost in the first copy,
+#                                   the guest powering itself off while protected;
+#                                   CASE: guest_shutdown, guest_shutdown_before (that one
+#                                   with TANDEM_FAULT=no-xs-resume, measured) runs only those
 #   lab/lab.sh linkcost             the unprotected guest's speed while dom0 A sends
 #                                   bulk TCP to B (no tool): what shipping costs it
 #   lab/lab.sh suspendcost          the unprotected guest's speed under tandem probe, with
@@ -279,8 +282,16 @@ ClientAliveInterval ${LAB_SSHD_ALIVE_S:-1}
 ClientAliveCountMax 3
 X
 [ "${LAB_SSHD_ALIVE_S:-1}" = 0 ] && rm -f /etc/ssh/sshd_config.d/lab-alive.conf
-exit 0
 EOF
+  # LAB_XENSTORED=c: dom0 runs the C xenstored instead of Debian's default,
+  # oxenstored (the seed is applied before xen.service starts either).  They
+  # announce a domain's shutdown differently (errors' guest_shutdown case).
+  case "${LAB_XENSTORED:-}" in
+    c) echo "sed -i 's|^#*XENSTORED=.*|XENSTORED=/usr/sbin/xenstored|' /etc/default/xen" >> "$s/hook" ;;
+    ''|ocaml) ;;
+    *) die "LAB_XENSTORED: c or ocaml (the default), not '${LAB_XENSTORED}'" ;;
+  esac
+  echo "exit 0" >> "$s/hook"
   chmod +x "$s/hook"
   tar -cf "$RUN/$h-seed.tar" -C "$s" .
 }
@@ -1297,9 +1308,132 @@ errors_suspend_unanswered() {
     tandem_stop B backup
   done
 }
+# 7. The guest powers itself off while protected (guest_shutdown).  Its
+# workload service is told POWEROFF (lab/guest/dirtier.c: sync, then
+# reboot(RB_POWER_OFF) inside the guest), not `xl shutdown`, which writes
+# the xenstore node tandem's suspend request uses.  After the fix: xl's
+# monitor on A notices and, with on_poweroff's default (destroy), g1
+# leaves A's `xl list` within GUEST_SHUTDOWN_GONE_S (60 s) of the
+# command; the primary ends protection at its next suspend, says the
+# guest ended (not a failover) and exits 6; the backup logs the clean
+# stop, discards its standby and holds no g1.  (On Debian's Xen 4.17 the
+# first assertion fails, fix or not: xl's monitor exits at the first
+# suspend it sees, so after the first checkpoint nothing on A applies
+# on_poweroff; docs/lab.md, "A guest that powers itself off".)
+# guest_shutdown_before: the same with TANDEM_FAULT=no-xs-resume on the
+# primary (tandem before the fix: no xs_resume_domain after a checkpoint),
+# a measurement: what A's xl does and what is left is printed, not
+# asserted.
+GUEST_SHUTDOWN_GONE_S="${LAB_GUEST_SHUTDOWN_GONE_S:-60}"
+# As tandem_start, and the daemon's exit status is written to /root/$2.rc
+# when it ends (a shell waits for it; the pidfile is tandem's own pid).
+tandem_start_rc() {
+  lab_ssh "$1" "cd /root; rm -f /root/$2.rc /root/$2.pid; nohup sh -c '${LAB_DAEMON_ENV:-} TANDEM_TEST_LOG=/root/$2.events ./tandem $2 g1.conf > /root/$2.log 2>&1 < /dev/null & echo \$! > /root/$2.pid; wait \$!; echo \$? > /root/$2.rc' > /dev/null 2>&1 < /dev/null & for i in \$(seq 100); do [ -s /root/$2.pid ] && exit 0; sleep 0.1; done; exit 1"
+}
+daemon_rc() { lab_ssh "$1" "cat /root/$2.rc 2>/dev/null"; } # host role -> exit status, once it ended
+# Tell the guest's dirtier to power the guest off.  No answer is awaited:
+# under tandem it is output of an epoch that is never checkpointed.  The
+# connect itself waits for the guest's SYN-ACK, released at the next ack;
+# so is the guest's ARP reply (slow_arp_ok: once, a 3 s resolution failed
+# with "No route to host").
+guest_poweroff_cmd() {
+  in_ns timeout 60 bash -c 'exec 3<>"/dev/tcp/$1/7001" && echo POWEROFF >&3' _ "$GUEST_IP"
+}
+g1_gone_A() { local l; l="$(lab_ssh A "xl list")" || return 1; ! awk '$1 == "g1"' <<<"$l" | grep -q .; }
+# What xl's monitor of g1 on A (the `xl create` daemon, its log
+# /var/log/xen/xl-g1.log) did: running or exited, and its last lines about
+# the domain's shutdowns, on one line.
+xl_monitor_A() {
+  lab_ssh A "if pgrep -f '[b]in/xl create' > /dev/null; then echo -n 'monitor=running'; else echo -n 'monitor=exited'; fi; echo -n \" suspends_seen=\$(grep -c 'Domain has suspended' /var/log/xen/xl-g1.log)\"; grep -E 'has shut down|Domain has suspended|Action for shutdown|needs to be cleaned up|Exiting now|has been destroyed' /var/log/xen/xl-g1.log | tail -n 4 | sed 's/^/ | /' | tr -d '\n'"
+}
+# What xenstored announces on A: a watcher of @releaseDomain (the event
+# xl's monitor and any other toolstack waits on for a domain's shutdown),
+# each event with dom0's time and g1's state as xl lists it then.
+# xenstore-watch fires once when it registers.  The C xenstored
+# (LAB_XENSTORED=c) announces a domain's shutdown (a suspend too) once,
+# until XS_RESUME (xs_resume_domain, the fix under test) clears its mark;
+# oxenstored, Debian's default, each time a domain event finds one shut down.
+rdwatch_start() {
+  lab_ssh A "cat > /root/rdwatch.sh" <<'W'
+sh -c 'echo $$ > /root/rdwatch.pid; exec xenstore-watch @releaseDomain' | while read -r p; do
+  echo "$(date +%T.%3N) $p g1=$(xl list g1 2>/dev/null | awk 'NR == 2 {print $5}')"
+done
+W
+  lab_ssh A "rm -f /root/rdwatch.pid /root/rdwatch.log; nohup sh /root/rdwatch.sh > /root/rdwatch.log 2>&1 < /dev/null &"
+}
+rdwatch_stop() { lab_ssh A "kill \$(cat /root/rdwatch.pid 2>/dev/null) 2>/dev/null; true"; }
+rdwatch_summary() { # events after the first (the registration), and how many saw g1 shut down (---s--)
+  lab_ssh A "awk 'NR > 1 {n++} NR > 1 && /g1=---s--/ {s++} END {printf \"events=%d with_g1_shut_down=%d\", n, s}' /root/rdwatch.log"
+}
+errors_guest_shutdown() { # after|before
+  local v="$1" name=guest_shutdown t_off t_gone="" rc="" why="" state domid
+  [ "$v" = before ] && name=guest_shutdown_before
+  lab_ssh A "xl dmesg -c" > /dev/null
+  errors_guest_ready
+  domid="$(lab_ssh A xl domid g1)"
+  backup_start || die "tandem backup does not start on B"
+  if [ "$v" = before ]; then
+    LAB_DAEMON_ENV="TANDEM_FAULT=no-xs-resume" tandem_start_rc A primary || die "tandem primary does not start on A"
+  else
+    tandem_start_rc A primary || die "tandem primary does not start on A"
+  fi
+  if ! wait_for "tandem: 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2 || ! acks_at_least 3 || primary_failed; then
+    echo "lab errors: $name=FAIL (not protected: $(tandem_acks) acks)"; daemon_tails; tandem_stop A primary; tandem_stop B backup; return 1
+  fi
+  log "$name: before the poweroff: g1 (domain $domid) $(guest_state_A), xl's $(xl_monitor_A)"
+  rdwatch_start
+  if ! wait_for "A: the @releaseDomain watcher registered" 60 lab_ssh A "test -s /root/rdwatch.log" >&2; then
+    echo "lab errors: $name=FAIL (no @releaseDomain watcher on A)"; rdwatch_stop; tandem_stop A primary; tandem_stop B backup; return 1
+  fi
+  slow_arp_ok
+  t_off="$(now)"
+  # (a try that connected reached the guest; one that did not sent nothing)
+  wait_for "the guest told to power off" 120 guest_poweroff_cmd >&2 || { echo "lab errors: $name=FAIL (the POWEROFF command did not reach the guest)"; rdwatch_stop; tandem_stop A primary; tandem_stop B backup; return 1; }
+  if wait_for "A: g1 gone from xl list" "$GUEST_SHUTDOWN_GONE_S" g1_gone_A >&2; then t_gone="$(now)"; fi
+  state="$(guest_state_A 2>/dev/null || true)"
+  wait_for "A: tandem primary exited" 120 primary_failed >&2 || why="$why,primary-still-running"
+  wait_for "A: tandem primary's exit status" 30 daemon_rc A primary >&2 && rc="$(daemon_rc A primary)"
+  wait_for "B: the clean stop logged" 60 remote_log_has B backup "the primary stopped protection cleanly" >&2 || why="$why,no-clean-stop-on-B"
+  wait_for "B: no domain g1" 120 no_g1_on_B >&2 || why="$why,g1-left-on-B"
+  remote_log_has B backup "activated from checkpoint" && why="$why,B-activated"
+  [ "$rc" = 6 ] || why="$why,primary-exit-${rc:-none}"
+  remote_log_has A primary "guest 'g1' shut down or was destroyed by itself or its owner: protection ends; the backup discards its standby (this is not a failover)" || why="$why,no-message-on-A"
+  [ -n "$t_gone" ] || why="$why,g1-still-on-A(${state:-?})"
+  local detail
+  detail="xenstored=$(lab_ssh A "ps -o comm= -C oxenstored,xenstored" | paste -sd,) gone_from_A_after_s=$(since "$t_off" "$t_gone") g1_on_A_at_${GUEST_SHUTDOWN_GONE_S}s=${state:-none} primary_exit=${rc:-none} releaseDomain_after_poweroff_cmd: $(rdwatch_summary) xl_$(xl_monitor_A) guest_triple_faults=$(guest_faults_A)"
+  rdwatch_stop
+  cmd_copy_out A /root/rdwatch.log "$RUN/$name-releasedomain.log" 2>/dev/null || true
+  cmd_copy_out A /var/log/xen/xl-g1.log "$RUN/$name-xl-g1.log" 2>/dev/null || true
+  cmd_copy_out A /root/primary.log "$RUN/$name-primary.log" 2>/dev/null || true
+  cmd_copy_out B /root/backup.log "$RUN/$name-backup.log" 2>/dev/null || true
+  if [ "$v" = before ]; then
+    echo "lab errors: $name=measured ${why:+failing_after_checks=${why#,} }$detail"
+    echo "lab errors: $name: A: $(lab_ssh A "grep -m1 -o 'checkpoint [0-9]*: guest .*' /root/primary.log" || echo 'no message'); B: $(lab_ssh B "grep -m1 -o 'the primary stopped protection cleanly.*' /root/backup.log" || echo 'no clean stop')"
+  elif [ -z "$why" ]; then
+    echo "lab errors: $name=ok $detail: $(lab_ssh A "grep -m1 -o 'checkpoint [0-9]*: guest .*' /root/primary.log")"
+  else
+    echo "lab errors: $name=FAIL (${why#,}) $detail"; daemon_tails
+  fi
+  tandem_stop A primary
+  tandem_stop B backup
+  # The guest left shut down on A (before the fix) is removed, so the next
+  # case starts from a fresh g1.
+  g1_gone_A || lab_ssh A "xl destroy g1" >&2 || true
+  [ "$v" = before ] || [ -z "$why" ]
+}
 cmd_errors() {
-  local rc fails=0 free hog
+  local rc fails=0 free hog c
   tandem_lab_ready
+  if [ $# -gt 0 ]; then   # only the cases named
+    for c in "$@"; do
+      case "$c" in
+        guest_shutdown) errors_guest_shutdown after || fails=$((fails + 1)) ;;
+        guest_shutdown_before) errors_guest_shutdown before || fails=$((fails + 1)) ;;
+        *) die "unknown errors case '$c' (guest_shutdown, guest_shutdown_before; none: all cases)" ;;
+      esac
+    done
+    return "$((fails > 0))"
+  fi
   failover_reset
   lab_ssh B "xl destroy hog 2>/dev/null; true"   # left by an interrupted run
   tandem_conf x 100 | sed 's/^name = g1$/name = nosuch/' > "$RUN/nosuch.conf"
@@ -1419,6 +1553,11 @@ cmd_errors() {
   elif [ "$(guest_state_A)" = "---sr-" ] && [ "$(guest_faults_A)" -gt 0 ]; then
     echo "lab errors: guest_running_at_end=inconclusive: g1 triple-faulted (docs/lab.md, Known limits)"
   else echo "lab errors: guest_running_at_end=FAIL state=$(guest_state_A)"; fails=$((fails + 1)); fi
+
+  # 7. The guest powers itself off while protected (errors_guest_shutdown;
+  # its "before" measurement runs only when named: lab.sh errors
+  # guest_shutdown_before).
+  errors_guest_shutdown after || fails=$((fails + 1))
   [ "$fails" = 0 ]
 }
 
@@ -1446,7 +1585,7 @@ main() {
     failover) cmd_failover ;;
     proof) cmd_proof ;;
     compare) cmd_compare ;;
-    errors) cmd_errors ;;
+    errors) cmd_errors "$@" ;;
     linkcost) cmd_linkcost ;;
     suspendcost) cmd_suspendcost ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;

@@ -11,6 +11,12 @@
  *                   the window since the last START/STATS, then start a
  *                   new window
  *   STOP            stop dirtying
+ *   POWEROFF        answer "OK poweroff", sync, and power the guest off
+ *                   (reboot(RB_POWER_OFF): the guest ends itself, as its own
+ *                   shutdown would, with no toolstack request; for lab.sh
+ *                   errors' guest_shutdown case).  Under tandem the answer
+ *                   is output of an epoch that is never checkpointed: it
+ *                   may never leave the host.
  *
  * A stall is a gap of more than STALL_MS between two batches of work as
  * seen by the guest's CLOCK_BOOTTIME: the workload was not running (frozen
@@ -29,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/reboot.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -114,11 +121,20 @@ static void answer(int fd, char *cmd)
 					stalls[nstalls - 1 - i]);
 		len += snprintf(out + len, sizeof(out) - (size_t)len, "\n");
 		new_window();
+	} else if (strncmp(cmd, "POWEROFF", 8) == 0) {
+		len = snprintf(out, sizeof(out), "OK poweroff\n");
+		if (write(fd, out, (size_t)len) < 0)
+			perror("dirtier: write");
+		fprintf(stderr, "dirtier: POWEROFF: powering the guest off\n");
+		sync();
+		reboot(RB_POWER_OFF);
+		perror("dirtier: reboot(RB_POWER_OFF)");	/* only if it failed */
+		return;
 	} else if (strncmp(cmd, "STOP", 4) == 0) {
 		npages = 0;
 		len = snprintf(out, sizeof(out), "OK stopped\n");
 	} else {
-		len = snprintf(out, sizeof(out), "ERR START <pages>|STATS|STOP\n");
+		len = snprintf(out, sizeof(out), "ERR START <pages>|STATS|STOP|POWEROFF\n");
 	}
 	if (write(fd, out, (size_t)len) < 0)
 		perror("dirtier: write");
