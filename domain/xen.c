@@ -657,7 +657,10 @@ static void *save_main(void *arg)
 	int rc;
 
 	rc = xc_domain_save(x->xch, x->io_wr, x->domid, XCFLAGS_LIVE, &cb, XC_STREAM_REMUS, -1);
-	if (rc && !x->stopping && x->suspend_rc)
+	if (rc && !x->stopping && x->ended[0])
+		log_info("xc_domain_save of domain %u ended: the guest ended (%s)", x->domid,
+			 x->ended);
+	else if (rc && !x->stopping && x->suspend_rc)
 		log_error("xc_domain_save of domain %u ended: the guest was not suspended; "
 			  "protection stops (log-dirty off, guest running)", x->domid);
 	else if (rc && !x->stopping)
@@ -931,7 +934,10 @@ static void xen_stop_protection(struct domain *d)
 	pthread_join(x->drain_thr, NULL);
 	x->save_started = false;
 	leave_running(x);
-	log_info("guest '%s' left running; log-dirty mode off", x->name);
+	if (x->ended[0])
+		log_info("guest '%s' ended (%s): nothing left to resume", x->name, x->ended);
+	else
+		log_info("guest '%s' left running; log-dirty mode off", x->name);
 }
 
 /*
