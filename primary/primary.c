@@ -794,6 +794,35 @@ static bool backup_heard(void *arg)
 }
 
 /*
+ * Release all held output and run on unprotected: protection starts over
+ * (a new initial copy) once a backup answers.  False, and nothing done,
+ * when already released, stopping or superseded.  link_down: the link is
+ * known gone (the link thread tears it down next).  Any thread but the
+ * heartbeat's.
+ */
+static bool go_unprotected(struct primary *p, bool link_down, const char *restart_why,
+			   const char *detail)
+{
+	pthread_mutex_lock(&p->lock);
+	if (p->released || p->stop || p->superseded) {
+		pthread_mutex_unlock(&p->lock);
+		return false;
+	}
+	p->released = true;
+	p->restart = true;
+	if (link_down)
+		p->link_up = false;
+	snprintf(p->restart_why, sizeof(p->restart_why), "%s", restart_why);
+	set_state(p, P_DEGRADED, "%s", detail);
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&p->nb_lock);
+	p->nb.ops->release_all(&p->nb);
+	pthread_mutex_unlock(&p->nb_lock);
+	return true;
+}
+
+/*
  * The backup left on purpose (STOP from it: its operator stopped it; it
  * discarded its standby, so nothing can activate): run on unprotected,
  * output released, and keep looking for a backup; the next one gets a new
@@ -801,25 +830,15 @@ static bool backup_heard(void *arg)
  */
 static void backup_left(struct primary *p)
 {
-	pthread_mutex_lock(&p->lock);
-	if (p->released || p->stop || p->superseded) {
-		pthread_mutex_unlock(&p->lock);
-		return;
-	}
-	p->released = true;
-	p->restart = true;
-	p->link_up = false;	/* the link thread tears it down next */
-	snprintf(p->restart_why, sizeof(p->restart_why), "the backup was stopped and discarded "
-		 "its standby");
-	set_state(p, P_DEGRADED, "UNPROTECTED: the backup was stopped (it discarded its standby); "
-		  "output released; reconnecting, protection starts over when a backup answers");
-	pthread_cond_broadcast(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	pthread_mutex_lock(&p->nb_lock);
-	p->nb.ops->release_all(&p->nb);
-	pthread_mutex_unlock(&p->nb_lock);
-	log_error("UNPROTECTED: the backup was stopped by its operator and discarded its standby; "
-		  "held output RELEASED; the guest runs unprotected until a backup answers again");
+	char detail[sizeof(p->detail)];
+
+	snprintf(detail, sizeof(detail), "UNPROTECTED: the backup was stopped (it discarded its "
+		 "standby); output released; reconnecting, protection starts over when a backup "
+		 "answers");
+	if (go_unprotected(p, true, "the backup was stopped and discarded its standby", detail))
+		log_error("UNPROTECTED: the backup was stopped by its operator and discarded its "
+			  "standby; held output RELEASED; the guest runs unprotected until a backup "
+			  "answers again");
 }
 
 /*
@@ -1212,29 +1231,18 @@ static void on_step_async(uv_async_t *a)
 static void on_release(uv_async_t *a)
 {
 	struct primary *p = a->data;
+	char detail[sizeof(p->detail)];
 
-	pthread_mutex_lock(&p->lock);
-	if (p->released || p->stop || p->superseded) {
-		pthread_mutex_unlock(&p->lock);
-		return;
-	}
-	p->released = true;
-	p->restart = true;
-	snprintf(p->restart_why, sizeof(p->restart_why), "output was released (on-replication-loss "
-		 "= release): the backup's standby no longer matches the guest");
-	set_state(p, P_DEGRADED, "UNPROTECTED: replication link down for %" PRIu64 " ms; "
-		  "protection stopped and output released (on-replication-loss = release)",
-		  p->cfg.replication_loss_grace_ms);
-	pthread_cond_broadcast(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	pthread_mutex_lock(&p->nb_lock);
-	p->nb.ops->release_all(&p->nb);
-	pthread_mutex_unlock(&p->nb_lock);
-	log_error("UNPROTECTED: the replication link stayed down past replication-loss-grace "
-		  "(%" PRIu64 " ms) while the backup is alive on another path; protection stopped "
-		  "and held output RELEASED; it starts over (a new initial copy) when the link is "
-		  "back.  Until then the backup's standby is stale: it must not be activated.",
-		  p->cfg.replication_loss_grace_ms);
+	snprintf(detail, sizeof(detail), "UNPROTECTED: replication link down for %" PRIu64 " ms; "
+		 "protection stopped and output released (on-replication-loss = release)",
+		 p->cfg.replication_loss_grace_ms);
+	if (go_unprotected(p, false, "output was released (on-replication-loss = release): the "
+			   "backup's standby no longer matches the guest", detail))
+		log_error("UNPROTECTED: the replication link stayed down past replication-loss-grace "
+			  "(%" PRIu64 " ms) while the backup is alive on another path; protection "
+			  "stopped and held output RELEASED; it starts over (a new initial copy) when "
+			  "the link is back.  Until then the backup's standby is stale: it must not be "
+			  "activated.", p->cfg.replication_loss_grace_ms);
 }
 
 /* Clean stop: tell the backup, then release held output only if it confirmed. */
