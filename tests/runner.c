@@ -81,6 +81,26 @@ void test_sh(const char *fmt, ...)
 		FAILF("command failed (%d): %s", r, cmd);
 }
 
+int test_capture(char *out, size_t len, const char *fmt, ...)
+{
+	char cmd[1200];
+	va_list ap;
+	FILE *f;
+	size_t n;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	f = popen(cmd, "r");
+	if (!f)
+		FAILF("cannot run: %s", cmd);
+	n = fread(out, 1, len - 1, f);
+	out[n] = '\0';
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 const char *test_tandem_bin(void)
 {
 	static char path[512];

@@ -59,6 +59,10 @@ const char *test_write_file(const char *name, const char *text);
 /* Run a shell command; a non-zero exit status fails the test. */
 void test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Run a shell command, its standard output into out (len bytes, NUL
+ * ended); returns its exit status, -1 if a signal ended it. */
+int test_capture(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Path of the tandem binary under test. */
 const char *test_tandem_bin(void);
 

@@ -266,30 +266,17 @@ int test_config_docs_match_schema(void)
  * the replication link as its only path; a heartbeat path silences it. */
 int test_config_single_path_warning(void)
 {
-	char cmd[1200], out[2048];
+	char out[2048];
 	const char *one, *two;
-	FILE *f;
-	size_t n;
-	int st;
 
 	one = test_write_file("one.cfg", "name = vm1\nreplication = 127.0.0.1:7400\n");
-	snprintf(cmd, sizeof(cmd), "%s check-config %s 2>&1 >/dev/null", test_tandem_bin(), one);
-	f = popen(cmd, "r");
-	ASSERT(f);
-	n = fread(out, 1, sizeof(out) - 1, f);
-	out[n] = '\0';
-	st = pclose(f);
-	ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config %s 2>&1 >/dev/null",
+			       test_tandem_bin(), one), 0);
 	ASSERT_STR_CONTAINS(out, "warning: on-peer-loss = failover with the replication link as the only path");
 	two = test_write_file("two.cfg", "name = vm1\nreplication = 127.0.0.1:7400\n"
 			      "heartbeat-paths = 127.0.0.1:7401-127.0.0.2:7401\n");
-	snprintf(cmd, sizeof(cmd), "%s check-config %s 2>&1 >/dev/null", test_tandem_bin(), two);
-	f = popen(cmd, "r");
-	ASSERT(f);
-	n = fread(out, 1, sizeof(out) - 1, f);
-	out[n] = '\0';
-	st = pclose(f);
-	ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config %s 2>&1 >/dev/null",
+			       test_tandem_bin(), two), 0);
 	ASSERT(!strstr(out, "warning"));
 	return TEST_OK;
 }

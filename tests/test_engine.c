@@ -545,18 +545,7 @@ static pid_t fake_status(const char *dir, const char *file, const char *json)
 
 static int status_rc(const char *dir, const char *args, char *out, size_t len)
 {
-	char cmd[1024];
-	FILE *f;
-	size_t n;
-	int st;
-
-	snprintf(cmd, sizeof(cmd), "%s status --run-dir %s %s 2>&1", test_tandem_bin(), dir, args);
-	f = popen(cmd, "r");
-	ASSERT(f);
-	n = fread(out, 1, len - 1, f);
-	out[n] = '\0';
-	st = pclose(f);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return test_capture(out, len, "%s status --run-dir %s %s 2>&1", test_tandem_bin(), dir, args);
 }
 
 int test_status_exit_codes(void)

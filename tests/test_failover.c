@@ -273,19 +273,8 @@ int test_failover_kill_primary(void)
  * its output (stdout and stderr) in out. */
 static int promote(const char *opts, char *out, size_t len)
 {
-	char cmd[800];
-	FILE *f;
-	size_t n;
-	int st;
-
-	snprintf(cmd, sizeof(cmd), "%s promote %s --run-dir %s/run " VM " 2>&1", test_tandem_bin(),
-		 opts, test_tmpdir());
-	f = popen(cmd, "r");
-	ASSERT(f);
-	n = fread(out, 1, len - 1, f);
-	out[n] = '\0';
-	st = pclose(f);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return test_capture(out, len, "%s promote %s --run-dir %s/run " VM " 2>&1",
+			    test_tandem_bin(), opts, test_tmpdir());
 }
 
 static bool guest_paused(const char *role)
