@@ -95,6 +95,14 @@ struct backup {
 	bool rx_open, rx_skip;
 	uint64_t rx_npages, rx_records;
 	uint8_t rx_digest[32];
+
+	/* the checkpoint oracle (config `verify` on the primary) */
+	struct {
+		uint64_t checkpoints, pages, unstable;
+		uint64_t bad_checkpoints, bad_pages, bad_vcpu, errors;
+		uint64_t last_epoch, last_bad_epoch;
+		char last_bad[200];
+	} vr;
 };
 
 static void set_state(struct backup *b, enum bstate s, const char *fmt, ...)
@@ -167,6 +175,72 @@ static void send_error(struct backup *b, uint32_t code, const char *msg)
 	(void)channel_send(b->ch, REC_ERROR, buf, wire_put_error(buf, code, msg));
 }
 
+/*
+ * The checkpoint oracle, backup side: checkpoint c is committed; hash the
+ * same pages of the standby and its vCPU state, compare with what the
+ * primary captured, and count.  A mismatch is logged, not fatal: the
+ * oracle is a diagnostic, and the operator decides.
+ */
+static void verify_standby(struct backup *b, const struct ckpt *c)
+{
+	const struct verify_set *v = &c->verify;
+	uint64_t *got = calloc(v->n ? v->n : 1, sizeof(*got));
+	uint8_t vcpu[32];
+	bool has_vcpu = false;
+	struct verify_result r;
+	char pfns[160];
+	int rc;
+
+	if (!b->dom.ops->verify_standby || !got) {
+		free(got);
+		pthread_mutex_lock(&b->lock);
+		b->vr.errors++;
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	rc = b->dom.ops->verify_standby(&b->dom, c, v, got, vcpu, &has_vcpu);
+	if (rc) {
+		log_warn("checkpoint %" PRIu64 ": the checkpoint oracle could not read the standby: %s",
+			 c->epoch, strerror(-rc));
+		free(got);
+		pthread_mutex_lock(&b->lock);
+		b->vr.errors++;
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	verify_compare(v, got, has_vcpu ? vcpu : NULL, &r);
+	free(got);
+	verify_format_pfns(&r, pfns, sizeof(pfns));
+	if (r.mismatched)
+		log_error("checkpoint %" PRIu64 ": the standby differs from what the primary captured "
+			  "in %u of %u pages compared: pfns %s", c->epoch, r.mismatched, r.compared,
+			  pfns);
+	if (r.vcpu_mismatch)
+		log_error("checkpoint %" PRIu64 ": the standby's vCPU state differs from what the "
+			  "primary captured", c->epoch);
+	log_debug("checkpoint %" PRIu64 ": oracle compared %u pages (%u changed while suspended, "
+		  "not compared), vCPU %s", c->epoch, r.compared, r.unstable,
+		  !r.vcpu_compared ? "not compared" : r.vcpu_mismatch ? "DIFFERS" : "equal");
+	testlog("verify %" PRIu64 " compared=%u unstable=%u mismatched=%u vcpu=%s", c->epoch,
+		r.compared, r.unstable, r.mismatched,
+		!r.vcpu_compared ? "none" : r.vcpu_mismatch ? "differs" : "equal");
+	pthread_mutex_lock(&b->lock);
+	b->vr.checkpoints++;
+	b->vr.pages += r.compared;
+	b->vr.unstable += r.unstable;
+	b->vr.last_epoch = c->epoch;
+	if (r.mismatched || r.vcpu_mismatch) {
+		b->vr.bad_checkpoints++;
+		b->vr.bad_pages += r.mismatched;
+		b->vr.bad_vcpu += r.vcpu_mismatch;
+		b->vr.last_bad_epoch = c->epoch;
+		snprintf(b->vr.last_bad, sizeof(b->vr.last_bad), "%s%s%s",
+			 r.mismatched ? "pfns " : "", r.mismatched ? pfns : "",
+			 r.vcpu_mismatch ? (r.mismatched ? "; vCPU state" : "vCPU state") : "");
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
 static enum rx_result commit_and_ack(struct backup *b)
 {
 	struct ckpt *c = b->rx;
@@ -211,6 +285,8 @@ static enum rx_result commit_and_ack(struct backup *b)
 		b->exit_code = EXIT_FAILURE_RUNTIME;
 		return RX_BAD;
 	}
+	if (!initial && c->has_verify)
+		verify_standby(b, c);
 	bool first = !initial && !b->committed;
 
 	pthread_mutex_lock(&b->lock);
@@ -346,6 +422,20 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		if (rc)
 			return bad("out of memory staging checkpoint %" PRIu64, c->epoch);
 		b->rx_records++;
+		return RX_OK;
+	}
+	case REC_CKPT_VERIFY: {
+		uint64_t epoch = get_be64(rec->payload);
+
+		if (!b->rx_open || epoch != c->epoch)
+			return bad("verify record of checkpoint %" PRIu64 " outside it", epoch);
+		b->rx_records++;
+		if (b->rx_skip)
+			return RX_OK;
+		verify_set_free(&c->verify);
+		if (verify_decode(rec->payload, rec->len, &c->verify))
+			return bad("out of memory staging checkpoint %" PRIu64, c->epoch);
+		c->has_verify = true;
 		return RX_OK;
 	}
 	case REC_CKPT_END: {
@@ -868,7 +958,12 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"activate_ms\":%.1f,\"failover_ms\":%.1f,\"decision\":\"%s\","
 			 "\"forced\":\"%s\",\"connections\":{\"accepted\":%" PRIu64 ","
 			 "\"authenticated\":%" PRIu64 ",\"refused_busy\":%" PRIu64 ",\"failed\":%"
-			 PRIu64 ",\"timed_out\":%" PRIu64 ",\"in_progress\":%u},\"paths\":%s}\n",
+			 PRIu64 ",\"timed_out\":%" PRIu64 ",\"in_progress\":%u},\"verify\":{"
+			 "\"checkpoints\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"unstable\":%" PRIu64
+			 ",\"mismatched_checkpoints\":%" PRIu64 ",\"mismatched_pages\":%" PRIu64
+			 ",\"mismatched_vcpu\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"last_epoch\":%"
+			 PRIu64 ",\"last_mismatch_epoch\":%" PRIu64 ",\"last_mismatch\":\"%s\"},"
+			 "\"paths\":%s}\n",
 			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
 			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
 			 b->committed, b->cfg.interval_ms, b->rounds, b->bytes_received,
@@ -877,7 +972,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 b->cfg.timeout_ms, b->activate_ms, b->failover_ms,
 			 hb_decision_name(b->decision), b->forced_note, gs.accepted, gs.authenticated,
 			 gs.refused_busy, gs.failed, gs.timed_out, gs.in_progress,
-			 paths[0] ? paths : "[]");
+			 b->vr.checkpoints, b->vr.pages, b->vr.unstable, b->vr.bad_checkpoints,
+			 b->vr.bad_pages, b->vr.bad_vcpu, b->vr.errors, b->vr.last_epoch,
+			 b->vr.last_bad_epoch, b->vr.last_bad, paths[0] ? paths : "[]");
 	} else {
 		n = (size_t)snprintf(buf, len,
 			 "%s (backup): %s - %s\n"
@@ -896,6 +993,14 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 					      PRIu64 " authenticated, %" PRIu64 " refused (busy), %"
 					      PRIu64 " failed, %" PRIu64 " timed out\n", gs.accepted,
 					      gs.authenticated, gs.refused_busy, gs.failed, gs.timed_out);
+		if (n < len && (b->vr.checkpoints || b->vr.errors))
+			n += (size_t)snprintf(buf + n, len - n, "  checkpoint oracle: %" PRIu64
+					      " checkpoints, %" PRIu64 " pages compared (%" PRIu64
+					      " changed while suspended), %s%" PRIu64 " mismatched "
+					      "checkpoints%s%s%s\n", b->vr.checkpoints, b->vr.pages,
+					      b->vr.unstable, b->vr.bad_checkpoints ? "MISMATCH: " : "",
+					      b->vr.bad_checkpoints, b->vr.bad_checkpoints ? " (last: " : "",
+					      b->vr.last_bad, b->vr.bad_checkpoints ? ")" : "");
 		if (b->forced_note[0] && n < len)
 			n += (size_t)snprintf(buf + n, len - n, "  WARNING: %s\n", b->forced_note);
 		if (n < len)

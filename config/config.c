@@ -62,6 +62,8 @@ static const struct config_key schema[] = {
 	  "Checkpoints captured but not yet acknowledged before the epoch stretches." },
 	{ "staging-limit", CT_SIZE, F(staging_limit), 1 * MB, 64 * GB, "1G", NULL, false,
 	  "Memory for checkpoints captured but not yet acknowledged." },
+	{ "verify", CT_SIZE, F(verify), 0, 256 * MB, "0", NULL, false,
+	  "Diagnostic: guest memory the checkpoint oracle compares per checkpoint, in rotation (0 = off)." },
 	{ "netbuf", CT_ENUM, F(netbuf), 0, 0, "plug", netbuf_names, false,
 	  "Output buffering backend: plug (qdisc over IFB), queue (NFQUEUE) or none." },
 	{ "vif", CT_STRING, F(vif), 0, 0, "", NULL, false,

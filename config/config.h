@@ -62,6 +62,7 @@ struct tandem_config {
 	uint64_t heartbeat_interval_ms;
 	uint64_t epochs_in_flight;
 	uint64_t staging_limit;
+	uint64_t verify;			/* bytes per checkpoint, 0 = off */
 
 	int netbuf;				/* enum netbuf_kind */
 	char vif[CONFIG_NAME_MAX + 1];

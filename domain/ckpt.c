@@ -39,6 +39,7 @@ void ckpt_free(struct ckpt *c)
 	free(c->pfns);
 	free(c->state);
 	free(c->blob);
+	verify_set_free(&c->verify);
 	free(c);
 }
 
@@ -53,6 +54,9 @@ void ckpt_reset(struct ckpt *c, uint64_t epoch)
 	c->t_suspend_us = c->t_capture_us = c->t_resume_us = 0;
 	c->captured_at_ns = 0;
 	c->has_digest = false;
+	c->has_verify = false;
+	c->verify.n = 0;
+	c->verify.has_vcpu = false;
 }
 
 int ckpt_reserve_pages(struct ckpt *c, uint64_t n)
@@ -130,5 +134,6 @@ int ckpt_append_blob(struct ckpt *c, const void *data, size_t len)
 
 size_t ckpt_bytes(const struct ckpt *c)
 {
-	return c->cap_pages * (CKPT_PAGE_SIZE + 8) + c->state_cap + c->blob_cap;
+	return c->cap_pages * (CKPT_PAGE_SIZE + 8) + c->state_cap + c->blob_cap +
+	       (size_t)c->verify.cap * 16;
 }

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "verify.h"
+
 #define CKPT_PAGE_SIZE 4096u
 
 struct ckpt {
@@ -41,6 +43,10 @@ struct ckpt {
 	/* SHA-256 of the guest at capture, when tests ask for it (TANDEM_TEST_LOG). */
 	uint8_t digest[32];
 	bool has_digest;
+
+	/* The checkpoint oracle's hashes (config `verify`), in CKPT_VERIFY. */
+	struct verify_set verify;
+	bool has_verify;
 
 	/* Timings filled by the engine and drivers (microseconds). */
 	uint64_t t_suspend_us, t_capture_us, t_resume_us;

@@ -23,7 +23,7 @@
  * what went wrong in an operator's words.
  *
  * Members that may be NULL: stop_protection, halt, discard, probe,
- * guest_hash and describe.  All others are required for the role that uses them.
+ * guest_hash, verify_capture, verify_standby and describe.  All others are required for the role that uses them.
  */
 #ifndef TANDEM_DOMAIN_H
 #define TANDEM_DOMAIN_H
@@ -115,6 +115,18 @@ struct domain_ops {
 	 * (primary: the live guest, call while suspended; backup: the last
 	 * committed image).  For tests.  May be NULL. */
 	int (*guest_hash)(struct domain *d, uint8_t out[32]);
+	/* The checkpoint oracle (config `verify`, domain/verify.h).
+	 * Primary, after capture() while the guest is still suspended: add to
+	 * v up to v->cap pfns (the page the negative control dropped, if any,
+	 * then the next window of a rotation over the guest's memory) with
+	 * each page's hash as the guest holds it now (VERIFY_UNSTABLE: it
+	 * changed while suspended), and the vCPU state's hash.
+	 * Backup, after commit() of c, which carried v: hash the standby's
+	 * pages v->pfns into got[] and its vCPU state into got_vcpu (*has_vcpu
+	 * false when the driver cannot).  0 or -errno.  Both may be NULL. */
+	int (*verify_capture)(struct domain *d, struct verify_set *v);
+	int (*verify_standby)(struct domain *d, const struct ckpt *c, const struct verify_set *v,
+			      uint64_t *got, uint8_t got_vcpu[32], bool *has_vcpu);
 	/* One line about the guest for status ("synthetic", domid, ...).  May be NULL. */
 	void (*describe)(struct domain *d, char *buf, size_t len);
 };
@@ -125,6 +137,12 @@ struct domain {
 	int role;			/* ROLE_PRIMARY or ROLE_BACKUP */
 	void *priv;			/* the driver's own state */
 	char error[256];		/* why the driver refused (the backup sends it to the primary) */
+	/* Fault point verify-drop-page, the oracle's negative control: the
+	 * engine sets drop_page before capture(); a driver that honours it
+	 * leaves one dirty page out of that checkpoint, says which in
+	 * dropped_pfn and sets dropped (verify_capture then includes it). */
+	bool drop_page, dropped;
+	uint64_t dropped_pfn;
 };
 
 extern const struct domain_ops memdom_ops;

@@ -199,6 +199,7 @@ struct memdom {
 	struct iovec *iov;
 	uint64_t scan_regions;		/* entries of regions used per scan */
 	uint64_t slice_pages;		/* pages per delivery while running */
+	uint64_t verify_cursor;		/* the checkpoint oracle's rotation */
 
 	/* Backup: the standby. */
 	uint8_t *image;
@@ -1424,6 +1425,13 @@ static int memdom_capture(struct domain *d, struct ckpt *c)
 		if (rc)
 			return rc;
 	}
+	if (d->drop_page && c->npages) {
+		/* the oracle's negative control: a dirty page left out, its
+		 * tracking re-armed, as a write behind log-dirty's back */
+		d->dropped_pfn = c->pfns[--c->npages];
+		d->dropped = true;
+	}
+	d->drop_page = false;
 	state_encode(m->sh, state);
 	rc = ckpt_set_state(c, STATE_VCPU, state, MEMDOM_STATE_LEN);
 	if (rc) {
@@ -1800,6 +1808,77 @@ static int memdom_guest_hash(struct domain *d, uint8_t out[32])
 	return hash_guest(m, 0, m->image, m->state, out);
 }
 
+/* ---- ops: the checkpoint oracle ------------------------------------------------ */
+
+/* Hash v's pages [from, v->n) from the suspended guest child. */
+static int verify_read(struct memdom *m, struct verify_set *v, uint32_t from)
+{
+	uint8_t *buf = malloc(PAGE_SZ);
+
+	if (!buf)
+		return -ENOMEM;
+	for (uint32_t i = from; i < v->n; i++) {
+		struct iovec li = { buf, PAGE_SZ }, ri = { m->base + v->pfns[i] * PAGE_SZ, PAGE_SZ };
+
+		if (v->pfns[i] >= m->npages) {
+			v->hashes[i] = VERIFY_ABSENT;
+			continue;
+		}
+		if (process_vm_readv(m->pid, &li, 1, &ri, 1, 0) != (ssize_t)PAGE_SZ) {
+			int rc = -errno;
+
+			log_error("cannot read memdom guest pid %d memory: %s", (int)m->pid,
+				  strerror(errno));
+			free(buf);
+			return rc ? rc : -EIO;
+		}
+		v->hashes[i] = verify_page_hash(buf);
+	}
+	free(buf);
+	return 0;
+}
+
+static int memdom_verify_capture(struct domain *d, struct verify_set *v)
+{
+	struct memdom *m = d->priv;
+	uint8_t state[MEMDOM_STATE_LEN];
+	uint64_t want = d->cfg->verify / PAGE_SZ ? d->cfg->verify / PAGE_SZ : 1;
+	uint32_t from = v->n;
+
+	if (!m->pid || !m->suspended)
+		return -EINVAL;
+	if (d->dropped)
+		verify_set_add(v, d->dropped_pfn);
+	if (want > m->npages)
+		want = m->npages;
+	for (uint64_t i = 0; i < want && v->n < v->cap; i++) {
+		if (m->verify_cursor >= m->npages)
+			m->verify_cursor = 0;
+		verify_set_add(v, m->verify_cursor++);
+	}
+	state_encode(m->sh, state);
+	verify_state_hash(state, MEMDOM_STATE_LEN, v->vcpu);
+	v->has_vcpu = true;
+	return verify_read(m, v, from);
+}
+
+static int memdom_verify_standby(struct domain *d, const struct ckpt *c, const struct verify_set *v,
+				 uint64_t *got, uint8_t got_vcpu[32], bool *has_vcpu)
+{
+	struct memdom *m = d->priv;
+
+	(void)c;
+	if (!m->image || m->activated)
+		return -EINVAL;
+	for (uint32_t i = 0; i < v->n; i++)
+		got[i] = v->pfns[i] < m->npages ? verify_page_hash(m->image + v->pfns[i] * PAGE_SZ)
+						 : VERIFY_ABSENT;
+	*has_vcpu = m->have_state;
+	if (m->have_state)
+		verify_state_hash(m->state, MEMDOM_STATE_LEN, got_vcpu);
+	return 0;
+}
+
 static void memdom_describe(struct domain *d, char *buf, size_t len)
 {
 	struct memdom *m = d->priv;
@@ -1833,6 +1912,8 @@ const struct domain_ops memdom_ops = {
 	.discard = memdom_discard,
 	.probe = memdom_probe,
 	.guest_hash = memdom_guest_hash,
+	.verify_capture = memdom_verify_capture,
+	.verify_standby = memdom_verify_standby,
 	.describe = memdom_describe,
 };
 

@@ -35,12 +35,15 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define XC_WANT_COMPAT_MAP_FOREIGN_API
 #include <xenctrl.h>
 #include <xenguest.h>
 #include <xenstore.h>
@@ -50,9 +53,11 @@
 #define LOG_MODULE "xen"
 #include "../lib/fault.h"
 #include "../lib/log.h"
+#include "../lib/testlog.h"
 #include "../lib/util.h"
 #include "../lib/wire.h"
 #include "domain.h"
+#include "verify.h"
 #include "xencheck.h"
 #include "xenstream.h"
 
@@ -103,6 +108,14 @@ struct xen {
 	char *config_json;
 	bool prologue_sent;
 
+	/* the checkpoint oracle (config `verify`) */
+	xen_pfn_t *v_space;		/* the guest's populated pfns, special pages left out */
+	uint64_t v_space_n, v_cursor;
+	xen_pfn_t *v_win;		/* this checkpoint's window */
+	uint64_t *v_pass1;		/* its hashes as the guest was suspended */
+	uint32_t v_win_n, v_win_cap;
+	uint64_t *v_pass2;
+
 	/* backup */
 	pthread_t restore_thr;
 	bool restore_started, restore_done;
@@ -115,6 +128,9 @@ struct xen {
 	size_t rs_skip;			/* of the next round: the prologue, sent already */
 	struct xenstream_cut rcut;	/* to check the primary's Xen version */
 	int own_version;		/* this host's, as xc_version says (0: not read) */
+	uint32_t standby_domid;		/* for the oracle (INVALID_DOMID: not looked up) */
+	uint8_t last_vcpu[32];		/* the primary's vCPU hash of the last verified checkpoint */
+	bool have_last_vcpu;
 };
 
 static struct xen *X(struct domain *d) { return d->priv; }
@@ -198,6 +214,8 @@ static int resume_guest(struct xen *x);
 static int check_guest_type(struct xen *x);
 static void leave_running(struct xen *x);
 static void settle_restore_stream(struct xen *x);
+static void verify_pass1(struct xen *x);
+static int verify_scan(struct domain *d);
 
 static const char *guest_name(const struct domain *d)
 {
@@ -216,6 +234,7 @@ static int xen_open(struct domain *d)
 		return -ENOMEM;
 	d->priv = x;
 	x->io_rd = x->io_wr = x->rs_wr = x->rs_rd = -1;
+	x->standby_domid = (uint32_t)INVALID_DOMID;
 	pthread_mutex_init(&x->lock, NULL);
 	pthread_cond_init(&x->cond, NULL);
 	snprintf(x->name, sizeof(x->name), "%s", guest_name(d));
@@ -590,6 +609,8 @@ static int cb_suspend(void *data)
 	}
 	pthread_mutex_unlock(&x->lock);
 	rc = suspend_guest(x);
+	if (rc == 0 && x->v_space_n)
+		verify_pass1(x);
 	pthread_mutex_lock(&x->lock);
 	x->suspend_rc = rc;
 	x->phase = XP_SUSPENDED;
@@ -797,6 +818,13 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 		ckpt_free(c);
 		return -EIO;
 	}
+	x->v_space_n = 0;
+	if (d->cfg->verify && (rc = verify_scan(d)) != 0) {
+		log_warn("checkpoint oracle: cannot list the pages of guest '%s': %s; checkpoints "
+			 "go unverified", x->name, strerror(-rc));
+		x->v_space_n = 0;
+		rc = 0;
+	}
 	if (pipe2(fds, O_CLOEXEC) < 0) {
 		ckpt_free(c);
 		return -errno;
@@ -896,6 +924,9 @@ static int xen_capture(struct domain *d, struct ckpt *c)
 	rc = take_bytes(x, c, x->cut_len);
 	x->taken_ckpts = want;
 	pthread_mutex_unlock(&x->lock);
+	if (!rc && d->drop_page && xenstream_drop_page(c->blob, &c->blob_len, &d->dropped_pfn) == 0)
+		d->dropped = true;	/* the oracle's negative control */
+	d->drop_page = false;
 	return rc;
 }
 
@@ -1031,6 +1062,208 @@ static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uin
 	return 0;
 }
 
+
+/* ---- the checkpoint oracle (config `verify`, domain/verify.h) ---------------- */
+
+#define VERIFY_MAP_BATCH 1024u
+
+/* Hash n pages of domain domid, as they are now (VERIFY_ABSENT: unmappable). */
+static int hash_pfns(struct xen *x, uint32_t domid, const xen_pfn_t *pfns, uint32_t n,
+		     uint64_t *out)
+{
+	int err[VERIFY_MAP_BATCH];
+
+	for (uint32_t i = 0; i < n; i += VERIFY_MAP_BATCH) {
+		uint32_t k = MIN(n - i, VERIFY_MAP_BATCH);
+		uint8_t *m = xc_map_foreign_bulk(x->xch, domid, PROT_READ, pfns + i, err, k);
+
+		if (!m)
+			return -errno ? -errno : -EIO;
+		for (uint32_t j = 0; j < k; j++)
+			out[i + j] = err[j] ? VERIFY_ABSENT : verify_page_hash(m + (size_t)j * 4096);
+		munmap(m, (size_t)k * 4096);
+	}
+	return 0;
+}
+
+/*
+ * Which pfns the oracle rotates over: every populated pfn up to the
+ * guest's highest, less the special pages that libxc's restore rewrites
+ * at each checkpoint (xenstore ring, console ring, ioreq pages: see
+ * handle_hvm_params in libxc's restore), which would differ by design.
+ * Run once per stream, while the guest runs.
+ */
+static int verify_scan(struct domain *d)
+{
+	static const int special[] = { HVM_PARAM_STORE_PFN, HVM_PARAM_CONSOLE_PFN,
+				       HVM_PARAM_IOREQ_PFN, HVM_PARAM_BUFIOREQ_PFN };
+	struct xen *x = X(d);
+	uint64_t skip[4] = { 0 }, t0 = now_ms();
+	xen_pfn_t max = 0, *batch;
+	int err[VERIFY_MAP_BATCH];
+	uint64_t cap = 0, want = d->cfg->verify / 4096 ? d->cfg->verify / 4096 : 1;
+
+	free(x->v_space);
+	x->v_space = NULL;
+	x->v_space_n = x->v_cursor = 0;
+	if (xc_domain_maximum_gpfn(x->xch, x->domid, &max) < 0)
+		return -errno ? -errno : -EIO;
+	for (size_t i = 0; i < ARRAY_SIZE(special); i++)
+		xc_hvm_param_get(x->xch, x->domid, special[i], &skip[i]);
+	batch = malloc(VERIFY_MAP_BATCH * sizeof(*batch));
+	if (!batch)
+		return -ENOMEM;
+	for (xen_pfn_t base = 0; base <= max; base += VERIFY_MAP_BATCH) {
+		uint32_t k = (uint32_t)MIN((xen_pfn_t)VERIFY_MAP_BATCH, max + 1 - base);
+		void *m;
+
+		for (uint32_t j = 0; j < k; j++)
+			batch[j] = base + j;
+		m = xc_map_foreign_bulk(x->xch, x->domid, PROT_READ, batch, err, k);
+		if (!m)
+			continue;
+		munmap(m, (size_t)k * 4096);
+		for (uint32_t j = 0; j < k; j++) {
+			bool special_page = false;
+
+			for (size_t s = 0; s < ARRAY_SIZE(skip); s++)
+				special_page |= skip[s] && skip[s] == batch[j];
+			if (err[j] || special_page)
+				continue;
+			if (x->v_space_n == cap) {
+				xen_pfn_t *n = realloc(x->v_space, (cap ? cap * 2 : 65536) * sizeof(*n));
+				if (!n) {
+					free(batch);
+					return -ENOMEM;
+				}
+				x->v_space = n;
+				cap = cap ? cap * 2 : 65536;
+			}
+			x->v_space[x->v_space_n++] = batch[j];
+		}
+	}
+	free(batch);
+	want = MIN(want, (uint64_t)VERIFY_MAX_PAGES);
+	if (x->v_win_cap < want) {
+		free(x->v_win);
+		free(x->v_pass1);
+		free(x->v_pass2);
+		x->v_win = calloc(want, sizeof(*x->v_win));
+		x->v_pass1 = calloc(want, sizeof(*x->v_pass1));
+		x->v_pass2 = calloc(want, sizeof(*x->v_pass2));
+		if (!x->v_win || !x->v_pass1 || !x->v_pass2) {
+			x->v_win_cap = 0;
+			x->v_space_n = 0;
+			return -ENOMEM;
+		}
+		x->v_win_cap = (uint32_t)want;
+	}
+	log_info("checkpoint oracle: %" PRIu64 " pages of guest '%s' in rotation (highest pfn "
+		 "%#lx; xenstore, console and ioreq pages left out), %" PRIu64 " a checkpoint; "
+		 "scanned in %" PRIu64 " ms", x->v_space_n, x->name, (unsigned long)max,
+		 MIN(want, x->v_space_n), now_ms() - t0);
+	return 0;
+}
+
+/* In the suspend callback, before libxc reads the dirty pages: the
+ * window's first hashes.  A page that changes before verify_capture's
+ * second pass was written while the guest was suspended (a backend, the
+ * hypervisor): what libxc shipped of it is not known, so it is not compared. */
+static void verify_pass1(struct xen *x)
+{
+	uint32_t n = (uint32_t)MIN((uint64_t)x->v_win_cap, x->v_space_n);
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (x->v_cursor >= x->v_space_n)
+			x->v_cursor = 0;
+		x->v_win[i] = x->v_space[x->v_cursor++];
+	}
+	x->v_win_n = n;
+	if (hash_pfns(x, x->domid, x->v_win, n, x->v_pass1))
+		x->v_win_n = 0;
+}
+
+static int xen_verify_capture(struct domain *d, struct verify_set *v)
+{
+	struct xen *x = X(d);
+	uint8_t *ctx;
+	int len, rc;
+
+	if (d->dropped) {
+		xen_pfn_t pfn = d->dropped_pfn;
+		int i = verify_set_add(v, pfn);
+
+		if (i >= 0 && hash_pfns(x, x->domid, &pfn, 1, &v->hashes[i]))
+			v->n--;
+	}
+	if (x->v_win_n) {
+		rc = hash_pfns(x, x->domid, x->v_win, x->v_win_n, x->v_pass2);
+		if (rc)
+			return rc;
+		for (uint32_t i = 0; i < x->v_win_n; i++) {
+			int k = verify_set_add(v, x->v_win[i]);
+
+			if (k < 0)
+				break;
+			v->hashes[k] = x->v_pass1[i] == x->v_pass2[i] ? x->v_pass2[i] : VERIFY_UNSTABLE;
+		}
+		x->v_win_n = 0;
+	}
+	/* the vCPUs' registers as the guest will resume with them */
+	len = xc_domain_hvm_getcontext(x->xch, x->domid, NULL, 0);
+	if (len <= 0)
+		return 0;
+	ctx = malloc((size_t)len);
+	if (!ctx)
+		return -ENOMEM;
+	len = xc_domain_hvm_getcontext(x->xch, x->domid, ctx, (uint32_t)len);
+	if (len > 0 && xenstream_vcpu_hash(ctx, (size_t)len, offsetof(struct hvm_hw_cpu, tsc),
+					   v->vcpu) > 0)
+		v->has_vcpu = true;
+	free(ctx);
+	return 0;
+}
+
+/*
+ * Backup: the standby's pages now (commit() waited for libxc to apply the
+ * checkpoint: xen_commit's barrier), and its vCPU state, which libxc holds
+ * from the checkpoint's HVM_CONTEXT record until a failover sets it.
+ */
+static int xen_verify_standby(struct domain *d, const struct ckpt *c, const struct verify_set *v,
+			      uint64_t *got, uint8_t got_vcpu[32], bool *has_vcpu)
+{
+	struct xen *x = X(d);
+	xen_pfn_t *pfns;
+	size_t body;
+	uint32_t blen;
+	int rc;
+
+	if (x->standby_domid == (uint32_t)INVALID_DOMID &&
+	    libxl_name_to_domid(x->ctx, x->name, &x->standby_domid)) {
+		x->standby_domid = (uint32_t)INVALID_DOMID;
+		return -ENOENT;
+	}
+	pfns = malloc((v->n ? v->n : 1) * sizeof(*pfns));
+	if (!pfns)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < v->n; i++)
+		pfns[i] = v->pfns[i];
+	rc = hash_pfns(x, x->standby_domid, pfns, v->n, got);
+	free(pfns);
+	if (rc)
+		return rc;
+	*has_vcpu = false;
+	if (xenstream_find_record(c->blob, c->blob_len, XS_REC_HVM_CONTEXT, &body, &blen) == 0 &&
+	    xenstream_vcpu_hash(c->blob + body, blen, offsetof(struct hvm_hw_cpu, tsc),
+				got_vcpu) > 0)
+		*has_vcpu = true;
+	if (v->has_vcpu) {
+		memcpy(x->last_vcpu, v->vcpu, 32);
+		x->have_last_vcpu = true;
+	}
+	return 0;
+}
+
 /* ---- backup ---------------------------------------------------------------- */
 
 static void *restore_main(void *arg)
@@ -1069,6 +1302,8 @@ static int xen_prepare_standby(struct domain *d)
 	x->restore_done = false;
 	x->restore_rc = 0;
 	x->new_domid = INVALID_DOMID;
+	x->standby_domid = (uint32_t)INVALID_DOMID;
+	x->have_last_vcpu = false;
 	__atomic_store_n(&x->quiet, false, __ATOMIC_RELAXED);
 	return 0;
 }
@@ -1137,6 +1372,7 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 {
 	struct xen *x = X(d);
 	uint64_t end;
+	bool barrier = false;
 	int rc;
 
 	/* Check the primary's Xen version from the libxc domain header, before
@@ -1207,6 +1443,17 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 		int unread = 0;
 		if (ioctl(x->rs_wr, SIOCOUTQ, &unread) < 0)
 			return -errno;
+		if (unread == 0 && c->has_verify && !barrier) {
+			/* the oracle needs checkpoint c applied, which libxc does
+			 * after libxl read CHECKPOINT_END: it has once it reads on */
+			uint8_t b[XENSTREAM_BARRIER_LEN];
+
+			if (write_full(x->rs_wr, b, xenstream_barrier(b)))
+				return -EIO;
+			x->rs_sent += XENSTREAM_BARRIER_LEN;
+			barrier = true;
+			continue;
+		}
 		if (unread == 0)
 			return 0;
 		if (x->restore_done) {
@@ -1218,6 +1465,34 @@ static int xen_commit(struct domain *d, const struct ckpt *c)
 			return -ETIMEDOUT;
 		usleep(nap);
 	}
+}
+
+/*
+ * The checkpoint oracle at failover: the vCPUs libxc set in the restored
+ * domain, before it runs, against what the primary captured at the last
+ * verified checkpoint (the last committed one when every checkpoint is
+ * verified).  Logged; the guest runs either way.
+ */
+static void verify_activated_vcpus(struct xen *x, uint32_t domid)
+{
+	uint8_t h[32];
+	int len = xc_domain_hvm_getcontext(x->xch, domid, NULL, 0);
+	uint8_t *ctx = len > 0 ? malloc((size_t)len) : NULL;
+
+	if (!ctx)
+		return;
+	len = xc_domain_hvm_getcontext(x->xch, domid, ctx, (uint32_t)len);
+	if (len > 0 && xenstream_vcpu_hash(ctx, (size_t)len, offsetof(struct hvm_hw_cpu, tsc), h) > 0) {
+		if (memcmp(h, x->last_vcpu, 32))
+			log_warn("checkpoint oracle: the activated guest's vCPU registers differ from "
+				 "those the primary captured at the last verified checkpoint (expected "
+				 "if later checkpoints were committed unverified)");
+		else
+			log_info("checkpoint oracle: the activated guest's vCPU registers equal those "
+				 "the primary captured");
+		testlog("verify activated vcpu=%s", memcmp(h, x->last_vcpu, 32) ? "differs" : "equal");
+	}
+	free(ctx);
 }
 
 static int xen_activate(struct domain *d)
@@ -1243,6 +1518,8 @@ static int xen_activate(struct domain *d)
 		log_error("libxl could not complete the standby of '%s' (error %d)", x->name, rc);
 		return -EIO;
 	}
+	if (x->have_last_vcpu)
+		verify_activated_vcpus(x, domid);
 	rc = libxl_domain_unpause(x->ctx, domid, NULL);
 	if (rc) {
 		log_error("cannot unpause domain %u (error %d)", domid, rc);
@@ -1330,5 +1607,7 @@ const struct domain_ops xen_ops = {
 	.discard = xen_discard,
 	.probe = xen_probe,
 	.guest_hash = NULL,
+	.verify_capture = xen_verify_capture,
+	.verify_standby = xen_verify_standby,
 	.describe = xen_describe,
 };

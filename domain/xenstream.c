@@ -2,10 +2,12 @@
  * xenstream.c - cut a checkpointed libxc stream at CHECKPOINT records.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../lib/util.h"
 #include "../lib/wire.h"
+#include "verify.h"
 #include "xenstream.h"
 
 static uint32_t le32(const uint8_t *p)
@@ -94,4 +96,121 @@ size_t xenstream_libxl_checkpoint_end(uint8_t out[8])
 	put_le32(out, XL_REC_CHECKPOINT_END);
 	put_le32(out + 4, 0);
 	return 8;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	put_le32(p, (uint32_t)v);
+	put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+int xenstream_find_record(const uint8_t *s, size_t len, uint32_t type, size_t *body,
+			  uint32_t *body_len)
+{
+	int found = -ENOENT;
+
+	for (size_t off = 0; off + 8 <= len;) {
+		uint32_t t = le32(s + off) & ~0x80000000u, l = le32(s + off + 4);
+
+		if (l > XS_REC_LENGTH_MAX || off + 8 + ALIGN8((uint64_t)l) > len)
+			return -EBADMSG;
+		if (t == type) {
+			*body = off + 8;
+			*body_len = l;
+			found = 0;
+		}
+		if (t == XS_REC_CHECKPOINT || t == XS_REC_END)
+			return found;
+		off += 8 + ALIGN8((size_t)l);
+	}
+	return found;
+}
+
+int xenstream_vcpu_hash(const uint8_t *ctx, size_t len, size_t tsc_off, uint8_t out[32])
+{
+	uint8_t *acc = NULL;
+	size_t acc_len = 0;
+	int cpus = 0;
+
+	for (size_t off = 0; off + 8 <= len;) {
+		uint16_t code = (uint16_t)(ctx[off] | ctx[off + 1] << 8);
+		uint32_t l = le32(ctx + off + 4);
+		uint8_t *n;
+
+		if (off + 8 + l > len)
+			break;
+		if (code == XS_HVM_CODE_END)
+			break;
+		if (code == XS_HVM_CODE_CPU && l >= tsc_off + 8) {
+			n = realloc(acc, acc_len + 8 + l);
+			if (!n) {
+				free(acc);
+				return -ENOMEM;
+			}
+			acc = n;
+			memcpy(acc + acc_len, ctx + off, 8 + l);
+			memset(acc + acc_len + 8 + tsc_off, 0, 8);	/* time moves on */
+			acc_len += 8 + l;
+			cpus++;
+		}
+		off += 8 + l;
+	}
+	if (cpus)
+		verify_state_hash(acc, acc_len, out);
+	free(acc);
+	return cpus ? cpus : -ENOENT;
+}
+
+int xenstream_drop_page(uint8_t *s, size_t *len, uint64_t *pfn)
+{
+	for (size_t off = 0; off + 8 <= *len;) {
+		uint32_t t = le32(s + off) & ~0x80000000u, l = le32(s + off + 4);
+		size_t body = off + 8;
+
+		if (l > XS_REC_LENGTH_MAX || off + 8 + ALIGN8((uint64_t)l) > *len)
+			return -EBADMSG;
+		if (t == XS_REC_CHECKPOINT || t == XS_REC_END)
+			return -ENOENT;
+		if (t == XS_REC_PAGE_DATA && l >= 8) {
+			uint32_t count = le32(s + body);
+			size_t data = body + 8 + (size_t)count * 8, k = 0;
+
+			if (8 + (uint64_t)count * 8 > l)
+				return -EBADMSG;
+			for (uint32_t i = 0; i < count; i++) {
+				uint64_t e = le64(s + body + 8 + 8 * (size_t)i);
+				uint32_t type = (uint32_t)(e >> 32) & XS_PFINFO_TYPE_MASK32;
+				size_t at, tail;
+
+				if (type >= XS_PFINFO_BROKEN)	/* carries no data */
+					continue;
+				at = data + k * 4096;
+				if (at + 4096 > body + l)
+					return -EBADMSG;
+				/* mark it "not present" and cut its data out */
+				*pfn = e & XS_PFN_MASK;
+				put_le64(s + body + 8 + 8 * (size_t)i, *pfn | (uint64_t)XS_PFINFO_XTAB << 32);
+				tail = *len - (at + 4096);
+				memmove(s + at, s + at + 4096, tail);
+				*len -= 4096;
+				put_le32(s + off + 4, l - 4096);
+				return 0;
+			}
+		}
+		off += 8 + ALIGN8((size_t)l);
+	}
+	return -ENOENT;
+}
+
+size_t xenstream_barrier(uint8_t out[16])
+{
+	put_le32(out, XS_REC_HVM_PARAMS);
+	put_le32(out + 4, 8);
+	memset(out + 8, 0, 8);		/* count 0, reserved */
+	return 16;
 }

@@ -24,8 +24,20 @@
 #define XS_IHDR_MARKER 0xffffffffffffffffull
 #define XS_IHDR_ID 0x58454E46u		/* "XENF" */
 #define XS_REC_END 0x0u
+#define XS_REC_PAGE_DATA 0x1u
+#define XS_REC_HVM_CONTEXT 0x9u
+#define XS_REC_HVM_PARAMS 0xau
 #define XS_REC_CHECKPOINT 0xeu
 #define XS_REC_LENGTH_MAX (128u << 20)
+
+/* PAGE_DATA entries: pfn in the low 52 bits, XEN_DOMCTL_PFINFO type above. */
+#define XS_PFN_MASK 0x000fffffffffffffull
+#define XS_PFINFO_TYPE_MASK32 0xf0000000u
+#define XS_PFINFO_BROKEN 0xd0000000u	/* and XALLOC 0xe, XTAB 0xf: no data */
+#define XS_PFINFO_XTAB 0xf0000000u
+/* HVM context save records (xen/hvm/save.h): typecodes */
+#define XS_HVM_CODE_END 0
+#define XS_HVM_CODE_CPU 2
 
 #define XL_HDR_LEN 16
 #define XL_IDENT 0x4c6962786c466d74ull	/* "LibxlFmt" */
@@ -58,5 +70,37 @@ size_t xenstream_libxl_prologue(uint8_t out[32]);
 
 /* A libxl CHECKPOINT_END record (8 bytes). */
 size_t xenstream_libxl_checkpoint_end(uint8_t out[8]);
+
+/*
+ * The last record of `type` in one checkpoint's libxc records s[0..len)
+ * (up to its CHECKPOINT): 0 with its body's offset and length, -ENOENT,
+ * or -EBADMSG.
+ */
+int xenstream_find_record(const uint8_t *s, size_t len, uint32_t type, size_t *body,
+			  uint32_t *body_len);
+
+/*
+ * SHA-256 over the CPU records of an HVM context blob (xc_domain_hvm_getcontext's
+ * format, also the HVM_CONTEXT record's body), each with its guest TSC
+ * (at tsc_off in struct hvm_hw_cpu) zeroed: the registers as the guest
+ * will resume with them.  Returns the number of vCPUs, -ENOENT, -ENOMEM.
+ */
+int xenstream_vcpu_hash(const uint8_t *ctx, size_t len, size_t tsc_off, uint8_t out[32]);
+
+/*
+ * The checkpoint oracle's negative control: in one checkpoint's records,
+ * mark the first page that carries data in the first PAGE_DATA record as
+ * not present (XTAB) and cut its 4 KiB out, so the restore leaves that pfn
+ * as it was.  0 with *pfn and *len updated, -ENOENT (no page), -EBADMSG.
+ */
+int xenstream_drop_page(uint8_t *s, size_t *len, uint64_t *pfn);
+
+/*
+ * A record that libxc's restore buffers and later skips (an empty
+ * HVM_PARAMS record, which libxc tolerates): written after a checkpoint,
+ * once the restore has read it, the checkpoint before it is applied.
+ */
+#define XENSTREAM_BARRIER_LEN 16
+size_t xenstream_barrier(uint8_t out[16]);
 
 #endif

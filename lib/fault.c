@@ -19,6 +19,7 @@ static const char *const points[] = {
 	"drop-ack", "duplicate-frame", "backup-mid-commit", "backup-before-ack",
 	"primary-exit-after-release", "slow-commit", "suspend-fails", "xen-version-differs",
 	"restore-ends-early", "null-call", "no-xs-resume", "ignore-active",
+	"verify-drop-page",
 };
 
 static struct {

@@ -22,7 +22,9 @@
  * the fix, for lab/lab.sh errors' guest_shutdown case), ignore-active (a
  * primary that hears the backup is active does not step down, from the
  * first time for the life of the process: the negative control of the
- * fault schedule, tests/test_schedule.c).
+ * fault schedule, tests/test_schedule.c), verify-drop-page (with `verify`
+ * on, the primary leaves one dirty page out of the checkpoint: the
+ * checkpoint oracle's negative control; test digests stop from then on).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

@@ -112,6 +112,19 @@ static int v_ckpt_end(const uint8_t *p, uint32_t len, const char **why)
 	return 0;
 }
 
+static int v_ckpt_verify(const uint8_t *p, uint32_t len, const char **why)
+{
+	uint32_t count = get_be32(p + 8);
+
+	if (get_be32(p + 12) & ~1u)
+		FAIL("ckpt_verify: unknown flags");
+	if (count > WIRE_VERIFY_MAX_PAGES)
+		FAIL("ckpt_verify: page count out of bounds (0 to 65536)");
+	if ((uint64_t)len != CKPT_VERIFY_FIXED_LEN + (uint64_t)count * 16)
+		FAIL("ckpt_verify: length does not match the page count");
+	return 0;
+}
+
 static int v_lz4(const uint8_t *p, uint32_t len, const char **why)
 {
 	uint32_t type = get_be32(p), ilen = get_be32(p + 4);
@@ -145,6 +158,8 @@ static const struct rec_desc records[] = {
 	{ REC_CKPT_BLOB, "ckpt_blob", CKPT_BLOB_FIXED_LEN + 1,
 	  CKPT_BLOB_FIXED_LEN + WIRE_BLOB_MAX, v_ckpt_blob },
 	{ REC_CKPT_END, "ckpt_end", CKPT_END_LEN, CKPT_END_LEN, v_ckpt_end },
+	{ REC_CKPT_VERIFY, "ckpt_verify", CKPT_VERIFY_FIXED_LEN,
+	  CKPT_VERIFY_FIXED_LEN + WIRE_VERIFY_MAX_PAGES * 16, v_ckpt_verify },
 	{ REC_ACK, "ack", ACK_LEN, ACK_LEN, v_fixed },
 	{ REC_HEARTBEAT, "heartbeat", HEARTBEAT_LEN, HEARTBEAT_LEN, v_fixed },
 	{ REC_FAILOVER, "failover", FAILOVER_LEN, FAILOVER_LEN, v_reserved32 },

@@ -46,6 +46,7 @@ enum wire_type {
 	REC_CKPT_STATE = 0x0012,
 	REC_CKPT_BLOB = 0x0013,
 	REC_CKPT_END = 0x0014,
+	REC_CKPT_VERIFY = 0x0015,	/* the checkpoint oracle's hashes (domain/verify.h) */
 	REC_ACK = 0x0020,
 	REC_HEARTBEAT = 0x0030,
 	REC_FAILOVER = 0x0040,
@@ -65,6 +66,8 @@ enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
 #define CKPT_STATE_FIXED_LEN 16
 #define CKPT_BLOB_FIXED_LEN 16
 #define CKPT_END_LEN (24 + WIRE_DIGEST_LEN)
+#define CKPT_VERIFY_FIXED_LEN 48		/* epoch u64, count u32, flags u32, vcpu[32] */
+#define WIRE_VERIFY_MAX_PAGES 65536u
 #define ACK_LEN 16
 #define HEARTBEAT_LEN 24
 #define FAILOVER_LEN 16
@@ -75,6 +78,8 @@ enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
 _Static_assert(HELLO_FIXED_LEN == 88, "hello layout");
 _Static_assert(HELLO_FIXED_LEN % 8 == 0, "hello fixed part is 8-aligned");
 _Static_assert(CKPT_END_LEN == 56, "ckpt_end layout");
+_Static_assert(CKPT_VERIFY_FIXED_LEN + WIRE_VERIFY_MAX_PAGES * 16ull <= WIRE_MAX_PAYLOAD,
+	       "a full verify record fits the payload cap");
 _Static_assert(CKPT_PAGES_FIXED_LEN + WIRE_MAX_PAGES_PER_REC * (8 + WIRE_PAGE_SIZE) <= WIRE_MAX_PAYLOAD,
 	       "a full pages record fits the payload cap");
 _Static_assert(WIRE_STREAM_HDR_LEN % 8 == 0 && WIRE_REC_HDR_LEN % 8 == 0, "headers 8-aligned");

@@ -62,6 +62,7 @@ struct primary {
 	struct netbuf nb;
 	struct channel *ch;
 	int exit_code;
+	bool digest_off;		/* verify-drop-page fired: the test digest would only trip */
 
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint, sighup;
@@ -438,6 +439,35 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 	return true;
 }
 
+/*
+ * The checkpoint oracle, primary side (config `verify`): while the guest
+ * is still suspended, hash the next window of its pages and its vCPU
+ * state into c's CKPT_VERIFY record.  A failure costs this checkpoint its
+ * verification, never the checkpoint.
+ */
+static void verify_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
+{
+	uint64_t want = p->cfg.verify / CKPT_PAGE_SIZE + 1;	/* + the dropped page */
+	int rc;
+
+	if (!c->verify.cap &&
+	    verify_set_init(&c->verify, (uint32_t)MIN(want, (uint64_t)VERIFY_MAX_PAGES))) {
+		log_warn("checkpoint %" PRIu64 ": no memory for the checkpoint oracle", epoch);
+		return;
+	}
+	c->verify.n = 0;
+	c->verify.has_vcpu = false;
+	c->verify.epoch = epoch;
+	rc = p->dom.ops->verify_capture(&p->dom, &c->verify);
+	p->dom.dropped = false;
+	if (rc) {
+		log_warn("checkpoint %" PRIu64 ": the checkpoint oracle could not hash the guest: %s",
+			 epoch, strerror(-rc));
+		return;
+	}
+	c->has_verify = true;
+}
+
 /* One checkpoint: the guest's pause is suspend..resume. */
 static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 {
@@ -468,9 +498,19 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 		log_error("checkpoint %" PRIu64 ": cannot close the output epoch: %s", epoch, strerror(-rc));
 		goto resume;
 	}
+	p->dom.drop_page = p->cfg.verify && p->dom.ops->verify_capture &&
+			   fault_hit("verify-drop-page");
 	rc = p->dom.ops->capture(&p->dom, c);
 	fault_kill("mid-capture");
-	if (!rc && testlog_enabled() && p->dom.ops->guest_hash &&
+	if (p->dom.dropped) {
+		log_warn("fault point 'verify-drop-page' fired: pfn %#" PRIx64 " left out of "
+			 "checkpoint %" PRIu64 "; the checkpoint oracle must report it",
+			 p->dom.dropped_pfn, epoch);
+		p->digest_off = true;	/* the standby is wrong on purpose from here */
+	}
+	if (!rc && p->cfg.verify && p->dom.ops->verify_capture)
+		verify_checkpoint(p, c, epoch);
+	if (!rc && testlog_enabled() && !p->digest_off && p->dom.ops->guest_hash &&
 	    p->dom.ops->guest_hash(&p->dom, hash) == 0) {
 		uint64_t step = 0;	/* memdom: the guest's step, for tests/test_observer.c */
 

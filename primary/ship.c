@@ -2,6 +2,7 @@
  * ship.c - serialise a staged checkpoint onto the channel.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LOG_MODULE "ship"
@@ -50,6 +51,19 @@ int ship_ckpt(struct channel *ch, const struct ckpt *c, const uint8_t *digest)
 		struct iovec iov[2] = { { prefix, 16 }, { c->blob + off, n } };
 		wire_put_state_prefix(prefix, c->epoch, 0, n);
 		if ((rc = channel_sendv(ch, REC_CKPT_BLOB, iov, 2)))
+			return rc;
+		e.nrecords++;
+	}
+	if (c->has_verify) {
+		size_t vlen = verify_wire_len(c->verify.n);
+		uint8_t *v = malloc(vlen);
+
+		if (!v)
+			return -ENOMEM;
+		verify_encode(&c->verify, v);
+		rc = channel_send(ch, REC_CKPT_VERIFY, v, (uint32_t)vlen);
+		free(v);
+		if (rc)
 			return rc;
 		e.nrecords++;
 	}

@@ -249,18 +249,25 @@ uint64_t td_max_ack(const struct td *primary)
 	return max;
 }
 
-bool td_log_has(const struct td *d, const char *text)
+bool td_grep(const struct td *d, const char *text, char *after, size_t len)
 {
 	FILE *f = fopen(d->log, "r");
 	char line[2048];
-	bool found = false;
+	const char *at = NULL;
 
 	if (!f)
 		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, text) != NULL;
+	while (!at && fgets(line, sizeof(line), f))
+		at = strstr(line, text);
 	fclose(f);
-	return found;
+	if (at && after && len)
+		snprintf(after, len, "%s", at + strlen(text));
+	return at != NULL;
+}
+
+bool td_log_has(const struct td *d, const char *text)
+{
+	return td_grep(d, text, NULL, 0);
 }
 
 void td_dump(const struct td *d)

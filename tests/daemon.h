@@ -56,6 +56,8 @@ bool td_ckpt_step(const struct td *primary, uint64_t epoch, uint64_t *step);
 uint64_t td_max_ack(const struct td *primary);
 
 /* True if its log contains text. */
+/* The first line of d's log with text: true, and what follows text in after. */
+bool td_grep(const struct td *d, const char *text, char *after, size_t len);
 bool td_log_has(const struct td *d, const char *text);
 
 /* Move this test process into a new network namespace with lo up, so

@@ -172,3 +172,113 @@ int test_xen_guest_types(void)
 	ASSERT_STR_CONTAINS(why, "vTPM");
 	return TEST_OK;
 }
+
+static void le32_at(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void le64_at(uint8_t *p, uint64_t v)
+{
+	le32_at(p, (uint32_t)v);
+	le32_at(p + 4, (uint32_t)(v >> 32));
+}
+
+/*
+ * One checkpoint's records: a PAGE_DATA of three entries (one not present,
+ * two pages of data, filled with 0xa1 and 0xb2), an HVM_CONTEXT, then
+ * CHECKPOINT and libxl's CHECKPOINT_END.
+ */
+static size_t make_checkpoint(uint8_t *s, const uint8_t *ctx, uint32_t ctx_len)
+{
+	size_t n = 0;
+
+	le32_at(s, 1);
+	le32_at(s + 4, 8 + 3 * 8 + 2 * 4096);
+	le32_at(s + 8, 3);
+	le32_at(s + 12, 0);
+	le64_at(s + 16, 0x100 | 0xf000000000000000ull);		/* XTAB */
+	le64_at(s + 24, 0x200);					/* NOTAB */
+	le64_at(s + 32, 0x300 | 0x1000000000000000ull);		/* L1TAB: has data */
+	memset(s + 40, 0xa1, 4096);
+	memset(s + 40 + 4096, 0xb2, 4096);
+	n = 40 + 8192;
+	le32_at(s + n, 9);
+	le32_at(s + n + 4, ctx_len);
+	memcpy(s + n + 8, ctx, ctx_len);
+	memset(s + n + 8 + ctx_len, 0, ALIGN8(ctx_len) - ctx_len);
+	n += 8 + ALIGN8(ctx_len);
+	n += put_rec(s + n, 0xe, 0);
+	n += xenstream_libxl_checkpoint_end(s + n);
+	return n;
+}
+
+/* An HVM context: header record, two CPU records (tsc at offset 40), END. */
+static uint32_t make_hvm_context(uint8_t *c, uint64_t tsc0, uint64_t tsc1, uint8_t rax1)
+{
+	uint32_t n = 0;
+
+	memset(c, 0, 256);
+	c[n] = 1; le32_at(c + n + 4, 16); n += 8 + 16;			/* HEADER */
+	c[n] = 2; le32_at(c + n + 4, 64); le64_at(c + n + 8 + 40, tsc0); n += 8 + 64;
+	c[n] = 2; c[n + 2] = 1; le32_at(c + n + 4, 64);
+	c[n + 8] = rax1; le64_at(c + n + 8 + 40, tsc1); n += 8 + 64;
+	c[n] = 0; n += 8;						/* END */
+	return n;
+}
+
+/*
+ * The oracle's pieces on a captured stream: the HVM_CONTEXT record is
+ * found, the vCPU hash ignores the TSC and sees a register, the negative
+ * control drops exactly one page, and the restore barrier is an empty
+ * HVM_PARAMS record.
+ */
+int test_xenstream_oracle_pieces(void)
+{
+	static uint8_t s[16384], t[16384];
+	uint8_t ctx[256], ctx2[256], h1[32], h2[32], bar[16];
+	uint32_t clen = make_hvm_context(ctx, 111, 222, 7), blen;
+	size_t n = make_checkpoint(s, ctx, clen), body, len;
+	uint64_t pfn = 0;
+
+	ASSERT_EQ(xenstream_find_record(s, n, XS_REC_HVM_CONTEXT, &body, &blen), 0);
+	ASSERT_EQ(blen, clen);
+	ASSERT(memcmp(s + body, ctx, clen) == 0);
+	ASSERT_EQ(xenstream_find_record(s, n, XS_REC_HVM_PARAMS, &body, &blen), -ENOENT);
+	ASSERT_EQ(xenstream_find_record(s, n - 30, XS_REC_HVM_CONTEXT, &body, &blen), -EBADMSG);
+
+	ASSERT_EQ(xenstream_vcpu_hash(ctx, clen, 40, h1), 2);
+	make_hvm_context(ctx2, 999, 5, 7);		/* only the TSCs differ */
+	ASSERT_EQ(xenstream_vcpu_hash(ctx2, clen, 40, h2), 2);
+	ASSERT(memcmp(h1, h2, 32) == 0);
+	make_hvm_context(ctx2, 111, 222, 8);		/* vCPU 1's rax differs */
+	ASSERT_EQ(xenstream_vcpu_hash(ctx2, clen, 40, h2), 2);
+	ASSERT(memcmp(h1, h2, 32) != 0);
+	ASSERT_EQ(xenstream_vcpu_hash(ctx, 24, 40, h2), -ENOENT);	/* header only */
+
+	memcpy(t, s, n);
+	len = n;
+	ASSERT_EQ(xenstream_drop_page(t, &len, &pfn), 0);
+	ASSERT_EQ(pfn, 0x200);				/* the first page with data */
+	ASSERT_EQ(len, n - 4096);
+	ASSERT_EQ(t[4] | t[5] << 8 | t[6] << 16, 8 + 3 * 8 + 4096);
+	ASSERT_EQ(t[24 + 7], 0xf0);			/* now XTAB */
+	ASSERT_EQ(t[40], 0xb2);				/* the other page's data moved up */
+	ASSERT_EQ(xenstream_find_record(t, len, XS_REC_HVM_CONTEXT, &body, &blen), 0);
+	ASSERT(memcmp(t + body, ctx, clen) == 0);	/* the records after it intact */
+	{
+		struct xenstream_cut c = { .stage = 2 };	/* and it still cuts */
+		ASSERT_EQ(xenstream_feed(&c, t, len), (long)(len - 8));
+		ASSERT_EQ(c.checkpoints, 1);
+	}
+	len = 8;					/* a CHECKPOINT only: nothing to drop */
+	ASSERT_EQ(xenstream_drop_page(t + n - 16 - 4096, &len, &pfn), -ENOENT);
+
+	ASSERT_EQ(xenstream_barrier(bar), XENSTREAM_BARRIER_LEN);
+	ASSERT_EQ(bar[0], 0x0a);
+	ASSERT_EQ(bar[4], 8);
+	for (int i = 8; i < 16; i++)
+		ASSERT_EQ(bar[i], 0);
+	return TEST_OK;
+}
