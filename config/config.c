@@ -100,6 +100,10 @@ static const struct config_key schema[] = {
 	  "How long a primary whose replication link is down, peer alive elsewhere, waits before on-replication-loss." },
 	{ "on-replication-loss", CT_ENUM, F(on_replication_loss), 0, 0, "wait", repl_loss_names, true,
 	  "After the grace: wait (output stays held) or release (stop protection, release output)." },
+	{ "disks", CT_DISKS, F(disks), 0, 0, "", NULL, true,
+	  "The guest's DRBD-replicated disks RESOURCE:DEVICE, comma-separated (empty: no protected disk)." },
+	{ "drbd-conf", CT_STRING, F(drbd_conf), 0, 0, "/etc/drbd.conf", NULL, false,
+	  "DRBD configuration that defines the resources named in disks." },
 	{ "on-superseded", CT_ENUM, F(on_superseded), 0, 0, "pause", superseded_names, false,
 	  "When the backup activated and this primary learns it: pause or destroy its guest." },
 };
@@ -151,6 +155,7 @@ static const char *type_expect(const struct config_key *k)
 	case CT_ENUM: return "one of the listed words";
 	case CT_ADDR: return "an address host:port (IPv6 as [addr]:port)";
 	case CT_HB_PATHS: return "paths PRIMARY:PORT-BACKUP:PORT separated by commas";
+	case CT_DISKS: return "disks RESOURCE:/dev/DEVICE separated by commas";
 	}
 	return "?";
 }
@@ -202,6 +207,69 @@ static int parse_addr(const char *s, struct config_addr *a)
  * heartbeat-paths: "A:P-B:P, A:P-B:P".  The '-' separating the two ends is
  * the first one after the primary's port, so host names may contain '-'.
  */
+/* disks: RESOURCE:DEVICE, comma-separated: a DRBD resource name and the
+ * absolute path of the block device the guest's VBD uses. */
+static int parse_disks(const char *s, struct config_disks *out, char *msg, size_t msglen)
+{
+	struct config_disks ds;
+
+	memset(&ds, 0, sizeof(ds));
+	while (*s) {
+		const char *end = strchr(s, ','), *colon;
+		char item[CONFIG_NAME_MAX + CONFIG_PATH_MAX + 2];
+		size_t len, rlen;
+
+		if (!end)
+			end = s + strlen(s);
+		while (s < end && isspace((unsigned char)*s))
+			s++;
+		len = (size_t)(end - s);
+		while (len && isspace((unsigned char)s[len - 1]))
+			len--;
+		if (len >= sizeof(item)) {
+			snprintf(msg, msglen, "disk entry too long (at most %zu characters)",
+				 sizeof(item) - 1);
+			return -EINVAL;
+		}
+		memcpy(item, s, len);
+		item[len] = '\0';
+		s = *end ? end + 1 : end;
+		if (!len)
+			continue;
+		if (ds.n == CONFIG_DISKS_MAX) {
+			snprintf(msg, msglen, "at most %d disks", CONFIG_DISKS_MAX);
+			return -EINVAL;
+		}
+		colon = strchr(item, ':');
+		rlen = colon ? (size_t)(colon - item) : 0;
+		if (!colon || !rlen || rlen >= CONFIG_NAME_MAX || colon[1] != '/' ||
+		    strlen(colon + 1) >= CONFIG_PATH_MAX) {
+			snprintf(msg, msglen, "expected RESOURCE:/dev/DEVICE (a DRBD resource and the "
+				 "guest-facing block device's absolute path), got '%.80s'", item);
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < rlen; i++) {
+			if (!isalnum((unsigned char)item[i]) && !strchr("-_.", item[i])) {
+				snprintf(msg, msglen, "DRBD resource name '%.*s': expected letters, "
+					 "digits, '-', '_' or '.'", (int)rlen, item);
+				return -EINVAL;
+			}
+		}
+		memcpy(ds.d[ds.n].resource, item, rlen);
+		snprintf(ds.d[ds.n].device, sizeof(ds.d[ds.n].device), "%s", colon + 1);
+		for (unsigned j = 0; j < ds.n; j++) {
+			if (!strcmp(ds.d[j].resource, ds.d[ds.n].resource) ||
+			    !strcmp(ds.d[j].device, ds.d[ds.n].device)) {
+				snprintf(msg, msglen, "disk '%.80s' is named twice", item);
+				return -EINVAL;
+			}
+		}
+		ds.n++;
+	}
+	*out = ds;
+	return 0;
+}
+
 static int parse_hb_paths(const char *s, struct config_hb_paths *out, char *msg, size_t msglen)
 {
 	struct config_hb_paths ps;
@@ -336,6 +404,8 @@ static int set_value(struct tandem_config *cfg, const struct config_key *k,
 		return -EINVAL;
 	case CT_HB_PATHS:
 		return parse_hb_paths(v, (struct config_hb_paths *)field, msg, msglen);
+	case CT_DISKS:
+		return parse_disks(v, (struct config_disks *)field, msg, msglen);
 	case CT_ADDR:
 		if (!*v && k->def && !*k->def) {	/* optional address, unset */
 			memset(field, 0, sizeof(struct config_addr));
@@ -582,6 +652,20 @@ void config_format_value(const struct tandem_config *cfg, const struct config_ke
 		a = (const struct config_addr *)field;
 		fmt_addr(a, buf, len);
 		break;
+	case CT_DISKS: {
+		const struct config_disks *ds = (const struct config_disks *)field;
+		size_t used = 0;
+
+		buf[0] = '\0';
+		for (unsigned i = 0; i < ds->n && used < len; i++) {
+			int r = snprintf(buf + used, len - used, "%s%s:%s", i ? ", " : "",
+					 ds->d[i].resource, ds->d[i].device);
+			if (r < 0)
+				break;
+			used += (size_t)r;
+		}
+		break;
+	}
 	case CT_HB_PATHS: {
 		const struct config_hb_paths *ps = (const struct config_hb_paths *)field;
 		char pa[CONFIG_PATH_MAX + 16], pb[CONFIG_PATH_MAX + 16];

@@ -37,6 +37,19 @@ struct config_hb_paths {
 	struct config_hb_path p[CONFIG_HB_PATHS_MAX];
 };
 
+/* disks: RESOURCE:DEVICE, comma-separated (a DRBD resource, the guest-facing device). */
+#define CONFIG_DISKS_MAX 8
+
+struct config_disk {
+	char resource[CONFIG_NAME_MAX];
+	char device[CONFIG_PATH_MAX];
+};
+
+struct config_disks {
+	unsigned n;
+	struct config_disk d[CONFIG_DISKS_MAX];
+};
+
 enum domain_kind { DOMAIN_XEN = 0, DOMAIN_MEMDOM };
 enum netbuf_kind { NETBUF_PLUG = 0, NETBUF_QUEUE, NETBUF_NONE };
 enum memdom_pattern { PATTERN_SEQUENTIAL = 0, PATTERN_RANDOM, PATTERN_HOTSET };
@@ -86,11 +99,16 @@ struct tandem_config {
 	uint64_t replication_loss_grace_ms;
 	int on_replication_loss;		/* enum repl_loss_policy */
 	int on_superseded;			/* enum superseded_policy */
+
+	/* the guest's disks (disk/drbd.h) */
+	struct config_disks disks;
+	char drbd_conf[CONFIG_PATH_MAX];
 };
 
 enum config_type {
 	CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_ENUM, CT_ADDR,
 	CT_HB_PATHS,			/* struct config_hb_paths */
+	CT_DISKS,			/* struct config_disks */
 };
 
 struct config_key {

@@ -17,6 +17,10 @@ TEST(wire_round_trips, 5)
 TEST(wire_stream_header, 5)
 TEST(wire_validators_reject, 5)
 TEST(wire_garbage, 10)
+/* unit: the disk's configuration (DRBD) */
+TEST(disk_config_key, 5)
+TEST(disk_drbd_refusals, 5)
+TEST(disk_check_config, 30)
 /* unit: the checkpoint oracle */
 TEST(verify_page_hash, 5)
 TEST(verify_window, 5)

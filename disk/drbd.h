@@ -1,0 +1,45 @@
+/*
+ * drbd.h - what tandem needs to know about a DRBD resource before it can
+ * protect a disk with it (docs/disk.md).
+ *
+ * tandem uses upstream DRBD with protocol C as the disk's transport and
+ * cuts its write stream at each checkpoint with a marker write; that is
+ * only sound with some settings.  drbd_check_resource() reads the
+ * resource's settings as drbdadm sees them (`drbdadm -c CONF dump RES`,
+ * DRBD's own defaults for what the file leaves out) and refuses, naming
+ * the setting and why, what would let a failover hand the guest a disk
+ * that is not the last acknowledged checkpoint's.
+ */
+#ifndef TANDEM_DRBD_H
+#define TANDEM_DRBD_H
+
+#include <stddef.h>
+
+#define DRBD_DEVICE_MAX 256
+
+struct drbd_resource_info {
+	char device[DRBD_DEVICE_MAX];	/* this host's /dev/drbdN ("" if not found) */
+	char protocol;			/* 'A', 'B' or 'C' (effective) */
+	char fencing[32];		/* effective */
+	char fence_peer[256];		/* the handler ("" = none) */
+	int warnings;			/* problems that do not refuse (csums-alg unset) */
+};
+
+/*
+ * Parse the text of `drbdadm dump` for resource `res` and check it.  host
+ * is this host's name as DRBD matches it (uname -n).  Returns the number
+ * of refusals (0: tandem can use the resource); each refusal and warning
+ * is one line "refused: SETTING: why" / "warning: ..." appended to msg.
+ */
+int drbd_check_dump(const char *dump, const char *res, const char *host,
+		    struct drbd_resource_info *info, char *msg, size_t msglen);
+
+/*
+ * Run `drbdadm -c conf dump res` and check what it prints, as above.
+ * Returns the number of refusals, or -1 when drbdadm cannot be run or
+ * does not know the resource (msg says why).
+ */
+int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_info *info,
+			char *msg, size_t msglen);
+
+#endif

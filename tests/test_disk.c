@@ -1,0 +1,175 @@
+/*
+ * test_disk.c - the disk's configuration: the `disks` key, and the DRBD
+ * settings check-config refuses (disk/drbd.h), on canned `drbdadm dump`
+ * texts and through the real drbdadm (drbd-utils).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+#include "../config/config.h"
+#include "../disk/drbd.h"
+#include "daemon.h"
+#include "test.h"
+
+int test_disk_config_key(void)
+{
+	struct tandem_config cfg;
+	char err[2048], text[1024];
+	static const char *const bad[] = {
+		"r0", "r0:dev/x", ":/dev/x", "r 0:/dev/x", "r0:/dev/a, r0:/dev/b",
+		"r0:/dev/a, r1:/dev/a",
+		"a:/1,b:/2,c:/3,d:/4,e:/5,f:/6,g:/7,h:/8,i:/9",
+	};
+
+	snprintf(text, sizeof(text), "name = vm\nreplication = 127.0.0.1:7000\nkey-file = %s/k\n"
+		 "disks = r0:/dev/mapper/tdm-vm-guest , data.1:/dev/vg/d\n", test_tmpdir());
+	ASSERT_EQ(config_load(test_write_file("d.cfg", text), &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(cfg.disks.n, 2);
+	ASSERT(!strcmp(cfg.disks.d[0].resource, "r0"));
+	ASSERT(!strcmp(cfg.disks.d[0].device, "/dev/mapper/tdm-vm-guest"));
+	ASSERT(!strcmp(cfg.disks.d[1].resource, "data.1"));
+	ASSERT(!strcmp(cfg.drbd_conf, "/etc/drbd.conf"));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "name = vm\nreplication = 127.0.0.1:7000\n"
+			 "key-file = %s/k\ndisks = %s\n", test_tmpdir(), bad[i]);
+		if (config_load(test_write_file("d.cfg", text), &cfg, err, sizeof(err)) == 0)
+			FAILF("disks = %s was accepted", bad[i]);
+		ASSERT(strstr(err, "disks"));
+	}
+	return TEST_OK;
+}
+
+/* A dump as drbdadm prints it, with `extra` in its net and disk sections. */
+static const char *dump_with(const char *net, const char *disk, const char *handlers)
+{
+	static char buf[2048];
+
+	snprintf(buf, sizeof(buf),
+		 "# resource r0 on a: not ignored, not stacked\n"
+		 "resource r0 {\n"
+		 "    on a {\n        node-id 0;\n        device /dev/drbd4 minor 4;\n"
+		 "        disk /dev/vg/web;\n        meta-disk internal;\n"
+		 "        address ipv4 10.0.0.1:7789;\n    }\n"
+		 "    on b {\n        node-id 1;\n        device /dev/drbd4 minor 4;\n"
+		 "        disk /dev/vg/web;\n        meta-disk internal;\n"
+		 "        address ipv4 10.0.0.2:7789;\n    }\n"
+		 "    net {\n%s    }\n    disk {\n%s    }\n%s}\n", net, disk, handlers);
+	return buf;
+}
+
+#define GOOD_NET "        protocol C;\n        fencing resource-and-stonith;\n        csums-alg sha1;\n"
+#define GOOD_HANDLERS "    handlers {\n        fence-peer \"/usr/lib/tandem/fence-peer\";\n    }\n"
+
+int test_disk_drbd_refusals(void)
+{
+	static const struct {
+		const char *net, *disk, *handlers, *want;
+	} cases[] = {
+		{ "protocol A; fencing resource-and-stonith;", "", GOOD_HANDLERS, "protocol A" },
+		{ "protocol B; fencing resource-and-stonith;", "", GOOD_HANDLERS, "protocol B" },
+		{ GOOD_NET "on-congestion pull-ahead;", "", GOOD_HANDLERS, "on-congestion pull-ahead" },
+		{ GOOD_NET, "disk-flushes no; disk-drain no;", GOOD_HANDLERS, "disk-flushes no with disk-drain no" },
+		{ GOOD_NET "after-sb-0pri discard-zero-changes;", "", GOOD_HANDLERS, "after-sb-0pri discard-zero-changes" },
+		{ GOOD_NET "after-sb-1pri discard-secondary;", "", GOOD_HANDLERS, "after-sb-1pri discard-secondary" },
+		{ GOOD_NET "after-sb-2pri call-pri-lost-after-sb;", "", GOOD_HANDLERS, "after-sb-2pri" },
+		{ GOOD_NET "allow-two-primaries yes;", "", GOOD_HANDLERS, "allow-two-primaries" },
+		{ "protocol C;", "", GOOD_HANDLERS, "fencing dont-care (the default)" },
+		{ "protocol C; fencing dont-care;", "", GOOD_HANDLERS, "fencing dont-care" },
+		{ GOOD_NET, "", "", "no fence-peer handler" },
+	};
+	struct drbd_resource_info info;
+	char msg[4096];
+
+	/* the good one: usable, and what it reports */
+	ASSERT_EQ(drbd_check_dump(dump_with(GOOD_NET, "        disk-flushes no;\n", GOOD_HANDLERS),
+				  "r0", "a", &info, msg, sizeof(msg)), 0);
+	ASSERT(!strcmp(info.device, "/dev/drbd4"));
+	ASSERT_EQ(info.protocol, 'C');
+	ASSERT(!strcmp(info.fencing, "resource-and-stonith"));
+	ASSERT(!strcmp(info.fence_peer, "/usr/lib/tandem/fence-peer"));
+	ASSERT_EQ(info.warnings, 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r = drbd_check_dump(dump_with(cases[i].net, cases[i].disk, cases[i].handlers), "r0",
+					"a", &info, msg, sizeof(msg));
+		if (r != 1 || !strstr(msg, cases[i].want) || strncmp(msg, "refused: ", 9))
+			FAILF("case %zu (%s): %d refusals: %s", i, cases[i].want, r, msg);
+	}
+	/* DRBD 8.4's layout: protocol at the resource, fencing in disk; no
+	 * csums-alg is a warning, not a refusal; `device minor N` */
+	ASSERT_EQ(drbd_check_dump("resource r0 {\n protocol C;\n on a { device minor 3; disk /d; }\n"
+				  " disk { fencing resource-only; }\n"
+				  " handlers { fence-peer /x; }\n}\n", "r0", "a", &info, msg,
+				  sizeof(msg)), 0);
+	ASSERT(!strcmp(info.device, "/dev/drbd3"));
+	ASSERT_EQ(info.warnings, 2);		/* resource-only fencing, no csums-alg */
+	ASSERT(strstr(msg, "warning: fencing resource-only") && strstr(msg, "warning: no csums-alg"));
+	/* not this host's resource; not a dump at all */
+	ASSERT_EQ(drbd_check_dump(dump_with(GOOD_NET, "", GOOD_HANDLERS), "r0", "elsewhere", &info,
+				  msg, sizeof(msg)), 1);
+	ASSERT(strstr(msg, "no device for this host ('on elsewhere' section)"));
+	ASSERT_EQ(drbd_check_dump("resource r0 { net { protocol C; }", "r0", "a", &info, msg,
+				  sizeof(msg)), 1);
+	ASSERT(strstr(msg, "cannot read the settings"));
+	return TEST_OK;
+}
+
+/*
+ * Through the real drbdadm: check-config refuses a resource with bad
+ * settings (exit 2, each named), accepts a good one, says when drbdadm
+ * cannot read the resource; the daemons refuse disks until the disk path
+ * exists.
+ */
+int test_disk_check_config(void)
+{
+	struct utsname u;
+	char conf[2048], out[16384], cfgtext[1024];
+	const char *drbd, *cfg;
+	int rc;
+
+	ASSERT_EQ(uname(&u), 0);
+	ASSERT_EQ(test_capture(out, sizeof(out), "command -v drbdadm"), 0);	/* README installs drbd-utils */
+	snprintf(conf, sizeof(conf),
+		 "resource good {\n"
+		 "  net { protocol C; fencing resource-and-stonith; csums-alg sha1; }\n"
+		 "  handlers { fence-peer \"/usr/lib/tandem/fence-peer\"; }\n"
+		 "  on %s { device /dev/drbd7; disk /dev/vg/g; address 10.9.0.1:7789; meta-disk internal; }\n"
+		 "  on peer-of-%s { device /dev/drbd7; disk /dev/vg/g; address 10.9.0.2:7789; meta-disk internal; }\n"
+		 "}\n"
+		 "resource bad {\n"
+		 "  net { protocol A; after-sb-1pri discard-secondary; on-congestion pull-ahead; }\n"
+		 "  on %s { device /dev/drbd8; disk /dev/vg/b; address 10.9.0.1:7790; meta-disk internal; }\n"
+		 "  on peer-of-%s { device /dev/drbd8; disk /dev/vg/b; address 10.9.0.2:7790; meta-disk internal; }\n"
+		 "}\n", u.nodename, u.nodename, u.nodename, u.nodename);
+	drbd = test_write_file("drbd.conf", conf);
+
+	snprintf(cfgtext, sizeof(cfgtext), "disks = good:/dev/mapper/tdm-vm-guest\ndrbd-conf = %s\n", drbd);
+	cfg = td_config("vm", cfgtext);
+	rc = test_capture(out, sizeof(out), "%s check-config %s 2>&1", test_tandem_bin(), cfg);
+	if (rc != 0 || !strstr(out, "# disk good: DRBD /dev/drbd7, protocol C") || strstr(out, "refused"))
+		FAILF("good resource: exit %d: %s", rc, out);
+
+	snprintf(cfgtext, sizeof(cfgtext), "disks = bad:/dev/mapper/tdm-vm-guest\ndrbd-conf = %s\n", drbd);
+	cfg = td_config("vm", cfgtext);
+	rc = test_capture(out, sizeof(out), "%s check-config %s 2>&1", test_tandem_bin(), cfg);
+	ASSERT_EQ(rc, 2);
+	ASSERT(strstr(out, "disk bad: refused: protocol A"));
+	ASSERT(strstr(out, "disk bad: refused: on-congestion pull-ahead"));
+	ASSERT(strstr(out, "disk bad: refused: after-sb-1pri discard-secondary"));
+	ASSERT(strstr(out, "disk bad: refused: fencing dont-care"));
+	ASSERT(strstr(out, "disk bad: refused: no fence-peer handler"));
+
+	snprintf(cfgtext, sizeof(cfgtext), "disks = nosuch:/dev/mapper/tdm-vm-guest\ndrbd-conf = %s\n", drbd);
+	cfg = td_config("vm", cfgtext);
+	rc = test_capture(out, sizeof(out), "%s check-config %s 2>&1", test_tandem_bin(), cfg);
+	ASSERT_EQ(rc, 2);
+	ASSERT(strstr(out, "drbdadm cannot read DRBD resource 'nosuch'"));
+
+	snprintf(cfgtext, sizeof(cfgtext), "disks = good:/dev/mapper/tdm-vm-guest\ndrbd-conf = %s\n", drbd);
+	cfg = td_config("vm", cfgtext);
+	rc = test_capture(out, sizeof(out), "%s primary %s 2>&1", test_tandem_bin(), cfg);
+	ASSERT_EQ(rc, 2);
+	ASSERT(strstr(out, "tandem cannot protect disks yet"));
+	return TEST_OK;
+}
