@@ -23,7 +23,8 @@
  * what went wrong in an operator's words.
  *
  * Members that may be NULL: stop_protection, halt, discard, probe,
- * guest_hash, verify_capture, verify_standby and describe.  All others are required for the role that uses them.
+ * guest_hash, verify_capture, verify_standby, dirty_pages, throttle and
+ * describe.  All others are required for the role that uses them.
  */
 #ifndef TANDEM_DOMAIN_H
 #define TANDEM_DOMAIN_H
@@ -81,6 +82,14 @@ struct domain_ops {
 	int (*capture)(struct domain *d, struct ckpt *c);
 	/* Resume after capture (Xen: suspend_cancel, devices stay connected). */
 	int (*resume)(struct domain *d);
+	/* Pages the guest has written since the last capture (an estimate
+	 * the engine sizes the next checkpoint by), guest running.  May be NULL. */
+	int (*dirty_pages)(struct domain *d, uint64_t *pages);
+	/* Stop the guest executing (pause = true) because its next checkpoint
+	 * would not fit staging, or let it run again.  A paused guest is made
+	 * to run again by resume() after the next capture (suspend() copes
+	 * with a paused guest).  May be NULL. */
+	int (*throttle)(struct domain *d, bool pause);
 	/* Turn dirty tracking off; leave the guest running.  May be NULL. */
 	void (*stop_protection)(struct domain *d);
 	/* The backup took over (this primary is superseded): after

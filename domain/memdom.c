@@ -1443,6 +1443,8 @@ static int memdom_capture(struct domain *d, struct ckpt *c)
 	return 0;
 }
 
+static int memdom_dirty_pages(struct domain *d, uint64_t *pages);
+
 struct round_ctx {
 	const struct domain_sink *sink;
 	struct domain_progress prog;
@@ -1472,42 +1474,6 @@ static int deliver_initial(struct memdom *m, struct ckpt *c, void *arg)
 	return 0;
 }
 
-/*
- * Deliver c (the initial copy's last piece, whatever its size) in pieces
- * of at most a slice, its state with the last.  Each is an initial round
- * for the backup: nothing is activated before the first checkpoint.
- */
-static int deliver_sliced(struct memdom *m, struct ckpt *c, const struct domain_sink *sink)
-{
-	struct ckpt *t;
-	uint64_t done = 0;
-	int rc = 0;
-
-	t = ckpt_new(m->slice_pages);
-	if (!t)
-		return -ENOMEM;
-	while (!rc && done < c->npages) {
-		uint64_t n = c->npages - done < m->slice_pages ? c->npages - done : m->slice_pages;
-		bool last = done + n == c->npages;
-
-		ckpt_reset(t, 0);
-		t->flags = last ? 0 : CKPT_F_INITIAL;	/* as deliver() expects */
-		t->guest_pages = m->npages;
-		rc = ckpt_reserve_pages(t, n);
-		if (rc)
-			break;
-		memcpy(t->pfns, c->pfns + done, n * sizeof(*t->pfns));
-		memcpy(t->pages, c->pages + done * CKPT_PAGE_SIZE, n * CKPT_PAGE_SIZE);
-		t->npages = n;
-		if (last && c->state_kind)
-			rc = ckpt_set_state(t, c->state_kind, c->state, c->state_len);
-		if (!rc)
-			rc = sink->deliver(sink->arg, t, last);
-		done += n;
-	}
-	ckpt_free(t);
-	return rc;
-}
 
 /*
  * start_protection: write-protect the guest (inside the child), copy it in
@@ -1525,7 +1491,7 @@ static int memdom_start_protection(struct domain *d, const struct domain_sink *s
 	struct round_ctx ctx = { .sink = sink };
 	struct ckpt *c = NULL;
 	bool suspended = false;
-	uint64_t dirty = 0;
+	uint64_t dirty = 0, prev_dirty = m->npages;	/* round 0 copied them all */
 	int rc;
 
 	if (d->role != ROLE_PRIMARY || !m->pid) {
@@ -1571,38 +1537,58 @@ static int memdom_start_protection(struct domain *d, const struct domain_sink *s
 		log_debug("memdom: round %u copied %" PRIu64 " dirty pages", ctx.prog.round, dirty);
 		if (dirty <= SMALL_DIRTY)
 			break;
+		if (prev_dirty && dirty * 10 >= prev_dirty * 9) {
+			log_info("memdom: the initial copy does not converge (round %u: %" PRIu64
+				 " dirty pages, round before: %" PRIu64 "): stop-and-copy now",
+				 ctx.prog.round, dirty, prev_dirty);
+			break;
+		}
+		prev_dirty = dirty;
 	}
 
 	/* The last piece: the guest stopped while what it dirtied since is
-	 * copied.  A piece within a slice ships before the guest resumes (as
-	 * the first checkpoint); a bigger one (the rounds did not converge)
-	 * after, in slices like the rounds before: its pause is the copy into
-	 * memory, never the link. */
+	 * copied and shipped, in slices like the rounds before when it is
+	 * bigger than one (the rounds did not converge: the guest dirties
+	 * faster than the link carries).  Shipping those slices while the
+	 * guest still runs would only dirty it all again, and the first
+	 * checkpoint would not fit staging: so the pause lasts until they are
+	 * shipped, stated in the log, bounded by the guest's size over the
+	 * link's rate. */
 	rc = memdom_suspend(d);
 	if (rc)
 		goto out;
 	suspended = true;
-	ckpt_reset(c, 0);
 	{
-		uint64_t t0 = now_ns(), paused_ns;
+		uint64_t t0 = now_ns(), paused_ns, left = 0, shipped = 0;
 		bool sliced;
 
-		rc = memdom_capture(d, c);
+		/* more than a slice dirty: ship it in slices straight from the
+		 * paused guest (memory: a slice, not the guest) */
+		rc = memdom_dirty_pages(d, &left);
+		sliced = !rc && left > m->slice_pages;
+		if (sliced) {
+			ckpt_reset(c, 0);
+			c->flags = CKPT_F_INITIAL;
+			c->guest_pages = m->npages;
+			rc = harvest(m, c, deliver_initial, &ctx, &shipped);
+			if (!rc && c->npages)
+				rc = deliver_initial(m, c, &ctx);
+		}
 		if (rc)
 			goto out;
-		sliced = c->npages > m->slice_pages;
-		if (!sliced)
+		ckpt_reset(c, 0);
+		rc = memdom_capture(d, c);
+		if (!rc)
 			rc = sink->deliver(sink->arg, c, true);
 		if (!rc) {
 			rc = memdom_resume(d);
 			suspended = false;
 		}
 		paused_ns = now_ns() - t0;
-		if (!rc && sliced)
-			rc = deliver_sliced(m, c, sink);
 		log_info("memdom guest pid %d: the initial copy's stop-and-copy paused it %.1f ms "
-			 "for %" PRIu64 " pages%s", (int)m->pid, (double)paused_ns / 1e6, c->npages,
-			 sliced ? " (shipped after it resumed, in slices)" : "");
+			 "for %" PRIu64 " pages%s", (int)m->pid, (double)paused_ns / 1e6,
+			 c->npages + shipped,
+			 sliced ? " (the rounds did not converge: shipped in slices while paused)" : "");
 	}
 	if (rc) {
 		log_error("memdom: delivering the first checkpoint failed");
@@ -1808,6 +1794,47 @@ static int memdom_guest_hash(struct domain *d, uint8_t out[32])
 	return hash_guest(m, 0, m->image, m->state, out);
 }
 
+/* ---- ops: sizing the next checkpoint ------------------------------------------- */
+
+/* Written pages since the last harvest: the same scan, without re-arming. */
+static int memdom_dirty_pages(struct domain *d, uint64_t *pages)
+{
+	struct memdom *m = d->priv;
+	uint64_t start = (uintptr_t)m->base, end = start + m->npages * PAGE_SZ, total = 0;
+
+	if (!m->pid || !m->tracking)
+		return -EINVAL;
+	if (m->need_full) {
+		*pages = m->npages;
+		return 0;
+	}
+	while (start < end) {
+		struct pm_scan_arg sa = {
+			.size = sizeof(sa), .flags = 0, .start = start, .end = end,
+			.vec = (uintptr_t)m->regions, .vec_len = m->scan_regions,
+			.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
+		};
+		long n = ioctl(m->pagemap_fd, PAGEMAP_SCAN, &sa);
+
+		if (n < 0)
+			return -errno;
+		for (long i = 0; i < n; i++)
+			total += (m->regions[i].end - m->regions[i].start) / PAGE_SZ;
+		if (sa.walk_end <= start)
+			return -EIO;
+		start = sa.walk_end;
+	}
+	*pages = total;
+	return 0;
+}
+
+/* Paused = stopped as for a checkpoint; the next checkpoint's suspend
+ * finds it stopped, its resume lets it run. */
+static int memdom_throttle(struct domain *d, bool pause)
+{
+	return pause ? memdom_suspend(d) : memdom_resume(d);
+}
+
 /* ---- ops: the checkpoint oracle ------------------------------------------------ */
 
 /* Hash v's pages [from, v->n) from the suspended guest child. */
@@ -1912,6 +1939,8 @@ const struct domain_ops memdom_ops = {
 	.discard = memdom_discard,
 	.probe = memdom_probe,
 	.guest_hash = memdom_guest_hash,
+	.dirty_pages = memdom_dirty_pages,
+	.throttle = memdom_throttle,
 	.verify_capture = memdom_verify_capture,
 	.verify_standby = memdom_verify_standby,
 	.describe = memdom_describe,

@@ -98,6 +98,7 @@ struct xen {
 	enum xphase phase;
 	bool go_suspend, go_resume, stopping, save_failed;
 	bool suspend_taken;		/* the guest took a request, not yet suspended */
+	bool throttled;			/* paused by throttle(): its next checkpoint would not fit */
 	char ended[160];		/* how the guest ended under protection ("" while it runs) */
 	int suspend_rc;
 	struct xenstream_cut cut;
@@ -888,10 +889,45 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 	return rc;
 }
 
+/* Pages dirtied since libxc's last CLEAN (the last checkpoint): Xen's
+ * log-dirty count, read without clearing it. */
+static int xen_dirty_pages(struct domain *d, uint64_t *pages)
+{
+	struct xen *x = X(d);
+	xc_shadow_op_stats_t stats = { 0 };
+
+	if (xc_logdirty_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_PEEK, NULL, 0, 0,
+				&stats) < 0)
+		return -errno ? -errno : -EIO;
+	*pages = stats.dirty_count;
+	return 0;
+}
+
+static int xen_throttle(struct domain *d, bool pause)
+{
+	struct xen *x = X(d);
+
+	if (pause == x->throttled)
+		return 0;
+	if (pause ? xc_domain_pause(x->xch, x->domid) : xc_domain_unpause(x->xch, x->domid)) {
+		int rc = -errno ? -errno : -EIO;
+
+		log_error("cannot %s guest '%s': %s", pause ? "pause" : "unpause", x->name,
+			  strerror(-rc));
+		return rc;
+	}
+	x->throttled = pause;
+	return 0;
+}
+
 static int xen_suspend(struct domain *d)
 {
 	struct xen *x = X(d);
 	int rc;
+
+	/* a guest paused by throttle() must run to take the suspend request */
+	if (x->throttled && (rc = xen_throttle(d, false)) != 0)
+		return rc;
 
 	pthread_mutex_lock(&x->lock);
 	while (x->phase != XP_WANT_SUSPEND && x->phase != XP_DONE)
@@ -963,6 +999,8 @@ static void xen_stop_protection(struct domain *d)
 	__atomic_store_n(&x->quiet, true, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&x->cond);
 	pthread_mutex_unlock(&x->lock);
+	if (x->throttled)
+		xen_throttle(d, false);
 	pthread_join(x->save_thr, NULL);	/* log-dirty is off when it returns */
 	pthread_join(x->drain_thr, NULL);
 	x->save_started = false;
@@ -1684,6 +1722,8 @@ const struct domain_ops xen_ops = {
 	.discard = xen_discard,
 	.probe = xen_probe,
 	.guest_hash = NULL,
+	.dirty_pages = xen_dirty_pages,
+	.throttle = xen_throttle,
 	.verify_capture = xen_verify_capture,
 	.verify_standby = xen_verify_standby,
 	.describe = xen_describe,

@@ -85,6 +85,13 @@ struct primary {
 	size_t staging_bytes;
 
 	bool stop, isolated, stretched;
+	/* the staging bound: the next checkpoint must fit what is free */
+	bool throttled;			/* the guest is paused until it fits */
+	uint64_t throttle_start_ns, throttled_ns_total, throttles, early_epochs;
+	uint64_t throttle_logged_ns;	/* the last pause logged at warn level */
+	bool throttle_loud;
+	uint64_t next_estimate;		/* bytes the next checkpoint would stage now */
+	bool dirty_warned;
 	bool restart;			/* protection must start over: a new initial copy */
 	char restart_why[200];
 	unsigned copy_failures;		/* initial copies failed in a row (backoff) */
@@ -403,21 +410,131 @@ static void on_progress(void *arg, const struct domain_progress *pr)
 
 /* ---- the checkpoint thread ----------------------------------------------- */
 
-/* Wait (lock held) until the next checkpoint may be taken; false = stop. */
+/* Staging a checkpoint of n dirty pages takes: the pages and their pfns,
+ * and room for its state and stream records. */
+#define CKPT_MARGIN (1u << 20)
+static uint64_t ckpt_estimate(uint64_t pages)
+{
+	uint64_t b = pages * (CKPT_PAGE_SIZE + 8);
+
+	return b + MAX((uint64_t)CKPT_MARGIN, b / 4);	/* + what the guest writes until paused */
+}
+
+/* The guest ran again with its checkpoint (resume), or protection ends. Lock held. */
+static void unthrottled(struct primary *p, const char *why)
+{
+	uint64_t ms;
+
+	if (!p->throttled)
+		return;
+	p->throttled = false;
+	ms = (now_ns() - p->throttle_start_ns) / 1000000;
+	p->throttled_ns_total += now_ns() - p->throttle_start_ns;
+	if (p->throttle_loud)
+		log_info("guest runs again after %" PRIu64 " ms paused for staging (%s)", ms, why);
+	else
+		log_debug("guest runs again after %" PRIu64 " ms paused for staging (%s)", ms, why);
+}
+
+/*
+ * Wait (lock held) until the next checkpoint may be taken; false = stop.
+ *
+ * The bound on staging (docs/design.md, "Staging is bounded"): a
+ * checkpoint is taken only when it fits what staging has free, sized by
+ * the guest's dirty pages (the driver's count, polled during the epoch).
+ * The epoch ends early once the dirty set reaches half of what is free,
+ * so that checkpoints stay small and the link drains them; when it cannot
+ * fit (too many unacknowledged bytes) the guest is paused until
+ * acknowledgements free the room, and its checkpoint is taken then.
+ */
 static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 {
 	unsigned limit = (unsigned)MIN(p->cfg.epochs_in_flight, (uint64_t)MAX_IN_FLIGHT);
-	uint64_t stretch_start = 0;
+	uint64_t stretch_start = 0, next_poll = 0, est = 0;
+	uint64_t poll_ns = MAX(2000000ull, p->cfg.interval_ms * 100000ull);	/* interval / 10 */
 
 	limit = MIN(limit, p->nb.ops->max_closed_epochs);
 	for (;;) {
-		bool room = p->npending < limit && p->staging_bytes <= p->cfg.staging_limit;
-		uint64_t now = now_ns();
+		uint64_t now = now_ns(), free_bytes, wake, pending;
+		bool slots, fits, room;
 
 		if (p->stop || p->superseded || p->restart)
 			return false;
+		if (p->dom.ops->dirty_pages && !p->throttled && now >= next_poll) {
+			uint64_t pages = 0;
+			int r;
+
+			pthread_mutex_unlock(&p->lock);
+			r = p->dom.ops->dirty_pages(&p->dom, &pages);
+			pthread_mutex_lock(&p->lock);
+			if (!r)
+				est = ckpt_estimate(pages);
+			else if (!p->dirty_warned) {
+				p->dirty_warned = true;
+				log_warn("cannot count the guest's dirty pages (%s): checkpoints are not "
+					 "sized before they are taken; staging is bounded by the epoch "
+					 "only", strerror(-r));
+			}
+			next_poll = now_ns() + poll_ns;
+			p->next_estimate = est;
+			continue;	/* the lock was dropped: look again */
+		}
+		/* spare buffers are reused by the next checkpoint: what counts is
+		 * the checkpoints that await an ack */
+		pending = 0;
+		for (unsigned i = 0; i < p->npending; i++)
+			pending += ckpt_bytes(p->pending[i]);
+		free_bytes = p->cfg.staging_limit > pending ? p->cfg.staging_limit - pending : 0;
+		slots = p->npending < limit;
+		fits = est <= free_bytes;
+		if (!fits && !p->npending && slots) {
+			/* nothing in flight and still too big: the guest dirtied
+			 * more than staging-limit between two looks; take it */
+			log_error("epoch %" PRIu64 ": the guest dirtied %.1f MiB, more than staging-limit "
+				  "(%.1f MiB) holds: the backup may refuse this checkpoint; raise "
+				  "staging-limit or shorten interval", p->epoch + 1, (double)est / 1048576,
+				  (double)p->cfg.staging_limit / 1048576);
+			fits = true;
+		}
+		room = slots && fits;
 		if (room && now >= deadline_ns)
 			break;
+		if (room && est && est >= free_bytes / 2 && est > CKPT_MARGIN * 2) {
+			p->early_epochs++;
+			log_debug("epoch %" PRIu64 " ends early: %.1f MiB to stage, %.1f MiB free",
+				  p->epoch + 1, (double)est / 1048576, (double)free_bytes / 1048576);
+			break;
+		}
+		if (!fits && est && !p->throttled && p->dom.ops->throttle) {
+			pthread_mutex_unlock(&p->lock);
+			int r = p->dom.ops->throttle(&p->dom, true);
+			pthread_mutex_lock(&p->lock);
+			if (!r) {
+				/* loud for the first pause in a minute, then a summary a minute */
+				uint64_t t = now_ns();
+
+				p->throttle_loud = t - p->throttle_logged_ns >= 60000000000ull;
+				p->throttled = true;
+				p->throttles++;
+				p->throttle_start_ns = t;
+				if (p->throttle_loud) {
+					log_warn("guest paused: its next checkpoint (%.1f MiB) does not fit "
+						 "the staging free (%.1f of %.1f MiB; %u checkpoints await an "
+						 "ack); it runs again with that checkpoint once "
+						 "acknowledgements free room (paused %" PRIu64 " times, %.1f s "
+						 "in all so far)", (double)est / 1048576,
+						 (double)free_bytes / 1048576,
+						 (double)p->cfg.staging_limit / 1048576, p->npending,
+						 p->throttles, (double)p->throttled_ns_total / 1e9);
+					p->throttle_logged_ns = t;
+				} else {
+					log_debug("guest paused: next checkpoint %.1f MiB, staging free "
+						  "%.1f MiB", (double)est / 1048576,
+						  (double)free_bytes / 1048576);
+				}
+			}
+			continue;
+		}
 		if (!room && now >= deadline_ns && !stretch_start) {
 			stretch_start = now;
 			if (!p->stretched) {
@@ -428,9 +545,13 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 					 p->cfg.staging_limit);
 			}
 		}
-		/* Until the epoch's deadline; without room, until an ack (or a
-		 * stop) wakes us through p->cond, or a second at most. */
-		wait_ns(p, room ? deadline_ns - now : now < deadline_ns ? deadline_ns - now : 1000000000ull);
+		/* Until the epoch's deadline or the next look at the dirty set;
+		 * without room, until an ack (or a stop) wakes us through
+		 * p->cond, or a second at most. */
+		wake = room ? deadline_ns - now : now < deadline_ns ? deadline_ns - now : 1000000000ull;
+		if (p->dom.ops->dirty_pages && !p->throttled)
+			wake = MIN(wake, next_poll > now ? next_poll - now : 0);
+		wait_ns(p, MAX(wake, 100000ull));
 	}
 	if (p->stretched && !stretch_start) {
 		p->stretched = false;
@@ -510,7 +631,9 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 	}
 	if (!rc && p->cfg.verify && p->dom.ops->verify_capture)
 		verify_checkpoint(p, c, epoch);
-	if (!rc && testlog_enabled() && !p->digest_off && p->dom.ops->guest_hash &&
+	/* tests: the whole guest's hash (the oracle, when on, stands in for it:
+	 * hashing a big guest at every pause would throttle it by itself) */
+	if (!rc && testlog_enabled() && !p->digest_off && !p->cfg.verify && p->dom.ops->guest_hash &&
 	    p->dom.ops->guest_hash(&p->dom, hash) == 0) {
 		uint64_t step = 0;	/* memdom: the guest's step, for tests/test_observer.c */
 
@@ -670,6 +793,7 @@ static void *ckpt_main(void *arg)
 			}
 			rc = take_checkpoint(p, c, epoch);
 			pthread_mutex_lock(&p->lock);
+			unthrottled(p, "its checkpoint fitted");
 			if (!rc && p->released && !p->restart)
 				p->released = false;	/* its close_epoch holds output again */
 			if (rc) {
@@ -687,6 +811,12 @@ static void *ckpt_main(void *arg)
 			recount_staging(p);
 			pthread_cond_broadcast(&p->cond);
 			deadline = c->captured_at_ns + p->cfg.interval_ms * 1000000ull;
+		}
+		if (p->throttled) {
+			pthread_mutex_unlock(&p->lock);
+			p->dom.ops->throttle(&p->dom, false);
+			pthread_mutex_lock(&p->lock);
+			unthrottled(p, "protection stops or starts over");
 		}
 		if (p->stop || p->superseded)
 			break;
@@ -808,7 +938,9 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	while (p->npending && p->pending[0]->epoch <= a->epoch) {
 		struct ckpt *c = p->pending[0];
 		memmove(p->pending, p->pending + 1, sizeof(p->pending[0]) * --p->npending);
-		if (p->nspare < MAX_IN_FLIGHT)
+		recount_staging(p);
+		/* keep its buffers for the next checkpoint while staging holds them */
+		if (p->nspare < MAX_IN_FLIGHT && p->staging_bytes + ckpt_bytes(c) <= p->cfg.staging_limit)
 			p->spare[p->nspare++] = c;
 		else
 			ckpt_free(c);
@@ -1166,7 +1298,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"achieved_hz\":%.1f,\"last_pause_ms\":%.3f,\"pause_ms_p50\":%.3f,\"dirty_pages\":%" PRIu64 ","
 			 "\"bytes_shipped\":%" PRIu64 ",\"bytes_shipped_raw\":%" PRIu64 ",\"compress\":\"%s\","
 			 "\"epochs_in_flight\":%u,\"lag_ms\":%.1f,"
-			 "\"stretched\":%s,\"netbuf\":\"%s\",\"unsafe\":%s,"
+			 "\"stretched\":%s,\"throttled\":%s,\"throttles\":%" PRIu64 ",\"throttled_ms\":%.1f,"
+			 "\"early_epochs\":%" PRIu64 ",\"next_checkpoint_bytes\":%" PRIu64 ","
+			 "\"staging_bytes\":%zu,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
 			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
 			 "\"link_up\":%s,\"decision\":\"%s\",\"paths\":%s}\n",
@@ -1175,7 +1309,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
 			 pause_median_ms(p), p->last_dirty, p->bytes_shipped, p->bytes_shipped_raw,
 			 p->compressing ? "lz4" : "none", p->npending, lag_ms,
-			 p->stretched ? "true" : "false", p->nb.ops->name,
+			 p->stretched ? "true" : "false", p->throttled ? "true" : "false", p->throttles,
+			 (double)(p->throttled_ns_total + (p->throttled ? now_ns() - p->throttle_start_ns : 0)) / 1e6,
+			 p->early_epochs, p->next_estimate, p->staging_bytes, p->nb.ops->name,
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
 			 p->progress.pages_done, p->progress.pages_total,
@@ -1198,6 +1334,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 netbuf_unsafe(&p->cfg) ? " UNSAFE (no output buffering)" : "", detail,
 			 guest, p->cfg.domain == DOMAIN_MEMDOM ? " [synthetic test guest]" : "", peer,
 			 p->epoch, p->last_acked, p->npending, lag_ms,
+			 p->throttled ? " (GUEST PAUSED: its next checkpoint does not fit staging)" :
 			 p->stretched ? " (epoch stretched: the link cannot keep up)" : "",
 			 p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0, pause_median_ms(p),
 			 p->last_dirty, (double)p->bytes_shipped / 1048576.0, zinfo, p->nb.ops->name,
