@@ -988,6 +988,101 @@ static int xen_resume(struct domain *d)
 	return x->phase == XP_DONE && x->save_failed ? -EIO : 0;
 }
 
+/*
+ * The guest shut itself down under protection.  xl stops watching a domain
+ * once it has seen it suspend (the first checkpoint), so the action the
+ * guest's configuration names for this shutdown (on_poweroff, on_reboot,
+ * on_crash, on_watchdog) is tandem's to apply, as xl would have: destroy,
+ * restart (destroy, then create it again from the same configuration,
+ * unprotected), coredump-destroy / -restart (the dump under
+ * /var/lib/xen/dump, as xl), preserve (leave it).  rename-restart and
+ * soft-reset are left to the operator, said so.
+ */
+static void apply_shutdown_action(struct xen *x)
+{
+	static const char *const action_names[] = {
+		[LIBXL_ACTION_ON_SHUTDOWN_DESTROY] = "destroy",
+		[LIBXL_ACTION_ON_SHUTDOWN_RESTART] = "restart",
+		[LIBXL_ACTION_ON_SHUTDOWN_RESTART_RENAME] = "rename-restart",
+		[LIBXL_ACTION_ON_SHUTDOWN_PRESERVE] = "preserve",
+		[LIBXL_ACTION_ON_SHUTDOWN_COREDUMP_DESTROY] = "coredump-destroy",
+		[LIBXL_ACTION_ON_SHUTDOWN_COREDUMP_RESTART] = "coredump-restart",
+		[LIBXL_ACTION_ON_SHUTDOWN_SOFT_RESET] = "soft-reset",
+	};
+	libxl_domain_config cfg;
+	libxl_action_on_shutdown act;
+	xc_dominfo_t info;
+	const char *key;
+	char dump[300];
+	uint32_t newid = (uint32_t)INVALID_DOMID;
+	int rc;
+
+	if (xc_domain_getinfo(x->xch, x->domid, 1, &info) != 1 || info.domid != x->domid ||
+	    info.dying || !info.shutdown || !x->config_json)
+		return;		/* gone already (xl destroy), or no configuration to act on */
+	libxl_domain_config_init(&cfg);
+	if (libxl_domain_config_from_json(x->ctx, &cfg, x->config_json)) {
+		log_error("guest '%s': cannot read its configuration to apply its shutdown action; "
+			  "it stays shut down (xl destroy %s, or xl create it again)", x->name, x->name);
+		libxl_domain_config_dispose(&cfg);
+		return;
+	}
+	switch (info.shutdown_reason) {
+	case SHUTDOWN_poweroff: act = cfg.on_poweroff; key = "on_poweroff"; break;
+	case SHUTDOWN_reboot: act = cfg.on_reboot; key = "on_reboot"; break;
+	case SHUTDOWN_watchdog: act = cfg.on_watchdog; key = "on_watchdog"; break;
+	case SHUTDOWN_soft_reset: act = cfg.on_soft_reset; key = "on_soft_reset"; break;
+	default: act = cfg.on_crash; key = "on_crash"; break;
+	}
+	if (act < LIBXL_ACTION_ON_SHUTDOWN_DESTROY || act > LIBXL_ACTION_ON_SHUTDOWN_SOFT_RESET)
+		act = LIBXL_ACTION_ON_SHUTDOWN_DESTROY;
+	log_info("guest '%s' %s: applying its %s = %s (xl no longer watches a domain once it has "
+		 "suspended)", x->name, shutdown_reason_name(info.shutdown_reason), key,
+		 action_names[act]);
+	switch (act) {
+	case LIBXL_ACTION_ON_SHUTDOWN_COREDUMP_DESTROY:
+	case LIBXL_ACTION_ON_SHUTDOWN_COREDUMP_RESTART:
+		snprintf(dump, sizeof(dump), "/var/lib/xen/dump/%s.%u.core", x->name, x->domid);
+		if (libxl_domain_core_dump(x->ctx, x->domid, dump, NULL))
+			log_error("guest '%s': core dump to %s failed", x->name, dump);
+		else
+			log_info("guest '%s': core dumped to %s", x->name, dump);
+		/* fall through */
+	case LIBXL_ACTION_ON_SHUTDOWN_DESTROY:
+	case LIBXL_ACTION_ON_SHUTDOWN_RESTART:
+		rc = libxl_domain_destroy(x->ctx, x->domid, NULL);
+		if (rc) {
+			log_error("guest '%s': cannot destroy domain %u (libxl error %d); it stays shut "
+				  "down", x->name, x->domid, rc);
+			break;
+		}
+		if (act == LIBXL_ACTION_ON_SHUTDOWN_DESTROY ||
+		    act == LIBXL_ACTION_ON_SHUTDOWN_COREDUMP_DESTROY) {
+			log_info("guest '%s': domain %u destroyed", x->name, x->domid);
+			break;
+		}
+		rc = libxl_domain_create_new(x->ctx, &cfg, &newid, NULL, NULL);
+		if (!rc)
+			rc = libxl_domain_unpause(x->ctx, newid, NULL);
+		if (rc)
+			log_error("guest '%s': restarting it failed (libxl error %d): xl create it "
+				  "again by hand", x->name, rc);
+		else
+			log_warn("guest '%s' restarted as domain %u, UNPROTECTED: start tandem "
+				 "primary again to protect it", x->name, newid);
+		break;
+	case LIBXL_ACTION_ON_SHUTDOWN_PRESERVE:
+		log_info("guest '%s': preserved, shut down, as domain %u (xl destroy %s when done "
+			 "with it)", x->name, x->domid, x->name);
+		break;
+	default:
+		log_warn("guest '%s': %s = %s is not applied by tandem; the domain stays shut down "
+			 "(xl destroy %s, then xl create)", x->name, key, action_names[act], x->name);
+		break;
+	}
+	libxl_domain_config_dispose(&cfg);
+}
+
 static void xen_stop_protection(struct domain *d)
 {
 	struct xen *x = X(d);
@@ -1005,9 +1100,10 @@ static void xen_stop_protection(struct domain *d)
 	pthread_join(x->drain_thr, NULL);
 	x->save_started = false;
 	leave_running(x);
-	if (x->ended[0])
+	if (x->ended[0]) {
 		log_info("guest '%s' ended (%s): nothing left to resume", x->name, x->ended);
-	else
+		apply_shutdown_action(x);
+	} else
 		log_info("guest '%s' left running; log-dirty mode off", x->name);
 }
 
