@@ -48,7 +48,7 @@ FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c lib/fau
 	heartbeat/heartbeat.c heartbeat/policy.c lib/status.c
 FUZZ_TIME ?= 60
 
-.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-compare lab-shell clean
+.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-oracle lab-compare lab-shell clean
 
 all: tandem
 
@@ -103,6 +103,10 @@ lab:
 lab-failover: deps
 	@$(MAKE) --no-print-directory all
 	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh proof
+
+lab-oracle: deps
+	@$(MAKE) --no-print-directory all
+	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh oracle
 
 lab-compare: deps
 	@$(MAKE) --no-print-directory all

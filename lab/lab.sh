@@ -10,6 +10,7 @@
 #   lab/lab.sh copy-in A|B FILE... DEST   scp files into a dom0
 #   lab/lab.sh copy-out A|B FILE DEST     scp a file out of a dom0
 #   lab/lab.sh guest-up             create the PVH guest g1 on A, check TCP from the client
+#   lab/lab.sh oracle               the checkpoint oracle: 1000 verified checkpoints, then its negative control
 #   lab/lab.sh client ARGS...       run seqcli inside the lab netns
 #   lab/lab.sh netns CMD...         run any command inside the lab netns
 #   lab/lab.sh kill-host A|B        kill -9 that host's QEMU (host loss)
@@ -844,6 +845,66 @@ cmd_proof() {
   [ "$f" = 0 ] && [ "$c" = 0 ]
 }
 
+# --------------------------------------------------------------- oracle ----
+# The checkpoint oracle on Xen (config `verify`, docs/operations.md): g1
+# protected with verify = LAB_VERIFY (16M), its dirtier writing
+# LAB_DIRTY_PAGES pages a step and the client served, until the backup has
+# compared LAB_ORACLE_CKPTS (1000) checkpoints; then, in the same run, the
+# negative control: protection again with TANDEM_FAULT=verify-drop-page@20
+# on the primary, which must make the backup report a mismatch naming the
+# pfn the primary dropped.
+backup_verify() { lab_ssh B "./tandem status --json g1" 2>/dev/null | sed -n 's/.*"verify":{\([^}]*\)}.*/\1/p'; }
+verify_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"]*\).*/\1/p"; }
+verify_last_mismatch() { sed -n 's/.*"last_mismatch":"\([^"]*\)".*/\1/p'; }
+verify_at_least() { local c; c="$(backup_verify | verify_field checkpoints)"; [ -n "$c" ] && [ "$c" -ge "$1" ]; }
+verify_mismatch_seen() { local c; c="$(backup_verify | verify_field mismatched_checkpoints)"; [ -n "$c" ] && [ "$c" -ge 1 ]; }
+cmd_oracle() {
+  local want="${LAB_ORACLE_CKPTS:-1000}" pages="${LAB_DIRTY_PAGES:-256}" domid vif v t_start why="" neg dropped named
+  t_start="$(now)"
+  tandem_lab_ready
+  failover_reset
+  lab_ssh A "xl dmesg -c" > /dev/null
+  domid="$(lab_ssh A xl domid g1)"; vif="vif$domid.0"
+  { tandem_conf "$vif" "${LAB_TANDEM_INTERVAL_MS:-100}"; echo "verify = ${LAB_VERIFY:-16M}"; } > "$RUN/g1.conf"
+  tandem_install "$RUN/g1.conf"
+  backup_start || die "the backup does not start"
+  tandem_start A primary
+  wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 || die "not protected"
+  workload_start "$pages" || true
+  watchers_start
+  wait_for "backup: $want checkpoints compared" $((want * 3 + 600)) verify_at_least "$want" || why="too-few-verified"
+  v="$(backup_verify)"
+  workload_stop || true
+  stop_pidfile "$RUN/client.pid"; stop_pidfile "$RUN/tcpdump.pid"
+  lab_ssh A "grep -m3 'checkpoint oracle' /root/primary.log" >&2 || true
+  cmd_copy_out B /root/backup.log "$RUN/oracle-backup.log" 2>/dev/null || true
+  cmd_copy_out A /root/primary.log "$RUN/oracle-primary.log" 2>/dev/null || true
+  echo "lab oracle: checkpoints=$(verify_field checkpoints <<<"$v") pages=$(verify_field pages <<<"$v")" \
+    "unstable=$(verify_field unstable <<<"$v") mismatched_checkpoints=$(verify_field mismatched_checkpoints <<<"$v")" \
+    "mismatched_pages=$(verify_field mismatched_pages <<<"$v") mismatched_vcpu=$(verify_field mismatched_vcpu <<<"$v")" \
+    "errors=$(verify_field errors <<<"$v") last_mismatch=\"$(verify_last_mismatch <<<"$v")\"" \
+    "client_gaps=$(client_status gaps) client_rollbacks=$(client_status rollbacks) guest_faults_A=$(guest_faults_A)" | tee "$RUN/oracle.results"
+  [ "$(verify_field mismatched_checkpoints <<<"$v")" = 0 ] || why="$why,mismatches"
+
+  # the negative control, same hosts, same guest
+  tandem_stop A primary
+  tandem_stop B backup
+  lab_ssh A "rm -f /root/primary.* ; true"; lab_ssh B "rm -f /root/backup.*; true"
+  backup_start || die "the backup does not start (negative control)"
+  LAB_DAEMON_ENV="TANDEM_FAULT=verify-drop-page@20" tandem_start A primary
+  wait_for "negative control: a mismatch reported" 1200 verify_mismatch_seen || true
+  v="$(backup_verify)"
+  neg="$(verify_field mismatched_checkpoints <<<"$v")"
+  dropped="$(lab_ssh A "sed -n \"s/.*'verify-drop-page' fired: pfn \\(0x[0-9a-f]*\\).*/\\1/p\" /root/primary.log" | head -n1)"
+  named="$(verify_last_mismatch <<<"$v")"
+  tandem_stop A primary
+  tandem_stop B backup
+  echo "lab oracle negative control: mismatched_checkpoints=${neg:-0} dropped_pfn=${dropped:-none} backup_named=\"$named\"" | tee -a "$RUN/oracle.results"
+  { [ "${neg:-0}" -ge 1 ] && [ -n "$dropped" ] && [[ "$named" == *"$dropped"* ]]; } || why="$why,negative-control-not-seen"
+  echo "lab oracle: result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}") total_s=$(elapsed "$t_start")" | tee -a "$RUN/oracle.results"
+  [ -z "$why" ]
+}
+
 # -------------------------------------------------------------- compare ----
 # The same guest and memory-dirtying workload (lab/guest/dirtier.c) at the
 # same interval: unprotected, under `xl remus`, under tandem.  The pause is
@@ -1586,6 +1647,7 @@ main() {
     proof) cmd_proof ;;
     compare) cmd_compare ;;
     errors) cmd_errors "$@" ;;
+    oracle) cmd_oracle ;;
     linkcost) cmd_linkcost ;;
     suspendcost) cmd_suspendcost ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
