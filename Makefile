@@ -17,7 +17,7 @@ ifeq ($(CC),cc)
 CC := gcc
 endif
 FUZZCC ?= clang
-PKGS := libuv libcrypto libnl-3.0 libnl-route-3.0 xencontrol xenguest xenstore xentoollog xenlight \
+PKGS := libuv libcrypto libnl-3.0 libnl-route-3.0 xencontrol xenguest xenstore xentoollog xenlight libsystemd \
 	libnetfilter_queue libmnl
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
@@ -48,7 +48,7 @@ FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c lib/fau
 	heartbeat/heartbeat.c heartbeat/policy.c lib/status.c
 FUZZ_TIME ?= 60
 
-.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-oracle lab-compare lab-shell clean
+.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-oracle lab-compare lab-shell clean units install uninstall
 
 all: tandem
 
@@ -116,6 +116,37 @@ lab-compare: deps
 lab-shell:
 	@bash lab/lab.sh ssh A true >/dev/null 2>&1 || bash lab/lab.sh up
 	@bash lab/lab.sh shell $(or $(HOST),A)
+
+# ---- install (Debian's places with PREFIX=/usr; DESTDIR for packaging) ----
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+DOCDIR ?= $(PREFIX)/share/doc/tandem
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UNITS := tandem-primary@.service tandem-backup@.service
+
+# The systemd units for these directories, into UNITS_OUT (default: systemd/).
+UNITS_OUT ?= systemd
+units:
+	@for u in $(UNITS); do \
+		sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		    -e 's|@DOCDIR@|$(DOCDIR)|g' systemd/$$u.in > $(UNITS_OUT)/$$u || exit 1; \
+	done
+
+install: all
+	install -D -m 0755 tandem $(DESTDIR)$(SBINDIR)/tandem
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	@$(MAKE) --no-print-directory units UNITS_OUT=$(DESTDIR)$(UNITDIR)
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/tandem
+	install -m 0644 examples/xen-pvh.cfg $(DESTDIR)$(DOCDIR)/example-xen-pvh.cfg
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	@echo "installed; next: tandem keygen $(SYSCONFDIR)/tandem/tandem.key, a $(SYSCONFDIR)/tandem/NAME.cfg per VM (example in $(DOCDIR)), systemctl daemon-reload, systemctl enable --now tandem-primary@NAME (docs/operations.md)"
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/tandem
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	rm -rf $(DESTDIR)$(DOCDIR)
+	@echo "left $(SYSCONFDIR)/tandem (keys and VM configurations) in place"
 
 clean:
 	rm -f tandem tests/tandem-test bench/tandem-bench

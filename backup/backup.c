@@ -34,6 +34,7 @@
 #include "../lib/fault.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
+#include "../lib/notify.h"
 #include "../lib/net.h"
 #include "../lib/status.h"
 #include "../lib/testlog.h"
@@ -78,7 +79,7 @@ struct backup {
 	uint64_t committed;		/* last committed checkpoint (0 = none yet) */
 	uint64_t rounds;		/* initial-copy rounds committed */
 	uint64_t bytes_received, last_commit_us;
-	uint64_t last_heard_ns, last_sent_ns, hb_seq;
+	uint64_t last_heard_ns, last_sent_ns, hb_seq, last_notify_ns;
 	double activate_ms, failover_ms;
 
 	/* failure detection (heartbeat/) and the decision to act on */
@@ -116,8 +117,14 @@ static void set_state(struct backup *b, enum bstate s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(b->detail, sizeof(b->detail), fmt, ap);
 	va_end(ap);
-	if (b->state != s)
+	if (b->state != s) {
 		log_info("state %s -> %s: %s", bstate_names[b->state], bstate_names[s], b->detail);
+		notify_status("%s: %s", bstate_names[s], b->detail);
+		if (s == B_STANDBY)
+			notify_ready();		/* systemd: a committed checkpoint stands by */
+		if (s == B_STOPPED)
+			notify_stopping();
+	}
 	b->state = s;
 	pthread_mutex_unlock(&b->lock);
 }
@@ -290,10 +297,12 @@ static enum rx_result commit_and_ack(struct backup *b)
 	bool first = !initial && !b->committed;
 
 	pthread_mutex_lock(&b->lock);
-	if (initial)
+	if (initial) {
 		b->rounds++;
-	else
+		notify_extend(120000000ull);	/* the initial copy makes progress: 2 min more */
+	} else {
 		b->committed = c->epoch;
+	}
 	b->last_commit_us = (now_ns() - t0) / 1000;
 	pthread_mutex_unlock(&b->lock);
 	log_debug("%s %" PRIu64 ": committed in %.1f ms", initial ? "round" : "checkpoint",
@@ -1019,6 +1028,15 @@ static void on_hb_timer(uv_timer_t *t)
 	struct backup *b = t->data;
 	uint64_t hb_ns = b->cfg.heartbeat_interval_ms * 1000000ull;
 
+	notify_watchdog();
+	if (now_ns() - b->last_notify_ns >= 1000000000ull) {	/* systemd's STATUS, once a second */
+		b->last_notify_ns = now_ns();
+		pthread_mutex_lock(&b->lock);
+		if (b->state == B_STANDBY)
+			notify_status("standby: checkpoint %" PRIu64 " committed, %.1f MiB received",
+				      b->committed, (double)b->bytes_received / 1048576.0);
+		pthread_mutex_unlock(&b->lock);
+	}
 	pthread_mutex_lock(&b->ch_lock);
 	if (b->ch && now_ns() - b->last_sent_ns >= hb_ns) {
 		uint8_t buf[HEARTBEAT_LEN];
@@ -1050,6 +1068,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	b->stop = true;
 	pthread_mutex_unlock(&b->lock);
 	log_info("stopping (signal)");
+	notify_stopping();
 	uv_stop(&b->loop);
 }
 
@@ -1106,6 +1125,8 @@ int cmd_backup(int argc, char **argv)
 	log_info("standby for %s (%s driver%s), listening on %s:%u", b->cfg.name, b->dom.ops->name,
 		 b->cfg.domain == DOMAIN_MEMDOM ? ": a synthetic test guest, not a real workload" : "",
 		 b->cfg.replication.host, b->cfg.replication.port);
+	notify_status("waiting: listening on %s:%u for the primary", b->cfg.replication.host,
+		      b->cfg.replication.port);
 	config_status_path(&b->cfg, "backup", path, sizeof(path));
 	if (status_server_start(&b->loop, path, render_status, b, &b->status))
 		return EXIT_ENV;

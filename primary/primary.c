@@ -38,6 +38,7 @@
 #include "../lib/fault.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
+#include "../lib/notify.h"
 #include "../lib/net.h"
 #include "../lib/status.h"
 #include "../lib/testlog.h"
@@ -63,6 +64,7 @@ struct primary {
 	struct channel *ch;
 	int exit_code;
 	bool digest_off;		/* verify-drop-page fired: the test digest would only trip */
+	bool notified_ready;		/* systemd heard READY=1 */
 
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint, sighup;
@@ -145,8 +147,12 @@ static void set_state(struct primary *p, enum pstate s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(p->detail, sizeof(p->detail), fmt, ap);
 	va_end(ap);
-	if (p->state != s)
+	if (p->state != s) {
 		log_info("state %s -> %s: %s", pstate_names[p->state], pstate_names[s], p->detail);
+		notify_status("%s: %s", pstate_names[s], p->detail);
+		if (s == P_STOPPING)
+			notify_stopping();
+	}
 	p->state = s;
 }
 
@@ -391,6 +397,8 @@ static void on_progress(void *arg, const struct domain_progress *pr)
 	struct primary *p = arg;
 	static uint64_t last_print;
 	uint64_t now = now_ns();
+
+	notify_extend(120000000ull);	/* the initial copy makes progress: 2 min more */
 
 	pthread_mutex_lock(&p->lock);
 	p->progress = *pr;
@@ -928,6 +936,11 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	p->last_acked = a->epoch;
 	p->last_ack_ns = now_ns();
 	testlog("ack %" PRIu64, a->epoch);
+	if (!p->notified_ready) {	/* systemd: protected from the first ack on */
+		p->notified_ready = true;
+		notify_status("protecting: checkpoint %" PRIu64 " acknowledged", a->epoch);
+		notify_ready();
+	}
 	fault_kill("primary-exit-after-release");
 	if (p->npending && a->epoch - p->pending[0]->epoch < p->npending) {
 		const struct ckpt *c = p->pending[a->epoch - p->pending[0]->epoch];
@@ -1350,8 +1363,10 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 static void request_stop(struct primary *p)
 {
 	pthread_mutex_lock(&p->lock);
-	if (!p->stop)
+	if (!p->stop) {
 		log_info("stopping protection (signal)");
+		notify_stopping();
+	}
 	p->stop = true;
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
@@ -1383,6 +1398,14 @@ static void on_tick(uv_timer_t *t)
 
 	if (netbuf_unsafe(&p->cfg) && ticks++ % 60 == 0)
 		log_warn("UNSAFE: running without output buffering (allow-unsafe-no-buffering = yes)");
+	notify_watchdog();
+	pthread_mutex_lock(&p->lock);
+	if (p->notified_ready)
+		notify_status("%s: epoch %" PRIu64 ", last acked %" PRIu64 ", %u in flight%s%s",
+			      pstate_names[p->state], p->epoch, p->last_acked, p->npending,
+			      p->throttled ? ", guest paused for staging" : "",
+			      p->stretched ? ", epoch stretched" : "");
+	pthread_mutex_unlock(&p->lock);
 }
 
 static void on_ckpt_done(uv_async_t *a)

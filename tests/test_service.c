@@ -1,0 +1,144 @@
+/*
+ * test_service.c - running tandem as a service: the systemd units (checked
+ * by systemd-analyze) and what the daemons tell systemd (sd_notify), read
+ * on sockets of the test's own (NOTIFY_SOCKET).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "test.h"
+
+#define VM "vm1"
+
+/* The units, made for this build's binary, pass systemd-analyze verify
+ * with nothing said (it exits 0 on a key it ignores: any output fails). */
+int test_service_units_verify(void)
+{
+	char out[8192], dir[600], bin[PATH_MAX];
+	const char *units[] = { "tandem-primary@web.service", "tandem-backup@web.service" };
+	int rc;
+
+	ASSERT(realpath(test_tandem_bin(), bin));
+	*strrchr(bin, '/') = '\0';
+	snprintf(dir, sizeof(dir), "%s/units", test_tmpdir());
+	ASSERT_EQ(test_capture(out, sizeof(out), "mkdir -p %s && make -s units UNITS_OUT=%s SBINDIR=%s 2>&1",
+			       dir, dir, bin), 0);
+	for (size_t i = 0; i < 2; i++) {
+		rc = test_capture(out, sizeof(out), "cd %s && systemd-analyze verify %s 2>&1", dir,
+				  units[i]);
+		if (rc != 0 || out[0])
+			FAILF("systemd-analyze verify %s: exit %d: %s", units[i], rc, out);
+	}
+	/* and the policy the issue asks for */
+	ASSERT_EQ(test_capture(out, sizeof(out), "grep -h '^Type=\\|^RestartPreventExitStatus=\\|^WatchdogSec=' %s/*.service",
+			       dir), 0);
+	ASSERT(strstr(out, "Type=notify"));
+	ASSERT(strstr(out, "RestartPreventExitStatus=2 3 4 6"));	/* primary: 6 = the guest ended */
+	ASSERT(strstr(out, "WatchdogSec=30s"));
+	return TEST_OK;
+}
+
+static int notify_socket(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	unlink(path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		FAILF("notify socket %s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Append every datagram waiting on fd to log (one message per line, its
+ * assignments joined by '|'). */
+static void drain(int fd, char *log, size_t len)
+{
+	char msg[1024];
+	ssize_t n;
+
+	while ((n = recv(fd, msg, sizeof(msg) - 1, 0)) > 0) {
+		size_t used = strlen(log);
+
+		msg[n] = '\0';
+		for (char *c = msg; *c; c++)
+			if (*c == '\n')
+				*c = '|';
+		snprintf(log + used, len - used, "%s\n", msg);
+	}
+}
+
+/* Where text first appears in log (its offset), or -1. */
+static long at(const char *log, const char *text)
+{
+	const char *p = strstr(log, text);
+
+	return p ? p - log : -1;
+}
+
+static char plog[65536], blog[65536];
+static int pfd, bfd;
+
+static bool primary_ready(void) { drain(pfd, plog, sizeof(plog)); return strstr(plog, "READY=1"); }
+static bool backup_ready(void) { drain(bfd, blog, sizeof(blog)); return strstr(blog, "READY=1"); }
+
+/*
+ * What systemd hears, in order.  Backup: STATUS waiting, READY=1 only with
+ * a committed standby (after its STATUS standby), STOPPING=1 on SIGTERM.
+ * Primary: STATUS syncing, READY=1 only after its first acknowledged
+ * checkpoint (after STATUS protecting: checkpoint N acknowledged), then a
+ * STATUS line with epoch and lag, STOPPING=1 on SIGTERM.  READY=1 once each.
+ */
+int test_service_notify_order(void)
+{
+	char ppath[600], bpath[600];
+	const char *cfg = td_config(VM, NULL);
+	struct td p, b;
+
+	plog[0] = blog[0] = '\0';
+	snprintf(ppath, sizeof(ppath), "%s/notify-p.sock", test_tmpdir());
+	snprintf(bpath, sizeof(bpath), "%s/notify-b.sock", test_tmpdir());
+	pfd = notify_socket(ppath);
+	bfd = notify_socket(bpath);
+	setenv("NOTIFY_SOCKET", bpath, 1);
+	td_start(&b, "backup", cfg, NULL);
+	setenv("NOTIFY_SOCKET", ppath, 1);
+	td_start(&p, "primary", cfg, NULL);
+	unsetenv("NOTIFY_SOCKET");
+	if (!WAIT_FOR(primary_ready() && backup_ready(), 20000))
+		FAILF("no READY=1: primary heard [%s], backup heard [%s]", plog, blog);
+	usleep(1500000);	/* a periodic STATUS line, once a second */
+	drain(pfd, plog, sizeof(plog));
+	drain(bfd, blog, sizeof(blog));
+	td_stop(&p);
+	td_stop(&b);
+	drain(pfd, plog, sizeof(plog));
+	drain(bfd, blog, sizeof(blog));
+
+	/* backup */
+	ASSERT(at(blog, "STATUS=waiting") >= 0);
+	ASSERT(at(blog, "STATUS=standby: standby holds checkpoint") >= 0);
+	ASSERT(at(blog, "READY=1") > at(blog, "STATUS=standby: standby holds checkpoint"));
+	ASSERT(at(blog, "STATUS=standby: checkpoint ") > at(blog, "READY=1"));
+	ASSERT(at(blog, "STOPPING=1") > at(blog, "READY=1"));
+	ASSERT(!strstr(strstr(blog, "READY=1") + 1, "READY=1"));
+	/* primary */
+	ASSERT(at(plog, "STATUS=syncing") >= 0);
+	ASSERT(at(plog, "STATUS=protecting: checkpoint ") > at(plog, "STATUS=syncing"));
+	ASSERT(at(plog, "READY=1") > at(plog, "STATUS=protecting: checkpoint "));
+	ASSERT(at(plog, "STATUS=protecting: epoch ") > at(plog, "READY=1"));
+	ASSERT(at(plog, "STOPPING=1") > at(plog, "READY=1"));
+	ASSERT(!strstr(strstr(plog, "READY=1") + 1, "READY=1"));
+	close(pfd);
+	close(bfd);
+	return TEST_OK;
+}
