@@ -123,6 +123,7 @@ SBINDIR ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
 DOCDIR ?= $(PREFIX)/share/doc/tandem
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man
 UNITS := tandem-primary@.service tandem-backup@.service
 
 # The systemd units for these directories, into UNITS_OUT (default: systemd/).
@@ -140,12 +141,15 @@ install: all
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/tandem
 	install -m 0644 examples/xen-pvh.cfg $(DESTDIR)$(DOCDIR)/example-xen-pvh.cfg
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -D -m 0644 man/tandem.8 $(DESTDIR)$(MANDIR)/man8/tandem.8
+	install -D -m 0644 man/tandem.cfg.5 $(DESTDIR)$(MANDIR)/man5/tandem.cfg.5
 	@echo "installed; next: tandem keygen $(SYSCONFDIR)/tandem/tandem.key, a $(SYSCONFDIR)/tandem/NAME.cfg per VM (example in $(DOCDIR)), systemctl daemon-reload, systemctl enable --now tandem-primary@NAME (docs/operations.md)"
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/tandem
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 	rm -rf $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(MANDIR)/man8/tandem.8 $(DESTDIR)$(MANDIR)/man5/tandem.cfg.5
 	@echo "left $(SYSCONFDIR)/tandem (keys and VM configurations) in place"
 
 clean:

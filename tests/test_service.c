@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "../config/config.h"
 #include "daemon.h"
 #include "test.h"
 
@@ -140,5 +141,71 @@ int test_service_notify_order(void)
 	ASSERT(!strstr(strstr(plog, "READY=1") + 1, "READY=1"));
 	close(pfd);
 	close(bfd);
+	return TEST_OK;
+}
+
+/*
+ * The man pages: every subcommand `tandem help` lists is in tandem(8),
+ * every configuration key is in tandem.cfg(5), and man renders both with
+ * no warning.
+ */
+int test_service_man_pages(void)
+{
+	static char help[8192], page[65536], out[4096];
+	size_t nkeys;
+	const struct config_key *keys = config_schema(&nkeys);
+	const char *pages[] = { "man/tandem.8", "man/tandem.cfg.5" };
+	FILE *f;
+	size_t n;
+
+	ASSERT_EQ(test_capture(help, sizeof(help), "%s help", test_tandem_bin()), 0);
+	ASSERT(f = fopen("man/tandem.8", "r"));
+	n = fread(page, 1, sizeof(page) - 1, f);
+	page[n] = '\0';
+	fclose(f);
+	for (char *l = strstr(help, "  tandem "); l; l = strstr(l + 1, "\n  tandem ")) {
+		char cmd[64], want[96];
+
+		if (sscanf(l, " tandem %63s", cmd) != 1)
+			continue;
+		snprintf(want, sizeof(want), ".B tandem %s", cmd);
+		{	/* roff writes '-' as '\-' */
+			char esc[128];
+			size_t j = 0;
+
+			for (const char *c = want; *c && j + 2 < sizeof(esc); c++) {
+				if (*c == '-')
+					esc[j++] = '\\';
+				esc[j++] = *c;
+			}
+			esc[j] = '\0';
+			if (!strstr(page, esc))
+				FAILF("tandem(8) lacks the subcommand '%s'", cmd);
+		}
+	}
+	ASSERT(f = fopen("man/tandem.cfg.5", "r"));
+	n = fread(page, 1, sizeof(page) - 1, f);
+	page[n] = '\0';
+	fclose(f);
+	for (size_t i = 0; i < nkeys; i++) {
+		char esc[128];
+		size_t j = 0;
+
+		j += (size_t)snprintf(esc, sizeof(esc), "\\fB");
+		for (const char *c = keys[i].name; *c && j + 8 < sizeof(esc); c++) {
+			if (*c == '-')
+				esc[j++] = '\\';
+			esc[j++] = *c;
+		}
+		snprintf(esc + j, sizeof(esc) - j, "\\fR (");
+		if (!strstr(page, esc))
+			FAILF("tandem.cfg(5) lacks the key '%s'", keys[i].name);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		int rc = test_capture(out, sizeof(out), "MANWIDTH=80 man --warnings -l %s 2>&1 >/dev/null",
+				      pages[i]);
+		if (rc != 0 || out[0])
+			FAILF("man -l %s: exit %d: %s", pages[i], rc, out);
+	}
 	return TEST_OK;
 }
