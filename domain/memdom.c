@@ -1837,21 +1837,29 @@ static int memdom_throttle(struct domain *d, bool pause)
 
 /* ---- ops: the checkpoint oracle ------------------------------------------------ */
 
-/* Hash v's pages [from, v->n) from the suspended guest child. */
+/* Hash v's pages [from, v->n) from the suspended guest child: runs of
+ * consecutive pfns in one process_vm_readv each (at most 256 pages). */
 static int verify_read(struct memdom *m, struct verify_set *v, uint32_t from)
 {
-	uint8_t *buf = malloc(PAGE_SZ);
+	const uint32_t max_run = 256;
+	uint8_t *buf = malloc(max_run * PAGE_SZ);
 
 	if (!buf)
 		return -ENOMEM;
-	for (uint32_t i = from; i < v->n; i++) {
-		struct iovec li = { buf, PAGE_SZ }, ri = { m->base + v->pfns[i] * PAGE_SZ, PAGE_SZ };
+	for (uint32_t i = from; i < v->n;) {
+		uint32_t k = 1;
+		struct iovec li, ri;
 
 		if (v->pfns[i] >= m->npages) {
-			v->hashes[i] = VERIFY_ABSENT;
+			v->hashes[i++] = VERIFY_ABSENT;
 			continue;
 		}
-		if (process_vm_readv(m->pid, &li, 1, &ri, 1, 0) != (ssize_t)PAGE_SZ) {
+		while (i + k < v->n && k < max_run && v->pfns[i + k] == v->pfns[i] + k &&
+		       v->pfns[i + k] < m->npages)
+			k++;
+		li = (struct iovec){ buf, k * PAGE_SZ };
+		ri = (struct iovec){ m->base + v->pfns[i] * PAGE_SZ, k * PAGE_SZ };
+		if (process_vm_readv(m->pid, &li, 1, &ri, 1, 0) != (ssize_t)(k * PAGE_SZ)) {
 			int rc = -errno;
 
 			log_error("cannot read memdom guest pid %d memory: %s", (int)m->pid,
@@ -1859,7 +1867,9 @@ static int verify_read(struct memdom *m, struct verify_set *v, uint32_t from)
 			free(buf);
 			return rc ? rc : -EIO;
 		}
-		v->hashes[i] = verify_page_hash(buf);
+		for (uint32_t j = 0; j < k; j++)
+			v->hashes[i + j] = verify_page_hash(buf + j * PAGE_SZ);
+		i += k;
 	}
 	free(buf);
 	return 0;
