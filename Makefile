@@ -124,6 +124,7 @@ SYSCONFDIR ?= /etc
 DOCDIR ?= $(PREFIX)/share/doc/tandem
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 UNITS := tandem-primary@.service tandem-backup@.service
 
 # The systemd units for these directories, into UNITS_OUT (default: systemd/).
@@ -143,6 +144,7 @@ install: all
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -D -m 0644 man/tandem.8 $(DESTDIR)$(MANDIR)/man8/tandem.8
 	install -D -m 0644 man/tandem.cfg.5 $(DESTDIR)$(MANDIR)/man5/tandem.cfg.5
+	install -D -m 0644 completion/tandem $(DESTDIR)$(COMPLETIONDIR)/tandem
 	@echo "installed; next: tandem keygen $(SYSCONFDIR)/tandem/tandem.key, a $(SYSCONFDIR)/tandem/NAME.cfg per VM (example in $(DOCDIR)), systemctl daemon-reload, systemctl enable --now tandem-primary@NAME (docs/operations.md)"
 
 uninstall:
@@ -150,6 +152,7 @@ uninstall:
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 	rm -rf $(DESTDIR)$(DOCDIR)
 	rm -f $(DESTDIR)$(MANDIR)/man8/tandem.8 $(DESTDIR)$(MANDIR)/man5/tandem.cfg.5
+	rm -f $(DESTDIR)$(COMPLETIONDIR)/tandem
 	@echo "left $(SYSCONFDIR)/tandem (keys and VM configurations) in place"
 
 clean:

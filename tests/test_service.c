@@ -209,3 +209,37 @@ int test_service_man_pages(void)
 	}
 	return TEST_OK;
 }
+
+/* Bash completion: subcommands (the same list `tandem help` prints),
+ * options, VM names from the run-dir's sockets. */
+int test_service_bash_completion(void)
+{
+	char out[4096], help[8192], run[600], want[1024] = "";
+	const char *complete =
+		"source completion/tandem; c() { COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); _tandem; "
+		"echo \"${COMPREPLY[*]}\"; }; ";
+
+	snprintf(run, sizeof(run), "%s/comp-run", test_tmpdir());
+	ASSERT_EQ(test_capture(out, sizeof(out), "mkdir -p %s && : > %s/web.primary.sock && "
+			       ": > %s/db.backup.sock", run, run, run), 0);
+	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c tandem \"\"'", complete), 0);
+	ASSERT_EQ(test_capture(help, sizeof(help), "%s help", test_tandem_bin()), 0);
+	for (char *l = strstr(help, "  tandem "); l; l = strstr(l + 1, "\n  tandem ")) {
+		char cmd[64];
+
+		if (sscanf(l, " tandem %63s", cmd) == 1)
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s",
+				 want[0] ? " " : "", cmd);
+	}
+	out[strcspn(out, "\n")] = '\0';
+	if (strcmp(out, want))
+		FAILF("completion offers [%s], tandem help lists [%s]", out, want);
+	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c tandem status --j'", complete), 0);
+	ASSERT(!strcmp(out, "--json\n"));
+	ASSERT_EQ(test_capture(out, sizeof(out), "TANDEM_RUN_DIR=%s bash -c '%s c tandem promote \"\"'",
+			       run, complete), 0);
+	ASSERT(!strcmp(out, "db web\n"));
+	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c tandem backup --log-level w'", complete), 0);
+	ASSERT(!strcmp(out, "warn\n"));
+	return TEST_OK;
+}
