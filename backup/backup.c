@@ -120,6 +120,8 @@ static void set_state(struct backup *b, enum bstate s, const char *fmt, ...)
 	if (b->state != s) {
 		log_info("state %s -> %s: %s", bstate_names[b->state], bstate_names[s], b->detail);
 		notify_status("%s: %s", bstate_names[s], b->detail);
+		status_event(b->status, "%s backup state %s from=%s committed=%" PRIu64 " detail=\"%s\"",
+			     b->cfg.name, bstate_names[s], bstate_names[b->state], b->committed, b->detail);
 		if (s == B_STANDBY)
 			notify_ready();		/* systemd: a committed checkpoint stands by */
 		if (s == B_STOPPED)
@@ -532,6 +534,9 @@ static void fail_over(struct backup *b, const char *why)
 		testlog("activated %" PRIu64 " %s", b->committed, hex);
 	}
 	testlog("failover heard_to_running_ms=%.1f activate_ms=%.1f", b->failover_ms, b->activate_ms);
+	status_event(b->status, "%s backup failover checkpoint=%" PRIu64 " heard_to_running_ms=%.1f "
+		     "activate_ms=%.1f timeout_ms=%" PRIu64 " reason=\"%s\"", b->cfg.name, b->committed,
+		     b->failover_ms, b->activate_ms, b->cfg.timeout_ms, why);
 	set_state(b, B_ACTIVE, "guest running from checkpoint %" PRIu64, b->committed);
 }
 
@@ -957,7 +962,11 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	pthread_mutex_lock(&b->lock);
 	if (b->gate)
 		gate_get_stats(b->gate, &gs);
-	if (json) {
+	if (!strcmp(request, "now")) {		/* `tandem events --now` */
+		status_format_event(buf, len, "%s backup exists state=%s committed=%" PRIu64
+				    " detail=\"%s\"", b->cfg.name, bstate_names[b->state], b->committed,
+				    b->detail);
+	} else if (json) {
 		snprintf(buf, len,
 			 "{\"role\":\"backup\",\"state\":\"%s\",\"detail\":\"%s\",\"vm\":\"%s\","
 			 "\"domain\":\"%s\",\"synthetic\":%s,\"guest\":\"%s\",\"epoch\":%" PRIu64 ","

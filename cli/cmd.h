@@ -7,6 +7,8 @@
 #ifndef TANDEM_CMD_H
 #define TANDEM_CMD_H
 
+#include <stdbool.h>
+
 enum exit_code {
 	EXIT_OK = 0,
 	EXIT_FAILURE_RUNTIME = 1,	/* runtime failure */
@@ -29,6 +31,11 @@ enum health {
 
 /* The health of one daemon from its `status --json` object. */
 int status_health(const char *json);
+
+/* A run-dir entry that is a daemon's socket (NAME.primary.sock or
+ * NAME.backup.sock; any VM when name is NULL). */
+bool daemon_socket(const char *file, const char *name);
+int cmd_events(int argc, char **argv);
 
 int cmd_primary(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

@@ -188,6 +188,19 @@ int status_health(const char *json)
 }
 
 /* Send `request` to one status socket and copy the reply to out. */
+bool daemon_socket(const char *file, const char *name)
+{
+	size_t dl = strlen(file), nl = name ? strlen(name) : 0;
+
+	if (dl < 6 || strcmp(file + dl - 5, ".sock") != 0)
+		return false;
+	/* NAME.ROLE.sock: the name is all before the role */
+	if (name && (dl <= nl || strncmp(file, name, nl) != 0 ||
+		     (strcmp(file + nl, ".primary.sock") != 0 && strcmp(file + nl, ".backup.sock") != 0)))
+		return false;
+	return true;
+}
+
 static int query_socket(const char *path, const char *request, FILE *out)
 {
 	struct timeval tv = { .tv_sec = 2 };
@@ -257,12 +270,9 @@ int cmd_status(int argc, char **argv)
 			FILE *mem;
 			int rc;
 
-			if (dl < 6 || strcmp(de->d_name + dl - 5, ".sock") != 0)
-				continue;
-			/* NAME.ROLE.sock: the name is all before the role */
-			if (name && (dl <= nl || strncmp(de->d_name, name, nl) != 0 ||
-				     (strcmp(de->d_name + nl, ".primary.sock") != 0 &&
-				      strcmp(de->d_name + nl, ".backup.sock") != 0)))
+			(void)nl;
+			(void)dl;
+			if (!daemon_socket(de->d_name, name))
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", run_dir, de->d_name);
 			mem = open_memstream(&js, &jslen);

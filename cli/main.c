@@ -37,6 +37,11 @@ static const struct builtin builtins[] = {
 	  "their state.  --json prints one JSON object per daemon with stable\n"
 	  "field names; --watch refreshes every second.  Sockets are looked for\n"
 	  "in /run/tandem, or --run-dir DIR (or TANDEM_RUN_DIR)." },
+	{ "events", cmd_events, "events [--now] [--run-dir DIR] [NAME]",
+	  "Follow the daemons on this host (all, or those of VM NAME): one line\n"
+	  "per event (a state change and its reason, an epoch that stretches, a\n"
+	  "guest paused for staging, a failover with its figures) until they\n"
+	  "stop.  --now first prints each daemon's current state." },
 	{ "promote", cmd_promote, "promote [--force] [--run-dir DIR] NAME",
 	  "Activate the standby of VM NAME on this host now, from its last\n"
 	  "complete checkpoint.  For on-peer-loss = manual, or after a failed\n"

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -27,6 +28,20 @@ typedef void (*status_render_fn)(void *arg, const char *request, char *buf, size
  * message logged. */
 int status_server_start(uv_loop_t *loop, const char *path, status_render_fn fn, void *arg,
 			struct status_server **out);
+
+/*
+ * The event stream (`tandem events`): a client that sends "events" keeps
+ * its connection and gets one line per event from then on; "events-now"
+ * first gets the render function's reply to "now" (the current state as
+ * event lines).  status_event() appends a line (any thread; the daemon's
+ * time in UTC is put first); the last 256 are kept for slow readers.
+ * NULL server: a no-op.
+ */
+void status_event(struct status_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One event line as status_event() makes it (the time first, a newline
+ * last), into line: for a render function's reply to "now". */
+void status_format_event(char *line, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Close and unlink.  NULL is a no-op. */
 void status_server_stop(struct status_server *s);

@@ -150,6 +150,9 @@ static void set_state(struct primary *p, enum pstate s, const char *fmt, ...)
 	if (p->state != s) {
 		log_info("state %s -> %s: %s", pstate_names[p->state], pstate_names[s], p->detail);
 		notify_status("%s: %s", pstate_names[s], p->detail);
+		status_event(p->status, "%s primary state %s from=%s epoch=%" PRIu64 " acked=%" PRIu64
+			     " detail=\"%s\"", p->cfg.name, pstate_names[s], pstate_names[p->state],
+			     p->epoch, p->last_acked, p->detail);
 		if (s == P_STOPPING)
 			notify_stopping();
 	}
@@ -525,6 +528,10 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 				p->throttled = true;
 				p->throttles++;
 				p->throttle_start_ns = t;
+				if (p->throttle_loud)
+					status_event(p->status, "%s primary guest-paused next_checkpoint_bytes=%"
+						     PRIu64 " staging_free_bytes=%" PRIu64 " pauses=%" PRIu64,
+						     p->cfg.name, est, free_bytes, p->throttles);
 				if (p->throttle_loud) {
 					log_warn("guest paused: its next checkpoint (%.1f MiB) does not fit "
 						 "the staging free (%.1f of %.1f MiB; %u checkpoints await an "
@@ -547,6 +554,9 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 			stretch_start = now;
 			if (!p->stretched) {
 				p->stretched = true;
+				status_event(p->status, "%s primary stretched epoch=%" PRIu64
+					     " in_flight=%u staging_bytes=%zu", p->cfg.name,
+					     p->epoch + 1, p->npending, p->staging_bytes);
 				log_warn("epoch %" PRIu64 " stretches: %u checkpoints await an ack "
 					 "(limit %u), staging %zu of %" PRIu64 " bytes",
 					 p->epoch + 1, p->npending, limit, p->staging_bytes,
@@ -563,6 +573,8 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 	}
 	if (p->stretched && !stretch_start) {
 		p->stretched = false;
+		status_event(p->status, "%s primary unstretched epoch=%" PRIu64, p->cfg.name,
+			     p->epoch + 1);
 		log_info("epochs back to the configured interval (%" PRIu64 " ms)", p->cfg.interval_ms);
 	}
 	return true;
@@ -1303,7 +1315,11 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 (now_ns() - p->last_ack_ns) / 1000000, p->cfg.timeout_ms, p->last_acked);
 	}
 	snprintf(peer, sizeof(peer), "%s:%u", p->cfg.replication.host, p->cfg.replication.port);
-	if (json) {
+	if (!strcmp(request, "now")) {		/* `tandem events --now` */
+		status_format_event(buf, len, "%s primary exists state=%s epoch=%" PRIu64 " acked=%"
+				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
+				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
+	} else if (json) {
 		snprintf(buf, len,
 			 "{\"role\":\"primary\",\"state\":\"%s\",\"detail\":\"%s\",\"vm\":\"%s\","
 			 "\"domain\":\"%s\",\"synthetic\":%s,\"guest\":\"%s\",\"peer\":\"%s\","

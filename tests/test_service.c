@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../config/config.h"
@@ -241,5 +242,65 @@ int test_service_bash_completion(void)
 	ASSERT(!strcmp(out, "db web\n"));
 	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c tandem backup --log-level w'", complete), 0);
 	ASSERT(!strcmp(out, "warn\n"));
+	return TEST_OK;
+}
+
+/*
+ * `tandem events --now`: each daemon's current state first, then one line
+ * per event: here the primary's host is lost (SIGKILL) and the backup
+ * fails over; the stream ends when the last daemon followed stops.
+ */
+int test_service_events(void)
+{
+	char cmd[2600], out[16384], run[600], evpath[600];
+	const char *cfg = td_config(VM, NULL);
+	struct td p, b;
+	FILE *f;
+	size_t n;
+	pid_t ev;
+
+	snprintf(run, sizeof(run), "%s/run", test_tmpdir());
+	snprintf(evpath, sizeof(evpath), "%s/events.out", test_tmpdir());
+	td_start(&b, "backup", cfg, NULL);
+	td_start(&p, "primary", cfg, NULL);
+	if (!WAIT_FOR(strstr(td_status(VM, "backup"), "\"state\":\"standby\""), 15000))
+		FAILF("no standby");
+	ev = fork();
+	if (ev == 0) {
+		snprintf(cmd, sizeof(cmd), "exec %s events --now --run-dir %s %s > %s 2>&1",
+			 test_tandem_bin(), run, VM, evpath);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	usleep(500000);		/* it has connected and printed the present */
+	td_kill(&p, SIGKILL);
+	if (!WAIT_FOR(strstr(td_status(VM, "backup"), "\"state\":\"active\""), 10000))
+		FAILF("the backup did not activate");
+	td_stop(&b);
+	{
+		int st = 0;
+		bool gone = WAIT_FOR(waitpid(ev, &st, WNOHANG) == ev, 10000);
+
+		if (!gone) {
+			kill(ev, SIGKILL);
+			waitpid(ev, &st, 0);
+			FAILF("tandem events did not end when the daemons stopped");
+		}
+		ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	ASSERT(f = fopen(evpath, "r"));
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	fclose(f);
+	if (!strstr(out, VM " primary exists state=protecting") ||
+	    !strstr(out, VM " backup exists state=standby") ||
+	    !strstr(out, VM " backup state activating from=") ||
+	    !strstr(out, VM " backup failover checkpoint=") ||
+	    !strstr(out, VM " backup state active from=activating"))
+		FAILF("events: %s", out);
+	/* in order: the present, then the failover */
+	ASSERT(strstr(out, "exists") < strstr(out, "backup failover"));
+	ASSERT(strstr(out, "backup failover") < strstr(out, "state active"));
+	ASSERT(out[4] == '-' && strstr(out, "Z " VM));	/* UTC times first */
 	return TEST_OK;
 }
