@@ -8,6 +8,7 @@
 #define TANDEM_CMD_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 enum exit_code {
 	EXIT_OK = 0,
@@ -36,6 +37,9 @@ int status_health(const char *json);
  * NAME.backup.sock; any VM when name is NULL). */
 bool daemon_socket(const char *file, const char *name);
 int cmd_events(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
+/* Send request to a daemon's status socket, copy its reply to out; 0 or -errno. */
+int cmd_query_socket(const char *path, const char *request, FILE *out);
 
 int cmd_primary(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

@@ -201,7 +201,7 @@ bool daemon_socket(const char *file, const char *name)
 	return true;
 }
 
-static int query_socket(const char *path, const char *request, FILE *out)
+int cmd_query_socket(const char *path, const char *request, FILE *out)
 {
 	struct timeval tv = { .tv_sec = 2 };
 	char buf[8192];
@@ -278,7 +278,7 @@ int cmd_status(int argc, char **argv)
 			mem = open_memstream(&js, &jslen);
 			if (!mem)
 				continue;
-			rc = query_socket(path, "json\n", mem);
+			rc = cmd_query_socket(path, "json\n", mem);
 			fclose(mem);
 			if (rc == -EACCES) {
 				fprintf(stderr, "tandem status: permission denied on %s: the daemons' "
@@ -291,7 +291,7 @@ int cmd_status(int argc, char **argv)
 				if (json)
 					fputs(js, stdout);
 				else
-					query_socket(path, "text\n", stdout);
+					cmd_query_socket(path, "text\n", stdout);
 			}
 			free(js);
 		}
@@ -341,7 +341,7 @@ int cmd_promote(int argc, char **argv)
 	f = tmpfile();
 	if (!f)
 		return EXIT_FAILURE_RUNTIME;
-	rc = query_socket(path, force ? "promote-force\n" : "promote\n", f);
+	rc = cmd_query_socket(path, force ? "promote-force\n" : "promote\n", f);
 	if (rc) {
 		fprintf(stderr, "tandem promote: no backup daemon for VM %s answers at %s: %s\n",
 			argv[1], path, strerror(-rc));

@@ -42,6 +42,11 @@ static const struct builtin builtins[] = {
 	  "per event (a state change and its reason, an epoch that stretches, a\n"
 	  "guest paused for staging, a failover with its figures) until they\n"
 	  "stop.  --now first prints each daemon's current state." },
+	{ "metrics", cmd_metrics, "metrics [--run-dir DIR] [--textfile FILE] [NAME]",
+	  "Print every daemon on this host (or those of VM NAME) in Prometheus'\n"
+	  "text format: state, epochs, lag, pause and added-latency histograms,\n"
+	  "bytes, output packets, heartbeat paths, failovers.  --textfile writes\n"
+	  "FILE atomically, for node_exporter's textfile collector." },
 	{ "promote", cmd_promote, "promote [--force] [--run-dir DIR] NAME",
 	  "Activate the standby of VM NAME on this host now, from its last\n"
 	  "complete checkpoint.  For on-peer-loss = manual, or after a failed\n"

@@ -57,6 +57,45 @@ static const char *const pstate_names[] = {
 	[P_SUPERSEDED] = "superseded",
 };
 
+/* Prometheus-style histograms (`tandem metrics`): cumulative at print. */
+#define HIST_BUCKETS 12
+static const double hist_le[HIST_BUCKETS] = { 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+					      0.1, 0.2, 0.5, 1, 5 };
+struct hist {
+	uint64_t n[HIST_BUCKETS + 1];	/* per bucket; the last: above every bound */
+	uint64_t count;
+	double sum;			/* seconds */
+};
+
+static void hist_add(struct hist *h, double seconds)
+{
+	unsigned i = 0;
+
+	while (i < HIST_BUCKETS && seconds > hist_le[i])
+		i++;
+	h->n[i]++;
+	h->count++;
+	h->sum += seconds;
+}
+
+/* "\"NAME\":{\"le\":[...],\"counts\":[cumulative...],\"sum\":S,\"count\":N}" */
+static int hist_json(const struct hist *h, const char *name, char *buf, size_t len)
+{
+	size_t n = (size_t)snprintf(buf, len, "\"%s\":{\"le\":[", name);
+	uint64_t cum = 0;
+
+	for (unsigned i = 0; i < HIST_BUCKETS && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, "%s%g", i ? "," : "", hist_le[i]);
+	n += n < len ? (size_t)snprintf(buf + n, len - n, "],\"counts\":[") : 0;
+	for (unsigned i = 0; i < HIST_BUCKETS && n < len; i++) {
+		cum += h->n[i];
+		n += (size_t)snprintf(buf + n, len - n, "%s%" PRIu64, i ? "," : "", cum);
+	}
+	n += n < len ? (size_t)snprintf(buf + n, len - n, "],\"sum\":%.6f,\"count\":%" PRIu64 "}",
+					 h->sum, h->count) : 0;
+	return (int)n;
+}
+
 struct primary {
 	struct tandem_config cfg;
 	struct domain dom;
@@ -65,6 +104,8 @@ struct primary {
 	int exit_code;
 	bool digest_off;		/* verify-drop-page fired: the test digest would only trip */
 	bool notified_ready;		/* systemd heard READY=1 */
+	struct hist pause_hist;		/* suspend to resume, per checkpoint */
+	struct hist latency_hist;	/* capture to ack: how long its output was held */
 
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint, sighup;
@@ -681,6 +722,7 @@ resume:
 	c->captured_at_ns = t3;
 	pthread_mutex_lock(&p->lock);
 	p->last_pause_us = (t3 - t0) / 1000;
+	hist_add(&p->pause_hist, (double)(t3 - t0) / 1e9);
 	p->last_dirty = c->npages;
 	p->pause_us[p->nepoch_times % HZ_WINDOW] = p->last_pause_us;
 	p->epoch_times[p->nepoch_times++ % HZ_WINDOW] = t3;
@@ -962,6 +1004,7 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	}
 	while (p->npending && p->pending[0]->epoch <= a->epoch) {
 		struct ckpt *c = p->pending[0];
+		hist_add(&p->latency_hist, (double)(now_ns() - c->captured_at_ns) / 1e9);
 		memmove(p->pending, p->pending + 1, sizeof(p->pending[0]) * --p->npending);
 		recount_staging(p);
 		/* keep its buffers for the next checkpoint while staging holds them */
@@ -1320,6 +1363,10 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
 				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
 	} else if (json) {
+		char ph[512], lh[512];
+
+		hist_json(&p->pause_hist, "pause_seconds", ph, sizeof(ph));
+		hist_json(&p->latency_hist, "added_latency_seconds", lh, sizeof(lh));
 		snprintf(buf, len,
 			 "{\"role\":\"primary\",\"state\":\"%s\",\"detail\":\"%s\",\"vm\":\"%s\","
 			 "\"domain\":\"%s\",\"synthetic\":%s,\"guest\":\"%s\",\"peer\":\"%s\","
@@ -1332,7 +1379,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"staging_bytes\":%zu,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
 			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
-			 "\"link_up\":%s,\"decision\":\"%s\",\"paths\":%s}\n",
+			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"paths\":%s}\n",
 			 pstate_names[state], detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
@@ -1344,7 +1391,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
 			 p->progress.pages_done, p->progress.pages_total,
-			 p->link_up ? "true" : "false", hb_decision_name(p->decision),
+			 p->link_up ? "true" : "false", hb_decision_name(p->decision), ph, lh,
 			 paths[0] ? paths : "[]");
 	} else {
 		char zinfo[64] = "";

@@ -304,3 +304,48 @@ int test_service_events(void)
 	ASSERT(out[4] == '-' && strstr(out, "Z " VM));	/* UTC times first */
 	return TEST_OK;
 }
+
+/*
+ * `tandem metrics`: a protecting pair in Prometheus' text format, which
+ * `promtool check metrics` (Debian's prometheus) accepts without a word;
+ * the series an operator alerts on are there with true values; --textfile
+ * writes the same.
+ */
+int test_service_metrics(void)
+{
+	static char out[65536], chk[4096];
+	char run[600], tf[600];
+	const char *cfg = td_config(VM, NULL);
+	struct td p, b;
+	int rc;
+
+	snprintf(run, sizeof(run), "%s/run", test_tmpdir());
+	snprintf(tf, sizeof(tf), "%s/tandem.prom", test_tmpdir());
+	ASSERT_EQ(test_capture(chk, sizeof(chk), "command -v promtool"), 0);	/* README installs it */
+	td_start(&b, "backup", cfg, NULL);
+	td_start(&p, "primary", cfg, NULL);
+	if (!WAIT_FOR(td_num(td_status(VM, "primary"), "last_acked_epoch") >= 20, 15000))
+		FAILF("not protecting");
+	rc = test_capture(out, sizeof(out), "%s metrics --run-dir %s", test_tandem_bin(), run);
+	ASSERT_EQ(rc, 0);
+	rc = test_capture(chk, sizeof(chk), "%s metrics --run-dir %s | promtool check metrics 2>&1",
+			  test_tandem_bin(), run);
+	if (rc != 0 || chk[0])
+		FAILF("promtool check metrics: exit %d: %s", rc, chk);
+	ASSERT(strstr(out, "tandem_up{vm=\"" VM "\",role=\"primary\"} 1"));
+	ASSERT(strstr(out, "tandem_state{vm=\"" VM "\",role=\"backup\",state=\"standby\"} 1"));
+	ASSERT(strstr(out, "tandem_pause_seconds_bucket{vm=\"" VM "\",role=\"primary\",le=\"+Inf\"}"));
+	ASSERT(strstr(out, "tandem_added_latency_seconds_count{vm=\"" VM "\",role=\"primary\"}"));
+	ASSERT(strstr(out, "tandem_failovers_total{vm=\"" VM "\",role=\"backup\"} 0"));
+	{
+		const char *c = strstr(out, "tandem_pause_seconds_count{vm=\"" VM "\",role=\"primary\"} ");
+		ASSERT(c && atof(strchr(c, '}') + 2) >= 20);	/* every checkpoint's pause */
+	}
+	rc = test_capture(chk, sizeof(chk), "%s metrics --run-dir %s --textfile %s && grep -c '^tandem_up' %s",
+			  test_tandem_bin(), run, tf, tf);
+	ASSERT_EQ(rc, 0);
+	ASSERT(atoi(chk) == 2);
+	td_stop(&p);
+	td_stop(&b);
+	return TEST_OK;
+}
