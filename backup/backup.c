@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -90,6 +91,15 @@ struct backup {
 	char forced_note[300];		/* what `promote --force` overrode ("" = nothing) */
 	uint64_t activated_from;	/* checkpoint the guest was activated from */
 	char lost_why[300];
+
+	/* `tandem report`: what the failover found and did */
+	struct {
+		bool done;
+		char at[40];			/* UTC */
+		char why[300], decision[32], fence[600];
+		uint64_t last_heard_ms, rounds, rx_ckpts;
+		char paths[2048];
+	} rep;
 
 	/* staging of the checkpoint being received */
 	struct ckpt *rx;
@@ -510,6 +520,19 @@ static void fail_over(struct backup *b, const char *why)
 	log_warn("failover: primary lost (%s), last heard %" PRIu64 " ms ago, timeout %" PRIu64
 		 " ms; activating the standby from checkpoint %" PRIu64, why, since,
 		 b->cfg.timeout_ms, b->committed);
+	{	/* for `tandem report` */
+		time_t t = time(NULL);
+		struct tm tm;
+
+		gmtime_r(&t, &tm);
+		pthread_mutex_lock(&b->lock);
+		strftime(b->rep.at, sizeof(b->rep.at), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		snprintf(b->rep.why, sizeof(b->rep.why), "%s", why);
+		snprintf(b->rep.decision, sizeof(b->rep.decision), "%s", hb_decision_name(b->decision));
+		b->rep.last_heard_ms = since;
+		pthread_mutex_unlock(&b->lock);
+		hb_render(b->hb, false, b->rep.paths, sizeof(b->rep.paths));
+	}
 	set_state(b, B_ACTIVATING, "activating from checkpoint %" PRIu64, b->committed);
 	rc = b->dom.ops->activate(&b->dom);
 	if (rc) {
@@ -537,6 +560,9 @@ static void fail_over(struct backup *b, const char *why)
 	status_event(b->status, "%s backup failover checkpoint=%" PRIu64 " heard_to_running_ms=%.1f "
 		     "activate_ms=%.1f timeout_ms=%" PRIu64 " reason=\"%s\"", b->cfg.name, b->committed,
 		     b->failover_ms, b->activate_ms, b->cfg.timeout_ms, why);
+	pthread_mutex_lock(&b->lock);
+	b->rep.done = true;
+	pthread_mutex_unlock(&b->lock);
 	set_state(b, B_ACTIVE, "guest running from checkpoint %" PRIu64, b->committed);
 }
 
@@ -671,6 +697,8 @@ static bool act_on_decision(struct backup *b)
 			 "(timeout %" PRIu64 " ms)", b->cfg.fence_timeout_ms);
 		rc = hb_run_fence(b->cfg.name, b->cfg.fence_command, b->cfg.fence_timeout_ms,
 				  err, sizeof(err));
+		snprintf(b->rep.fence, sizeof(b->rep.fence), "%s", rc == 0 ? "the fence command "
+			 "succeeded: the primary was fenced before activation" : err);
 		if (rc == 0) {
 			log_warn("fence command succeeded: the primary is fenced");
 			fail_over(b, "primary lost and fenced");
@@ -944,6 +972,42 @@ static void promote_request(struct backup *b, bool force, char *buf, size_t len)
 	pthread_mutex_unlock(&b->lock);
 }
 
+/* The failover report (lock held). */
+static void report(struct backup *b, char *buf, size_t len)
+{
+	size_t n;
+
+	if (!b->rep.done) {
+		snprintf(buf, len, "%s: no failover on this host (backup %s: %s)\n", b->cfg.name,
+			 bstate_names[b->state], b->detail);
+		return;
+	}
+	n = (size_t)snprintf(buf, len,
+		"failover report: %s, activated on this host at %s\n"
+		"  why:        %s (decision: %s)\n"
+		"  detection:  the primary was last heard %" PRIu64 " ms before the decision "
+		"(timeout %" PRIu64 " ms)\n"
+		"  activation: %.1f ms; last heard to guest running: %.1f ms\n"
+		"  checkpoint: activated from %" PRIu64 ", the last committed and acknowledged one; "
+		"%" PRIu64 " initial-copy pieces before the first\n"
+		"  output:     what the primary held after checkpoint %" PRIu64 " was never released: "
+		"it belongs to a state the guest no longer has (the primary's counts of packets "
+		"released and dropped are in its own status, if it runs)\n"
+		"  fencing:    %s\n"
+		"  disk:       no disk is protected (docs/disk.md)\n"
+		"  state now:  %s: %s\n",
+		b->cfg.name, b->rep.at, b->rep.why, b->rep.decision, b->rep.last_heard_ms,
+		b->cfg.timeout_ms, b->activate_ms, b->failover_ms, b->activated_from, b->rounds,
+		b->activated_from, b->rep.fence[0] ? b->rep.fence : "none ran (on-peer-loss is not fence)",
+		bstate_names[b->state], b->detail);
+	if (n < len)
+		n += (size_t)snprintf(buf + n, len - n, "  heartbeat paths at the decision:\n%s",
+				      b->rep.paths[0] ? b->rep.paths : "    (none configured: the "
+				      "replication link was the only path)\n");
+	if (b->forced_note[0] && n < len)
+		snprintf(buf + n, len - n, "  FORCED:     %s\n", b->forced_note);
+}
+
 static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
 	struct backup *b = arg;
@@ -962,6 +1026,11 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	pthread_mutex_lock(&b->lock);
 	if (b->gate)
 		gate_get_stats(b->gate, &gs);
+	if (!strcmp(request, "report")) {	/* `tandem report` */
+		report(b, buf, len);
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
 	if (!strcmp(request, "now")) {		/* `tandem events --now` */
 		status_format_event(buf, len, "%s backup exists state=%s committed=%" PRIu64
 				    " detail=\"%s\"", b->cfg.name, bstate_names[b->state], b->committed,

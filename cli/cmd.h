@@ -38,6 +38,7 @@ int status_health(const char *json);
 bool daemon_socket(const char *file, const char *name);
 int cmd_events(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 /* Send request to a daemon's status socket, copy its reply to out; 0 or -errno. */
 int cmd_query_socket(const char *path, const char *request, FILE *out);
 

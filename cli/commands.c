@@ -311,6 +311,41 @@ int cmd_status(int argc, char **argv)
 	return health;
 }
 
+int cmd_report(int argc, char **argv)
+{
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	char path[512], *text = NULL;
+	size_t len = 0;
+	FILE *mem;
+	int rc;
+
+	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
+		run_dir = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem report [--run-dir DIR] NAME\n");
+		return EXIT_USAGE;
+	}
+	snprintf(path, sizeof(path), "%s/%s.backup.sock", run_dir, argv[1]);
+	if (!(mem = open_memstream(&text, &len)))
+		return EXIT_FAILURE_RUNTIME;
+	rc = cmd_query_socket(path, "report\n", mem);
+	fclose(mem);
+	if (rc || !len) {
+		fprintf(stderr, "tandem report: no backup for VM %s answers in %s (%s): the report "
+			"lives in the backup that failed over\n", argv[1], run_dir,
+			rc ? strerror(-rc) : "no reply");
+		free(text);
+		return EXIT_NO_DAEMON;
+	}
+	fputs(text, stdout);
+	rc = strstr(text, "failover report:") ? EXIT_OK : EXIT_FAILURE_RUNTIME;
+	free(text);
+	return rc;
+}
+
 int cmd_promote(int argc, char **argv)
 {
 	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";

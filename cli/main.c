@@ -47,6 +47,11 @@ static const struct builtin builtins[] = {
 	  "text format: state, epochs, lag, pause and added-latency histograms,\n"
 	  "bytes, output packets, heartbeat paths, failovers.  --textfile writes\n"
 	  "FILE atomically, for node_exporter's textfile collector." },
+	{ "report", cmd_report, "report [--run-dir DIR] NAME",
+	  "After a failover, on the host that took over: why and when it\n"
+	  "happened, how long detection and activation took, the checkpoint the\n"
+	  "guest was activated from, the fence result, and the heartbeat paths\n"
+	  "as they were at the decision.  Exit 1 when this host did not fail over." },
 	{ "promote", cmd_promote, "promote [--force] [--run-dir DIR] NAME",
 	  "Activate the standby of VM NAME on this host now, from its last\n"
 	  "complete checkpoint.  For on-peer-loss = manual, or after a failed\n"

@@ -349,3 +349,39 @@ int test_service_metrics(void)
 	td_stop(&b);
 	return TEST_OK;
 }
+
+/* `tandem report` after a failover: the decision, the figures, the
+ * checkpoint; before one, it says there was none (exit 1). */
+int test_service_report(void)
+{
+	char out[8192], run[600];
+	const char *cfg = td_config(VM, NULL);
+	struct td p, b;
+	int rc;
+
+	snprintf(run, sizeof(run), "%s/run", test_tmpdir());
+	td_start(&b, "backup", cfg, NULL);
+	td_start(&p, "primary", cfg, NULL);
+	if (!WAIT_FOR(strstr(td_status(VM, "backup"), "\"state\":\"standby\""), 15000))
+		FAILF("no standby");
+	rc = test_capture(out, sizeof(out), "%s report --run-dir %s %s", test_tandem_bin(), run, VM);
+	ASSERT_EQ(rc, 1);
+	ASSERT(strstr(out, "no failover on this host"));
+	td_kill(&p, SIGKILL);
+	if (!WAIT_FOR(strstr(td_status(VM, "backup"), "\"state\":\"active\""), 10000))
+		FAILF("the backup did not activate");
+	rc = test_capture(out, sizeof(out), "%s report --run-dir %s %s", test_tandem_bin(), run, VM);
+	if (rc != 0 || !strstr(out, "failover report: " VM) || !strstr(out, "decision: failover") ||
+	    !strstr(out, "activated from ") || !strstr(out, "last heard to guest running:"))
+		FAILF("report: exit %d: %s", rc, out);
+	{
+		uint64_t act = 0;
+		char want[64];
+
+		td_events(&b, "activated", &act, NULL);
+		snprintf(want, sizeof(want), "activated from %llu,", (unsigned long long)act);
+		ASSERT(strstr(out, want));
+	}
+	td_stop(&b);
+	return TEST_OK;
+}
