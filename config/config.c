@@ -492,23 +492,25 @@ static void strip_comment(char *s)
 	}
 }
 
-int config_parse(const char *file, const char *text, size_t len,
-		 struct tandem_config *cfg, char *err, size_t errlen)
+/*
+ * The lines of one file into cfg.  seen[]: the keys this file set (twice
+ * in one file is an error); over[]: keys an earlier file (an include) set,
+ * which this one may override.  incl: where `include = FILE` may load a
+ * file of defaults (NULL: not here).
+ */
+struct include_ctx {
+	int (*load)(const char *path, char **text, size_t *len, char *msg, size_t msglen);
+	bool done;
+};
+
+static void parse_text(const char *file, const char *text, size_t len, struct tandem_config *cfg,
+		       bool *seen, struct errbuf *ep, struct include_ctx *incl, bool *inc_seen)
 {
-	struct errbuf e = { err, errlen, 0, 0 };
-	bool seen[ARRAY_SIZE(schema)] = { false };
+	struct errbuf e_ = *ep, *e = &e_;
 	char msg[256], line[1024];
 	size_t pos = 0;
 	int lineno = 0;
-
-	if (err && errlen)
-		err[0] = '\0';
-	memset(cfg, 0, sizeof(*cfg));
-	snprintf(cfg->source, sizeof(cfg->source), "%s", file);
-	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
-		if (schema[i].def && set_value(cfg, &schema[i], schema[i].def, msg, sizeof(msg)))
-			err_add(&e, "internal: default of '%s': %s", schema[i].name, msg);
-	}
+	bool any_key = false;
 
 	while (pos < len) {
 		size_t n = 0;
@@ -524,7 +526,7 @@ int config_parse(const char *file, const char *text, size_t len,
 		pos++;
 		line[n] = '\0';
 		if (n + 1 >= sizeof(line)) {
-			err_add(&e, "%s:%d: line is longer than %zu characters", file, lineno, sizeof(line) - 2);
+			err_add(e, "%s:%d: line is longer than %zu characters", file, lineno, sizeof(line) - 2);
 			continue;
 		}
 		strip_comment(line);
@@ -533,45 +535,100 @@ int config_parse(const char *file, const char *text, size_t len,
 			continue;
 		eq = strchr(s, '=');
 		if (!eq) {
-			err_add(&e, "%s:%d: expected 'key = value', got '%s'", file, lineno, s);
+			err_add(e, "%s:%d: expected 'key = value', got '%s'", file, lineno, s);
 			continue;
 		}
 		*eq = '\0';
 		key = trim(s);
 		val = trim(eq + 1);
 		if (!*key) {
-			err_add(&e, "%s:%d: expected a key before '='", file, lineno);
+			err_add(e, "%s:%d: expected a key before '='", file, lineno);
 			continue;
 		}
+		if (!strcmp(key, "include")) {
+			char *itext = NULL;
+			size_t ilen = 0;
+
+			if (*val == '"' && strlen(val) >= 2 && val[strlen(val) - 1] == '"') {
+				val[strlen(val) - 1] = '\0';
+				val++;
+			}
+			if (!incl)
+				err_add(e, "%s:%d: include: only a VM's own file may include a file of defaults",
+					file, lineno);
+			else if (incl->done || any_key)
+				err_add(e, "%s:%d: include: at most one, before every key", file, lineno);
+			else {
+				/* a relative path is the including file's neighbour */
+				char ipath[CONFIG_PATH_MAX * 2];
+				const char *slash = strrchr(file, '/');
+
+				if (*val != '/' && slash)
+					snprintf(ipath, sizeof(ipath), "%.*s/%s", (int)(slash - file), file, val);
+				else
+					snprintf(ipath, sizeof(ipath), "%s", val);
+				if (incl->load(ipath, &itext, &ilen, msg, sizeof(msg))) {
+					err_add(e, "%s:%d: include: %s", file, lineno, msg);
+				} else {
+					incl->done = true;
+					parse_text(ipath, itext, ilen, cfg, inc_seen, e, NULL, NULL);
+				}
+			}
+			free(itext);
+			continue;
+		}
+		any_key = true;
 		k = find_key(key);
 		if (!k) {
 			const char *c = closest_key(key);
 			if (c)
-				err_add(&e, "%s:%d: unknown key '%s' (did you mean '%s'?)", file, lineno, key, c);
+				err_add(e, "%s:%d: unknown key '%s' (did you mean '%s'?)", file, lineno, key, c);
 			else
-				err_add(&e, "%s:%d: unknown key '%s' (see docs/configuration.md)", file, lineno, key);
+				err_add(e, "%s:%d: unknown key '%s' (see docs/configuration.md)", file, lineno, key);
 			continue;
 		}
 		if (seen[k - schema]) {
-			err_add(&e, "%s:%d: key '%s': set twice", file, lineno, key);
+			err_add(e, "%s:%d: key '%s': set twice", file, lineno, key);
 			continue;
 		}
 		seen[k - schema] = true;
 		if (*val == '"') {
 			size_t vl = strlen(val);
 			if (vl < 2 || val[vl - 1] != '"') {
-				err_add(&e, "%s:%d: key '%s': unterminated quoted string", file, lineno, key);
+				err_add(e, "%s:%d: key '%s': unterminated quoted string", file, lineno, key);
 				continue;
 			}
 			val[vl - 1] = '\0';
 			val++;
 		}
 		if (set_value(cfg, k, val, msg, sizeof(msg)))
-			err_add(&e, "%s:%d: key '%s': %s", file, lineno, key, msg);
+			err_add(e, "%s:%d: key '%s': %s", file, lineno, key, msg);
 	}
 
+	*ep = *e;
+}
+
+static int parse_layers(const char *file, const char *text, size_t len,
+			struct tandem_config *cfg, char *err, size_t errlen,
+			struct include_ctx *incl)
+{
+	struct errbuf e = { err, errlen, 0, 0 };
+	bool seen[ARRAY_SIZE(schema)] = { false }, inc_seen[ARRAY_SIZE(schema)] = { false };
+	char msg[256];
+
+	if (err && errlen)
+		err[0] = '\0';
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->source, sizeof(cfg->source), "%s", file);
 	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
-		if (!schema[i].def && !seen[i])
+		if (schema[i].def && set_value(cfg, &schema[i], schema[i].def, msg, sizeof(msg)))
+			err_add(&e, "internal: default of '%s': %s", schema[i].name, msg);
+	}
+
+	parse_text(file, text, len, cfg, seen, &e, incl, inc_seen);
+
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
+		if (!schema[i].def && !seen[i] && !inc_seen[i])
 			err_add(&e, "%s: key '%s' is required: %s", file, schema[i].name, schema[i].help);
 	}
 	if (!e.count && cfg->netbuf == NETBUF_NONE && !cfg->allow_unsafe_no_buffering)
@@ -598,36 +655,58 @@ int config_parse(const char *file, const char *text, size_t len,
 	return e.count ? -EINVAL : 0;
 }
 
-int config_load(const char *path, struct tandem_config *cfg, char *err, size_t errlen)
+int config_parse(const char *file, const char *text, size_t len,
+		 struct tandem_config *cfg, char *err, size_t errlen)
 {
-	char *text = NULL;
+	return parse_layers(file, text, len, cfg, err, errlen, NULL);
+}
+
+static int read_config_file(const char *path, char **text, size_t *len, char *msg, size_t msglen)
+{
 	struct stat st;
 	int fd, rc;
 
+	*text = NULL;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		snprintf(err, errlen, "%s: cannot open: %s\n", path, strerror(errno));
+		snprintf(msg, msglen, "%s: cannot open: %s", path, strerror(errno));
 		return rc;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 1024 * 1024) {
-		snprintf(err, errlen, "%s: not a regular file of at most 1 MiB\n", path);
+		snprintf(msg, msglen, "%s: not a regular file of at most 1 MiB", path);
 		close(fd);
 		return -EINVAL;
 	}
-	text = malloc((size_t)st.st_size + 1);
-	if (!text) {
+	*text = malloc((size_t)st.st_size + 1);
+	if (!*text) {
 		close(fd);
 		return -ENOMEM;
 	}
-	rc = read_full(fd, text, (size_t)st.st_size);
+	rc = read_full(fd, *text, (size_t)st.st_size);
 	close(fd);
 	if (rc) {
-		snprintf(err, errlen, "%s: read failed: %s\n", path, strerror(-rc));
-		free(text);
+		snprintf(msg, msglen, "%s: read failed: %s", path, strerror(-rc));
+		free(*text);
+		*text = NULL;
 		return rc;
 	}
-	rc = config_parse(path, text, (size_t)st.st_size, cfg, err, errlen);
+	*len = (size_t)st.st_size;
+	return 0;
+}
+
+int config_load(const char *path, struct tandem_config *cfg, char *err, size_t errlen)
+{
+	struct include_ctx incl = { read_config_file, false };
+	char *text = NULL, msg[512];
+	size_t len = 0;
+	int rc = read_config_file(path, &text, &len, msg, sizeof(msg));
+
+	if (rc) {
+		snprintf(err, errlen, "%s\n", msg);
+		return rc;
+	}
+	rc = parse_layers(path, text, len, cfg, err, errlen, &incl);
 	free(text);
 	return rc;
 }

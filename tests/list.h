@@ -6,6 +6,7 @@
 TEST(config_units_and_defaults, 5)
 TEST(config_error_classes, 5)
 TEST(config_load_errors, 5)
+TEST(config_include, 5)
 TEST(config_digest, 5)
 TEST(config_xen_skips_memdom_keys, 5)
 TEST(config_single_path_warning, 10)

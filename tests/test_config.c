@@ -280,3 +280,49 @@ int test_config_single_path_warning(void)
 	ASSERT(!strstr(out, "warning"));
 	return TEST_OK;
 }
+
+/*
+ * include = FILE: one file of defaults shared by many VMs' files (its
+ * path relative to the including file); the VM's own keys override it;
+ * one include, before every key, never nested; errors name the file.
+ */
+int test_config_include(void)
+{
+	struct tandem_config cfg;
+	char err[4096], text[1024];
+	const char *vm;
+
+	test_write_file("defaults.cfg", "interval = 50ms\ntimeout = 2s\nencrypt = yes\n"
+			"heartbeat-interval = 200ms\n");
+	snprintf(text, sizeof(text), "include = defaults.cfg\nname = web\n"
+		 "replication = 10.0.0.2:7401\nkey-file = %s/k\ntimeout = 3s\n", test_tmpdir());
+	vm = test_write_file("web.cfg", text);
+	if (config_load(vm, &cfg, err, sizeof(err)))
+		FAILF("include: %s", err);
+	ASSERT_EQ(cfg.interval_ms, 50);		/* from the defaults */
+	ASSERT(cfg.encrypt);
+	ASSERT_EQ(cfg.timeout_ms, 3000);		/* the VM's own value wins */
+	ASSERT_EQ(cfg.replication.port, 7401);
+
+	snprintf(text, sizeof(text), "name = web\ninclude = defaults.cfg\nreplication = 10.0.0.2:7401\n");
+	ASSERT(config_load(test_write_file("late.cfg", text), &cfg, err, sizeof(err)) != 0);
+	ASSERT(strstr(err, "late.cfg:2: include: at most one, before every key"));
+
+	ASSERT(config_load(test_write_file("gone.cfg", "include = nowhere.cfg\nname = a\n"
+					   "replication = 1.2.3.4:5\n"), &cfg, err, sizeof(err)) != 0);
+	ASSERT(strstr(err, "gone.cfg:1: include: ") && strstr(err, "nowhere.cfg: cannot open"));
+
+	test_write_file("nested.cfg", "include = defaults.cfg\n");
+	ASSERT(config_load(test_write_file("outer.cfg", "include = nested.cfg\nname = a\n"
+					   "replication = 1.2.3.4:5\n"), &cfg, err, sizeof(err)) != 0);
+	ASSERT(strstr(err, "nested.cfg:1: include: only a VM's own file"));
+
+	test_write_file("twice.cfg", "interval = 50ms\ninterval = 60ms\n");
+	ASSERT(config_load(test_write_file("t.cfg", "include = twice.cfg\nname = a\n"
+					   "replication = 1.2.3.4:5\n"), &cfg, err, sizeof(err)) != 0);
+	ASSERT(strstr(err, "twice.cfg:2: key 'interval': set twice"));
+	/* text given straight to the parser (no file) may not include */
+	ASSERT(config_parse("mem", "include = defaults.cfg\n", 22, &cfg, err, sizeof(err)) != 0);
+	ASSERT(strstr(err, "include: only a VM's own file"));
+	return TEST_OK;
+}
