@@ -92,6 +92,7 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory tandem bench/tandem-bench
 	@./bench/tandem-bench $(BENCH)
+	@if [ -z "$(BENCH)" ] || echo "$(BENCH)" | grep -qw link; then bash bench/link.sh; fi
 
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
