@@ -17,7 +17,8 @@
 #   lab/lab.sh restore A|B public|repl|mgmt  reattach it
 #   lab/lab.sh baseline             build, up, guest-up, xl remus A->B, kill A, report
 #   lab/lab.sh failover             tandem protects g1 A->B, kill A; the client's TCP connection
-#                                   must survive (LAB_RUNS runs, default 5)
+#                                   must survive and answer for 60 s on B, g1 must run there,
+#                                   no guest fault in Xen's logs (LAB_RUNS runs, default 5)
 #   lab/lab.sh proof                failover, then compare, then one summary line
 #                                   (make lab-failover; LAB_COMPARE=0: failover only)
 #   lab/lab.sh compare              pause and throughput of a dirtying guest: unprotected,
@@ -42,6 +43,8 @@
 # LAB_DOM0_MEM_MB (1024); baseline: LAB_REMUS_INTERVAL_MS (100),
 # LAB_CHECKPOINTS (20), LAB_REMUS_FLAGS ("-n -F"), LAB_FAILOVER_WAIT_S (300), LAB_TCP_WAIT_S (120);
 # failover: TANDEM_BIN (./tandem), LAB_RUNS (5), LAB_FAILOVER_TRIES (2), LAB_TANDEM_INTERVAL_MS (100), LAB_TANDEM_TIMEOUT (3s),
+# LAB_HOLD_S (60: the same connection answers this long on B), LAB_HOLD_STALL_S (10: longest silence in it),
+# LAB_BACKUP_LOG_LEVEL (debug: the backup's timeline of the failover),
 # LAB_TANDEM_COMPRESS (none; lz4: also for compare and errors);
 # compare: LAB_COMPARE_INTERVALS ("100 25"), LAB_COMPARE_WINDOW_S (30), LAB_DIRTY_PAGES (256),
 # LAB_COMPARE_LZ4 (0; 1: a third window, tandem with compress = lz4).
@@ -306,7 +309,7 @@ start_host() {
     netargs+=(-netdev "tap,id=$net,ifname=$(tap_name "$h" "$net"),script=no,downscript=no"
               -device "virtio-net-pci,netdev=$net,mac=$(host_mac "$h" "$net")")
   done
-  xen_args="console=com1 com1=115200 dom0_mem=${DOM0_MEM_MB}M,max:${DOM0_MEM_MB}M noreboot"
+  xen_args="console=com1 com1=115200 console_timestamps=datems dom0_mem=${DOM0_MEM_MB}M,max:${DOM0_MEM_MB}M noreboot"
   dom0_args="root=/dev/vda rw console=hvc0 earlyprintk=xen net.ifnames=0"
   in_ns qemu-system-x86_64 -name "lab-$h,debug-threads=on" -accel tcg \
     -cpu qemu64,+svm,+npt,+sse4.1,+sse4.2,+popcnt,+ssse3,+lahf_lm,+aes,+pclmulqdq \
@@ -636,9 +639,10 @@ tandem_install() {
 }
 
 # Start a tandem daemon in a dom0: tandem_start HOST primary|backup
-# (LAB_DAEMON_ENV: extra environment, such as TANDEM_FAULT=...)
+# (LAB_DAEMON_ENV: extra environment, such as TANDEM_FAULT=...;
+# LAB_DAEMON_ARGS: options before the configuration, such as --log-level debug)
 tandem_start() {
-  lab_ssh "$1" "cd /root; ${LAB_DAEMON_ENV:-} TANDEM_TEST_LOG=/root/$2.events nohup ./tandem $2 g1.conf > /root/$2.log 2>&1 < /dev/null & echo \$! > /root/$2.pid"
+  lab_ssh "$1" "cd /root; ${LAB_DAEMON_ENV:-} TANDEM_TEST_LOG=/root/$2.events nohup ./tandem $2 ${LAB_DAEMON_ARGS:-} g1.conf > /root/$2.log 2>&1 < /dev/null & echo \$! > /root/$2.pid"
 }
 # SIGTERM a tandem daemon in a dom0 and wait for it to exit (it cleans up).
 tandem_stop() {
@@ -659,10 +663,13 @@ backup_start() {
   local i
   for i in 1 2 3; do
     tandem_start B backup
-    wait_for "B: tandem backup listening" 60 remote_log_has B backup "listening on" >&2 || true
-    sleep 2   # would it exit at once? (the refusal follows the listening line)
-    backup_failed || return 0
-    lab_ssh B "tail -n 2 /root/backup.log" >&2 || true
+    if wait_for "B: tandem backup listening" 60 remote_log_has B backup "listening on" >&2; then
+      sleep 2   # would it exit at once? (the refusal follows the listening line)
+      backup_failed || return 0
+    else
+      tandem_stop B backup   # alive but not listening: start it again
+    fi
+    lab_ssh B "tail -n 2 /root/backup.log" >&2 || true   # evidence only
     sleep 10
   done
   return 1
@@ -710,119 +717,275 @@ failover_reset() {
   cmd_guest_up
 }
 
-# One run: protect, run the client, kill A, check.  Prints one result line;
-# returns 1 when an assertion fails, 2 when it failed before the kill and
-# Xen's log on A shows the guest triple-faulted (the lab's emulation,
-# docs/lab.md Known limits: such a run says nothing about tandem).
+# Triple faults in A's Xen log (compare, errors).
 guest_faults_A() { lab_ssh A "xl dmesg $*" | grep -c 'Triple fault' || true; } # since the last xl dmesg -c ([-c]: and clear)
-failover_pre_kill_fail() { # run reason -> the result line; keeps A's evidence; returns 1 or 2
-  local r="$1" faults ev="$RUN/run$1-$(date +%H%M%S)"
-  faults="$(guest_faults_A)"
-  lab_ssh A "xl list; xl dmesg" > "$ev-A-xen.log" 2>&1 || true
-  cmd_copy_out A /root/primary.log "$ev-A-primary.log" 2>/dev/null || true
-  cmd_copy_out B /root/backup.log "$ev-B-backup.log" 2>/dev/null || true
-  cp "$RUN/client.log" "$ev-client.log" 2>/dev/null || true
-  log "run $r failed before the kill ($2); A's xl list and xl dmesg, both daemons' logs: $ev-*"
-  echo "lab failover: run=$r result=fail reason=$2 guest_triple_faults=$faults"
-  [ "${faults:-0}" -gt 0 ] && return 2
+
+# ---- guest faults in Xen's log.  What Xen 4.17 prints when a guest dies
+# of a fault: hvm_triple_fault()'s "d<N>v<M> Triple fault - invoking HVM
+# shutdown action <A>", __domain_crash()'s "Domain <N> (vcpu#<M>) crashed
+# on cpu#<C>:" or "Domain <N> reported crashed by domain <D> on cpu#<C>:",
+# after domain_crash()'s "domain_crash called from <file>:<line>" (or its
+# own reason); each is followed by the vCPU's registers ("RIP: ...").  Any
+# line saying "crash" counts; a "domain_crash called from" line and the
+# "crashed" line after it count once.
+GUEST_FAULT_RE='triple fault|crash'
+xen_log() { # host file [-c]: that host's `xl dmesg` (since the last clear) into file; -c: and clear
+  lab_ssh "$1" "xl dmesg ${3:-}" > "$2" 2>&1
+}
+guest_faults() { # xen log file -> number of guest faults in it
+  awk -v re="$GUEST_FAULT_RE" '
+    tolower($0) ~ re { if (dc && /crashed on cpu|reported crashed/) { dc = 0; next }
+                       n++; dc = /domain_crash called/; next }
+    { dc = 0 }
+    END { print n + 0 }' "$1" 2>/dev/null || echo 0
+}
+fault_rips() { # xen log file -> the RIP after each fault, comma-separated ("none" if none)
+  awk -v re="$GUEST_FAULT_RE" '
+    tolower($0) ~ re { want = 1; next }
+    want && /RIP:/ { r = $0; sub(/.*RIP:[ \t]*/, "", r); sub(/[ \t].*/, "", r); gsub(/[][<>]/, "", r); rips = rips (rips ? "," : "") r; want = 0 }
+    END { print (rips ? rips : "none") }' "$1" 2>/dev/null || echo none
+}
+g1_state() { lab_ssh "$1" "xl list g1 2>/dev/null | awk 'NR == 2 {print \$5}'"; } # host -> xl list's state column
+state_running() { [ -n "$1" ] && ! grep -q '[pscd]' <<<"$1"; } # not paused, shut down, crashed or dying
+b_guest_settled() { # g1 runs on B unpaused, or has ended there (shut down, crashed, dying)
+  local st; st="$(g1_state B)" || return 1
+  [ -n "$st" ] && ! grep -q p <<<"$st" || grep -q '[scd]' <<<"$st"
+}
+
+# The backup's log (--log-level debug) split into where heard-to-running
+# went: detect_ms (primary last heard -> declared lost: the timeout),
+# restore_ms (stream ended on purpose -> libxc's "Restore successful":
+# libxc completing the standby from the last checkpoint), devices_ms
+# (-> libxl's create-restore operation complete, "ao 0x..: complete":
+# devices, hotplug scripts, console), unpause_ms (-> the guest unpaused:
+# "running here").  Missing lines give
+# "none".  Times are the log's own (milliseconds, UTC).
+backup_split() { # backup.log -> "detect_ms=.. restore_ms=.. devices_ms=.. unpause_ms=.."
+  awk '
+    function ms(   d, t) { d = $1; t = $2; gsub(/-/, " ", d); split(t, a, "."); gsub(/:/, " ", a[1]); return mktime(d " " a[1]) * 1000 + a[2] }
+    /failover: primary lost/ { det = ms(); s = $0; sub(/.*last heard /, "", s); heard = det - (s + 0) }
+    /ending the restore stream/ { end = ms() }
+    /do_domain_create: ao 0x[0-9a-f]*: create/ { ao = $0; sub(/.*do_domain_create: ao /, "", ao); sub(/:.*/, "", ao) }
+    end && !rest && /Restore successful/ { rest = ms() }
+    end && ao && !lx && index($0, "ao " ao ": complete") { lx = ms() }
+    /running here as domain/ { run = ms() }
+    function span(a, b) { return (a && b) ? sprintf("%.0f", b - a) : "none" }
+    END { printf "detect_ms=%s restore_ms=%s devices_ms=%s unpause_ms=%s\n", span(heard, det), span(end, rest), span(rest, lx), span(lx, run) }' "$([ -f "$1" ] && echo "$1" || echo /dev/null)"
+}
+
+# Evidence of one run, in its own directory (the series' directory is
+# FAILOVER_DIR): Xen's logs, both daemons' logs, the client's.  Best
+# effort: a host that is gone has nothing to give.
+failover_evidence() { # ev-dir host... : copy what those hosts have
+  local ev="$1" h; shift
+  for h in "$@"; do
+    case "$h" in
+      A) xen_log A "$ev/A-xen.log" || true
+         lab_ssh A "xl list" > "$ev/A-xl-list.txt" 2>&1 || true
+         cmd_copy_out A /root/primary.log "$ev/primary.log" 2>/dev/null || true
+         cmd_copy_out A /root/primary.events "$ev/primary.events" 2>/dev/null || true ;;
+      B) xen_log B "$ev/B-xen.log" || true
+         lab_ssh B "xl list" > "$ev/B-xl-list.txt" 2>&1 || true
+         cmd_copy_out B /root/backup.log "$ev/backup.log" 2>/dev/null || true
+         cmd_copy_out B /root/backup.events "$ev/backup.events" 2>/dev/null || true ;;
+    esac
+  done
+  cp "$RUN/client.log" "$ev/client.log" 2>/dev/null || true
+  cp "$RUN/client.status" "$ev/client.status" 2>/dev/null || true
+}
+
+# A run that ends before the kill: keep the evidence and print the result
+# line.  A guest fault on A is named in the reason; the run may be tried
+# again (return 2) only when the guest faulted before protection started,
+# i.e. before the primary's first acknowledged checkpoint (no ack: a
+# faulted guest is never suspended again, so no ack follows a fault).
+# Every other failure returns 1.
+failover_pre_kill_fail() { # run ev-dir reason
+  local r="$1" ev="$2" why="$3" acks fA fB
+  stop_pidfile "$RUN/client.pid"
+  stop_pidfile "$RUN/tcpdump.pid"
+  acks="$(tandem_acks)"; acks="${acks:-0}"
+  failover_evidence "$ev" A B
+  fA="$(guest_faults "$ev/A-xen.log")"; fB="$(guest_faults "$ev/B-xen.log")"
+  if [ "$fA" -gt 0 ] && [ "$acks" = 0 ]; then why="guest-fault-A-before-protection,$why"
+  elif [ "$fA" -gt 0 ]; then why="guest-fault-A,$why"; fi
+  [ "$fB" = 0 ] || why="guest-fault-B,$why"
+  log "run $r failed before the kill ($why); evidence: $ev"
+  echo "lab failover: run=$r result=fail reason=$why acked=$acks hold_s=0" \
+    "faults_A=$fA faults_B=$fB rip_A=$(fault_rips "$ev/A-xen.log") rip_B=$(fault_rips "$ev/B-xen.log") evidence=$ev"
+  [ "$fA" -gt 0 ] && [ "$acks" = 0 ] && [ "$fB" = 0 ] && return 2
   return 1
 }
+
+# After the first answer on B: the same connection must go on answering
+# for LAB_HOLD_S (60) seconds, never silent for more than LAB_HOLD_STALL_S
+# (10); it fails at once when the client reconnects or reports a reset,
+# timeout, gap, repeat, rollback, server restart or protocol error.  Sets
+# hold_s (first answer -> last answer seen, on that connection),
+# hold_max_stall_ms and hold_why.
+hold_watch() { # t_first_answer
+  local t0="$1" want="${LAB_HOLD_S:-60}" stall="${LAB_HOLD_STALL_S:-10}" t last k v bad
+  hold_s=0; hold_max_stall_ms=0; hold_why=""
+  while :; do
+    sleep 1
+    t="$(now)"; last="$(client_status last_ok)"; last="${last:-$t0}"
+    hold_s="$(awk -v a="$t0" -v b="$last" 'BEGIN{ d = b - a; printf "%.1f", d > 0 ? d : 0 }')"
+    v="$(awk -v a="$last" -v b="$t" 'BEGIN{ printf "%.0f", (b - a) * 1000 }')"
+    [ "$v" -gt "$hold_max_stall_ms" ] && hold_max_stall_ms="$v"
+    bad=""
+    [ "$(client_status conns)" = 1 ] || bad="$bad+reconnected"
+    for k in resets timeouts forced gaps repeats rollbacks reboots errors; do
+      [ "$(client_status "$k")" = 0 ] || bad="$bad+$k"
+    done
+    if [ -n "$bad" ]; then hold_why="connection-broken-during-hold:${bad#+}"; return 1; fi
+    if [ "$v" -gt $((stall * 1000)) ]; then hold_why="no-answer-for-${stall}s-during-hold"; return 1; fi
+    awk -v h="$hold_s" -v w="$want" 'BEGIN{ exit !(h >= w) }' && return 0
+  done
+}
+
+# One run: protect, run the client, kill A, hold, check.  Prints one
+# result line; returns 0 (pass), 1 (fail) or 2 (the guest faulted before
+# protection started: the caller may try again).  A wait that fails ends
+# the run as a failure with its reason.
 failover_run() {
-  local r="$1" interval="$2" domid vif t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
+  local r="$1" interval="$2" try="${3:-1}" domid vif t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
+  local ev="$FAILOVER_DIR/run$1-try${3:-1}"
+  mkdir -p "$ev"
   failover_reset >&2
-  lab_ssh A "xl dmesg -c" > /dev/null   # to tell a guest crash (docs/lab.md) from a failure
+  # Xen's logs from here on are this run's: a guest fault in them fails it.
+  { lab_ssh A "xl dmesg -c" && lab_ssh B "xl dmesg -c"; } > /dev/null \
+    || { echo "lab failover: run=$r result=fail reason=lab-error-xl-dmesg hold_s=0 faults_A=unknown faults_B=unknown evidence=$ev"; return 1; }
   domid="$(lab_ssh A xl domid g1)"
   vif="vif$domid.0"
   tandem_conf "$vif" "$interval" > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
-  backup_start || { echo "lab failover: run=$r result=fail reason=backup-does-not-start"; return 1; }
+  LAB_DAEMON_ARGS="--log-level ${LAB_BACKUP_LOG_LEVEL:-debug}" backup_start \
+    || { failover_pre_kill_fail "$r" "$ev" backup-does-not-start; return; }
   tandem_start A primary
   # The first (live) copy of the 256 MiB guest takes about a minute under TCG.
-  wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2
-  if primary_failed || backup_failed || ! acks_at_least 3; then
+  if ! wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2 ||
+     primary_failed || backup_failed || ! acks_at_least 3; then
     lab_ssh A "tail -n 30 /root/primary.log" >&2 || true
     lab_ssh B "tail -n 30 /root/backup.log" >&2 || true
-    failover_pre_kill_fail "$r" not-protected
+    failover_pre_kill_fail "$r" "$ev" not-protected
     return
   fi
 
   watchers_start
   if ! wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2; then
-    failover_pre_kill_fail "$r" no-answers-under-protection
+    failover_pre_kill_fail "$r" "$ev" no-answers-under-protection
     return
   fi
   # Let the connection live through several checkpoints before the kill.
   acks_before="$(tandem_acks)"
-  wait_for "tandem: 5 more checkpoints acked" 300 acks_at_least $((acks_before + 5)) >&2 || true
-  st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"
+  if ! wait_for "tandem: 5 more checkpoints acked" 300 acks_or_primary_gone $((acks_before + 5)) >&2 ||
+     primary_failed || backup_failed || ! acks_at_least $((acks_before + 5)); then
+    failover_pre_kill_fail "$r" "$ev" protection-stopped-before-kill
+    return
+  fi
+  # A's Xen log dies with A: read it now, for the time under protection.
+  xen_log A "$ev/A-xen.log" || { failover_pre_kill_fail "$r" "$ev" lab-error-xl-dmesg-A; return; }
+  if [ "$(guest_faults "$ev/A-xen.log")" -gt 0 ]; then
+    failover_pre_kill_fail "$r" "$ev" before-kill
+    return
+  fi
+  cmd_copy_out A /root/primary.log "$ev/primary.log" 2>/dev/null || true   # evidence only
+  st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"     # for the record
   ok_before="$(client_status ok)"
 
   t_kill="$(now)"
   cmd_kill_host A >&2
-  wait_for "B: g1 running after failover" 300 b_guest_running >&2 && t_b_run="$(now)"
-  wait_for "client: answer on the same connection after the kill" "${LAB_TCP_WAIT_S:-120}" \
-    client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')" >&2 && t_tcp="$(now)"
-  if [ -n "$t_tcp" ]; then
-    wait_for "client: 20 more answers" 120 client_ok_at_least $(( $(client_status ok) + 20 )) >&2 || true
+  local why="" fA fB state_B="none" hold_s=0 hold_max_stall_ms=0 hold_why=""
+  if wait_for "B: g1 running (or ended) after failover" 300 b_guest_settled >&2 && state_running "$(g1_state B)"; then
+    t_b_run="$(now)"
+  else
+    why="guest-not-running-on-B"
   fi
+  if [ -z "$why" ]; then
+    if wait_for "client: answer on the same connection after the kill" "${LAB_TCP_WAIT_S:-120}" \
+         client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')" >&2; then
+      t_tcp="$(now)"
+    else
+      why="no-answer-after-kill"
+    fi
+  fi
+  if [ -z "$why" ]; then
+    log "holding: the same connection must answer for ${LAB_HOLD_S:-60} s"
+    if hold_watch "$t_tcp"; then
+      log "held: ${hold_s} s of answers on the same connection (longest silence ${hold_max_stall_ms} ms)"
+    else
+      why="$hold_why"; log "hold failed after ${hold_s} s: $hold_why"
+    fi
+  fi
+  state_B="$(g1_state B 2>/dev/null)"; state_B="${state_B:-none}"
+  state_running "$state_B" || why="$why,g1-on-B-is-${state_B}"
   stop_pidfile "$RUN/client.pid"
   stop_pidfile "$RUN/tcpdump.pid"
-  cmd_copy_out B /root/backup.log "$RUN/run$r-backup.log" 2>/dev/null || true
-  cmd_copy_out B /root/backup.events "$RUN/run$r-backup.events" 2>/dev/null || true
-  cp "$RUN/client.log" "$RUN/run$r-client.log"
+  failover_evidence "$ev" B
+  fA="$(guest_faults "$ev/A-xen.log")"; fB="$(guest_faults "$ev/B-xen.log")"
+  [ "$fB" = 0 ] || why="guest-fault-B,$why"
 
-  local conns resets gaps repeats rollbacks reboots forced garp hr act ok_after why=""
+  local conns resets timeouts errors gaps repeats rollbacks reboots forced garp hr act ok_after
   conns="$(client_status conns)"; resets="$(client_status resets)"; forced="$(client_status forced)"
+  timeouts="$(client_status timeouts)"; errors="$(client_status errors)"
   gaps="$(client_status gaps)"; repeats="$(client_status repeats)"
   rollbacks="$(client_status rollbacks)"; reboots="$(client_status reboots)"
   ok_after=$(( $(client_status ok) - ok_before ))
   garp="$(guest_arp_after "$t_kill")"
-  hr="$(sed -n 's/^failover heard_to_running_ms=\([0-9.]*\) activate_ms=\([0-9.]*\).*/\1 \2/p' "$RUN/run$r-backup.events" 2>/dev/null | tail -n1)"
-  act="$(sed -n 's/.*activated from checkpoint \([0-9]*\).*/\1/p' "$RUN/run$r-backup.log" 2>/dev/null | tail -n1)"
-  [ -n "$t_b_run" ] || why="$why,guest-not-running-on-B"
-  [ -n "$t_tcp" ] || why="$why,no-answer-after-kill"
-  { [ "$conns" = 1 ] && [ "$resets" = 0 ] && [ "$forced" = 0 ]; } || why="$why,connection-lost"
+  hr="$(sed -n 's/^failover heard_to_running_ms=\([0-9.]*\) activate_ms=\([0-9.]*\).*/\1 \2/p' "$ev/backup.events" 2>/dev/null | tail -n1)"
+  act="$(sed -n 's/.*activated from checkpoint \([0-9]*\).*/\1/p' "$ev/backup.log" 2>/dev/null | tail -n1)"
+  { [ "$conns" = 1 ] && [ "$resets" = 0 ] && [ "$forced" = 0 ] && [ "$timeouts" = 0 ]; } || why="$why,connection-lost"
   [ "$gaps" = 0 ] || why="$why,gap"
   [ "$repeats" = 0 ] || why="$why,repeat"
   [ "$rollbacks" = 0 ] || why="$why,rollback"
   [ "$reboots" = 0 ] || why="$why,guest-restarted"
-  [ "$ok_after" -ge 20 ] || why="$why,too-few-answers-after"
-  echo "lab failover: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}")" \
+  [ "$errors" = 0 ] || why="$why,protocol-errors"
+  why="$(sed 's/,,*/,/g; s/^,//; s/,$//' <<<"$why")"
+  echo "lab failover: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=$why")" \
     "interval_ms=$interval failover_s=$(since "$t_kill" "$t_b_run")" \
-    "first_answer_after_kill_s=$(since "$t_kill" "$t_tcp")" \
-    "heard_to_running_ms=${hr% *} activate_ms=${hr#* } activated_checkpoint=${act:-none}" \
+    "first_answer_after_kill_s=$(since "$t_kill" "$t_tcp") hold_s=$hold_s hold_max_stall_ms=$hold_max_stall_ms g1_state_B=$state_B" \
+    "heard_to_running_ms=${hr% *} activate_ms=${hr#* } $(backup_split "$ev/backup.log") activated_checkpoint=${act:-none}" \
     "acked_before_kill=$(json_field last_acked_epoch <<<"$st_json") pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json")" \
     "max_stall_ms=$(client_status max_stall_ms) answers_before=$ok_before answers_after=$ok_after" \
-    "conns=$conns resets=$resets gaps=$gaps repeats=$repeats rollbacks=$rollbacks guest_arp_after_kill=$garp"
+    "conns=$conns resets=$resets timeouts=$timeouts gaps=$gaps repeats=$repeats rollbacks=$rollbacks reboots=$reboots errors=$errors" \
+    "guest_arp_after_kill=$garp faults_A=$fA faults_B=$fB rip_A=$(fault_rips "$ev/A-xen.log") rip_B=$(fault_rips "$ev/B-xen.log") evidence=$ev"
   [ -z "$why" ]
 }
 
-# A run whose guest triple-faulted before the kill (failover_run returns
-# 2, Xen's log says so) is printed as such and tried again, up to
-# LAB_FAILOVER_TRIES tries per run; any other failure counts at once.
+# A run whose guest faulted before protection started (failover_run
+# returns 2) is printed as result=void and tried again, up to
+# LAB_FAILOVER_TRIES tries per run; any other failure counts at once, and
+# so does a fault under protection or on B.  Each run's line ends with
+# retries= (its void tries) and try=; the series line counts the retries
+# and the guest faults seen on each host.
 cmd_failover() {
   local runs="${LAB_RUNS:-5}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" tries="${LAB_FAILOVER_TRIES:-2}"
-  local r try rc passed=0 faulted=0 t_start line
+  local r try rc passed=0 retries=0 t_start line fA=0 fB=0
   t_start="$(now)"
   tandem_lab_ready
+  FAILOVER_DIR="$RUN/failover-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$FAILOVER_DIR"
+  log "failover series: evidence in $FAILOVER_DIR"
   : > "$RUN/failover.results"
   for r in $(seq "$runs"); do
     for try in $(seq "$tries"); do
       log "failover run $r of $runs (try $try of at most $tries)"
-      rc=0; line="$(failover_run "$r" "$interval")" || rc=$?
-      [ -n "$line" ] || line="lab failover: run=$r result=fail reason=lab-error (see the messages above)"
+      rc=0; line="$(failover_run "$r" "$interval" "$try")" || rc=$?
+      [ -n "$line" ] || line="lab failover: run=$r result=fail reason=lab-error (see the messages above) hold_s=0 faults_A=unknown faults_B=unknown"
+      fA=$((fA + $(kv faults_A <<<"$line" | grep -x '[0-9]*' || echo 0)))
+      fB=$((fB + $(kv faults_B <<<"$line" | grep -x '[0-9]*' || echo 0)))
       if [ "$rc" = 2 ] && [ "$try" -lt "$tries" ]; then
-        faulted=$((faulted + 1))
-        echo "${line/result=fail/result=void} try=$try: the guest triple-faulted before the kill; run $r again" | tee -a "$RUN/failover.results"
+        retries=$((retries + 1))
+        echo "${line/result=fail/result=void} retries=$((try - 1)) try=$try: the guest faulted before protection started; run $r again" | tee -a "$RUN/failover.results" "$FAILOVER_DIR/results"
         continue
       fi
-      [ "$rc" = 2 ] && faulted=$((faulted + 1))
       [ "$rc" = 0 ] && passed=$((passed + 1))
-      echo "$line try=$try" | tee -a "$RUN/failover.results"
+      echo "$line retries=$((try - 1)) try=$try" | tee -a "$RUN/failover.results" "$FAILOVER_DIR/results"
       break
     done
   done
-  echo "lab failover: runs=$runs passed=$passed failed=$((runs - passed)) guest_triple_faults_before_kill=$faulted total_s=$(elapsed "$t_start")"
+  echo "lab failover: runs=$runs passed=$passed failed=$((runs - passed)) retries=$retries faults_A=$fA faults_B=$fB hold_s_required=${LAB_HOLD_S:-60} total_s=$(elapsed "$t_start")" \
+    | tee -a "$FAILOVER_DIR/results"
   [ "$passed" -eq "$runs" ]
 }
 
