@@ -746,11 +746,17 @@ fault_rips() { # xen log file -> the RIP after each fault, comma-separated ("non
     END { print (rips ? rips : "none") }' "$1" 2>/dev/null || echo none
 }
 g1_state() { lab_ssh "$1" "xl list g1 2>/dev/null | awk 'NR == 2 {print \$5}'"; } # host -> xl list's state column
-state_running() { [ -n "$1" ] && ! grep -q '[pscd]' <<<"$1"; } # not paused, shut down, crashed or dying
-b_guest_settled() { # g1 runs on B unpaused, or has ended there (shut down, crashed, dying)
+# xl list's state: r(unning) b(locked) p(aused) s(hut down), then the
+# shutdown reason (- poweroff, r reboot: a triple fault's action 1, s
+# suspend, c crash, w watchdog, S soft reset), then d(ying): a guest
+# caught in a checkpoint's suspend is ---ss-, a triple-faulted one ---sr-.
+state_running() { [ -n "$1" ] && ! grep -q '[pscd]' <<<"$1"; } # running or blocked, nothing else
+state_ended() { [[ "$1" =~ ^...s[^s] ]] || [[ "$1" == *d ]]; } # shut down for good (not suspended), or dying
+b_guest_settled() { # g1 runs on B unpaused, or has ended there
   local st; st="$(g1_state B)" || return 1
-  [ -n "$st" ] && ! grep -q p <<<"$st" || grep -q '[scd]' <<<"$st"
+  state_running "$st" || state_ended "$st"
 }
+
 
 # The backup's log (--log-level debug) split into where heard-to-running
 # went: detect_ms (primary last heard -> declared lost: the timeout),
@@ -829,7 +835,7 @@ hold_watch() { # t_first_answer
   while :; do
     sleep 1
     t="$(now)"; last="$(client_status last_ok)"; last="${last:-$t0}"
-    hold_s="$(awk -v a="$t0" -v b="$last" 'BEGIN{ d = b - a; printf "%.1f", d > 0 ? d : 0 }')"
+    hold_s="$(awk -v a="$t0" -v b="$last" 'BEGIN{ d = b - a; printf "%.1f", (d > 0 ? d : 0) }')"
     v="$(awk -v a="$last" -v b="$t" 'BEGIN{ printf "%.0f", (b - a) * 1000 }')"
     [ "$v" -gt "$hold_max_stall_ms" ] && hold_max_stall_ms="$v"
     bad=""
