@@ -35,6 +35,8 @@
 #                                   bulk TCP to B (no tool): what shipping costs it
 #   lab/lab.sh suspendcost          the unprotected guest's speed under tandem probe, with
 #                                   and without dirty tracking (no copy, no ship)
+#   lab/lab.sh faultrate            guest faults per hour: unprotected, under tandem, under
+#                                   xl remus, the same wall time each (LAB_FAULTRATE_S, 600)
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
 #
 # Environment: TANDEM_LAB_CACHE (default ~/.cache/tandem-lab),
@@ -757,7 +759,6 @@ b_guest_settled() { # g1 runs on B unpaused, or has ended there
   state_running "$st" || state_ended "$st"
 }
 
-
 # The backup's log (--log-level debug) split into where heard-to-running
 # went: detect_ms (primary last heard -> declared lost: the timeout),
 # restore_ms (stream ended on purpose -> libxc's "Restore successful":
@@ -766,7 +767,9 @@ b_guest_settled() { # g1 runs on B unpaused, or has ended there
 # devices, hotplug scripts, console), unpause_ms (-> the guest unpaused:
 # "running here").  Missing lines give
 # "none".  Times are the log's own (milliseconds, UTC).
-backup_split() { # backup.log -> "detect_ms=.. restore_ms=.. devices_ms=.. unpause_ms=.."
+# hotplug_ms, part of devices_ms, is the vif's hotplug script
+# (/etc/xen/scripts/vif-bridge online: libxl forks it, then waits for it).
+backup_split() { # backup.log -> "detect_ms=.. restore_ms=.. devices_ms=.. hotplug_ms=.. unpause_ms=.."
   awk '
     function ms(   d, t) { d = $1; t = $2; gsub(/-/, " ", d); split(t, a, "."); gsub(/:/, " ", a[1]); return mktime(d " " a[1]) * 1000 + a[2] }
     /failover: primary lost/ { det = ms(); s = $0; sub(/.*last heard /, "", s); heard = det - (s + 0) }
@@ -774,9 +777,11 @@ backup_split() { # backup.log -> "detect_ms=.. restore_ms=.. devices_ms=.. unpau
     /do_domain_create: ao 0x[0-9a-f]*: create/ { ao = $0; sub(/.*do_domain_create: ao /, "", ao); sub(/:.*/, "", ao) }
     end && !rest && /Restore successful/ { rest = ms() }
     end && ao && !lx && index($0, "ao " ao ": complete") { lx = ms() }
+    end && hp && !hpe && /libxl:/ { hpe = ms() }
+    end && !hp && /forking to execute: .*vif-bridge online/ { hp = ms() }
     /running here as domain/ { run = ms() }
     function span(a, b) { return (a && b) ? sprintf("%.0f", b - a) : "none" }
-    END { printf "detect_ms=%s restore_ms=%s devices_ms=%s unpause_ms=%s\n", span(heard, det), span(end, rest), span(rest, lx), span(lx, run) }' "$([ -f "$1" ] && echo "$1" || echo /dev/null)"
+    END { printf "detect_ms=%s restore_ms=%s devices_ms=%s hotplug_ms=%s unpause_ms=%s\n", span(heard, det), span(end, rest), span(rest, lx), span(hp, hpe), span(lx, run) }' "$([ -f "$1" ] && echo "$1" || echo /dev/null)"
 }
 
 # Evidence of one run, in its own directory (the series' directory is
@@ -1731,6 +1736,133 @@ cmd_errors() {
 }
 
 # ----------------------------------------------------------------- main ----
+# ------------------------------------------------------------ faultrate ----
+# Guest faults per hour of guest time, in the same lab and for the same
+# wall time: g1 unprotected, under tandem, under `xl remus` (issue 26).
+# Arms run in turn, LAB_FAULTRATE_S (600) s of wall time each per round,
+# LAB_FAULTRATE_ROUNDS (1) rounds, so that drift in the machine's load
+# falls on every arm.  In each, the guest serves the lab client (a request
+# 20 ms after each answer, as in failover) and, with LAB_FAULTRATE_DIRTY=N
+# (0), runs the dirtier over N pages.  When the guest faults (g1 on A shut
+# down or crashed) or the tool stops, the fault in A's Xen log is counted,
+# the evidence kept, a new g1 created and the tool started again, until
+# the arm's time is up.  Guest time runs from g1 answering TCP to the
+# fault's detection (polled every 10 s: at most 10 s too much per fault) or
+# the arm's end; protected time from the tool's first checkpoint (tandem:
+# first ack; xl remus: first "guest has suspended", the end of its first
+# copy).  A fault is "under protection" when it was detected after that.
+faultrate_protected() { # arm -> 0 once the tool has a checkpoint
+  case "$1" in
+    tandem) acks_at_least 1 ;;
+    xlremus) checkpoints_at_least 1 ;;
+    *) return 1 ;;
+  esac
+}
+faultrate_tool_alive() { # arm
+  case "$1" in
+    tandem) ! primary_failed && ! backup_failed ;;
+    xlremus) remus_running ;;
+    *) return 0 ;;
+  esac
+}
+faultrate_tool_start() { # arm
+  case "$1" in
+    tandem)
+      tandem_conf "vif$(lab_ssh A xl domid g1).0" "${LAB_TANDEM_INTERVAL_MS:-100}" > "$RUN/g1.conf"
+      tandem_install "$RUN/g1.conf"
+      backup_start || return 1
+      tandem_start A primary ;;
+    xlremus)
+      lab_ssh A "rm -f /root/remus.log; nohup xl -vvv -T remus -i ${LAB_REMUS_INTERVAL_MS:-100} ${LAB_REMUS_FLAGS:--n -F} g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid" ;;
+  esac
+}
+faultrate_tool_stop() { # arm
+  case "$1" in
+    tandem) tandem_stop A primary; tandem_stop B backup ;;
+    xlremus) remus_running && remus_stop; lab_ssh B "xl destroy g1 2>/dev/null; xl destroy g1--incoming 2>/dev/null; true" ;;
+  esac
+}
+# One arm for w seconds; prints "guest_s=.. protected_s=.. faults=..
+# faults_protected=.. tool_stops=.. instances=.. rips=.." (the guest may
+# be created several times).
+faultrate_arm() { # arm seconds evidence-dir
+  local arm="$1" w="$2" ev="$3" t_end t_up t_prot t_stop n=0 f fB faults=0 fprot=0 stops=0 guest_s=0 prot_s=0 rips="" st why m d k domid
+  t_end="$(awk -v t="$(now)" -v w="$w" 'BEGIN{ printf "%.1f", t + w }')"
+  while awk -v t="$(now)" -v e="$t_end" 'BEGIN{ exit !(t < e - 30) }'; do
+    n=$((n + 1))
+    lab_ssh A "xl destroy g1 2>/dev/null; true"   # every instance starts fresh
+    failover_reset >&2
+    lab_ssh A "xl dmesg -c" > /dev/null && lab_ssh B "xl dmesg -c" > /dev/null || { log "faultrate: cannot clear Xen's log"; return 1; }
+    t_up="$(now)"; t_prot=""; why="end"
+    faultrate_tool_start "$arm" || { log "faultrate: $arm does not start"; why="tool-does-not-start"; }
+    watchers_start
+    [ "${LAB_FAULTRATE_DIRTY:-0}" -gt 0 ] && { workload_start "$LAB_FAULTRATE_DIRTY" || log "faultrate: no dirtier in the guest"; }
+    domid="$(lab_ssh A xl domid g1)"
+    while [ "$why" = end ] && awk -v t="$(now)" -v e="$t_end" 'BEGIN{ exit !(t < e) }'; do
+      sleep 10
+      [ -z "$t_prot" ] && faultrate_protected "$arm" && t_prot="$(now)" && log "faultrate: $arm instance $n protected"
+      # g1's domid and state, and the faults in A's Xen log, in one ssh:
+      # unprotected, xl's monitor restarts a triple-faulted g1 (on_reboot)
+      # as a new domain within seconds.
+      read -r m d st k <<<"$(lab_ssh A "x=\$(xl list g1 2>/dev/null | awk 'NR == 2 {print \$2, \$5}'); echo ok \${x:-none none} \$(xl dmesg | grep -ciE '$GUEST_FAULT_RE')" 2>/dev/null | tail -n1)"
+      [ "$m" = ok ] || continue   # no answer from A this time: poll again
+      if [ "${k:-0}" -gt 0 ] 2>/dev/null; then why="guest-fault"; break; fi
+      if [ "$st" = none ] || [ "$d" != "$domid" ] || state_ended "$st"; then why="guest-$st-domid-$d"; break; fi
+      faultrate_tool_alive "$arm" || { why="tool-stopped"; break; }
+    done
+    t_stop="$(now)"
+    stop_pidfile "$RUN/client.pid"; stop_pidfile "$RUN/tcpdump.pid"
+    xen_log A "$ev/$arm-$n-A-xen.log" || true
+    faultrate_tool_stop "$arm" >&2
+    xen_log B "$ev/$arm-$n-B-xen.log" || true
+    cp "$RUN/client.log" "$ev/$arm-$n-client.log" 2>/dev/null || true
+    case "$arm" in
+      tandem) cmd_copy_out A /root/primary.log "$ev/$arm-$n-primary.log" 2>/dev/null || true
+              cmd_copy_out B /root/backup.log "$ev/$arm-$n-backup.log" 2>/dev/null || true ;;
+      xlremus) cmd_copy_out A /root/remus.log "$ev/$arm-$n-remus.log" 2>/dev/null || true ;;
+    esac
+    f="$(guest_faults "$ev/$arm-$n-A-xen.log")"; fB="$(guest_faults "$ev/$arm-$n-B-xen.log")"
+    faults=$((faults + f + fB))
+    [ -n "$t_prot" ] && fprot=$((fprot + f + fB))
+    [ "$f" -gt 0 ] && rips="$rips,A:$(fault_rips "$ev/$arm-$n-A-xen.log")"
+    [ "$fB" -gt 0 ] && rips="$rips,B:$(fault_rips "$ev/$arm-$n-B-xen.log")"
+    [ "$why" != end ] && [ "$((f + fB))" = 0 ] && stops=$((stops + 1))
+    guest_s="$(awk -v a="$guest_s" -v b="$t_up" -v c="$t_stop" 'BEGIN{ printf "%.0f", a + c - b }')"
+    [ -n "$t_prot" ] && prot_s="$(awk -v a="$prot_s" -v b="$t_prot" -v c="$t_stop" 'BEGIN{ printf "%.0f", a + c - b }')"
+    log "faultrate: $arm instance $n ended ($why) after $(since "$t_up" "$t_stop") s; faults A=$f B=$fB"
+    echo "lab faultrate: instance arm=$arm n=$n ended=$why guest_s=$(since "$t_up" "$t_stop") protected_s=$(since "${t_prot:-$t_stop}" "$t_stop") faults_A=$f faults_B=$fB" >> "$ev/instances"
+  done
+  echo "guest_s=$guest_s protected_s=$prot_s faults=$faults faults_protected=$fprot tool_stops=$stops instances=$n rips=${rips#,}"
+}
+cmd_faultrate() {
+  local w="${LAB_FAULTRATE_S:-600}" rounds="${LAB_FAULTRATE_ROUNDS:-1}" arms="${LAB_FAULTRATE_ARMS:-unprotected tandem xlremus}"
+  local t_start ev arm r line k
+  t_start="$(now)"
+  tandem_lab_ready
+  slow_arp_ok
+  ev="$RUN/faultrate-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
+  log "faultrate: ${w} s per arm and round, $rounds round(s), arms: $arms; evidence in $ev"
+  for r in $(seq "$rounds"); do
+    for arm in $arms; do
+      log "faultrate: round $r, arm $arm"
+      line="$(faultrate_arm "$arm" "$w" "$ev")" || line="guest_s=0 protected_s=0 faults=0 faults_protected=0 tool_stops=0 instances=0 rips=lab-error"
+      echo "lab faultrate: round=$r arm=$arm $line" | tee -a "$ev/rounds"
+    done
+  done
+  for arm in $arms; do
+    awk -v arm="$arm" '$0 ~ " arm=" arm " " {
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] += kv[2] }
+      }
+      END {
+        g = v["guest_s"]; p = v["protected_s"]
+        printf "lab faultrate: arm=%s guest_s=%d protected_s=%d faults=%d faults_protected=%d tool_stops=%d instances=%d faults_per_guest_hour=%s faults_per_protected_hour=%s\n",
+          arm, g, p, v["faults"], v["faults_protected"], v["tool_stops"], v["instances"],
+          (g > 0 ? sprintf("%.2f", v["faults"] * 3600 / g) : "nan"), (p > 0 ? sprintf("%.2f", v["faults_protected"] * 3600 / p) : "nan")
+      }' "$ev/rounds"
+  done | tee -a "$ev/summary"
+  echo "lab faultrate: wall_s_per_arm=$((w * rounds)) rounds=$rounds dirty_pages=${LAB_FAULTRATE_DIRTY:-0} total_s=$(elapsed "$t_start") evidence=$ev"
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
@@ -1757,6 +1889,7 @@ main() {
     errors) cmd_errors "$@" ;;
     linkcost) cmd_linkcost ;;
     suspendcost) cmd_suspendcost ;;
+    faultrate) cmd_faultrate ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac
