@@ -646,7 +646,9 @@ static void on_decision(void *arg, enum hb_decision d, const struct hb_view *v)
 {
 	struct backup *b = arg;
 
-	(void)v;
+	status_event(b->status, "%s backup decision %s replication=%s paths_up=%u paths=%u",
+		     b->cfg.name, hb_decision_name(d), v->repl_up ? "up" : "down", v->paths_up,
+		     v->paths);
 	pthread_mutex_lock(&b->lock);
 	b->decision = d;
 	b->decision_seq++;
@@ -699,6 +701,8 @@ static bool act_on_decision(struct backup *b)
 				  err, sizeof(err));
 		snprintf(b->rep.fence, sizeof(b->rep.fence), "%s", rc == 0 ? "the fence command "
 			 "succeeded: the primary was fenced before activation" : err);
+		status_event(b->status, "%s backup fence result=%s detail=\"%s\"", b->cfg.name,
+			     rc == 0 ? "fenced" : "failed", rc == 0 ? "exit 0" : err);
 		if (rc == 0) {
 			log_warn("fence command succeeded: the primary is fenced");
 			fail_over(b, "primary lost and fenced");
@@ -1256,6 +1260,7 @@ out_dom:
 	b->dom.ops->close(&b->dom);
 out_status:
 	status_server_stop(b->status);
+	b->status = NULL;	/* no event after this */
 	uv_run(&b->loop, UV_RUN_NOWAIT);
 	ckpt_free(b->rx);
 	log_info("exit %d", b->exit_code);

@@ -352,7 +352,9 @@ static void on_decision(void *arg, enum hb_decision d, const struct hb_view *v)
 {
 	struct primary *p = arg;
 
-	(void)v;
+	status_event(p->status, "%s primary decision %s replication=%s paths_up=%u paths=%u",
+		     p->cfg.name, hb_decision_name(d), v->repl_up ? "up" : "down", v->paths_up,
+		     v->paths);
 	pthread_mutex_lock(&p->lock);
 	p->decision = d;
 	if (p->link_up && d != HB_NOTHING) {
@@ -1655,6 +1657,7 @@ out_dom:
 	p->dom.ops->close(&p->dom);
 out_status:
 	status_server_stop(p->status);
+	p->status = NULL;	/* no event after this */
 	uv_run(&p->loop, UV_RUN_NOWAIT);
 	channel_free(p->ch);
 	log_info("exit %d", p->exit_code);

@@ -296,6 +296,7 @@ int test_service_events(void)
 	    !strstr(out, VM " backup exists state=standby") ||
 	    !strstr(out, VM " backup state activating from=") ||
 	    !strstr(out, VM " backup failover checkpoint=") ||
+	    !strstr(out, VM " backup decision failover replication=down") ||
 	    !strstr(out, VM " backup state active from=activating"))
 		FAILF("events: %s", out);
 	/* in order: the present, then the failover */
