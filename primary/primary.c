@@ -506,6 +506,7 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 	unsigned limit = (unsigned)MIN(p->cfg.epochs_in_flight, (uint64_t)MAX_IN_FLIGHT);
 	uint64_t stretch_start = 0, next_poll = 0, est = 0;
 	uint64_t poll_ns = MAX(2000000ull, p->cfg.interval_ms * 100000ull);	/* interval / 10 */
+	bool throttle_failed = false;
 
 	limit = MIN(limit, p->nb.ops->max_closed_epochs);
 	for (;;) {
@@ -559,11 +560,17 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 				  p->epoch + 1, (double)est / 1048576, (double)free_bytes / 1048576);
 			break;
 		}
-		if (!fits && est && !p->throttled && p->dom.ops->throttle) {
+		if (!fits && est && !p->throttled && !throttle_failed && p->dom.ops->throttle) {
 			pthread_mutex_unlock(&p->lock);
 			int r = p->dom.ops->throttle(&p->dom, true);
 			pthread_mutex_lock(&p->lock);
-			if (!r) {
+			if (r) {
+				/* not again in this epoch: the checkpoint waits for room
+				 * with the guest running, as before the bound */
+				throttle_failed = true;
+				log_warn("cannot pause the guest for staging (%s): its next checkpoint "
+					 "waits for room while it runs", strerror(-r));
+			} else {
 				/* loud for the first pause in a minute, then a summary a minute */
 				uint64_t t = now_ns();
 
