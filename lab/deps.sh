@@ -21,7 +21,17 @@ PKGS=(
   iproute2               # netns, bridges, taps
   tar
   tcpdump                # baseline: watch ARP on the public bridge
-  coreutils
+  coreutils              # timeout, sha256sum, seq, paste...
+  procps                 # sysctl in the netns (compare's ARP retries)
+  kmod                   # modinfo: the guest's netfront and its dependencies
+  libc-bin               # ldd (busybox must be static), getconf
+  findutils              # find: the guest initramfs
+  mawk                   # awk with mktime (xl remus log timestamps)
+  util-linux             # taskset, nsenter: pinning and entering the netns by hand
+  # for a person debugging a run (lab.sh netns CMD...):
+  iputils-ping           # ping the guest or a dom0 from the netns
+  netcat-openbsd         # nc: talk to seqsrv (7000) or dirtier (7001) by hand
+  strace                 # what a stuck QEMU or client is waiting for
 )
 
 missing=()

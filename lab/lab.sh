@@ -18,7 +18,8 @@
 #   lab/lab.sh restore A|B public|repl|mgmt  reattach it
 #   lab/lab.sh baseline             build, up, guest-up, xl remus A->B, kill A, report
 #   lab/lab.sh failover             tandem protects g1 A->B, kill A; the client's TCP connection
-#                                   must survive (LAB_RUNS runs, default 5)
+#                                   must survive and answer for 60 s on B, g1 must run there,
+#                                   no guest fault in Xen's logs (LAB_RUNS runs, default 5)
 #   lab/lab.sh proof                failover, then compare, then one summary line
 #                                   (make lab-failover; LAB_COMPARE=0: failover only)
 #   lab/lab.sh compare              pause and throughput of a dirtying guest: unprotected,
@@ -35,6 +36,8 @@
 #                                   bulk TCP to B (no tool): what shipping costs it
 #   lab/lab.sh suspendcost          the unprotected guest's speed under tandem probe, with
 #                                   and without dirty tracking (no copy, no ship)
+#   lab/lab.sh faultrate            guest faults per hour: unprotected, under tandem, under
+#                                   xl remus, the same wall time each (LAB_FAULTRATE_S, 600)
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
 #
 # Environment: TANDEM_LAB_CACHE (default ~/.cache/tandem-lab),
@@ -43,6 +46,8 @@
 # LAB_DOM0_MEM_MB (1024); baseline: LAB_REMUS_INTERVAL_MS (100),
 # LAB_CHECKPOINTS (20), LAB_REMUS_FLAGS ("-n -F"), LAB_FAILOVER_WAIT_S (300), LAB_TCP_WAIT_S (120);
 # failover: TANDEM_BIN (./tandem), LAB_RUNS (5), LAB_FAILOVER_TRIES (2), LAB_TANDEM_INTERVAL_MS (100), LAB_TANDEM_TIMEOUT (3s),
+# LAB_HOLD_S (60: the same connection answers this long on B), LAB_HOLD_STALL_S (10: longest silence in it),
+# LAB_BACKUP_LOG_LEVEL (debug: the backup's timeline of the failover),
 # LAB_TANDEM_COMPRESS (none; lz4: also for compare and errors);
 # compare: LAB_COMPARE_INTERVALS ("100 25"), LAB_COMPARE_WINDOW_S (30), LAB_DIRTY_PAGES (256),
 # LAB_COMPARE_LZ4 (0; 1: a third window, tandem with compress = lz4).
@@ -307,7 +312,7 @@ start_host() {
     netargs+=(-netdev "tap,id=$net,ifname=$(tap_name "$h" "$net"),script=no,downscript=no"
               -device "virtio-net-pci,netdev=$net,mac=$(host_mac "$h" "$net")")
   done
-  xen_args="console=com1 com1=115200 dom0_mem=${DOM0_MEM_MB}M,max:${DOM0_MEM_MB}M noreboot"
+  xen_args="console=com1 com1=115200 console_timestamps=datems dom0_mem=${DOM0_MEM_MB}M,max:${DOM0_MEM_MB}M noreboot"
   dom0_args="root=/dev/vda rw console=hvc0 earlyprintk=xen net.ifnames=0"
   in_ns qemu-system-x86_64 -name "lab-$h,debug-threads=on" -accel tcg \
     -cpu qemu64,+svm,+npt,+sse4.1,+sse4.2,+popcnt,+ssse3,+lahf_lm,+aes,+pclmulqdq \
@@ -637,9 +642,10 @@ tandem_install() {
 }
 
 # Start a tandem daemon in a dom0: tandem_start HOST primary|backup
-# (LAB_DAEMON_ENV: extra environment, such as TANDEM_FAULT=...)
+# (LAB_DAEMON_ENV: extra environment, such as TANDEM_FAULT=...;
+# LAB_DAEMON_ARGS: options before the configuration, such as --log-level debug)
 tandem_start() {
-  lab_ssh "$1" "cd /root; ${LAB_DAEMON_ENV:-} TANDEM_TEST_LOG=/root/$2.events nohup ./tandem $2 g1.conf > /root/$2.log 2>&1 < /dev/null & echo \$! > /root/$2.pid"
+  lab_ssh "$1" "cd /root; ${LAB_DAEMON_ENV:-} TANDEM_TEST_LOG=/root/$2.events nohup ./tandem $2 ${LAB_DAEMON_ARGS:-} g1.conf > /root/$2.log 2>&1 < /dev/null & echo \$! > /root/$2.pid"
 }
 # SIGTERM a tandem daemon in a dom0 and wait for it to exit (it cleans up).
 tandem_stop() {
@@ -660,10 +666,13 @@ backup_start() {
   local i
   for i in 1 2 3; do
     tandem_start B backup
-    wait_for "B: tandem backup listening" 60 remote_log_has B backup "listening on" >&2 || true
-    sleep 2   # would it exit at once? (the refusal follows the listening line)
-    backup_failed || return 0
-    lab_ssh B "tail -n 2 /root/backup.log" >&2 || true
+    if wait_for "B: tandem backup listening" 60 remote_log_has B backup "listening on" >&2; then
+      sleep 2   # would it exit at once? (the refusal follows the listening line)
+      backup_failed || return 0
+    else
+      tandem_stop B backup   # alive but not listening: start it again
+    fi
+    lab_ssh B "tail -n 2 /root/backup.log" >&2 || true   # evidence only
     sleep 10
   done
   return 1
@@ -711,119 +720,284 @@ failover_reset() {
   cmd_guest_up
 }
 
-# One run: protect, run the client, kill A, check.  Prints one result line;
-# returns 1 when an assertion fails, 2 when it failed before the kill and
-# Xen's log on A shows the guest triple-faulted (the lab's emulation,
-# docs/lab.md Known limits: such a run says nothing about tandem).
+# Triple faults in A's Xen log (compare, errors).
 guest_faults_A() { lab_ssh A "xl dmesg $*" | grep -c 'Triple fault' || true; } # since the last xl dmesg -c ([-c]: and clear)
-failover_pre_kill_fail() { # run reason -> the result line; keeps A's evidence; returns 1 or 2
-  local r="$1" faults ev="$RUN/run$1-$(date +%H%M%S)"
-  faults="$(guest_faults_A)"
-  lab_ssh A "xl list; xl dmesg" > "$ev-A-xen.log" 2>&1 || true
-  cmd_copy_out A /root/primary.log "$ev-A-primary.log" 2>/dev/null || true
-  cmd_copy_out B /root/backup.log "$ev-B-backup.log" 2>/dev/null || true
-  cp "$RUN/client.log" "$ev-client.log" 2>/dev/null || true
-  log "run $r failed before the kill ($2); A's xl list and xl dmesg, both daemons' logs: $ev-*"
-  echo "lab failover: run=$r result=fail reason=$2 guest_triple_faults=$faults"
-  [ "${faults:-0}" -gt 0 ] && return 2
+
+# ---- guest faults in Xen's log.  What Xen 4.17 prints when a guest dies
+# of a fault: hvm_triple_fault()'s "d<N>v<M> Triple fault - invoking HVM
+# shutdown action <A>", __domain_crash()'s "Domain <N> (vcpu#<M>) crashed
+# on cpu#<C>:" or "Domain <N> reported crashed by domain <D> on cpu#<C>:",
+# after domain_crash()'s "domain_crash called from <file>:<line>" (or its
+# own reason); each is followed by the vCPU's registers ("RIP: ...").  Any
+# line saying "crash" counts; a "domain_crash called from" line and the
+# "crashed" line after it count once.
+GUEST_FAULT_RE='triple fault|crash'
+xen_log() { # host file [-c]: that host's `xl dmesg` (since the last clear) into file; -c: and clear
+  lab_ssh "$1" "xl dmesg ${3:-}" > "$2" 2>&1
+}
+guest_faults() { # xen log file -> number of guest faults in it
+  awk -v re="$GUEST_FAULT_RE" '
+    tolower($0) ~ re { if (dc && /crashed on cpu|reported crashed/) { dc = 0; next }
+                       n++; dc = /domain_crash called/; next }
+    { dc = 0 }
+    END { print n + 0 }' "$1" 2>/dev/null || echo 0
+}
+fault_rips() { # xen log file -> the RIP after each fault, comma-separated ("none" if none)
+  awk -v re="$GUEST_FAULT_RE" '
+    tolower($0) ~ re { want = 1; next }
+    want && /RIP:/ { r = $0; sub(/.*RIP:[ \t]*/, "", r); sub(/[ \t].*/, "", r); gsub(/[][<>]/, "", r); rips = rips (rips ? "," : "") r; want = 0 }
+    END { print (rips ? rips : "none") }' "$1" 2>/dev/null || echo none
+}
+g1_state() { lab_ssh "$1" "xl list g1 2>/dev/null | awk 'NR == 2 {print \$5}'"; } # host -> xl list's state column
+# xl list's state: r(unning) b(locked) p(aused) s(hut down), then the
+# shutdown reason (- poweroff, r reboot: a triple fault's action 1, s
+# suspend, c crash, w watchdog, S soft reset), then d(ying): a guest
+# caught in a checkpoint's suspend is ---ss-, a triple-faulted one ---sr-.
+state_running() { [ -n "$1" ] && ! grep -q '[pscd]' <<<"$1"; } # running or blocked, nothing else
+state_ended() { [[ "$1" =~ ^...s[^s] ]] || [[ "$1" == *d ]]; } # shut down for good (not suspended), or dying
+b_guest_settled() { # g1 runs on B unpaused, or has ended there
+  local st; st="$(g1_state B)" || return 1
+  state_running "$st" || state_ended "$st"
+}
+
+# The backup's log (--log-level debug) split into where heard-to-running
+# went: detect_ms (primary last heard -> declared lost: the timeout),
+# restore_ms (stream ended on purpose -> libxc's "Restore successful":
+# libxc completing the standby from the last checkpoint), devices_ms
+# (-> libxl's create-restore operation complete, "ao 0x..: complete":
+# devices, hotplug scripts, console), unpause_ms (-> the guest unpaused:
+# "running here").  Missing lines give
+# "none".  Times are the log's own (milliseconds, UTC).
+# hotplug_ms, part of devices_ms, is the vif's hotplug script
+# (/etc/xen/scripts/vif-bridge online: libxl forks it, then waits for it).
+backup_split() { # backup.log -> "detect_ms=.. restore_ms=.. devices_ms=.. hotplug_ms=.. unpause_ms=.."
+  awk '
+    function ms(   d, t) { d = $1; t = $2; gsub(/-/, " ", d); split(t, a, "."); gsub(/:/, " ", a[1]); return mktime(d " " a[1]) * 1000 + a[2] }
+    /failover: primary lost/ { det = ms(); s = $0; sub(/.*last heard /, "", s); heard = det - (s + 0) }
+    /ending the restore stream/ { end = ms() }
+    /do_domain_create: ao 0x[0-9a-f]*: create/ { ao = $0; sub(/.*do_domain_create: ao /, "", ao); sub(/:.*/, "", ao) }
+    end && !rest && /Restore successful/ { rest = ms() }
+    end && ao && !lx && index($0, "ao " ao ": complete") { lx = ms() }
+    end && hp && !hpe && /libxl:/ { hpe = ms() }
+    end && !hp && /forking to execute: .*vif-bridge online/ { hp = ms() }
+    /running here as domain/ { run = ms() }
+    function span(a, b) { return (a && b) ? sprintf("%.0f", b - a) : "none" }
+    END { printf "detect_ms=%s restore_ms=%s devices_ms=%s hotplug_ms=%s unpause_ms=%s\n", span(heard, det), span(end, rest), span(rest, lx), span(hp, hpe), span(lx, run) }' "$([ -f "$1" ] && echo "$1" || echo /dev/null)"
+}
+
+# Evidence of one run, in its own directory (the series' directory is
+# FAILOVER_DIR): Xen's logs, both daemons' logs, the client's.  Best
+# effort: a host that is gone has nothing to give.
+failover_evidence() { # ev-dir host... : copy what those hosts have
+  local ev="$1" h; shift
+  for h in "$@"; do
+    case "$h" in
+      A) xen_log A "$ev/A-xen.log" || true
+         lab_ssh A "xl list" > "$ev/A-xl-list.txt" 2>&1 || true
+         cmd_copy_out A /root/primary.log "$ev/primary.log" 2>/dev/null || true
+         cmd_copy_out A /root/primary.events "$ev/primary.events" 2>/dev/null || true ;;
+      B) xen_log B "$ev/B-xen.log" || true
+         lab_ssh B "xl list" > "$ev/B-xl-list.txt" 2>&1 || true
+         cmd_copy_out B /root/backup.log "$ev/backup.log" 2>/dev/null || true
+         cmd_copy_out B /root/backup.events "$ev/backup.events" 2>/dev/null || true ;;
+    esac
+  done
+  cp "$RUN/client.log" "$ev/client.log" 2>/dev/null || true
+  cp "$RUN/client.status" "$ev/client.status" 2>/dev/null || true
+}
+
+# A run that ends before the kill: keep the evidence and print the result
+# line.  A guest fault on A is named in the reason; the run may be tried
+# again (return 2) only when the guest faulted before protection started,
+# i.e. before the primary's first acknowledged checkpoint (no ack: a
+# faulted guest is never suspended again, so no ack follows a fault).
+# Every other failure returns 1.
+failover_pre_kill_fail() { # run ev-dir reason
+  local r="$1" ev="$2" why="$3" acks fA fB
+  stop_pidfile "$RUN/client.pid"
+  stop_pidfile "$RUN/tcpdump.pid"
+  acks="$(tandem_acks)"; acks="${acks:-0}"
+  failover_evidence "$ev" A B
+  fA="$(guest_faults "$ev/A-xen.log")"; fB="$(guest_faults "$ev/B-xen.log")"
+  if [ "$fA" -gt 0 ] && [ "$acks" = 0 ]; then why="guest-fault-A-before-protection,$why"
+  elif [ "$fA" -gt 0 ]; then why="guest-fault-A,$why"; fi
+  [ "$fB" = 0 ] || why="guest-fault-B,$why"
+  log "run $r failed before the kill ($why); evidence: $ev"
+  echo "lab failover: run=$r result=fail reason=$why acked=$acks hold_s=0" \
+    "faults_A=$fA faults_B=$fB rip_A=$(fault_rips "$ev/A-xen.log") rip_B=$(fault_rips "$ev/B-xen.log") evidence=$ev"
+  [ "$fA" -gt 0 ] && [ "$acks" = 0 ] && [ "$fB" = 0 ] && return 2
   return 1
 }
+
+# After the first answer on B: the same connection must go on answering
+# for LAB_HOLD_S (60) seconds, never silent for more than LAB_HOLD_STALL_S
+# (10); it fails at once when the client reconnects or reports a reset,
+# timeout, gap, repeat, rollback, server restart or protocol error.  Sets
+# hold_s (first answer -> last answer seen, on that connection),
+# hold_max_stall_ms and hold_why.
+hold_watch() { # t_first_answer
+  local t0="$1" want="${LAB_HOLD_S:-60}" stall="${LAB_HOLD_STALL_S:-10}" t last k v bad
+  hold_s=0; hold_max_stall_ms=0; hold_why=""
+  while :; do
+    sleep 1
+    t="$(now)"; last="$(client_status last_ok)"; last="${last:-$t0}"
+    hold_s="$(awk -v a="$t0" -v b="$last" 'BEGIN{ d = b - a; printf "%.1f", (d > 0 ? d : 0) }')"
+    v="$(awk -v a="$last" -v b="$t" 'BEGIN{ printf "%.0f", (b - a) * 1000 }')"
+    [ "$v" -gt "$hold_max_stall_ms" ] && hold_max_stall_ms="$v"
+    bad=""
+    [ "$(client_status conns)" = 1 ] || bad="$bad+reconnected"
+    for k in resets timeouts forced gaps repeats rollbacks reboots errors; do
+      [ "$(client_status "$k")" = 0 ] || bad="$bad+$k"
+    done
+    if [ -n "$bad" ]; then hold_why="connection-broken-during-hold:${bad#+}"; return 1; fi
+    if [ "$v" -gt $((stall * 1000)) ]; then hold_why="no-answer-for-${stall}s-during-hold"; return 1; fi
+    awk -v h="$hold_s" -v w="$want" 'BEGIN{ exit !(h >= w) }' && return 0
+  done
+}
+
+# One run: protect, run the client, kill A, hold, check.  Prints one
+# result line; returns 0 (pass), 1 (fail) or 2 (the guest faulted before
+# protection started: the caller may try again).  A wait that fails ends
+# the run as a failure with its reason.
 failover_run() {
-  local r="$1" interval="$2" domid vif t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
+  local r="$1" interval="$2" try="${3:-1}" domid vif t_kill t_b_run="" t_tcp="" ok_before acks_before st_json
+  local ev="$FAILOVER_DIR/run$1-try${3:-1}"
+  mkdir -p "$ev"
   failover_reset >&2
-  lab_ssh A "xl dmesg -c" > /dev/null   # to tell a guest crash (docs/lab.md) from a failure
+  # Xen's logs from here on are this run's: a guest fault in them fails it.
+  { lab_ssh A "xl dmesg -c" && lab_ssh B "xl dmesg -c"; } > /dev/null \
+    || { echo "lab failover: run=$r result=fail reason=lab-error-xl-dmesg hold_s=0 faults_A=unknown faults_B=unknown evidence=$ev"; return 1; }
   domid="$(lab_ssh A xl domid g1)"
   vif="vif$domid.0"
   tandem_conf "$vif" "$interval" > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
-  backup_start || { echo "lab failover: run=$r result=fail reason=backup-does-not-start"; return 1; }
+  LAB_DAEMON_ARGS="--log-level ${LAB_BACKUP_LOG_LEVEL:-debug}" backup_start \
+    || { failover_pre_kill_fail "$r" "$ev" backup-does-not-start; return; }
   tandem_start A primary
   # The first (live) copy of the 256 MiB guest takes about a minute under TCG.
-  wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2
-  if primary_failed || backup_failed || ! acks_at_least 3; then
+  if ! wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2 ||
+     primary_failed || backup_failed || ! acks_at_least 3; then
     lab_ssh A "tail -n 30 /root/primary.log" >&2 || true
     lab_ssh B "tail -n 30 /root/backup.log" >&2 || true
-    failover_pre_kill_fail "$r" not-protected
+    failover_pre_kill_fail "$r" "$ev" not-protected
     return
   fi
 
   watchers_start
   if ! wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2; then
-    failover_pre_kill_fail "$r" no-answers-under-protection
+    failover_pre_kill_fail "$r" "$ev" no-answers-under-protection
     return
   fi
   # Let the connection live through several checkpoints before the kill.
   acks_before="$(tandem_acks)"
-  wait_for "tandem: 5 more checkpoints acked" 300 acks_at_least $((acks_before + 5)) >&2 || true
-  st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"
+  if ! wait_for "tandem: 5 more checkpoints acked" 300 acks_or_primary_gone $((acks_before + 5)) >&2 ||
+     primary_failed || backup_failed || ! acks_at_least $((acks_before + 5)); then
+    failover_pre_kill_fail "$r" "$ev" protection-stopped-before-kill
+    return
+  fi
+  # A's Xen log dies with A: read it now, for the time under protection.
+  xen_log A "$ev/A-xen.log" || { failover_pre_kill_fail "$r" "$ev" lab-error-xl-dmesg-A; return; }
+  if [ "$(guest_faults "$ev/A-xen.log")" -gt 0 ]; then
+    failover_pre_kill_fail "$r" "$ev" before-kill
+    return
+  fi
+  cmd_copy_out A /root/primary.log "$ev/primary.log" 2>/dev/null || true   # evidence only
+  st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"     # for the record
   ok_before="$(client_status ok)"
 
   t_kill="$(now)"
   cmd_kill_host A >&2
-  wait_for "B: g1 running after failover" 300 b_guest_running >&2 && t_b_run="$(now)"
-  wait_for "client: answer on the same connection after the kill" "${LAB_TCP_WAIT_S:-120}" \
-    client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')" >&2 && t_tcp="$(now)"
-  if [ -n "$t_tcp" ]; then
-    wait_for "client: 20 more answers" 120 client_ok_at_least $(( $(client_status ok) + 20 )) >&2 || true
+  local why="" fA fB state_B="none" hold_s=0 hold_max_stall_ms=0 hold_why=""
+  if wait_for "B: g1 running (or ended) after failover" 300 b_guest_settled >&2 && state_running "$(g1_state B)"; then
+    t_b_run="$(now)"
+  else
+    why="guest-not-running-on-B"
   fi
+  if [ -z "$why" ]; then
+    if wait_for "client: answer on the same connection after the kill" "${LAB_TCP_WAIT_S:-120}" \
+         client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')" >&2; then
+      t_tcp="$(now)"
+    else
+      why="no-answer-after-kill"
+    fi
+  fi
+  if [ -z "$why" ]; then
+    log "holding: the same connection must answer for ${LAB_HOLD_S:-60} s"
+    if hold_watch "$t_tcp"; then
+      log "held: ${hold_s} s of answers on the same connection (longest silence ${hold_max_stall_ms} ms)"
+    else
+      why="$hold_why"; log "hold failed after ${hold_s} s: $hold_why"
+    fi
+  fi
+  state_B="$(g1_state B 2>/dev/null)"; state_B="${state_B:-none}"
+  state_running "$state_B" || why="$why,g1-on-B-is-${state_B}"
   stop_pidfile "$RUN/client.pid"
   stop_pidfile "$RUN/tcpdump.pid"
-  cmd_copy_out B /root/backup.log "$RUN/run$r-backup.log" 2>/dev/null || true
-  cmd_copy_out B /root/backup.events "$RUN/run$r-backup.events" 2>/dev/null || true
-  cp "$RUN/client.log" "$RUN/run$r-client.log"
+  failover_evidence "$ev" B
+  fA="$(guest_faults "$ev/A-xen.log")"; fB="$(guest_faults "$ev/B-xen.log")"
+  [ "$fB" = 0 ] || why="guest-fault-B,$why"
 
-  local conns resets gaps repeats rollbacks reboots forced garp hr act ok_after why=""
+  local conns resets timeouts errors gaps repeats rollbacks reboots forced garp hr act ok_after
   conns="$(client_status conns)"; resets="$(client_status resets)"; forced="$(client_status forced)"
+  timeouts="$(client_status timeouts)"; errors="$(client_status errors)"
   gaps="$(client_status gaps)"; repeats="$(client_status repeats)"
   rollbacks="$(client_status rollbacks)"; reboots="$(client_status reboots)"
   ok_after=$(( $(client_status ok) - ok_before ))
   garp="$(guest_arp_after "$t_kill")"
-  hr="$(sed -n 's/^failover heard_to_running_ms=\([0-9.]*\) activate_ms=\([0-9.]*\).*/\1 \2/p' "$RUN/run$r-backup.events" 2>/dev/null | tail -n1)"
-  act="$(sed -n 's/.*activated from checkpoint \([0-9]*\).*/\1/p' "$RUN/run$r-backup.log" 2>/dev/null | tail -n1)"
-  [ -n "$t_b_run" ] || why="$why,guest-not-running-on-B"
-  [ -n "$t_tcp" ] || why="$why,no-answer-after-kill"
-  { [ "$conns" = 1 ] && [ "$resets" = 0 ] && [ "$forced" = 0 ]; } || why="$why,connection-lost"
+  hr="$(sed -n 's/^failover heard_to_running_ms=\([0-9.]*\) activate_ms=\([0-9.]*\).*/\1 \2/p' "$ev/backup.events" 2>/dev/null | tail -n1)"
+  act="$(sed -n 's/.*activated from checkpoint \([0-9]*\).*/\1/p' "$ev/backup.log" 2>/dev/null | tail -n1)"
+  { [ "$conns" = 1 ] && [ "$resets" = 0 ] && [ "$forced" = 0 ] && [ "$timeouts" = 0 ]; } || why="$why,connection-lost"
   [ "$gaps" = 0 ] || why="$why,gap"
   [ "$repeats" = 0 ] || why="$why,repeat"
   [ "$rollbacks" = 0 ] || why="$why,rollback"
   [ "$reboots" = 0 ] || why="$why,guest-restarted"
-  [ "$ok_after" -ge 20 ] || why="$why,too-few-answers-after"
-  echo "lab failover: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}")" \
+  [ "$errors" = 0 ] || why="$why,protocol-errors"
+  why="$(sed 's/,,*/,/g; s/^,//; s/,$//' <<<"$why")"
+  echo "lab failover: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=$why")" \
     "interval_ms=$interval failover_s=$(since "$t_kill" "$t_b_run")" \
-    "first_answer_after_kill_s=$(since "$t_kill" "$t_tcp")" \
-    "heard_to_running_ms=${hr% *} activate_ms=${hr#* } activated_checkpoint=${act:-none}" \
+    "first_answer_after_kill_s=$(since "$t_kill" "$t_tcp") hold_s=$hold_s hold_max_stall_ms=$hold_max_stall_ms g1_state_B=$state_B" \
+    "heard_to_running_ms=${hr% *} activate_ms=${hr#* } $(backup_split "$ev/backup.log") activated_checkpoint=${act:-none}" \
     "acked_before_kill=$(json_field last_acked_epoch <<<"$st_json") pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json")" \
     "max_stall_ms=$(client_status max_stall_ms) answers_before=$ok_before answers_after=$ok_after" \
-    "conns=$conns resets=$resets gaps=$gaps repeats=$repeats rollbacks=$rollbacks guest_arp_after_kill=$garp"
+    "conns=$conns resets=$resets timeouts=$timeouts gaps=$gaps repeats=$repeats rollbacks=$rollbacks reboots=$reboots errors=$errors" \
+    "guest_arp_after_kill=$garp faults_A=$fA faults_B=$fB rip_A=$(fault_rips "$ev/A-xen.log") rip_B=$(fault_rips "$ev/B-xen.log") evidence=$ev"
   [ -z "$why" ]
 }
 
-# A run whose guest triple-faulted before the kill (failover_run returns
-# 2, Xen's log says so) is printed as such and tried again, up to
-# LAB_FAILOVER_TRIES tries per run; any other failure counts at once.
+# A run whose guest faulted before protection started (failover_run
+# returns 2) is printed as result=void and tried again, up to
+# LAB_FAILOVER_TRIES tries per run; any other failure counts at once, and
+# so does a fault under protection or on B.  Each run's line ends with
+# retries= (its void tries) and try=; the series line counts the retries
+# and the guest faults seen on each host.
 cmd_failover() {
   local runs="${LAB_RUNS:-5}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" tries="${LAB_FAILOVER_TRIES:-2}"
-  local r try rc passed=0 faulted=0 t_start line
+  local r try rc passed=0 retries=0 t_start line fA=0 fB=0
   t_start="$(now)"
   tandem_lab_ready
+  FAILOVER_DIR="$RUN/failover-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$FAILOVER_DIR"
+  log "failover series: evidence in $FAILOVER_DIR"
   : > "$RUN/failover.results"
   for r in $(seq "$runs"); do
     for try in $(seq "$tries"); do
       log "failover run $r of $runs (try $try of at most $tries)"
-      rc=0; line="$(failover_run "$r" "$interval")" || rc=$?
-      [ -n "$line" ] || line="lab failover: run=$r result=fail reason=lab-error (see the messages above)"
+      rc=0; line="$(failover_run "$r" "$interval" "$try")" || rc=$?
+      [ -n "$line" ] || line="lab failover: run=$r result=fail reason=lab-error (see the messages above) hold_s=0 faults_A=unknown faults_B=unknown"
+      fA=$((fA + $(kv faults_A <<<"$line" | grep -x '[0-9]*' || echo 0)))
+      fB=$((fB + $(kv faults_B <<<"$line" | grep -x '[0-9]*' || echo 0)))
       if [ "$rc" = 2 ] && [ "$try" -lt "$tries" ]; then
-        faulted=$((faulted + 1))
-        echo "${line/result=fail/result=void} try=$try: the guest triple-faulted before the kill; run $r again" | tee -a "$RUN/failover.results"
+        retries=$((retries + 1))
+        echo "${line/result=fail/result=void} retries=$((try - 1)) try=$try: the guest faulted before protection started; run $r again" | tee -a "$RUN/failover.results" "$FAILOVER_DIR/results"
         continue
       fi
-      [ "$rc" = 2 ] && faulted=$((faulted + 1))
       [ "$rc" = 0 ] && passed=$((passed + 1))
-      echo "$line try=$try" | tee -a "$RUN/failover.results"
+      echo "$line retries=$((try - 1)) try=$try" | tee -a "$RUN/failover.results" "$FAILOVER_DIR/results"
       break
     done
   done
-  echo "lab failover: runs=$runs passed=$passed failed=$((runs - passed)) guest_triple_faults_before_kill=$faulted total_s=$(elapsed "$t_start")"
+  echo "lab failover: runs=$runs passed=$passed failed=$((runs - passed)) retries=$retries faults_A=$fA faults_B=$fB hold_s_required=${LAB_HOLD_S:-60} total_s=$(elapsed "$t_start")" \
+    | tee -a "$FAILOVER_DIR/results"
   [ "$passed" -eq "$runs" ]
 }
 
@@ -1623,6 +1797,133 @@ cmd_errors() {
 }
 
 # ----------------------------------------------------------------- main ----
+# ------------------------------------------------------------ faultrate ----
+# Guest faults per hour of guest time, in the same lab and for the same
+# wall time: g1 unprotected, under tandem, under `xl remus` (issue 26).
+# Arms run in turn, LAB_FAULTRATE_S (600) s of wall time each per round,
+# LAB_FAULTRATE_ROUNDS (1) rounds, so that drift in the machine's load
+# falls on every arm.  In each, the guest serves the lab client (a request
+# 20 ms after each answer, as in failover) and, with LAB_FAULTRATE_DIRTY=N
+# (0), runs the dirtier over N pages.  When the guest faults (g1 on A shut
+# down or crashed) or the tool stops, the fault in A's Xen log is counted,
+# the evidence kept, a new g1 created and the tool started again, until
+# the arm's time is up.  Guest time runs from g1 answering TCP to the
+# fault's detection (polled every 10 s: at most 10 s too much per fault) or
+# the arm's end; protected time from the tool's first checkpoint (tandem:
+# first ack; xl remus: first "guest has suspended", the end of its first
+# copy).  A fault is "under protection" when it was detected after that.
+faultrate_protected() { # arm -> 0 once the tool has a checkpoint
+  case "$1" in
+    tandem) acks_at_least 1 ;;
+    xlremus) checkpoints_at_least 1 ;;
+    *) return 1 ;;
+  esac
+}
+faultrate_tool_alive() { # arm
+  case "$1" in
+    tandem) ! primary_failed && ! backup_failed ;;
+    xlremus) remus_running ;;
+    *) return 0 ;;
+  esac
+}
+faultrate_tool_start() { # arm
+  case "$1" in
+    tandem)
+      tandem_conf "vif$(lab_ssh A xl domid g1).0" "${LAB_TANDEM_INTERVAL_MS:-100}" > "$RUN/g1.conf"
+      tandem_install "$RUN/g1.conf"
+      backup_start || return 1
+      tandem_start A primary ;;
+    xlremus)
+      lab_ssh A "rm -f /root/remus.log; nohup xl -vvv -T remus -i ${LAB_REMUS_INTERVAL_MS:-100} ${LAB_REMUS_FLAGS:--n -F} g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid" ;;
+  esac
+}
+faultrate_tool_stop() { # arm
+  case "$1" in
+    tandem) tandem_stop A primary; tandem_stop B backup ;;
+    xlremus) remus_running && remus_stop; lab_ssh B "xl destroy g1 2>/dev/null; xl destroy g1--incoming 2>/dev/null; true" ;;
+  esac
+}
+# One arm for w seconds; prints "guest_s=.. protected_s=.. faults=..
+# faults_protected=.. tool_stops=.. instances=.. rips=.." (the guest may
+# be created several times).
+faultrate_arm() { # arm seconds evidence-dir
+  local arm="$1" w="$2" ev="$3" t_end t_up t_prot t_stop n=0 f fB faults=0 fprot=0 stops=0 guest_s=0 prot_s=0 rips="" st why m d k domid
+  t_end="$(awk -v t="$(now)" -v w="$w" 'BEGIN{ printf "%.1f", t + w }')"
+  while awk -v t="$(now)" -v e="$t_end" 'BEGIN{ exit !(t < e - 30) }'; do
+    n=$((n + 1))
+    lab_ssh A "xl destroy g1 2>/dev/null; true"   # every instance starts fresh
+    failover_reset >&2
+    lab_ssh A "xl dmesg -c" > /dev/null && lab_ssh B "xl dmesg -c" > /dev/null || { log "faultrate: cannot clear Xen's log"; return 1; }
+    t_up="$(now)"; t_prot=""; why="end"
+    faultrate_tool_start "$arm" || { log "faultrate: $arm does not start"; why="tool-does-not-start"; }
+    watchers_start
+    [ "${LAB_FAULTRATE_DIRTY:-0}" -gt 0 ] && { workload_start "$LAB_FAULTRATE_DIRTY" || log "faultrate: no dirtier in the guest"; }
+    domid="$(lab_ssh A xl domid g1)"
+    while [ "$why" = end ] && awk -v t="$(now)" -v e="$t_end" 'BEGIN{ exit !(t < e) }'; do
+      sleep 10
+      [ -z "$t_prot" ] && faultrate_protected "$arm" && t_prot="$(now)" && log "faultrate: $arm instance $n protected"
+      # g1's domid and state, and the faults in A's Xen log, in one ssh:
+      # unprotected, xl's monitor restarts a triple-faulted g1 (on_reboot)
+      # as a new domain within seconds.
+      read -r m d st k <<<"$(lab_ssh A "x=\$(xl list g1 2>/dev/null | awk 'NR == 2 {print \$2, \$5}'); echo ok \${x:-none none} \$(xl dmesg | grep -ciE '$GUEST_FAULT_RE')" 2>/dev/null | tail -n1)"
+      [ "$m" = ok ] || continue   # no answer from A this time: poll again
+      if [ "${k:-0}" -gt 0 ] 2>/dev/null; then why="guest-fault"; break; fi
+      if [ "$st" = none ] || [ "$d" != "$domid" ] || state_ended "$st"; then why="guest-$st-domid-$d"; break; fi
+      faultrate_tool_alive "$arm" || { why="tool-stopped"; break; }
+    done
+    t_stop="$(now)"
+    stop_pidfile "$RUN/client.pid"; stop_pidfile "$RUN/tcpdump.pid"
+    xen_log A "$ev/$arm-$n-A-xen.log" || true
+    faultrate_tool_stop "$arm" >&2
+    xen_log B "$ev/$arm-$n-B-xen.log" || true
+    cp "$RUN/client.log" "$ev/$arm-$n-client.log" 2>/dev/null || true
+    case "$arm" in
+      tandem) cmd_copy_out A /root/primary.log "$ev/$arm-$n-primary.log" 2>/dev/null || true
+              cmd_copy_out B /root/backup.log "$ev/$arm-$n-backup.log" 2>/dev/null || true ;;
+      xlremus) cmd_copy_out A /root/remus.log "$ev/$arm-$n-remus.log" 2>/dev/null || true ;;
+    esac
+    f="$(guest_faults "$ev/$arm-$n-A-xen.log")"; fB="$(guest_faults "$ev/$arm-$n-B-xen.log")"
+    faults=$((faults + f + fB))
+    [ -n "$t_prot" ] && fprot=$((fprot + f + fB))
+    [ "$f" -gt 0 ] && rips="$rips,A:$(fault_rips "$ev/$arm-$n-A-xen.log")"
+    [ "$fB" -gt 0 ] && rips="$rips,B:$(fault_rips "$ev/$arm-$n-B-xen.log")"
+    [ "$why" != end ] && [ "$((f + fB))" = 0 ] && stops=$((stops + 1))
+    guest_s="$(awk -v a="$guest_s" -v b="$t_up" -v c="$t_stop" 'BEGIN{ printf "%.0f", a + c - b }')"
+    [ -n "$t_prot" ] && prot_s="$(awk -v a="$prot_s" -v b="$t_prot" -v c="$t_stop" 'BEGIN{ printf "%.0f", a + c - b }')"
+    log "faultrate: $arm instance $n ended ($why) after $(since "$t_up" "$t_stop") s; faults A=$f B=$fB"
+    echo "lab faultrate: instance arm=$arm n=$n ended=$why guest_s=$(since "$t_up" "$t_stop") protected_s=$(since "${t_prot:-$t_stop}" "$t_stop") faults_A=$f faults_B=$fB" >> "$ev/instances"
+  done
+  echo "guest_s=$guest_s protected_s=$prot_s faults=$faults faults_protected=$fprot tool_stops=$stops instances=$n rips=${rips#,}"
+}
+cmd_faultrate() {
+  local w="${LAB_FAULTRATE_S:-600}" rounds="${LAB_FAULTRATE_ROUNDS:-1}" arms="${LAB_FAULTRATE_ARMS:-unprotected tandem xlremus}"
+  local t_start ev arm r line k
+  t_start="$(now)"
+  tandem_lab_ready
+  slow_arp_ok
+  ev="$RUN/faultrate-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
+  log "faultrate: ${w} s per arm and round, $rounds round(s), arms: $arms; evidence in $ev"
+  for r in $(seq "$rounds"); do
+    for arm in $arms; do
+      log "faultrate: round $r, arm $arm"
+      line="$(faultrate_arm "$arm" "$w" "$ev")" || line="guest_s=0 protected_s=0 faults=0 faults_protected=0 tool_stops=0 instances=0 rips=lab-error"
+      echo "lab faultrate: round=$r arm=$arm $line" | tee -a "$ev/rounds"
+    done
+  done
+  for arm in $arms; do
+    awk -v arm="$arm" '$0 ~ " arm=" arm " " {
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] += kv[2] }
+      }
+      END {
+        g = v["guest_s"]; p = v["protected_s"]
+        printf "lab faultrate: arm=%s guest_s=%d protected_s=%d faults=%d faults_protected=%d tool_stops=%d instances=%d faults_per_guest_hour=%s faults_per_protected_hour=%s\n",
+          arm, g, p, v["faults"], v["faults_protected"], v["tool_stops"], v["instances"],
+          (g > 0 ? sprintf("%.2f", v["faults"] * 3600 / g) : "nan"), (p > 0 ? sprintf("%.2f", v["faults_protected"] * 3600 / p) : "nan")
+      }' "$ev/rounds"
+  done | tee -a "$ev/summary"
+  echo "lab faultrate: wall_s_per_arm=$((w * rounds)) rounds=$rounds dirty_pages=${LAB_FAULTRATE_DIRTY:-0} total_s=$(elapsed "$t_start") evidence=$ev"
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
@@ -1650,6 +1951,7 @@ main() {
     oracle) cmd_oracle ;;
     linkcost) cmd_linkcost ;;
     suspendcost) cmd_suspendcost ;;
+    faultrate) cmd_faultrate ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac
