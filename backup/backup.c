@@ -809,18 +809,10 @@ static void on_arrived(void *arg, struct channel *ch, const char *src)
 static struct channel *take_incoming(struct backup *b, char *src, size_t len)
 {
 	struct channel *ch;
-	struct timespec ts;
 
 	pthread_mutex_lock(&b->lock);
-	if (!b->incoming && !b->stop) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&b->in_cond, &b->lock, &ts);
-	}
+	if (!b->incoming && !b->stop)
+		cond_wait_ns(&b->in_cond, &b->lock, 50000000ull);
 	ch = b->incoming;
 	b->incoming = NULL;
 	snprintf(src, len, "%s", b->incoming_src);

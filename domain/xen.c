@@ -1699,17 +1699,9 @@ static int xen_activate(struct domain *d)
 	while (!x->restore_done) {
 		/* the timeline: when libxc's restore (the helper) ends, libxl
 		 * goes on to the devices */
-		struct timespec ts;
-
 		if (helper > 0 && !t_libxc && helper_finished(helper))
 			t_libxc = now_ns();
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 2000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&x->cond, &x->lock, &ts);
+		cond_wait_ns(&x->cond, &x->lock, 2000000ull);
 	}
 	t_libxl = now_ns();
 	if (!t_libxc)

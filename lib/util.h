@@ -5,6 +5,7 @@
 #define TANDEM_UTIL_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -21,6 +22,9 @@
 uint64_t now_ns(void);
 static inline uint64_t now_us(void) { return now_ns() / 1000u; }
 static inline uint64_t now_ms(void) { return now_ns() / 1000000u; }
+
+/* pthread_cond_timedwait for at most `wait` nanoseconds from now (mutex held). */
+void cond_wait_ns(pthread_cond_t *cond, pthread_mutex_t *mutex, uint64_t wait);
 
 /* The median of v[0..n) (sorts v in place); 0 when n is 0. */
 uint64_t u64_median(uint64_t *v, size_t n);

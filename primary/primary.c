@@ -168,14 +168,7 @@ struct primary {
 /* Wait on p->cond for at most `wait` nanoseconds (lock held). */
 static void wait_ns(struct primary *p, uint64_t wait)
 {
-	struct timespec ts;
-	uint64_t ns;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ns = (uint64_t)ts.tv_nsec + wait;
-	ts.tv_sec += (time_t)(ns / 1000000000ull);
-	ts.tv_nsec = (long)(ns % 1000000000ull);
-	pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+	cond_wait_ns(&p->cond, &p->lock, wait);
 }
 
 static void set_state(struct primary *p, enum pstate s, const char *fmt, ...)
