@@ -33,6 +33,9 @@ enum health {
 /* The health of one daemon from its `status --json` object. */
 int status_health(const char *json);
 
+/* The string value of "key" in a one-line JSON object ("" if absent). */
+const char *json_str(const char *json, const char *key, char *buf, size_t len);
+
 /* A run-dir entry that is a daemon's socket (NAME.primary.sock or
  * NAME.backup.sock; any VM when name is NULL). */
 bool daemon_socket(const char *file, const char *name);

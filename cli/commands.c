@@ -138,7 +138,7 @@ int cmd_load_config(int argc, char **argv, const char *role, struct tandem_confi
 /* ---- status client -------------------------------------------------------- */
 
 /* The string value of "key" in a one-line JSON object ("" if absent). */
-static const char *json_str(const char *json, const char *key, char *buf, size_t len)
+const char *json_str(const char *json, const char *key, char *buf, size_t len)
 {
 	char pat[64];
 	const char *p, *e;

@@ -36,22 +36,6 @@ static double jnum(const char *js, const char *key)
 	return p ? strtod(p + strlen(pat), NULL) : -1;
 }
 
-static void jstr(const char *js, const char *key, char *out, size_t len)
-{
-	char pat[80];
-	const char *p, *e;
-
-	out[0] = '\0';
-	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-	p = strstr(js, pat);
-	if (!p)
-		return;
-	p += strlen(pat);
-	e = strchr(p, '"');
-	if (e)
-		snprintf(out, len, "%.*s", (int)MIN((size_t)(e - p), len - 1), p);
-}
-
 static unsigned count_of(const char *js, const char *text)
 {
 	unsigned n = 0;
@@ -245,9 +229,9 @@ int cmd_metrics(int argc, char **argv)
 		snprintf(path, sizeof(path), "%s/%s", run_dir, de->d_name);
 		if (!(d[n].js = query_json(path)))
 			continue;
-		jstr(d[n].js, "vm", d[n].vm, sizeof(d[n].vm));
-		jstr(d[n].js, "role", d[n].role, sizeof(d[n].role));
-		jstr(d[n].js, "state", d[n].state, sizeof(d[n].state));
+		json_str(d[n].js, "vm", d[n].vm, sizeof(d[n].vm));
+		json_str(d[n].js, "role", d[n].role, sizeof(d[n].role));
+		json_str(d[n].js, "state", d[n].state, sizeof(d[n].state));
 		n++;
 	}
 	if (dir)
