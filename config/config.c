@@ -203,10 +203,30 @@ static int parse_addr(const char *s, struct config_addr *a)
 	return 0;
 }
 
-/*
- * heartbeat-paths: "A:P-B:P, A:P-B:P".  The '-' separating the two ends is
- * the first one after the primary's port, so host names may contain '-'.
- */
+/* The next item of a comma-separated list at *s, blanks trimmed, into
+ * item (cap bytes); *s moves past it.  Its length, or -1 when it does not
+ * fit (item then holds nothing). */
+static long next_item(const char **s, char *item, size_t cap)
+{
+	const char *p = *s, *end = strchr(p, ',');
+	size_t len;
+
+	if (!end)
+		end = p + strlen(p);
+	*s = *end ? end + 1 : end;
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	len = (size_t)(end - p);
+	while (len && isspace((unsigned char)p[len - 1]))
+		len--;
+	item[0] = '\0';
+	if (len >= cap)
+		return -1;
+	memcpy(item, p, len);
+	item[len] = '\0';
+	return (long)len;
+}
+
 /* disks: RESOURCE:DEVICE, comma-separated: a DRBD resource name and the
  * absolute path of the block device the guest's VBD uses. */
 static int parse_disks(const char *s, struct config_disks *out, char *msg, size_t msglen)
@@ -215,25 +235,16 @@ static int parse_disks(const char *s, struct config_disks *out, char *msg, size_
 
 	memset(&ds, 0, sizeof(ds));
 	while (*s) {
-		const char *end = strchr(s, ','), *colon;
+		const char *colon;
 		char item[CONFIG_NAME_MAX + CONFIG_PATH_MAX + 2];
-		size_t len, rlen;
+		long len = next_item(&s, item, sizeof(item));
+		size_t rlen;
 
-		if (!end)
-			end = s + strlen(s);
-		while (s < end && isspace((unsigned char)*s))
-			s++;
-		len = (size_t)(end - s);
-		while (len && isspace((unsigned char)s[len - 1]))
-			len--;
-		if (len >= sizeof(item)) {
+		if (len < 0) {
 			snprintf(msg, msglen, "disk entry too long (at most %zu characters)",
 				 sizeof(item) - 1);
 			return -EINVAL;
 		}
-		memcpy(item, s, len);
-		item[len] = '\0';
-		s = *end ? end + 1 : end;
 		if (!len)
 			continue;
 		if (ds.n == CONFIG_DISKS_MAX) {
@@ -270,6 +281,10 @@ static int parse_disks(const char *s, struct config_disks *out, char *msg, size_
 	return 0;
 }
 
+/*
+ * heartbeat-paths: "A:P-B:P, A:P-B:P".  The '-' separating the two ends is
+ * the first one after the primary's port, so host names may contain '-'.
+ */
 static int parse_hb_paths(const char *s, struct config_hb_paths *out, char *msg, size_t msglen)
 {
 	struct config_hb_paths ps;
@@ -277,23 +292,14 @@ static int parse_hb_paths(const char *s, struct config_hb_paths *out, char *msg,
 
 	memset(&ps, 0, sizeof(ps));
 	while (*s) {
-		const char *end = strchr(s, ','), *p, *dash;
-		size_t len;
+		const char *p, *dash;
+		long len = next_item(&s, item, sizeof(item));
 
-		if (!end)
-			end = s + strlen(s);
-		while (s < end && isspace((unsigned char)*s))
-			s++;
-		len = (size_t)(end - s);
-		while (len && isspace((unsigned char)s[len - 1]))
-			len--;
-		if (len == 0 || len >= sizeof(item)) {
+		if (len <= 0) {
 			snprintf(msg, msglen, "expected %s, got an empty or overlong item",
 				 "PRIMARY:PORT-BACKUP:PORT");
 			return -EINVAL;
 		}
-		memcpy(item, s, len);
-		item[len] = '\0';
 		if (ps.n == CONFIG_HB_PATHS_MAX) {
 			snprintf(msg, msglen, "at most %d paths", CONFIG_HB_PATHS_MAX);
 			return -EINVAL;
@@ -302,7 +308,7 @@ static int parse_hb_paths(const char *s, struct config_hb_paths *out, char *msg,
 		p = item;
 		if (*p == '[') {
 			p = strchr(p, ']');
-			p = p ? p + 1 : item + len;
+			p = p ? p + 1 : item + (size_t)len;
 		} else {
 			while (*p && *p != ':')
 				p++;
@@ -325,7 +331,6 @@ static int parse_hb_paths(const char *s, struct config_hb_paths *out, char *msg,
 			return -EINVAL;
 		}
 		ps.n++;
-		s = *end ? end + 1 : end;
 	}
 	*out = ps;
 	return 0;
