@@ -3,13 +3,16 @@
  * settings check-config refuses (disk/drbd.h), on canned `drbdadm dump`
  * texts and through the real drbdadm (drbd-utils).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include "../config/config.h"
 #include "../disk/drbd.h"
+#include "../disk/marker.h"
 #include "daemon.h"
 #include "test.h"
 
@@ -172,4 +175,51 @@ int test_disk_check_config(void)
 	ASSERT_EQ(rc, 2);
 	ASSERT(strstr(out, "tandem cannot protect disks yet"));
 	return TEST_OK;
+}
+
+/* ---- the checkpoint marker (disk/marker.h) ------------------------------------ */
+
+int test_disk_marker(void)
+{
+	struct marker m = { .epoch = 0x0102030405060708ull, .time_ns = 42 }, got;
+	struct marker_dev d;
+	uint8_t blk[MARKER_SIZE];
+	char path[512];
+	FILE *f;
+
+	/* CRC32C's check value (RFC 3720 B.4). */
+	ASSERT_EQ(crc32c(0, "123456789", 9), 0xe3069283u);
+	memset(m.session, 0xa5, sizeof(m.session));
+	snprintf(m.vm, sizeof(m.vm), "web.2");
+	marker_encode(&m, blk);
+	ASSERT_EQ(marker_decode(blk, sizeof(blk), &got), 0);
+	ASSERT_EQ(got.epoch, m.epoch);
+	ASSERT(!memcmp(got.session, m.session, sizeof(m.session)));
+	ASSERT(!strcmp(got.vm, "web.2"));
+	ASSERT_EQ(got.time_ns, 42);
+	ASSERT_EQ(marker_decode(blk, sizeof(blk) - 1, &got), -EINVAL);	/* short */
+	blk[2000] ^= 1;			/* one flipped bit: a torn or foreign marker */
+	ASSERT_EQ(marker_decode(blk, sizeof(blk), &got), -EBADMSG);
+	memset(blk, 0, sizeof(blk));	/* a data block */
+	ASSERT_EQ(marker_decode(blk, sizeof(blk), &got), -EINVAL);
+
+	/* The block device stand-in: a file of 1 MiB + 1000 bytes; the marker
+	 * goes in the last whole 4 KiB block. */
+	snprintf(path, sizeof(path), "%s/disk.img", test_tmpdir());
+	ASSERT((f = fopen(path, "w")) != NULL);
+	ASSERT_EQ(ftruncate(fileno(f), 1048576 + 1000), 0);
+	fclose(f);
+	ASSERT_EQ(marker_dev_open(&d, path), 0);
+	ASSERT_EQ(d.offset, 1048576 - MARKER_SIZE);
+	ASSERT_EQ(marker_dev_read(&d, &got), -EINVAL);	/* zeros: no marker yet */
+	m.epoch = 7;
+	ASSERT_EQ(marker_dev_write(&d, &m), 0);
+	ASSERT_EQ(marker_dev_read(&d, &got), 0);
+	ASSERT_EQ(got.epoch, 7);
+	marker_dev_close(&d);
+	marker_dev_close(&d);		/* a no-op */
+	ASSERT_EQ(truncate(path, MARKER_SIZE), 0);
+	ASSERT_EQ(marker_dev_open(&d, path), -ENOSPC);
+	ASSERT_EQ(marker_dev_open(&d, "/dev/null"), -ENOTBLK);
+	return 0;
 }
