@@ -36,7 +36,7 @@ CFLAGS += -fsanitize=undefined -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=undefined
 endif
 
-MODULES := lib config domain disk primary backup buffering heartbeat cli
+MODULES := lib config domain device disk primary backup buffering heartbeat cli
 LIB_SRCS := $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 LIB_OBJS := $(LIB_SRCS:.c=.o)
 TEST_SRCS := $(wildcard tests/*.c)

@@ -27,6 +27,7 @@
 
 #define LOG_MODULE "backup"
 #include "../cli/cmd.h"
+#include "../device/device.h"
 #include "../domain/domain.h"
 #include "../heartbeat/heartbeat.h"
 #include "../heartbeat/policy.h"
@@ -41,6 +42,8 @@
 #include "../lib/testlog.h"
 #include "../lib/util.h"
 #include "gate.h"
+
+#define HELD_MAX 256	/* checkpoints held for the devices (and staging-limit bounds them) */
 
 enum bstate { B_WAITING, B_SYNCING, B_STANDBY, B_DEGRADED, B_MANUAL, B_ACTIVATING, B_ACTIVE,
 	      B_STOPPED, B_FAILED };
@@ -100,6 +103,15 @@ struct backup {
 		uint64_t last_heard_ms, rounds, rx_ckpts;
 		char paths[2048];
 	} rep;
+
+	/* the guest's devices (device/device.h), and the complete checkpoints
+	 * a device has not let commit yet, oldest first: each commits, in
+	 * order, with the first later one that every device lets through */
+	struct devices devs;
+	struct ckpt *held[HELD_MAX];
+	unsigned nheld;
+	uint64_t held_bytes, held_total;
+	char hold_why[300];
 
 	/* staging of the checkpoint being received */
 	struct ckpt *rx;
@@ -260,6 +272,87 @@ static void verify_standby(struct backup *b, const struct ckpt *c)
 	pthread_mutex_unlock(&b->lock);
 }
 
+/* The held checkpoints go: the session ended (the primary sends them again)
+ * or they were committed. */
+static void drop_held(struct backup *b)
+{
+	for (unsigned i = 0; i < b->nheld; i++)
+		ckpt_free(b->held[i]);
+	pthread_mutex_lock(&b->lock);
+	b->nheld = 0;
+	b->held_bytes = 0;
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* The epoch the next checkpoint must follow: the last held, else the last
+ * committed. */
+static uint64_t last_received(const struct backup *b)
+{
+	return b->nheld ? b->held[b->nheld - 1]->epoch : b->committed;
+}
+
+/*
+ * A device does not let complete checkpoint c commit (its cut is fenced,
+ * failed, or not on this side's disk yet): keep it, uncommitted and
+ * unacknowledged, to commit in order with the first later checkpoint that
+ * every device lets through.  Its memory cannot be skipped: the next
+ * checkpoint holds only what changed after it.
+ */
+static enum rx_result hold(struct backup *b, struct ckpt *c, const char *why)
+{
+	if (b->nheld == HELD_MAX || b->held_bytes + ckpt_bytes(c) > b->cfg.staging_limit) {
+		return bad("checkpoints held for the devices since checkpoint %" PRIu64 " exceed %s "
+			   "(%s); the primary must start over", b->committed + 1,
+			   b->nheld == HELD_MAX ? "256 checkpoints" : "staging-limit", why);
+	}
+	if (!b->nheld)
+		log_warn("checkpoint %" PRIu64 " is held, not committed: %s; the standby stays at "
+			 "checkpoint %" PRIu64 " until a checkpoint that every device lets commit",
+			 c->epoch, why, b->committed);
+	else
+		log_debug("checkpoint %" PRIu64 " is held too: %s", c->epoch, why);
+	b->rx = ckpt_new(0);
+	if (!b->rx) {
+		b->rx = c;
+		return bad("out of memory holding checkpoint %" PRIu64, c->epoch);
+	}
+	pthread_mutex_lock(&b->lock);
+	b->held[b->nheld++] = c;
+	b->held_bytes += ckpt_bytes(c);
+	b->held_total++;
+	snprintf(b->hold_why, sizeof(b->hold_why), "%s", why);
+	pthread_mutex_unlock(&b->lock);
+	status_event(b->status, "%s backup held checkpoint=%" PRIu64 " committed=%" PRIu64
+		     " why=\"%s\"", b->cfg.name, c->epoch, b->committed, why);
+	testlog("held %" PRIu64, c->epoch);
+	return RX_OK;
+}
+
+/* Commit the held checkpoints, oldest first, before the one that lets them. */
+static int commit_held(struct backup *b)
+{
+	int rc;
+
+	for (unsigned i = 0; i < b->nheld; i++) {
+		b->dom.error[0] = '\0';
+		if ((rc = b->dom.ops->commit(&b->dom, b->held[i]))) {
+			log_error("cannot commit held checkpoint %" PRIu64 ": %s", b->held[i]->epoch,
+				  strerror(-rc));
+			return rc;
+		}
+		pthread_mutex_lock(&b->lock);
+		b->committed = b->held[i]->epoch;
+		pthread_mutex_unlock(&b->lock);
+		testlog("commit %" PRIu64, b->held[i]->epoch);
+	}
+	if (b->nheld)
+		log_warn("checkpoints %" PRIu64 "-%" PRIu64 " committed: the devices let checkpoint %"
+			 PRIu64 " commit", b->held[0]->epoch, b->held[b->nheld - 1]->epoch,
+			 b->rx->epoch);
+	drop_held(b);
+	return 0;
+}
+
 static enum rx_result commit_and_ack(struct backup *b)
 {
 	struct ckpt *c = b->rx;
@@ -289,6 +382,24 @@ static enum rx_result commit_and_ack(struct backup *b)
 		log_warn("fault point 'slow-commit' fired: stalling %" PRIu64 " ms before a commit",
 			 3 * b->cfg.timeout_ms);
 		usleep((useconds_t)(3 * b->cfg.timeout_ms * 1000));
+	}
+	if (!initial && b->devs.n) {
+		char why[300];
+
+		devices_set_session(&b->devs, c->dev_session);
+		rc = devices_commit(&b->devs, c->epoch, c->dev_verdict, why, sizeof(why));
+		if (rc == -EAGAIN)
+			return hold(b, c, why);
+		if (rc) {
+			log_error("checkpoint %" PRIu64 ": %s; the standby keeps checkpoint %" PRIu64,
+				  c->epoch, why, b->committed);
+			send_error(b, ERR_STANDBY, why);
+			return RX_BAD;
+		}
+		if (commit_held(b)) {
+			send_error(b, ERR_STANDBY, "cannot commit held checkpoints");
+			return RX_BAD;
+		}
 	}
 	b->dom.error[0] = '\0';
 	rc = b->dom.ops->commit(&b->dom, c);
@@ -354,6 +465,7 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		if (w.flags & CKPT_F_INITIAL) {
 			if (w.epoch != 0)
 				return bad("initial-copy round with epoch %" PRIu64, w.epoch);
+			drop_held(b);
 			if (b->committed) {
 				/* A new primary process: its running guest is the truth. */
 				log_warn("the primary restarted protection: discarding the standby at "
@@ -372,10 +484,11 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 			b->rx_skip = true;
 		} else if (!b->committed && !b->rounds) {
 			return bad("checkpoint %" PRIu64 " before any initial copy", w.epoch);
-		} else if (b->committed && w.epoch != b->committed + 1) {
+		} else if (last_received(b) && w.epoch != last_received(b) + 1) {
 			/* (a stream's first checkpoint may have any number: a primary
 			 * that started protection over keeps counting) */
-			return bad("checkpoint %" PRIu64 " follows checkpoint %" PRIu64, w.epoch, b->committed);
+			return bad("checkpoint %" PRIu64 " follows checkpoint %" PRIu64, w.epoch,
+				   last_received(b));
 		}
 		if (want && w.guest_pages != want)
 			return bad("guest of %" PRIu64 " pages, the standby has %" PRIu64, w.guest_pages, want);
@@ -402,8 +515,8 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		}
 		if (c->npages + pg.count > b->rx_npages)
 			return bad("more pages than checkpoint %" PRIu64 " announced", c->epoch);
-		if ((c->npages + pg.count) * (CKPT_PAGE_SIZE + 8) + c->blob_len + c->state_len >
-		    b->cfg.staging_limit)
+		if ((c->npages + pg.count) * (CKPT_PAGE_SIZE + 8) + c->blob_len + c->state_len +
+		    b->held_bytes > b->cfg.staging_limit)
 			return bad("%s %" PRIu64 " exceeds staging-limit (%" PRIu64 " bytes here): is "
 				   "the primary's staging-limit larger?", c->flags & CKPT_F_INITIAL ?
 				   "a piece of the initial copy, checkpoint" : "checkpoint", c->epoch,
@@ -459,6 +572,22 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		c->has_verify = true;
 		return RX_OK;
 	}
+	case REC_CKPT_DEVICES: {
+		struct wire_ckpt_devices d;
+
+		wire_get_ckpt_devices(rec->payload, &d);
+		if (!b->rx_open || d.epoch != c->epoch || (c->flags & CKPT_F_INITIAL))
+			return bad("device verdicts of checkpoint %" PRIu64 " outside it", d.epoch);
+		if (d.n != b->devs.n)
+			return bad("checkpoint %" PRIu64 " carries %u devices' verdicts; this backup "
+				   "protects %u devices: are both configurations the same?", d.epoch,
+				   d.n, b->devs.n);
+		b->rx_records++;
+		c->ndev = d.n;
+		memcpy(c->dev_verdict, d.verdict, sizeof(c->dev_verdict));
+		memcpy(c->dev_session, d.session, sizeof(c->dev_session));
+		return RX_OK;
+	}
 	case REC_CKPT_END: {
 		struct wire_ckpt_end e;
 		static const uint8_t zero[32];
@@ -466,6 +595,9 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		wire_get_ckpt_end(rec->payload, &e);
 		if (!b->rx_open || e.epoch != c->epoch)
 			return bad("end of checkpoint %" PRIu64 " outside it", e.epoch);
+		if (b->devs.n && !c->ndev && !(c->flags & CKPT_F_INITIAL))
+			return bad("checkpoint %" PRIu64 " carries no device verdicts; this backup "
+				   "protects %u devices", e.epoch, b->devs.n);
 		if (e.npages != c->npages || e.npages != b->rx_npages || e.nrecords != b->rx_records)
 			return bad("checkpoint %" PRIu64 " incomplete: %" PRIu64 " of %" PRIu64
 				   " pages, %" PRIu64 " of %" PRIu64 " records", e.epoch, c->npages,
@@ -534,6 +666,24 @@ static void fail_over(struct backup *b, const char *why)
 		hb_render(b->hb, false, b->rep.paths, sizeof(b->rep.paths));
 	}
 	set_state(b, B_ACTIVATING, "activating from checkpoint %" PRIu64, b->committed);
+	if (b->nheld)
+		log_warn("%u checkpoints held for the devices (%" PRIu64 "-%" PRIu64 ") are discarded: "
+			 "the guest resumes from checkpoint %" PRIu64 ", the last every device let "
+			 "commit", b->nheld, b->held[0]->epoch, b->held[b->nheld - 1]->epoch,
+			 b->committed);
+	drop_held(b);
+	if (b->devs.n) {
+		char derr[300];
+
+		if ((rc = devices_activate(&b->devs, b->committed, derr, sizeof(derr)))) {
+			log_error("activation failed: %s; the guest is not started (its disk would not "
+				  "be checkpoint %" PRIu64 "'s)", derr, b->committed);
+			set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
+				  b->committed, derr);
+			b->exit_code = EXIT_FAILURE_RUNTIME;
+			return;
+		}
+	}
 	rc = b->dom.ops->activate(&b->dom);
 	if (rc) {
 		log_error("activation failed: %s; this backup said it was active, so a primary that "
@@ -577,6 +727,7 @@ static bool run_session(struct backup *b)
 
 	b->last_heard_ns = b->last_sent_ns = now_ns();
 	b->rx_open = false;
+	drop_held(b);	/* unacknowledged: the primary sends them again */
 	for (;;) {
 		int rc = channel_recv(b->ch, &rec);
 
@@ -1008,7 +1159,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
 	struct backup *b = arg;
 	bool json = strcmp(request, "json") == 0;
-	char guest[200] = "", paths[2048] = "";
+	char guest[200] = "", paths[2048] = "", dj[2048];
 	struct gate_stats gs = { 0 };
 	size_t n;
 
@@ -1019,6 +1170,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	if (b->dom.ops->describe)
 		b->dom.ops->describe(&b->dom, guest, sizeof(guest));
 	hb_render(b->hb, json, paths, sizeof(paths));
+	devices_status_json(&b->devs, dj, sizeof(dj));
 	pthread_mutex_lock(&b->lock);
 	if (b->gate)
 		gate_get_stats(b->gate, &gs);
@@ -1046,7 +1198,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 ",\"mismatched_checkpoints\":%" PRIu64 ",\"mismatched_pages\":%" PRIu64
 			 ",\"mismatched_vcpu\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"last_epoch\":%"
 			 PRIu64 ",\"last_mismatch_epoch\":%" PRIu64 ",\"last_mismatch\":\"%s\"},"
-			 "\"paths\":%s}\n",
+			 "\"devices\":%s,\"held_checkpoints\":%u,\"held_checkpoints_total\":%" PRIu64
+			 ",\"hold_reason\":\"%s\",\"paths\":%s}\n",
 			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
 			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
 			 b->committed, b->cfg.interval_ms, b->rounds, b->bytes_received,
@@ -1057,7 +1210,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 gs.refused_busy, gs.failed, gs.timed_out, gs.in_progress,
 			 b->vr.checkpoints, b->vr.pages, b->vr.unstable, b->vr.bad_checkpoints,
 			 b->vr.bad_pages, b->vr.bad_vcpu, b->vr.errors, b->vr.last_epoch,
-			 b->vr.last_bad_epoch, b->vr.last_bad, paths[0] ? paths : "[]");
+			 b->vr.last_bad_epoch, b->vr.last_bad, dj, b->nheld, b->held_total,
+			 b->nheld ? b->hold_why : "", paths[0] ? paths : "[]");
 	} else {
 		n = (size_t)snprintf(buf, len,
 			 "%s (backup): %s - %s\n"
@@ -1071,6 +1225,10 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 (double)b->last_commit_us / 1000.0, b->cfg.timeout_ms,
 			 b->ch ? "connected" : "not connected",
 			 b->state == B_ACTIVE ? "; failed over" : "");
+		if (n < len && b->nheld)
+			n += (size_t)snprintf(buf + n, len - n, "  HELD: %u complete checkpoints after %"
+					      PRIu64 " wait for the devices: %s\n", b->nheld,
+					      b->committed, b->hold_why);
 		if (n < len && (gs.refused_busy || gs.failed || gs.timed_out))
 			n += (size_t)snprintf(buf + n, len - n, "  connections: %" PRIu64 " accepted, %"
 					      PRIu64 " authenticated, %" PRIu64 " refused (busy), %"
@@ -1209,6 +1367,11 @@ int cmd_backup(int argc, char **argv)
 		b->exit_code = (rc == -ENOTSUP || !b->dom.ops->open) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
 		goto out_status;
 	}
+	if ((rc = devices_open(&b->devs, &b->cfg, DEVICE_BACKUP, err, sizeof(err)))) {
+		log_error("cannot protect the guest's devices: %s", err);
+		b->exit_code = rc == -ENOTSUP || rc == -EINVAL ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
+		goto out_dom;
+	}
 	b->listen_fd = net_listen(&b->cfg.replication, err, sizeof(err));
 	if (b->listen_fd < 0) {
 		log_error("%s", err);
@@ -1249,6 +1412,8 @@ int cmd_backup(int argc, char **argv)
 	if (b->state != B_ACTIVE && b->standby_ready && b->dom.ops->discard)
 		b->dom.ops->discard(&b->dom);
 out_dom:
+	drop_held(b);
+	devices_close(&b->devs);
 	b->dom.ops->close(&b->dom);
 out_status:
 	status_server_stop(b->status);

@@ -82,6 +82,8 @@ static const struct config_key schema[] = {
 	  "memdom: size of the hot set for workload-pattern = hotset." },
 	{ "memdom-netns", CT_STRING, F(memdom_netns), 0, 0, "", NULL, false,
 	  "memdom: network namespace the guest joins (/run/netns/NAME or a path; %r = role)." },
+	{ "memdom-disk", CT_STRING, F(memdom_disk), 0, 0, "", NULL, true,
+	  "memdom: a file standing in for a replicated disk (both daemons of a pair on one host share it; each checkpoint's marker goes in its last 4 KiB)." },
 	{ "memdom-observer", CT_ADDR, F(memdom_observer), 0, 0, "", NULL, true,
 	  "memdom: numeric IP:port the guest sends its sequence-numbered UDP packets to." },
 	{ "memdom-packet-steps", CT_UINT, F(memdom_packet_steps), 1, 1000000000, "1000", NULL, true,

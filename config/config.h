@@ -86,7 +86,8 @@ struct tandem_config {
 	uint64_t workload_rate;
 	int workload_pattern;			/* enum memdom_pattern */
 	uint64_t hotset;
-	char memdom_netns[CONFIG_PATH_MAX];	/* "" = the daemon's namespace */
+	char memdom_netns[CONFIG_PATH_MAX];
+	char memdom_disk[CONFIG_PATH_MAX];	/* "" = none (device/device.h: memdisk) */	/* "" = the daemon's namespace */
 	struct config_addr memdom_observer;	/* host "" = send nothing */
 	uint64_t memdom_packet_steps;
 

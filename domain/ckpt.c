@@ -55,6 +55,7 @@ void ckpt_reset(struct ckpt *c, uint64_t epoch)
 	c->captured_at_ns = 0;
 	c->has_digest = false;
 	c->has_verify = false;
+	c->ndev = 0;
 	c->verify.n = 0;
 	c->verify.has_vcpu = false;
 }

@@ -48,6 +48,12 @@ struct ckpt {
 	struct verify_set verify;
 	bool has_verify;
 
+	/* The devices' verdicts (CKPT_DEVICES; device/device.h), when the
+	 * VM has devices: ndev of them, in table order, for the session. */
+	uint32_t ndev;
+	uint32_t dev_verdict[8];
+	uint8_t dev_session[16];
+
 	/* Timings filled by the engine and drivers (microseconds). */
 	uint64_t t_suspend_us, t_capture_us, t_resume_us;
 	uint64_t captured_at_ns;	/* monotonic time of capture */

@@ -20,6 +20,8 @@ static const char *const points[] = {
 	"primary-exit-after-release", "slow-commit", "suspend-fails", "xen-version-differs",
 	"restore-ends-early", "null-call", "no-xs-resume", "ignore-active",
 	"verify-drop-page",
+	"disk-fenced",
+	"disk-skip-marker",
 };
 
 static struct {

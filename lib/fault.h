@@ -24,7 +24,11 @@
  * first time for the life of the process: the negative control of the
  * fault schedule, tests/test_schedule.c), verify-drop-page (with `verify`
  * on, the primary leaves one dirty page out of the checkpoint: the
- * checkpoint oracle's negative control; test digests stop from then on).
+ * checkpoint oracle's negative control; test digests stop from then on),
+ * disk-fenced (a disk's verdict says fenced for 5 checkpoints from the
+ * one the point fires at, as after a DRBD disconnect: the backup must hold
+ * them), disk-skip-marker (the primary does not write that checkpoint's
+ * marker but says its cut is complete: the backup must not commit it).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

@@ -125,6 +125,22 @@ static int v_ckpt_verify(const uint8_t *p, uint32_t len, const char **why)
 	return 0;
 }
 
+static int v_ckpt_devices(const uint8_t *p, uint32_t len, const char **why)
+{
+	uint32_t count = get_be32(p + 8);
+
+	if (get_be32(p + 12) != 0)
+		FAIL("ckpt_devices: unknown flags");
+	if (count == 0 || count > WIRE_DEVICES_MAX)
+		FAIL("ckpt_devices: device count out of bounds (1 to 8)");
+	if (len != CKPT_DEVICES_FIXED_LEN + count * 4)
+		FAIL("ckpt_devices: length does not match the device count");
+	for (uint32_t i = 0; i < count; i++)
+		if (get_be32(p + CKPT_DEVICES_FIXED_LEN + 4 * i) & ~7u)
+			FAIL("ckpt_devices: unknown verdict bits");
+	return 0;
+}
+
 static int v_lz4(const uint8_t *p, uint32_t len, const char **why)
 {
 	uint32_t type = get_be32(p), ilen = get_be32(p + 4);
@@ -160,6 +176,8 @@ static const struct rec_desc records[] = {
 	{ REC_CKPT_END, "ckpt_end", CKPT_END_LEN, CKPT_END_LEN, v_ckpt_end },
 	{ REC_CKPT_VERIFY, "ckpt_verify", CKPT_VERIFY_FIXED_LEN,
 	  CKPT_VERIFY_FIXED_LEN + WIRE_VERIFY_MAX_PAGES * 16, v_ckpt_verify },
+	{ REC_CKPT_DEVICES, "ckpt_devices", CKPT_DEVICES_FIXED_LEN + 4,
+	  CKPT_DEVICES_FIXED_LEN + WIRE_DEVICES_MAX * 4, v_ckpt_devices },
 	{ REC_ACK, "ack", ACK_LEN, ACK_LEN, v_fixed },
 	{ REC_HEARTBEAT, "heartbeat", HEARTBEAT_LEN, HEARTBEAT_LEN, v_fixed },
 	{ REC_FAILOVER, "failover", FAILOVER_LEN, FAILOVER_LEN, v_reserved32 },
@@ -277,6 +295,17 @@ uint32_t wire_put_ckpt_end(uint8_t *out, const struct wire_ckpt_end *e)
 	put_be64(out + 16, e->nrecords);
 	memcpy(out + 24, e->digest, WIRE_DIGEST_LEN);
 	return CKPT_END_LEN;
+}
+
+uint32_t wire_put_ckpt_devices(uint8_t *out, const struct wire_ckpt_devices *d)
+{
+	put_be64(out, d->epoch);
+	put_be32(out + 8, d->n);
+	put_be32(out + 12, 0);
+	memcpy(out + 16, d->session, WIRE_SESSION_LEN);
+	for (uint32_t i = 0; i < d->n; i++)
+		put_be32(out + CKPT_DEVICES_FIXED_LEN + 4 * i, d->verdict[i]);
+	return CKPT_DEVICES_FIXED_LEN + 4 * d->n;
 }
 
 uint32_t wire_put_ack(uint8_t *out, const struct wire_ack *a)
@@ -413,6 +442,17 @@ void wire_get_ckpt_end(const uint8_t *p, struct wire_ckpt_end *e)
 	e->npages = get_be64(p + 8);
 	e->nrecords = get_be64(p + 16);
 	memcpy(e->digest, p + 24, WIRE_DIGEST_LEN);
+}
+
+/* After v_ckpt_devices: n is 1..WIRE_DEVICES_MAX. */
+void wire_get_ckpt_devices(const uint8_t *p, struct wire_ckpt_devices *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->epoch = get_be64(p);
+	d->n = get_be32(p + 8);
+	memcpy(d->session, p + 16, WIRE_SESSION_LEN);
+	for (uint32_t i = 0; i < d->n && i < WIRE_DEVICES_MAX; i++)
+		d->verdict[i] = get_be32(p + CKPT_DEVICES_FIXED_LEN + 4 * i);
 }
 
 void wire_get_ack(const uint8_t *p, struct wire_ack *a)

@@ -47,6 +47,7 @@ enum wire_type {
 	REC_CKPT_BLOB = 0x0013,
 	REC_CKPT_END = 0x0014,
 	REC_CKPT_VERIFY = 0x0015,	/* the checkpoint oracle's hashes (domain/verify.h) */
+	REC_CKPT_DEVICES = 0x0016,	/* every device's verdict on the checkpoint (device/device.h) */
 	REC_ACK = 0x0020,
 	REC_HEARTBEAT = 0x0030,
 	REC_FAILOVER = 0x0040,
@@ -68,6 +69,9 @@ enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
 #define CKPT_END_LEN (24 + WIRE_DIGEST_LEN)
 #define CKPT_VERIFY_FIXED_LEN 48		/* epoch u64, count u32, flags u32, vcpu[32] */
 #define WIRE_VERIFY_MAX_PAGES 65536u
+#define CKPT_DEVICES_FIXED_LEN 32		/* epoch u64, count u32, flags u32, session[16] */
+#define WIRE_DEVICES_MAX 8u
+#define WIRE_SESSION_LEN 16
 #define ACK_LEN 16
 #define HEARTBEAT_LEN 24
 #define FAILOVER_LEN 16
@@ -120,6 +124,14 @@ struct wire_ckpt_state {		/* also used for CKPT_BLOB */
 struct wire_ckpt_end {
 	uint64_t epoch, npages, nrecords;
 	uint8_t digest[WIRE_DIGEST_LEN];
+};
+
+/* CKPT_DEVICES: the verdicts (DEV_V_* of device/device.h) in table order. */
+struct wire_ckpt_devices {
+	uint64_t epoch;
+	uint32_t n;
+	uint8_t session[WIRE_SESSION_LEN];
+	uint32_t verdict[WIRE_DEVICES_MAX];
 };
 
 struct wire_ack { uint64_t epoch, commit_us; };
@@ -192,6 +204,7 @@ uint32_t wire_put_hello(uint8_t *out, const struct wire_hello *h);
 uint32_t wire_put_error(uint8_t *out, uint32_t code, const char *msg);
 uint32_t wire_put_ckpt_begin(uint8_t *out, const struct wire_ckpt_begin *b);
 uint32_t wire_put_ckpt_end(uint8_t *out, const struct wire_ckpt_end *e);
+uint32_t wire_put_ckpt_devices(uint8_t *out, const struct wire_ckpt_devices *d);
 uint32_t wire_put_ack(uint8_t *out, const struct wire_ack *a);
 uint32_t wire_put_heartbeat(uint8_t *out, const struct wire_heartbeat *h);
 uint32_t wire_put_failover(uint8_t *out, const struct wire_failover *f);
@@ -220,6 +233,7 @@ void wire_get_ckpt_begin(const uint8_t *p, struct wire_ckpt_begin *b);
 void wire_get_ckpt_pages(const uint8_t *p, struct wire_ckpt_pages *pg);
 void wire_get_ckpt_state(const uint8_t *p, struct wire_ckpt_state *s);
 void wire_get_ckpt_end(const uint8_t *p, struct wire_ckpt_end *e);
+void wire_get_ckpt_devices(const uint8_t *p, struct wire_ckpt_devices *d);
 void wire_get_ack(const uint8_t *p, struct wire_ack *a);
 void wire_get_heartbeat(const uint8_t *p, struct wire_heartbeat *h);
 void wire_get_failover(const uint8_t *p, struct wire_failover *f);

@@ -29,6 +29,7 @@
 #define LOG_MODULE "primary"
 #include "../buffering/netbuf.h"
 #include "../cli/cmd.h"
+#include "../device/device.h"
 #include "../domain/domain.h"
 #include "../domain/memdom.h"
 #include "../heartbeat/heartbeat.h"
@@ -99,9 +100,12 @@ static int hist_json(const struct hist *h, const char *name, char *buf, size_t l
 struct primary {
 	struct tandem_config cfg;
 	struct domain dom;
+	struct devices devs;		/* the guest's disks (device/device.h) */
 	struct netbuf nb;
 	struct channel *ch;
 	int exit_code;
+	bool devs_bad;			/* the last verdicts were not all ok (logged once) */
+	bool merge_output;		/* the next close_epoch joins the held closed epoch */
 	bool digest_off;		/* verify-drop-page fired: the test digest would only trip */
 	bool notified_ready;		/* systemd heard READY=1 */
 	struct hist pause_hist;		/* suspend to resume, per checkpoint */
@@ -494,6 +498,14 @@ static void unthrottled(struct primary *p, const char *why)
  * fit (too many unacknowledged bytes) the guest is paused until
  * acknowledgements free the room, and its checkpoint is taken then.
  */
+/* The newest checkpoint awaiting an ack has a device's cut incomplete:
+ * the backup holds it (and every later one until a cut is complete). */
+static bool pending_held(const struct primary *p)
+{
+	return p->npending && p->devs.n &&
+	       !devices_all_ok(&p->devs, p->pending[p->npending - 1]->dev_verdict);
+}
+
 static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 {
 	unsigned limit = (unsigned)MIN(p->cfg.epochs_in_flight, (uint64_t)MAX_IN_FLIGHT);
@@ -534,6 +546,21 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 			pending += ckpt_bytes(p->pending[i]);
 		free_bytes = p->cfg.staging_limit > pending ? p->cfg.staging_limit - pending : 0;
 		slots = p->npending < limit;
+		if (pending_held(p)) {
+			/* The backup acks nothing until a checkpoint whose cuts are
+			 * all complete: in-flight limits would only wait forever.
+			 * Go on up to MAX_IN_FLIGHT (output of the held epochs is
+			 * merged, see take_checkpoint); beyond that, once the
+			 * devices are back, start over. */
+			slots = p->npending < MAX_IN_FLIGHT;
+			if (!slots && devices_ready(&p->devs)) {
+				p->restart = true;
+				snprintf(p->restart_why, sizeof(p->restart_why), "%u checkpoints in a "
+					 "row had a device's cut incomplete (the most the backup "
+					 "holds); the devices are back", p->npending);
+				return false;
+			}
+		}
 		fits = est <= free_bytes;
 		if (!fits && !p->npending && slots) {
 			/* nothing in flight and still too big: the guest dirtied
@@ -652,16 +679,54 @@ static void verify_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 	c->has_verify = true;
 }
 
+/*
+ * Say when the devices' verdicts turn bad and when they are good again:
+ * the backup commits no checkpoint whose verdicts are not all ok, so the
+ * output of these epochs stays held until a later one's are.
+ */
+static void note_verdicts(struct primary *p, const struct ckpt *c)
+{
+	bool ok = devices_all_ok(&p->devs, c->dev_verdict);
+	char words[64];
+
+	if (ok && p->devs_bad) {
+		log_warn("checkpoint %" PRIu64 ": every device's cut is complete again: the backup "
+			 "can commit from here", c->epoch);
+		status_event(p->status, "%s primary devices ok checkpoint=%" PRIu64, p->cfg.name,
+			     c->epoch);
+	}
+	if (!ok && !p->devs_bad) {
+		for (unsigned i = 0; i < p->devs.n; i++) {
+			if (c->dev_verdict[i] == DEV_V_OK)
+				continue;
+			log_error("checkpoint %" PRIu64 ": %s: %s%s%s: the backup will not commit it; "
+				  "output stays held until a checkpoint whose cuts are all complete",
+				  c->epoch, p->devs.d[i].name,
+				  device_verdict_str(c->dev_verdict[i], words, sizeof(words)),
+				  p->devs.d[i].error[0] ? ": " : "", p->devs.d[i].error);
+			status_event(p->status, "%s primary device-not-ok checkpoint=%" PRIu64
+				     " device=\"%s\" verdict=\"%s\"", p->cfg.name, c->epoch,
+				     p->devs.d[i].name, words);
+		}
+	}
+	p->devs_bad = !ok;
+}
+
 /* One checkpoint: the guest's pause is suspend..resume. */
 static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 {
 	uint8_t hash[32];
 	char hex[65];
-	uint64_t t0, t1, t2, t3;
+	uint64_t t0, t1 = 0, t2 = 0, t3, t_dev = 0;
 	int rc, r;
 
 	ckpt_reset(c, epoch);
 	fault_kill("before-capture");
+	if ((rc = devices_before_suspend(&p->devs, epoch))) {
+		log_error("checkpoint %" PRIu64 ": a device cannot prepare its cut: %s", epoch,
+			  strerror(-rc));
+		return rc;
+	}
 	t0 = now_ns();
 	rc = fault_hit("suspend-fails") ? -ETIMEDOUT : p->dom.ops->suspend(&p->dom);
 	if (rc == -ESHUTDOWN) {
@@ -674,7 +739,15 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 		log_error("checkpoint %" PRIu64 ": cannot suspend the guest: %s", epoch, strerror(-rc));
 		return rc;
 	}
+	/* The devices' cuts (a disk's marker write) run beside the capture. */
+	if ((rc = devices_while_suspended(&p->devs, epoch))) {
+		log_error("checkpoint %" PRIu64 ": a device cannot start its cut: %s", epoch,
+			  strerror(-rc));
+		goto resume;
+	}
 	pthread_mutex_lock(&p->nb_lock);
+	if (p->merge_output && p->nb.ops->restart)
+		p->nb.ops->restart(&p->nb);
 	rc = p->nb.ops->close_epoch(&p->nb, epoch);
 	pthread_mutex_unlock(&p->nb_lock);
 	t1 = now_ns();
@@ -708,6 +781,17 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 	}
 	t2 = now_ns();
 resume:
+	if (p->devs.n) {
+		/* Wait for every cut before the guest resumes (even after a
+		 * failed capture: no marker may land after the resume). */
+		int d = devices_sync(&p->devs, epoch, c->dev_verdict);
+
+		c->ndev = p->devs.n;
+		memcpy(c->dev_session, p->devs.d[0].session, sizeof(c->dev_session));
+		if (d && !rc)
+			rc = d;
+		t_dev = now_ns();
+	}
 	r = p->dom.ops->resume(&p->dom);
 	t3 = now_ns();
 	if (r) {
@@ -730,8 +814,12 @@ resume:
 	p->epoch_times[p->nepoch_times++ % HZ_WINDOW] = t3;
 	pthread_mutex_unlock(&p->lock);
 	log_debug("checkpoint %" PRIu64 ": %" PRIu64 " pages, pause %.2f ms (suspend %.2f, "
-		  "capture %.2f, resume %.2f)", epoch, c->npages, (double)(t3 - t0) / 1e6,
-		  (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6);
+		  "capture %.2f, devices' cut after capture %.2f, resume %.2f)", epoch, c->npages,
+		  (double)(t3 - t0) / 1e6, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6,
+		  t_dev ? (double)(t_dev - t2) / 1e6 : 0.0,
+		  (double)(t3 - (t_dev ? t_dev : t2)) / 1e6);
+	if (p->devs.n)
+		note_verdicts(p, c);
 	return 0;
 }
 
@@ -817,6 +905,7 @@ static void *ckpt_main(void *arg)
 		}
 		pthread_mutex_unlock(&p->lock);
 		p->progress_start_ns = now_ns();
+		devices_new_session(&p->devs);	/* its markers are this stream's */
 		rc = p->dom.ops->start_protection(&p->dom, &sink);
 		pthread_mutex_lock(&p->lock);
 		if (rc) {
@@ -847,6 +936,11 @@ static void *ckpt_main(void *arg)
 					  "for an ack", p->epoch + 1, (double)late_ns / 1e6);
 			c = take_spare(p);
 			epoch = p->epoch + 1;
+			/* behind a held checkpoint, a backend that holds no more
+			 * closed epochs joins this epoch's output to the held one:
+			 * released one ack later, never earlier */
+			p->merge_output = pending_held(p) &&
+					  p->npending >= p->nb.ops->max_closed_epochs;
 			pthread_mutex_unlock(&p->lock);
 			if (!c) {
 				log_error("out of memory for staging");
@@ -1365,8 +1459,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
 				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
 	} else if (json) {
-		char ph[512], lh[512];
+		char ph[512], lh[512], dj[2048];
 
+		devices_status_json(&p->devs, dj, sizeof(dj));
 		hist_json(&p->pause_hist, "pause_seconds", ph, sizeof(ph));
 		hist_json(&p->latency_hist, "added_latency_seconds", lh, sizeof(lh));
 		snprintf(buf, len,
@@ -1381,7 +1476,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"staging_bytes\":%zu,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
 			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
-			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"paths\":%s}\n",
+			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"devices\":%s,\"paths\":%s}\n",
 			 pstate_names[state], detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
@@ -1393,7 +1488,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
 			 p->progress.pages_done, p->progress.pages_total,
-			 p->link_up ? "true" : "false", hb_decision_name(p->decision), ph, lh,
+			 p->link_up ? "true" : "false", hb_decision_name(p->decision), ph, lh, dj,
 			 paths[0] ? paths : "[]");
 	} else {
 		char zinfo[64] = "";
@@ -1614,6 +1709,11 @@ int cmd_primary(int argc, char **argv)
 			       EXIT_FAILURE_RUNTIME;
 		goto out_status;
 	}
+	if ((rc = devices_open(&p->devs, &p->cfg, DEVICE_PRIMARY, err, sizeof(err)))) {
+		log_error("cannot protect the guest's devices: %s", err);
+		p->exit_code = rc == -ENOTSUP || rc == -EINVAL ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
+		goto out_dom;
+	}
 	/* Output is buffered before the first byte is shipped: never unbuffered. */
 	if ((rc = p->nb.ops->attach(&p->nb, p->cfg.vif))) {
 		p->exit_code = (rc == -ENOTSUP || rc == -ENODEV) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
@@ -1654,6 +1754,7 @@ int cmd_primary(int argc, char **argv)
 out_nb:
 	p->nb.ops->detach(&p->nb);
 out_dom:
+	devices_close(&p->devs);
 	p->dom.ops->close(&p->dom);
 out_status:
 	status_server_stop(p->status);

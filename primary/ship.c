@@ -67,6 +67,17 @@ int ship_ckpt(struct channel *ch, const struct ckpt *c, const uint8_t *digest)
 			return rc;
 		e.nrecords++;
 	}
+	if (c->ndev) {
+		struct wire_ckpt_devices d = { .epoch = c->epoch, .n = c->ndev };
+		uint8_t dbuf[CKPT_DEVICES_FIXED_LEN + WIRE_DEVICES_MAX * 4];
+
+		memcpy(d.session, c->dev_session, sizeof(d.session));
+		memcpy(d.verdict, c->dev_verdict, c->ndev * sizeof(d.verdict[0]));
+		len = wire_put_ckpt_devices(dbuf, &d);
+		if ((rc = channel_send(ch, REC_CKPT_DEVICES, dbuf, len)))
+			return rc;
+		e.nrecords++;
+	}
 	if (digest)
 		memcpy(e.digest, digest, sizeof(e.digest));
 	len = wire_put_ckpt_end(buf, &e);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../cli/cmd.h"
+#include "../disk/marker.h"
 
 #include "daemon.h"
 #include "test.h"
@@ -742,5 +743,168 @@ int test_engine_verify_negative(void)
 		FAILF("the backup names %s, the primary dropped %s", line, want);
 	td_stop(&p);
 	td_stop(&b);
+	return TEST_OK;
+}
+
+/* ---- devices: memdom's disk stand-in (device/device.h, disk/disk.h) --------- */
+
+/* The epochs of d's event lines "PREFIX N", in order (at most max). */
+static int event_epochs(const struct td *d, const char *prefix, uint64_t *out, int max)
+{
+	char line[512];
+	size_t pl = strlen(prefix);
+	int n = 0;
+	FILE *f = fopen(d->events, "r");
+
+	if (!f)
+		return 0;
+	while (n < max && fgets(line, sizeof(line), f))
+		if (!strncmp(line, prefix, pl) && line[pl] == ' ')
+			out[n++] = strtoull(line + pl + 1, NULL, 10);
+	fclose(f);
+	return n;
+}
+
+static const char *memdisk_config(char *path, size_t len)
+{
+	static char extra[700];
+	FILE *f;
+
+	snprintf(path, len, "%s/memdisk.img", test_tmpdir());
+	f = fopen(path, "w");
+	if (!f || ftruncate(fileno(f), 1 << 20))
+		FAILF("cannot make %s", path);
+	fclose(f);
+	snprintf(extra, sizeof(extra), "memory = 1M\nmemdom-disk = %s\n", path);
+	return td_config(VM, extra);
+}
+
+/*
+ * Every checkpoint carries the disk's verdict and the backup commits one
+ * only when the checkpoint's marker is on its side of the disk: the
+ * marker of the last acknowledged checkpoint (or a later one) is there,
+ * and nothing was held.
+ */
+int test_device_memdisk_cut(void)
+{
+	struct td p, b;
+	char path[512], j[8192];
+	const char *cfg = memdisk_config(path, sizeof(path));
+	struct marker_dev md;
+	struct marker m;
+	uint64_t acked;
+
+	start_pair(&p, &b, cfg, NULL, NULL, 30);
+	acked = (uint64_t)status_num("primary", "last_acked_epoch");
+	ASSERT_EQ(marker_dev_open(&md, path), 0);
+	ASSERT_EQ(marker_dev_read(&md, &m), 0);
+	marker_dev_close(&md);
+	ASSERT(m.epoch >= acked);
+	ASSERT(!strcmp(m.vm, VM));
+	snprintf(j, sizeof(j), "%s", td_status(VM, "primary"));
+	ASSERT(strstr(j, "\"devices\":[{\"name\":\"memdisk\",\"kind\":\"memdisk\""));
+	ASSERT(td_num(strstr(j, "\"cuts\""), "cuts") >= 30);
+	ASSERT_EQ(td_num(strstr(j, "\"cut_failures\""), "cut_failures"), 0);
+	ASSERT_EQ(status_num("backup", "held_checkpoints_total"), 0);
+	ASSERT_EQ(td_events(&b, "held", NULL, NULL), 0);
+	td_stop(&p);
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/*
+ * A fenced disk (its peer lost since the last good cut) holds checkpoints:
+ * the backup commits none of them and acks none; the first checkpoint
+ * whose cut is complete again commits them all in order (the standby
+ * equals the primary's guest at it: the test digest).
+ */
+int test_device_fenced_holds(void)
+{
+	struct td p, b;
+	char path[512];
+	const char *cfg = memdisk_config(path, sizeof(path));
+	uint64_t held[64], acks[4096], commits[4096];
+	int nh, na, nc;
+
+	start_pair(&p, &b, cfg, "disk-fenced@10", NULL, 3);
+	if (!WAIT_FOR(td_events(&b, "held", NULL, NULL) >= 5 && td_max_ack(&p) >= 20, 20000))
+		fail_dump(&p, &b, "the fenced checkpoints were not held and then committed");
+	td_stop(&p);
+	td_stop(&b);
+	nh = event_epochs(&b, "held", held, 64);
+	ASSERT_EQ(nh, 5);
+	for (int i = 1; i < nh; i++)
+		ASSERT_EQ(held[i], held[0] + (uint64_t)i);
+	na = event_epochs(&p, "ack", acks, 4096);
+	for (int i = 0; i < na; i++)	/* no held checkpoint was acknowledged */
+		if (acks[i] >= held[0] && acks[i] <= held[nh - 1])
+			FAILF("checkpoint %llu was acknowledged while held",
+			      (unsigned long long)acks[i]);
+	nc = event_epochs(&b, "commit", commits, 4096);
+	for (int i = 1; i < nc; i++)	/* committed in order, none skipped */
+		if (commits[i] != commits[i - 1] + 1)
+			FAILF("commit %llu follows commit %llu", (unsigned long long)commits[i],
+			      (unsigned long long)commits[i - 1]);
+	ASSERT(td_log_has(&b, "is held, not committed: memdisk: the primary's verdict on checkpoint"));
+	ASSERT(td_log_has(&b, "the devices let checkpoint"));
+	ASSERT(td_log_has(&p, "the backup will not commit it"));
+	ASSERT(td_log_has(&p, "every device's cut is complete again"));
+	ASSERT(!td_log_has(&b, "standby differs"));
+	return TEST_OK;
+}
+
+/*
+ * The backup does not take the primary's word: a marker that never
+ * reached the disk (fault point disk-skip-marker: the verdict says ok)
+ * holds its checkpoint until a later marker is there.
+ */
+int test_device_missing_marker_holds(void)
+{
+	struct td p, b;
+	char path[512];
+	const char *cfg = memdisk_config(path, sizeof(path));
+	uint64_t held[8];
+
+	start_pair(&p, &b, cfg, "disk-skip-marker@10", NULL, 3);
+	if (!WAIT_FOR(td_events(&b, "held", NULL, NULL) >= 1 && td_max_ack(&p) >= 15, 20000))
+		fail_dump(&p, &b, "the checkpoint without its marker was not held");
+	td_stop(&p);
+	td_stop(&b);
+	ASSERT_EQ(event_epochs(&b, "held", held, 8), 1);
+	ASSERT(td_log_has(&p, "fault point 'disk-skip-marker' fired"));
+	ASSERT(td_log_has(&b, "marker is not on this side's disk"));
+	return TEST_OK;
+}
+
+/*
+ * Failover while checkpoints are held (the fence flag stays up): the
+ * guest resumes from the last checkpoint every device let commit, never
+ * from a held one, and equals it.
+ */
+int test_device_failover_while_held(void)
+{
+	struct td p, b;
+	char path[512], flag[600];
+	const char *cfg = memdisk_config(path, sizeof(path));
+	uint64_t held[4096], act = 0;
+	FILE *f;
+	int nh;
+
+	start_pair(&p, &b, cfg, NULL, NULL, 10);
+	snprintf(flag, sizeof(flag), "%s.fenced", path);
+	ASSERT((f = fopen(flag, "w")) != NULL);
+	fclose(f);
+	if (!WAIT_FOR(td_events(&b, "held", NULL, NULL) >= 5, 20000))
+		fail_dump(&p, &b, "the fenced checkpoints were not held");
+	td_kill(&p, SIGKILL);
+	check_failover(&p, &b);		/* the guest equals its checkpoint */
+	nh = event_epochs(&b, "held", held, 4096);
+	ASSERT(nh >= 5);
+	ASSERT_EQ(td_events(&b, "activated", &act, NULL), 1);
+	ASSERT(act < held[0]);
+	ASSERT(td_log_has(&b, "checkpoints held for the devices"));
+	ASSERT(td_log_has(&b, "are discarded: the guest resumes from checkpoint"));
+	td_stop(&b);
+	unlink(flag);
 	return TEST_OK;
 }

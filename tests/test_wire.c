@@ -214,6 +214,30 @@ int test_wire_validators_reject(void)
 	len = wire_put_error(buf, 1, "abc");
 	put_be32(buf + 4, 300);
 	ASSERT_EQ(validate(REC_ERROR, len, &why), -EBADMSG);
+	/* devices: a round trip, then count, bits and length that lie */
+	{
+		struct wire_ckpt_devices d = { .epoch = 9, .n = 2, .verdict = { 1, 2 } }, g;
+
+		memset(d.session, 0x5a, sizeof(d.session));
+		len = wire_put_ckpt_devices(buf, &d);
+		ASSERT_EQ(len, CKPT_DEVICES_FIXED_LEN + 8);
+		ASSERT_EQ(validate(REC_CKPT_DEVICES, len, &why), 0);
+		wire_get_ckpt_devices(buf, &g);
+		ASSERT_EQ(g.epoch, 9);
+		ASSERT_EQ(g.n, 2);
+		ASSERT_EQ(g.verdict[1], 2);
+		ASSERT(!memcmp(g.session, d.session, sizeof(d.session)));
+		ASSERT_EQ(validate(REC_CKPT_DEVICES, len - 4, &why), -EBADMSG);
+		put_be32(buf + CKPT_DEVICES_FIXED_LEN, 8);	/* an unknown verdict bit */
+		ASSERT_EQ(validate(REC_CKPT_DEVICES, len, &why), -EBADMSG);
+		ASSERT_STR_CONTAINS(why, "verdict");
+		put_be32(buf + 8, 0);
+		ASSERT_EQ(validate(REC_CKPT_DEVICES, len, &why), -EBADMSG);
+		put_be32(buf + 8, 9);
+		ASSERT_EQ(validate(REC_CKPT_DEVICES, len, &why), -EBADMSG);
+		ASSERT_EQ(wire_check_header(REC_CKPT_DEVICES, CKPT_DEVICES_FIXED_LEN + 36, &why),
+			  -EBADMSG);
+	}
 	/* fixed-size records with the wrong size */
 	ASSERT_EQ(validate(REC_ACK, 15, &why), -EBADMSG);
 	ASSERT_EQ(validate(REC_ACK, 24, &why), -EBADMSG);
