@@ -3,15 +3,18 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../config/config.h"
+#include "../disk/disk.h"
 #include "../disk/drbd.h"
 #include "../heartbeat/policy.h"
 #include "../lib/key.h"
@@ -399,4 +402,66 @@ int cmd_witness(int argc, char **argv)
 	}
 	log_set_role("witness");
 	return hb_witness_serve(argv[1], argv[2]) ? EXIT_FAILURE_RUNTIME : EXIT_OK;
+}
+
+/*
+ * DRBD's fence-peer handler (disk/disk.h): DRBD runs it, with the resource
+ * in DRBD_RESOURCE, when a resource with `fencing resource-and-stonith`
+ * loses its peer, and freezes the resource's I/O until it answers.  It
+ * puts the disk's fence flag up: every checkpoint's verdict then says
+ * fenced, and the backup commits none until the primary saw DRBD whole
+ * again and took the flag down.  Exit 5 ("peer unreachable") lets DRBD
+ * resume I/O with the peer outdated; exit 1 leaves it frozen (DRBD's
+ * answer to a broken handler), which is what tandem wants when it could
+ * not put the flag up: a guest whose disk stalls, not one whose disk
+ * moves on where no checkpoint can follow.
+ */
+int cmd_fence_peer(int argc, char **argv)
+{
+	struct tandem_config cfg;
+	const char *res = getenv("DRBD_RESOURCE"), *peer = getenv("DRBD_PEER_ADDRESS");
+	char err[4096], flag[CONFIG_PATH_MAX + 2 * CONFIG_NAME_MAX + 16], text[256];
+	bool ours = false;
+	int fd;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem fence-peer CONFIG (DRBD runs it, DRBD_RESOURCE set)\n");
+		return 1;
+	}
+	if (config_load(argv[1], &cfg, err, sizeof(err))) {
+		fprintf(stderr, "tandem fence-peer: %s", err);
+		return 1;
+	}
+	if (!res || !*res) {
+		fprintf(stderr, "tandem fence-peer: DRBD_RESOURCE is not set: DRBD runs this as the "
+			"resource's fence-peer handler\n");
+		return 1;
+	}
+	for (unsigned i = 0; i < cfg.disks.n; i++)
+		ours |= strcmp(cfg.disks.d[i].resource, res) == 0;
+	if (!ours) {
+		fprintf(stderr, "tandem fence-peer: DRBD resource '%s' is not one of %s's disks in "
+			"%s: I/O stays frozen; fix the handler's configuration\n", res, cfg.name,
+			argv[1]);
+		return 1;
+	}
+	disk_fence_flag_path(&cfg, res, flag, sizeof(flag));
+	fd = open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "tandem fence-peer: cannot put up the fence flag %s: %s; DRBD's I/O "
+			"stays frozen\n", flag, strerror(errno));
+		return 1;
+	}
+	snprintf(text, sizeof(text), "fenced at %lld, peer %s\n", (long long)time(NULL),
+		 peer && *peer ? peer : "unknown");
+	if (write_full(fd, text, strlen(text)) || fsync(fd)) {
+		fprintf(stderr, "tandem fence-peer: cannot write the fence flag %s: %s; DRBD's I/O "
+			"stays frozen\n", flag, strerror(errno));
+		close(fd);
+		return 1;
+	}
+	close(fd);
+	fprintf(stderr, "tandem fence-peer: %s: DRBD resource %s lost its peer: fence flag up "
+		"(%s); no checkpoint commits until DRBD is whole again\n", cfg.name, res, flag);
+	return 5;
 }

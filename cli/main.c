@@ -72,6 +72,12 @@ static const struct builtin builtins[] = {
 	{ "check-config", cmd_check_config, "check-config CONFIG",
 	  "Validate CONFIG and print the effective configuration, defaults\n"
 	  "included.  Exit status 2 when it has errors." },
+	{ "fence-peer", cmd_fence_peer, "fence-peer CONFIG",
+	  "DRBD's fence-peer handler for the disks of the VM in CONFIG (drbd.conf:\n"
+	  "handlers { fence-peer \"tandem fence-peer CONFIG\"; }).  Puts the\n"
+	  "disk's fence flag up, so that no checkpoint commits until DRBD is\n"
+	  "whole again, and exits 5 (peer unreachable) so that DRBD resumes I/O;\n"
+	  "exits 1, leaving DRBD's I/O frozen, when it cannot." },
 	{ "keygen", cmd_keygen, "keygen FILE",
 	  "Write a new random shared key to FILE (mode 0600; never overwrites).\n"
 	  "Copy the same file to both hosts." },

@@ -63,6 +63,29 @@ static struct disk_dev *priv(struct device *dv)
 
 /* ---- primary: the cut ------------------------------------------------------- */
 
+/*
+ * While the fence flag is up, look once a second whether DRBD is whole
+ * again (Connected, UpToDate/UpToDate: the resync is over); then take the
+ * flag down, so that the next checkpoint's marker, written after the
+ * resync, is the fresh cut the backup may commit at.  Runs on the cut
+ * thread between cuts.
+ */
+static void clear_fence(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	char msg[512];
+	int r;
+
+	if (!k->fence_flag[0] || access(k->fence_flag, F_OK))
+		return;
+	r = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg));
+	if (r == 1 && unlink(k->fence_flag) == 0)
+		log_warn("%s: DRBD is connected and both disks are UpToDate again (%s): the fence "
+			 "flag is down; the next checkpoint's marker is the fresh cut", dv->name, msg);
+	else if (r < 0)
+		log_debug("%s: fence flag up; %s", dv->name, msg);
+}
+
 static void *cut_main(void *arg)
 {
 	struct device *dv = arg;
@@ -70,8 +93,14 @@ static void *cut_main(void *arg)
 
 	pthread_mutex_lock(&k->lock);
 	for (;;) {
-		while (!k->want && !k->stop)
-			pthread_cond_wait(&k->cond, &k->lock);
+		while (!k->want && !k->stop) {
+			cond_wait_ns(&k->cond, &k->lock, 1000000000ull);
+			if (!k->want && !k->stop && !k->memdisk) {
+				pthread_mutex_unlock(&k->lock);
+				clear_fence(dv);
+				pthread_mutex_lock(&k->lock);
+			}
+		}
 		if (k->stop)
 			break;
 		uint64_t epoch = k->want;
@@ -291,8 +320,7 @@ static int drbd_test(struct device *dv, enum device_role role)
 		return -EINVAL;
 	}
 	snprintf(k->target, sizeof(k->target), "%s", info.device);
-	snprintf(k->fence_flag, sizeof(k->fence_flag), "%s/%s.%s.fenced", dv->cfg->run_dir,
-		 dv->cfg->name, k->resource);
+	disk_fence_flag_path(dv->cfg, k->resource, k->fence_flag, sizeof(k->fence_flag));
 	int rc = open_target(dv);
 
 	return rc ? rc : start_worker(dv);
@@ -367,6 +395,12 @@ static int init_common(struct device *dv, const struct device_ops *ops)
 	dv->ops = ops;
 	dv->priv = k;
 	return 0;
+}
+
+void disk_fence_flag_path(const struct tandem_config *cfg, const char *res, char *out,
+			  size_t len)
+{
+	snprintf(out, len, "%s/%s.%s.fenced", cfg->run_dir, cfg->name, res);
 }
 
 int disk_device_init(struct device *dv, const struct config_disk *disk)

@@ -25,6 +25,12 @@
 /* Set dv up as a DRBD disk (its ops, name, private state).  0 or -errno. */
 int disk_device_init(struct device *dv, const struct config_disk *disk);
 
+/* The fence flag of resource res: RUN_DIR/NAME.RES.fenced.  tandem's
+ * fence-peer handler (`tandem fence-peer CONFIG`) puts it up when DRBD
+ * loses its peer; the primary takes it down once DRBD is whole again. */
+void disk_fence_flag_path(const struct tandem_config *cfg, const char *res, char *out,
+			  size_t len);
+
 /* Set dv up as memdom's disk stand-in on file `path`.  0 or -errno. */
 int memdisk_device_init(struct device *dv, const char *path);
 

@@ -280,7 +280,11 @@ int drbd_check_dump(const char *dump, const char *res, const char *host,
 	if (!v)
 		add(&r, true, "no fence-peer handler: with fencing on, a disconnect must mark this "
 		    "resource so that tandem commits no checkpoint across it; set handlers { "
-		    "fence-peer ...; }");
+		    "fence-peer \"tandem fence-peer CONFIG\"; }");
+	else if (!strstr(v, "tandem fence-peer"))
+		add(&r, false, "fence-peer %s is not tandem's (tandem fence-peer CONFIG): a "
+		    "disconnect does not put tandem's fence flag up, so a checkpoint could commit "
+		    "while a resync is still bringing older writes to the backup", v);
 
 	if (!find(p, "net", "csums-alg"))
 		add(&r, false, "no csums-alg: re-protection after a failover resyncs the whole disk "
@@ -359,30 +363,32 @@ static void first_error(const char *err, char *out, size_t len)
 	out[n] = '\0';
 }
 
-int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_info *info,
-			char *msg, size_t msglen)
+/*
+ * Run `drbdadm -c conf VERB res` and collect what it prints (up to cap - 1
+ * bytes).  Returns 0, or -1 with why in msg.
+ */
+static int run_drbdadm(const char *conf, const char *verb, const char *res, char *text,
+		       size_t cap, char *msg, size_t msglen)
 {
 	int out[2] = { -1, -1 }, err[2] = { -1, -1 }, status = 0, rc;
-	char *dump = malloc(DUMP_MAX), errtext[4096] = "", why[1024];
-	struct utsname u;
+	char errtext[4096] = "", why[1024];
 	pid_t pid;
 
-	if (!dump || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
+	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
 		snprintf(msg, msglen, "cannot run drbdadm: %s", strerror(errno));
-		free(dump);
 		return -1;
 	}
 	pid = fork();
 	if (pid == 0) {
 		dup2(out[1], 1);
 		dup2(err[1], 2);
-		execlp("drbdadm", "drbdadm", "-c", conf, "dump", res, (char *)NULL);
+		execlp("drbdadm", "drbdadm", "-c", conf, verb, res, (char *)NULL);
 		dprintf(2, "exec: %s\n", strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
 	close(out[1]);
 	close(err[1]);
-	rc = pid < 0 ? -errno : collect(out[0], err[0], dump, DUMP_MAX, errtext, sizeof(errtext));
+	rc = pid < 0 ? -errno : collect(out[0], err[0], text, cap, errtext, sizeof(errtext));
 	close(out[0]);
 	close(err[0]);
 	if (pid > 0) {
@@ -396,9 +402,27 @@ int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_
 				 "drbd-utils) to protect disks");
 		else {
 			first_error(errtext, why, sizeof(why));
-			snprintf(msg, msglen, "drbdadm cannot read DRBD resource '%s' from %s: %s", res,
-				 conf, rc ? strerror(-rc) : why[0] ? why : "it failed");
+			snprintf(msg, msglen, "drbdadm cannot %s DRBD resource '%s' from %s: %s",
+				 strcmp(verb, "dump") ? "read the state of" : "read", res, conf,
+				 rc ? strerror(-rc) : why[0] ? why : "it failed");
 		}
+		return -1;
+	}
+	return 0;
+}
+
+int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_info *info,
+			char *msg, size_t msglen)
+{
+	char *dump = malloc(DUMP_MAX);
+	struct utsname u;
+	int rc;
+
+	if (!dump) {
+		snprintf(msg, msglen, "cannot run drbdadm: %s", strerror(ENOMEM));
+		return -1;
+	}
+	if (run_drbdadm(conf, "dump", res, dump, DUMP_MAX, msg, msglen)) {
 		free(dump);
 		return -1;
 	}
@@ -407,4 +431,26 @@ int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_
 	rc = drbd_check_dump(dump, res, u.nodename, info, msg, msglen);
 	free(dump);
 	return rc;
+}
+
+bool drbd_state_healthy(const char *cstate, const char *dstate)
+{
+	char c[64] = "", d[64] = "";
+
+	sscanf(cstate, "%63s", c);
+	sscanf(dstate, "%63s", d);
+	return !strcmp(c, "Connected") && !strcmp(d, "UpToDate/UpToDate");
+}
+
+int drbd_healthy(const char *conf, const char *res, char *msg, size_t msglen)
+{
+	char cstate[256], dstate[256];
+
+	if (run_drbdadm(conf, "cstate", res, cstate, sizeof(cstate), msg, msglen) ||
+	    run_drbdadm(conf, "dstate", res, dstate, sizeof(dstate), msg, msglen))
+		return -1;
+	cstate[strcspn(cstate, "\n")] = '\0';
+	dstate[strcspn(dstate, "\n")] = '\0';
+	snprintf(msg, msglen, "connection %s, disks %s", cstate, dstate);
+	return drbd_state_healthy(cstate, dstate);
 }

@@ -13,6 +13,7 @@
 #ifndef TANDEM_DRBD_H
 #define TANDEM_DRBD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define DRBD_DEVICE_MAX 256
@@ -41,5 +42,14 @@ int drbd_check_dump(const char *dump, const char *res, const char *host,
  */
 int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_info *info,
 			char *msg, size_t msglen);
+
+/*
+ * DRBD's replication is whole again: `drbdadm cstate` says Connected and
+ * `drbdadm dstate` says UpToDate/UpToDate (the texts as drbdadm prints
+ * them).  drbd_healthy() asks drbdadm: 1 healthy, 0 not (msg says what it
+ * saw), -1 drbdadm failed (msg says why).
+ */
+bool drbd_state_healthy(const char *cstate, const char *dstate);
+int drbd_healthy(const char *conf, const char *res, char *msg, size_t msglen);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -63,7 +64,7 @@ static const char *dump_with(const char *net, const char *disk, const char *hand
 }
 
 #define GOOD_NET "        protocol C;\n        fencing resource-and-stonith;\n        csums-alg sha1;\n"
-#define GOOD_HANDLERS "    handlers {\n        fence-peer \"/usr/lib/tandem/fence-peer\";\n    }\n"
+#define GOOD_HANDLERS "    handlers {\n        fence-peer \"/usr/sbin/tandem fence-peer /etc/tandem/vm.cfg\";\n    }\n"
 
 int test_disk_drbd_refusals(void)
 {
@@ -91,7 +92,7 @@ int test_disk_drbd_refusals(void)
 	ASSERT(!strcmp(info.device, "/dev/drbd4"));
 	ASSERT_EQ(info.protocol, 'C');
 	ASSERT(!strcmp(info.fencing, "resource-and-stonith"));
-	ASSERT(!strcmp(info.fence_peer, "/usr/lib/tandem/fence-peer"));
+	ASSERT(!strcmp(info.fence_peer, "/usr/sbin/tandem fence-peer /etc/tandem/vm.cfg"));
 	ASSERT_EQ(info.warnings, 0);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		int r = drbd_check_dump(dump_with(cases[i].net, cases[i].disk, cases[i].handlers), "r0",
@@ -106,7 +107,8 @@ int test_disk_drbd_refusals(void)
 				  " handlers { fence-peer /x; }\n}\n", "r0", "a", &info, msg,
 				  sizeof(msg)), 0);
 	ASSERT(!strcmp(info.device, "/dev/drbd3"));
-	ASSERT_EQ(info.warnings, 2);		/* resource-only fencing, no csums-alg */
+	ASSERT_EQ(info.warnings, 3);		/* resource-only, no csums-alg, a handler not tandem's */
+	ASSERT(strstr(msg, "warning: fence-peer /x is not tandem's"));
 	ASSERT(strstr(msg, "warning: fencing resource-only") && strstr(msg, "warning: no csums-alg"));
 	/* not this host's resource; not a dump at all */
 	ASSERT_EQ(drbd_check_dump(dump_with(GOOD_NET, "", GOOD_HANDLERS), "r0", "elsewhere", &info,
@@ -136,7 +138,7 @@ int test_disk_check_config(void)
 	snprintf(conf, sizeof(conf),
 		 "resource good {\n"
 		 "  net { protocol C; fencing resource-and-stonith; csums-alg sha1; }\n"
-		 "  handlers { fence-peer \"/usr/lib/tandem/fence-peer\"; }\n"
+		 "  handlers { fence-peer \"/usr/sbin/tandem fence-peer /etc/tandem/vm.cfg\"; }\n"
 		 "  on %s { device /dev/drbd7; disk /dev/vg/g; address 10.9.0.1:7789; meta-disk internal; }\n"
 		 "  on peer-of-%s { device /dev/drbd7; disk /dev/vg/g; address 10.9.0.2:7789; meta-disk internal; }\n"
 		 "}\n"
@@ -221,5 +223,50 @@ int test_disk_marker(void)
 	ASSERT_EQ(truncate(path, MARKER_SIZE), 0);
 	ASSERT_EQ(marker_dev_open(&d, path), -ENOSPC);
 	ASSERT_EQ(marker_dev_open(&d, "/dev/null"), -ENOTBLK);
+	return 0;
+}
+
+/*
+ * tandem's DRBD fence-peer handler: with DRBD_RESOURCE one of the VM's
+ * disks it puts the fence flag up and exits 5 (DRBD resumes I/O, the peer
+ * outdated); anything else exits 1 (DRBD keeps I/O frozen).  And what
+ * takes the flag down: drbdadm's cstate/dstate texts.
+ */
+int test_disk_fence_peer(void)
+{
+	char text[1024], cfg[512], flag[600], out[4096];
+	struct stat st;
+
+	snprintf(text, sizeof(text), "name = vm\nreplication = 127.0.0.1:7000\nkey-file = %s/k\n"
+		 "run-dir = %s\ndisks = r0:/dev/mapper/tdm-vm-guest\n", test_tmpdir(),
+		 test_tmpdir());
+	snprintf(cfg, sizeof(cfg), "%s", test_write_file("f.cfg", text));
+	snprintf(flag, sizeof(flag), "%s/vm.r0.fenced", test_tmpdir());
+	ASSERT_EQ(test_capture(out, sizeof(out), "DRBD_RESOURCE=r0 DRBD_PEER_ADDRESS=10.0.0.2 %s "
+			       "fence-peer %s 2>&1", test_tandem_bin(), cfg), 5);
+	ASSERT_STR_CONTAINS(out, "fence flag up");
+	ASSERT_EQ(stat(flag, &st), 0);
+	ASSERT_EQ(st.st_mode & 077, 0);
+	ASSERT_EQ(unlink(flag), 0);
+	ASSERT_EQ(test_capture(out, sizeof(out), "DRBD_RESOURCE=r9 %s fence-peer %s 2>&1",
+			       test_tandem_bin(), cfg), 1);
+	ASSERT_STR_CONTAINS(out, "is not one of vm's disks");
+	ASSERT_EQ(test_capture(out, sizeof(out), "env -u DRBD_RESOURCE %s fence-peer %s 2>&1",
+			       test_tandem_bin(), cfg), 1);
+	ASSERT_STR_CONTAINS(out, "DRBD_RESOURCE is not set");
+	ASSERT(stat(flag, &st) != 0);
+	/* a flag it cannot write: I/O stays frozen */
+	snprintf(text, sizeof(text), "name = vm\nreplication = 127.0.0.1:7000\nkey-file = %s/k\n"
+		 "run-dir = %s/no/such/dir\ndisks = r0:/dev/x\n", test_tmpdir(), test_tmpdir());
+	snprintf(cfg, sizeof(cfg), "%s", test_write_file("g.cfg", text));
+	ASSERT_EQ(test_capture(out, sizeof(out), "DRBD_RESOURCE=r0 %s fence-peer %s 2>&1",
+			       test_tandem_bin(), cfg), 1);
+	ASSERT_STR_CONTAINS(out, "stays frozen");
+
+	ASSERT(drbd_state_healthy("Connected\n", "UpToDate/UpToDate\n"));
+	ASSERT(!drbd_state_healthy("SyncSource\n", "UpToDate/Inconsistent\n"));
+	ASSERT(!drbd_state_healthy("WFConnection\n", "UpToDate/DUnknown\n"));
+	ASSERT(!drbd_state_healthy("Connected\n", "UpToDate/Outdated\n"));
+	ASSERT(!drbd_state_healthy("", ""));
 	return 0;
 }
