@@ -62,6 +62,8 @@ static const struct config_key schema[] = {
 	  "Checkpoints captured but not yet acknowledged before the epoch stretches." },
 	{ "staging-limit", CT_SIZE, F(staging_limit), 1 * MB, 64 * GB, "1G", NULL, false,
 	  "Memory for checkpoints captured but not yet acknowledged." },
+	{ "latency-budget", CT_DURATION, F(latency_budget_ms), 0, 600000, "0", NULL, false,
+	  "Added output latency to hold: slow the guest when its checkpoints wait for the link longer (0 = off)." },
 	{ "verify", CT_SIZE, F(verify), 0, 256 * MB, "0", NULL, false,
 	  "Diagnostic: guest memory the checkpoint oracle compares per checkpoint, in rotation (0 = off)." },
 	{ "netbuf", CT_ENUM, F(netbuf), 0, 0, "plug", netbuf_names, false,
@@ -645,6 +647,11 @@ static int parse_layers(const char *file, const char *text, size_t len,
 		err_add(&e, "%s: key 'heartbeat-interval': %llums must be at most half of timeout (%llums)",
 			file, (unsigned long long)cfg->heartbeat_interval_ms,
 			(unsigned long long)cfg->timeout_ms);
+	if (!e.count && cfg->latency_budget_ms && cfg->latency_budget_ms < 2 * cfg->interval_ms)
+		err_add(&e, "%s: key 'latency-budget': %llums must be at least two intervals (%llums): "
+			"output waits one interval in its epoch and then for the checkpoint's ack",
+			file, (unsigned long long)cfg->latency_budget_ms,
+			(unsigned long long)(2 * cfg->interval_ms));
 	if (!e.count && cfg->on_peer_loss == PEER_LOSS_FENCE && !cfg->fence_command[0])
 		err_add(&e, "%s: key 'fence-command' is required when on-peer-loss = fence "
 			"(the command that fences the peer's host; exit status 0 = fenced)", file);

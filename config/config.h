@@ -76,6 +76,7 @@ struct tandem_config {
 	uint64_t epochs_in_flight;
 	uint64_t staging_limit;
 	uint64_t verify;			/* bytes per checkpoint, 0 = off */
+	uint64_t latency_budget_ms;		/* added output latency to hold, 0 = off */
 
 	int netbuf;				/* enum netbuf_kind */
 	char vif[CONFIG_NAME_MAX + 1];

@@ -57,6 +57,7 @@ struct ckpt {
 	/* Timings filled by the engine and drivers (microseconds). */
 	uint64_t t_suspend_us, t_capture_us, t_resume_us;
 	uint64_t captured_at_ns;	/* monotonic time of capture */
+	uint64_t epoch_start_ns;	/* primary: the previous checkpoint's resume (0 = none) */
 };
 
 /* Allocate an empty checkpoint with room for `pages` pages (grows as needed). */

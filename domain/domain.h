@@ -23,8 +23,8 @@
  * what went wrong in an operator's words.
  *
  * Members that may be NULL: stop_protection, halt, discard, probe,
- * guest_hash, verify_capture, verify_standby, dirty_pages, throttle and
- * describe.  All others are required for the role that uses them.
+ * guest_hash, verify_capture, verify_standby, dirty_pages, throttle,
+ * set_speed and describe.  All others are required for the role that uses them.
  */
 #ifndef TANDEM_DOMAIN_H
 #define TANDEM_DOMAIN_H
@@ -90,6 +90,12 @@ struct domain_ops {
 	 * to run again by resume() after the next capture (suspend() copes
 	 * with a paused guest).  May be NULL. */
 	int (*throttle)(struct domain *d, bool pause);
+	/* The added-latency budget (config latency-budget): let the guest use
+	 * pct percent (1..100) of the CPU it would use, 100 = no limit, as
+	 * Xen's scheduler cap does; it keeps running, only slower.  The
+	 * driver restores the guest's own setting at stop_protection and
+	 * close.  May be NULL. */
+	int (*set_speed)(struct domain *d, unsigned pct);
 	/* Turn dirty tracking off; leave the guest running.  May be NULL. */
 	void (*stop_protection)(struct domain *d);
 	/* The backup took over (this primary is superseded): after

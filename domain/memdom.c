@@ -139,7 +139,7 @@ struct guest_shared {
 	uint32_t net_on;		/* send packets; set once protection starts */
 	uint32_t tx_busy;		/* the child is inside a step that sends */
 	uint32_t stop_req;		/* suspend: stop at the end of that step */
-	uint32_t pad3;
+	uint32_t speed;			/* set_speed: percent of its CPU it may use (0 = 100) */
 };
 
 _Static_assert(sizeof(struct guest_shared) <= PAGE_SZ, "shared block fits a page");
@@ -422,14 +422,25 @@ static void guest_loop(const struct guest_args *a, int sock)
 	uint64_t step = sh->regs[cur].step, prng = sh->regs[cur].prng;
 	const uint64_t npages = sh->memory / PAGE_SZ;
 	const uint64_t hot = hot_pages_of(sh->hotset, npages);
-	const uint64_t rate = sh->rate, pattern = sh->pattern;
-	const uint64_t slack = rate / 50 ? rate / 50 : 1;
+	const uint64_t pattern = sh->pattern;
+	uint64_t rate = sh->rate, slack = rate / 50 ? rate / 50 : 1;
 	uint64_t t0 = now_ns(), base_step = step;
+	uint32_t speed_was = 0;
 	int uffd = -1;
 
 	for (;;) {
-		uint64_t batch = GUEST_BATCH;
+		uint64_t batch = GUEST_BATCH, t_batch = now_ns();
+		uint32_t speed = __atomic_load_n(&sh->speed, __ATOMIC_RELAXED);
 
+		if (speed != speed_was && sh->rate) {
+			/* set_speed on a paced guest: speed% of its rate, from now */
+			speed_was = speed;
+			rate = speed ? sh->rate * speed / 100 : sh->rate;
+			rate = rate ? rate : 1;
+			slack = rate / 50 ? rate / 50 : 1;
+			t0 = t_batch;
+			base_step = step;
+		}
 		if (rate) {
 			uint64_t t = now_ns();
 			uint64_t due = base_step + (uint64_t)((unsigned __int128)(t - t0) * rate / 1000000000ull);
@@ -490,6 +501,14 @@ static void guest_loop(const struct guest_args *a, int sock)
 				__atomic_store_n(&sh->stop_at, 0, __ATOMIC_RELAXED);
 				kill(getpid(), SIGSTOP);
 			}
+		}
+		if (speed && speed < 100 && !sh->rate) {
+			/* set_speed: run speed% of the time, as Xen's credit cap
+			 * does to a vCPU: idle (100 - speed) / speed of the batch's
+			 * own time after it */
+			uint64_t idle = (now_ns() - t_batch) * (100 - speed) / speed;
+
+			guest_nap(idle < 20000000ull ? idle : 20000000ull);
 		}
 		guest_command(a, &uffd);
 	}
@@ -1835,6 +1854,17 @@ static int memdom_throttle(struct domain *d, bool pause)
 	return pause ? memdom_suspend(d) : memdom_resume(d);
 }
 
+/* Slow the guest to pct percent of the CPU it would use (100: no limit). */
+static int memdom_set_speed(struct domain *d, unsigned pct)
+{
+	struct memdom *m = d->priv;
+
+	if (!m || !m->sh || pct < 1 || pct > 100)
+		return -EINVAL;
+	__atomic_store_n(&m->sh->speed, pct >= 100 ? 0 : pct, __ATOMIC_RELAXED);
+	return 0;
+}
+
 /* ---- ops: the checkpoint oracle ------------------------------------------------ */
 
 /* Hash v's pages [from, v->n) from the suspended guest child: runs of
@@ -1951,6 +1981,7 @@ const struct domain_ops memdom_ops = {
 	.guest_hash = memdom_guest_hash,
 	.dirty_pages = memdom_dirty_pages,
 	.throttle = memdom_throttle,
+	.set_speed = memdom_set_speed,
 	.verify_capture = memdom_verify_capture,
 	.verify_standby = memdom_verify_standby,
 	.describe = memdom_describe,

@@ -99,6 +99,10 @@ struct xen {
 	bool go_suspend, go_resume, stopping, save_failed;
 	bool suspend_taken;		/* the guest took a request, not yet suspended */
 	bool throttled;			/* paused by throttle(): its next checkpoint would not fit */
+	/* set_speed(): the scheduler cap tandem set, and the guest's own to
+	 * put back (credit2, else credit: both have weight and cap) */
+	bool capped, credit1;
+	uint16_t own_cap, own_weight;
 	char ended[160];		/* how the guest ended under protection ("" while it runs) */
 	int suspend_rc;
 	struct xenstream_cut cut;
@@ -377,12 +381,16 @@ static int check_guest_type(struct xen *x)
 	return -ENOTSUP;
 }
 
+static int xen_set_speed(struct domain *d, unsigned pct);
+
 static void xen_close(struct domain *d)
 {
 	struct xen *x = X(d);
 
 	if (!x)
 		return;
+	if (x->capped)
+		xen_set_speed(d, 100);
 	if (x->probe_logdirty &&
 	    xc_shadow_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0))
 		log_error("cannot turn log-dirty mode off for guest '%s': %s", x->name, strerror(errno));
@@ -920,6 +928,84 @@ static int xen_throttle(struct domain *d, bool pause)
 	return 0;
 }
 
+/*
+ * The added-latency budget's brake: the scheduler's cap for the guest,
+ * pct percent of each of its vCPUs (cap is in percent of one physical
+ * CPU, summed over the domain's vCPUs; 0 = none).  At 100 the guest's own
+ * cap comes back.
+ */
+static int sched_get(struct xen *x, uint16_t *weight, uint16_t *cap)
+{
+	struct xen_domctl_sched_credit2 c2;
+	struct xen_domctl_sched_credit c1;
+
+	if (xc_sched_credit2_domain_get(x->xch, x->domid, &c2) == 0) {
+		x->credit1 = false;
+		*weight = c2.weight;
+		*cap = c2.cap;
+		return 0;
+	}
+	if (xc_sched_credit_domain_get(x->xch, x->domid, &c1) == 0) {
+		x->credit1 = true;
+		*weight = c1.weight;
+		*cap = c1.cap;
+		return 0;
+	}
+	return -(errno ? errno : EIO);
+}
+
+static int sched_set(struct xen *x, uint16_t weight, uint16_t cap)
+{
+	int r;
+
+	if (x->credit1) {
+		struct xen_domctl_sched_credit c1 = { .weight = weight, .cap = cap };
+
+		r = xc_sched_credit_domain_set(x->xch, x->domid, &c1);
+	} else {
+		struct xen_domctl_sched_credit2 c2 = { .weight = weight, .cap = cap };
+
+		r = xc_sched_credit2_domain_set(x->xch, x->domid, &c2);
+	}
+	return r ? -(errno ? errno : EIO) : 0;
+}
+
+static int xen_set_speed(struct domain *d, unsigned pct)
+{
+	struct xen *x = X(d);
+	xc_dominfo_t info;
+	uint16_t cap;
+	int rc;
+
+	if (pct < 1 || pct > 100)
+		return -EINVAL;
+	if (!x->capped) {
+		if (pct >= 100)
+			return 0;
+		if ((rc = sched_get(x, &x->own_weight, &x->own_cap))) {
+			log_error("cannot read guest '%s''s scheduler cap (credit2 or credit "
+				  "scheduler needed): %s", x->name, strerror(-rc));
+			return rc;
+		}
+	}
+	if (pct >= 100) {
+		cap = x->own_cap;
+	} else {
+		if (xc_domain_getinfo(x->xch, x->domid, 1, &info) != 1 || info.domid != x->domid)
+			return -ESRCH;
+		cap = (uint16_t)MIN(65535u, pct * (info.max_vcpu_id + 1));
+		if (x->own_cap && x->own_cap < cap)
+			cap = x->own_cap;	/* never looser than the guest's own */
+	}
+	if ((rc = sched_set(x, x->own_weight, cap))) {
+		log_error("cannot set guest '%s''s scheduler cap to %u%%: %s", x->name, cap,
+			  strerror(-rc));
+		return rc;
+	}
+	x->capped = pct < 100;
+	return 0;
+}
+
 static int xen_suspend(struct domain *d)
 {
 	struct xen *x = X(d);
@@ -1087,6 +1173,8 @@ static void xen_stop_protection(struct domain *d)
 {
 	struct xen *x = X(d);
 
+	if (x && x->capped)
+		xen_set_speed(d, 100);
 	if (!x || !x->save_started)
 		return;
 	pthread_mutex_lock(&x->lock);
@@ -1812,6 +1900,7 @@ const struct domain_ops xen_ops = {
 	.guest_hash = NULL,
 	.dirty_pages = xen_dirty_pages,
 	.throttle = xen_throttle,
+	.set_speed = xen_set_speed,
 	.verify_capture = xen_verify_capture,
 	.verify_standby = xen_verify_standby,
 	.describe = xen_describe,

@@ -106,10 +106,21 @@ struct primary {
 	int exit_code;
 	bool devs_bad;			/* the last verdicts were not all ok (logged once) */
 	bool merge_output;		/* the next close_epoch joins the held closed epoch */
+
+	/* the added-latency budget (config latency-budget): the guest's speed */
+	struct {
+		unsigned pct;			/* 100 = full speed */
+		uint64_t settle_epoch;		/* no change until this checkpoint is acked */
+		uint64_t changes;
+		double last_ms;			/* added latency of the last acked epoch */
+		char cause[240];
+		bool unsupported;
+	} bud;
 	bool digest_off;		/* verify-drop-page fired: the test digest would only trip */
 	bool notified_ready;		/* systemd heard READY=1 */
 	struct hist pause_hist;		/* suspend to resume, per checkpoint */
 	struct hist latency_hist;	/* capture to ack: how long its output was held */
+	uint64_t last_resume_ns;	/* the last checkpoint's resume: its epoch's start */
 
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint, sighup;
@@ -545,7 +556,9 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 		for (unsigned i = 0; i < p->npending; i++)
 			pending += ckpt_bytes(p->pending[i]);
 		free_bytes = p->cfg.staging_limit > pending ? p->cfg.staging_limit - pending : 0;
-		slots = p->npending < limit;
+		/* over the latency budget: one checkpoint shipping, one being
+		 * captured, rather than several waiting for the link */
+		slots = p->npending < (p->bud.pct < 100 ? MIN(limit, 2u) : limit);
 		if (pending_held(p)) {
 			/* The backup acks nothing until a checkpoint whose cuts are
 			 * all complete: in-flight limits would only wait forever.
@@ -807,6 +820,8 @@ resume:
 	c->t_resume_us = (t3 - t2) / 1000;
 	c->captured_at_ns = t3;
 	pthread_mutex_lock(&p->lock);
+	c->epoch_start_ns = p->last_resume_ns;
+	p->last_resume_ns = t3;
 	p->last_pause_us = (t3 - t0) / 1000;
 	hist_add(&p->pause_hist, (double)(t3 - t0) / 1e9);
 	p->last_dirty = c->npages;
@@ -906,6 +921,7 @@ static void *ckpt_main(void *arg)
 		pthread_mutex_unlock(&p->lock);
 		p->progress_start_ns = now_ns();
 		devices_new_session(&p->devs);	/* its markers are this stream's */
+		p->last_resume_ns = 0;
 		rc = p->dom.ops->start_protection(&p->dom, &sink);
 		pthread_mutex_lock(&p->lock);
 		if (rc) {
@@ -1056,8 +1072,85 @@ static void *ship_main(void *arg)
 
 /* ---- the receiving thread ------------------------------------------------ */
 
+/*
+ * The added-latency budget.  The oldest packet of epoch N waits the
+ * epoch's length and then until N's ack: that is N's added latency.  When
+ * it exceeds latency-budget the guest is slowed (the scheduler's cap on
+ * Xen, a duty cycle for memdom) in proportion to the excess, and fewer
+ * checkpoints go in flight, so that fewer of them wait only for the link;
+ * when it falls under half the budget the guest speeds up again, a step
+ * at a time, to full speed.  Each change waits for the ack of a checkpoint
+ * taken after it before the next.  Returns the speed to set, or 0 for no
+ * change.  Lock held.
+ */
+static unsigned budget_step(struct primary *p, uint64_t epoch, double added_ms)
+{
+	double budget = (double)p->cfg.latency_budget_ms;
+	unsigned pct = p->bud.pct, want = pct;
+
+	p->bud.last_ms = added_ms;
+	if (!p->cfg.latency_budget_ms || p->bud.unsupported || epoch < p->bud.settle_epoch)
+		return 0;
+	if (added_ms > budget) {
+		double w = (double)pct * 0.8 * budget / added_ms;
+
+		want = (unsigned)MAX(5.0, MIN(w, (double)pct * 0.9));
+		if (want >= pct && pct > 5)
+			want = pct - 1;
+		snprintf(p->bud.cause, sizeof(p->bud.cause), "checkpoint %" PRIu64 "'s output "
+			 "waited %.0f ms, over the latency-budget of %.0f ms (%.1f MiB of "
+			 "checkpoints await an ack)", epoch, added_ms, budget,
+			 (double)p->staging_bytes / 1048576);
+	} else if (added_ms < budget / 2 && pct < 100) {
+		want = MIN(100u, pct + MAX(5u, pct / 5));
+		snprintf(p->bud.cause, sizeof(p->bud.cause), "checkpoint %" PRIu64 "'s output "
+			 "waited %.0f ms, under half the latency-budget of %.0f ms", epoch, added_ms,
+			 budget);
+	}
+	if (want == pct)
+		return 0;
+	p->bud.settle_epoch = p->epoch + 1;
+	return want;
+}
+
+static void budget_apply(struct primary *p, unsigned want)
+{
+	unsigned was;
+	int rc;
+
+	if (!want)
+		return;
+	if (!p->dom.ops->set_speed) {
+		rc = -ENOTSUP;
+	} else {
+		rc = p->dom.ops->set_speed(&p->dom, want);
+	}
+	pthread_mutex_lock(&p->lock);
+	was = p->bud.pct;
+	if (rc) {
+		p->bud.unsupported = true;
+		pthread_mutex_unlock(&p->lock);
+		log_error("latency-budget: cannot slow the guest (%s): the budget is not held; "
+			  "output waits as long as the link makes it", strerror(-rc));
+		return;
+	}
+	p->bud.pct = want;
+	p->bud.changes++;
+	pthread_mutex_unlock(&p->lock);
+	status_event(p->status, "%s primary speed pct=%u from=%u cause=\"%s\"", p->cfg.name, want,
+		     was, p->bud.cause);
+	testlog("speed %u", want);
+	if (was == 100)
+		log_warn("latency-budget: guest slowed to %u%% of its CPU: %s", want, p->bud.cause);
+	else if (want == 100)
+		log_warn("latency-budget: guest back at full speed: %s", p->bud.cause);
+	else
+		log_info("latency-budget: guest at %u%% (was %u%%): %s", want, was, p->bud.cause);
+}
+
 static void handle_ack(struct primary *p, const struct wire_ack *a)
 {
+	unsigned speed = 0;
 	int rc;
 
 	if (a->epoch == 0)
@@ -1101,6 +1194,15 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	while (p->npending && p->pending[0]->epoch <= a->epoch) {
 		struct ckpt *c = p->pending[0];
 		hist_add(&p->latency_hist, (double)(now_ns() - c->captured_at_ns) / 1e9);
+		if (c->epoch == a->epoch) {
+			/* from the start of its epoch: the previous resume */
+			uint64_t start = c->epoch_start_ns ? c->epoch_start_ns : c->captured_at_ns -
+					 p->cfg.interval_ms * 1000000ull;
+			double added = (double)(now_ns() - start) / 1e6;
+
+			testlog("added %" PRIu64 " %.1f", c->epoch, added);
+			speed = budget_step(p, c->epoch, added);
+		}
 		memmove(p->pending, p->pending + 1, sizeof(p->pending[0]) * --p->npending);
 		recount_staging(p);
 		/* keep its buffers for the next checkpoint while staging holds them */
@@ -1112,6 +1214,7 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	recount_staging(p);
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
+	budget_apply(p, speed);
 }
 
 /* The backup is heard from (records within the timeout): a send that timed
@@ -1459,9 +1562,13 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
 				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
 	} else if (json) {
-		char ph[512], lh[512], dj[2048];
+		char ph[512], lh[512], dj[2048], bj[512];
 
 		devices_status_json(&p->devs, dj, sizeof(dj));
+		snprintf(bj, sizeof(bj), "\"latency_budget\":{\"budget_ms\":%" PRIu64 ",\"speed_pct\":%u,"
+			 "\"changes\":%" PRIu64 ",\"last_added_ms\":%.1f,\"cause\":\"%s\"}",
+			 p->cfg.latency_budget_ms, p->bud.pct, p->bud.changes, p->bud.last_ms,
+			 p->bud.cause);
 		hist_json(&p->pause_hist, "pause_seconds", ph, sizeof(ph));
 		hist_json(&p->latency_hist, "added_latency_seconds", lh, sizeof(lh));
 		snprintf(buf, len,
@@ -1476,7 +1583,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"staging_bytes\":%zu,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
 			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
-			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"devices\":%s,\"paths\":%s}\n",
+			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"devices\":%s,%s,\"paths\":%s}\n",
 			 pstate_names[state], detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
@@ -1488,7 +1595,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
 			 p->progress.pages_done, p->progress.pages_total,
-			 p->link_up ? "true" : "false", hb_decision_name(p->decision), ph, lh, dj,
+			 p->link_up ? "true" : "false", hb_decision_name(p->decision), ph, lh, dj, bj,
 			 paths[0] ? paths : "[]");
 	} else {
 		char zinfo[64] = "";
@@ -1728,6 +1835,7 @@ int cmd_primary(int argc, char **argv)
 	set_state(p, P_CONNECTING, "connecting to the backup");
 	pthread_mutex_unlock(&p->lock);
 	p->ship_next = 1;
+	p->bud.pct = 100;
 	pthread_create(&p->link_thr, NULL, link_main, p);
 	pthread_create(&p->ship_thr, NULL, ship_main, p);
 	pthread_create(&p->ckpt_thr, NULL, ckpt_main, p);

@@ -107,6 +107,7 @@ TEST(failover_connection_flood, 120)
 TEST(failover_silent_drop_handover, 60)
 TEST(failover_guest_bigger_than_staging, 120)
 TEST(failover_dirtier_than_link, 300)
+TEST(budget_holds_latency, 180)
 /* a randomized fault schedule (TANDEM_FAULTS, default 100; TANDEM_SEED) */
 TEST(fault_schedule, 1200)
 /* xen driver pieces that run without Xen */

@@ -74,6 +74,8 @@ int test_config_error_classes(void)
 		{ BASE "vif = \"unterminated\n", "t.cfg:3: key 'vif': unterminated quoted string" },
 		{ BASE "netbuf = none\n", "key 'netbuf': none needs allow-unsafe-no-buffering = yes" },
 		{ BASE "timeout = 100ms\nheartbeat-interval = 80ms\n", "must be at most half of timeout" },
+		{ BASE "latency-budget = 150ms\n", "key 'latency-budget': 150ms must be at least two "
+		  "intervals (200ms)" },
 	};
 	struct tandem_config cfg;
 	char err[2048];
@@ -88,6 +90,11 @@ int test_config_error_classes(void)
 	ASSERT_EQ(parse(BASE "interval = 1ms\ntimeout = x\n", &cfg, err, sizeof(err)), -EINVAL);
 	ASSERT_STR_CONTAINS(err, "t.cfg:3:");
 	ASSERT_STR_CONTAINS(err, "t.cfg:4:");
+	/* the budget: off by default, on at two intervals or more */
+	ASSERT_EQ(parse(BASE, &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(cfg.latency_budget_ms, 0);
+	ASSERT_EQ(parse(BASE "latency-budget = 200ms\n", &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(cfg.latency_budget_ms, 200);
 	/* Unsafe mode needs the explicit override. */
 	ASSERT_EQ(parse(BASE "netbuf = none\nallow-unsafe-no-buffering = yes\n", &cfg, err, sizeof(err)), 0);
 	return TEST_OK;
