@@ -1048,8 +1048,10 @@ static int xen_capture(struct domain *d, struct ckpt *c)
 	rc = take_bytes(x, c, x->cut_len);
 	x->taken_ckpts = want;
 	pthread_mutex_unlock(&x->lock);
-	if (!rc && d->drop_page && xenstream_drop_page(c->blob, &c->blob_len, &d->dropped_pfn) == 0)
-		d->dropped = true;	/* the oracle's negative control */
+	/* the oracle's negative control: one byte of one shipped page altered
+	 * (a dropped page could be one the standby already holds) */
+	if (!rc && d->drop_page && xenstream_alter_page(c->blob, c->blob_len, &d->dropped_pfn) == 0)
+		d->dropped = true;
 	d->drop_page = false;
 	return rc;
 }
@@ -1310,20 +1312,29 @@ static int hash_pfns(struct xen *x, uint32_t domid, const xen_pfn_t *pfns, uint3
 	return 0;
 }
 
+/* Exported by libxenctrl 4.17 (VERS_4.17.0) but declared only in its
+ * private xc_private.h: each gfn in arr becomes its XEN_DOMCTL_PFINFO_*
+ * type (XEN_DOMCTL_getpageframeinfo3, at most 1024 a call). */
+int xc_get_pfn_type_batch(xc_interface *xch, uint32_t dom, unsigned int num, xen_pfn_t *arr);
+
 /*
  * Which pfns the oracle rotates over: every populated pfn up to the
  * guest's highest, less the special pages that libxc's restore rewrites
  * at each checkpoint (xenstore ring, console ring, ioreq pages: see
- * handle_hvm_params in libxc's restore), which would differ by design.
- * Run once per stream, while the guest runs.
+ * handle_hvm_params in libxc's restore), which would differ by design,
+ * and less the frames Xen owns that the guest mapped into its physmap
+ * (shared info, grant-table frames): Xen's getpageframeinfo3 reports a
+ * special page as XTAB (xen/arch/x86/domctl.c), libxc's save ships no
+ * data for it, and the standby's pfn is another Xen page.  Run once per
+ * stream, while the guest runs.
  */
 static int verify_scan(struct domain *d)
 {
 	static const int special[] = { HVM_PARAM_STORE_PFN, HVM_PARAM_CONSOLE_PFN,
 				       HVM_PARAM_IOREQ_PFN, HVM_PARAM_BUFIOREQ_PFN };
 	struct xen *x = X(d);
-	uint64_t skip[4] = { 0 }, t0 = now_ms();
-	xen_pfn_t max = 0, *batch;
+	uint64_t skip[4] = { 0 }, t0 = now_ms(), xen_owned = 0;
+	xen_pfn_t max = 0, *batch, types[VERIFY_MAP_BATCH];
 	int err[VERIFY_MAP_BATCH];
 	uint64_t cap = 0, want = d->cfg->verify / 4096 ? d->cfg->verify / 4096 : 1;
 
@@ -1347,11 +1358,22 @@ static int verify_scan(struct domain *d)
 		if (!m)
 			continue;
 		munmap(m, (size_t)k * 4096);
+		memcpy(types, batch, k * sizeof(*types));
+		for (uint32_t j = 0; j < k; j += 1024)
+			if (xc_get_pfn_type_batch(x->xch, x->domid, MIN(1024u, k - j), types + j))
+				memset(types + j, 0, MIN(1024u, k - j) * sizeof(*types));	/* unknown: keep */
 		for (uint32_t j = 0; j < k; j++) {
 			bool special_page = false;
+			xen_pfn_t type = types[j] & XEN_DOMCTL_PFINFO_LTAB_MASK;
 
 			for (size_t s = 0; s < ARRAY_SIZE(skip); s++)
 				special_page |= skip[s] && skip[s] == batch[j];
+			if (!err[j] && (type == XEN_DOMCTL_PFINFO_XTAB ||
+					type == XEN_DOMCTL_PFINFO_XALLOC ||
+					type == XEN_DOMCTL_PFINFO_BROKEN)) {
+				xen_owned++;
+				continue;
+			}
 			if (err[j] || special_page)
 				continue;
 			if (x->v_space_n == cap) {
@@ -1383,8 +1405,9 @@ static int verify_scan(struct domain *d)
 		x->v_win_cap = (uint32_t)want;
 	}
 	log_info("checkpoint oracle: %" PRIu64 " pages of guest '%s' in rotation (highest pfn "
-		 "%#lx; xenstore, console and ioreq pages left out), %" PRIu64 " a checkpoint; "
-		 "scanned in %" PRIu64 " ms", x->v_space_n, x->name, (unsigned long)max,
+		 "%#lx; xenstore, console and ioreq pages left out, and %" PRIu64 " frames Xen owns "
+		 "(shared info, grant table: no data in libxc's stream)), %" PRIu64 " a checkpoint; "
+		 "scanned in %" PRIu64 " ms", x->v_space_n, x->name, (unsigned long)max, xen_owned,
 		 MIN(want, x->v_space_n), now_ms() - t0);
 	return 0;
 }

@@ -207,6 +207,40 @@ int xenstream_drop_page(uint8_t *s, size_t *len, uint64_t *pfn)
 	return -ENOENT;
 }
 
+int xenstream_alter_page(uint8_t *s, size_t len, uint64_t *pfn)
+{
+	for (size_t off = 0; off + 8 <= len;) {
+		uint32_t t = le32(s + off) & ~0x80000000u, l = le32(s + off + 4);
+		size_t body = off + 8;
+
+		if (l > XS_REC_LENGTH_MAX || off + 8 + ALIGN8((uint64_t)l) > len)
+			return -EBADMSG;
+		if (t == XS_REC_CHECKPOINT || t == XS_REC_END)
+			return -ENOENT;
+		if (t == XS_REC_PAGE_DATA && l >= 8) {
+			uint32_t count = le32(s + body);
+			size_t data = body + 8 + (size_t)count * 8;
+
+			if (8 + (uint64_t)count * 8 > l)
+				return -EBADMSG;
+			for (uint32_t i = 0; i < count; i++) {
+				uint64_t e = le64(s + body + 8 + 8 * (size_t)i);
+				uint32_t type = (uint32_t)(e >> 32) & XS_PFINFO_TYPE_MASK32;
+
+				if (type >= XS_PFINFO_BROKEN)	/* carries no data */
+					continue;
+				if (data + 4096 > body + l)
+					return -EBADMSG;
+				*pfn = e & XS_PFN_MASK;
+				s[data + XENSTREAM_ALTER_AT] ^= 0xff;
+				return 0;
+			}
+		}
+		off += 8 + ALIGN8((size_t)l);
+	}
+	return -ENOENT;
+}
+
 size_t xenstream_barrier(uint8_t out[16])
 {
 	put_le32(out, XS_REC_HVM_PARAMS);

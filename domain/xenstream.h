@@ -96,6 +96,17 @@ int xenstream_vcpu_hash(const uint8_t *ctx, size_t len, size_t tsc_off, uint8_t 
 int xenstream_drop_page(uint8_t *s, size_t *len, uint64_t *pfn);
 
 /*
+ * The negative control tandem uses on Xen: in the first page that carries
+ * data in the first PAGE_DATA record, invert the byte at offset
+ * XENSTREAM_ALTER_AT, so the standby's copy of that pfn differs from the
+ * guest's whether or not the page changed since it was last shipped (a
+ * dropped page that had not changed would leave the standby right).
+ * 0 with *pfn, -ENOENT (no page), -EBADMSG.
+ */
+#define XENSTREAM_ALTER_AT 2048u
+int xenstream_alter_page(uint8_t *s, size_t len, uint64_t *pfn);
+
+/*
  * A record that libxc's restore buffers and later skips (an empty
  * HVM_PARAMS record, which libxc tolerates): written after a checkpoint,
  * once the restore has read it, the checkpoint before it is applied.

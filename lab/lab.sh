@@ -1042,7 +1042,7 @@ verify_at_least() { # n: the backup compared n checkpoints (or we were told to s
   c="$(backup_verify | verify_field checkpoints)"; [ -n "$c" ] && [ "$c" -ge "$1" ]
 }
 # the checkpoint the fault dropped a page from, once the primary logged it
-oracle_dropped() { lab_ssh A "sed -n \"s/.*'verify-drop-page' fired: pfn \\(0x[0-9a-f]*\\) left out of checkpoint \\([0-9]*\\).*/\\1 \\2/p\" /root/primary.log" 2>/dev/null | head -n1; }
+oracle_dropped() { lab_ssh A "sed -n \"s/.*'verify-drop-page' fired: pfn \\(0x[0-9a-f]*\\) [a-z ]* checkpoint \\([0-9]*\\).*/\\1 \\2/p\" /root/primary.log" 2>/dev/null | head -n1; }
 # the backup has verified checkpoint $1 (or a daemon is gone)
 oracle_verified_past() { # epoch
   local e

@@ -23,7 +23,8 @@
  * primary that hears the backup is active does not step down, from the
  * first time for the life of the process: the negative control of the
  * fault schedule, tests/test_schedule.c), verify-drop-page (with `verify`
- * on, the primary leaves one dirty page out of the checkpoint: the
+ * on, the primary spoils one page of the checkpoint, memdom by leaving
+ * it out, xen by inverting one byte of it in libxc's stream: the
  * checkpoint oracle's negative control; test digests stop from then on),
  * disk-fenced (a disk's verdict says fenced for 5 checkpoints from the
  * one the point fires at, as after a DRBD disconnect: the backup must hold

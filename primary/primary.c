@@ -773,9 +773,10 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 	rc = p->dom.ops->capture(&p->dom, c);
 	fault_kill("mid-capture");
 	if (p->dom.dropped) {
-		log_warn("fault point 'verify-drop-page' fired: pfn %#" PRIx64 " left out of "
-			 "checkpoint %" PRIu64 "; the checkpoint oracle must report it",
-			 p->dom.dropped_pfn, epoch);
+		log_warn("fault point 'verify-drop-page' fired: pfn %#" PRIx64 " %s checkpoint %"
+			 PRIu64 "; the checkpoint oracle must report it", p->dom.dropped_pfn,
+			 strcmp(p->dom.ops->name, "xen") ? "left out of" : "with one byte inverted in",
+			 epoch);
 		p->digest_off = true;	/* the standby is wrong on purpose from here */
 	}
 	if (!rc && p->cfg.verify && p->dom.ops->verify_capture)

@@ -272,6 +272,23 @@ int test_xenstream_oracle_pieces(void)
 		ASSERT_EQ(xenstream_feed(&c, t, len), (long)(len - 8));
 		ASSERT_EQ(c.checkpoints, 1);
 	}
+	{	/* the byte-altering control: same page, one byte, same length */
+		uint8_t *u = malloc(n);
+
+		ASSERT(u != NULL);
+		memcpy(u, s, n);
+		pfn = 0;
+		ASSERT_EQ(xenstream_alter_page(u, n, &pfn), 0);
+		ASSERT_EQ(pfn, 0x200);
+		for (size_t i = 0, diff = 0; i < n; i++) {
+			if (u[i] != s[i] && ++diff > 1)
+				FAILF("more than one byte altered (at %zu)", i);
+			if (i == n - 1)
+				ASSERT_EQ(diff, 1);
+		}
+		ASSERT_EQ(xenstream_alter_page(u, 8, &pfn), -EBADMSG);	/* a torn record */
+		free(u);
+	}
 	len = 8;					/* a CHECKPOINT only: nothing to drop */
 	ASSERT_EQ(xenstream_drop_page(t + n - 16 - 4096, &len, &pfn), -ENOENT);
 
