@@ -899,6 +899,92 @@ out:
  * partition) is told so, with the checkpoint it was activated from, and
  * steps down (docs/protocol.md, ERROR code 6).  Then the connection ends.
  */
+/* ---- `tandem probe`'s link measurement --------------------------------------- */
+
+#define PROBE_SERVE_MAX_S 30
+
+struct probe_job {
+	struct backup *b;
+	struct channel *ch;
+	char src[96];
+};
+
+static int probes_running;	/* one at a time (atomic) */
+
+/*
+ * A primary host's `tandem probe` measuring the replication link: an
+ * authenticated connection (CAP_PROBE in its HELLO) that never becomes a
+ * session.  Echo what asks for it; count the bytes; at PROBE_F_DONE answer
+ * how many arrived and over how long.  Bounded: 30 s, then the connection
+ * is closed.
+ */
+static void *probe_main(void *arg)
+{
+	struct probe_job *j = arg;
+	uint64_t bytes = 0, first = 0, last = 0, t0 = now_ns();
+	struct channel_rec rec;
+	bool done = false;
+
+	net_tune(channel_fd(j->ch), 5000);
+	net_send_timeout(channel_fd(j->ch), 5000);
+	channel_set_stall_timeout(j->ch, 5000);
+	while (!done && now_ns() - t0 < PROBE_SERVE_MAX_S * 1000000000ull &&
+	       channel_recv(j->ch, &rec) == 0 && rec.type == REC_PROBE) {
+		uint8_t out[PROBE_FIXED_LEN + 16];
+		uint32_t flags = get_be32(rec.payload + 8);
+		uint64_t t = now_ns();
+
+		if (!first)
+			first = t;
+		last = t;
+		bytes += rec.len;
+		memcpy(out, rec.payload, 8);			/* its seq */
+		memset(out + 8, 0, sizeof(out) - 8);
+		if (flags & PROBE_F_ECHO &&
+		    channel_send(j->ch, REC_PROBE, out, PROBE_FIXED_LEN))
+			break;
+		if (flags & PROBE_F_DONE) {
+			put_be32(out + 8, PROBE_F_RESULT);
+			put_be64(out + PROBE_FIXED_LEN, bytes);
+			put_be64(out + PROBE_FIXED_LEN + 8, (last - first) / 1000);
+			channel_send(j->ch, REC_PROBE, out, sizeof(out));
+			done = true;
+		}
+	}
+	log_info("link probe from %s: %.1f MiB in %.2f s%s", j->src, (double)bytes / 1048576,
+		 (double)(last - first) / 1e9, done ? "" : " (ended early)");
+	channel_free(j->ch);
+	free(j);
+	__atomic_sub_fetch(&probes_running, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static void serve_probe(struct backup *b, struct channel *ch, const char *src)
+{
+	struct probe_job *j;
+	pthread_attr_t at;
+	pthread_t t;
+
+	if (__atomic_add_fetch(&probes_running, 1, __ATOMIC_SEQ_CST) > 1 ||
+	    !(j = calloc(1, sizeof(*j)))) {
+		__atomic_sub_fetch(&probes_running, 1, __ATOMIC_SEQ_CST);
+		log_warn("link probe from %s refused: another one runs", src);
+		channel_free(ch);
+		return;
+	}
+	j->b = b;
+	j->ch = ch;
+	snprintf(j->src, sizeof(j->src), "%s", src);
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &at, probe_main, j)) {
+		__atomic_sub_fetch(&probes_running, 1, __ATOMIC_SEQ_CST);
+		channel_free(ch);
+		free(j);
+	}
+	pthread_attr_destroy(&at);
+}
+
 static void tell_superseded(struct backup *b, struct channel *ch)
 {
 	char msg[WIRE_MSG_MAX];
@@ -931,6 +1017,10 @@ static void on_arrived(void *arg, struct channel *ch, const char *src)
 	struct backup *b = arg;
 	struct channel *old;
 
+	if (channel_peer(ch)->caps & CAP_PROBE) {	/* never a session */
+		serve_probe(b, ch, src);
+		return;
+	}
 	pthread_mutex_lock(&b->lock);
 	if (b->stop) {
 		pthread_mutex_unlock(&b->lock);

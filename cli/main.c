@@ -61,14 +61,20 @@ static const struct builtin builtins[] = {
 	{ "witness", cmd_witness, "witness ADDR:PORT KEYFILE",
 	  "Run a witness for on-peer-loss = witness: a third host that grants\n"
 	  "a backup's activation only when it too has lost the primary." },
-	{ "probe", cmd_probe, "probe [--count N] [--interval DURATION] [--log-dirty] [--log-level LEVEL] CONFIG",
+	{ "probe", cmd_probe, "probe [--count N] [--interval DURATION] [--log-dirty] [--no-link] [--link-time DURATION] [--log-level LEVEL] CONFIG",
 	  "Before protecting the VM named in CONFIG: suspend it and resume it at\n"
 	  "once, N times (default 20), DURATION apart (default: the configured\n"
 	  "interval), copying nothing, and print how long each pause took.  Every\n"
 	  "checkpoint pauses the guest at least this long.  --log-dirty also\n"
-	  "turns dirty tracking on and cleans it each cycle, as protection does\n"
-	  "(Xen only).  Refused while tandem primary protects the VM; SIGINT\n"
-	  "ends it between cycles." },
+	  "turns dirty tracking on and cleans it each cycle, as protection does,\n"
+	  "and counts the pages dirtied per cycle (memdom: estimated).  Then,\n"
+	  "unless --no-link, it measures the replication link through the\n"
+	  "backup (round trip, and bytes per second for --link-time, default 3s,\n"
+	  "authenticated and encrypted as configured) and, with --log-dirty,\n"
+	  "predicts the pause, checkpoint size, added output latency and the\n"
+	  "speed latency-budget would need; tandem status shows the prediction\n"
+	  "beside what protection measures.  Refused while tandem primary\n"
+	  "protects the VM; SIGINT ends it between cycles." },
 	{ "check-config", cmd_check_config, "check-config CONFIG",
 	  "Validate CONFIG and print the effective configuration, defaults\n"
 	  "included.  Exit status 2 when it has errors." },

@@ -122,9 +122,13 @@ struct domain_ops {
 	 * what the guest's own suspend path costs every pause.  With
 	 * log_dirty, dirty tracking is on (from the first call until close)
 	 * and cleaned while suspended, as a checkpoint would, still copying
-	 * nothing (-ENOTSUP where the driver cannot).  Sets both times in
-	 * microseconds; never leaves the guest suspended.  May be NULL. */
-	int (*probe)(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us);
+	 * nothing.  Sets both times in microseconds, and with log_dirty
+	 * *dirty_pages to the pages the guest dirtied since the previous
+	 * call (UINT64_MAX on the first, or where the driver cannot tell;
+	 * memdom estimates it from its write count and pattern); never
+	 * leaves the guest suspended.  May be NULL. */
+	int (*probe)(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us,
+		     uint64_t *dirty_pages);
 
 	/* SHA-256 of the guest's memory and state as the driver sees them now
 	 * (primary: the live guest, call while suspended; backup: the last

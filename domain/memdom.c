@@ -24,6 +24,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -190,6 +191,8 @@ struct memdom {
 	int ack_fd;			/* child's answers to commands */
 	struct spawner sp;
 	bool net;			/* the guest sends packets (memdom-observer) */
+	uint64_t probe_step;		/* `tandem probe --log-dirty`: the step at the last cycle */
+	bool probe_step_set;
 
 	/* Primary: dirty tracking. */
 	int pagemap_fd;
@@ -1389,20 +1392,33 @@ static int memdom_resume(struct domain *d)
 }
 
 /* probe: a suspend and a resume, as a checkpoint's without its capture. */
-static int memdom_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us)
+static int memdom_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us,
+			uint64_t *dirty_pages)
 {
+	struct memdom *m = d->priv;
 	uint64_t t0 = now_ns(), t1;
 	int rc;
 
-	if (log_dirty) {
-		log_error("the memdom driver has no log-dirty probe");
-		return -ENOTSUP;
-	}
+	*dirty_pages = UINT64_MAX;
 	rc = memdom_suspend(d);
 
 	t1 = now_ns();
 	if (rc)
 		return rc;
+	if (log_dirty) {
+		/* no dirty log outside protection: the distinct pages its writes
+		 * since the last cycle touched, expected for its pattern */
+		uint64_t step = m->sh->regs[m->sh->cur & 1].step, w = step - m->probe_step;
+		double n = (double)(m->sh->pattern == PATTERN_HOTSET ?
+				    hot_pages_of(m->sh->hotset, m->npages) : m->npages);
+
+		if (m->probe_step_set)
+			*dirty_pages = m->sh->pattern == PATTERN_SEQUENTIAL ?
+				       (uint64_t)((double)w < n ? (double)w : n) :
+				       (uint64_t)(n * (1.0 - exp(-(double)w / n)));
+		m->probe_step = step;
+		m->probe_step_set = true;
+	}
 	rc = memdom_resume(d);
 	*suspend_us = (t1 - t0) / 1000;
 	*resume_us = (now_ns() - t1) / 1000;

@@ -1256,12 +1256,16 @@ static void leave_running(struct xen *x)
  * once, with log-dirty off and nothing copied: the part of every pause
  * that is the guest's own suspend path (and xenstore's round trip).
  */
-static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us)
+static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us,
+		     uint64_t *dirty_pages)
 {
 	struct xen *x = X(d);
+	xc_shadow_op_stats_t stats = { 0 };
+	bool first = !x->probe_logdirty;
 	uint64_t t0, t1;
 	int rc;
 
+	*dirty_pages = UINT64_MAX;
 	if (log_dirty && !x->probe_logdirty) {
 		if (xc_shadow_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY, NULL, 0)) {
 			rc = -errno;
@@ -1279,8 +1283,10 @@ static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uin
 	}
 	/* As a checkpoint: clean the dirty bitmap while suspended (no copy). */
 	if (log_dirty && xc_logdirty_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_CLEAN, NULL, 0, 0,
-					     NULL) < 0)
+					     &stats) < 0)
 		log_warn("cannot clean the dirty bitmap of guest '%s': %s", x->name, strerror(errno));
+	else if (log_dirty && !first)
+		*dirty_pages = stats.dirty_count;	/* since the last clean: one cycle */
 	if ((rc = resume_guest(x)))
 		return rc;
 	*suspend_us = (t1 - t0) / 1000;

@@ -34,6 +34,7 @@
 
 #define CAP_ENCRYPT 1ull
 #define CAP_LZ4 2ull			/* reads LZ4 records (every peer since they exist) */
+#define CAP_PROBE 4ull			/* a primary's HELLO: `tandem probe` measuring the link */
 
 struct channel;
 

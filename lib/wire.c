@@ -141,6 +141,17 @@ static int v_ckpt_devices(const uint8_t *p, uint32_t len, const char **why)
 	return 0;
 }
 
+static int v_probe(const uint8_t *p, uint32_t len, const char **why)
+{
+	uint32_t flags = get_be32(p + 8);
+
+	if (flags & ~(PROBE_F_ECHO | PROBE_F_DONE | PROBE_F_RESULT) || get_be32(p + 12))
+		FAIL("probe: unknown flags");
+	if ((flags & PROBE_F_RESULT) && len != PROBE_FIXED_LEN + 16)
+		FAIL("probe: a result carries 16 bytes");
+	return 0;
+}
+
 static int v_lz4(const uint8_t *p, uint32_t len, const char **why)
 {
 	uint32_t type = get_be32(p), ilen = get_be32(p + 4);
@@ -183,6 +194,7 @@ static const struct rec_desc records[] = {
 	{ REC_FAILOVER, "failover", FAILOVER_LEN, FAILOVER_LEN, v_reserved32 },
 	{ REC_FENCE, "fence", FENCE_LEN, FENCE_LEN, v_reserved32 },
 	{ REC_STOP, "stop", STOP_LEN, STOP_LEN, v_reserved32 },
+	{ REC_PROBE, "probe", PROBE_FIXED_LEN, PROBE_FIXED_LEN + PROBE_MAX_DATA, v_probe },
 	{ REC_LZ4, "lz4", LZ4_FIXED_LEN + 1, WIRE_MAX_PAYLOAD, v_lz4 },
 };
 

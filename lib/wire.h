@@ -53,6 +53,7 @@ enum wire_type {
 	REC_FAILOVER = 0x0040,
 	REC_FENCE = 0x0041,
 	REC_STOP = 0x0042,
+	REC_PROBE = 0x0060,		/* `tandem probe`'s link measurement (probe session only) */
 	REC_LZ4 = 0x0050,		/* a CKPT_PAGES or CKPT_BLOB, LZ4-compressed */
 };
 
@@ -77,6 +78,11 @@ enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
 #define FAILOVER_LEN 16
 #define FENCE_LEN 16
 #define STOP_LEN 8
+#define PROBE_FIXED_LEN 16		/* seq u64, flags u32, reserved u32 */
+#define PROBE_MAX_DATA (1u << 20)
+#define PROBE_F_ECHO 1u			/* answer at once with the same seq, no data */
+#define PROBE_F_DONE 2u			/* the last one: answer with PROBE_F_RESULT */
+#define PROBE_F_RESULT 4u		/* data: u64 bytes received, u64 first-to-last us */
 #define LZ4_FIXED_LEN 8			/* inner type u32, inner length u32 */
 
 _Static_assert(HELLO_FIXED_LEN == 88, "hello layout");

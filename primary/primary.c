@@ -30,6 +30,7 @@
 #include "../buffering/netbuf.h"
 #include "../cli/cmd.h"
 #include "../device/device.h"
+#include "linkprobe.h"
 #include "../domain/domain.h"
 #include "../domain/memdom.h"
 #include "../heartbeat/heartbeat.h"
@@ -106,6 +107,13 @@ struct primary {
 	int exit_code;
 	bool devs_bad;			/* the last verdicts were not all ok (logged once) */
 	bool merge_output;		/* the next close_epoch joins the held closed epoch */
+
+	/* `tandem probe`'s prediction for this VM (RUN_DIR/NAME.probe), shown
+	 * beside what protection measures */
+	struct probe_prediction pred;
+	double pred_link_Bps, pred_dirty;
+	uint64_t pred_at;
+	bool have_pred;
 
 	/* the added-latency budget (config latency-budget): the guest's speed */
 	struct {
@@ -1563,9 +1571,20 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
 				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
 	} else if (json) {
-		char ph[512], lh[512], dj[2048], bj[512];
+		char ph[512], lh[512], dj[2048], bj[512], pj[400], mj[200];
 
 		devices_status_json(&p->devs, dj, sizeof(dj));
+		if (p->have_pred)
+			snprintf(pj, sizeof(pj), "\"prediction\":{\"at\":%" PRIu64 ",\"pause_ms\":%.1f,"
+				 "\"checkpoint_bytes\":%.0f,\"added_latency_ms\":%.1f,\"speed_pct\":%.0f,"
+				 "\"link_bytes_per_s\":%.0f,\"dirty_pages\":%.0f},", p->pred_at,
+				 p->pred.pause_ms, p->pred.checkpoint_bytes, p->pred.added_latency_ms,
+				 p->pred.speed_pct, p->pred_link_Bps, p->pred_dirty);
+		else
+			pj[0] = '\0';
+		snprintf(mj, sizeof(mj), "\"measured\":{\"pause_ms\":%.1f,\"checkpoint_bytes\":%" PRIu64
+			 ",\"added_latency_ms\":%.1f,\"speed_pct\":%u}", pause_median_ms(p),
+			 p->last_dirty * (CKPT_PAGE_SIZE + 8), p->bud.last_ms, p->bud.pct);
 		snprintf(bj, sizeof(bj), "\"latency_budget\":{\"budget_ms\":%" PRIu64 ",\"speed_pct\":%u,"
 			 "\"changes\":%" PRIu64 ",\"last_added_ms\":%.1f,\"cause\":\"%s\"}",
 			 p->cfg.latency_budget_ms, p->bud.pct, p->bud.changes, p->bud.last_ms,
@@ -1584,7 +1603,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"staging_bytes\":%zu,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
 			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
-			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"devices\":%s,%s,\"paths\":%s}\n",
+			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"devices\":%s,%s,%s%s,\"paths\":%s}\n",
 			 pstate_names[state], detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
@@ -1596,7 +1615,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 netbuf_unsafe(&p->cfg) ? "true" : "false",
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
 			 p->progress.pages_done, p->progress.pages_total,
-			 p->link_up ? "true" : "false", hb_decision_name(p->decision), ph, lh, dj, bj,
+			 p->link_up ? "true" : "false", hb_decision_name(p->decision), ph, lh, dj, bj, pj, mj,
 			 paths[0] ? paths : "[]");
 	} else {
 		char zinfo[64] = "";
@@ -1837,6 +1856,8 @@ int cmd_primary(int argc, char **argv)
 	pthread_mutex_unlock(&p->lock);
 	p->ship_next = 1;
 	p->bud.pct = 100;
+	p->have_pred = probe_prediction_load(&p->cfg, &p->pred, &p->pred_link_Bps, &p->pred_dirty,
+					     &p->pred_at) == 0;
 	pthread_create(&p->link_thr, NULL, link_main, p);
 	pthread_create(&p->ship_thr, NULL, ship_main, p);
 	pthread_create(&p->ckpt_thr, NULL, ckpt_main, p);

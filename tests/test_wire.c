@@ -238,6 +238,16 @@ int test_wire_validators_reject(void)
 		ASSERT_EQ(wire_check_header(REC_CKPT_DEVICES, CKPT_DEVICES_FIXED_LEN + 36, &why),
 			  -EBADMSG);
 	}
+	/* probe: flags known only, a result of exactly 16 bytes */
+	memset(buf, 0, 64);
+	put_be32(buf + 8, PROBE_F_ECHO);
+	ASSERT_EQ(validate(REC_PROBE, PROBE_FIXED_LEN, &why), 0);
+	put_be32(buf + 8, 8);
+	ASSERT_EQ(validate(REC_PROBE, PROBE_FIXED_LEN, &why), -EBADMSG);
+	put_be32(buf + 8, PROBE_F_RESULT);
+	ASSERT_EQ(validate(REC_PROBE, PROBE_FIXED_LEN + 16, &why), 0);
+	ASSERT_EQ(validate(REC_PROBE, PROBE_FIXED_LEN + 8, &why), -EBADMSG);
+	ASSERT_EQ(wire_check_header(REC_PROBE, PROBE_FIXED_LEN + PROBE_MAX_DATA + 1, &why), -EBADMSG);
 	/* fixed-size records with the wrong size */
 	ASSERT_EQ(validate(REC_ACK, 15, &why), -EBADMSG);
 	ASSERT_EQ(validate(REC_ACK, 24, &why), -EBADMSG);
