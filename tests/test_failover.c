@@ -730,7 +730,7 @@ int test_failover_guest_bigger_than_staging(void)
 	printf("  128 MiB guest, staging-limit 32M, 200 Mbit/s: protecting after %.1f s\n",
 	       (double)(test_now_ms() - t0) / 1000.0);
 	acked = num("primary", "last_acked_epoch");
-	ASSERT(WAIT_FOR(num("primary", "last_acked_epoch") > acked + 20, 10000));
+	ASSERT(WAIT_FOR(num("primary", "last_acked_epoch") > acked + 20, 30000));
 	ASSERT(is("primary", "protecting"));
 	ASSERT(!td_log_has(&b, "exceeds staging-limit"));
 	ASSERT(td_log_has(&p, "the initial copy's stop-and-copy paused it"));
