@@ -81,6 +81,7 @@ struct backup {
 	enum bstate state;
 	char detail[200];
 	uint64_t committed;		/* last committed checkpoint (0 = none yet) */
+	uint64_t file_interval_ms;	/* what the file says (`tandem set` may change it) */
 	uint64_t rounds;		/* initial-copy rounds committed */
 	uint64_t bytes_received, last_commit_us;
 	uint64_t last_heard_ns, last_sent_ns, hb_seq, last_notify_ns;
@@ -454,6 +455,22 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		return RX_OK;
 	case REC_STOP:
 		return RX_STOP;
+	case REC_SET: {		/* `tandem set` on the primary: interval */
+		uint64_t v = get_be64(rec->payload + 8), was;
+
+		if (b->rx_open)
+			return bad("a setting inside checkpoint %" PRIu64, c->epoch);
+		pthread_mutex_lock(&b->lock);
+		was = b->cfg.interval_ms;
+		b->cfg.interval_ms = v;
+		pthread_mutex_unlock(&b->lock);
+		if (v != was)
+			log_warn("configuration changed while protecting (by the primary): interval %"
+				 PRIu64 "ms -> %" PRIu64 "ms%s", was, v, v != b->file_interval_ms ?
+				 "; differs from the file now" : "; the file says the same again");
+		status_event(b->status, "%s backup set interval=%" PRIu64 "ms", b->cfg.name, v);
+		return RX_OK;
+	}
 	case REC_CKPT_BEGIN: {
 		struct wire_ckpt_begin w;
 		uint64_t want = expected_guest_pages(b);
@@ -1108,6 +1125,15 @@ static void *net_main(void *arg)
 		channel_set_stall_timeout(ch, b->cfg.timeout_ms);
 		log_info("primary connected from %s (%s)", src,
 			 b->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
+		if (b->cfg.interval_ms != b->file_interval_ms) {
+			/* `tandem set` lasts a session: a primary that runs with
+			 * another value says so (SET) before its next checkpoint */
+			log_info("a new session: interval back to the file's %" PRIu64 "ms until the "
+				 "primary says otherwise", b->file_interval_ms);
+			pthread_mutex_lock(&b->lock);
+			b->cfg.interval_ms = b->file_interval_ms;
+			pthread_mutex_unlock(&b->lock);
+		}
 		pthread_mutex_lock(&b->ch_lock);
 		pthread_mutex_lock(&b->lock);
 		b->ch = ch;
@@ -1413,6 +1439,7 @@ int cmd_backup(int argc, char **argv)
 		return EXIT_FAILURE_RUNTIME;
 	if ((rc = cmd_load_config(argc, argv, "backup", &b->cfg)))
 		return rc;
+	b->file_interval_ms = b->cfg.interval_ms;
 	if (fault_init())
 		return EXIT_USAGE;
 	testlog_init();

@@ -51,6 +51,7 @@ int cmd_status(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_fence_peer(int argc, char **argv);
+int cmd_set(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
 int cmd_witness(int argc, char **argv);
 int cmd_probe(int argc, char **argv);

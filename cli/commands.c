@@ -465,3 +465,43 @@ int cmd_fence_peer(int argc, char **argv)
 		"(%s); no checkpoint commits until DRBD is whole again\n", cfg.name, res, flag);
 	return 5;
 }
+
+/* `tandem set [--run-dir DIR] NAME KEY=VALUE`: change a key on the running
+ * primary (config_set_live); it tells the backup what both must agree on. */
+int cmd_set(int argc, char **argv)
+{
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	char path[512], req[80], reply[1024];
+	FILE *f;
+	size_t n;
+	int rc;
+
+	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
+		run_dir = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc != 3 || !strchr(argv[2], '=') || strchr(argv[2], '\n') ||
+	    strlen(argv[2]) > sizeof(req) - 8) {
+		fprintf(stderr, "usage: tandem set [--run-dir DIR] NAME KEY=VALUE (keys: %s)\n",
+			CONFIG_LIVE_KEYS);
+		return EXIT_USAGE;
+	}
+	snprintf(path, sizeof(path), "%s/%s.primary.sock", run_dir, argv[1]);
+	snprintf(req, sizeof(req), "set %s\n", argv[2]);
+	if (!(f = tmpfile()))
+		return EXIT_FAILURE_RUNTIME;
+	rc = cmd_query_socket(path, req, f);
+	if (rc) {
+		fprintf(stderr, "tandem set: no primary daemon for VM %s answers at %s: %s\n",
+			argv[1], path, strerror(-rc));
+		fclose(f);
+		return EXIT_NO_DAEMON;
+	}
+	rewind(f);
+	n = fread(reply, 1, sizeof(reply) - 1, f);
+	reply[n] = '\0';
+	fclose(f);
+	fputs(reply, strncmp(reply, "ok", 2) ? stderr : stdout);
+	return strncmp(reply, "ok", 2) ? EXIT_FAILURE_RUNTIME : EXIT_OK;
+}

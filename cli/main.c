@@ -58,6 +58,12 @@ static const struct builtin builtins[] = {
 	  "fence.  Refused while the primary is connected or heard on any\n"
 	  "heartbeat path; --force overrides the latter (logged, shown in\n"
 	  "status).  The old primary steps down when it hears of the activation." },
+	{ "set", cmd_set, "set [--run-dir DIR] NAME KEY=VALUE",
+	  "Change KEY on the running primary of VM NAME without a restart or a\n"
+	  "new initial copy: interval (both daemons agree through the protocol),\n"
+	  "epochs-in-flight, latency-budget.  Logged, and shown in status\n"
+	  "(running_config_differs) while it differs from the file, whose\n"
+	  "values a restart uses." },
 	{ "witness", cmd_witness, "witness ADDR:PORT KEYFILE",
 	  "Run a witness for on-peer-loss = witness: a third host that grants\n"
 	  "a backup's activation only when it too has lost the primary." },

@@ -791,6 +791,66 @@ bool config_key_applies(const struct tandem_config *cfg, const struct config_key
 	return cfg->domain == DOMAIN_MEMDOM || strncmp(k->help, "memdom:", 7) != 0;
 }
 
+static const char *const live_keys[] = { "interval", "epochs-in-flight", "latency-budget" };
+
+int config_set_live(struct tandem_config *cfg, const char *key, const char *value, char *err,
+		    size_t errlen)
+{
+	const struct config_key *k = NULL;
+	struct tandem_config tmp = *cfg;
+	bool live = false;
+	char msg[256];
+
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++)
+		if (!strcmp(schema[i].name, key))
+			k = &schema[i];
+	for (size_t i = 0; i < ARRAY_SIZE(live_keys); i++)
+		live |= !strcmp(live_keys[i], key);
+	if (!k) {
+		snprintf(err, errlen, "unknown key '%s' (see docs/configuration.md)", key);
+		return -ENOENT;
+	}
+	if (!live) {
+		snprintf(err, errlen, "'%s' cannot change while protecting (these can: %s); change "
+			 "the file on both hosts and restart", key, CONFIG_LIVE_KEYS);
+		return -EPERM;
+	}
+	if (set_value(&tmp, k, value, msg, sizeof(msg))) {
+		snprintf(err, errlen, "key '%s': %s", key, msg);
+		return -EINVAL;
+	}
+	if (tmp.latency_budget_ms && tmp.latency_budget_ms < 2 * tmp.interval_ms) {
+		snprintf(err, errlen, "latency-budget (%llums) must stay at least two intervals "
+			 "(%llums)", (unsigned long long)tmp.latency_budget_ms,
+			 (unsigned long long)(2 * tmp.interval_ms));
+		return -EINVAL;
+	}
+	*cfg = tmp;
+	return 0;
+}
+
+void config_live_diff(const struct tandem_config *cfg, const struct tandem_config *file,
+		      char *out, size_t len)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
+		char a[128], b[128];
+		bool live = false;
+
+		for (size_t j = 0; j < ARRAY_SIZE(live_keys); j++)
+			live |= !strcmp(live_keys[j], schema[i].name);
+		if (!live)
+			continue;
+		config_format_value(cfg, &schema[i], a, sizeof(a));
+		config_format_value(file, &schema[i], b, sizeof(b));
+		if (strcmp(a, b) && used < len)
+			used += (size_t)snprintf(out + used, len - used, "%s%s=%s (file: %s)",
+						 used ? ", " : "", schema[i].name, a, b);
+	}
+}
+
 void config_print(const struct tandem_config *cfg, FILE *out)
 {
 	char val[CONFIG_VALUE_MAX];

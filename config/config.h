@@ -154,6 +154,21 @@ bool config_key_applies(const struct tandem_config *cfg, const struct config_key
 /* SHA-256 over the keys both peers must agree on (that apply). */
 void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LEN]);
 
+/*
+ * `tandem set`: change key to value on a running daemon's configuration,
+ * validated as in a file.  Only some keys may change while protecting
+ * (CONFIG_LIVE_KEYS).  0; -ENOENT unknown key; -EPERM a key that cannot
+ * change live; -EINVAL a bad value (err says why in all cases).
+ */
+#define CONFIG_LIVE_KEYS "interval, epochs-in-flight, latency-budget"
+int config_set_live(struct tandem_config *cfg, const char *key, const char *value, char *err,
+		    size_t errlen);
+
+/* "KEY=VALUE (file: VALUE)" for each live key whose value in cfg differs
+ * from file's, comma-separated ("" when none). */
+void config_live_diff(const struct tandem_config *cfg, const struct tandem_config *file,
+		      char *out, size_t len);
+
 /* A valid but risky setting, in an operator's words (NULL: none):
  * check-config prints it, the daemons log it at start. */
 const char *config_warning(const struct tandem_config *cfg);

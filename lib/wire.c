@@ -152,6 +152,18 @@ static int v_probe(const uint8_t *p, uint32_t len, const char **why)
 	return 0;
 }
 
+static int v_set(const uint8_t *p, uint32_t len, const char **why)
+{
+	uint64_t v = get_be64(p + 8);
+
+	(void)len;
+	if (get_be32(p) != SET_KEY_INTERVAL || get_be32(p + 4))
+		FAIL("set: unknown key");
+	if (v < 10 || v > 10000)
+		FAIL("set: interval out of bounds (10 to 10000 ms)");
+	return 0;
+}
+
 static int v_lz4(const uint8_t *p, uint32_t len, const char **why)
 {
 	uint32_t type = get_be32(p), ilen = get_be32(p + 4);
@@ -194,6 +206,7 @@ static const struct rec_desc records[] = {
 	{ REC_FAILOVER, "failover", FAILOVER_LEN, FAILOVER_LEN, v_reserved32 },
 	{ REC_FENCE, "fence", FENCE_LEN, FENCE_LEN, v_reserved32 },
 	{ REC_STOP, "stop", STOP_LEN, STOP_LEN, v_reserved32 },
+	{ REC_SET, "set", SET_LEN, SET_LEN, v_set },
 	{ REC_PROBE, "probe", PROBE_FIXED_LEN, PROBE_FIXED_LEN + PROBE_MAX_DATA, v_probe },
 	{ REC_LZ4, "lz4", LZ4_FIXED_LEN + 1, WIRE_MAX_PAYLOAD, v_lz4 },
 };

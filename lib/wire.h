@@ -53,6 +53,7 @@ enum wire_type {
 	REC_FAILOVER = 0x0040,
 	REC_FENCE = 0x0041,
 	REC_STOP = 0x0042,
+	REC_SET = 0x0043,		/* `tandem set`: a key both sides agree on changed */
 	REC_PROBE = 0x0060,		/* `tandem probe`'s link measurement (probe session only) */
 	REC_LZ4 = 0x0050,		/* a CKPT_PAGES or CKPT_BLOB, LZ4-compressed */
 };
@@ -78,6 +79,8 @@ enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
 #define FAILOVER_LEN 16
 #define FENCE_LEN 16
 #define STOP_LEN 8
+#define SET_LEN 16			/* key u32, reserved u32, value u64 */
+#define SET_KEY_INTERVAL 1u		/* value: milliseconds, 10 to 10000 */
 #define PROBE_FIXED_LEN 16		/* seq u64, flags u32, reserved u32 */
 #define PROBE_MAX_DATA (1u << 20)
 #define PROBE_F_ECHO 1u			/* answer at once with the same seq, no data */

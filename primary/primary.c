@@ -108,6 +108,11 @@ struct primary {
 	bool devs_bad;			/* the last verdicts were not all ok (logged once) */
 	bool merge_output;		/* the next close_epoch joins the held closed epoch */
 
+	/* `tandem set`: the file's configuration (what a restart uses), and an
+	 * interval the backup has yet to hear of */
+	struct tandem_config file_cfg;
+	bool set_interval_pending;
+
 	/* `tandem probe`'s prediction for this VM (RUN_DIR/NAME.probe), shown
 	 * beside what protection measures */
 	struct probe_prediction pred;
@@ -1025,6 +1030,25 @@ static void *ship_main(void *arg)
 	while (!p->stop && !p->superseded) {
 		struct channel *ch = p->link_up && !p->shipping ? p->ch : NULL;
 
+		if (ch && p->set_interval_pending) {	/* between two checkpoints */
+			uint8_t buf[SET_LEN];
+
+			put_be32(buf, SET_KEY_INTERVAL);
+			put_be32(buf + 4, 0);
+			put_be64(buf + 8, p->cfg.interval_ms);
+			p->set_interval_pending = false;
+			p->shipping = true;
+			pthread_mutex_unlock(&p->lock);
+			if (channel_send(ch, REC_SET, buf, SET_LEN))
+				log_warn("could not tell the backup the new interval: the link broke; "
+					 "it will refuse this primary's configuration until both "
+					 "agree (tandem set, or the files and a restart)");
+			pthread_mutex_lock(&p->lock);
+			p->shipping = false;
+			pthread_cond_broadcast(&p->cond);
+			continue;
+		}
+
 		if (ch && !p->restart && !p->released && p->npending &&
 		    p->ship_next <= p->pending[p->npending - 1]->epoch &&
 		    p->ship_next >= p->pending[0]->epoch) {
@@ -1355,7 +1379,7 @@ static int connect_once(struct primary *p, struct channel **out, char *err, size
 	int fd, rc;
 
 	memcpy(cp.key, p->key, KEY_LEN);
-	config_digest(&p->cfg, cp.digest);
+	config_digest(&p->file_cfg, cp.digest);	/* the files agree; `tandem set` values follow (SET) */
 	fd = net_connect(&p->cfg.replication, 1000, err, errlen);
 	if (fd < 0)
 		return fd;
@@ -1502,6 +1526,8 @@ static void *link_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		p->ch = ch;
 		p->link_up = true;
+		/* the backup starts each session at its file's interval */
+		p->set_interval_pending = p->cfg.interval_ms != p->file_cfg.interval_ms;
 		p->isolated = false;
 		/* resend what was not acked (of this stream) */
 		p->ship_next = MAX(p->last_acked + 1, p->npending ? p->pending[0]->epoch : 0);
@@ -1535,6 +1561,8 @@ static void *link_main(void *arg)
 
 /* ---- status --------------------------------------------------------------- */
 
+static void live_set(struct primary *p, const char *kv, char *buf, size_t len);
+
 static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
 	bool json = strcmp(request, "json") == 0;
@@ -1545,6 +1573,10 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	enum pstate state;
 	char detail[sizeof(p->detail)];
 
+	if (!strncmp(request, "set ", 4)) {
+		live_set(p, request + 4, buf, len);
+		return;
+	}
 	if (p->dom.ops->describe)
 		p->dom.ops->describe(&p->dom, guest, sizeof(guest));
 	hb_render(p->hb, json, paths, sizeof(paths));
@@ -1571,7 +1603,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
 				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
 	} else if (json) {
-		char ph[512], lh[512], dj[2048], bj[512], pj[400], mj[200];
+		char ph[512], lh[512], dj[2048], bj[512], pj[400], mj[600], cd[300];
 
 		devices_status_json(&p->devs, dj, sizeof(dj));
 		if (p->have_pred)
@@ -1582,7 +1614,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				 p->pred.speed_pct, p->pred_link_Bps, p->pred_dirty);
 		else
 			pj[0] = '\0';
-		snprintf(mj, sizeof(mj), "\"measured\":{\"pause_ms\":%.1f,\"checkpoint_bytes\":%" PRIu64
+		config_live_diff(&p->cfg, &p->file_cfg, cd, sizeof(cd));
+		snprintf(mj, sizeof(mj), "\"running_config_differs\":\"%s\",", cd);
+		snprintf(mj + strlen(mj), sizeof(mj) - strlen(mj), "\"measured\":{\"pause_ms\":%.1f,\"checkpoint_bytes\":%" PRIu64
 			 ",\"added_latency_ms\":%.1f,\"speed_pct\":%u}", pause_median_ms(p),
 			 p->last_dirty * (CKPT_PAGE_SIZE + 8), p->bud.last_ms, p->bud.pct);
 		snprintf(bj, sizeof(bj), "\"latency_budget\":{\"budget_ms\":%" PRIu64 ",\"speed_pct\":%u,"
@@ -1646,6 +1680,56 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 }
 
 /* ---- loop callbacks ------------------------------------------------------- */
+
+/*
+ * `tandem set NAME KEY=VALUE` (status request "set KEY=VALUE"): change a
+ * key while protecting.  interval is a key both sides agree on: it is
+ * refused while the backup is not connected, and the backup hears it
+ * before the next checkpoint (SET).
+ */
+static void live_set(struct primary *p, const char *kv, char *buf, size_t len)
+{
+	struct tandem_config tmp;
+	char key[48], err[300], diff[300];
+	const char *eq = strchr(kv, '=');
+	uint64_t old_interval;
+	int rc;
+
+	if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof(key)) {
+		snprintf(buf, len, "error: expected KEY=VALUE, got '%s'\n", kv);
+		return;
+	}
+	snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
+	pthread_mutex_lock(&p->lock);
+	tmp = p->cfg;
+	old_interval = p->cfg.interval_ms;
+	rc = config_set_live(&tmp, key, eq + 1, err, sizeof(err));
+	if (!rc && tmp.interval_ms != old_interval && !(p->link_up && p->ch)) {
+		snprintf(err, sizeof(err), "interval must change on both hosts at once and the "
+			 "backup is not connected: try again when it is");
+		rc = -ENOTCONN;
+	}
+	if (rc) {
+		pthread_mutex_unlock(&p->lock);
+		snprintf(buf, len, "error: %s\n", err);
+		return;
+	}
+	p->cfg.interval_ms = tmp.interval_ms;
+	p->cfg.epochs_in_flight = tmp.epochs_in_flight;
+	p->cfg.latency_budget_ms = tmp.latency_budget_ms;
+	if (tmp.interval_ms != old_interval)
+		p->set_interval_pending = true;
+	config_live_diff(&p->cfg, &p->file_cfg, diff, sizeof(diff));
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	log_warn("configuration changed while protecting: %s=%s%s%s", key, eq + 1,
+		 diff[0] ? "; differs from the file now: " : "; the file says the same again",
+		 diff);
+	status_event(p->status, "%s primary set %s=%s", p->cfg.name, key, eq + 1);
+	snprintf(buf, len, "ok: %s=%s%s%s\n", key, eq + 1, tmp.interval_ms != old_interval ?
+		 " (the backup hears it before the next checkpoint)" : "",
+		 diff[0] ? "; a restart would use the file's values" : "");
+}
 
 static void request_stop(struct primary *p)
 {
@@ -1856,6 +1940,7 @@ int cmd_primary(int argc, char **argv)
 	pthread_mutex_unlock(&p->lock);
 	p->ship_next = 1;
 	p->bud.pct = 100;
+	p->file_cfg = p->cfg;
 	p->have_pred = probe_prediction_load(&p->cfg, &p->pred, &p->pred_link_Bps, &p->pred_dirty,
 					     &p->pred_at) == 0;
 	pthread_create(&p->link_thr, NULL, link_main, p);
