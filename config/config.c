@@ -106,6 +106,10 @@ static const struct config_key schema[] = {
 	  "DRBD configuration that defines the resources named in disks." },
 	{ "on-superseded", CT_ENUM, F(on_superseded), 0, 0, "pause", superseded_names, false,
 	  "When the backup activated and this primary learns it: pause or destroy its guest." },
+	{ "notify", CT_STRING, F(notify), 0, 0, "", NULL, false,
+	  "Command run on every state change with the arguments VM ROLE OLD NEW (this host's own)." },
+	{ "notify-timeout", CT_DURATION, F(notify_timeout_ms), 100, 600000, "10s", NULL, false,
+	  "Time the notify command may take before it is killed." },
 };
 
 const struct config_key *config_schema(size_t *n)

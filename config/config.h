@@ -100,6 +100,10 @@ struct tandem_config {
 	int on_replication_loss;		/* enum repl_loss_policy */
 	int on_superseded;			/* enum superseded_policy */
 
+	/* the notify hook (lib/hook.h): this host's own, not in the digest */
+	char notify[1024];
+	uint64_t notify_timeout_ms;
+
 	/* the guest's disks (disk/drbd.h) */
 	struct config_disks disks;
 	char drbd_conf[CONFIG_PATH_MAX];
