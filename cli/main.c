@@ -69,9 +69,11 @@ static const struct builtin builtins[] = {
 	  "turns dirty tracking on and cleans it each cycle, as protection does\n"
 	  "(Xen only).  Refused while tandem primary protects the VM; SIGINT\n"
 	  "ends it between cycles." },
-	{ "check-config", cmd_check_config, "check-config CONFIG",
+	{ "check-config", cmd_check_config, "check-config CONFIG | --explain KEY | --keys",
 	  "Validate CONFIG and print the effective configuration, defaults\n"
-	  "included.  Exit status 2 when it has errors." },
+	  "included.  Exit status 2 when it has errors.  --explain KEY says what\n"
+	  "configuration key KEY takes (type, default, bounds, whether both hosts\n"
+	  "must agree on it); --keys lists every key." },
 	{ "keygen", cmd_keygen, "keygen FILE",
 	  "Write a new random shared key to FILE (mode 0600; never overwrites).\n"
 	  "Copy the same file to both hosts." },

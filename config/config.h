@@ -130,6 +130,11 @@ struct config_key {
 /* The schema; *n receives its length. */
 const struct config_key *config_schema(size_t *n);
 
+/* `tandem check-config --explain KEY`: what key `name` takes, its default,
+ * bounds, whether both hosts must agree on it, and its help, to out.
+ * 0, or -ENOENT with "unknown key ... (did you mean ...)" in err. */
+int config_explain(const char *name, FILE *out, char *err, size_t errlen);
+
 /*
  * Parse a configuration from text (file name used in messages only).
  * Defaults are applied first.  On error returns -EINVAL and writes one

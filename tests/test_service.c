@@ -242,6 +242,35 @@ int test_service_bash_completion(void)
 	ASSERT(!strcmp(out, "db web\n"));
 	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c tandem backup --log-level w'", complete), 0);
 	ASSERT(!strcmp(out, "warn\n"));
+	/* configuration keys after check-config --explain: the schema's, all
+	 * of them, asked of the binary being completed */
+	{
+		size_t n;
+		const struct config_key *keys = config_schema(&n);
+
+		want[0] = '\0';
+		for (size_t i = 0; i < n; i++)
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s",
+				 i ? " " : "", keys[i].name);
+		ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c %s check-config --explain \"\"'",
+				       complete, test_tandem_bin()), 0);
+		out[strcspn(out, "\n")] = '\0';
+		if (strcmp(out, want))
+			FAILF("--explain completes [%s], the schema has [%s]", out, want);
+	}
+	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c %s check-config --explain notify-'",
+			       complete, test_tandem_bin()), 0);
+	ASSERT(!strcmp(out, "notify-timeout\n"));
+	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c tandem check-config --e'", complete), 0);
+	ASSERT(!strcmp(out, "--explain\n"));
+	/* and what --explain says */
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config --explain notify", test_tandem_bin()), 0);
+	ASSERT_STR_CONTAINS(out, "not in the configuration digest");
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config --explain interval", test_tandem_bin()), 0);
+	ASSERT_STR_CONTAINS(out, "default 100ms; 10ms to 10s");
+	ASSERT_STR_CONTAINS(out, "Both hosts must give it the same value");
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config --explain intervall 2>&1", test_tandem_bin()), 2);
+	ASSERT_STR_CONTAINS(out, "did you mean 'interval'");
 	return TEST_OK;
 }
 
