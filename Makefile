@@ -126,6 +126,9 @@ DOCDIR ?= $(PREFIX)/share/doc/tandem
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
 COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+# Pacemaker looks for OCF agents under OCF_ROOT/resource.d (Debian's
+# resource-agents: /usr/lib/ocf); the agent is ocf:tandem:vm.
+OCFDIR ?= $(PREFIX)/lib/ocf/resource.d/tandem
 UNITS := tandem-primary@.service tandem-backup@.service
 
 # The systemd units for these directories, into UNITS_OUT (default: systemd/).
@@ -146,6 +149,10 @@ install: all
 	install -D -m 0644 man/tandem.8 $(DESTDIR)$(MANDIR)/man8/tandem.8
 	install -D -m 0644 man/tandem.cfg.5 $(DESTDIR)$(MANDIR)/man5/tandem.cfg.5
 	install -D -m 0644 completion/tandem $(DESTDIR)$(COMPLETIONDIR)/tandem
+	install -d -m 0755 $(DESTDIR)$(OCFDIR)
+	sed -e 's|^OCF_RESKEY_tandem_default=.*|OCF_RESKEY_tandem_default=$(SBINDIR)/tandem|' \
+		ocf/vm > $(DESTDIR)$(OCFDIR)/vm
+	chmod 0755 $(DESTDIR)$(OCFDIR)/vm
 	@echo "installed; next: tandem keygen $(SYSCONFDIR)/tandem/tandem.key, a $(SYSCONFDIR)/tandem/NAME.cfg per VM (example in $(DOCDIR)), systemctl daemon-reload, systemctl enable --now tandem-primary@NAME (docs/operations.md)"
 
 uninstall:
@@ -154,6 +161,8 @@ uninstall:
 	rm -rf $(DESTDIR)$(DOCDIR)
 	rm -f $(DESTDIR)$(MANDIR)/man8/tandem.8 $(DESTDIR)$(MANDIR)/man5/tandem.cfg.5
 	rm -f $(DESTDIR)$(COMPLETIONDIR)/tandem
+	rm -f $(DESTDIR)$(OCFDIR)/vm
+	-rmdir $(DESTDIR)$(OCFDIR) 2>/dev/null
 	@echo "left $(SYSCONFDIR)/tandem (keys and VM configurations) in place"
 
 clean:

@@ -34,6 +34,7 @@
 #include "../lib/channel.h"
 #include "../lib/crash.h"
 #include "../lib/fault.h"
+#include "../lib/hook.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
 #include "../lib/notify.h"
@@ -56,6 +57,7 @@ static const char *const bstate_names[] = {
 
 struct backup {
 	struct tandem_config cfg;
+	struct hook *hook;		/* the notify command (NULL: none) */
 	struct domain dom;
 	uint8_t key[KEY_LEN];
 	int exit_code;
@@ -142,6 +144,7 @@ static void set_state(struct backup *b, enum bstate s, const char *fmt, ...)
 	va_end(ap);
 	if (b->state != s) {
 		log_info("state %s -> %s: %s", bstate_names[b->state], bstate_names[s], b->detail);
+		hook_state(b->hook, bstate_names[b->state], bstate_names[s], b->detail);
 		notify_status("%s: %s", bstate_names[s], b->detail);
 		status_event(b->status, "%s backup state %s from=%s committed=%" PRIu64 " detail=\"%s\"",
 			     b->cfg.name, bstate_names[s], bstate_names[b->state], b->committed, b->detail);
@@ -1479,6 +1482,8 @@ int cmd_backup(int argc, char **argv)
 	config_status_path(&b->cfg, "backup", path, sizeof(path));
 	if (status_server_start(&b->loop, path, render_status, b, &b->status))
 		return EXIT_ENV;
+	if (hook_open(b->cfg.notify, b->cfg.notify_timeout_ms, b->cfg.name, "backup", &b->hook))
+		log_error("cannot start the notify hook's thread: no notify command will run");
 	if (!b->dom.ops->open || (rc = b->dom.ops->open(&b->dom))) {
 		log_error("cannot open the %s domain driver: %s", b->dom.ops->name, strerror(rc ? -rc : ENOSYS));
 		b->exit_code = (rc == -ENOTSUP || !b->dom.ops->open) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
@@ -1537,6 +1542,7 @@ out_status:
 	b->status = NULL;	/* no event after this */
 	uv_run(&b->loop, UV_RUN_NOWAIT);
 	ckpt_free(b->rx);
+	hook_close(b->hook);	/* the last changes (stopping, stopped) run too */
 	log_info("exit %d", b->exit_code);
 	return b->exit_code;
 }

@@ -62,8 +62,23 @@ int cmd_check_config(int argc, char **argv)
 	struct tandem_config cfg;
 	char err[4096];
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: tandem check-config CONFIG\n");
+	if (argc == 2 && !strcmp(argv[1], "--keys")) {
+		size_t n;
+		const struct config_key *keys = config_schema(&n);
+
+		for (size_t i = 0; i < n; i++)
+			printf("%s\n", keys[i].name);
+		return EXIT_OK;
+	}
+	if (argc == 3 && !strcmp(argv[1], "--explain")) {
+		if (config_explain(argv[2], stdout, err, sizeof(err))) {
+			fprintf(stderr, "tandem check-config: %s\n", err);
+			return EXIT_USAGE;
+		}
+		return EXIT_OK;
+	}
+	if (argc != 2 || argv[1][0] == '-') {
+		fprintf(stderr, "usage: tandem check-config CONFIG | --explain KEY | --keys\n");
 		return EXIT_USAGE;
 	}
 	if (config_load(argv[1], &cfg, err, sizeof(err))) {

@@ -81,9 +81,11 @@ static const struct builtin builtins[] = {
 	  "speed latency-budget would need; tandem status shows the prediction\n"
 	  "beside what protection measures.  Refused while tandem primary\n"
 	  "protects the VM; SIGINT ends it between cycles." },
-	{ "check-config", cmd_check_config, "check-config CONFIG",
+	{ "check-config", cmd_check_config, "check-config CONFIG | --explain KEY | --keys",
 	  "Validate CONFIG and print the effective configuration, defaults\n"
-	  "included.  Exit status 2 when it has errors." },
+	  "included.  Exit status 2 when it has errors.  --explain KEY says what\n"
+	  "configuration key KEY takes (type, default, bounds, whether both hosts\n"
+	  "must agree on it); --keys lists every key." },
 	{ "fence-peer", cmd_fence_peer, "fence-peer CONFIG",
 	  "DRBD's fence-peer handler for the disks of the VM in CONFIG (drbd.conf:\n"
 	  "handlers { fence-peer \"tandem fence-peer CONFIG\"; }).  Puts the\n"

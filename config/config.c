@@ -110,6 +110,10 @@ static const struct config_key schema[] = {
 	  "DRBD configuration that defines the resources named in disks." },
 	{ "on-superseded", CT_ENUM, F(on_superseded), 0, 0, "pause", superseded_names, false,
 	  "When the backup activated and this primary learns it: pause or destroy its guest." },
+	{ "notify", CT_STRING, F(notify), 0, 0, "", NULL, false,
+	  "Command run on every state change with the arguments VM ROLE OLD NEW (this host's own)." },
+	{ "notify-timeout", CT_DURATION, F(notify_timeout_ms), 100, 600000, "10s", NULL, false,
+	  "Time the notify command may take before it is killed." },
 };
 
 const struct config_key *config_schema(size_t *n)
@@ -782,6 +786,42 @@ void config_format_value(const struct tandem_config *cfg, const struct config_ke
 		fmt_bound(k, *(const uint64_t *)field, buf, len);
 		break;
 	}
+}
+
+int config_explain(const char *name, FILE *out, char *err, size_t errlen)
+{
+	const struct config_key *k = find_key(name);
+	char lo[32], hi[32];
+
+	if (!k) {
+		const char *c = closest_key(name);
+
+		snprintf(err, errlen, "unknown key '%s'%s%s%s", name, c ? " (did you mean '" : "",
+			 c ? c : "", c ? "'?)" : "");
+		return -ENOENT;
+	}
+	fprintf(out, "%s: ", k->name);
+	if (k->enums) {
+		fprintf(out, "one of");
+		for (const char *const *e = k->enums; *e; e++)
+			fprintf(out, "%s %s", e == k->enums ? "" : ",", *e);
+	} else {
+		fprintf(out, "%s", type_expect(k));
+	}
+	if (!k->def)
+		fprintf(out, "; required");
+	else
+		fprintf(out, "; default %s", k->def[0] ? k->def : "\"\" (empty)");
+	if ((k->type == CT_DURATION || k->type == CT_SIZE || k->type == CT_UINT) && k->max) {
+		fmt_bound(k, k->min, lo, sizeof(lo));
+		fmt_bound(k, k->max, hi, sizeof(hi));
+		fprintf(out, "; %s to %s", lo, hi);
+	}
+	fprintf(out, "\n%s\n", k->digest ? "Both hosts must give it the same value (it is in the "
+		"configuration digest the handshake compares)." : "Each host's own (not in the "
+		"configuration digest).");
+	fprintf(out, "%s\n", k->help);
+	return 0;
 }
 
 /* Keys whose help starts "memdom:" drive the synthetic guest only: for any

@@ -102,6 +102,10 @@ struct tandem_config {
 	int on_replication_loss;		/* enum repl_loss_policy */
 	int on_superseded;			/* enum superseded_policy */
 
+	/* the notify hook (lib/hook.h): this host's own, not in the digest */
+	char notify[1024];
+	uint64_t notify_timeout_ms;
+
 	/* the guest's disks (disk/drbd.h) */
 	struct config_disks disks;
 	char drbd_conf[CONFIG_PATH_MAX];
@@ -127,6 +131,11 @@ struct config_key {
 
 /* The schema; *n receives its length. */
 const struct config_key *config_schema(size_t *n);
+
+/* `tandem check-config --explain KEY`: what key `name` takes, its default,
+ * bounds, whether both hosts must agree on it, and its help, to out.
+ * 0, or -ENOENT with "unknown key ... (did you mean ...)" in err. */
+int config_explain(const char *name, FILE *out, char *err, size_t errlen);
 
 /*
  * Parse a configuration from text (file name used in messages only).

@@ -38,6 +38,7 @@
 #include "../lib/channel.h"
 #include "../lib/crash.h"
 #include "../lib/fault.h"
+#include "../lib/hook.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
 #include "../lib/notify.h"
@@ -100,6 +101,7 @@ static int hist_json(const struct hist *h, const char *name, char *buf, size_t l
 
 struct primary {
 	struct tandem_config cfg;
+	struct hook *hook;		/* the notify command (NULL: none) */
 	struct domain dom;
 	struct devices devs;		/* the guest's disks (device/device.h) */
 	struct netbuf nb;
@@ -211,6 +213,7 @@ static void set_state(struct primary *p, enum pstate s, const char *fmt, ...)
 	va_end(ap);
 	if (p->state != s) {
 		log_info("state %s -> %s: %s", pstate_names[p->state], pstate_names[s], p->detail);
+		hook_state(p->hook, pstate_names[p->state], pstate_names[s], p->detail);
 		notify_status("%s: %s", pstate_names[s], p->detail);
 		status_event(p->status, "%s primary state %s from=%s epoch=%" PRIu64 " acked=%" PRIu64
 			     " detail=\"%s\"", p->cfg.name, pstate_names[s], pstate_names[p->state],
@@ -1914,6 +1917,8 @@ int cmd_primary(int argc, char **argv)
 	config_status_path(&p->cfg, "primary", path, sizeof(path));
 	if (status_server_start(&p->loop, path, render_status, p, &p->status))
 		return EXIT_ENV;
+	if (hook_open(p->cfg.notify, p->cfg.notify_timeout_ms, p->cfg.name, "primary", &p->hook))
+		log_error("cannot start the notify hook's thread: no notify command will run");
 	if (!p->dom.ops->open || (rc = p->dom.ops->open(&p->dom))) {
 		log_error("cannot open the %s domain: %s", p->dom.ops->name, strerror(rc ? -rc : ENOSYS));
 		p->exit_code = (rc == -ENOTSUP || rc == -ENOENT || !p->dom.ops->open) ? EXIT_ENV :
@@ -1976,6 +1981,7 @@ out_status:
 	p->status = NULL;	/* no event after this */
 	uv_run(&p->loop, UV_RUN_NOWAIT);
 	channel_free(p->ch);
+	hook_close(p->hook);	/* the last changes (stopping, stopped) run too */
 	log_info("exit %d", p->exit_code);
 	return p->exit_code;
 }

@@ -127,6 +127,10 @@ int test_config_digest(void)
 	config_digest(&a, da);
 	config_digest(&b, db);
 	ASSERT(memcmp(da, db, 32) == 0);	/* run-dir is host-local */
+	ASSERT_EQ(parse(BASE "interval = 25ms\nnotify = /usr/local/sbin/page-me\nnotify-timeout = 2s\n",
+			&b, err, sizeof(err)), 0);
+	config_digest(&b, db);
+	ASSERT(memcmp(da, db, 32) == 0);	/* so is the notify hook */
 	ASSERT_EQ(parse(BASE "interval = 30ms\n", &b, err, sizeof(err)), 0);
 	config_digest(&b, db);
 	ASSERT(memcmp(da, db, 32) != 0);

@@ -242,6 +242,35 @@ int test_service_bash_completion(void)
 	ASSERT(!strcmp(out, "db web\n"));
 	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c tandem backup --log-level w'", complete), 0);
 	ASSERT(!strcmp(out, "warn\n"));
+	/* configuration keys after check-config --explain: the schema's, all
+	 * of them, asked of the binary being completed */
+	{
+		size_t n;
+		const struct config_key *keys = config_schema(&n);
+
+		want[0] = '\0';
+		for (size_t i = 0; i < n; i++)
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s",
+				 i ? " " : "", keys[i].name);
+		ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c %s check-config --explain \"\"'",
+				       complete, test_tandem_bin()), 0);
+		out[strcspn(out, "\n")] = '\0';
+		if (strcmp(out, want))
+			FAILF("--explain completes [%s], the schema has [%s]", out, want);
+	}
+	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c %s check-config --explain notify-'",
+			       complete, test_tandem_bin()), 0);
+	ASSERT(!strcmp(out, "notify-timeout\n"));
+	ASSERT_EQ(test_capture(out, sizeof(out), "bash -c '%s c tandem check-config --e'", complete), 0);
+	ASSERT(!strcmp(out, "--explain\n"));
+	/* and what --explain says */
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config --explain notify", test_tandem_bin()), 0);
+	ASSERT_STR_CONTAINS(out, "not in the configuration digest");
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config --explain interval", test_tandem_bin()), 0);
+	ASSERT_STR_CONTAINS(out, "default 100ms; 10ms to 10s");
+	ASSERT_STR_CONTAINS(out, "Both hosts must give it the same value");
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config --explain intervall 2>&1", test_tandem_bin()), 2);
+	ASSERT_STR_CONTAINS(out, "did you mean 'interval'");
 	return TEST_OK;
 }
 
@@ -384,5 +413,90 @@ int test_service_report(void)
 		ASSERT(strstr(out, want));
 	}
 	td_stop(&b);
+	return TEST_OK;
+}
+
+/* The lines of file (all of it, NUL-ended, in a static buffer). */
+static const char *slurp(const char *path)
+{
+	static char buf[16384];
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+
+	buf[0] = '\0';
+	if (f) {
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		buf[n] = '\0';
+		fclose(f);
+	}
+	return buf;
+}
+
+/*
+ * The notify hook: a memdom pair whose command appends its arguments (VM
+ * ROLE OLD NEW) and TANDEM_REASON to a file; the primary is lost and the
+ * backup fails over.  Every transition arrives, in order per daemon.  The
+ * command sleeps on the change to syncing: notify-timeout kills it (logged)
+ * and neither daemon waited for it.
+ */
+int test_service_notify_hook(void)
+{
+	char extra[1400], hook[700], out[700];
+	const char *cfg, *got;
+	struct td p, b;
+	uint64_t t0;
+
+	snprintf(out, sizeof(out), "%s/hook.out", test_tmpdir());
+	snprintf(hook, sizeof(hook), "%s", test_write_file("hook.sh",
+		 "#!/bin/sh\n"
+		 "[ \"$4\" = syncing ] && sleep 30\n"
+		 "echo \"$1 $2 $3 $4 reason=$TANDEM_REASON env=$TANDEM_VM/$TANDEM_ROLE/$TANDEM_OLD_STATE/$TANDEM_NEW_STATE\" >> \"$HOOK_OUT\"\n"));
+	test_sh("chmod 755 %s", hook);
+	setenv("HOOK_OUT", out, 1);
+	snprintf(extra, sizeof(extra), "notify = %s\nnotify-timeout = 500ms", hook);
+	cfg = td_config(VM, extra);
+	t0 = test_now_ms();
+	td_start(&b, "backup", cfg, NULL);
+	td_start(&p, "primary", cfg, NULL);
+	if (!WAIT_FOR(strstr(td_status(VM, "backup"), "\"state\":\"standby\""), 15000))
+		FAILF("no standby");
+	/* The daemons went on while the syncing hooks slept (killed at 0.5 s). */
+	if (!WAIT_FOR(td_log_has(&b, "notify hook for waiting -> syncing killed after") &&
+		      td_log_has(&p, "notify hook for connecting -> syncing killed after"), 5000))
+		FAILF("no hook was killed at notify-timeout");
+	td_kill(&p, SIGKILL);
+	if (!WAIT_FOR(strstr(td_status(VM, "backup"), "\"state\":\"active\""), 10000))
+		FAILF("the backup did not activate");
+	if (!WAIT_FOR(strstr(slurp(out), VM " backup activating active"), 5000))
+		FAILF("hook output: %s", slurp(out));
+	td_stop(&b);
+	got = slurp(out);
+	printf("  hook saw:\n%s", got);
+	{
+		const char *want_b[] = { VM " backup syncing standby reason=standby holds checkpoint",
+					 VM " backup standby activating reason=activating from checkpoint",
+					 VM " backup activating active reason=guest running from checkpoint" };
+		const char *want_p[] = { VM " primary starting connecting reason=connecting to the backup",
+					 VM " primary syncing protecting " };
+		const char *at_b = got, *at_p = got;
+
+		for (size_t i = 0; i < sizeof(want_b) / sizeof(want_b[0]); i++) {
+			const char *q = strstr(at_b, want_b[i]);
+			if (!q)
+				FAILF("hook: no '%s' after the earlier changes in:\n%s", want_b[i], got);
+			at_b = q + 1;
+		}
+		for (size_t i = 0; i < sizeof(want_p) / sizeof(want_p[0]); i++) {
+			const char *q = strstr(at_p, want_p[i]);
+			if (!q)
+				FAILF("hook: no '%s' after the earlier changes in:\n%s", want_p[i], got);
+			at_p = q + 1;
+		}
+	}
+	ASSERT_STR_CONTAINS(got, "env=" VM "/backup/standby/activating");
+	ASSERT(!strstr(got, " syncing reason="));	/* those were killed before they wrote */
+	ASSERT(td_log_has(&b, "notify hook for standby -> activating exited 0"));
+	ASSERT(test_now_ms() - t0 < 25000);	/* nobody waited for the 30 s sleeps */
+	unsetenv("HOOK_OUT");
 	return TEST_OK;
 }
