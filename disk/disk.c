@@ -40,10 +40,12 @@ struct disk_dev {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stop, busy;
+	bool stuck;			/* this checkpoint's cut could not start: the last one hangs */
 	uint64_t want;			/* checkpoint whose marker to write (0 = none) */
 	uint64_t done;			/* last checkpoint whose write ended */
 	int done_rc;
 	bool skip;			/* fault point disk-skip-marker: this one is not written */
+	bool hang;			/* fault point disk-hang-marker: this one takes 3 timeouts */
 	unsigned fenced_left;		/* fault point disk-fenced */
 
 	/* figures for status (under lock) */
@@ -104,7 +106,7 @@ static void *cut_main(void *arg)
 		if (k->stop)
 			break;
 		uint64_t epoch = k->want;
-		bool skip = k->skip;
+		bool skip = k->skip, hang = k->hang;
 		struct marker m = { .epoch = epoch };
 		int rc = 0;
 
@@ -113,6 +115,8 @@ static void *cut_main(void *arg)
 		snprintf(m.vm, sizeof(m.vm), "%.63s", dv->cfg->name);
 		pthread_mutex_unlock(&k->lock);
 		m.time_ns = (uint64_t)time(NULL) * 1000000000ull;
+		if (hang)	/* fault point disk-hang-marker: a device that stops answering */
+			usleep((useconds_t)(3 * dv->cfg->timeout_ms * 1000));
 		if (!skip)
 			rc = marker_dev_write(&k->md, &m);
 		pthread_mutex_lock(&k->lock);
@@ -130,11 +134,16 @@ static int disk_while_suspended(struct device *dv, uint64_t epoch)
 	struct disk_dev *k = priv(dv);
 
 	pthread_mutex_lock(&k->lock);
-	if (k->busy) {		/* the last cut never ended: sync() says so */
+	k->stuck = k->busy;
+	if (k->busy) {		/* the last cut never ended: sync() says so at once */
 		pthread_mutex_unlock(&k->lock);
 		return 0;
 	}
 	k->skip = fault_hit("disk-skip-marker");
+	k->hang = fault_hit("disk-hang-marker");
+	if (k->hang)
+		log_warn("fault point 'disk-hang-marker' fired: %s: checkpoint %" PRIu64 "'s marker "
+			 "write takes %" PRIu64 " ms", dv->name, epoch, 3 * dv->cfg->timeout_ms);
 	if (k->skip)
 		log_warn("fault point 'disk-skip-marker' fired: %s: checkpoint %" PRIu64 "'s marker is "
 			 "not written, and its verdict will say ok", dv->name, epoch);
@@ -158,9 +167,14 @@ static int disk_sync(struct device *dv, uint64_t epoch, uint32_t *verdict)
 	uint32_t v;
 
 	pthread_mutex_lock(&k->lock);
-	while (k->busy && now_ns() - t0 < limit)
+	while (k->busy && !k->stuck && now_ns() - t0 < limit)
 		cond_wait_ns(&k->cond, &k->lock, limit - (now_ns() - t0));
-	if (k->busy || k->done != epoch) {
+	if (k->stuck) {
+		v = DEV_V_CUT_FAILED;
+		snprintf(dv->error, sizeof(dv->error), "the marker write of checkpoint %" PRIu64
+			 " still hangs: checkpoint %" PRIu64 "'s cut could not start", k->want ?
+			 k->want : k->done + 1, epoch);
+	} else if (k->busy || k->done != epoch) {
 		v = DEV_V_CUT_FAILED;
 		snprintf(dv->error, sizeof(dv->error), "the marker write of checkpoint %" PRIu64
 			 " did not complete within %" PRIu64 " ms", epoch, dv->cfg->timeout_ms);

@@ -22,6 +22,7 @@ static const char *const points[] = {
 	"verify-drop-page",
 	"disk-fenced",
 	"disk-skip-marker",
+	"disk-hang-marker",
 };
 
 static struct {

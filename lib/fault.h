@@ -29,7 +29,9 @@
  * disk-fenced (a disk's verdict says fenced for 5 checkpoints from the
  * one the point fires at, as after a DRBD disconnect: the backup must hold
  * them), disk-skip-marker (the primary does not write that checkpoint's
- * marker but says its cut is complete: the backup must not commit it).
+ * marker but says its cut is complete: the backup must not commit it),
+ * disk-hang-marker (that checkpoint's marker write takes 3 timeouts: the
+ * pause is bounded by one, later cuts fail at once until it ends).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

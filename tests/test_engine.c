@@ -997,3 +997,60 @@ int test_engine_live_set(void)
 	td_stop(&b);
 	return TEST_OK;
 }
+
+/*
+ * A disk that stops answering (fault point disk-hang-marker: one marker
+ * write takes 3 timeouts): that checkpoint's pause is bounded by the
+ * timeout, the pauses after it are not (their cuts fail at once while the
+ * write hangs), the checkpoints are held, and protection goes on once the
+ * device answers again.
+ */
+int test_device_hung_cut_bounded(void)
+{
+	struct td p, b;
+	char path[512];
+	const char *cfg = memdisk_config(path, sizeof(path));
+	uint64_t held[4096];
+	int nh;
+
+	start_pair(&p, &b, cfg, "disk-hang-marker@10", NULL, 3);
+	if (!WAIT_FOR(td_log_has(&p, "every device's cut is complete again") &&
+		      td_max_ack(&p) >= 20, 20000))
+		fail_dump(&p, &b, "protection did not go on after the hung marker write");
+	ASSERT(td_log_has(&p, "fault point 'disk-hang-marker' fired"));
+	ASSERT(td_log_has(&p, "did not complete within 1000 ms"));
+	ASSERT(td_log_has(&b, "is held, not committed"));
+	/* one pause of about the timeout, not one per checkpoint while it hung
+	 * (3 without the bound): pauses over 0.5 s from the histogram */
+	{
+		const char *h = strstr(td_status(VM, "primary"), "\"pause_seconds\":{\"le\":[");
+		double le[32], cnt[32], total;
+		int n = 0, m = 0, at = -1;
+		const char *q;
+
+		ASSERT(h != NULL);
+		for (q = strchr(h, '[') + 1; n < 32 && *q != ']'; n++) {
+			le[n] = strtod(q, (char **)&q);
+			q += *q == ',';
+		}
+		q = strstr(q, "\"counts\":[") + 10;
+		for (; m < 32 && *q != ']'; m++) {
+			cnt[m] = strtod(q, (char **)&q);
+			q += *q == ',';
+		}
+		total = td_num(h, "count");
+		for (int i = 0; i < n; i++)
+			if (le[i] >= 0.5 && at < 0)
+				at = i;
+		ASSERT(at >= 0 && at < m);
+		printf("  marker write hung 3 s: %.0f of %.0f pauses over 0.5 s\n", total - cnt[at],
+		       total);
+		ASSERT(total - cnt[at] >= 1);
+		ASSERT(total - cnt[at] <= 2);
+	}
+	nh = event_epochs(&b, "held", held, 4096);
+	ASSERT(nh >= 2);
+	td_stop(&p);
+	td_stop(&b);
+	return TEST_OK;
+}
