@@ -187,7 +187,10 @@ static int jp_string(struct jp *p, char *out, size_t outlen, bool *trunc)
 				return rc;
 			if (cp >= 0xd800 && cp < 0xdc00) {
 				/* a high surrogate: a low one should follow */
-				if (p->pos + 1 < p->len && p->s[p->pos] == '\\' && p->s[p->pos + 1] == 'u') {
+				if (p->pos >= p->len ||
+				    (p->s[p->pos] == '\\' && p->pos + 1 >= p->len)) {
+					return -EAGAIN;
+				} else if (p->s[p->pos] == '\\' && p->s[p->pos + 1] == 'u') {
 					size_t save = p->pos;
 
 					p->pos += 2;
@@ -200,8 +203,6 @@ static int jp_string(struct jp *p, char *out, size_t outlen, bool *trunc)
 						p->pos = save;	/* not a pair: read it on its own */
 						cp = 0xfffd;
 					}
-				} else if (p->pos + 1 >= p->len) {
-					return -EAGAIN;
 				} else {
 					cp = 0xfffd;
 				}

@@ -233,6 +233,10 @@ int test_qmp_json_reader(void)
 	ASSERT(!strcmp(m.name, "GenericError"));
 	/* non-ASCII and control characters are shown as '?' (é is 2 bytes, the emoji 4) */
 	ASSERT(!strcmp(m.desc, "caf?? \"x\"?????"));
+	/* lone surrogates, at the end of a string or before another escape */
+	ASSERT_EQ(parse("{\"error\": {\"class\": \"\\ud83d\", \"desc\": \"\\udc00\\ud83d\\n\"}}", &m), 0);
+	ASSERT(!strcmp(m.name, "???"));
+	ASSERT(!strcmp(m.desc, "???????"));
 	/* ids: a string id is not ours, an integer one must fit */
 	ASSERT_EQ(parse("{\"return\": {}, \"id\": \"7\"}", &m), 0);
 	ASSERT_EQ(m.id_kind, 2);
