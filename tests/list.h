@@ -50,6 +50,7 @@ TEST(fuzz_corpus_handshake, 60)
 TEST(fuzz_corpus_config, 60)
 TEST(fuzz_corpus_heartbeat, 60)
 TEST(fuzz_corpus_status, 60)
+TEST(fuzz_corpus_qmp, 60)
 #include "list-memdom.h"
 /* integration: real daemons on loopback, memdom guest */
 TEST(engine_protect_and_failover, 30)
