@@ -44,7 +44,7 @@ TEST_OBJS := $(TEST_SRCS:.c=.o)
 BENCH_SRCS := $(wildcard bench/*.c)
 FUZZ_HARNESSES := $(basename $(notdir $(wildcard fuzz/fuzz-*.c)))
 FUZZ_BINS := $(addprefix fuzz/bin/,$(FUZZ_HARNESSES))
-FUZZ_LIB_SRCS := lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c lib/fault.c config/config.c \
+FUZZ_LIB_SRCS := domain/qmp.c lib/wire.c lib/util.c lib/log.c lib/channel.c lib/key.c lib/fault.c config/config.c \
 	heartbeat/heartbeat.c heartbeat/policy.c lib/status.c
 FUZZ_TIME ?= 60
 

@@ -50,6 +50,7 @@ TEST(fuzz_corpus_handshake, 60)
 TEST(fuzz_corpus_config, 60)
 TEST(fuzz_corpus_heartbeat, 60)
 TEST(fuzz_corpus_status, 60)
+TEST(fuzz_corpus_qmp, 60)
 #include "list-memdom.h"
 /* integration: real daemons on loopback, memdom guest */
 TEST(engine_protect_and_failover, 30)
@@ -123,4 +124,14 @@ TEST(xenstream_rejects_garbage, 10)
 TEST(xenstream_libxl_records, 10)
 TEST(xen_guest_types, 5)
 TEST(xen_driver_needs_xen, 10)
+/* unit: the QMP client (HVM device model) against a fake QMP peer */
+TEST(qmp_json_reader, 10)
+TEST(qmp_session, 10)
+TEST(qmp_events_interleaved, 10)
+TEST(qmp_error_reply, 10)
+TEST(qmp_timeout, 15)
+TEST(qmp_malformed, 10)
+TEST(qmp_huge_reply, 10)
+TEST(qmp_fd_passing, 10)
+TEST(qmp_libxl_lock, 10)
 #include "list-observer.h"

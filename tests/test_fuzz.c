@@ -28,3 +28,4 @@ int test_fuzz_corpus_handshake(void) { return run_corpus("handshake"); }
 int test_fuzz_corpus_config(void) { return run_corpus("config"); }
 int test_fuzz_corpus_heartbeat(void) { return run_corpus("heartbeat"); }
 int test_fuzz_corpus_status(void) { return run_corpus("status"); }
+int test_fuzz_corpus_qmp(void) { return run_corpus("qmp"); }
