@@ -23,6 +23,8 @@ TEST(disk_config_key, 5)
 TEST(disk_drbd_refusals, 5)
 TEST(disk_check_config, 30)
 TEST(disk_marker, 5)
+TEST(disk_overlay_epochs, 10)
+TEST(disk_overlay_overflow, 10)
 /* unit: the checkpoint oracle */
 TEST(verify_page_hash, 5)
 TEST(verify_window, 5)
