@@ -41,7 +41,9 @@
  *
  * Threads: overlay_write(), overlay_read() and overlay_flush() are the
  * device side and must be called from one thread (the NBD serving thread,
- * or a test); the other functions may be called from any thread.
+ * or a test): a read that misses the held writes goes to the lower device
+ * outside the lock, which is safe only because no write can arrive
+ * meanwhile.  The other functions may be called from any thread.
  */
 #ifndef TANDEM_OVERLAY_H
 #define TANDEM_OVERLAY_H
@@ -75,8 +77,9 @@ struct overlay_opts {
 	const char *vm;			/* the VM name markers must carry */
 	uint64_t mem_limit;		/* bytes of held write data; 0: 256 MiB */
 	bool lock_memory;		/* mlockall(MCL_CURRENT | MCL_FUTURE); logged if refused */
-	/* Optional: called on the device thread for every write held (and
-	 * every overlay_cut()), in stream order, before the write is answered. */
+	/* Optional: called for every write held (and every overlay_cut()), in
+	 * stream order, before the write is answered, with the overlay's lock
+	 * held: it must not call back into the overlay. */
 	void (*trace)(void *arg, const struct overlay_trace *t);
 	void *trace_arg;
 };
@@ -185,7 +188,7 @@ int overlay_flush(struct overlay *ov);
  * a marker block in it): closes the current group as M(m) exactly as a
  * marker write would, without data.  Only sound under DRBD protocol C
  * (disk-and-cluster.md §3.3); the cut test uses it as a negative control
- * under protocol A.  Device-side thread only.  Returns 0 or as
+ * under protocol A.  Any thread (it holds no data).  Returns 0 or as
  * overlay_write().
  */
 int overlay_cut(struct overlay *ov, const struct marker *m);

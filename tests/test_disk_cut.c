@@ -14,8 +14,8 @@
  * write follows: it belongs to the group of marker s.  c is the first cut
  * after the write's completion as its writer observed it.  Every write must
  * have e <= s <= c: s < e is I1 ("disk ahead of memory": a write issued
- * after resuming from s-... landed before M(s)), s > c is I2 ("the disk
- * misses a write the guest saw complete before the pause").
+ * after resuming from checkpoint s landed before M(s)), s > c is I2 ("the
+ * disk misses a write the guest saw complete before the pause").
  *
  * Modes: "marker" (protocol C, M(N) written with O_DIRECT and waited for in
  * the pause: the design; no violation allowed, >= 1000 epochs), and two
