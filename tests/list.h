@@ -24,6 +24,11 @@ TEST(disk_drbd_refusals, 5)
 TEST(disk_check_config, 30)
 TEST(disk_marker, 5)
 TEST(disk_fence_peer, 10)
+TEST(disk_overlay_epochs, 10)
+TEST(disk_overlay_overflow, 10)
+/* the cut test (T1, T2): a DRBD pair with the overlay under Debian's 6.1 kernel */
+TEST(disk_cut_run, 540)
+TEST(disk_cut_vm61, 600)
 /* unit: the checkpoint oracle */
 TEST(verify_page_hash, 5)
 TEST(verify_window, 5)

@@ -14,6 +14,7 @@
 #include "../config/config.h"
 #include "../disk/drbd.h"
 #include "../disk/marker.h"
+#include "../disk/overlay.h"
 #include "daemon.h"
 #include "test.h"
 
@@ -269,4 +270,250 @@ int test_disk_fence_peer(void)
 	ASSERT(!drbd_state_healthy("Connected\n", "UpToDate/Outdated\n"));
 	ASSERT(!drbd_state_healthy("", ""));
 	return 0;
+}
+
+/* ---- the backup's epoch overlay (disk/overlay.h), without NBD --------------- */
+
+#define OVB OVERLAY_BLOCK
+#define OV_BLOCKS 64u			/* the stand-in lower device: 256 KiB */
+
+struct ov_seen {
+	int n;
+	struct { uint64_t off; bool marker; bool has_prev; uint64_t prev; uint8_t tag; } w[64];
+};
+
+static void ov_trace(void *arg, const struct overlay_trace *t)
+{
+	struct ov_seen *s = arg;
+
+	if (s->n >= 64)
+		return;
+	s->w[s->n].off = t->off;
+	s->w[s->n].marker = t->is_marker || t->cut;
+	s->w[s->n].has_prev = t->has_prev;
+	s->w[s->n].prev = t->prev_epoch;
+	s->w[s->n].tag = t->len ? ((const uint8_t *)t->data)[0] : 0;
+	s->n++;
+}
+
+struct ov_discards {
+	int n, markers;
+	uint64_t off[64];
+};
+
+static void ov_discard(void *arg, uint64_t off, uint32_t len, bool is_marker)
+{
+	struct ov_discards *d = arg;
+
+	(void)len;
+	if (d->n < 64)
+		d->off[d->n] = off;
+	d->n++;
+	d->markers += is_marker;
+}
+
+/* A lower device file of OV_BLOCKS blocks, block b filled with 0x80 + b. */
+static const char *ov_lower(void)
+{
+	static char path[512];
+	uint8_t blk[OVB];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/lower.img", test_tmpdir());
+	ASSERT((f = fopen(path, "w")) != NULL);
+	for (unsigned b = 0; b < OV_BLOCKS; b++) {
+		memset(blk, 0x80 + b, sizeof(blk));
+		ASSERT_EQ(fwrite(blk, 1, sizeof(blk), f), sizeof(blk));
+	}
+	fclose(f);
+	return path;
+}
+
+/* The first byte of block b of the lower device file. */
+static int ov_lower_byte(const char *path, unsigned b)
+{
+	FILE *f = fopen(path, "r");
+	int c;
+
+	ASSERT(f != NULL);
+	ASSERT_EQ(fseek(f, (long)b * OVB, SEEK_SET), 0);
+	c = fgetc(f);
+	fclose(f);
+	return c;
+}
+
+static void ov_put(struct overlay *ov, unsigned b, uint8_t tag, int want)
+{
+	static uint8_t blk[OVB];
+
+	memset(blk, tag, sizeof(blk));
+	ASSERT_EQ(overlay_write(ov, (uint64_t)b * OVB, blk, OVB), want);
+}
+
+static void ov_marker(struct overlay *ov, const char *vm, uint8_t sess, uint64_t epoch, bool torn)
+{
+	struct marker m = { .epoch = epoch };
+	static uint8_t blk[OVB];
+
+	memset(m.session, sess, sizeof(m.session));
+	snprintf(m.vm, sizeof(m.vm), "%s", vm);
+	marker_encode(&m, blk);
+	if (torn)
+		blk[100] ^= 0x40;
+	ASSERT_EQ(overlay_write(ov, (uint64_t)(OV_BLOCKS - 1) * OVB, blk, OVB), 0);
+}
+
+static int ov_read_byte(struct overlay *ov, unsigned b)
+{
+	static uint8_t blk[2 * OVB];
+
+	ASSERT_EQ(overlay_read(ov, (uint64_t)b * OVB, blk, OVB), 0);
+	return blk[0];
+}
+
+/* Grouping by marker, foreign and torn markers, reads, waits, commit,
+ * write-back, activation. */
+int test_disk_overlay_epochs(void)
+{
+	struct ov_seen seen = { 0 };
+	struct ov_discards disc = { 0 };
+	struct overlay_opts o = { .vm = "web", .trace = ov_trace, .trace_arg = &seen };
+	struct overlay *ov;
+	struct overlay_stats st;
+	uint8_t s1[MARKER_SESSION_LEN], s2[MARKER_SESSION_LEN], two[2 * OVB];
+	char err[256];
+
+	memset(s1, 1, sizeof(s1));
+	memset(s2, 2, sizeof(s2));
+	o.lower = ov_lower();
+	ASSERT_EQ(overlay_open(&o, &ov, err, sizeof(err)), 0);
+	ASSERT_EQ(overlay_write(ov, 100, two, OVB), -EINVAL);		/* misaligned */
+	ASSERT_EQ(overlay_write(ov, (uint64_t)OV_BLOCKS * OVB, two, OVB), -EINVAL);	/* outside */
+	ov_put(ov, 1, 'A', 0);					/* epoch 1 */
+	ov_marker(ov, "web", 1, 1, false);			/* M(s1, 1) */
+	ov_put(ov, 2, 'B', 0);					/* epoch 2 */
+	ov_marker(ov, "db", 1, 2, false);			/* another VM's marker: data */
+	ov_marker(ov, "web", 1, 2, true);			/* torn: data */
+	ov_put(ov, 1, 'C', 0);
+	ov_marker(ov, "web", 1, 2, false);			/* M(s1, 2) */
+	ov_put(ov, 3, 'D', 0);					/* epoch 3 */
+
+	ASSERT_EQ(seen.n, 8);
+	ASSERT(!seen.w[0].has_prev && !seen.w[0].marker && seen.w[0].tag == 'A');
+	ASSERT(!seen.w[1].has_prev && seen.w[1].marker);	/* M1 follows nothing */
+	for (int i = 2; i <= 5; i++)				/* B, foreign, torn, C: after M1 */
+		ASSERT(seen.w[i].has_prev && seen.w[i].prev == 1);
+	ASSERT(!seen.w[3].marker && !seen.w[4].marker && seen.w[5].marker == false);
+	ASSERT(seen.w[6].marker && seen.w[6].prev == 1);
+	ASSERT(seen.w[7].has_prev && seen.w[7].prev == 2 && seen.w[7].tag == 'D');
+	overlay_get_stats(ov, &st);
+	ASSERT_EQ(st.markers, 2);
+	ASSERT_EQ(st.foreign_markers, 1);
+	ASSERT_EQ(st.bad_markers, 1);
+	ASSERT_EQ(st.held_writes, 8);
+	ASSERT_EQ(st.held_bytes, 8 * OVB);
+	ASSERT(st.has_marker && st.marker_epoch == 2 && !st.has_committed);
+
+	/* Reads: newest held write, else the lower device; across blocks. */
+	ASSERT_EQ(ov_read_byte(ov, 1), 'C');
+	ASSERT_EQ(ov_read_byte(ov, 2), 'B');
+	ASSERT_EQ(ov_read_byte(ov, 4), 0x84);
+	ASSERT_EQ(overlay_read(ov, 3 * OVB, two, 2 * OVB), 0);
+	ASSERT(two[0] == 'D' && two[OVB] == 0x84);
+	ASSERT_EQ(overlay_flush(ov), 0);
+
+	/* Markers seen, and not. */
+	ASSERT_EQ(overlay_wait_marker(ov, s1, 1, 0), 0);
+	ASSERT_EQ(overlay_wait_marker(ov, s1, 2, 10), 0);
+	ASSERT_EQ(overlay_wait_marker(ov, s1, 3, 30), -ETIMEDOUT);
+	ASSERT_EQ(overlay_wait_marker(ov, s2, 1, 30), -ETIMEDOUT);
+	ASSERT_EQ(overlay_commit(ov, s1, 3), -ENOENT);
+	ASSERT_EQ(overlay_commit(ov, s2, 1), -ENOENT);
+
+	/* Commit M(s1, 1): A and M1 go to the lower device, nothing else. */
+	ASSERT_EQ(overlay_commit(ov, s1, 1), 0);
+	ASSERT_EQ(overlay_sync(ov, 5000), 0);
+	ASSERT_EQ(ov_lower_byte(o.lower, 1), 'A');
+	ASSERT_EQ(ov_lower_byte(o.lower, 2), 0x82);
+	ASSERT_EQ(ov_lower_byte(o.lower, OV_BLOCKS - 1), 'T');	/* "TNDMMRK1" */
+	ASSERT_EQ(ov_read_byte(ov, 1), 'C');			/* still held */
+	overlay_get_stats(ov, &st);
+	ASSERT_EQ(st.written_back_writes, 2);
+	ASSERT_EQ(st.held_writes, 6);
+	ASSERT_EQ(st.lag_writes, 0);
+	ASSERT(st.has_committed && st.committed_epoch == 1);
+	ASSERT_EQ(overlay_commit(ov, s1, 1), 0);		/* again: a no-op */
+	ASSERT_EQ(overlay_wait_marker(ov, s1, 1, 0), 0);	/* written back, still seen */
+
+	/* A new session may restart at epoch 1. */
+	ov_marker(ov, "web", 2, 1, false);
+	ov_put(ov, 5, 'E', 0);
+	ASSERT_EQ(overlay_wait_marker(ov, s2, 1, 0), 0);
+
+	/* Failover at M(s1, 2): B, the foreign and torn blocks, C and M2 are
+	 * written back; D, M(s2, 1) and E are discarded. */
+	ASSERT_EQ(overlay_commit(ov, s1, 2), 0);
+	ASSERT_EQ(overlay_activate(ov, ov_discard, &disc), 0);
+	ASSERT_EQ(disc.n, 3);
+	ASSERT_EQ(disc.markers, 1);
+	ASSERT(disc.off[0] == 3 * OVB && disc.off[2] == 5 * OVB);
+	ASSERT_EQ(ov_lower_byte(o.lower, 1), 'C');
+	ASSERT_EQ(ov_lower_byte(o.lower, 2), 'B');
+	ASSERT_EQ(ov_lower_byte(o.lower, 3), 0x83);
+	ASSERT_EQ(ov_lower_byte(o.lower, 5), 0x85);
+	ASSERT_EQ(ov_read_byte(ov, 3), 0x83);			/* reads see the lower device */
+	overlay_get_stats(ov, &st);
+	ASSERT(st.activated && st.committed_epoch == 2);
+	ASSERT_EQ(st.discarded_writes, 3);
+	ASSERT_EQ(st.discarded_bytes, 3 * OVB);
+	ASSERT_EQ(st.held_writes, 0);
+	ASSERT_EQ(overlay_write(ov, 0, two, OVB), -ESHUTDOWN);
+	ASSERT_EQ(overlay_commit(ov, s1, 2), -ESHUTDOWN);
+	ASSERT_EQ(overlay_activate(ov, NULL, NULL), -EALREADY);
+	overlay_close(ov);
+	overlay_close(NULL);
+	return TEST_OK;
+}
+
+/* The overflow policy: committed writes make room by being written back;
+ * when nothing held is committed, writes fail with EIO from then on, and
+ * markers after that point never come. */
+int test_disk_overlay_overflow(void)
+{
+	struct overlay_opts o = { .vm = "web", .mem_limit = 3 * OVB };
+	struct overlay *ov;
+	struct overlay_stats st;
+	uint8_t s1[MARKER_SESSION_LEN];
+	char err[256];
+
+	memset(s1, 1, sizeof(s1));
+	o.lower = ov_lower();
+	ASSERT_EQ(overlay_open(&o, &ov, err, sizeof(err)), 0);
+	ov_put(ov, 1, 'A', 0);
+	ov_marker(ov, "web", 1, 1, false);
+	ASSERT_EQ(overlay_commit(ov, s1, 1), 0);
+	/* Four more blocks fit in a limit of three: the first two wait for the
+	 * write-back of A and M1 instead of overflowing. */
+	ov_put(ov, 2, 'B', 0);
+	ov_put(ov, 3, 'C', 0);
+	ov_put(ov, 4, 'D', 0);
+	overlay_get_stats(ov, &st);
+	ASSERT(!st.overflowed);
+	ASSERT_EQ(st.written_back_writes, 2);
+	ov_put(ov, 5, 'E', -EIO);				/* nothing committed: overflow */
+	ov_put(ov, 6, 'F', -EIO);				/* and from then on */
+	overlay_get_stats(ov, &st);
+	ASSERT(st.overflowed);
+	ASSERT_EQ(st.refused_writes, 2);
+	ASSERT_EQ(overlay_wait_marker(ov, s1, 2, 1000), -ENOSPC);
+	ASSERT_EQ(overlay_wait_marker(ov, s1, 1, 0), 0);	/* seen before */
+	ASSERT_EQ(overlay_commit(ov, s1, 2), -ENOENT);
+	/* Activation still yields checkpoint 1. */
+	ASSERT_EQ(overlay_activate(ov, NULL, NULL), 0);
+	ASSERT_EQ(ov_lower_byte(o.lower, 1), 'A');
+	ASSERT_EQ(ov_lower_byte(o.lower, 2), 0x82);
+	overlay_get_stats(ov, &st);
+	ASSERT_EQ(st.discarded_writes, 3);
+	overlay_close(ov);
+	return TEST_OK;
 }

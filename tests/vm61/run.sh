@@ -30,7 +30,8 @@ usage: tests/vm61/run.sh [options] -- CMD [ARGS...]
 Environment: VM61_KERNEL (e.g. 6.1.0-56-amd64; default: the cached one, or
 the newest Debian ships), VM61_CACHE (default ~/.cache/tandem-vm61),
 VM61_MEM (MiB, default 1024), VM61_SMP (default 1), VM61_TIMEOUT,
-VM61_MACHINE (pc or microvm), VM61_APPEND (kernel parameters), VM61_KEEP=1.
+VM61_MACHINE (pc or microvm), VM61_APPEND (kernel parameters), VM61_KEEP=1,
+VM61_MODS (extra modules insmod-ed at boot, e.g. "drbd nbd brd").
 See tests/vm61/README.md.
 EOF
 	exit 125
@@ -66,6 +67,12 @@ case "$CACHE_ROOT" in /*) ;; *) CACHE_ROOT=$PWD/$CACHE_ROOT ;; esac
 # /sbin/modprobe and the bind-mounted /lib/modules/$KVER.
 BOOT_MODS="virtio_pci virtio_mmio virtio_console 9pnet_virtio 9p overlay"
 TEST_MODS="sch_plug ifb act_mirred cls_u32 sch_ingress veth"
+# Extra modules a test asks for (VM61_MODS, e.g. "drbd nbd brd" for the
+# disk's cut test), insmod-ed at boot with their dependencies, so that only
+# the runs that need them pay for them. Module options come from the host's
+# /etc/modprobe.d as modprobe prints them; the kernel's defaults otherwise.
+EXTRA_MODS=${VM61_MODS:-}
+[[ $EXTRA_MODS =~ ^[A-Za-z0-9_\ -]*$ ]] || { printf 'vm61: error: bad VM61_MODS: %s\n' "$EXTRA_MODS" >&2; exit 125; }
 
 # ---------------------------------------------------------------- packages
 apt_updated=0
@@ -192,7 +199,7 @@ prepare_vmlinux() {
 build_initramfs() {
 	local key base d line ko opts n=0
 	local -A seen=()
-	key=$({ printf '%s\n' "$KVER" "$KDIR" "$BOOT_MODS $TEST_MODS"; cat "$HERE/run.sh" "$HERE/init.sh" "$HERE/stage2.sh" /bin/busybox; } | md5sum)
+	key=$({ printf '%s\n' "$KVER" "$KDIR" "$BOOT_MODS $TEST_MODS $EXTRA_MODS"; cat "$HERE/run.sh" "$HERE/init.sh" "$HERE/stage2.sh" /bin/busybox; } | md5sum)
 	base=$KDIR/initramfs-${key%% *}.cpio
 	if [ ! -f "$base" ]; then
 		d=$WORK/base
@@ -207,8 +214,8 @@ build_initramfs() {
 		printf '%s\n' "$KVER" >"$d/kver"
 		printf '%s\n' "$KDIR/root/lib/modules/$KVER" >"$d/moddir"
 		# shellcheck disable=SC2086
-		modprobe -d "$KDIR/root" -S "$KVER" -a --show-depends $BOOT_MODS $TEST_MODS >"$WORK/deps" ||
-			die "cannot resolve modules ($BOOT_MODS $TEST_MODS)"
+		modprobe -d "$KDIR/root" -S "$KVER" -a --show-depends $BOOT_MODS $TEST_MODS $EXTRA_MODS >"$WORK/deps" ||
+			die "cannot resolve modules ($BOOT_MODS $TEST_MODS $EXTRA_MODS)"
 		: >"$d/modules.list"
 		while read -r line; do
 			[[ $line == insmod\ * ]] || continue
@@ -217,6 +224,9 @@ build_initramfs() {
 			opts=
 			[[ $line == *\ * ]] && opts=${line#* }
 			[ -z "${seen[$ko]:-}" ] || continue
+			# CPU-accelerated crypto (crc32c-intel for drbd's libcrc32c) needs
+			# instructions TCG may not emulate; the generic module follows.
+			case "$ko" in */arch/x86/crypto/*) continue ;; esac
 			seen[$ko]=1
 			n=$((n + 1))
 			cp "$ko" "$d/modules/"
