@@ -127,6 +127,7 @@ struct primary {
 		unsigned pct;			/* 100 = full speed */
 		uint64_t settle_epoch;		/* no change until this checkpoint is acked */
 		uint64_t changes;
+		unsigned calm;			/* acks in a row well under the budget */
 		double last_ms;			/* added latency of the last acked epoch */
 		char cause[240];
 		bool unsupported;
@@ -1111,11 +1112,11 @@ static void *ship_main(void *arg)
 /*
  * The added-latency budget.  The oldest packet of epoch N waits the
  * epoch's length and then until N's ack: that is N's added latency.  When
- * it exceeds latency-budget the guest is slowed (the scheduler's cap on
- * Xen, a duty cycle for memdom) in proportion to the excess, and fewer
- * checkpoints go in flight, so that fewer of them wait only for the link;
- * when it falls under half the budget the guest speeds up again, a step
- * at a time, to full speed.  Each change waits for the ack of a checkpoint
+ * it exceeds three quarters of latency-budget the guest is slowed (the
+ * scheduler's cap on Xen, its write rate for memdom) in proportion to the
+ * excess, and fewer checkpoints go in flight, so that fewer of them wait
+ * only for the link; after 5 acks in a row under 40% of the budget the
+ * guest speeds up again, a step at a time, to full speed.  Each change waits for the ack of a checkpoint
  * taken after it before the next.  Returns the speed to set, or 0 for no
  * change.  Lock held.
  */
@@ -1125,23 +1126,34 @@ static unsigned budget_step(struct primary *p, uint64_t epoch, double added_ms)
 	unsigned pct = p->bud.pct, want = pct;
 
 	p->bud.last_ms = added_ms;
-	if (!p->cfg.latency_budget_ms || p->bud.unsupported || epoch < p->bud.settle_epoch)
+	if (!p->cfg.latency_budget_ms || p->bud.unsupported)
 		return 0;
-	if (added_ms > budget) {
-		double w = (double)pct * 0.8 * budget / added_ms;
+	/* aim under the budget (three quarters of it), so that the tail, not
+	 * only the median, stays within it */
+	if (added_ms > 0.75 * budget) {
+		p->bud.calm = 0;
+		if (epoch < p->bud.settle_epoch)
+			return 0;	/* the last change has not shown yet */
+		double w = (double)pct * 0.6 * budget / added_ms;
 
 		want = (unsigned)MAX(5.0, MIN(w, (double)pct * 0.9));
 		if (want >= pct && pct > 5)
 			want = pct - 1;
 		snprintf(p->bud.cause, sizeof(p->bud.cause), "checkpoint %" PRIu64 "'s output "
-			 "waited %.0f ms, over the latency-budget of %.0f ms (%.1f MiB of "
-			 "checkpoints await an ack)", epoch, added_ms, budget,
+			 "waited %.0f ms, over three quarters of the latency-budget of %.0f ms "
+			 "(%.1f MiB of checkpoints await an ack)", epoch, added_ms, budget,
 			 (double)p->staging_bytes / 1048576);
-	} else if (added_ms < budget / 2 && pct < 100) {
-		want = MIN(100u, pct + MAX(5u, pct / 5));
-		snprintf(p->bud.cause, sizeof(p->bud.cause), "checkpoint %" PRIu64 "'s output "
-			 "waited %.0f ms, under half the latency-budget of %.0f ms", epoch, added_ms,
-			 budget);
+	} else if (added_ms < 0.4 * budget && pct < 100) {
+		/* speed up slowly: after 5 calm acks in a row, a tenth more */
+		if (++p->bud.calm < 5 || epoch < p->bud.settle_epoch)
+			return 0;
+		p->bud.calm = 0;
+		want = MIN(100u, pct + MAX(2u, pct / 10));
+		snprintf(p->bud.cause, sizeof(p->bud.cause), "5 checkpoints' output waited under "
+			 "%.0f ms (the last %.0f ms), under 40%% of the latency-budget of %.0f ms",
+			 0.4 * budget, added_ms, budget);
+	} else {
+		p->bud.calm = 0;
 	}
 	if (want == pct)
 		return 0;

@@ -878,7 +878,7 @@ static double added_p99(const struct td *p, int skip, int *count)
 }
 
 /*
- * One run of a 64 MiB guest dirtying about twice what a 200 Mbit/s link
+ * One run of a 16 MiB guest dirtying about twice what a 200 Mbit/s link
  * carries, interval 50 ms: protecting, then `secs` seconds; returns the
  * p99 of the added output latency over the last `measure` seconds' acks.
  */
@@ -889,7 +889,7 @@ static double budget_run(const char *budget, int secs, int measure, int *n, doub
 	const char *cfg;
 	int before, total;
 
-	snprintf(extra, sizeof(extra), "memory = 64M\nworkload-pattern = random\n"
+	snprintf(extra, sizeof(extra), "memory = 16M\nworkload-pattern = random\n"
 		 "workload-rate = 12000\ninterval = 50ms\ntimeout = 5s\nheartbeat-interval = 500ms\n"
 		 "on-peer-loss = manual\n%s", budget);
 	cfg = td_config(VM, extra);
@@ -929,7 +929,7 @@ int test_budget_holds_latency(void)
 	test_sh("tc qdisc add dev lo root tbf rate 200mbit burst 256kb latency 100ms");
 	free_p99 = budget_run("", 16, 8, &n_free, &speed_free);
 	held_p99 = budget_run("latency-budget = 300ms\n", 24, 10, &n_held, &speed_held);
-	printf("  added output latency p99, 64 MiB guest at ~2x a 200 Mbit/s link, interval 50 ms: "
+	printf("  added output latency p99, 16 MiB guest at ~2x a 200 Mbit/s link, interval 50 ms: "
 	       "without a budget %.0f ms (%d acks), latency-budget 300ms %.0f ms (%d acks, guest "
 	       "at %.0f%%)\n", free_p99, n_free, held_p99, n_held, speed_held);
 	if (free_p99 <= 350)
