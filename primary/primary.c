@@ -1688,6 +1688,35 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0, pause_median_ms(p),
 			 p->last_dirty, (double)p->bytes_shipped / 1048576.0, zinfo, p->nb.ops->name,
 			 nc.held_packets, nc.released_packets, nc.dropped_packets);
+		{
+			size_t n = strlen(buf);
+			char cd[300];
+
+			config_live_diff(&p->cfg, &p->file_cfg, cd, sizeof(cd));
+			if (cd[0] && n < len)
+				n += (size_t)snprintf(buf + n, len - n, "  running configuration "
+						      "differs from the file: %s\n", cd);
+			if (p->cfg.latency_budget_ms && n < len)
+				n += (size_t)snprintf(buf + n, len - n, "  latency-budget %" PRIu64
+						      " ms: guest at %u%%, last epoch's output waited "
+						      "%.0f ms%s%s\n", p->cfg.latency_budget_ms,
+						      p->bud.pct, p->bud.last_ms,
+						      p->bud.cause[0] ? "; " : "", p->bud.cause);
+			for (unsigned i = 0; i < p->devs.n && n < len; i++)
+				n += (size_t)snprintf(buf + n, len - n, "  %s: %s\n",
+						      p->devs.d[i].name, p->devs_bad ?
+						      "its cuts are NOT complete: the backup holds "
+						      "checkpoints" : "cut at every checkpoint");
+			if (p->have_pred && n < len)
+				n += (size_t)snprintf(buf + n, len - n, "  probe predicted: pause %.1f ms, "
+						      "checkpoint %.0f KiB, added latency %.0f ms; "
+						      "measured: pause %.1f ms, checkpoint %" PRIu64
+						      " KiB, added latency %.0f ms\n", p->pred.pause_ms,
+						      p->pred.checkpoint_bytes / 1024,
+						      p->pred.added_latency_ms, pause_median_ms(p),
+						      p->last_dirty * (CKPT_PAGE_SIZE + 8) / 1024,
+						      p->bud.last_ms);
+		}
 		if (strlen(buf) + 1 < len)
 			snprintf(buf + strlen(buf), len - strlen(buf), "%s", paths);
 	}

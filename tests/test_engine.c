@@ -951,6 +951,10 @@ int test_engine_live_set(void)
 	ASSERT(fast >= 2 * slow);
 	snprintf(js, sizeof(js), "%s", td_status(VM, "primary"));
 	ASSERT_STR_CONTAINS(js, "\"running_config_differs\":\"interval=40ms (file: 200ms)\"");
+	test_capture(js, sizeof(js), "TANDEM_RUN_DIR=%s/run %s status " VM " 2>&1", test_tmpdir(),
+		     test_tandem_bin());
+	ASSERT_STR_CONTAINS(js, "running configuration differs from the file: interval=40ms "
+			    "(file: 200ms)");
 	ASSERT(td_log_has(&p, "configuration changed while protecting: interval=40ms"));
 	ASSERT(td_log_has(&b, "interval 200ms -> 40ms"));
 	ASSERT(!td_log_has(&p, "protection starts over"));
