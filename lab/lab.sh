@@ -2031,7 +2031,7 @@ first_paused_at() { awk '$3 ~ /^..p/ {print $2; exit}' "$1"; }
 promote_run() {
   local r="$1" ev="$FAILOVER_DIR/run$1" why="" domid vif timeout_s margin="${LAB_PROMOTE_MARGIN_S:-5}"
   local t_cut t_force t_b_run="" t_heal t_pause="" t_tcp="" ok_before tcp_before tcp_force tcp_after
-  local refused_rc=0 refusal force_rc=0 forced a_state="none" state_A state_B sup_why
+  local refused_rc=0 refusal force_rc=0 forced a_state="none" state_A state_B sup_why ok_force
   mkdir -p "$ev"
   timeout_s="$(sed 's/s$//' <<<"${LAB_TANDEM_TIMEOUT:-3s}")"
   cmd_restore A repl >&2 2>/dev/null || true
@@ -2074,6 +2074,7 @@ promote_run() {
   [ "$refused_rc" != 0 ] || why="$why,promote-not-refused"
   grep -q "heard on path 1" <<<"$refusal" || why="$why,refusal-does-not-name-the-path"
   # --force.
+  tcp_force="$(client_tcp)"; ok_force="$(client_status ok)"
   t_force="$(now)"
   forced="$(lab_ssh B "./tandem promote --force g1" 2>&1)" || force_rc=$?
   log "promote --force: exit $force_rc: $forced"
@@ -2083,7 +2084,6 @@ promote_run() {
   else
     why="$why,guest-not-running-on-B"
   fi
-  tcp_force="$(client_tcp)"
   # Give A the time it would need to learn of the activation on the
   # heartbeat path before the heal, so that the line says which way it learnt.
   wait_for "A: g1 paused before the heal" "$((timeout_s + margin))" g1_paused A >&2 || true
@@ -2125,6 +2125,17 @@ promote_run() {
   local fA fB; fA="$(guest_faults "$ev/A-xen.log")"; fB="$(guest_faults "$ev/B-xen.log")"
   [ "$fB" = 0 ] || why="guest-fault-B,$why"
   [ "$fA" = 0 ] || why="guest-fault-A,$why"
+  # From the daemons' own logs (each host's clock): the backup's decision
+  # to guest running, and on A, hearing of the activation to the pause.
+  local b_act a_pause_ms first_ok stall
+  b_act="$(sed -n 's/^failover heard_to_running_ms=[0-9.]* activate_ms=\([0-9.]*\).*/\1/p' "$ev/backup.events" 2>/dev/null | tail -n1)"
+  a_pause_ms="$(awk '
+    function ms(   d, t) { d = $1; t = $2; gsub(/-/, " ", d); split(t, a, "."); gsub(/:/, " ", a[1]); return mktime(d " " a[1]) * 1000 + a[2] }
+    !h && (/says it is ACTIVE/ || /SUPERSEDED: the backup said so/) { h = ms() }
+    h && / paused: the backup runs it now/ { printf "%.0f", ms() - h; exit }' "$ev/primary.log" 2>/dev/null)"
+  # The client's first answer after --force (its log: "event=resumed" after a stall).
+  first_ok="$(awk -v t="$t_force" '$1 > t && /event=resumed/ {print $1; s = $0; sub(/.*stall_ms=/, "", s); print s; exit}' "$ev/client.log" 2>/dev/null | paste -sd' ')"
+  stall="${first_ok#* }"; first_ok="${first_ok%% *}"
   local heal_to_pause before_heal
   if [ -z "$t_pause" ]; then heal_to_pause=never; before_heal=no
   elif awk -v p="$t_pause" -v h="$t_heal" 'BEGIN{ exit !(p <= h) }'; then heal_to_pause=0.0; before_heal=yes
@@ -2134,10 +2145,10 @@ promote_run() {
     "mute_B_to_A=${LAB_PROMOTE_MUTE:-0} timeout_s=$timeout_s margin_s=$margin" \
     "refused_rc=$refused_rc refusal=\"$(tr '\n' ' ' <<<"$refusal" | sed 's/ *$//')\" force_rc=$force_rc" \
     "cut_to_force_s=$(since "$t_cut" "$t_force") force_to_B_running_s=$(since "$t_force" "$t_b_run")" \
-    "force_to_A_paused_s=$(since "$t_force" "$t_pause") A_paused_before_heal=$before_heal heal_to_A_paused_s=$heal_to_pause" \
+    "B_decision_to_running_ms=${b_act:-none} force_to_A_paused_s=$(since "$t_force" "$t_pause") A_paused_before_heal=$before_heal heal_to_A_paused_s=$heal_to_pause A_heard_to_paused_ms=${a_pause_ms:-none}" \
     "A_tandem=$a_state A_learnt=${sup_why:-none} g1_state_A=$state_A g1_state_B=$state_B" \
-    "first_answer_after_force_s=$(since "$t_force" "$t_tcp") hold_s=$hold_s hold_max_stall_ms=$hold_max_stall_ms" \
-    "answers_before_cut=$ok_before answers_end=$(client_status ok)" \
+    "force_to_first_answer_s=$(since "$t_force" "$first_ok") client_stall_ms=${stall:-none} hold_s=$hold_s hold_max_stall_ms=$hold_max_stall_ms" \
+    "answers_before_cut=$ok_before answers_at_force=${ok_force:-none} answers_end=$(client_status ok)" \
     "tcp_before_cut=[$tcp_before] tcp_at_force=[$tcp_force] tcp_end=[$tcp_after]" \
     "conns=$(client_status conns) resets=$(client_status resets) timeouts=$(client_status timeouts) gaps=$(client_status gaps) repeats=$(client_status repeats) rollbacks=$(client_status rollbacks) reboots=$(client_status reboots) errors=$(client_status errors)" \
     "guest_arp_after_force=$(guest_arp_after "$t_force") faults_A=$fA faults_B=$fB evidence=$ev"
@@ -2163,7 +2174,7 @@ cmd_promote() {
   hb_mute_to_A off
   # One summary line: the verdict and each run's figures, run by run.
   local f figs=""
-  for f in refused_rc force_to_B_running_s force_to_A_paused_s A_paused_before_heal heal_to_A_paused_s A_tandem hold_s; do
+  for f in refused_rc B_decision_to_running_ms force_to_A_paused_s A_paused_before_heal heal_to_A_paused_s A_heard_to_paused_ms A_tandem force_to_first_answer_s client_stall_ms hold_s; do
     figs="$figs $f=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | kv "$f" | paste -sd/)"
   done
   echo "lab promote: promote=$([ "$passed" -eq "$runs" ] && echo PASS || echo FAIL) runs=$runs passed=$passed" \
