@@ -1986,10 +1986,10 @@ cmd_faultrate() {
 # second) and A's tandem must say `superseded`; the client's one TCP
 # connection must carry on against B (same connection, no reset, gap,
 # repeat or rollback) and hold for LAB_HOLD_S (60) s.
-# LAB_PROMOTE_MUTE=1: heartbeats from B to A are also dropped (tc on the
-# netns side of A's mgmt tap, UDP to port 7500), from before the cut to the
-# end: A then cannot hear the activation on the heartbeat path and learns
-# it only when the replication link heals (its reconnect's handshake).
+# LAB_PROMOTE_MUTE=1: heartbeats from B to A are also dropped (tc in dom0
+# A, UDP from B to port 7500), from just after the refusal to the end: A
+# then cannot hear the activation on the heartbeat path and learns it only
+# when the replication link heals (its reconnect's handshake).
 PROMOTE_HB_PORT=7500
 promote_conf() { # vif
   tandem_conf "$1" "${LAB_TANDEM_INTERVAL_MS:-100}"
@@ -2071,7 +2071,6 @@ promote_run() {
     echo "lab promote: run=$r result=FAIL reason=$why faults_A=$fA faults_B=$(guest_faults "$ev/B-xen.log") evidence=$ev"
     return 1
   fi
-  if [ "${LAB_PROMOTE_MUTE:-0}" = 1 ] && ! hb_mute_to_A on; then why="lab-error-cannot-drop-B-to-A-heartbeats"; fi
   ok_before="$(client_status ok)"; tcp_before="$(client_tcp)"
   astate_poll_start "$ev/A-state.log"
 
@@ -2085,6 +2084,14 @@ promote_run() {
   log "promote: exit $refused_rc: $refusal"
   [ "$refused_rc" != 0 ] || why="$why,promote-not-refused"
   grep -q "heard on path 1" <<<"$refusal" || why="$why,refusal-does-not-name-the-path"
+  # LAB_PROMOTE_MUTE=1: from here on A no longer hears B on the heartbeat
+  # path.  Not earlier: a path counts as up only on heartbeats that echo
+  # the listener's own recent nonce (issue 24 item 3), so B stops hearing
+  # A too, `timeout` after A stops hearing B; muted before the cut, B saw
+  # every path lost and failed over by itself.  Muted now, B still hears A
+  # when --force comes, and A can learn of the activation only when the
+  # replication link heals.
+  if [ "${LAB_PROMOTE_MUTE:-0}" = 1 ] && ! hb_mute_to_A on; then why="$why,lab-error-cannot-drop-B-to-A-heartbeats"; fi
   # --force.
   tcp_force="$(client_tcp)"; ok_force="$(client_status ok)"
   t_force="$(now)"
