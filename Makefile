@@ -9,6 +9,8 @@
 #   make lab        the emulated two-host Xen lab and its xl remus baseline
 #   make lab-failover  tandem protects the lab's PVH guest; host A is killed five times,
 #                      then the side by side with xl remus (LAB_COMPARE=0: failover only)
+#   make lab-promote   issue 24's proof: only the replication link cut, `tandem promote` refused,
+#                      --force activates B, A's guest paused and superseded, the client carries on
 #   make lab-compare   pause and throughput side by side with xl remus (100 and 25 ms)
 #   SANITIZER=address|undefined   build with a sanitizer
 
@@ -48,7 +50,7 @@ FUZZ_LIB_SRCS := domain/qmp.c lib/wire.c lib/util.c lib/log.c lib/channel.c lib/
 	heartbeat/heartbeat.c heartbeat/policy.c lib/status.c
 FUZZ_TIME ?= 60
 
-.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-oracle lab-compare lab-shell clean units install uninstall
+.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-promote lab-oracle lab-compare lab-shell clean units install uninstall
 
 all: tandem
 
@@ -104,6 +106,10 @@ lab:
 lab-failover: deps
 	@$(MAKE) --no-print-directory all
 	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh proof
+
+lab-promote: deps
+	@$(MAKE) --no-print-directory all
+	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh promote
 
 lab-oracle: deps
 	@$(MAKE) --no-print-directory all

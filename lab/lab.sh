@@ -20,6 +20,10 @@
 #   lab/lab.sh failover             tandem protects g1 A->B, kill A; the client's TCP connection
 #                                   must survive and answer for 60 s on B, g1 must run there,
 #                                   no guest fault in Xen's logs (LAB_RUNS runs, default 5)
+#   lab/lab.sh promote              issue 24: only the replication link cut; promote refused,
+#                                   promote --force activates B, A's g1 paused (superseded),
+#                                   the client's connection carries on (LAB_RUNS, default 3;
+#                                   LAB_PROMOTE_MUTE=1: B's heartbeats to A dropped too)
 #   lab/lab.sh proof                failover, then compare, then one summary line
 #                                   (make lab-failover; LAB_COMPARE=0: failover only)
 #   lab/lab.sh compare              pause and throughput of a dirtying guest: unprotected,
@@ -1971,6 +1975,246 @@ cmd_faultrate() {
   echo "lab faultrate: wall_s_per_arm=$((w * rounds)) rounds=$rounds dirty_pages=${LAB_FAULTRATE_DIRTY:-0} total_s=$(elapsed "$t_start") evidence=$ev"
 }
 
+# -------------------------------------------------------------- promote ----
+# Issue 24's lab proof: g1 protected A->B with a heartbeat path on `mgmt`
+# besides the replication link, the lab client connected.  Only the
+# replication link is cut (A's tap on `repl` leaves the bridge).  `tandem
+# promote g1` on B must be refused, naming the path that still hears the
+# primary; `tandem promote --force g1` must activate g1 on B; once the link
+# is healed, A's g1 must be paused (xl list: p) within `timeout` plus
+# LAB_PROMOTE_MARGIN_S (5: A's state is polled over ssh, about once a
+# second) and A's tandem must say `superseded`; the client's one TCP
+# connection must carry on against B (same connection, no reset, gap,
+# repeat or rollback) and hold for LAB_HOLD_S (60) s.
+# LAB_PROMOTE_MUTE=1: heartbeats from B to A are also dropped (tc in dom0
+# A, UDP from B to port 7500), from just after the refusal to the end: A
+# then cannot hear the activation on the heartbeat path and learns it only
+# when the replication link heals (its reconnect's handshake).
+PROMOTE_HB_PORT=7500
+promote_conf() { # vif
+  tandem_conf "$1" "${LAB_TANDEM_INTERVAL_MS:-100}"
+  echo "heartbeat-paths = $(host_ip A mgmt):$PROMOTE_HB_PORT-$(host_ip B mgmt):$PROMOTE_HB_PORT"
+}
+status_field() { lab_ssh "$1" "./tandem status --json g1" 2>/dev/null | json_field "$2"; } # host key
+b_degraded() { [ "$(status_field B state)" = degraded ]; }
+a_superseded() { [ "$(status_field A state)" = superseded ]; }
+g1_paused() { [[ "$(g1_state "$1")" =~ ^..p ]]; }
+# The client's TCP connection to g1, from the netns' socket table:
+# "port=<client port> rx=<bytes received> acked=<bytes sent and acked>".
+client_tcp() {
+  in_ns ss -tinH dst "$GUEST_IP" 2>/dev/null | tr '\n' ' ' | awk -v c="10.70.0.1:" '
+    { for (i = 1; i <= NF; i++) {
+        if (index($i, c) == 1 && !lp) { lp = substr($i, length(c) + 1) }
+        if ($i ~ /^bytes_received:/) { split($i, a, ":"); rx = a[2] }
+        if ($i ~ /^bytes_acked:/) { split($i, a, ":"); tx = a[2] } } }
+    END { printf "port=%s rx=%s acked=%s", (lp ? lp : "none"), rx + 0, tx + 0 }'
+}
+# Drop B's heartbeats to A: an ingress u32 filter on A's mgmt NIC in dom0 A
+# (the host's kernel has no tc actions, nor netem; Debian's 6.1 in dom0 has
+# act_gact).  Only UDP from B's mgmt address to the heartbeat port: the
+# lab's ssh on the same NIC is untouched.
+hb_mute_to_A() { # on|off
+  local d="dev=\$(ip -o -4 addr show | awk '/ $(host_ip A mgmt)\\//{print \$2}')"
+  lab_ssh A "$d; tc qdisc del dev \$dev ingress 2>/dev/null; true"
+  [ "$1" = on ] || return 0
+  lab_ssh A "$d; tc qdisc add dev \$dev ingress && tc filter add dev \$dev parent ffff: protocol ip prio 1 u32 match ip src $(host_ip B mgmt)/32 match ip protocol 17 0xff match ip dport $PROMOTE_HB_PORT 0xffff action drop"
+}
+hb_muted_count() { # datagrams the filter dropped so far
+  lab_ssh A "dev=\$(ip -o -4 addr show | awk '/ $(host_ip A mgmt)\\//{print \$2}'); tc -s filter show dev \$dev parent ffff:" 2>/dev/null | sed -n 's/.*(rule hit [0-9]* success \([0-9]*\)).*/\1/p' | head -n1
+}
+# A's g1 state, polled from here over ssh into a file: "<asked> <answered>
+# <state>" lines (an ssh takes about a second, more under load: the state
+# was read between the two times).
+astate_poll_start() { # file
+  ( while :; do t0="$(now)"; s="$(g1_state A 2>/dev/null || echo unreachable)"; echo "$t0 $(now) ${s:-none}"; sleep 0.2; done ) > "$1" 2>/dev/null &
+  echo $! > "$RUN/astate.pid"
+}
+# State file -> when g1 was first seen paused: the answer's time of that
+# sample (an upper bound of the moment it paused).
+first_paused_at() { awk '$3 ~ /^..p/ {print $2; exit}' "$1"; }
+
+promote_run() {
+  local r="$1" ev="$FAILOVER_DIR/run$1-try${2:-1}" why="" domid vif timeout_s margin="${LAB_PROMOTE_MARGIN_S:-5}"
+  local t_cut t_force t_b_run="" t_heal t_pause="" t_tcp="" ok_before tcp_before tcp_force tcp_after
+  local refused_rc=0 refusal force_rc=0 forced a_state="none" state_A state_B sup_why ok_force
+  mkdir -p "$ev"
+  timeout_s="$(sed 's/s$//' <<<"${LAB_TANDEM_TIMEOUT:-3s}")"
+  cmd_restore A repl >&2 2>/dev/null || true
+  hb_mute_to_A off
+  failover_reset >&2
+  { lab_ssh A "xl dmesg -c" && lab_ssh B "xl dmesg -c"; } > /dev/null || why="lab-error-xl-dmesg"
+  domid="$(lab_ssh A xl domid g1)"; vif="vif$domid.0"
+  promote_conf "$vif" > "$RUN/g1.conf"
+  tandem_install "$RUN/g1.conf"
+  [ -z "$why" ] && { LAB_DAEMON_ARGS="--log-level debug" backup_start || why="backup-does-not-start"; }
+  [ -z "$why" ] && tandem_start A primary
+  if [ -z "$why" ] && { ! wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2 ||
+       primary_failed || backup_failed || ! acks_at_least 3; }; then why="not-protected"; fi
+  [ -z "$why" ] && watchers_start
+  [ -z "$why" ] && { wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2 || why="no-answers-under-protection"; }
+  if [ -z "$why" ]; then
+    local acks_before; acks_before="$(tandem_acks)"
+    wait_for "tandem: 5 more checkpoints acked" 300 acks_or_primary_gone $((acks_before + 5)) >&2 &&
+      acks_at_least $((acks_before + 5)) || why="protection-stopped-before-cut"
+  fi
+  if [ -n "$why" ]; then
+    stop_pidfile "$RUN/client.pid"; stop_pidfile "$RUN/tcpdump.pid"
+    failover_evidence "$ev" A B
+    # A guest fault on A before the cut (the lab's guest, docs/lab.md Known
+    # limits) says nothing about promote: void, and the run is tried again.
+    local fA; fA="$(guest_faults "$ev/A-xen.log")"
+    tandem_stop A primary; tandem_stop B backup
+    if [ "$fA" -gt 0 ]; then
+      echo "lab promote: run=$r result=VOID reason=guest-fault-A-before-cut,$why faults_A=$fA rip_A=$(fault_rips "$ev/A-xen.log") faults_B=$(guest_faults "$ev/B-xen.log") evidence=$ev"
+      return 2
+    fi
+    echo "lab promote: run=$r result=FAIL reason=$why faults_A=$fA faults_B=$(guest_faults "$ev/B-xen.log") evidence=$ev"
+    return 1
+  fi
+  ok_before="$(client_status ok)"; tcp_before="$(client_tcp)"
+  astate_poll_start "$ev/A-state.log"
+
+  # Cut only the replication link; wait for B to see it (its stream down,
+  # the primary heard on the heartbeat path: degraded).
+  t_cut="$(now)"
+  cmd_cut A repl >&2
+  wait_for "B: degraded (replication down, primary heard elsewhere)" 120 b_degraded >&2 || why="B-not-degraded($(status_field B state))"
+  # Refused while the heartbeat path hears the primary.
+  refusal="$(lab_ssh B "./tandem promote g1" 2>&1)" || refused_rc=$?
+  log "promote: exit $refused_rc: $refusal"
+  [ "$refused_rc" != 0 ] || why="$why,promote-not-refused"
+  grep -q "heard on path 1" <<<"$refusal" || why="$why,refusal-does-not-name-the-path"
+  # LAB_PROMOTE_MUTE=1: from here on A no longer hears B on the heartbeat
+  # path.  Not earlier: a path counts as up only on heartbeats that echo
+  # the listener's own recent nonce (issue 24 item 3), so B stops hearing
+  # A too, `timeout` after A stops hearing B; muted before the cut, B saw
+  # every path lost and failed over by itself.  Muted now, B still hears A
+  # when --force comes, and A can learn of the activation only when the
+  # replication link heals.
+  if [ "${LAB_PROMOTE_MUTE:-0}" = 1 ] && ! hb_mute_to_A on; then why="$why,lab-error-cannot-drop-B-to-A-heartbeats"; fi
+  # --force.
+  tcp_force="$(client_tcp)"; ok_force="$(client_status ok)"
+  t_force="$(now)"
+  forced="$(lab_ssh B "./tandem promote --force g1" 2>&1)" || force_rc=$?
+  log "promote --force: exit $force_rc: $forced"
+  [ "$force_rc" = 0 ] || why="$why,force-refused"
+  if wait_for "B: g1 running after promote --force" 300 b_guest_settled >&2 && state_running "$(g1_state B)"; then
+    t_b_run="$(now)"
+  else
+    why="$why,guest-not-running-on-B"
+  fi
+  # Give A the time it would need to learn of the activation on the
+  # heartbeat path before the heal, so that the line says which way it learnt.
+  wait_for "A: g1 paused before the heal" "$((timeout_s + margin))" g1_paused A >&2 || true
+  t_heal="$(now)"
+  cmd_restore A repl >&2
+  if wait_for "A: g1 paused" "$((timeout_s + margin))" g1_paused A >&2; then :; else why="$why,A-not-paused"; fi
+  sleep 1
+  stop_pidfile "$RUN/astate.pid"
+  t_pause="$(first_paused_at "$ev/A-state.log")"
+  wait_for "A: tandem says superseded" 30 a_superseded >&2 || why="$why,A-not-superseded"
+  a_state="$(status_field A state)"; a_state="${a_state:-none}"
+  sup_why="$(lab_ssh A "grep -m1 -o 'SUPERSEDED: [^;]*' /root/primary.log" 2>/dev/null | sed 's/^SUPERSEDED: //; s/ /_/g')"
+  # The same connection answers again, against B, and holds.
+  local hold_s=0 hold_max_stall_ms=0 hold_why=""
+  if [ -n "$t_b_run" ]; then
+    if wait_for "client: answer on the same connection after promote --force" "${LAB_TCP_WAIT_S:-120}" \
+         client_ok_after "$(awk -v t="$t_force" 'BEGIN{printf "%.3f", t + 1}')" >&2; then
+      t_tcp="$(now)"
+      hold_watch "$t_tcp" || why="$why,$hold_why"
+    else
+      why="$why,no-answer-after-promote"
+    fi
+  fi
+  tcp_after="$(client_tcp)"
+  state_A="$(g1_state A 2>/dev/null)"; state_A="${state_A:-none}"
+  state_B="$(g1_state B 2>/dev/null)"; state_B="${state_B:-none}"
+  state_running "$state_B" || why="$why,g1-on-B-is-$state_B"
+  [[ "$state_A" =~ ^..p ]] || why="$why,g1-on-A-is-$state_A"
+  stop_pidfile "$RUN/client.pid"; stop_pidfile "$RUN/tcpdump.pid"
+  local dropped=none
+  if [ "${LAB_PROMOTE_MUTE:-0}" = 1 ]; then
+    dropped="$(hb_muted_count)"; dropped="${dropped:-none}"
+    [ "$dropped" != none ] && [ "$dropped" -gt 0 ] || why="$why,B-to-A-heartbeats-not-dropped"
+  fi
+  hb_mute_to_A off
+  failover_evidence "$ev" A B
+  local k v bad=""
+  [ "$(client_status conns)" = 1 ] || bad="$bad+reconnected"
+  for k in resets timeouts forced gaps repeats rollbacks reboots errors; do
+    v="$(client_status "$k")"; [ "$v" = 0 ] || bad="$bad+$k=$v"
+  done
+  [ -z "$bad" ] || why="$why,connection:${bad#+}"
+  [ "$(kv port <<<"$tcp_before")" = "$(kv port <<<"$tcp_after")" ] || why="$why,not-the-same-connection"
+  local fA fB; fA="$(guest_faults "$ev/A-xen.log")"; fB="$(guest_faults "$ev/B-xen.log")"
+  [ "$fB" = 0 ] || why="guest-fault-B,$why"
+  [ "$fA" = 0 ] || why="guest-fault-A,$why"
+  # From the daemons' own logs (each host's clock): the backup's decision
+  # to guest running, and on A, hearing of the activation to the pause.
+  local b_act a_pause_ms first_ok stall
+  b_act="$(sed -n 's/^failover heard_to_running_ms=[0-9.]* activate_ms=\([0-9.]*\).*/\1/p' "$ev/backup.events" 2>/dev/null | tail -n1)"
+  a_pause_ms="$(awk '
+    function ms(   d, t) { d = $1; t = $2; gsub(/-/, " ", d); split(t, a, "."); gsub(/:/, " ", a[1]); return mktime(d " " a[1]) * 1000 + a[2] }
+    !h && (/says it is ACTIVE/ || /SUPERSEDED: the backup said so/) { h = ms() }
+    h && / paused: the backup runs it now/ { printf "%.0f", ms() - h; exit }' "$ev/primary.log" 2>/dev/null)"
+  # The client's first answer after --force (its log: "event=resumed" after a stall).
+  first_ok="$(awk -v t="$t_force" '$1 > t && /event=resumed/ {print $1; s = $0; sub(/.*stall_ms=/, "", s); print s; exit}' "$ev/client.log" 2>/dev/null | paste -sd' ')"
+  stall="${first_ok#* }"; first_ok="${first_ok%% *}"
+  local heal_to_pause before_heal
+  if [ -z "$t_pause" ]; then heal_to_pause=never; before_heal=no
+  elif awk -v p="$t_pause" -v h="$t_heal" 'BEGIN{ exit !(p <= h) }'; then heal_to_pause=0.0; before_heal=yes
+  else heal_to_pause="$(since "$t_heal" "$t_pause")"; before_heal=no; fi
+  why="$(sed 's/,,*/,/g; s/^,//; s/,$//' <<<"$why")"
+  echo "lab promote: run=$r result=$([ -z "$why" ] && echo PASS || echo "FAIL reason=$why")" \
+    "mute_B_to_A=${LAB_PROMOTE_MUTE:-0} hb_dropped_at_A=$dropped timeout_s=$timeout_s margin_s=$margin" \
+    "refused_rc=$refused_rc refusal=\"$(tr '\n' ' ' <<<"$refusal" | sed 's/ *$//')\" force_rc=$force_rc" \
+    "cut_to_force_s=$(since "$t_cut" "$t_force") force_to_B_running_s=$(since "$t_force" "$t_b_run")" \
+    "B_decision_to_running_ms=${b_act:-none} force_to_A_paused_s=$(since "$t_force" "$t_pause") A_paused_before_heal=$before_heal heal_to_A_paused_s=$heal_to_pause A_heard_to_paused_ms=${a_pause_ms:-none}" \
+    "A_tandem=$a_state A_learnt=${sup_why:-none} g1_state_A=$state_A g1_state_B=$state_B" \
+    "force_to_first_answer_s=$(since "$t_force" "$first_ok") client_stall_ms=${stall:-none} hold_s=$hold_s hold_max_stall_ms=$hold_max_stall_ms" \
+    "answers_before_cut=$ok_before answers_at_force=${ok_force:-none} answers_end=$(client_status ok)" \
+    "tcp_before_cut=[$tcp_before] tcp_at_force=[$tcp_force] tcp_end=[$tcp_after]" \
+    "conns=$(client_status conns) resets=$(client_status resets) timeouts=$(client_status timeouts) gaps=$(client_status gaps) repeats=$(client_status repeats) rollbacks=$(client_status rollbacks) reboots=$(client_status reboots) errors=$(client_status errors)" \
+    "guest_arp_after_force=$(guest_arp_after "$t_force") faults_A=$fA faults_B=$fB evidence=$ev"
+  tandem_stop A primary
+  tandem_stop B backup
+  [ -z "$why" ]
+}
+
+cmd_promote() {
+  local runs="${LAB_RUNS:-3}" r try rc passed=0 voids=0 t_start line
+  t_start="$(now)"
+  tandem_lab_ready
+  FAILOVER_DIR="$RUN/promote-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$FAILOVER_DIR"
+  log "promote series: evidence in $FAILOVER_DIR"
+  for r in $(seq "$runs"); do
+    for try in 1 2; do
+      log "promote run $r of $runs, try $try"
+      rc=0; line="$(promote_run "$r" "$try")" || rc=$?
+      [ -n "$line" ] || line="lab promote: run=$r result=FAIL reason=lab-error (see the messages above)"
+      echo "$line try=$try" | tee -a "$FAILOVER_DIR/results"
+      [ "$rc" = 0 ] && passed=$((passed + 1))
+      [ "$rc" = 2 ] && [ "$try" = 1 ] && { voids=$((voids + 1)); continue; }
+      break
+    done
+  done
+  cmd_restore A repl >&2 2>/dev/null || true
+  hb_mute_to_A off
+  # One summary line: the verdict and each run's figures, run by run.
+  local f figs=""
+  for f in refused_rc B_decision_to_running_ms force_to_A_paused_s A_paused_before_heal heal_to_A_paused_s A_heard_to_paused_ms A_tandem force_to_first_answer_s client_stall_ms hold_s; do
+    figs="$figs $f=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | kv "$f" | paste -sd/)"
+  done
+  echo "lab promote: promote=$([ "$passed" -eq "$runs" ] && echo PASS || echo FAIL) runs=$runs passed=$passed void_tries=$voids" \
+    "mute_B_to_A=${LAB_PROMOTE_MUTE:-0}$figs" \
+    "refusal=\"$(grep -m1 -o 'refusal="[^"]*"' "$FAILOVER_DIR/results" | sed 's/^refusal="//; s/"$//')\"" \
+    "answers_before_cut/end=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | sed -n 's/.*answers_before_cut=\([0-9]*\) answers_end=\([0-9]*\).*/\1:\2/p' | paste -sd/)" \
+    "client_rx_bytes_before_cut/end=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | sed -n 's/.*tcp_before_cut=\[port=[0-9a-z]* rx=\([0-9]*\).*tcp_end=\[port=[0-9a-z]* rx=\([0-9]*\).*/\1:\2/p' | paste -sd/)" \
+    "total_s=$(elapsed "$t_start") evidence=$FAILOVER_DIR" | tee -a "$FAILOVER_DIR/results"
+  [ "$passed" -eq "$runs" ]
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
@@ -1999,6 +2243,7 @@ main() {
     linkcost) cmd_linkcost ;;
     suspendcost) cmd_suspendcost ;;
     faultrate) cmd_faultrate ;;
+    promote) cmd_promote ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac
