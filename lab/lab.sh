@@ -2105,14 +2105,23 @@ promote_run() {
   fi
   # Give A the time it would need to learn of the activation on the
   # heartbeat path before the heal, so that the line says which way it learnt.
-  wait_for "A: g1 paused before the heal" "$((timeout_s + margin))" g1_paused A >&2 || true
+  # When a wait sees it paused is an upper bound too (the poller's ssh
+  # can take seconds under load, and a sample in flight is lost when it stops).
+  local t_seen=""
+  wait_for "A: g1 paused before the heal" "$((timeout_s + margin))" g1_paused A >&2 && t_seen="$(now)"
   t_heal="$(now)"
   cmd_restore A repl >&2
-  if wait_for "A: g1 paused" "$((timeout_s + margin))" g1_paused A >&2; then :; else why="$why,A-not-paused"; fi
-  sleep 1
+  if wait_for "A: g1 paused" "$((timeout_s + margin))" g1_paused A >&2; then
+    [ -n "$t_seen" ] || t_seen="$(now)"
+  else
+    why="$why,A-not-paused"
+  fi
+  wait_for "A: tandem says superseded" 30 a_superseded >&2 || why="$why,A-not-superseded"
   stop_pidfile "$RUN/astate.pid"
   t_pause="$(first_paused_at "$ev/A-state.log")"
-  wait_for "A: tandem says superseded" 30 a_superseded >&2 || why="$why,A-not-superseded"
+  if [ -z "$t_pause" ] || { [ -n "$t_seen" ] && awk -v a="$t_seen" -v b="$t_pause" 'BEGIN{ exit !(a < b) }'; }; then
+    t_pause="$t_seen"
+  fi
   a_state="$(status_field A state)"; a_state="${a_state:-none}"
   sup_why="$(lab_ssh A "grep -m1 -o 'SUPERSEDED: [^;]*' /root/primary.log" 2>/dev/null | sed 's/^SUPERSEDED: //; s/ /_/g')"
   # The same connection answers again, against B, and holds.
