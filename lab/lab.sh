@@ -2218,7 +2218,7 @@ cmd_promote() {
   echo "lab promote: promote=$([ "$passed" -eq "$runs" ] && echo PASS || echo FAIL) runs=$runs passed=$passed void_tries=$voids" \
     "mute_B_to_A=${LAB_PROMOTE_MUTE:-0}$figs" \
     "refusal=\"$(grep -m1 -o 'refusal="[^"]*"' "$FAILOVER_DIR/results" | sed 's/^refusal="//; s/"$//')\"" \
-    "answers_before_cut/end=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | sed -n 's/.*answers_before_cut=\([0-9]*\) answers_end=\([0-9]*\).*/\1:\2/p' | paste -sd/)" \
+    "answers_before_cut/end=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | sed -n 's/.*answers_before_cut=\([0-9]*\) .*answers_end=\([0-9]*\).*/\1:\2/p' | paste -sd/)" \
     "client_rx_bytes_before_cut/end=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | sed -n 's/.*tcp_before_cut=\[port=[0-9a-z]* rx=\([0-9]*\).*tcp_end=\[port=[0-9a-z]* rx=\([0-9]*\).*/\1:\2/p' | paste -sd/)" \
     "total_s=$(elapsed "$t_start") evidence=$FAILOVER_DIR" | tee -a "$FAILOVER_DIR/results"
   [ "$passed" -eq "$runs" ]
