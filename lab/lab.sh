@@ -2105,14 +2105,23 @@ promote_run() {
   fi
   # Give A the time it would need to learn of the activation on the
   # heartbeat path before the heal, so that the line says which way it learnt.
-  wait_for "A: g1 paused before the heal" "$((timeout_s + margin))" g1_paused A >&2 || true
+  # When a wait sees it paused is an upper bound too (the poller's ssh
+  # can take seconds under load, and a sample in flight is lost when it stops).
+  local t_seen=""
+  wait_for "A: g1 paused before the heal" "$((timeout_s + margin))" g1_paused A >&2 && t_seen="$(now)"
   t_heal="$(now)"
   cmd_restore A repl >&2
-  if wait_for "A: g1 paused" "$((timeout_s + margin))" g1_paused A >&2; then :; else why="$why,A-not-paused"; fi
-  sleep 1
+  if wait_for "A: g1 paused" "$((timeout_s + margin))" g1_paused A >&2; then
+    [ -n "$t_seen" ] || t_seen="$(now)"
+  else
+    why="$why,A-not-paused"
+  fi
+  wait_for "A: tandem says superseded" 30 a_superseded >&2 || why="$why,A-not-superseded"
   stop_pidfile "$RUN/astate.pid"
   t_pause="$(first_paused_at "$ev/A-state.log")"
-  wait_for "A: tandem says superseded" 30 a_superseded >&2 || why="$why,A-not-superseded"
+  if [ -z "$t_pause" ] || { [ -n "$t_seen" ] && awk -v a="$t_seen" -v b="$t_pause" 'BEGIN{ exit !(a < b) }'; }; then
+    t_pause="$t_seen"
+  fi
   a_state="$(status_field A state)"; a_state="${a_state:-none}"
   sup_why="$(lab_ssh A "grep -m1 -o 'SUPERSEDED: [^;]*' /root/primary.log" 2>/dev/null | sed 's/^SUPERSEDED: //; s/ /_/g')"
   # The same connection answers again, against B, and holds.
@@ -2209,7 +2218,7 @@ cmd_promote() {
   echo "lab promote: promote=$([ "$passed" -eq "$runs" ] && echo PASS || echo FAIL) runs=$runs passed=$passed void_tries=$voids" \
     "mute_B_to_A=${LAB_PROMOTE_MUTE:-0}$figs" \
     "refusal=\"$(grep -m1 -o 'refusal="[^"]*"' "$FAILOVER_DIR/results" | sed 's/^refusal="//; s/"$//')\"" \
-    "answers_before_cut/end=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | sed -n 's/.*answers_before_cut=\([0-9]*\) answers_end=\([0-9]*\).*/\1:\2/p' | paste -sd/)" \
+    "answers_before_cut/end=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | sed -n 's/.*answers_before_cut=\([0-9]*\) .*answers_end=\([0-9]*\).*/\1:\2/p' | paste -sd/)" \
     "client_rx_bytes_before_cut/end=$(grep '^lab promote: run=' "$FAILOVER_DIR/results" | sed -n 's/.*tcp_before_cut=\[port=[0-9a-z]* rx=\([0-9]*\).*tcp_end=\[port=[0-9a-z]* rx=\([0-9]*\).*/\1:\2/p' | paste -sd/)" \
     "total_s=$(elapsed "$t_start") evidence=$FAILOVER_DIR" | tee -a "$FAILOVER_DIR/results"
   [ "$passed" -eq "$runs" ]
