@@ -364,14 +364,41 @@ int cmd_report(int argc, char **argv)
 	return rc;
 }
 
-int cmd_promote(int argc, char **argv)
+/*
+ * Send one request line to a daemon's status socket and print its answer:
+ * to stdout when it starts with "ok", to stderr otherwise.  Returns the
+ * exit status (EXIT_NO_DAEMON when nothing answers at path).
+ */
+static int ask_daemon(const char *cmd, const char *what, const char *name, const char *path,
+		      const char *req)
 {
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
-	char path[512], reply[1024];
-	bool force = false;
+	char reply[1024];
 	FILE *f;
 	size_t n;
 	int rc;
+
+	if (!(f = tmpfile()))
+		return EXIT_FAILURE_RUNTIME;
+	rc = cmd_query_socket(path, req, f);
+	if (rc) {
+		fprintf(stderr, "tandem %s: no %s daemon for VM %s answers at %s: %s\n", cmd, what,
+			name, path, strerror(-rc));
+		fclose(f);
+		return EXIT_NO_DAEMON;
+	}
+	rewind(f);
+	n = fread(reply, 1, sizeof(reply) - 1, f);
+	reply[n] = '\0';
+	fclose(f);
+	fputs(reply, strncmp(reply, "ok", 2) ? stderr : stdout);
+	return strncmp(reply, "ok", 2) ? EXIT_FAILURE_RUNTIME : EXIT_OK;
+}
+
+int cmd_promote(int argc, char **argv)
+{
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	char path[512];
+	bool force = false;
 
 	for (;;) {
 		if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
@@ -391,22 +418,8 @@ int cmd_promote(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	snprintf(path, sizeof(path), "%s/%s.backup.sock", run_dir, argv[1]);
-	f = tmpfile();
-	if (!f)
-		return EXIT_FAILURE_RUNTIME;
-	rc = cmd_query_socket(path, force ? "promote-force\n" : "promote\n", f);
-	if (rc) {
-		fprintf(stderr, "tandem promote: no backup daemon for VM %s answers at %s: %s\n",
-			argv[1], path, strerror(-rc));
-		fclose(f);
-		return EXIT_NO_DAEMON;
-	}
-	rewind(f);
-	n = fread(reply, 1, sizeof(reply) - 1, f);
-	reply[n] = '\0';
-	fclose(f);
-	fputs(reply, strncmp(reply, "ok", 2) ? stderr : stdout);
-	return strncmp(reply, "ok", 2) ? EXIT_FAILURE_RUNTIME : EXIT_OK;
+	return ask_daemon("promote", "backup", argv[1], path,
+			  force ? "promote-force\n" : "promote\n");
 }
 
 int cmd_witness(int argc, char **argv)
@@ -486,10 +499,7 @@ int cmd_fence_peer(int argc, char **argv)
 int cmd_set(int argc, char **argv)
 {
 	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
-	char path[512], req[80], reply[1024];
-	FILE *f;
-	size_t n;
-	int rc;
+	char path[512], req[80];
 
 	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
 		run_dir = argv[2];
@@ -504,19 +514,5 @@ int cmd_set(int argc, char **argv)
 	}
 	snprintf(path, sizeof(path), "%s/%s.primary.sock", run_dir, argv[1]);
 	snprintf(req, sizeof(req), "set %s\n", argv[2]);
-	if (!(f = tmpfile()))
-		return EXIT_FAILURE_RUNTIME;
-	rc = cmd_query_socket(path, req, f);
-	if (rc) {
-		fprintf(stderr, "tandem set: no primary daemon for VM %s answers at %s: %s\n",
-			argv[1], path, strerror(-rc));
-		fclose(f);
-		return EXIT_NO_DAEMON;
-	}
-	rewind(f);
-	n = fread(reply, 1, sizeof(reply) - 1, f);
-	reply[n] = '\0';
-	fclose(f);
-	fputs(reply, strncmp(reply, "ok", 2) ? stderr : stdout);
-	return strncmp(reply, "ok", 2) ? EXIT_FAILURE_RUNTIME : EXIT_OK;
+	return ask_daemon("set", "primary", argv[1], path, req);
 }

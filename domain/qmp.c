@@ -80,17 +80,6 @@ static void jp_ws(struct jp *p)
 	}
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Four hex digits at p->pos: the code unit, -EAGAIN or -EPROTO. */
 static int jp_hex4(struct jp *p, unsigned *out)
 {
@@ -101,7 +90,7 @@ static int jp_hex4(struct jp *p, unsigned *out)
 
 		if (p->pos >= p->len)
 			return -EAGAIN;
-		h = hexval(p->s[p->pos]);
+		h = hex_digit(p->s[p->pos]);
 		if (h < 0)
 			return -EPROTO;
 		v = (v << 4) | (unsigned)h;

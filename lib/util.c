@@ -215,7 +215,7 @@ void hex_encode(const uint8_t *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-static int hexval(char c)
+int hex_digit(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -233,7 +233,7 @@ ssize_t hex_decode(const char *in, uint8_t *out, size_t outlen)
 	if (n % 2 || n / 2 > outlen)
 		return -EINVAL;
 	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+		int hi = hex_digit(in[2 * i]), lo = hex_digit(in[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out[i] = (uint8_t)(hi << 4 | lo);

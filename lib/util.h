@@ -63,6 +63,8 @@ int send_full_bounded(int fd, const void *buf, size_t len, unsigned stall_ms);
 /* Hex encoding; hex_decode returns the number of bytes or -EINVAL. */
 void hex_encode(const uint8_t *in, size_t len, char *out);
 ssize_t hex_decode(const char *in, uint8_t *out, size_t outlen);
+/* The value of one hex digit (either case), -1 for any other character. */
+int hex_digit(char c);
 
 /* Levenshtein distance, for "did you mean" suggestions. */
 unsigned edit_distance(const char *a, const char *b);
