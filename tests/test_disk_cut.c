@@ -21,7 +21,9 @@
  * the pause: the design; no violation allowed, >= 1000 epochs), and two
  * negative controls that must show violations, so that the checker is
  * known to see faults: "nowait" (protocol C, the marker is written by
- * another thread and not waited for) and "chan" under protocol A (the cut
+ * another thread and not waited for, in the order that race loses under
+ * load: after a write of the next epoch completed) and "chan" under
+ * protocol A (the cut
  * given to the overlay beside DRBD's stream, overlay_cut(), as a CUT(N)
  * message would: DRBD's protocol A completes writes before the peer has
  * them).
@@ -89,6 +91,7 @@ struct cut_run {
 	pthread_cond_t mcond;
 	unsigned marker_want, marker_done;
 	int marker_err;
+	atomic_uint done_epoch;		/* the highest issue epoch of a completed write */
 
 	uint64_t *lat_ns;		/* per epoch, marker mode */
 	unsigned marker_fail;
@@ -196,11 +199,19 @@ static void *writer_main(void *arg)
 		}
 		r->c[id] = (st + 1) >> 1;
 		r->done[id] = 1;
+		for (unsigned d = atomic_load(&r->done_epoch);
+		     d < e && !atomic_compare_exchange_weak(&r->done_epoch, &d, e);)
+			;
 	}
 	return NULL;
 }
 
-/* nowait: the marker is written here, not waited for by the pause. */
+/* nowait: the marker is written here, not waited for by the pause.  A
+ * marker not waited for races with the next epoch's writes; on a quiet
+ * machine it usually wins within the 2 ms "capture", under load it loses.
+ * The control takes the losing order every time, so that it fails the
+ * same way on every machine: M(k) is issued only once a write of epoch
+ * k+1 has completed (or after 1 s, or at the end of the run). */
 static void *marker_main(void *arg)
 {
 	struct cut_run *r = arg;
@@ -216,6 +227,10 @@ static void *marker_main(void *arg)
 			break;
 		k = ++r->marker_done;
 		pthread_mutex_unlock(&r->mlock);
+		for (uint64_t until = mono() + 1000000000ull;
+		     atomic_load(&r->done_epoch) <= k && !__atomic_load_n(&r->stop, __ATOMIC_SEQ_CST) &&
+		     mono() < until;)
+			usleep(100);
 		cut_marker(r, k, &m);
 		if (marker_dev_write(&r->md, &m))
 			r->marker_fail++;
