@@ -114,7 +114,7 @@ struct backup {
 	struct ckpt *held[HELD_MAX];
 	unsigned nheld;
 	uint64_t held_bytes, held_total;
-	char hold_why[300];
+	char hold_why[600];
 
 	/* staging of the checkpoint being received */
 	struct ckpt *rx;
@@ -328,6 +328,13 @@ static enum rx_result hold(struct backup *b, struct ckpt *c, const char *why)
 	pthread_mutex_unlock(&b->lock);
 	status_event(b->status, "%s backup held checkpoint=%" PRIu64 " committed=%" PRIu64
 		     " why=\"%s\"", b->cfg.name, c->epoch, b->committed, why);
+	if (channel_peer(b->ch)->caps & CAP_HELD) {
+		/* The primary's own verdicts may all be ok (this side's reason):
+		 * it must go on taking checkpoints rather than wait for acks. */
+		uint8_t buf[HELD_FIXED_LEN + WIRE_MSG_MAX + 8];
+
+		(void)channel_send(b->ch, REC_HELD, buf, wire_put_held(buf, c->epoch, why));
+	}
 	testlog("held %" PRIu64, c->epoch);
 	return RX_OK;
 }
@@ -388,7 +395,7 @@ static enum rx_result commit_and_ack(struct backup *b)
 		usleep((useconds_t)(3 * b->cfg.timeout_ms * 1000));
 	}
 	if (!initial && b->devs.n) {
-		char why[300];
+		char why[600];
 
 		devices_set_session(&b->devs, c->dev_session);
 		rc = devices_commit(&b->devs, c->epoch, c->dev_verdict, why, sizeof(why));
@@ -693,7 +700,7 @@ static void fail_over(struct backup *b, const char *why)
 			 b->committed);
 	drop_held(b);
 	if (b->devs.n) {
-		char derr[300];
+		char derr[600];
 
 		if ((rc = devices_activate(&b->devs, b->committed, derr, sizeof(derr)))) {
 			log_error("activation failed: %s; the guest is not started (its disk would not "

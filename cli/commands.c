@@ -141,15 +141,6 @@ int cmd_load_config(int argc, char **argv, const char *role, struct tandem_confi
 	log_set_vm(cfg->name);
 	if (config_warning(cfg))
 		log_warn("%s: %s", argv[optind], config_warning(cfg));
-	if (cfg->disks.n && strcmp(role, "probe")) {
-		/* Honest until the disk path exists: a guest whose disk is not
-		 * cut at each checkpoint would fail over to a disk ahead of its
-		 * memory.  check-config already checks the DRBD settings. */
-		log_error("%s: disks: tandem cannot protect disks yet (the checkpoint marker and "
-			  "the backup's overlay are not built; docs/disk.md); refusing to start "
-			  "rather than protect the memory alone", argv[optind]);
-		return EXIT_USAGE;
-	}
 	return EXIT_OK;
 }
 

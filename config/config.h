@@ -88,7 +88,9 @@ struct tandem_config {
 	int workload_pattern;			/* enum memdom_pattern */
 	uint64_t hotset;
 	char memdom_netns[CONFIG_PATH_MAX];
-	char memdom_disk[CONFIG_PATH_MAX];	/* "" = none (device/device.h: memdisk) */	/* "" = the daemon's namespace */
+	char memdom_disk[CONFIG_PATH_MAX];	/* "" = none (device/device.h: memdisk) */
+	char memdom_disk_writes[CONFIG_PATH_MAX];	/* "" = the guest writes no disk */
+	uint64_t memdom_disk_steps;
 	struct config_addr memdom_observer;	/* host "" = send nothing */
 	uint64_t memdom_packet_steps;
 
@@ -108,6 +110,7 @@ struct tandem_config {
 
 	/* the guest's disks (disk/drbd.h) */
 	struct config_disks disks;
+	uint64_t disk_overlay_limit;		/* backup: per disk */
 	char drbd_conf[CONFIG_PATH_MAX];
 };
 

@@ -92,7 +92,7 @@ struct device {
 	unsigned index;			/* in the table, and in CKPT_DEVICES */
 	char name[80];			/* for messages: "disk r0" */
 	uint8_t session[DEVICE_SESSION_LEN];	/* the primary's protection session */
-	char error[256];
+	char error[512];
 	void *priv;
 };
 

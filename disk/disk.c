@@ -8,7 +8,9 @@
  * backup's disk) overlaps the memory capture; sync() waits for it, bounded
  * by the configured timeout.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,10 +24,15 @@
 #include "../lib/log.h"
 #include "../lib/util.h"
 #include "disk.h"
+#include "dm.h"
 #include "drbd.h"
 #include "marker.h"
+#include "overlay.h"
 
 #define FENCED_CHECKPOINTS 5	/* fault point disk-fenced: how many verdicts say fenced */
+#define BACKUP_HOLDS 8		/* fault point disk-backup-holds: how many the backup holds */
+#define MARKER_WAIT_MS 500	/* backup: how long a commit waits for its marker */
+#define RELEASE_TIMEOUT_MS 60000	/* backup: writing back what the overlay holds at the end */
 
 struct disk_dev {
 	bool memdisk;
@@ -47,6 +54,7 @@ struct disk_dev {
 	bool skip;			/* fault point disk-skip-marker: this one is not written */
 	bool hang;			/* fault point disk-hang-marker: this one takes 3 timeouts */
 	unsigned fenced_left;		/* fault point disk-fenced */
+	unsigned backup_holds_left;	/* fault point disk-backup-holds */
 
 	/* figures for status (under lock) */
 	uint64_t cuts, cut_failures, fenced_verdicts;
@@ -56,6 +64,21 @@ struct disk_dev {
 	/* backup */
 	uint64_t committed, held;
 	uint64_t last_marker_seen;
+
+	/* backup, DRBD: the overlay under the secondary (docs/disk.md) */
+	struct overlay *ov;
+	char lower_dm[DRBD_DEVICE_MAX];	/* /dev/mapper/tdm-NAME-lower */
+	struct dm_linear real;		/* its table over the real disk */
+	char real_path[64];		/* the real disk (/dev/...) */
+	char nbd[32];			/* the overlay's /dev/nbdK */
+	char state_path[CONFIG_PATH_MAX + 2 * CONFIG_NAME_MAX + 16];	/* RUN_DIR/NAME.RES.lower */
+	bool switched;			/* the dm table points at the overlay */
+	bool activated;
+	bool healthy;			/* DRBD: Connected, UpToDate/UpToDate (the poller) */
+	char health[256];
+	bool fresh_has;			/* the last marker seen when DRBD became whole: */
+	uint64_t fresh_epoch;		/* checkpoints up to it may not commit */
+	uint8_t fresh_session[MARKER_SESSION_LEN];
 };
 
 static struct disk_dev *priv(struct device *dv)
@@ -232,6 +255,17 @@ static int memdisk_commit(struct device *dv, uint64_t epoch, uint32_t verdict)
 			 ": %s", epoch, device_verdict_str(verdict, words, sizeof(words)));
 		return -EAGAIN;
 	}
+	if (k->backup_holds_left || fault_hit("disk-backup-holds")) {
+		if (!k->backup_holds_left) {
+			k->backup_holds_left = BACKUP_HOLDS;
+			log_warn("fault point 'disk-backup-holds' fired: %s: this side refuses %d "
+				 "checkpoints from %" PRIu64, dv->name, BACKUP_HOLDS, epoch);
+		}
+		k->backup_holds_left--;
+		snprintf(dv->error, sizeof(dv->error), "this side's disk is not whole (fault point "
+			 "disk-backup-holds)");
+		return -EAGAIN;
+	}
 	/* What the primary says is not enough: this side must hold the cut. */
 	rc = marker_dev_read(&k->md, &m);
 	if (rc == 0 && (memcmp(m.session, dv->session, sizeof(m.session)) ||
@@ -261,19 +295,363 @@ static int memdisk_activate(struct device *dv, uint64_t epoch)
 	return 0;
 }
 
+/*
+ * The backup's view of DRBD, once a second: whole (Connected,
+ * UpToDate/UpToDate) or not.  When it becomes whole, the last marker seen
+ * so far came before (or during) the resync: only later markers cut the
+ * stream, so checkpoints up to it may not commit.
+ */
+static void *health_main(void *arg)
+{
+	struct device *dv = arg;
+	struct disk_dev *k = priv(dv);
+	char msg[256];
+
+	pthread_mutex_lock(&k->lock);
+	while (!k->stop) {
+		pthread_mutex_unlock(&k->lock);
+		int r = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg));
+		struct overlay_stats st;
+
+		overlay_get_stats(k->ov, &st);
+		pthread_mutex_lock(&k->lock);
+		if (r == 1 && !k->healthy) {
+			k->fresh_has = st.has_marker;
+			k->fresh_epoch = st.marker_epoch;
+			memcpy(k->fresh_session, st.marker_session, sizeof(k->fresh_session));
+			log_info("%s: DRBD is whole here (%s): checkpoints whose marker comes after "
+				 "checkpoint %" PRIu64 "'s may commit", dv->name, msg,
+				 st.has_marker ? st.marker_epoch : 0);
+		} else if (r != 1 && k->healthy) {
+			log_warn("%s: DRBD is not whole here (%s): no checkpoint commits until it is "
+				 "and a fresh marker came", dv->name, msg);
+		}
+		k->healthy = r == 1;
+		for (char *q = msg; *q; q++)	/* it goes into status JSON */
+			if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+				*q = '\'';
+		snprintf(k->health, sizeof(k->health), "%s", msg);
+		if (!k->stop)
+			cond_wait_ns(&k->cond, &k->lock, 1000000000ull);
+	}
+	pthread_mutex_unlock(&k->lock);
+	return NULL;
+}
+
 static int drbd_commit(struct device *dv, uint64_t epoch, uint32_t verdict)
 {
-	(void)verdict;
-	snprintf(dv->error, sizeof(dv->error), "checkpoint %" PRIu64 ": the backup's disk overlay "
-		 "is not built yet", epoch);
-	return -ENOTSUP;
+	struct disk_dev *k = priv(dv);
+	char words[64];
+	bool healthy, stale;
+	int rc;
+
+	if (verdict != DEV_V_OK) {
+		snprintf(dv->error, sizeof(dv->error), "the primary's verdict on checkpoint %" PRIu64
+			 ": %s", epoch, device_verdict_str(verdict, words, sizeof(words)));
+		return -EAGAIN;
+	}
+	pthread_mutex_lock(&k->lock);
+	healthy = k->healthy;
+	stale = k->fresh_has && !memcmp(k->fresh_session, dv->session, MARKER_SESSION_LEN) &&
+		epoch <= k->fresh_epoch;
+	if (!healthy)
+		snprintf(dv->error, sizeof(dv->error), "DRBD is not whole on this side (%.200s)",
+			 k->health[0] ? k->health : "not asked yet");
+	else if (stale)
+		snprintf(dv->error, sizeof(dv->error), "checkpoint %" PRIu64 "'s marker came before "
+			 "DRBD was whole here (the first fresh one is after %" PRIu64 ")", epoch,
+			 k->fresh_epoch);
+	pthread_mutex_unlock(&k->lock);
+	if (!healthy || stale)
+		return -EAGAIN;
+	/* Under protocol C, M(N) was on this side before the primary's marker
+	 * write completed, before its guest resumed: it is here already. */
+	rc = overlay_wait_marker(k->ov, dv->session, epoch, MARKER_WAIT_MS);
+	if (rc == 0)
+		rc = overlay_commit(k->ov, dv->session, epoch);
+	if (rc) {
+		snprintf(dv->error, sizeof(dv->error), "checkpoint %" PRIu64 "'s marker %s", epoch,
+			 rc == -ETIMEDOUT ? "has not reached this side's overlay" :
+			 rc == -ENOSPC ? "came after the overlay overflowed (disk-overlay-limit): the "
+			 "disk is unprotected until the backup restarts" : strerror(-rc));
+		return -EAGAIN;
+	}
+	pthread_mutex_lock(&k->lock);
+	k->committed = epoch;
+	k->last_marker_seen = epoch;
+	pthread_mutex_unlock(&k->lock);
+	return 0;
+}
+
+/* What activation discards, for the log: ranges of blocks. */
+struct discards {
+	const char *name;
+	uint64_t n, bytes, logged;
+};
+
+static void log_discard(void *arg, uint64_t off, uint32_t len, bool is_marker)
+{
+	struct discards *d = arg;
+
+	if (!len)
+		return;
+	d->n++;
+	d->bytes += len;
+	if (d->logged++ < 16)
+		log_info("%s: discarded a write the guest issued after the checkpoint: %u bytes at "
+			 "%" PRIu64 "%s", d->name, len, off, is_marker ? " (a later marker)" : "");
+	else
+		log_debug("%s: discarded %u bytes at %" PRIu64, d->name, len, off);
 }
 
 static int drbd_activate(struct device *dv, uint64_t epoch)
 {
-	(void)epoch;
-	snprintf(dv->error, sizeof(dv->error), "the backup's disk overlay is not built yet");
-	return -ENOTSUP;
+	struct disk_dev *k = priv(dv);
+	struct overlay_stats st;
+	struct discards d = { dv->name, 0, 0, 0 };
+	char msg[512];
+	int rc;
+
+	/* The primary is gone: nothing more may reach this side's disk. */
+	if (drbd_adm(dv->cfg->drbd_conf, "disconnect", NULL, k->resource, msg, sizeof(msg)))
+		log_warn("%s: %s (going on: the overlay takes no write after this)", dv->name, msg);
+	if ((rc = dm_linear_load(k->lower_dm, &k->real, msg, sizeof(msg))) ||
+	    (rc = dm_suspend(k->lower_dm, msg, sizeof(msg)))) {
+		snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
+		return rc;
+	}
+	rc = overlay_activate(k->ov, log_discard, &d);
+	overlay_get_stats(k->ov, &st);
+	if (rc) {
+		dm_resume(k->lower_dm, msg, sizeof(msg));
+		snprintf(dv->error, sizeof(dv->error), "the overlay's write-back failed: the disk "
+			 "is not checkpoint %" PRIu64 "'s", epoch);
+		return rc;
+	}
+	if (!st.has_committed || st.committed_epoch != epoch ||
+	    memcmp(st.committed_session, dv->session, MARKER_SESSION_LEN)) {
+		dm_resume(k->lower_dm, msg, sizeof(msg));
+		snprintf(dv->error, sizeof(dv->error), "the disk stands at checkpoint %" PRIu64
+			 "%s, the memory at %" PRIu64, st.committed_epoch,
+			 st.has_committed ? "" : " (none)", epoch);
+		return -ESTALE;
+	}
+	if ((rc = dm_resume(k->lower_dm, msg, sizeof(msg)))) {
+		snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
+		return rc;
+	}
+	k->switched = false;
+	k->activated = true;
+	unlink(k->state_path);
+	log_warn("%s: the disk is checkpoint %" PRIu64 "'s: %" PRIu64 " writes (%" PRIu64 " bytes) "
+		 "after its marker discarded; %s is over %s again", dv->name, epoch, d.n, d.bytes,
+		 k->lower_dm, k->real_path);
+	/* tandem's commit log, not DRBD's view of the peer, says this disk
+	 * is current: --force only when DRBD refuses without it. */
+	if (drbd_adm(dv->cfg->drbd_conf, "primary", NULL, k->resource, msg, sizeof(msg))) {
+		log_warn("%s: %s; promoting with --force: this disk holds the last acknowledged "
+			 "checkpoint", dv->name, msg);
+		if (drbd_adm(dv->cfg->drbd_conf, "primary", "--force", k->resource, msg,
+			     sizeof(msg))) {
+			snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
+			return -EIO;
+		}
+	}
+	log_info("%s: DRBD resource %s is primary here", dv->name, k->resource);
+	return 0;
+}
+
+/* The first /dev/nbdK the kernel has and nobody serves. */
+static int free_nbd(char *out, size_t len)
+{
+	char path[64], buf[32];
+
+	if (access("/sys/block/nbd0", F_OK))
+		return -ENODEV;
+	for (unsigned i = 0; i < 1024; i++) {
+		int fd;
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/sys/block/nbd%u/pid", i);
+		if (access(path, F_OK) == 0)
+			continue;	/* served */
+		snprintf(path, sizeof(path), "/sys/block/nbd%u/size", i);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			return errno == ENOENT ? -ENOSPC : -errno;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n > 0 && atoll(buf) == 0) {
+			snprintf(out, len, "/dev/nbd%u", i);
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+/* RUN_DIR/NAME.RES.lower: the real table, while the overlay is under DRBD. */
+static int save_real(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	FILE *f = fopen(k->state_path, "w");
+
+	if (!f || fprintf(f, "0 %" PRIu64 " linear %u:%u %" PRIu64 "\n", k->real.sectors,
+			  k->real.major, k->real.minor, k->real.offset) < 0 || fclose(f)) {
+		int e = errno;
+
+		snprintf(dv->error, sizeof(dv->error), "cannot write %.200s: %s", k->state_path,
+			 strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *info)
+{
+	struct disk_dev *k = priv(dv);
+	struct dm_linear cur, ovt;
+	struct overlay_opts o = { 0 };
+	struct overlay_stats st;
+	char msg[512], err[256];
+	int rc;
+
+	snprintf(k->lower_dm, sizeof(k->lower_dm), "%s", info->disk);
+	snprintf(k->state_path, sizeof(k->state_path), "%s/%s.%s.lower", dv->cfg->run_dir,
+		 dv->cfg->name, k->resource);
+	if ((rc = dm_linear_get(k->lower_dm, &cur, msg, sizeof(msg)))) {
+		snprintf(dv->error, sizeof(dv->error), "DRBD's lower device: %.220s", msg);
+		return rc == -EIO ? -EINVAL : rc;
+	}
+	if (cur.major == NBD_MAJOR_NUMBER) {
+		/* An earlier backup died with its overlay under DRBD: the writes
+		 * it held are lost, though DRBD saw them complete. */
+		FILE *f = fopen(k->state_path, "r");
+		char line[256] = "";
+
+		if (f) {
+			if (!fgets(line, sizeof(line), f))
+				line[0] = '\0';
+			fclose(f);
+		}
+		if (!f || dm_linear_parse(line, &k->real)) {
+			snprintf(dv->error, sizeof(dv->error), "%.80s points at NBD device %u:%u, an "
+				 "overlay of an earlier tandem backup, and %.100s does not say what it "
+				 "pointed at before: load its table over the real disk with dmsetup, "
+				 "then run `drbdadm invalidate %s` here", k->lower_dm, cur.major,
+				 cur.minor, k->state_path, k->resource);
+			return -EINVAL;
+		}
+		if (!dm_linear_load(k->lower_dm, &k->real, msg, sizeof(msg)) &&
+		    !dm_suspend(k->lower_dm, msg, sizeof(msg)) &&
+		    !dm_resume(k->lower_dm, msg, sizeof(msg)))
+			unlink(k->state_path);
+		snprintf(dv->error, sizeof(dv->error), "an earlier tandem backup died with its "
+			 "overlay under DRBD: this disk lacks writes DRBD saw complete; %.80s is over "
+			 "the real disk again; run `drbdadm invalidate %s` here (a full resync from "
+			 "the primary) and start the backup again", k->lower_dm, k->resource);
+		return -ESTALE;
+	}
+	if (cur.offset) {
+		snprintf(dv->error, sizeof(dv->error), "%.80s maps the real disk from sector %" PRIu64
+			 ": tandem needs it from sector 0", k->lower_dm, cur.offset);
+		return -EINVAL;
+	}
+	k->real = cur;
+	if ((rc = dm_block_path(cur.major, cur.minor, k->real_path, sizeof(k->real_path)))) {
+		snprintf(dv->error, sizeof(dv->error), "cannot find the device %u:%u under %.80s: %s",
+			 cur.major, cur.minor, k->lower_dm, strerror(-rc));
+		return rc;
+	}
+	if ((rc = free_nbd(k->nbd, sizeof(k->nbd)))) {
+		snprintf(dv->error, sizeof(dv->error), "%s", rc == -ENODEV ?
+			 "no NBD devices: the backup serves its disk overlay as /dev/nbdK (modprobe "
+			 "nbd)" : rc == -ENOSPC ? "every /dev/nbdK is in use (modprobe nbd nbds_max=N)"
+			 : strerror(-rc));
+		return rc == -ENODEV ? -ENOTSUP : rc;
+	}
+	o.lower = k->real_path;
+	o.nbd = k->nbd;
+	o.vm = dv->cfg->name;
+	o.mem_limit = dv->cfg->disk_overlay_limit;
+	o.lock_memory = true;
+	if ((rc = overlay_open(&o, &k->ov, err, sizeof(err)))) {
+		snprintf(dv->error, sizeof(dv->error), "its overlay: %.240s", err);
+		return rc;
+	}
+	overlay_get_stats(k->ov, &st);
+	if (st.size != cur.sectors * 512) {
+		snprintf(dv->error, sizeof(dv->error), "%.80s maps %" PRIu64 " bytes of %.40s, which has %"
+			 PRIu64 " (4 KiB blocks): the marker block must be the last 4 KiB of both; map "
+			 "the whole disk", k->lower_dm, cur.sectors * 512, k->real_path, st.size);
+		return -EINVAL;
+	}
+	if ((rc = save_real(dv)))
+		return rc;
+	ovt = (struct dm_linear){ cur.sectors, NBD_MAJOR_NUMBER, 0, 0 };
+	ovt.minor = (unsigned)atoi(k->nbd + 8);
+	if ((rc = dm_linear_load(k->lower_dm, &ovt, msg, sizeof(msg))) ||
+	    (rc = dm_suspend(k->lower_dm, msg, sizeof(msg))) ||
+	    (rc = dm_resume(k->lower_dm, msg, sizeof(msg)))) {
+		snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
+		unlink(k->state_path);
+		return rc;
+	}
+	k->switched = true;
+	log_info("%s: DRBD's lower device %s now goes through the overlay %s over %s (memory "
+		 "limit %s)", dv->name, k->lower_dm, k->nbd, k->real_path,
+		 fmt_size(dv->cfg->disk_overlay_limit, err, sizeof(err)));
+	/* DRBD's state now, so that the first checkpoints need not wait a
+	 * poll for it; then once a second (health_main). */
+	k->healthy = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg)) == 1;
+	snprintf(k->health, sizeof(k->health), "%.200s", msg);
+	if (!k->healthy)
+		log_warn("%s: DRBD is not whole here (%s): no checkpoint commits until it is and a "
+			 "fresh marker came", dv->name, msg);
+	rc = pthread_create(&k->thr, NULL, health_main, dv);
+	if (rc) {
+		snprintf(dv->error, sizeof(dv->error), "cannot start its DRBD watch: %s", strerror(rc));
+		return -rc;
+	}
+	k->thr_started = true;
+	return 0;
+}
+
+/* Protection ends without a failover: every held write goes to the real
+ * disk (DRBD saw them complete), and DRBD's lower device is the real disk
+ * again. */
+static void drbd_backup_close(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	struct overlay_stats st;
+	char msg[512];
+	int rc;
+
+	if (!k->switched) {
+		overlay_close(k->ov);
+		k->ov = NULL;
+		return;
+	}
+	if (dm_linear_load(k->lower_dm, &k->real, msg, sizeof(msg)) ||
+	    dm_suspend(k->lower_dm, msg, sizeof(msg))) {
+		log_error("%s: %s: the overlay keeps serving until this process exits; DRBD will "
+			  "then see I/O errors (run `drbdadm invalidate %s` here)", dv->name, msg,
+			  k->resource);
+		return;
+	}
+	rc = overlay_release(k->ov, RELEASE_TIMEOUT_MS);
+	overlay_get_stats(k->ov, &st);
+	if (dm_resume(k->lower_dm, msg, sizeof(msg)))
+		log_error("%s: %s", dv->name, msg);
+	if (rc)
+		log_error("%s: writing back what the overlay held: %s: this disk lacks writes DRBD "
+			  "saw complete; run `drbdadm invalidate %s` here", dv->name, strerror(-rc),
+			  k->resource);
+	else
+		unlink(k->state_path);
+	log_info("%s: %s is over %s again (%" PRIu64 " writes written back in all)", dv->name,
+		 k->lower_dm, k->real_path, st.written_back_writes);
+	k->switched = false;
+	overlay_close(k->ov);
+	k->ov = NULL;
 }
 
 /* ---- both ------------------------------------------------------------------ */
@@ -320,13 +698,8 @@ static int drbd_test(struct device *dv, enum device_role role)
 	struct disk_dev *k = priv(dv);
 	struct drbd_resource_info info;
 	char msg[2048];
-	int refusals;
+	int refusals, rc;
 
-	if (role == DEVICE_BACKUP) {
-		snprintf(dv->error, sizeof(dv->error), "the backup's disk overlay is not built yet: "
-			 "tandem cannot protect a disk (docs/disk.md)");
-		return -ENOTSUP;
-	}
 	refusals = drbd_check_resource(dv->cfg->drbd_conf, k->resource, &info, msg, sizeof(msg));
 	if (refusals) {
 		snprintf(dv->error, sizeof(dv->error), "%.250s", refusals < 0 ? msg :
@@ -334,22 +707,46 @@ static int drbd_test(struct device *dv, enum device_role role)
 		return -EINVAL;
 	}
 	snprintf(k->target, sizeof(k->target), "%s", info.device);
+	if (role == DEVICE_BACKUP)
+		return drbd_backup_open(dv, &info);
 	disk_fence_flag_path(dv->cfg, k->resource, k->fence_flag, sizeof(k->fence_flag));
-	int rc = open_target(dv);
+	if (drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg)) != 1) {
+		/* Not in sync now: the first cuts must not count until it is. */
+		FILE *f = fopen(k->fence_flag, "w");
 
+		if (f)
+			fclose(f);
+		log_warn("%s: DRBD is not whole at start (%s): every verdict says fenced until it "
+			 "is", dv->name, msg);
+	}
+	rc = open_target(dv);
 	return rc ? rc : start_worker(dv);
 }
 
 static void disk_status(struct device *dv, char *buf, size_t len)
 {
 	struct disk_dev *k = priv(dv);
+	size_t n;
 
 	pthread_mutex_lock(&k->lock);
-	snprintf(buf, len, "\"kind\":\"%s\",\"target\":\"%s\",\"cuts\":%" PRIu64 ",\"cut_failures\":%"
-		 PRIu64 ",\"fenced_verdicts\":%" PRIu64 ",\"last_cut_us\":%" PRIu64
-		 ",\"max_cut_us\":%" PRIu64 ",\"committed\":%" PRIu64 ",\"last_marker_seen\":%" PRIu64,
-		 k->memdisk ? "memdisk" : "drbd", k->target, k->cuts, k->cut_failures,
-		 k->fenced_verdicts, k->last_cut_us, k->max_cut_us, k->committed, k->last_marker_seen);
+	n = (size_t)snprintf(buf, len, "\"kind\":\"%s\",\"target\":\"%s\",\"cuts\":%" PRIu64
+			     ",\"cut_failures\":%" PRIu64 ",\"fenced_verdicts\":%" PRIu64
+			     ",\"last_cut_us\":%" PRIu64 ",\"max_cut_us\":%" PRIu64 ",\"committed\":%"
+			     PRIu64 ",\"last_marker_seen\":%" PRIu64, k->memdisk ? "memdisk" : "drbd",
+			     k->target, k->cuts, k->cut_failures, k->fenced_verdicts, k->last_cut_us,
+			     k->max_cut_us, k->committed, k->last_marker_seen);
+	if (k->ov && n < len) {
+		struct overlay_stats st;
+
+		overlay_get_stats(k->ov, &st);
+		snprintf(buf + n, len - n, ",\"drbd_whole\":%s,\"drbd_state\":\"%s\",\"overlay\":"
+			 "\"%s\",\"overlay_held_bytes\":%" PRIu64 ",\"overlay_held_writes\":%" PRIu64
+			 ",\"overlay_limit_bytes\":%" PRIu64 ",\"writeback_lag_bytes\":%" PRIu64
+			 ",\"written_back_bytes\":%" PRIu64 ",\"overflowed\":%s",
+			 k->healthy ? "true" : "false", k->health, k->nbd, st.held_bytes,
+			 st.held_writes, dv->cfg->disk_overlay_limit, st.lag_bytes,
+			 st.written_back_bytes, st.overflowed ? "true" : "false");
+	}
 	pthread_mutex_unlock(&k->lock);
 }
 
@@ -366,6 +763,8 @@ static void disk_close(struct device *dv)
 		pthread_mutex_unlock(&k->lock);
 		pthread_join(k->thr, NULL);
 	}
+	if (k->ov)
+		drbd_backup_close(dv);
 	marker_dev_close(&k->md);
 	pthread_mutex_destroy(&k->lock);
 	pthread_cond_destroy(&k->cond);

@@ -3,18 +3,15 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "../lib/run.h"
 #include "../lib/util.h"
 #include "drbd.h"
 
@@ -179,16 +176,22 @@ add(struct report *r, bool refuse, const char *fmt, ...)
 	}
 }
 
-static void this_device(const struct parsed *p, const char *host, char *out, size_t len)
+/* A key of this host's `on HOST` section, else of the resource. */
+static const char *this_host(const struct parsed *p, const char *host, const char *key)
 {
-	const char *dev = NULL;
+	const char *v = NULL;
 
 	for (int i = 0; i < p->n; i++)
-		if (!strcmp(p->s[i].key, "device") && !strcmp(p->s[i].section, "on") &&
+		if (!strcmp(p->s[i].key, key) && !strcmp(p->s[i].section, "on") &&
 		    !strcmp(p->s[i].section_arg, host))
-			dev = p->s[i].value;
-	if (!dev)
-		dev = find(p, "resource", "device");
+			v = p->s[i].value;
+	return v ? v : find(p, "resource", key);
+}
+
+static void this_device(const struct parsed *p, const char *host, char *out, size_t len)
+{
+	const char *dev = this_host(p, host, "device");
+
 	out[0] = '\0';
 	if (!dev)
 		return;
@@ -223,6 +226,21 @@ int drbd_check_dump(const char *dump, const char *res, const char *host,
 	if (!info->device[0])
 		add(&r, true, "resource '%s' has no device for this host ('on %s' section): tandem "
 		    "writes its checkpoint marker to this host's /dev/drbdN", res, host);
+	v = this_host(p, host, "disk");
+	snprintf(info->disk, sizeof(info->disk), "%.*s", v ? (int)strcspn(v, " ") : 0, v ? v : "");
+	v = this_host(p, host, "meta-disk");
+	if (!v)
+		v = this_host(p, host, "flexible-meta-disk");
+	snprintf(info->meta_disk, sizeof(info->meta_disk), "%s", v ? v : "internal");
+	if (info->device[0] && !strcmp(info->meta_disk, "internal"))
+		add(&r, true, "meta-disk internal: tandem's checkpoint marker is the last 4 KiB of "
+		    "/dev/drbdN, and on the backup the device under DRBD is tandem's overlay, which "
+		    "finds each marker in its own last 4 KiB; internal metadata sits there instead: "
+		    "put the metadata on a device of its own (meta-disk /dev/...)");
+	if (info->device[0] && info->disk[0] && strncmp(info->disk, "/dev/mapper/", 12))
+		add(&r, true, "disk %s: on the backup, tandem puts its overlay under DRBD by "
+		    "switching this device's table; it must be a device-mapper linear device over "
+		    "the real disk (disk /dev/mapper/tdm-NAME-lower, docs/disk.md)", info->disk);
 
 	v = find(p, "net", "protocol");
 	if (!v)
@@ -299,45 +317,6 @@ int drbd_check_dump(const char *dump, const char *res, const char *host,
 #define DUMP_MAX (1u << 20)
 #define DRBDADM_TIMEOUT_MS 10000
 
-/* Read both pipes to the end (or the deadline); returns 0 or -ETIMEDOUT. */
-static int collect(int out_fd, int err_fd, char *out, size_t out_cap, char *err, size_t err_cap)
-{
-	size_t no = 0, ne = 0;
-	uint64_t end = now_ms() + DRBDADM_TIMEOUT_MS;
-	struct pollfd pf[2] = { { out_fd, POLLIN, 0 }, { err_fd, POLLIN, 0 } };
-
-	while (pf[0].fd >= 0 || pf[1].fd >= 0) {
-		uint64_t t = now_ms();
-		char buf[4096];
-
-		if (t >= end)
-			return -ETIMEDOUT;
-		if (poll(pf, 2, (int)(end - t)) < 0 && errno != EINTR)
-			return -errno;
-		for (int i = 0; i < 2; i++) {
-			ssize_t r;
-
-			if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			r = read(pf[i].fd, buf, sizeof(buf));
-			if (r <= 0) {
-				pf[i].fd = -1;
-				continue;
-			}
-			if (i == 0 && no + (size_t)r < out_cap) {
-				memcpy(out + no, buf, (size_t)r);
-				no += (size_t)r;
-			} else if (i == 1 && ne + (size_t)r < err_cap) {
-				memcpy(err + ne, buf, (size_t)r);
-				ne += (size_t)r;
-			}
-		}
-	}
-	out[no] = '\0';
-	err[ne] = '\0';
-	return 0;
-}
-
 /* drbdadm's complaint on one line, without the noise it prints when no
  * DRBD module is loaded ("modinfo: ERROR: ...", not always on a line of
  * its own) or when an address is not this host's. */
@@ -364,51 +343,37 @@ static void first_error(const char *err, char *out, size_t len)
 }
 
 /*
- * Run `drbdadm -c conf VERB res` and collect what it prints (up to cap - 1
- * bytes).  Returns 0, or -1 with why in msg.
+ * Run `drbdadm -c conf VERB [OPT] res` and collect what it prints (up to
+ * cap - 1 bytes).  Returns 0, or -1 with why in msg.
  */
-static int run_drbdadm(const char *conf, const char *verb, const char *res, char *text,
-		       size_t cap, char *msg, size_t msglen)
+static int run_drbdadm(const char *conf, const char *verb, const char *opt, const char *res,
+		       char *text, size_t cap, char *msg, size_t msglen)
 {
-	int out[2] = { -1, -1 }, err[2] = { -1, -1 }, status = 0, rc;
-	char errtext[4096] = "", why[1024];
-	pid_t pid;
+	const char *argv[] = { "drbdadm", "-c", conf, verb, opt ? opt : res, opt ? res : NULL, NULL };
+	char errtext[4096], why[1024];
+	int rc = run_capture(argv, DRBDADM_TIMEOUT_MS, text, cap, errtext, sizeof(errtext));
 
-	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
-		snprintf(msg, msglen, "cannot run drbdadm: %s", strerror(errno));
-		return -1;
+	if (rc == 0)
+		return 0;
+	if (rc == 127)
+		snprintf(msg, msglen, "drbdadm not found: install drbd-utils (apt-get install "
+			 "drbd-utils) to protect disks");
+	else {
+		first_error(errtext, why, sizeof(why));
+		snprintf(msg, msglen, "drbdadm cannot %s DRBD resource '%s' from %s: %s",
+			 !strcmp(verb, "dump") ? "read" : !strcmp(verb, "cstate") ||
+			 !strcmp(verb, "dstate") ? "read the state of" : verb, res, conf,
+			 rc < 0 ? strerror(-rc) : why[0] ? why : "it failed");
 	}
-	pid = fork();
-	if (pid == 0) {
-		dup2(out[1], 1);
-		dup2(err[1], 2);
-		execlp("drbdadm", "drbdadm", "-c", conf, verb, res, (char *)NULL);
-		dprintf(2, "exec: %s\n", strerror(errno));
-		_exit(errno == ENOENT ? 127 : 126);
-	}
-	close(out[1]);
-	close(err[1]);
-	rc = pid < 0 ? -errno : collect(out[0], err[0], text, cap, errtext, sizeof(errtext));
-	close(out[0]);
-	close(err[0]);
-	if (pid > 0) {
-		if (rc)
-			kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-	}
-	if (rc || !WIFEXITED(status) || WEXITSTATUS(status)) {
-		if (!rc && WIFEXITED(status) && WEXITSTATUS(status) == 127)
-			snprintf(msg, msglen, "drbdadm not found: install drbd-utils (apt-get install "
-				 "drbd-utils) to protect disks");
-		else {
-			first_error(errtext, why, sizeof(why));
-			snprintf(msg, msglen, "drbdadm cannot %s DRBD resource '%s' from %s: %s",
-				 strcmp(verb, "dump") ? "read the state of" : "read", res, conf,
-				 rc ? strerror(-rc) : why[0] ? why : "it failed");
-		}
-		return -1;
-	}
-	return 0;
+	return -1;
+}
+
+int drbd_adm(const char *conf, const char *verb, const char *opt, const char *res, char *msg,
+	     size_t msglen)
+{
+	char out[4096];
+
+	return run_drbdadm(conf, verb, opt, res, out, sizeof(out), msg, msglen);
 }
 
 int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_info *info,
@@ -422,7 +387,7 @@ int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_
 		snprintf(msg, msglen, "cannot run drbdadm: %s", strerror(ENOMEM));
 		return -1;
 	}
-	if (run_drbdadm(conf, "dump", res, dump, DUMP_MAX, msg, msglen)) {
+	if (run_drbdadm(conf, "dump", NULL, res, dump, DUMP_MAX, msg, msglen)) {
 		free(dump);
 		return -1;
 	}
@@ -446,8 +411,8 @@ int drbd_healthy(const char *conf, const char *res, char *msg, size_t msglen)
 {
 	char cstate[256], dstate[256];
 
-	if (run_drbdadm(conf, "cstate", res, cstate, sizeof(cstate), msg, msglen) ||
-	    run_drbdadm(conf, "dstate", res, dstate, sizeof(dstate), msg, msglen))
+	if (run_drbdadm(conf, "cstate", NULL, res, cstate, sizeof(cstate), msg, msglen) ||
+	    run_drbdadm(conf, "dstate", NULL, res, dstate, sizeof(dstate), msg, msglen))
 		return -1;
 	cstate[strcspn(cstate, "\n")] = '\0';
 	dstate[strcspn(dstate, "\n")] = '\0';

@@ -20,6 +20,8 @@
 
 struct drbd_resource_info {
 	char device[DRBD_DEVICE_MAX];	/* this host's /dev/drbdN ("" if not found) */
+	char disk[DRBD_DEVICE_MAX];	/* its lower device (/dev/mapper/tdm-NAME-lower) */
+	char meta_disk[DRBD_DEVICE_MAX];	/* "internal" or the metadata's device */
 	char protocol;			/* 'A', 'B' or 'C' (effective) */
 	char fencing[32];		/* effective */
 	char fence_peer[256];		/* the handler ("" = none) */
@@ -50,6 +52,13 @@ int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_
  * saw), -1 drbdadm failed (msg says why).
  */
 bool drbd_state_healthy(const char *cstate, const char *dstate);
+
+/*
+ * Run `drbdadm -c conf VERB [OPT] res` (e.g. "disconnect", "primary"
+ * with "--force").  Returns 0, or -1 with drbdadm's complaint in msg.
+ */
+int drbd_adm(const char *conf, const char *verb, const char *opt, const char *res, char *msg,
+	     size_t msglen);
 int drbd_healthy(const char *conf, const char *res, char *msg, size_t msglen);
 
 #endif

@@ -818,6 +818,49 @@ int overlay_activate(struct overlay *ov, overlay_discard_fn *discard, void *arg)
 	return rc;
 }
 
+int overlay_release(struct overlay *ov, unsigned timeout_ms)
+{
+	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000ull, held = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&ov->lock);
+	if (ov->st.activated) {
+		pthread_mutex_unlock(&ov->lock);
+		return -EALREADY;
+	}
+	pthread_mutex_unlock(&ov->lock);
+	nbd_stop(ov);
+	pthread_mutex_lock(&ov->lock);
+	ov->st.activated = true;	/* later writes and cuts: -ESHUTDOWN */
+	if (ov->tail && ov->tail->seq > ov->commit_seq) {
+		for (struct ov_rec *r = ov->head; r; r = r->next)
+			if (r->seq > ov->commit_seq) {
+				ov->lag_bytes += r->len;
+				ov->lag_writes += r->len ? 1 : 0;
+				held += r->len ? 1 : 0;
+			}
+		ov->commit_seq = ov->tail->seq;
+	}
+	pthread_cond_broadcast(&ov->cond);
+	while (committed_pending(ov) && !ov->st.writeback_error && !rc) {
+		uint64_t now = now_ns();
+
+		if (now >= end)
+			rc = -ETIMEDOUT;
+		else
+			cond_wait_ns(&ov->cond, &ov->lock, end - now);
+	}
+	if (!rc && ov->st.writeback_error)
+		rc = -EIO;
+	if (!rc && fdatasync(ov->lower_fd) < 0)
+		rc = -errno;
+	log_info("overlay of %s released: %llu writes not committed to a checkpoint written back "
+		 "with the rest%s", ov->vm, (unsigned long long)held,
+		 rc ? "; the write-back did not finish" : "");
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
 void overlay_get_stats(struct overlay *ov, struct overlay_stats *st)
 {
 	pthread_mutex_lock(&ov->lock);

@@ -162,6 +162,16 @@ typedef void overlay_discard_fn(void *arg, uint64_t off, uint32_t len, bool is_m
  */
 int overlay_activate(struct overlay *ov, overlay_discard_fn *discard, void *arg);
 
+/*
+ * Protection ends without a failover (the primary stopped it, or this
+ * backup stops): stop serving the NBD device and write back everything
+ * held, committed or not, in order, then fdatasync.  DRBD's secondary saw
+ * every one of those writes complete, so its idea of this disk stays
+ * true.  At most timeout_ms.  Returns 0, -ETIMEDOUT, -EIO (a write-back
+ * failed), -EALREADY after overlay_activate() or a first release.
+ */
+int overlay_release(struct overlay *ov, unsigned timeout_ms);
+
 void overlay_get_stats(struct overlay *ov, struct overlay_stats *st);
 
 /* Stop serving (if still serving), stop the write-back without finishing

@@ -40,6 +40,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
@@ -99,6 +100,9 @@ struct pm_scan_arg {
 #define PACKET_MAGIC 0x6f6d6474u	/* "tdmo" */
 #define PACKET_VERSION 1u
 #define PACKET_LEN 32u
+#define DISKW_MAGIC 0x77646474u	/* "tddw": a memdom-disk-writes block */
+#define DISKW_VERSION 1u
+#define DISKW_BLOCK 4096u
 
 enum guest_cmd { CMD_NONE = 0, CMD_TRACK, CMD_UNTRACK };
 
@@ -141,6 +145,8 @@ struct guest_shared {
 	uint32_t tx_busy;		/* the child is inside a step that sends */
 	uint32_t stop_req;		/* suspend: stop at the end of that step */
 	uint32_t speed;			/* set_speed: percent of its CPU it may use (0 = 100) */
+	uint32_t pad3;
+	uint64_t disk_writes, disk_errors;	/* memdom-disk-writes, counted by the child */
 };
 
 _Static_assert(sizeof(struct guest_shared) <= PAGE_SZ, "shared block fits a page");
@@ -161,6 +167,11 @@ struct guest_args {
 	struct sockaddr_storage obs;
 	socklen_t obs_len;
 	uint64_t packet_steps;
+
+	/* Disk (memdom-disk-writes): every disk_steps steps, write k =
+	 * step / disk_steps to block k of disk_path (k < disk_blocks). */
+	char disk_path[CONFIG_PATH_MAX];
+	uint64_t disk_steps, disk_blocks;
 };
 
 /*
@@ -198,6 +209,7 @@ struct memdom {
 	int pagemap_fd;
 	bool tracking;
 	bool need_full;			/* lost a harvest: next capture copies all */
+	bool full_copy;			/* no dirty tracking on this kernel: copy all, always */
 	struct page_region *regions;
 	struct iovec *iov;
 	uint64_t scan_regions;		/* entries of regions used per scan */
@@ -417,8 +429,36 @@ static void guest_send(const struct guest_args *a, int sock, uint64_t step, uint
  * With a socket, step k * packet_steps sends packet k once net_on is set
  * (see struct guest_shared for how that step stays one unit).
  */
+/*
+ * Write k of memdom-disk-writes: block k, stamped little-endian with
+ * magic, version (u32), k, step (u64) and the daemon's pid (u32), so that
+ * a test can tell which guest wrote it.  The step is published only after
+ * the write returned: a checkpoint that holds step s holds every write
+ * issued up to s complete.
+ */
+static void guest_disk_write(const struct guest_args *a, int dfd, uint8_t *buf, uint64_t step)
+{
+	uint64_t k = step / a->disk_steps;
+	ssize_t r;
+
+	if (k >= a->disk_blocks)
+		return;
+	put_le32(buf + 0, DISKW_MAGIC);
+	put_le32(buf + 4, DISKW_VERSION);
+	put_le64(buf + 8, k);
+	put_le64(buf + 16, step);
+	put_le32(buf + 24, (uint32_t)a->ppid);
+	do
+		r = pwrite(dfd, buf, DISKW_BLOCK, (off_t)(k * DISKW_BLOCK));
+	while (r < 0 && errno == EINTR);
+	if (r == (ssize_t)DISKW_BLOCK)
+		__atomic_add_fetch(&a->sh->disk_writes, 1, __ATOMIC_RELAXED);
+	else
+		__atomic_add_fetch(&a->sh->disk_errors, 1, __ATOMIC_RELAXED);
+}
+
 __attribute__((noreturn))
-static void guest_loop(const struct guest_args *a, int sock)
+static void guest_loop(const struct guest_args *a, int sock, int dfd, uint8_t *dbuf)
 {
 	struct guest_shared *sh = a->sh;
 	uint32_t cur = sh->cur & 1;
@@ -491,6 +531,8 @@ static void guest_loop(const struct guest_args *a, int sock)
 				__atomic_store_n(&sh->tx_busy, 1, __ATOMIC_SEQ_CST);
 				guest_send(a, sock, step, prng);
 			}
+			if (dfd >= 0 && step % a->disk_steps == 0)
+				guest_disk_write(a, dfd, dbuf, step);
 			sh->regs[nxt].step = step;
 			sh->regs[nxt].prng = prng;
 			__atomic_store_n(&sh->cur, nxt, __ATOMIC_RELEASE);
@@ -569,9 +611,26 @@ static void guest_main(const struct guest_args *a)
 			_exit(3);
 	}
 
+	/* Its disk (the daemon checked that it opens). */
+	int dfd = -1;
+	uint8_t *dbuf = NULL;
+
+	if (a->disk_path[0]) {
+		void *p = mmap(NULL, DISKW_BLOCK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+
+		dfd = open(a->disk_path, O_RDWR | O_DIRECT | O_CLOEXEC);
+		if (p == MAP_FAILED || dfd < 0)
+			__atomic_add_fetch(&a->sh->disk_errors, 1, __ATOMIC_RELAXED);
+		dbuf = p == MAP_FAILED ? NULL : p;
+		if (!dbuf && dfd >= 0) {
+			close(dfd);
+			dfd = -1;
+		}
+	}
 	if (a->stop_first)
 		kill(getpid(), SIGSTOP);
-	guest_loop(a, sock);
+	guest_loop(a, sock, dfd, dbuf);
 }
 
 /* ---- spawning and controlling the child ------------------------------------- */
@@ -824,6 +883,37 @@ static int net_prepare(struct memdom *m, struct guest_args *args, char *path, si
 	return 0;
 }
 
+/* memdom-disk-writes, in the daemon before the fork: the device opens
+ * for O_DIRECT writes, and how many blocks it has.  0 or -errno, logged. */
+static int disk_prepare(struct memdom *m, struct guest_args *args)
+{
+	const struct tandem_config *cfg = m->d->cfg;
+	struct stat sb;
+	uint64_t size = 0;
+	int fd;
+
+	if (!cfg->memdom_disk_writes[0])
+		return 0;
+	fd = open(cfg->memdom_disk_writes, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) < 0 ||
+	    (S_ISBLK(sb.st_mode) ? ioctl(fd, BLKGETSIZE64, &size) < 0 : (size = (uint64_t)sb.st_size, 0))) {
+		int e = errno;
+
+		log_error("memdom-disk-writes: cannot open %s for O_DIRECT writes: %s",
+			  cfg->memdom_disk_writes, strerror(e));
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	close(fd);
+	snprintf(args->disk_path, sizeof(args->disk_path), "%s", cfg->memdom_disk_writes);
+	args->disk_steps = cfg->memdom_disk_steps ? cfg->memdom_disk_steps : 1;
+	args->disk_blocks = size / DISKW_BLOCK;
+	log_info("memdom guest writes block k of %s (%" PRIu64 " blocks) at step k * %" PRIu64,
+		 args->disk_path, args->disk_blocks, args->disk_steps);
+	return 0;
+}
+
 /* Read the child's set-up report (guest_main); 0 or -errno, logged. */
 static int net_setup_answer(struct memdom *m, const char *path)
 {
@@ -882,6 +972,8 @@ static int guest_start(struct memdom *m, bool stop_first)
 		log_perror("cannot create the memdom guest's pipe");
 		goto out;
 	}
+	if ((rc = disk_prepare(m, &args)))
+		goto out;
 	args.sh = m->sh;
 	args.base = m->base;
 	args.ppid = getpid();
@@ -1060,6 +1152,17 @@ static int harvest(struct memdom *m, struct ckpt *c, flush_fn flush, void *arg,
 	uint64_t start = (uintptr_t)m->base, end = start + m->npages * PAGE_SZ, total = 0;
 	int rc = 0;
 
+	if (m->full_copy) {
+		for (uint64_t first = 0; first < m->npages && !rc; first += m->slice_pages) {
+			rc = copy_range(m, c, first, m->npages - first < m->slice_pages ?
+						m->npages - first : m->slice_pages);
+			if (!rc && flush && c->npages >= m->slice_pages)
+				rc = flush(m, c, arg);
+		}
+		if (found)
+			*found = m->npages;
+		return rc;
+	}
 	while (start < end) {
 		struct pm_scan_arg sa = {
 			.size = sizeof(sa),
@@ -1188,8 +1291,8 @@ static int check_kernel(void)
 	rc = 0;
 out:
 	if (missing)
-		log_error("memdom cannot track dirty pages on this kernel (Linux %s): missing %s; "
-			  "memdom needs Linux 6.7 or later", u.release, missing);
+		log_warn("memdom cannot track dirty pages on this kernel (Linux %s): missing %s "
+			 "(Linux 6.7 or later has them)", u.release, missing);
 	if (pm >= 0)
 		close(pm);
 	if (mem != MAP_FAILED)
@@ -1223,6 +1326,14 @@ static int open_primary(struct memdom *m)
 	int rc;
 
 	rc = check_kernel();
+	if (rc == -ENOTSUP) {
+		/* memdom is a test guest: on an older kernel (the 6.1 VM of the
+		 * DRBD tests) it still works, copying every page each time. */
+		log_warn("memdom falls back to copying all %" PRIu64 " guest pages at every "
+			 "checkpoint (no dirty tracking on this kernel)", m->npages);
+		m->full_copy = true;
+		rc = 0;
+	}
 	if (rc)
 		return rc;
 	m->regions = calloc(SCAN_REGIONS, sizeof(*m->regions));
@@ -1538,7 +1649,7 @@ static int memdom_start_protection(struct domain *d, const struct domain_sink *s
 		return -ENOMEM;
 	/* The output is buffered by now: the guest may start sending. */
 	__atomic_store_n(&m->sh->net_on, 1, __ATOMIC_RELEASE);
-	rc = send_command(m, CMD_TRACK);
+	rc = m->full_copy ? 0 : send_command(m, CMD_TRACK);
 	if (rc) {
 		log_error("memdom guest pid %d could not turn on dirty tracking: %s",
 			  (int)m->pid, strerror(-rc));
@@ -1654,7 +1765,7 @@ static void memdom_stop_protection(struct domain *d)
 		return;
 	if (m->suspended)
 		memdom_resume(d);
-	if (send_command(m, CMD_UNTRACK) == 0)
+	if (m->full_copy || send_command(m, CMD_UNTRACK) == 0)
 		m->tracking = false;
 }
 
@@ -1839,7 +1950,7 @@ static int memdom_dirty_pages(struct domain *d, uint64_t *pages)
 
 	if (!m->pid || !m->tracking)
 		return -EINVAL;
-	if (m->need_full) {
+	if (m->need_full || m->full_copy) {
 		*pages = m->npages;
 		return 0;
 	}

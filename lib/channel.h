@@ -35,6 +35,7 @@
 #define CAP_ENCRYPT 1ull
 #define CAP_LZ4 2ull			/* reads LZ4 records (every peer since they exist) */
 #define CAP_PROBE 4ull			/* a primary's HELLO: `tandem probe` measuring the link */
+#define CAP_HELD 8ull			/* a primary reads HELD records (the backup says why it holds) */
 
 struct channel;
 

@@ -23,6 +23,7 @@ static const char *const points[] = {
 	"disk-fenced",
 	"disk-skip-marker",
 	"disk-hang-marker",
+	"disk-backup-holds",
 };
 
 static struct {

@@ -31,7 +31,10 @@
  * them), disk-skip-marker (the primary does not write that checkpoint's
  * marker but says its cut is complete: the backup must not commit it),
  * disk-hang-marker (that checkpoint's marker write takes 3 timeouts: the
- * pause is bounded by one, later cuts fail at once until it ends).
+ * pause is bounded by one, later cuts fail at once until it ends),
+ * disk-backup-holds (a backup's stand-in disk refuses 8 checkpoints in a
+ * row, its own side's reason, as a DRBD that is not whole there: every
+ * primary verdict is ok, and the primary must go on taking checkpoints).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

@@ -55,6 +55,19 @@ static int v_error(const uint8_t *p, uint32_t len, const char **why)
 	return 0;
 }
 
+static int v_held(const uint8_t *p, uint32_t len, const char **why)
+{
+	uint32_t msglen = get_be32(p + 8);
+
+	if (msglen > WIRE_MSG_MAX)
+		FAIL("held: message longer than 256 bytes");
+	if (len != HELD_FIXED_LEN + msglen)
+		FAIL("held: length does not match the message length");
+	if (get_be32(p + 12))
+		FAIL("held: reserved field not zero");
+	return 0;
+}
+
 static int v_ckpt_begin(const uint8_t *p, uint32_t len, const char **why)
 {
 	(void)len;
@@ -202,6 +215,7 @@ static const struct rec_desc records[] = {
 	{ REC_CKPT_DEVICES, "ckpt_devices", CKPT_DEVICES_FIXED_LEN + 4,
 	  CKPT_DEVICES_FIXED_LEN + WIRE_DEVICES_MAX * 4, v_ckpt_devices },
 	{ REC_ACK, "ack", ACK_LEN, ACK_LEN, v_fixed },
+	{ REC_HELD, "held", HELD_FIXED_LEN, HELD_FIXED_LEN + WIRE_MSG_MAX, v_held },
 	{ REC_HEARTBEAT, "heartbeat", HEARTBEAT_LEN, HEARTBEAT_LEN, v_fixed },
 	{ REC_FAILOVER, "failover", FAILOVER_LEN, FAILOVER_LEN, v_reserved32 },
 	{ REC_FENCE, "fence", FENCE_LEN, FENCE_LEN, v_reserved32 },
@@ -302,6 +316,17 @@ uint32_t wire_put_error(uint8_t *out, uint32_t code, const char *msg)
 	put_be32(out + 4, n);
 	memcpy(out + 8, msg, n);
 	return pad(out, ERROR_FIXED_LEN + n);
+}
+
+uint32_t wire_put_held(uint8_t *out, uint64_t epoch, const char *msg)
+{
+	uint32_t n = (uint32_t)strnlen(msg, WIRE_MSG_MAX);
+
+	put_be64(out, epoch);
+	put_be32(out + 8, n);
+	put_be32(out + 12, 0);
+	memcpy(out + HELD_FIXED_LEN, msg, n);
+	return pad(out, HELD_FIXED_LEN + n);
 }
 
 uint32_t wire_put_ckpt_begin(uint8_t *out, const struct wire_ckpt_begin *b)
@@ -435,6 +460,18 @@ void wire_get_error(const uint8_t *p, struct wire_error *e)
 	for (uint32_t i = 0; i < n; i++)
 		if (e->msg[i] < 0x20 || e->msg[i] > 0x7e)
 			e->msg[i] = '?';
+}
+
+void wire_get_held(const uint8_t *p, struct wire_held *h)
+{
+	uint32_t n = get_be32(p + 8);
+
+	h->epoch = get_be64(p);
+	memcpy(h->msg, p + HELD_FIXED_LEN, n);
+	h->msg[n] = '\0';
+	for (uint32_t i = 0; i < n; i++)
+		if (h->msg[i] < 0x20 || h->msg[i] > 0x7e)
+			h->msg[i] = '?';
 }
 
 void wire_get_ckpt_begin(const uint8_t *p, struct wire_ckpt_begin *b)

@@ -49,6 +49,7 @@ enum wire_type {
 	REC_CKPT_VERIFY = 0x0015,	/* the checkpoint oracle's hashes (domain/verify.h) */
 	REC_CKPT_DEVICES = 0x0016,	/* every device's verdict on the checkpoint (device/device.h) */
 	REC_ACK = 0x0020,
+	REC_HELD = 0x0021,		/* backup: a checkpoint is complete but held for a device */
 	REC_HEARTBEAT = 0x0030,
 	REC_FAILOVER = 0x0040,
 	REC_FENCE = 0x0041,
@@ -64,6 +65,7 @@ enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
 #define HELLO_FIXED_LEN (4 + 4 + 8 + WIRE_NONCE_LEN + WIRE_DIGEST_LEN + 4 + 4)
 #define AUTH_LEN WIRE_MAC_LEN
 #define ERROR_FIXED_LEN 8
+#define HELD_FIXED_LEN 16		/* epoch u64, message length u32, reserved u32 */
 #define CKPT_BEGIN_LEN 32
 #define CKPT_PAGES_FIXED_LEN 16
 #define CKPT_STATE_FIXED_LEN 16
@@ -109,6 +111,11 @@ struct wire_hello {
 
 struct wire_error {
 	uint32_t code;
+	char msg[WIRE_MSG_MAX + 1];
+};
+
+struct wire_held {
+	uint64_t epoch;
 	char msg[WIRE_MSG_MAX + 1];
 };
 
@@ -211,6 +218,7 @@ int wire_validate(uint32_t type, const uint8_t *p, uint32_t len, const char **wh
  * variable part, zero-padded to 8) and return the payload length. */
 uint32_t wire_put_hello(uint8_t *out, const struct wire_hello *h);
 uint32_t wire_put_error(uint8_t *out, uint32_t code, const char *msg);
+uint32_t wire_put_held(uint8_t *out, uint64_t epoch, const char *msg);
 uint32_t wire_put_ckpt_begin(uint8_t *out, const struct wire_ckpt_begin *b);
 uint32_t wire_put_ckpt_end(uint8_t *out, const struct wire_ckpt_end *e);
 uint32_t wire_put_ckpt_devices(uint8_t *out, const struct wire_ckpt_devices *d);
@@ -238,6 +246,7 @@ int wire_lz4_unwrap(const uint8_t *p, uint32_t len, uint8_t *out, size_t outcap,
 /* Decoders: only call on a payload that passed wire_validate(). */
 void wire_get_hello(const uint8_t *p, struct wire_hello *h);
 void wire_get_error(const uint8_t *p, struct wire_error *e);
+void wire_get_held(const uint8_t *p, struct wire_held *h);
 void wire_get_ckpt_begin(const uint8_t *p, struct wire_ckpt_begin *b);
 void wire_get_ckpt_pages(const uint8_t *p, struct wire_ckpt_pages *pg);
 void wire_get_ckpt_state(const uint8_t *p, struct wire_ckpt_state *s);

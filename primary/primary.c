@@ -167,6 +167,7 @@ struct primary {
 	uint64_t next_estimate;		/* bytes the next checkpoint would stage now */
 	bool dirty_warned;
 	bool restart;			/* protection must start over: a new initial copy */
+	uint64_t backup_holds;		/* the backup holds checkpoints from this one (HELD); 0 = no */
 	char restart_why[200];
 	unsigned copy_failures;		/* initial copies failed in a row (backoff) */
 	uint64_t last_ack_ns;		/* when the last ack arrived (0 = none yet) */
@@ -531,7 +532,8 @@ static void unthrottled(struct primary *p, const char *why)
 static bool pending_held(const struct primary *p)
 {
 	return p->npending && p->devs.n &&
-	       !devices_all_ok(&p->devs, p->pending[p->npending - 1]->dev_verdict);
+	       (p->backup_holds ||
+		!devices_all_ok(&p->devs, p->pending[p->npending - 1]->dev_verdict));
 }
 
 static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
@@ -586,8 +588,8 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 			if (!slots && devices_ready(&p->devs)) {
 				p->restart = true;
 				snprintf(p->restart_why, sizeof(p->restart_why), "%u checkpoints in a "
-					 "row had a device's cut incomplete (the most the backup "
-					 "holds); the devices are back", p->npending);
+					 "row were held for a device (the most the backup holds); the "
+					 "devices are back", p->npending);
 				return false;
 			}
 		}
@@ -865,6 +867,7 @@ resume:
  */
 static void drop_stream(struct primary *p)
 {
+	p->backup_holds = 0;
 	pthread_mutex_unlock(&p->lock);
 	if (p->dom.ops->stop_protection)
 		p->dom.ops->stop_protection(&p->dom);
@@ -1226,6 +1229,10 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 		log_error("cannot release output epoch %" PRIu64 ": %s", a->epoch, strerror(-rc));
 	p->last_acked = a->epoch;
 	p->last_ack_ns = now_ns();
+	if (p->backup_holds && a->epoch >= p->backup_holds) {
+		log_info("the backup commits again (checkpoint %" PRIu64 ")", a->epoch);
+		p->backup_holds = 0;
+	}
 	testlog("ack %" PRIu64, a->epoch);
 	if (!p->notified_ready) {	/* systemd: protected from the first ack on */
 		p->notified_ready = true;
@@ -1389,7 +1396,8 @@ static int first_word(struct primary *p, struct channel *ch, char *err, size_t e
  * or a fatal one (the peer refused us: wrong VM, config, version or key). */
 static int connect_once(struct primary *p, struct channel **out, char *err, size_t errlen)
 {
-	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .encrypt = p->cfg.encrypt,
+	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .caps = CAP_HELD,
+				     .encrypt = p->cfg.encrypt,
 				     .compress = p->cfg.compress == COMPRESS_LZ4 };
 	int fd, rc;
 
@@ -1458,6 +1466,23 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 			struct wire_ack a;
 			wire_get_ack(rec.payload, &a);
 			handle_ack(p, &a);
+			break;
+		}
+		case REC_HELD: {
+			/* The backup holds a checkpoint for a reason of its own
+			 * side (its disk's DRBD not whole, a marker it has not
+			 * seen): go on taking checkpoints as behind a held one. */
+			struct wire_held h;
+
+			wire_get_held(rec.payload, &h);
+			pthread_mutex_lock(&p->lock);
+			if (!p->backup_holds && p->devs.n) {
+				p->backup_holds = h.epoch ? h.epoch : 1;
+				log_warn("the backup holds checkpoint %" PRIu64 ": %s; output stays held "
+					 "until a checkpoint it can commit", h.epoch, h.msg);
+				pthread_cond_broadcast(&p->cond);
+			}
+			pthread_mutex_unlock(&p->lock);
 			break;
 		}
 		case REC_HEARTBEAT:

@@ -29,6 +29,9 @@ TEST(disk_overlay_overflow, 10)
 /* the cut test (T1, T2): a DRBD pair with the overlay under Debian's 6.1 kernel */
 TEST(disk_cut_run, 540)
 TEST(disk_cut_vm61, 600)
+/* the disk end to end: both daemons, DRBD, the overlay, a failover (6.1 kernel) */
+TEST(disk_failover_run, 380)
+TEST(disk_failover_vm61, 420)
 /* unit: the checkpoint oracle */
 TEST(verify_page_hash, 5)
 TEST(verify_window, 5)
@@ -83,6 +86,7 @@ TEST(engine_live_set, 60)
 TEST(device_memdisk_cut, 40)
 TEST(device_fenced_holds, 40)
 TEST(device_missing_marker_holds, 40)
+TEST(device_backup_side_holds, 40)
 TEST(device_failover_while_held, 40)
 TEST(device_hung_cut_bounded, 40)
 TEST(engine_timeout_failover, 30)

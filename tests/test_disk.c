@@ -47,6 +47,8 @@ int test_disk_config_key(void)
 }
 
 /* A dump as drbdadm prints it, with `extra` in its net and disk sections. */
+static const char *meta_disk = "/dev/vg/web-md";
+
 static const char *dump_with(const char *net, const char *disk, const char *handlers)
 {
 	static char buf[2048];
@@ -55,12 +57,13 @@ static const char *dump_with(const char *net, const char *disk, const char *hand
 		 "# resource r0 on a: not ignored, not stacked\n"
 		 "resource r0 {\n"
 		 "    on a {\n        node-id 0;\n        device /dev/drbd4 minor 4;\n"
-		 "        disk /dev/vg/web;\n        meta-disk internal;\n"
+		 "        disk /dev/mapper/tdm-web-lower;\n        meta-disk %s;\n"
 		 "        address ipv4 10.0.0.1:7789;\n    }\n"
 		 "    on b {\n        node-id 1;\n        device /dev/drbd4 minor 4;\n"
-		 "        disk /dev/vg/web;\n        meta-disk internal;\n"
+		 "        disk /dev/mapper/tdm-web-lower;\n        meta-disk %s;\n"
 		 "        address ipv4 10.0.0.2:7789;\n    }\n"
-		 "    net {\n%s    }\n    disk {\n%s    }\n%s}\n", net, disk, handlers);
+		 "    net {\n%s    }\n    disk {\n%s    }\n%s}\n", meta_disk, meta_disk, net, disk,
+		 handlers);
 	return buf;
 }
 
@@ -94,7 +97,15 @@ int test_disk_drbd_refusals(void)
 	ASSERT_EQ(info.protocol, 'C');
 	ASSERT(!strcmp(info.fencing, "resource-and-stonith"));
 	ASSERT(!strcmp(info.fence_peer, "/usr/sbin/tandem fence-peer /etc/tandem/vm.cfg"));
+	ASSERT(!strcmp(info.disk, "/dev/mapper/tdm-web-lower"));
+	ASSERT(!strcmp(info.meta_disk, "/dev/vg/web-md"));
 	ASSERT_EQ(info.warnings, 0);
+	/* internal metadata: the marker block would be DRBD's */
+	meta_disk = "internal";
+	ASSERT_EQ(drbd_check_dump(dump_with(GOOD_NET, "", GOOD_HANDLERS), "r0", "a", &info, msg,
+				  sizeof(msg)), 1);
+	ASSERT(strstr(msg, "refused: meta-disk internal"));
+	meta_disk = "/dev/vg/web-md";
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		int r = drbd_check_dump(dump_with(cases[i].net, cases[i].disk, cases[i].handlers), "r0",
 					"a", &info, msg, sizeof(msg));
@@ -103,11 +114,13 @@ int test_disk_drbd_refusals(void)
 	}
 	/* DRBD 8.4's layout: protocol at the resource, fencing in disk; no
 	 * csums-alg is a warning, not a refusal; `device minor N` */
-	ASSERT_EQ(drbd_check_dump("resource r0 {\n protocol C;\n on a { device minor 3; disk /d; }\n"
+	ASSERT_EQ(drbd_check_dump("resource r0 {\n protocol C;\n on a { device minor 3; disk /dev/mapper/l; "
+				  "flexible-meta-disk /dev/m; }\n"
 				  " disk { fencing resource-only; }\n"
 				  " handlers { fence-peer /x; }\n}\n", "r0", "a", &info, msg,
 				  sizeof(msg)), 0);
 	ASSERT(!strcmp(info.device, "/dev/drbd3"));
+	ASSERT(!strcmp(info.meta_disk, "/dev/m"));
 	ASSERT_EQ(info.warnings, 3);		/* resource-only, no csums-alg, a handler not tandem's */
 	ASSERT(strstr(msg, "warning: fence-peer /x is not tandem's"));
 	ASSERT(strstr(msg, "warning: fencing resource-only") && strstr(msg, "warning: no csums-alg"));
@@ -118,14 +131,19 @@ int test_disk_drbd_refusals(void)
 	ASSERT_EQ(drbd_check_dump("resource r0 { net { protocol C; }", "r0", "a", &info, msg,
 				  sizeof(msg)), 1);
 	ASSERT(strstr(msg, "cannot read the settings"));
+	/* a lower disk the backup cannot switch to its overlay */
+	ASSERT_EQ(drbd_check_dump("resource r0 {\n protocol C;\n on a { device minor 3; disk /dev/vg/d; "
+				  "meta-disk /dev/m; }\n disk { fencing resource-and-stonith; }\n"
+				  " handlers { fence-peer \"tandem fence-peer /c\"; }\n"
+				  " net { csums-alg sha1; }\n}\n", "r0", "a", &info, msg, sizeof(msg)), 1);
+	ASSERT(strstr(msg, "refused: disk /dev/vg/d: ") && strstr(msg, "device-mapper linear"));
 	return TEST_OK;
 }
 
 /*
  * Through the real drbdadm: check-config refuses a resource with bad
  * settings (exit 2, each named), accepts a good one, says when drbdadm
- * cannot read the resource; the daemons refuse disks until the disk path
- * exists.
+ * cannot read the resource; the daemons say what stops a disk here.
  */
 int test_disk_check_config(void)
 {
@@ -140,8 +158,8 @@ int test_disk_check_config(void)
 		 "resource good {\n"
 		 "  net { protocol C; fencing resource-and-stonith; csums-alg sha1; }\n"
 		 "  handlers { fence-peer \"/usr/sbin/tandem fence-peer /etc/tandem/vm.cfg\"; }\n"
-		 "  on %s { device /dev/drbd7; disk /dev/vg/g; address 10.9.0.1:7789; meta-disk internal; }\n"
-		 "  on peer-of-%s { device /dev/drbd7; disk /dev/vg/g; address 10.9.0.2:7789; meta-disk internal; }\n"
+		 "  on %s { device /dev/drbd7; disk /dev/mapper/tdm-g-lower; address 10.9.0.1:7789; meta-disk /dev/vg/g-md; }\n"
+		 "  on peer-of-%s { device /dev/drbd7; disk /dev/mapper/tdm-g-lower; address 10.9.0.2:7789; meta-disk /dev/vg/g-md; }\n"
 		 "}\n"
 		 "resource bad {\n"
 		 "  net { protocol A; after-sb-1pri discard-secondary; on-congestion pull-ahead; }\n"
@@ -174,9 +192,14 @@ int test_disk_check_config(void)
 
 	snprintf(cfgtext, sizeof(cfgtext), "disks = good:/dev/mapper/tdm-vm-guest\ndrbd-conf = %s\n", drbd);
 	cfg = td_config("vm", cfgtext);
-	rc = test_capture(out, sizeof(out), "%s primary %s 2>&1", test_tandem_bin(), cfg);
-	ASSERT_EQ(rc, 2);
-	ASSERT(strstr(out, "tandem cannot protect disks yet"));
+	/* The daemons start with disks now: each says what stops it here (no
+	 * DRBD device on this host; no device-mapper device under it). */
+	rc = test_capture(out, sizeof(out), "timeout 20 %s primary %s 2>&1", test_tandem_bin(), cfg);
+	if (rc == 0 || !strstr(out, "disk good") || !strstr(out, "/dev/drbd7"))
+		FAILF("primary with a disk whose DRBD device is missing: exit %d: %s", rc, out);
+	rc = test_capture(out, sizeof(out), "timeout 20 %s backup %s 2>&1", test_tandem_bin(), cfg);
+	if (rc == 0 || !strstr(out, "disk good") || !strstr(out, "tdm-g-lower"))
+		FAILF("backup with a disk whose lower device is missing: exit %d: %s", rc, out);
 	return TEST_OK;
 }
 

@@ -877,6 +877,37 @@ int test_device_missing_marker_holds(void)
 }
 
 /*
+ * The backup holds checkpoints for a reason of its own side (its DRBD not
+ * whole), every primary verdict ok, more in a row than the primary keeps
+ * in flight: the backup says so (HELD), the primary goes on taking
+ * checkpoints instead of waiting for acks that cannot come, and the held
+ * ones commit with the first that passes.
+ */
+int test_device_backup_side_holds(void)
+{
+	struct td p, b;
+	char path[512];
+	const char *cfg = memdisk_config(path, sizeof(path));
+	uint64_t held[64];
+	int nh;
+
+	start_pair(&p, &b, cfg, NULL, "disk-backup-holds@10", 3);
+	if (!WAIT_FOR(td_events(&b, "held", NULL, NULL) >= 8 && td_max_ack(&p) >= 25, 30000))
+		fail_dump(&p, &b, "the primary did not go on behind the backup's own holds");
+	td_stop(&p);
+	td_stop(&b);
+	nh = event_epochs(&b, "held", held, 64);
+	ASSERT_EQ(nh, 8);
+	for (int i = 1; i < nh; i++)
+		ASSERT_EQ(held[i], held[i - 1] + 1);
+	ASSERT(td_log_has(&p, "the backup holds checkpoint"));
+	ASSERT(td_log_has(&p, "the backup commits again"));
+	printf("  held %" PRIu64 "-%" PRIu64 " on the backup's own word; acks went on to %" PRIu64 "\n",
+	       held[0], held[nh - 1], td_max_ack(&p));
+	return TEST_OK;
+}
+
+/*
  * Failover while checkpoints are held (the fence flag stays up): the
  * guest resumes from the last checkpoint every device let commit, never
  * from a held one, and equals it.

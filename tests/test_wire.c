@@ -33,6 +33,7 @@ int test_wire_round_trips(void)
 	len = wire_put_hello(buf, &h);
 	ASSERT_EQ(len, HELLO_FIXED_LEN + 6);
 	ASSERT_EQ(validate(REC_HELLO, len, &why), 0);
+	memset(&h2, 0, sizeof(h2));	/* the name's bytes after its NUL are not set */
 	wire_get_hello(buf, &h2);
 	ASSERT(!memcmp(&h, &h2, sizeof(h)));
 
@@ -71,6 +72,14 @@ int test_wire_round_trips(void)
 	ASSERT_EQ(validate(REC_ERROR, len, &why), 0);
 	wire_get_error(buf, &er);
 	ASSERT(er.code == 3 && !strcmp(er.msg, "bad thing"));
+	{
+		struct wire_held hd;
+
+		len = wire_put_held(buf, 42, "disk r0: DRBD is not whole\x01");
+		ASSERT_EQ(validate(REC_HELD, len, &why), 0);
+		wire_get_held(buf, &hd);
+		ASSERT(hd.epoch == 42 && !strcmp(hd.msg, "disk r0: DRBD is not whole?"));
+	}
 
 	/* pages: 2 pages */
 	wire_put_pages_prefix(buf, 5, 2);
@@ -214,6 +223,13 @@ int test_wire_validators_reject(void)
 	len = wire_put_error(buf, 1, "abc");
 	put_be32(buf + 4, 300);
 	ASSERT_EQ(validate(REC_ERROR, len, &why), -EBADMSG);
+	/* held: message length lies, reserved set */
+	len = wire_put_held(buf, 1, "abc");
+	put_be32(buf + 8, 4);
+	ASSERT_EQ(validate(REC_HELD, len, &why), -EBADMSG);
+	len = wire_put_held(buf, 1, "abc");
+	put_be32(buf + 12, 1);
+	ASSERT_EQ(validate(REC_HELD, len, &why), -EBADMSG);
 	/* devices: a round trip, then count, bits and length that lie */
 	{
 		struct wire_ckpt_devices d = { .epoch = 9, .n = 2, .verdict = { 1, 2 } }, g;

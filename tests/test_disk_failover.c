@@ -1,0 +1,360 @@
+/*
+ * test_disk_failover.c - a protected guest with a DRBD disk, end to end,
+ * under Debian's 6.1 kernel (tests/vm61): the real `tandem primary` and
+ * `tandem backup`, a DRBD 8.4 pair in one kernel, tandem's overlay under
+ * the backup's secondary, the dm-linear switch, and a failover after
+ * which the backup's disk must be the last committed checkpoint's.
+ *
+ * "Host A": /dev/ram0 (disk) and /dev/ram2 (DRBD metadata) under
+ * tdmA-lower, resource r0 (minor 0, primary), the guest's device
+ * tdmA-guest = /dev/drbd0 without its marker block.  "Host B": /dev/ram1
+ * and /dev/ram3 under tdmB-lower, resource r1 (minor 1).  Each host has
+ * its own drbd.conf and tandem configuration (one kernel cannot hold two
+ * resources of one name); DRBD's usermode helper is a wrapper that runs
+ * drbdadm with the conf of the minor that called it, so the fence-peer
+ * handler that runs is the one in the conf: `tandem fence-peer`.
+ *
+ * The guest is memdom with memdom-disk-writes: write k goes to block k of
+ * tdmA-guest, stamped with k and the primary daemon's pid, and the guest
+ * publishes step k * memdom-disk-steps only after the write returned.  A
+ * checkpoint at step S has therefore seen writes 1..K complete, K = S /
+ * steps; write K+1 may be in flight across the pause; writes after it
+ * were issued after the guest resumed.  After the failover at checkpoint
+ * N (memory at step S), B's disk must hold writes 1..K, maybe K+1, and
+ * nothing later: I2 "the disk misses a write the checkpoint saw complete",
+ * I1 "the disk is ahead of the memory".
+ *
+ * Phases: (1) protect, stop the backup cleanly: its overlay writes back
+ * what it held and DRBD's lower device is the real disk again, DRBD still
+ * in sync; (2) a new backup, protection again; (3) the backup stalls in a
+ * commit (fault point slow-commit) while A's guest runs on and writes
+ * past the last checkpoint, A "dies" (daemon killed, r0 disconnected), B
+ * activates: the disk and memory checks above, writes after the marker
+ * discarded, r1 Primary over the real disk.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "test.h"
+
+#define DF_NAME "dk"
+#define DF_STEPS 500			/* memdom-disk-steps: 40 writes a second */
+#define DF_BLOCK 4096u
+#define DF_MAGIC 0x77646474u		/* domain/memdom.c DISKW_MAGIC */
+/* Both hosts' keys (a 2 MiB guest: memdom copies all of it at each
+ * checkpoint on this kernel, which has no uffd-wp async). */
+#define DF_COMMON "memdom-disk-steps = %d\nepochs-in-flight = 4\nmemory = 2M\nhotset = 1M\n" \
+		  "interval = 50ms\n"
+
+static uint64_t le(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = n - 1; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* Read block k of dev: its write number and writer pid (0, 0 = never written). */
+static int read_stamp(int fd, uint64_t k, uint64_t *wk, uint32_t *pid)
+{
+	static uint8_t *buf;
+
+	if (!buf && posix_memalign((void **)&buf, 4096, DF_BLOCK))
+		return -ENOMEM;
+	if (pread(fd, buf, DF_BLOCK, (off_t)(k * DF_BLOCK)) != (ssize_t)DF_BLOCK)
+		return -EIO;
+	*wk = 0;
+	*pid = 0;
+	if (le(buf, 4) != DF_MAGIC)
+		return 0;
+	*wk = le(buf + 8, 8);
+	*pid = (uint32_t)le(buf + 24, 4);
+	return 0;
+}
+
+static bool proc_drbd_has(const char *a, const char *b)
+{
+	char buf[4096];
+	FILE *f = fopen("/proc/drbd", "r");
+	size_t n;
+
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strstr(buf, a) && (!b || strstr(buf, b));
+}
+
+static void df_cleanup(const char *dir)
+{
+	(void)!system("for r in r0 r1; do /lib/drbd/drbdsetup-84 down $r; done >/dev/null 2>&1; "
+		      "for d in tdmA-guest tdmA-lower tdmB-lower; do dmsetup remove $d; done "
+		      ">/dev/null 2>&1");
+	(void)dir;
+}
+
+static const char *drbd_conf(const char *file, const char *res, int minor, const char *host,
+			     const char *lower, const char *meta, int port, int peer_port,
+			     const char *cfg)
+{
+	char text[2048];
+
+	snprintf(text, sizeof(text),
+		 "resource %s {\n"
+		 "  net { protocol C; after-sb-0pri disconnect; after-sb-1pri disconnect;\n"
+		 "        after-sb-2pri disconnect; csums-alg crc32c; on-congestion block; }\n"
+		 "  disk { fencing resource-and-stonith; on-io-error detach; }\n"
+		 "  handlers { fence-peer \"%s fence-peer %s\"; }\n"
+		 "  on %s { device /dev/drbd%d minor %d; disk %s; meta-disk %s;\n"
+		 "          address 127.0.0.1:%d; }\n"
+		 "  on peer-of-%s { device /dev/drbd%d minor %d; disk /dev/mapper/none; meta-disk /dev/none;\n"
+		 "          address 127.0.0.1:%d; }\n"
+		 "}\n", res, test_tandem_bin(), cfg, host, minor, minor, lower, meta, port, res,
+		 minor, minor, peer_port);
+	return test_write_file(file, text);
+}
+
+/* A configuration file of its own (td_config writes vm.cfg each time). */
+static const char *own_config(const char *file, const char *extra)
+{
+	static char paths[2][600];
+	static int n;
+	char *p = paths[n++ % 2];
+	const char *c = td_config(DF_NAME, extra);
+
+	snprintf(p, 600, "%s/%s", test_tmpdir(), file);
+	if (rename(c, p))
+		FAILF("rename %s: %s", c, strerror(errno));
+	return p;
+}
+
+static bool backup_active(void)
+{
+	char st[64];
+
+	return !strcmp(td_str(td_status(DF_NAME, "backup"), "state", st, sizeof(st)), "active");
+}
+
+static bool acked_at_least(const struct td *p, uint64_t n)
+{
+	return td_max_ack(p) >= n;
+}
+
+/* dmsetup table NAME's device as "MAJ:MIN". */
+static void dm_target(const char *name, char *out, size_t len)
+{
+	char buf[256] = "";
+	unsigned long long a, b;
+	unsigned ma = 0, mi = 0;
+
+	test_capture(buf, sizeof(buf), "dmsetup table %s", name);
+	if (sscanf(buf, "%llu %llu linear %u:%u", &a, &b, &ma, &mi) != 4)
+		snprintf(out, len, "?");
+	else
+		snprintf(out, len, "%u:%u", ma, mi);
+}
+
+int test_disk_failover_run(void)
+{
+	struct utsname u;
+	struct td prim, back;
+	const char *dir = test_tmpdir(), *cfg_a, *cfg_b, *conf_a, *conf_b;
+	char extra[2048], out[4096], helper[600], ram0[16], ram1[16], tgt[32];
+	uint64_t n = 0, step = 0, kmax, wk;
+	unsigned i1 = 0, i2 = 0, ahead_on_a = 0, in_flight = 0;
+	uint32_t wpid;
+	int fa, fb;
+
+	if (!getenv("TANDEM_VM61"))
+		test_skip("runs under Debian's 6.1 kernel (disk_failover_vm61)");
+	if (access("/proc/drbd", F_OK) || access("/dev/nbd0", F_OK) || access("/dev/ram3", F_OK) ||
+	    access("/dev/mapper/control", F_OK))
+		FAILF("drbd, nbd, brd or dm-mod missing (VM61_MODS=\"drbd nbd brd dm-mod\")");
+	ASSERT_EQ(uname(&u), 0);
+	setenv("DM_DISABLE_UDEV", "1", 1);	/* no udev in the VM: libdevmapper makes the nodes */
+	df_cleanup(dir);
+
+	/* the two hosts' tandem configurations: one kernel, so two resources */
+	snprintf(extra, sizeof(extra), "disks = r0:/dev/mapper/tdmA-guest\ndrbd-conf = %s/drbd-a.conf\n"
+		 "memdom-disk-writes = /dev/mapper/tdmA-guest\n"
+		 DF_COMMON, dir, DF_STEPS);
+	cfg_a = own_config("a.cfg", extra);
+	snprintf(extra, sizeof(extra), "disks = r1:/dev/mapper/tdmB-guest\ndrbd-conf = %s/drbd-b.conf\n"
+		 DF_COMMON, dir, DF_STEPS);
+	cfg_b = own_config("b.cfg", extra);
+	conf_a = drbd_conf("drbd-a.conf", "r0", 0, u.nodename, "/dev/mapper/tdmA-lower", "/dev/ram2",
+			   7788, 7789, cfg_a);
+	conf_b = drbd_conf("drbd-b.conf", "r1", 1, u.nodename, "/dev/mapper/tdmB-lower", "/dev/ram3",
+			   7789, 7788, cfg_b);
+	/* DRBD's helper: drbdadm with the conf of the minor that calls it */
+	snprintf(helper, sizeof(helper), "%s/drbd-helper", dir);
+	snprintf(extra, sizeof(extra), "#!/bin/sh\necho \"$DRBD_MINOR $*\" >>\"$0.log\"\n"
+		 "exec drbdadm -c %s/drbd-$(test \"$DRBD_MINOR\" = 0 && echo a || echo b).conf \"$@\"\n",
+		 dir);
+	test_write_file("drbd-helper", extra);
+	test_sh("chmod +x %s && echo %s >/sys/module/drbd/parameters/usermode_helper", helper, helper);
+
+	/* the stacks */
+	test_sh("dmsetup create tdmA-lower --table '0 32768 linear /dev/ram0 0' && "
+		"dmsetup create tdmB-lower --table '0 32768 linear /dev/ram1 0'");
+	test_sh("drbdmeta --force 0 v08 /dev/ram2 flex-external create-md </dev/null >/dev/null 2>&1 && "
+		"drbdmeta --force 1 v08 /dev/ram3 flex-external create-md </dev/null >/dev/null 2>&1");
+	test_sh("drbdadm -c %s up r0 && drbdadm -c %s up r1", conf_a, conf_b);
+	if (!WAIT_FOR(proc_drbd_has("0: cs:Connected", "1: cs:Connected"), 60000)) {
+		test_capture(out, sizeof(out), "cat /proc/drbd");
+		FAILF("the DRBD pair did not connect: %s", out);
+	}
+	test_sh("drbdadm -c %s -- --clear-bitmap new-current-uuid r0 && drbdadm -c %s primary r0",
+		conf_a, conf_a);
+	if (!WAIT_FOR(proc_drbd_has("0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", NULL),
+		      30000))
+		FAILF("r0 did not become Primary/UpToDate");
+	test_sh("dmsetup create tdmA-guest --table \"0 $(( $(blockdev --getsz /dev/drbd0) - 8 )) "
+		"linear /dev/drbd0 0\"");
+	test_capture(ram0, sizeof(ram0), "printf %%s $(( $(stat -c 0x%%t /dev/ram0) )):$(( $(stat -c 0x%%T /dev/ram0) ))");
+	test_capture(ram1, sizeof(ram1), "printf %%s $(( $(stat -c 0x%%t /dev/ram1) )):$(( $(stat -c 0x%%T /dev/ram1) ))");
+
+	/* (1) protect; a clean stop of the backup releases its overlay */
+	td_start(&back, "backup", cfg_b, NULL);
+	if (!WAIT_FOR(td_log_has(&back, "now goes through the overlay"), 30000)) {
+		td_dump(&back);
+		FAILF("the backup did not put its overlay under DRBD");
+	}
+	dm_target("tdmB-lower", tgt, sizeof(tgt));
+	if (strncmp(tgt, "43:", 3))
+		FAILF("tdmB-lower points at %s, not at an NBD device", tgt);
+	td_start(&prim, "primary", cfg_a, NULL);
+	if (!WAIT_FOR(acked_at_least(&prim, 20), 60000)) {
+		td_dump(&prim);
+		td_dump(&back);
+		FAILF("no 20 acknowledged checkpoints with a disk");
+	}
+	{
+		const char *js = td_status(DF_NAME, "backup");
+
+		if (!strstr(js, "\"drbd_whole\":true") || !strstr(js, "\"overlay\":\"/dev/nbd") ||
+		    !strstr(js, "\"overlay_held_bytes\":"))
+			FAILF("the backup's status does not show its disk: %s", js);
+	}
+	/* SIGTERM and its whole exit (td_stop would SIGKILL after 5 s: the
+	 * release's dmsetup calls are slow under TCG) */
+	kill(back.pid, SIGTERM);
+	if (!WAIT_FOR(td_exited(&back), 60000))
+		FAILF("the backup did not exit within 60 s of SIGTERM");
+	if (!td_log_has(&back, "overlay of " DF_NAME " released")) {
+		td_dump(&back);
+		FAILF("the backup's clean stop did not release its overlay");
+	}
+	dm_target("tdmB-lower", tgt, sizeof(tgt));
+	if (strcmp(tgt, ram1))
+		FAILF("after a clean stop tdmB-lower points at %s, not at /dev/ram1 (%s)", tgt, ram1);
+	snprintf(extra, sizeof(extra), "%s/run/" DF_NAME ".r1.lower", dir);
+	ASSERT(access(extra, F_OK) != 0);
+	if (!proc_drbd_has("1: cs:Connected", NULL) || proc_drbd_has("1: cs:Connected ro:Secondary/Primary ds:Diskless", NULL))
+		FAILF("DRBD lost its disk or its peer over the release");
+	printf("  clean stop: overlay released, tdmB-lower over /dev/ram1 again, r1 still connected\n");
+
+	/* (2) a new backup; (3) it stalls in its 30th commit while A runs on */
+	td_start(&back, "backup", cfg_b, "slow-commit@30");
+	if (!WAIT_FOR(td_log_has(&back, "fault point 'slow-commit' fired"), 90000)) {
+		td_dump(&prim);
+		td_dump(&back);
+		FAILF("the second backup never reached its 30th commit");
+	}
+	test_sleep_ms(1500);	/* the stall lasts 3 s: A's guest writes past its last checkpoint */
+	td_kill(&prim, SIGKILL);	/* host A dies: its guest with it, */
+	test_sh("drbdadm -c %s disconnect r0", conf_a);	/* and its DRBD */
+	if (!WAIT_FOR(backup_active(), 60000)) {
+		td_dump(&back);
+		FAILF("the backup did not activate");
+	}
+	if (!td_grep(&back, "activated at step ", out, sizeof(out)) ||
+	    sscanf(out, "%" SCNu64, &step) != 1)
+		FAILF("no 'activated at step' in the backup's log");
+	ASSERT(td_events(&back, "activated", &n, NULL) == 1);
+	{
+		uint64_t s2 = 0;
+		char h1[80] = "", h2[80] = "";
+
+		ASSERT(td_ckpt_step(&prim, n, &s2));
+		ASSERT_EQ(s2, step);
+		ASSERT(td_ckpt_hash(&prim, n, h1));
+		td_events(&back, "activated", NULL, h2);
+		if (strcmp(h1, h2))
+			FAILF("the standby's memory is not checkpoint %" PRIu64 "'s (%s vs %s)", n, h1, h2);
+	}
+
+	/* the disks: B's after activation, A's as its guest left it */
+	kmax = step / DF_STEPS;
+	ASSERT((fa = open("/dev/ram0", O_RDONLY | O_DIRECT)) >= 0);
+	ASSERT((fb = open("/dev/ram1", O_RDONLY | O_DIRECT)) >= 0);
+	for (uint64_t k = 1; k < 4095; k++) {
+		ASSERT_EQ(read_stamp(fb, k, &wk, &wpid), 0);
+		if (wk && wk != k)
+			FAILF("block %" PRIu64 " of B's disk holds write %" PRIu64, k, wk);
+		if (k <= kmax && (!wk || wpid != (uint32_t)prim.pid))
+			i2++;
+		else if (k == kmax + 1)
+			in_flight += wk != 0;
+		else if (k > kmax + 1 && wk)
+			i1++;
+		ASSERT_EQ(read_stamp(fa, k, &wk, &wpid), 0);
+		if (k > kmax + 1 && wk && wpid == (uint32_t)prim.pid)
+			ahead_on_a++;
+	}
+	close(fa);
+	close(fb);
+	test_capture(out, sizeof(out), "grep -o 'the disk is checkpoint.*discarded' %s | tail -n 1",
+		     back.log);
+	printf("  failover at checkpoint %" PRIu64 " (guest step %" PRIu64 ", writes 1..%" PRIu64
+	       " complete): B's disk I2 (missing) %u, I1 (ahead) %u, the write in flight %s; A's "
+	       "guest had written %u blocks past it; backup: %s", n, step, kmax, i2, i1,
+	       in_flight ? "landed" : "not there", ahead_on_a, out);
+	if (kmax + 2 >= 4095)
+		FAILF("the guest wrote the whole device: the test cannot tell what came after");
+	ASSERT_EQ(i2, 0);
+	ASSERT_EQ(i1, 0);
+	if (!ahead_on_a)
+		FAILF("A's guest wrote nothing past checkpoint %" PRIu64 ": the failover discarded "
+		      "nothing, so the test proves nothing", n);
+	ASSERT(td_log_has(&back, "discarded a write the guest issued after the checkpoint"));
+	dm_target("tdmB-lower", tgt, sizeof(tgt));
+	if (strcmp(tgt, ram1))
+		FAILF("after activation tdmB-lower points at %s, not at /dev/ram1 (%s)", tgt, ram1);
+	if (!WAIT_FOR(proc_drbd_has("1: cs:", "ro:Primary/"), 10000)) {
+		test_capture(out, sizeof(out), "cat /proc/drbd");
+		FAILF("r1 is not Primary after activation: %s", out);
+	}
+	(void)ram0;
+	td_stop(&back);
+	df_cleanup(dir);
+	return TEST_OK;
+}
+
+/* The failover with a disk under Debian's 6.1 kernel (tests/vm61/run.sh). */
+int test_disk_failover_vm61(void)
+{
+	static char out[65536];
+
+	if (getenv("TANDEM_VM61"))
+		test_skip("already inside the VM");
+	if (access("/lib/drbd/drbdsetup-84", X_OK) != 0)
+		test_skip("no /lib/drbd/drbdsetup-84 (drbd-utils)");
+	test_capture(out, sizeof(out),
+		     "VM61_MODS='drbd nbd brd dm-mod' tests/vm61/run.sh --timeout 400 -- "
+		     "./tests/tandem-test disk_failover_run 2>&1; echo \"exit=$?\"");
+	printf("%s", out);
+	ASSERT_STR_CONTAINS(out, "exit=0");
+	ASSERT_STR_CONTAINS(out, " 0 failed, 0 skipped");
+	return TEST_OK;
+}
