@@ -95,6 +95,7 @@ bench: deps
 	@$(MAKE) --no-print-directory tandem bench/tandem-bench
 	@./bench/tandem-bench $(BENCH)
 	@if [ -z "$(BENCH)" ] || echo "$(BENCH)" | grep -qw link; then bash bench/link.sh; fi
+	@if [ -z "$(BENCH)" ] || echo "$(BENCH)" | grep -qw disk; then bash bench/disk.sh; fi
 
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)

@@ -1285,7 +1285,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
 	struct backup *b = arg;
 	bool json = strcmp(request, "json") == 0;
-	char guest[200] = "", paths[2048] = "", dj[2048];
+	char guest[200] = "", paths[2048] = "", dj[8192];
 	struct gate_stats gs = { 0 };
 	size_t n;
 
@@ -1296,7 +1296,10 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	if (b->dom.ops->describe)
 		b->dom.ops->describe(&b->dom, guest, sizeof(guest));
 	hb_render(b->hb, json, paths, sizeof(paths));
-	devices_status_json(&b->devs, dj, sizeof(dj));
+	if (json)
+		devices_status_json(&b->devs, dj, sizeof(dj));
+	else
+		devices_status_text(&b->devs, dj, sizeof(dj));
 	pthread_mutex_lock(&b->lock);
 	if (b->gate)
 		gate_get_stats(b->gate, &gs);
@@ -1351,6 +1354,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 (double)b->last_commit_us / 1000.0, b->cfg.timeout_ms,
 			 b->ch ? "connected" : "not connected",
 			 b->state == B_ACTIVE ? "; failed over" : "");
+		if (n < len && dj[0])
+			n += (size_t)snprintf(buf + n, len - n, "%s", dj);
 		if (n < len && b->nheld)
 			n += (size_t)snprintf(buf + n, len - n, "  HELD: %u complete checkpoints after %"
 					      PRIu64 " wait for the devices: %s\n", b->nheld,

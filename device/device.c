@@ -176,7 +176,7 @@ void devices_status_json(struct devices *ds, char *buf, size_t len)
 
 	used += (size_t)snprintf(buf, len, "[");
 	for (unsigned i = 0; i < ds->n && used < len; i++) {
-		char one[512] = "";
+		char one[1024] = "";
 
 		if (ds->d[i].ops->status)
 			ds->d[i].ops->status(&ds->d[i], one, sizeof(one));
@@ -185,6 +185,21 @@ void devices_status_json(struct devices *ds, char *buf, size_t len)
 	}
 	if (used < len)
 		snprintf(buf + used, len - used, "]");
+}
+
+void devices_status_text(struct devices *ds, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; i < ds->n && used < len; i++) {
+		char one[512] = "";
+
+		if (!ds->d[i].ops->status_text)
+			continue;
+		ds->d[i].ops->status_text(&ds->d[i], one, sizeof(one));
+		used += (size_t)snprintf(buf + used, len - used, "  %s: %s\n", ds->d[i].name, one);
+	}
 }
 
 const char *device_verdict_str(uint32_t verdict, char *buf, size_t len)

@@ -24,7 +24,7 @@
  * with the device's own words in its error[].
  *
  * Members that may be NULL: before_suspend, ready (always ready), status,
- * close.
+ * status_text, close.
  */
 #ifndef TANDEM_DEVICE_H
 #define TANDEM_DEVICE_H
@@ -83,6 +83,8 @@ struct device_ops {
 	/* One JSON object's members (no braces) for status, e.g.
 	 * "\"kind\":\"disk\",...". */
 	void (*status)(struct device *dv, char *buf, size_t len);
+	/* One line (no newline) for `tandem status`'s text. */
+	void (*status_text)(struct device *dv, char *buf, size_t len);
 	void (*close)(struct device *dv);
 };
 
@@ -136,6 +138,8 @@ int devices_activate(struct devices *ds, uint64_t epoch, char *err, size_t errle
 
 /* "[{...},{...}]" for status. */
 void devices_status_json(struct devices *ds, char *buf, size_t len);
+/* "  NAME: ...\n" per device, for status text ("" without devices). */
+void devices_status_text(struct devices *ds, char *buf, size_t len);
 
 /* Words for a verdict: "ok", "fenced", "cut failed", "fenced, cut failed". */
 const char *device_verdict_str(uint32_t verdict, char *buf, size_t len);

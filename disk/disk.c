@@ -75,6 +75,7 @@ struct disk_dev {
 	bool switched;			/* the dm table points at the overlay */
 	bool activated;
 	bool healthy;			/* DRBD: Connected, UpToDate/UpToDate (the poller) */
+	bool need_invalidate;		/* a full resync of this side is still to start */
 	char health[256];
 	bool fresh_has;			/* the last marker seen when DRBD became whole: */
 	uint64_t fresh_epoch;		/* checkpoints up to it may not commit */
@@ -309,9 +310,23 @@ static void *health_main(void *arg)
 
 	pthread_mutex_lock(&k->lock);
 	while (!k->stop) {
+		bool inval = k->need_invalidate;
+
 		pthread_mutex_unlock(&k->lock);
+		if (inval && !drbd_adm(dv->cfg->drbd_conf, "invalidate", NULL, k->resource, msg,
+				       sizeof(msg))) {
+			log_warn("%s: DRBD resource %s resyncs this disk from the primary (drbdadm "
+				 "invalidate); checkpoints are held until it is whole", dv->name,
+				 k->resource);
+			inval = false;
+		}
 		int r = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg));
 		struct overlay_stats st;
+
+		if (inval && r == 1) {
+			r = 0;	/* whole as DRBD sees it, not as the lost writes are */
+			snprintf(msg, sizeof(msg), "waiting to resync this disk in full");
+		}
 
 		overlay_get_stats(k->ov, &st);
 		pthread_mutex_lock(&k->lock);
@@ -326,6 +341,7 @@ static void *health_main(void *arg)
 			log_warn("%s: DRBD is not whole here (%s): no checkpoint commits until it is "
 				 "and a fresh marker came", dv->name, msg);
 		}
+		k->need_invalidate = inval;
 		k->healthy = r == 1;
 		for (char *q = msg; *q; q++)	/* it goes into status JSON */
 			if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
@@ -505,6 +521,62 @@ static int save_real(struct device *dv)
 	return 0;
 }
 
+/*
+ * An earlier backup died with its overlay under DRBD (SIGKILL, a crash):
+ * the writes it held are lost though DRBD saw them complete, and DRBD may
+ * have detached the disk on the I/O errors that followed.  Put the real
+ * disk back under DRBD (its table from RUN_DIR/NAME.RES.lower), attach it
+ * again if DRBD let it go, and make this side a full resync target
+ * (`drbdadm invalidate`: with csums-alg only the blocks that differ cross
+ * the link).  The health check then holds every checkpoint until the
+ * resync is over.  On success *cur is the real table.
+ */
+static int recover_dead_overlay(struct device *dv, struct dm_linear *cur)
+{
+	struct disk_dev *k = priv(dv);
+	FILE *f = fopen(k->state_path, "r");
+	char line[256] = "", msg[512];
+	int rc;
+
+	if (f) {
+		if (!fgets(line, sizeof(line), f))
+			line[0] = '\0';
+		fclose(f);
+	}
+	if (!f || dm_linear_parse(line, &k->real)) {
+		snprintf(dv->error, sizeof(dv->error), "%.80s points at NBD device %u:%u, an overlay "
+			 "of an earlier tandem backup, and %.80s does not say what it pointed at "
+			 "before: load its table over the real disk with dmsetup, then run `drbdadm "
+			 "adjust %.40s` and `drbdadm invalidate %.40s` here", k->lower_dm, cur->major,
+			 cur->minor, k->state_path, k->resource, k->resource);
+		return -EINVAL;
+	}
+	log_warn("%s: an earlier backup died with its overlay under DRBD: this disk lacks writes "
+		 "DRBD saw complete; putting the real disk back and resyncing it from the primary",
+		 dv->name);
+	if ((rc = dm_linear_load(k->lower_dm, &k->real, msg, sizeof(msg))) ||
+	    (rc = dm_suspend(k->lower_dm, msg, sizeof(msg))) ||
+	    (rc = dm_resume(k->lower_dm, msg, sizeof(msg)))) {
+		snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
+		return rc;
+	}
+	unlink(k->state_path);
+	if (drbd_adm(dv->cfg->drbd_conf, "adjust", NULL, k->resource, msg, sizeof(msg)))
+		log_warn("%s: %s", dv->name, msg);
+	if (drbd_adm(dv->cfg->drbd_conf, "invalidate", NULL, k->resource, msg, sizeof(msg))) {
+		/* e.g. the re-attached disk's own (bitmap) resync runs: it does
+		 * not know the lost writes; invalidate once it is over */
+		k->need_invalidate = true;
+		log_warn("%s: %s; this side's full resync starts when DRBD lets it, and "
+			 "checkpoints are held until it is over", dv->name, msg);
+	} else {
+		log_warn("%s: DRBD resource %s resyncs this disk from the primary (drbdadm "
+			 "invalidate); checkpoints are held until it is whole", dv->name, k->resource);
+	}
+	*cur = k->real;
+	return 0;
+}
+
 static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *info)
 {
 	struct disk_dev *k = priv(dv);
@@ -521,35 +593,8 @@ static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *
 		snprintf(dv->error, sizeof(dv->error), "DRBD's lower device: %.220s", msg);
 		return rc == -EIO ? -EINVAL : rc;
 	}
-	if (cur.major == NBD_MAJOR_NUMBER) {
-		/* An earlier backup died with its overlay under DRBD: the writes
-		 * it held are lost, though DRBD saw them complete. */
-		FILE *f = fopen(k->state_path, "r");
-		char line[256] = "";
-
-		if (f) {
-			if (!fgets(line, sizeof(line), f))
-				line[0] = '\0';
-			fclose(f);
-		}
-		if (!f || dm_linear_parse(line, &k->real)) {
-			snprintf(dv->error, sizeof(dv->error), "%.80s points at NBD device %u:%u, an "
-				 "overlay of an earlier tandem backup, and %.100s does not say what it "
-				 "pointed at before: load its table over the real disk with dmsetup, "
-				 "then run `drbdadm invalidate %s` here", k->lower_dm, cur.major,
-				 cur.minor, k->state_path, k->resource);
-			return -EINVAL;
-		}
-		if (!dm_linear_load(k->lower_dm, &k->real, msg, sizeof(msg)) &&
-		    !dm_suspend(k->lower_dm, msg, sizeof(msg)) &&
-		    !dm_resume(k->lower_dm, msg, sizeof(msg)))
-			unlink(k->state_path);
-		snprintf(dv->error, sizeof(dv->error), "an earlier tandem backup died with its "
-			 "overlay under DRBD: this disk lacks writes DRBD saw complete; %.80s is over "
-			 "the real disk again; run `drbdadm invalidate %s` here (a full resync from "
-			 "the primary) and start the backup again", k->lower_dm, k->resource);
-		return -ESTALE;
-	}
+	if (cur.major == NBD_MAJOR_NUMBER && (rc = recover_dead_overlay(dv, &cur)))
+		return rc;
 	if (cur.offset) {
 		snprintf(dv->error, sizeof(dv->error), "%.80s maps the real disk from sector %" PRIu64
 			 ": tandem needs it from sector 0", k->lower_dm, cur.offset);
@@ -601,7 +646,8 @@ static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *
 		 fmt_size(dv->cfg->disk_overlay_limit, err, sizeof(err)));
 	/* DRBD's state now, so that the first checkpoints need not wait a
 	 * poll for it; then once a second (health_main). */
-	k->healthy = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg)) == 1;
+	k->healthy = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg)) == 1 &&
+		     !k->need_invalidate;
 	snprintf(k->health, sizeof(k->health), "%.200s", msg);
 	if (!k->healthy)
 		log_warn("%s: DRBD is not whole here (%s): no checkpoint commits until it is and a "
@@ -750,6 +796,36 @@ static void disk_status(struct device *dv, char *buf, size_t len)
 	pthread_mutex_unlock(&k->lock);
 }
 
+static void disk_status_text(struct device *dv, char *buf, size_t len)
+{
+	struct disk_dev *k = priv(dv);
+	char a[32], b[32], c[32];
+
+	pthread_mutex_lock(&k->lock);
+	if (k->ov) {
+		struct overlay_stats st;
+
+		overlay_get_stats(k->ov, &st);
+		snprintf(buf, len, "DRBD %s (%s); overlay %s holds %s of %s, write-back lag %s; "
+			 "committed checkpoint %" PRIu64 "%s", k->healthy ? "whole" : "NOT WHOLE",
+			 k->health, k->nbd, fmt_size(st.held_bytes, a, sizeof(a)),
+			 fmt_size(dv->cfg->disk_overlay_limit, b, sizeof(b)),
+			 fmt_size(st.lag_bytes, c, sizeof(c)), k->committed,
+			 st.overflowed ? "; OVERFLOWED: this disk is unprotected until the backup "
+			 "restarts" : "");
+	} else if (k->thr_started && !k->memdisk) {
+		snprintf(buf, len, "DRBD %s, %" PRIu64 " cuts, last %.2f ms, max %.2f ms; %" PRIu64
+			 " fenced verdicts, %" PRIu64 " cut failures%s", k->target, k->cuts,
+			 (double)k->last_cut_us / 1e3, (double)k->max_cut_us / 1e3, k->fenced_verdicts,
+			 k->cut_failures, k->fence_flag[0] && access(k->fence_flag, F_OK) == 0 ?
+			 "; FENCED: DRBD lost its peer, no checkpoint commits until it is whole" : "");
+	} else {
+		snprintf(buf, len, "%s %s, %" PRIu64 " cuts, committed checkpoint %" PRIu64,
+			 k->memdisk ? "memdom stand-in" : "DRBD", k->target, k->cuts, k->committed);
+	}
+	pthread_mutex_unlock(&k->lock);
+}
+
 static void disk_close(struct device *dv)
 {
 	struct disk_dev *k = priv(dv);
@@ -781,6 +857,7 @@ static const struct device_ops drbd_ops = {
 	.commit = drbd_commit,
 	.activate = drbd_activate,
 	.status = disk_status,
+	.status_text = disk_status_text,
 	.close = disk_close,
 };
 
@@ -793,6 +870,7 @@ static const struct device_ops memdisk_ops = {
 	.commit = memdisk_commit,
 	.activate = memdisk_activate,
 	.status = disk_status,
+	.status_text = disk_status_text,
 	.close = disk_close,
 };
 

@@ -92,6 +92,7 @@ struct pm_scan_arg {
 #define SMALL_DIRTY 1024ull		/* stop the initial rounds at this dirty count */
 #define MAX_ROUNDS 8u			/* ... or after this many rounds */
 #define STOP_TIMEOUT_MS 1000u		/* suspend gives up after this */
+#define DISK_STOP_TIMEOUT_MS 15000u	/* ... with memdom-disk-writes: see memdom_suspend */
 #define COMMAND_TIMEOUT_MS 5000	/* the child answers a command within this */
 #define HASH_CHUNK (1u << 20)
 #define GUEST_SEED 0x74616e64656d2121ull
@@ -1459,23 +1460,30 @@ static int memdom_suspend(struct domain *d)
 		return 0;
 	if (m->net)
 		__atomic_store_n(&m->sh->stop_req, 1, __ATOMIC_SEQ_CST);
+	/* SIGSTOP takes effect when the child returns to user mode: a child
+	 * inside a disk write (memdom-disk-writes) stops only once the write
+	 * completes, and DRBD may hold writes for seconds (its fence-peer
+	 * handler, a resync).  A Xen vCPU does not wait for its disk; the
+	 * synthetic guest waits longer rather than end protection. */
+	unsigned stop_ms = m->d->cfg->memdom_disk_writes[0] ? DISK_STOP_TIMEOUT_MS : STOP_TIMEOUT_MS;
+
 	if (kill(m->pid, SIGSTOP) < 0) {
 		rc = -errno;
 		log_perror("cannot stop memdom guest pid %d", (int)m->pid);
 		return rc;
 	}
-	rc = wait_stopped(m, STOP_TIMEOUT_MS);
+	rc = wait_stopped(m, stop_ms);
 	/* Stopped inside a step that sends: let it finish that step (see
 	 * struct guest_shared); it stops itself at its end. */
 	if (!rc && m->net && __atomic_load_n(&m->sh->tx_busy, __ATOMIC_SEQ_CST)) {
 		kill(m->pid, SIGCONT);
-		rc = wait_stopped(m, STOP_TIMEOUT_MS);
+		rc = wait_stopped(m, stop_ms);
 	}
 	if (rc == -ETIMEDOUT) {
 		__atomic_store_n(&m->sh->stop_req, 0, __ATOMIC_SEQ_CST);
 		kill(m->pid, SIGCONT);
 		log_error("memdom guest pid %d did not stop within %u ms; resumed it",
-			  (int)m->pid, STOP_TIMEOUT_MS);
+			  (int)m->pid, stop_ms);
 	}
 	if (rc == -ESRCH)
 		return -ESHUTDOWN;

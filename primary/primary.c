@@ -1643,7 +1643,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
 				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
 	} else if (json) {
-		char ph[512], lh[512], dj[2048], bj[512], pj[400], mj[600], cd[300];
+		char ph[512], lh[512], dj[8192], bj[512], pj[400], mj[600], cd[300];
 
 		devices_status_json(&p->devs, dj, sizeof(dj));
 		if (p->have_pred)
@@ -1727,11 +1727,15 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 						      "%.0f ms%s%s\n", p->cfg.latency_budget_ms,
 						      p->bud.pct, p->bud.last_ms,
 						      p->bud.cause[0] ? "; " : "", p->bud.cause);
-			for (unsigned i = 0; i < p->devs.n && n < len; i++)
-				n += (size_t)snprintf(buf + n, len - n, "  %s: %s\n",
-						      p->devs.d[i].name, p->devs_bad ?
-						      "its cuts are NOT complete: the backup holds "
-						      "checkpoints" : "cut at every checkpoint");
+			if (p->devs.n && n < len) {
+				char dt[2048];
+
+				devices_status_text(&p->devs, dt, sizeof(dt));
+				n += (size_t)snprintf(buf + n, len - n, "%s%s", dt, p->devs_bad ?
+						      "  devices: cuts NOT complete: the backup holds "
+						      "checkpoints\n" : p->backup_holds ? "  devices: the "
+						      "backup holds checkpoints for its own side\n" : "");
+			}
 			if (p->have_pred && n < len)
 				n += (size_t)snprintf(buf + n, len - n, "  probe predicted: pause %.1f ms, "
 						      "checkpoint %.0f KiB, added latency %.0f ms; "

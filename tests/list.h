@@ -29,6 +29,8 @@ TEST(disk_overlay_overflow, 10)
 /* the cut test (T1, T2): a DRBD pair with the overlay under Debian's 6.1 kernel */
 TEST(disk_cut_run, 540)
 TEST(disk_cut_vm61, 600)
+/* `make bench`: the disk, protected vs plain DRBD (6.1 kernel; bench/disk.sh) */
+TEST(disk_bench_run, 900)
 /* the disk end to end: both daemons, DRBD, the overlay, a failover (6.1 kernel) */
 TEST(disk_failover_run, 380)
 TEST(disk_failover_vm61, 420)

@@ -59,14 +59,19 @@
 #define CUT_MAX_WRITES (1u << 20)
 #define CUT_MAGIC 0x54435554u		/* "TCUT" */
 
-enum cut_mode { MODE_MARKER, MODE_NOWAIT, MODE_CHAN };
-static const char *const mode_name[] = { "marker+wait", "nowait", "chan" };
+/* MODE_PLAIN: the bench's baseline, plain DRBD (r1 on /dev/ram1, no
+ * overlay, no marker), the same writers and pauses. */
+enum cut_mode { MODE_MARKER, MODE_NOWAIT, MODE_CHAN, MODE_PLAIN };
+static const char *const mode_name[] = { "marker+wait", "nowait", "chan", "plain" };
 
 struct cut_run {
 	enum cut_mode mode;
 	char protocol;
 	unsigned epochs;
 	bool failover;			/* T2 after the run */
+	bool fsync;			/* the bench: each write is followed by fdatasync */
+	double writes_per_s;		/* out */
+	uint64_t lat_median_ns, lat_p99_ns;	/* out: the marker's, marker mode */
 
 	struct overlay *ov;
 	struct marker_dev md;
@@ -192,6 +197,8 @@ static void *writer_main(void *arg)
 		r->blk[id] = (uint32_t)b;
 		r->e[id] = e;
 		n = pwrite(r->fd, buf, OVERLAY_BLOCK, (off_t)(b * OVERLAY_BLOCK));
+		if (n == OVERLAY_BLOCK && r->fsync && fdatasync(r->fd) < 0)
+			n = -1;
 		st = __atomic_load_n(&r->state, __ATOMIC_SEQ_CST);
 		if (n != OVERLAY_BLOCK) {
 			wr->err = n < 0 ? -errno : -EIO;
@@ -305,7 +312,8 @@ static void drbd_up(struct cut_run *r)
 	test_sh(SETUP " new-resource r0 && " SETUP " new-minor r0 0 0 && "
 		SETUP " new-resource r1 && " SETUP " new-minor r1 1 0");
 	test_sh(SETUP " attach 0 /dev/ram0 /dev/ram2 flexible %s && "
-		SETUP " attach 1 /dev/nbd0 /dev/ram3 flexible %s", disk, disk);
+		SETUP " attach 1 %s /dev/ram3 flexible %s", disk,
+		r->mode == MODE_PLAIN ? "/dev/ram1" : "/dev/nbd0", disk);
 	test_sh(SETUP " connect r0 ipv4:127.0.0.1:7788 ipv4:127.0.0.1:7789 --protocol=%c %s && "
 		SETUP " connect r1 ipv4:127.0.0.1:7789 ipv4:127.0.0.1:7788 --protocol=%c %s",
 		r->protocol, net, r->protocol, net);
@@ -390,8 +398,10 @@ static bool cut_all_seen(struct cut_run *r, unsigned n_ids)
 	return true;
 }
 
-/* One run; returns the violations (I1 + I2). */
-static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool failover)
+/* One run; returns the violations (I1 + I2); *out (may be NULL) gets the
+ * run's figures. */
+static unsigned cut_run_x(enum cut_mode mode, char protocol, unsigned epochs, bool failover,
+			  bool fsync, struct cut_run *out)
 {
 	static struct cut_run r;
 	struct overlay_opts o = { .lower = "/dev/ram1", .nbd = "/dev/nbd0", .vm = CUT_VM,
@@ -408,6 +418,7 @@ static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool
 	r.protocol = protocol;
 	r.epochs = epochs;
 	r.failover = failover;
+	r.fsync = fsync;
 	pthread_mutex_init(&r.lock, NULL);
 	pthread_cond_init(&r.resume, NULL);
 	pthread_mutex_init(&r.mlock, NULL);
@@ -426,7 +437,7 @@ static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool
 	o.trace_arg = &r;
 
 	drbd_down();
-	if (overlay_open(&o, &r.ov, err, sizeof(err)))
+	if (mode != MODE_PLAIN && overlay_open(&o, &r.ov, err, sizeof(err)))
 		FAILF("overlay_open: %s", err);
 	drbd_up(&r);
 	ASSERT((r.fd = open("/dev/drbd0", O_RDWR | O_DIRECT)) >= 0);
@@ -445,7 +456,8 @@ static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool
 	}
 	if (mode == MODE_NOWAIT)
 		ASSERT_EQ(pthread_create(&mt, NULL, marker_main, &r), 0);
-	ASSERT_EQ(pthread_create(&bt, NULL, backup_main, &r), 0);
+	if (mode != MODE_PLAIN)
+		ASSERT_EQ(pthread_create(&bt, NULL, backup_main, &r), 0);
 
 	for (unsigned k = 1; k <= epochs; k++) {
 		struct marker m;
@@ -473,6 +485,8 @@ static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool
 			if (overlay_cut(r.ov, &m))
 				r.marker_fail++;
 			break;
+		case MODE_PLAIN:
+			break;
 		}
 		sleep_until(t0 + CUT_CAPTURE_US * 1000ull);
 		pthread_mutex_lock(&r.lock);
@@ -498,6 +512,23 @@ static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool
 		pthread_cond_signal(&r.mcond);
 		pthread_mutex_unlock(&r.mlock);
 		pthread_join(mt, NULL);	/* writes the markers still due */
+	}
+	if (mode == MODE_PLAIN) {
+		n_ids = MIN(atomic_load(&r.next_id), CUT_MAX_WRITES);
+		for (unsigned id = 0; id < n_ids; id++)
+			issued_not_done += !r.done[id];
+		t_end = mono();
+		r.writes_per_s = (double)(n_ids - issued_not_done) * 1e9 / (double)(t_end - t_start);
+		printf("  cut plain, protocol %c: %u epochs, %u writes%s, %.0f writes/s\n", protocol,
+		       epochs, n_ids - issued_not_done, fsync ? " (each fdatasync'd)" : "",
+		       r.writes_per_s);
+		if (out)
+			*out = r;
+		close(r.fd);
+		marker_dev_close(&r.md);
+		drbd_down();
+		free(r.blk); free(r.e); free(r.c); free(r.s); free(r.seen); free(r.done); free(r.lat_ns);
+		return 0;
 	}
 	/* Let the backup commit up to N: every marker has completed. */
 	if (overlay_wait_marker(r.ov, r.session, epochs, 30000))
@@ -536,11 +567,16 @@ static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool
 	       n_ids - issued_not_done, i1, i2, missing, dup, (unsigned long long)st.markers,
 	       (unsigned long long)st.held_writes, (unsigned long long)st.written_back_writes,
 	       (unsigned long long)st.flushes, (double)(t_end - t_start) / 1e9);
+	r.writes_per_s = (double)(n_ids - issued_not_done) * 1e9 / (double)(t_end - t_start);
 	if (mode == MODE_MARKER) {
 		qsort(r.lat_ns + 1, epochs, 8, cmp_u64);
+		r.lat_median_ns = r.lat_ns[1 + epochs / 2];
+		r.lat_p99_ns = r.lat_ns[1 + (uint64_t)epochs * 99 / 100 - (epochs >= 100 ? 1 : 0)];
 		printf("; cut latency median %.2f ms, max %.2f ms", r.lat_ns[1 + epochs / 2] / 1e6,
 		       r.lat_ns[epochs] / 1e6);
 	}
+	if (fsync)
+		printf("; %.0f writes/s, each fdatasync'd", r.writes_per_s);
 	printf("\n");
 	fflush(stdout);
 	ASSERT_EQ(missing, 0);
@@ -557,8 +593,89 @@ static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool
 	marker_dev_close(&r.md);
 	drbd_down();
 	overlay_close(r.ov);
+	if (out)
+		*out = r;
 	free(r.blk); free(r.e); free(r.c); free(r.s); free(r.seen); free(r.done); free(r.lat_ns);
 	return i1 + i2;
+}
+
+static unsigned cut_run(enum cut_mode mode, char protocol, unsigned epochs, bool failover)
+{
+	return cut_run_x(mode, protocol, epochs, failover, false, NULL);
+}
+
+/* Inside vm61: the modules and DRBD's usermode helper (a fence-peer
+ * handler that reports "fenced"). */
+static void cut_setup(void)
+{
+	char helper[512];
+
+	if (access(SETUP, X_OK) != 0)
+		FAILF("no " SETUP " (drbd-utils)");
+	if (access("/proc/drbd", F_OK) != 0)
+		(void)!system("modprobe drbd; modprobe nbd; modprobe brd");
+	if (access("/proc/drbd", F_OK) != 0 || access("/dev/nbd0", F_OK) != 0 ||
+	    access("/dev/ram3", F_OK) != 0)
+		FAILF("drbd, nbd or brd missing (VM61_MODS=\"drbd nbd brd\")");
+	snprintf(helper, sizeof(helper), "%s/drbd-helper", test_tmpdir());
+	test_write_file("drbd-helper", "#!/bin/sh\necho \"$@\" >>\"${0}.log\"\n"
+			"case \"$1\" in fence-peer) exit 7 ;; esac\nexit 0\n");
+	test_sh("chmod +x %s && echo %s >/sys/module/drbd/parameters/usermode_helper", helper, helper);
+	srand((unsigned)mono());
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * `make bench` (bench/disk.sh), under Debian's 6.1 kernel: the guest's
+ * disk protected (the overlay under r1, a marker written and waited for in
+ * every pause) against plain DRBD protocol C (r1 on its disk, no marker),
+ * the same four writers of random 4 KiB O_DIRECT writes, each
+ * fdatasync'd, the same pause every 20 ms; three runs of each,
+ * alternating, medians.  Prints the `bench disk:` lines; asserts nothing
+ * about speed.
+ */
+int test_disk_bench_run(void)
+{
+	const char *ep = getenv("TANDEM_BENCH_EPOCHS");
+	unsigned epochs = ep ? (unsigned)atoi(ep) : 500;
+	double prot[3], plain[3], lat[3], p99[3], added[3];
+	struct cut_run r;
+
+	if (!getenv("TANDEM_VM61"))
+		test_skip("a benchmark: `make bench` runs it under Debian's 6.1 kernel (bench/disk.sh)");
+	cut_setup();
+	for (int i = 0; i < 3; i++) {
+		cut_run_x(MODE_PLAIN, 'C', epochs, false, true, &r);
+		plain[i] = r.writes_per_s;
+		if (cut_run_x(MODE_MARKER, 'C', epochs, false, true, &r))
+			FAILF("the protected run showed violations");
+		prot[i] = r.writes_per_s;
+		lat[i] = (double)r.lat_median_ns / 1e6;
+		p99[i] = (double)r.lat_p99_ns / 1e6;
+		added[i] = r.lat_median_ns > CUT_CAPTURE_US * 1000ull ?
+			   (double)(r.lat_median_ns - CUT_CAPTURE_US * 1000ull) / 1e6 : 0;
+	}
+	qsort(prot, 3, sizeof(double), cmp_double);
+	qsort(plain, 3, sizeof(double), cmp_double);
+	qsort(lat, 3, sizeof(double), cmp_double);
+	qsort(p99, 3, sizeof(double), cmp_double);
+	qsort(added, 3, sizeof(double), cmp_double);
+	printf("bench disk: marker (4 KiB O_DIRECT on /dev/drbd0, protocol C, waited for in the "
+	       "pause): median %.2f ms, p99 %.2f ms (medians of 3 runs of %u checkpoints); beside "
+	       "a %.1f ms capture it adds %.2f ms to the pause (median)\n", lat[1], p99[1], epochs,
+	       CUT_CAPTURE_US / 1000.0, added[1]);
+	printf("bench disk: guest writes (4 writers, random 4 KiB O_DIRECT, each fdatasync'd, a "
+	       "pause every %d ms): protected %.0f/s, plain DRBD protocol C %.0f/s, ratio %.2f "
+	       "(medians of 3 alternating runs; the runs: protected %.0f-%.0f, plain %.0f-%.0f)\n",
+	       CUT_INTERVAL_MS, prot[1], plain[1], plain[1] > 0 ? prot[1] / plain[1] : 0, prot[0],
+	       prot[2], plain[0], plain[2]);
+	return TEST_OK;
 }
 
 /* Inside vm61: the three modes and T2. */
@@ -566,7 +683,6 @@ int test_disk_cut_run(void)
 {
 	const char *ep = getenv("TANDEM_CUT_EPOCHS");
 	unsigned epochs = ep ? (unsigned)atoi(ep) : 1000, neg = epochs < 200 ? epochs : 200;
-	char helper[512];
 	uint64_t t0 = mono();
 	unsigned v;
 
@@ -574,17 +690,7 @@ int test_disk_cut_run(void)
 		test_skip("runs under Debian's 6.1 kernel (disk_cut_vm61)");
 	if (access(SETUP, X_OK) != 0)
 		test_skip("no " SETUP " (drbd-utils)");
-	if (access("/proc/drbd", F_OK) != 0)
-		(void)!system("modprobe drbd; modprobe nbd; modprobe brd");
-	if (access("/proc/drbd", F_OK) != 0 || access("/dev/nbd0", F_OK) != 0 ||
-	    access("/dev/ram3", F_OK) != 0)
-		FAILF("drbd, nbd or brd missing (VM61_MODS=\"drbd nbd brd\")");
-	/* DRBD's usermode helper: a fence-peer handler that reports "fenced". */
-	snprintf(helper, sizeof(helper), "%s/drbd-helper", test_tmpdir());
-	test_write_file("drbd-helper", "#!/bin/sh\necho \"$@\" >>\"${0}.log\"\n"
-			"case \"$1\" in fence-peer) exit 7 ;; esac\nexit 0\n");
-	test_sh("chmod +x %s && echo %s >/sys/module/drbd/parameters/usermode_helper", helper, helper);
-	srand((unsigned)mono());
+	cut_setup();
 
 	v = cut_run(MODE_MARKER, 'C', epochs, true);
 	ASSERT_EQ(v, 0);

@@ -24,9 +24,13 @@
  * nothing later: I2 "the disk misses a write the checkpoint saw complete",
  * I1 "the disk is ahead of the memory".
  *
- * Phases: (1) protect, stop the backup cleanly: its overlay writes back
- * what it held and DRBD's lower device is the real disk again, DRBD still
- * in sync; (2) a new backup, protection again; (3) the backup stalls in a
+ * Phases: (1) protect; DRBD disconnects and comes back (held checkpoints,
+ * commits again after the resync and a fresh marker); stop the backup
+ * cleanly: its overlay writes back what it held, DRBD's lower device is
+ * the real disk again, and DRBD's online verify finds B's disk equal to
+ * A's; (2) a backup killed with its overlay under DRBD: the next one puts
+ * the real disk back and has DRBD resync it (drbdadm invalidate) before
+ * anything commits, protects again and stops cleanly; (3) a backup stalls in a
  * commit (fault point slow-commit) while A's guest runs on and writes
  * past the last checkpoint, A "dies" (daemon killed, r0 disconnected), B
  * activates: the disk and memory checks above, writes after the marker
@@ -46,13 +50,15 @@
 #include "test.h"
 
 #define DF_NAME "dk"
-#define DF_STEPS 500			/* memdom-disk-steps: 40 writes a second */
+#define DF_STEPS 800			/* memdom-disk-steps: 25 writes a second */
 #define DF_BLOCK 4096u
+#define DF_A "127.0.0.1"		/* DRBD's addresses */
+#define DF_B "127.0.0.1"
 #define DF_MAGIC 0x77646474u		/* domain/memdom.c DISKW_MAGIC */
 /* Both hosts' keys (a 2 MiB guest: memdom copies all of it at each
  * checkpoint on this kernel, which has no uffd-wp async). */
 #define DF_COMMON "memdom-disk-steps = %d\nepochs-in-flight = 4\nmemory = 2M\nhotset = 1M\n" \
-		  "interval = 50ms\n"
+		  "interval = 50ms\ntimeout = 5s\n"
 
 static uint64_t le(const uint8_t *p, int n)
 {
@@ -104,23 +110,25 @@ static void df_cleanup(const char *dir)
 }
 
 static const char *drbd_conf(const char *file, const char *res, int minor, const char *host,
-			     const char *lower, const char *meta, int port, int peer_port,
-			     const char *cfg)
+			     const char *lower, const char *meta, const char *addr,
+			     const char *peer_addr, const char *cfg)
 {
 	char text[2048];
 
 	snprintf(text, sizeof(text),
 		 "resource %s {\n"
 		 "  net { protocol C; after-sb-0pri disconnect; after-sb-1pri disconnect;\n"
-		 "        after-sb-2pri disconnect; csums-alg crc32c; on-congestion block; }\n"
+		 "        after-sb-2pri disconnect; csums-alg crc32c; verify-alg crc32c;\n"
+		 "        on-congestion block; timeout 10; ping-int 1; ping-timeout 5;\n"
+		 "        connect-int 1; }\n"
 		 "  disk { fencing resource-and-stonith; on-io-error detach; }\n"
 		 "  handlers { fence-peer \"%s fence-peer %s\"; }\n"
 		 "  on %s { device /dev/drbd%d minor %d; disk %s; meta-disk %s;\n"
-		 "          address 127.0.0.1:%d; }\n"
+		 "          address %s; }\n"
 		 "  on peer-of-%s { device /dev/drbd%d minor %d; disk /dev/mapper/none; meta-disk /dev/none;\n"
-		 "          address 127.0.0.1:%d; }\n"
-		 "}\n", res, test_tandem_bin(), cfg, host, minor, minor, lower, meta, port, res,
-		 minor, minor, peer_port);
+		 "          address %s; }\n"
+		 "}\n", res, test_tandem_bin(), cfg, host, minor, minor, lower, meta, addr, res,
+		 minor, minor, peer_addr);
 	return test_write_file(file, text);
 }
 
@@ -193,9 +201,9 @@ int test_disk_failover_run(void)
 		 DF_COMMON, dir, DF_STEPS);
 	cfg_b = own_config("b.cfg", extra);
 	conf_a = drbd_conf("drbd-a.conf", "r0", 0, u.nodename, "/dev/mapper/tdmA-lower", "/dev/ram2",
-			   7788, 7789, cfg_a);
+			   DF_A ":7788", DF_B ":7789", cfg_a);
 	conf_b = drbd_conf("drbd-b.conf", "r1", 1, u.nodename, "/dev/mapper/tdmB-lower", "/dev/ram3",
-			   7789, 7788, cfg_b);
+			   DF_B ":7789", DF_A ":7788", cfg_b);
 	/* DRBD's helper: drbdadm with the conf of the minor that calls it */
 	snprintf(helper, sizeof(helper), "%s/drbd-helper", dir);
 	snprintf(extra, sizeof(extra), "#!/bin/sh\necho \"$DRBD_MINOR $*\" >>\"$0.log\"\n"
@@ -246,6 +254,38 @@ int test_disk_failover_run(void)
 		    !strstr(js, "\"overlay_held_bytes\":"))
 			FAILF("the backup's status does not show its disk: %s", js);
 	}
+	/* DRBD disconnects mid-protection and comes back (the primary's side
+	 * outdates B's disk as it goes): B's DRBD is not whole, so the backup
+	 * holds every checkpoint, says so (HELD) and the primary goes on; the
+	 * resync's writes reach B in block order, so nothing commits until
+	 * DRBD is whole again and a fresh marker came; then the held
+	 * checkpoints commit with it. */
+	{
+		int held0 = td_events(&back, "held", NULL, NULL), held1;
+		uint64_t at_disc = td_max_ack(&prim), commit_before = 0, commit_after = 0;
+
+		test_sh("drbdadm -c %s disconnect r0", conf_a);
+		if (!WAIT_FOR(td_events(&back, "held", NULL, NULL) >= held0 + 3, 30000)) {
+			td_dump(&prim);
+			td_dump(&back);
+			FAILF("no checkpoints held while DRBD was disconnected");
+		}
+		td_events(&back, "commit", &commit_before, NULL);
+		test_sh("drbdadm -c %s connect r0", conf_a);
+		if (!WAIT_FOR(td_max_ack(&prim) >= at_disc + 10, 60000)) {
+			td_dump(&prim);
+			td_dump(&back);
+			FAILF("no acknowledgements after DRBD came back");
+		}
+		held1 = td_events(&back, "held", NULL, NULL);
+		td_events(&back, "commit", &commit_after, NULL);
+		ASSERT(td_log_has(&back, "DRBD is not whole here"));
+		ASSERT(td_log_has(&back, "DRBD is whole here"));
+		ASSERT(td_log_has(&prim, "the backup holds checkpoint"));
+		printf("  DRBD disconnected and came back: %d checkpoints held (commits stood at %"
+		       PRIu64 "), then committed on to %" PRIu64 "\n", held1 - held0, commit_before,
+		       commit_after);
+	}
 	/* SIGTERM and its whole exit (td_stop would SIGKILL after 5 s: the
 	 * release's dmsetup calls are slow under TCG) */
 	kill(back.pid, SIGTERM);
@@ -262,16 +302,71 @@ int test_disk_failover_run(void)
 	ASSERT(access(extra, F_OK) != 0);
 	if (!proc_drbd_has("1: cs:Connected", NULL) || proc_drbd_has("1: cs:Connected ro:Secondary/Primary ds:Diskless", NULL))
 		FAILF("DRBD lost its disk or its peer over the release");
-	printf("  clean stop: overlay released, tdmB-lower over /dev/ram1 again, r1 still connected\n");
+	/* B's disk equals A's (DRBD's online verify, A's guest still writing):
+	 * the release wrote back everything DRBD saw complete. */
+	test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'");
+	{
+		int done0 = atoi(out);
 
-	/* (2) a new backup; (3) it stalls in its 30th commit while A runs on */
+		test_sh("drbdadm -c %s verify r0", conf_a);
+		if (!WAIT_FOR((test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'"),
+			       atoi(out) > done0), 120000))
+			FAILF("DRBD's online verify did not finish");
+	}
+	test_capture(out, sizeof(out), "sed -n '/^ 0: cs/,/oos:/p' /proc/drbd | grep -o 'oos:[0-9]*'");
+	if (strncmp(out, "oos:0\n", 6)) {
+		test_capture(extra, sizeof(extra), "cat /proc/drbd; dmesg | grep -i verify | tail -5");
+		FAILF("after the release B's disk differs from A's (%s): %s", out, extra);
+	}
+	printf("  clean stop: overlay released, tdmB-lower over /dev/ram1 again, r1 still "
+	       "connected; online verify: oos:0\n");
+
+	/* (2) a backup killed with its overlay under DRBD: the writes it held
+	 * are lost though DRBD saw them complete; the next backup puts the
+	 * real disk back, has DRBD resync it from A, and protects again */
+	td_start(&back, "backup", cfg_b, NULL);
+	{
+		uint64_t a0 = td_max_ack(&prim);
+
+		if (!WAIT_FOR(td_max_ack(&prim) >= a0 + 10, 60000)) {
+			td_dump(&prim);
+			td_dump(&back);
+			FAILF("no protection with the second backup");
+		}
+	}
+	td_kill(&back, SIGKILL);
+	dm_target("tdmB-lower", tgt, sizeof(tgt));
+	if (strncmp(tgt, "43:", 3))
+		FAILF("after SIGKILL tdmB-lower points at %s, not at the dead overlay", tgt);
+	/* the next backup recovers: the real disk back, a full resync, then
+	 * protection again; then it stops cleanly */
+	td_start(&back, "backup", cfg_b, NULL);
+	if (!WAIT_FOR(td_log_has(&back, "resyncs this disk from the primary"), 120000)) {
+		td_dump(&back);
+		FAILF("the backup after a killed one did not resync its disk");
+	}
+	{
+		uint64_t a0 = td_max_ack(&prim);
+
+		if (!WAIT_FOR(td_max_ack(&prim) >= a0 + 10, 180000)) {
+			td_dump(&prim);
+			td_dump(&back);
+			FAILF("no protection after the resync that followed a killed backup");
+		}
+	}
+	kill(back.pid, SIGTERM);
+	if (!WAIT_FOR(td_exited(&back), 60000))
+		FAILF("the backup did not exit within 60 s of SIGTERM");
+	printf("  a killed backup: the next one put the real disk back, resynced it in full "
+	       "and protected again\n");
+	/* (3) a backup that stalls in its 30th commit while A runs on */
 	td_start(&back, "backup", cfg_b, "slow-commit@30");
 	if (!WAIT_FOR(td_log_has(&back, "fault point 'slow-commit' fired"), 90000)) {
 		td_dump(&prim);
 		td_dump(&back);
 		FAILF("the second backup never reached its 30th commit");
 	}
-	test_sleep_ms(1500);	/* the stall lasts 3 s: A's guest writes past its last checkpoint */
+	test_sleep_ms(1500);	/* the stall lasts 3 timeouts: A's guest writes past its last checkpoint */
 	td_kill(&prim, SIGKILL);	/* host A dies: its guest with it, */
 	test_sh("drbdadm -c %s disconnect r0", conf_a);	/* and its DRBD */
 	if (!WAIT_FOR(backup_active(), 60000)) {
