@@ -34,7 +34,9 @@
  * commit (fault point slow-commit) while A's guest runs on and writes
  * past the last checkpoint, A "dies" (daemon killed, r0 disconnected), B
  * activates: the disk and memory checks above, writes after the marker
- * discarded, r1 Primary over the real disk.
+ * discarded, r1 Primary over the real disk; (4) T6: A's r0, still primary,
+ * meets r1 again: DRBD detects the split brain and disconnects, nothing
+ * resyncs, B's disk keeps its checkpoint.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -431,6 +433,32 @@ int test_disk_failover_run(void)
 		FAILF("r1 is not Primary after activation: %s", out);
 	}
 	(void)ram0;
+	/* T6: A comes back with r0 still primary and the two meet: DRBD must
+	 * not settle it by itself (every after-sb-* is disconnect). */
+	test_capture(out, sizeof(out), "dmesg | grep -c 'Split-Brain detected'");
+	{
+		int sb0 = atoi(out);
+
+		test_sh("drbdadm -c %s connect r0; drbdadm -c %s connect r1", conf_a, conf_b);
+		if (!WAIT_FOR((test_capture(out, sizeof(out), "dmesg | grep -c 'Split-Brain detected'"),
+			       atoi(out) > sb0), 60000)) {
+			test_capture(out, sizeof(out), "cat /proc/drbd");
+			FAILF("both primaries met and DRBD saw no split brain: %s", out);
+		}
+	}
+	if (proc_drbd_has("cs:Sync", NULL) || proc_drbd_has("0: cs:Connected", NULL)) {
+		test_capture(out, sizeof(out), "cat /proc/drbd");
+		FAILF("after a split brain DRBD resyncs or stays connected: %s", out);
+	}
+	ASSERT((fb = open("/dev/ram1", O_RDONLY | O_DIRECT)) >= 0);
+	for (uint64_t k = kmax + 2; k < 4095; k++) {
+		ASSERT_EQ(read_stamp(fb, k, &wk, &wpid), 0);
+		if (wk && wpid == (uint32_t)prim.pid)
+			FAILF("after the split brain B's block %" PRIu64 " holds A's write", k);
+	}
+	close(fb);
+	printf("  T6: both primaries met: DRBD detected the split brain and disconnected; B's "
+	       "disk kept its checkpoint\n");
 	td_stop(&back);
 	df_cleanup(dir);
 	return TEST_OK;
