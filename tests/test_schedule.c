@@ -6,7 +6,8 @@
  * each held 0.5 to 4 timeouts: replication-only cut, heartbeat-only cut,
  * full partition (iptables, in the test's own network namespace), SIGSTOP
  * of either daemon, kill -9 and restart of either daemon, `promote` with
- * and without --force; runs rotate on-peer-loss through failover, manual
+ * and without --force, the guest's disk fenced (memdom's stand-in disk,
+ * its fence flag up as DRBD's fence-peer handler puts it); runs rotate on-peer-loss through failover, manual
  * and fence.  The checker, sampling both daemons every 25 ms:
  *
  *  - never two guests with output flowing: a backup that runs the guest
@@ -15,6 +16,8 @@
  *  - no acknowledged output lost: an activation starts from a checkpoint
  *    at least the last one the primary saw acknowledged, and the activated
  *    guest equals that checkpoint as the primary captured it (hash);
+ *  - while the disk is fenced, no checkpoint taken after the flag went up
+ *    is acknowledged;
  *  - after the faults heal, within timeout plus 4 s, the pair protects
  *    again, or has reached a stated end (backup active, old primary
  *    superseded or gone): anything else is a violation, with its status.
@@ -57,17 +60,31 @@ static int port(void) { return 30000 + (int)(getpid() % 15000); }
 
 static const char *policy_names[] = { "failover", "manual", "fence" };
 
+/* The guest's disk: memdom's stand-in (both daemons share the file; its
+ * fence flag FILE.fenced is DRBD's, up while "DRBD is disconnected"). */
+static const char *disk_path(void)
+{
+	static char path[512];
+
+	snprintf(path, sizeof(path), "%s/sched.disk", test_tmpdir());
+	return path;
+}
+
 static const char *sched_config(unsigned policy, const char *more)
 {
-	char extra[1024];
+	char extra[1536];
 	int p = port();
+	FILE *f = fopen(disk_path(), "a");
 
+	if (!f || ftruncate(fileno(f), 1 << 20))
+		FAILF("cannot make %s", disk_path());
+	fclose(f);
 	snprintf(extra, sizeof(extra),
 		 "replication = 127.0.0.2:%d\n"
 		 "heartbeat-paths = 127.0.0.1:%d-127.0.0.2:%d\n"
 		 "timeout = %ums\nheartbeat-interval = 50ms\ninterval = 50ms\n"
-		 "on-peer-loss = %s\n%s%s",
-		 p, p + 1, p + 1, TIMEOUT_MS, policy_names[policy],
+		 "memdom-disk = %s\non-peer-loss = %s\n%s%s",
+		 p, p + 1, p + 1, TIMEOUT_MS, disk_path(), policy_names[policy],
 		 policy == 2 ? "fence-command = \"true\"\nfence-timeout = 1s\n" : "", more ? more : "");
 	return td_config(VM, extra);
 }
@@ -249,8 +266,9 @@ static void check_activation(struct checker *c, struct td *p, struct td *b)
 static const char *fault_names[] = {
 	"replication cut", "heartbeat cut", "full partition", "primary stalled",
 	"backup stalled", "primary killed and restarted", "backup killed and restarted",
-	"promote", "promote --force",
+	"promote", "promote --force", "disk fenced",
 };
+#define FAULT_KINDS 10
 
 /* Apply one fault for d ms, heal it, and let the pair settle. */
 static void one_fault(struct checker *c, unsigned kind, unsigned d, struct td *p, struct td *b,
@@ -307,6 +325,30 @@ static void one_fault(struct checker *c, unsigned kind, unsigned d, struct td *p
 		watch(c, d / 2);
 		test_sh("iptables -F INPUT");
 		break;
+	case 9: {
+		/* the disk's replication breaks and heals (the fence flag, as
+		 * DRBD's fence-peer handler sets it): checkpoints are held,
+		 * nothing commits across it, then protection goes on */
+		char flag[600];
+		FILE *f;
+
+		uint64_t e0 = 0, acked;
+
+		snprintf(flag, sizeof(flag), "%s.fenced", disk_path());
+		if ((f = fopen(flag, "w")))
+			fclose(f);
+		/* checkpoints logged by now may have had their verdict before the
+		 * flag; one more may be on its way to the log */
+		td_events(p, "ckpt", &e0, NULL);
+		watch(c, d);
+		acked = td_max_ack(p);
+		if (!p->reaped && acked > e0 + 1)
+			violation(c, "checkpoint %llu acknowledged while the disk was fenced "
+				  "(checkpoint %llu was the last before the flag)",
+				  (unsigned long long)acked, (unsigned long long)e0);
+		unlink(flag);
+		break;
+	}
 	}
 }
 
@@ -336,10 +378,10 @@ static void run_schedule(unsigned want, struct result *r)
 			FAILF("run %u: the pair did not start protecting", r->runs);
 		}
 		for (unsigned i = 0; i < nf && !terminal && r->faults < want; i++) {
-			unsigned kind = pick(9), d = TIMEOUT_MS / 2 + pick(TIMEOUT_MS * 7 / 2);
+			unsigned kind = pick(FAULT_KINDS), d = TIMEOUT_MS / 2 + pick(TIMEOUT_MS * 7 / 2);
 
 			if (getenv("TANDEM_SCHEDULE_KIND"))	/* to chase one kind of fault */
-				kind = (unsigned)atoi(getenv("TANDEM_SCHEDULE_KIND")) % 9;
+				kind = (unsigned)atoi(getenv("TANDEM_SCHEDULE_KIND")) % FAULT_KINDS;
 			uint64_t t0;
 
 			r->faults++;
