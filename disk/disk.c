@@ -420,6 +420,21 @@ static void log_discard(void *arg, uint64_t off, uint32_t len, bool is_marker)
 		log_debug("%s: discarded %u bytes at %" PRIu64, d->name, len, off);
 }
 
+/* This side's disk lacks writes DRBD saw complete: make it a full resync
+ * target (and not promotable as it is).  Logged either way. */
+static void invalidate_now(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	char msg[512];
+
+	if (drbd_adm(dv->cfg->drbd_conf, "invalidate", NULL, k->resource, msg, sizeof(msg)))
+		log_error("%s: %s: run `drbdadm invalidate %s` here before this disk is used",
+			  dv->name, msg, k->resource);
+	else
+		log_warn("%s: DRBD resource %s marked for a full resync from its peer (drbdadm "
+			 "invalidate)", dv->name, k->resource);
+}
+
 static int drbd_activate(struct device *dv, uint64_t epoch)
 {
 	struct disk_dev *k = priv(dv);
@@ -439,9 +454,14 @@ static int drbd_activate(struct device *dv, uint64_t epoch)
 	rc = overlay_activate(k->ov, log_discard, &d);
 	overlay_get_stats(k->ov, &st);
 	if (rc) {
+		/* The real disk lacks committed writes: say so to DRBD too, so
+		 * that nothing promotes it as it is. */
 		dm_resume(k->lower_dm, msg, sizeof(msg));
+		k->switched = false;
+		unlink(k->state_path);
+		invalidate_now(dv);
 		snprintf(dv->error, sizeof(dv->error), "the overlay's write-back failed: the disk "
-			 "is not checkpoint %" PRIu64 "'s", epoch);
+			 "is not checkpoint %" PRIu64 "'s (DRBD marks it inconsistent)", epoch);
 		return rc;
 	}
 	if (!st.has_committed || st.committed_epoch != epoch ||
@@ -679,20 +699,20 @@ static void drbd_backup_close(struct device *dv)
 	if (dm_linear_load(k->lower_dm, &k->real, msg, sizeof(msg)) ||
 	    dm_suspend(k->lower_dm, msg, sizeof(msg))) {
 		log_error("%s: %s: the overlay keeps serving until this process exits; DRBD will "
-			  "then see I/O errors (run `drbdadm invalidate %s` here)", dv->name, msg,
-			  k->resource);
+			  "then see I/O errors, and the next backup start puts the real disk back "
+			  "and resyncs it from the primary", dv->name, msg);
 		return;
 	}
 	rc = overlay_release(k->ov, RELEASE_TIMEOUT_MS);
 	overlay_get_stats(k->ov, &st);
 	if (dm_resume(k->lower_dm, msg, sizeof(msg)))
 		log_error("%s: %s", dv->name, msg);
-	if (rc)
+	unlink(k->state_path);
+	if (rc) {
 		log_error("%s: writing back what the overlay held: %s: this disk lacks writes DRBD "
-			  "saw complete; run `drbdadm invalidate %s` here", dv->name, strerror(-rc),
-			  k->resource);
-	else
-		unlink(k->state_path);
+			  "saw complete", dv->name, strerror(-rc));
+		invalidate_now(dv);
+	}
 	log_info("%s: %s is over %s again (%" PRIu64 " writes written back in all)", dv->name,
 		 k->lower_dm, k->real_path, st.written_back_writes);
 	k->switched = false;
