@@ -21,6 +21,7 @@
 #include "../lib/log.h"
 #include "../lib/net.h"
 #include "../lib/util.h"
+#include "../lib/wire.h"
 #include "cmd.h"
 
 /*
@@ -111,31 +112,42 @@ int cmd_load_config(int argc, char **argv, const char *role, struct tandem_confi
 {
 	static const struct option opts[] = {
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "this-host", required_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *this_host = NULL;
 	char err[4096];
 	int c;
 
 	log_set_role(role);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "l:", opts, NULL)) != -1) {
-		if (c == 'l') {
+	while ((c = getopt_long(argc, argv, "l:H:", opts, NULL)) != -1) {
+		if (c == 'H') {
+			this_host = optarg;
+		} else if (c == 'l') {
 			if (log_set_level_name(optarg)) {
 				fprintf(stderr, "tandem %s: --log-level: expected error, warn, info or debug, got '%s'\n",
 					role, optarg);
 				return EXIT_USAGE;
 			}
 		} else {
-			fprintf(stderr, "usage: tandem %s [--log-level LEVEL] CONFIG\n", role);
+			fprintf(stderr, "usage: tandem %s [--this-host NAME] [--log-level LEVEL] CONFIG\n",
+				role);
 			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: tandem %s [--log-level LEVEL] CONFIG\n", role);
+		fprintf(stderr, "usage: tandem %s [--this-host NAME] [--log-level LEVEL] CONFIG\n", role);
 		return EXIT_USAGE;
 	}
 	if (config_load(argv[optind], cfg, err, sizeof(err))) {
 		fprintf(stderr, "%s", err);
+		return EXIT_USAGE;
+	}
+	/* A two-host file: which host this is, and the addresses for this role. */
+	if (config_resolve(cfg, this_host, strcmp(role, "backup") ? ROLE_PRIMARY : ROLE_BACKUP,
+			   err, sizeof(err))) {
+		fprintf(stderr, "tandem %s: %s\n", role, err);
 		return EXIT_USAGE;
 	}
 	log_set_vm(cfg->name);

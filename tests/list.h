@@ -13,6 +13,7 @@ TEST(config_single_path_warning, 10)
 TEST(config_print_round_trip, 5)
 TEST(config_examples_parse, 5)
 TEST(config_docs_match_schema, 5)
+TEST(config_hosts, 10)
 /* unit: wire records */
 TEST(wire_round_trips, 5)
 TEST(wire_stream_header, 5)
