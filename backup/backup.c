@@ -34,6 +34,7 @@
 #include "../lib/channel.h"
 #include "../lib/crash.h"
 #include "../lib/fault.h"
+#include "../lib/generation.h"
 #include "../lib/hook.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
@@ -42,6 +43,7 @@
 #include "../lib/status.h"
 #include "../lib/testlog.h"
 #include "../lib/util.h"
+#include "../primary/primary.h"
 #include "gate.h"
 
 #define HELD_MAX 256	/* checkpoints held for the devices (and staging-limit bounds them) */
@@ -121,6 +123,14 @@ struct backup {
 	bool rx_open, rx_skip;
 	uint64_t rx_npages, rx_records;
 	uint8_t rx_digest[32];
+
+	/* which copy is current (lib/generation.h), and re-protection once
+	 * active: look for a backup on the other host, then become primary */
+	struct generation gen;
+	bool reprotect_req;		/* `tandem reprotect NAME` (or reprotect = auto) */
+	bool become_primary;		/* a backup answered: re-protect from here */
+	uint64_t next_lookup_ns, lookup_logged_ns, lookups;
+	char lookup_err[300];
 
 	/* the checkpoint oracle (config `verify` on the primary) */
 	struct {
@@ -668,7 +678,19 @@ static void fail_over(struct backup *b, const char *why)
 	hb_set_active(b->hb, b->committed);
 	pthread_mutex_lock(&b->lock);
 	b->activated_from = b->committed;
+	/* A new generation, written down before the guest runs: the copy the
+	 * old primary holds is stale from now on, whatever it is told later. */
+	b->gen.gen++;
+	b->gen.checkpoint = b->committed;
+	snprintf(b->gen.what, sizeof(b->gen.what), "active");
 	pthread_mutex_unlock(&b->lock);
+	if ((rc = generation_save(&b->cfg, &b->gen)))
+		log_error("cannot write the protection generation %" PRIu64 " to %s: %s; the old "
+			  "primary's host may not learn that its copy is stale", b->gen.gen,
+			  b->cfg.run_dir, strerror(-rc));
+	else
+		log_info("protection generation %" PRIu64 " (this activation) written down",
+			 b->gen.gen);
 	log_warn("failover: primary lost (%s), last heard %" PRIu64 " ms ago, timeout %" PRIu64
 		 " ms; activating the standby from checkpoint %" PRIu64, why, since,
 		 b->cfg.timeout_ms, b->committed);
@@ -1041,6 +1063,36 @@ static void on_arrived(void *arg, struct channel *ch, const char *src)
 		serve_probe(b, ch, src);
 		return;
 	}
+	if (channel_peer(ch)->caps & CAP_LOOKUP) {	/* never a session either */
+		struct wire_generation pg = { 0 };
+
+		channel_peer_generation(ch, &pg);
+		log_info("the host that runs the guest (generation %" PRIu64 ", from %s) found this "
+			 "backup: it re-protects %s to this host now", pg.gen, src, b->cfg.name);
+		channel_free(ch);
+		return;
+	}
+	{
+		struct wire_generation pg;
+
+		pthread_mutex_lock(&b->lock);
+		bool is_stale = channel_peer_generation(ch, &pg) && pg.gen < b->gen.gen &&
+				b->state != B_ACTIVE && b->state != B_ACTIVATING;
+		uint64_t mine = b->gen.gen;
+		pthread_mutex_unlock(&b->lock);
+		if (is_stale) {
+			char msg[WIRE_MSG_MAX];
+			uint8_t buf[ERROR_FIXED_LEN + WIRE_MSG_MAX + 8];
+
+			snprintf(msg, sizeof(msg), "the primary's copy of %s is stale: generation %"
+				 PRIu64 ", this backup has seen %" PRIu64 " (a newer copy ran since)",
+				 b->cfg.name, pg.gen, mine);
+			log_error("refused the primary from %s: %s", src, msg);
+			channel_send(ch, REC_ERROR, buf, wire_put_error(buf, ERR_STALE, msg));
+			channel_free(ch);
+			return;
+		}
+	}
 	pthread_mutex_lock(&b->lock);
 	if (b->stop) {
 		pthread_mutex_unlock(&b->lock);
@@ -1081,10 +1133,126 @@ static struct channel *take_incoming(struct backup *b, char *src, size_t len)
 	return ch;
 }
 
+/* ---- re-protection: this host runs the guest, the other returns --------- */
+
+/* This side's generation, for the handshake (channel_params.generation). */
+static void backup_generation(void *arg, struct wire_generation *out)
+{
+	struct backup *b = arg;
+
+	pthread_mutex_lock(&b->lock);
+	out->gen = b->gen.gen;
+	if (b->state == B_ACTIVE || b->state == B_ACTIVATING) {
+		out->flags = GEN_F_ACTIVE;
+		out->checkpoint = b->activated_from;
+	} else {
+		out->flags = 0;
+		out->checkpoint = b->committed;
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* Why this active daemon cannot re-protect (NULL: it can). */
+static const char *cannot_reprotect(const struct backup *b)
+{
+	if (!b->cfg.hosts.n)
+		return "the configuration names one direction only (replication = ...); "
+		       "re-protection needs hosts = NAME ADDR:PORT, NAME ADDR:PORT in the file on "
+		       "both hosts (docs/configuration.md, 'One file for both hosts')";
+	if (!b->dom.ops->become_primary)
+		return "the domain driver cannot protect the guest it activated from the same "
+		       "daemon yet";
+	return NULL;
+}
+
+/* Time to look for a backup on the other host (active, two hosts). */
+static bool lookup_due(struct backup *b)
+{
+	bool due;
+
+	pthread_mutex_lock(&b->lock);
+	due = (b->reprotect_req || b->cfg.reprotect == REPROTECT_AUTO) && !cannot_reprotect(b) &&
+	      now_ns() >= b->next_lookup_ns;
+	if (due)
+		b->next_lookup_ns = now_ns() + 1000000000ull;	/* once a second */
+	pthread_mutex_unlock(&b->lock);
+	return due;
+}
+
+/*
+ * Is a backup of this VM listening on the other host, one that takes this
+ * host as its primary?  An authenticated handshake as a primary announcing
+ * a look-up (CAP_LOOKUP: the backup answers it and closes, never a
+ * session), so that a wrong key, configuration or generation is found
+ * before this host holds its guest's output for a backup that would never
+ * acknowledge.  True: become primary now.
+ */
+static bool look_for_backup(struct backup *b)
+{
+	struct tandem_config cfg = b->cfg;
+	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = b->cfg.name, .encrypt = b->cfg.encrypt,
+				     .caps = CAP_LOOKUP, .generation = backup_generation,
+				     .generation_arg = b };
+	struct wire_generation pg;
+	struct channel *ch = NULL;
+	char err[512] = "";
+	int fd, rc;
+
+	config_set_role(&cfg, ROLE_PRIMARY);	/* where the other host listens */
+	memcpy(cp.key, b->key, KEY_LEN);
+	config_digest(&b->cfg, cp.digest);
+	pthread_mutex_lock(&b->lock);
+	b->lookups++;
+	pthread_mutex_unlock(&b->lock);
+	fd = net_connect(&cfg.replication, 1000, err, sizeof(err));
+	if (fd >= 0) {
+		net_tune(fd, MAX(b->cfg.timeout_ms, 1000ull));
+		rc = channel_handshake(fd, &cp, &ch, err, sizeof(err));
+		if (rc)
+			close(fd);
+		else if (channel_peer_generation(ch, &pg) && pg.gen > b->gen.gen)
+			snprintf(err, sizeof(err), "the backup there holds protection generation %"
+				 PRIu64 ", newer than this host's %" PRIu64 ": this copy would be stale",
+				 pg.gen, b->gen.gen);
+		else if (!channel_peer_generation(ch, &pg))
+			snprintf(err, sizeof(err), "the tandem there does not exchange protection "
+				 "generations: run the same version on both hosts");
+		else
+			err[0] = '\0';
+		channel_free(ch);
+		ch = NULL;
+		if (!rc && !err[0]) {
+			log_warn("re-protection: a backup of %s answers on %s at %s:%u (generation %"
+				 PRIu64 "): this host, which runs the guest, becomes its primary",
+				 b->cfg.name, config_peer_host(&b->cfg), cfg.replication.host,
+				 cfg.replication.port, pg.gen);
+			set_state(b, B_ACTIVE, "re-protecting: a backup answers on %s; becoming primary",
+				  config_peer_host(&b->cfg));
+			pthread_mutex_lock(&b->lock);
+			b->become_primary = true;
+			b->stop = true;
+			pthread_mutex_unlock(&b->lock);
+			return true;
+		}
+	}
+	pthread_mutex_lock(&b->lock);
+	snprintf(b->lookup_err, sizeof(b->lookup_err), "%s", err);
+	bool say = now_ns() - b->lookup_logged_ns > 30000000000ull || !b->lookup_logged_ns;
+	if (say)
+		b->lookup_logged_ns = now_ns();
+	pthread_mutex_unlock(&b->lock);
+	if (say)
+		log_info("re-protection: no backup of %s answers on %s at %s:%u yet (%s); looking "
+			 "every second", b->cfg.name, config_peer_host(&b->cfg), cfg.replication.host,
+			 cfg.replication.port, err);
+	return false;
+}
+
 static void *net_main(void *arg)
 {
 	struct backup *b = arg;
-	struct channel_params cp = { .role = ROLE_BACKUP, .vm = b->cfg.name, .encrypt = b->cfg.encrypt };
+	struct channel_params cp = { .role = ROLE_BACKUP, .vm = b->cfg.name, .encrypt = b->cfg.encrypt,
+				     .generation = backup_generation, .generation_arg = b };
 	char src[96];
 	int rc;
 
@@ -1116,6 +1284,8 @@ static void *net_main(void *arg)
 		pthread_mutex_unlock(&b->lock);
 		if (!pending && b->state != B_ACTIVE && act_on_decision(b) && b->state != B_ACTIVE)
 			break;		/* activation failed */
+		if (!pending && b->state == B_ACTIVE && lookup_due(b) && look_for_backup(b))
+			break;		/* a backup answers: re-protect from here */
 		ch = take_incoming(b, src, sizeof(src));
 		if (!ch)
 			continue;
@@ -1128,6 +1298,22 @@ static void *net_main(void *arg)
 		channel_set_stall_timeout(ch, b->cfg.timeout_ms);
 		log_info("primary connected from %s (%s)", src,
 			 b->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
+		{
+			struct wire_generation pg;
+
+			if (channel_peer_generation(ch, &pg) && pg.gen > b->gen.gen) {
+				pthread_mutex_lock(&b->lock);
+				b->gen.gen = pg.gen;
+				b->gen.checkpoint = 0;
+				snprintf(b->gen.what, sizeof(b->gen.what), "standby");
+				pthread_mutex_unlock(&b->lock);
+				if ((rc = generation_save(&b->cfg, &b->gen)))
+					log_error("cannot write the protection generation: %s",
+						  strerror(-rc));
+				log_info("protection generation %" PRIu64 ": the primary's, taken over",
+					 pg.gen);
+			}
+		}
 		if (b->cfg.interval_ms != b->file_interval_ms) {
 			/* `tandem set` lasts a session: a primary that runs with
 			 * another value says so (SET) before its next checkpoint */
@@ -1238,6 +1424,59 @@ static void promote_request(struct backup *b, bool force, char *buf, size_t len)
 	pthread_mutex_unlock(&b->lock);
 }
 
+/*
+ * `tandem reprotect NAME` on the host that runs the guest: look for a
+ * backup on the other host now (and every second after), and become its
+ * primary as soon as one answers.  Refused before an activation, and for
+ * a file that names one direction only.
+ */
+static void reprotect_request(struct backup *b, char *buf, size_t len)
+{
+	const char *no;
+
+	pthread_mutex_lock(&b->lock);
+	no = cannot_reprotect(b);
+	if (b->state != B_ACTIVE)
+		snprintf(buf, len, "refused: %s is not running here (backup %s: %s); reprotect runs "
+			 "on the host whose backup activated the guest\n", b->cfg.name,
+			 bstate_names[b->state], b->detail);
+	else if (no)
+		snprintf(buf, len, "refused: %s\n", no);
+	else {
+		struct tandem_config cfg = b->cfg;
+
+		config_set_role(&cfg, ROLE_PRIMARY);
+		b->reprotect_req = true;
+		b->next_lookup_ns = 0;
+		log_warn("reprotect requested by the operator: looking for a backup of %s on %s at "
+			 "%s:%u", b->cfg.name, config_peer_host(&b->cfg), cfg.replication.host,
+			 cfg.replication.port);
+		snprintf(buf, len, "ok: looking for a backup of %s on %s at %s:%u (start `tandem "
+			 "backup` there); this host becomes its primary when one answers\n",
+			 b->cfg.name, config_peer_host(&b->cfg), cfg.replication.host,
+			 cfg.replication.port);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* What re-protection is doing, for status (lock held). */
+static void reprotect_status(const struct backup *b, char *buf, size_t len)
+{
+	const char *no = cannot_reprotect(b);
+
+	buf[0] = '\0';
+	if (b->state != B_ACTIVE)
+		return;
+	if (no)
+		snprintf(buf, len, "not possible: %s", no);
+	else if (b->cfg.reprotect == REPROTECT_MANUAL && !b->reprotect_req)
+		snprintf(buf, len, "waiting for `tandem reprotect %s` (reprotect = manual)", b->cfg.name);
+	else
+		snprintf(buf, len, "looking for a backup on %s every second (%" PRIu64 " tries)%s%s",
+			 config_peer_host(&b->cfg), b->lookups, b->lookup_err[0] ? ": " : "",
+			 b->lookup_err);
+}
+
 /* The failover report (lock held). */
 static void report(struct backup *b, char *buf, size_t len)
 {
@@ -1278,12 +1517,16 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
 	struct backup *b = arg;
 	bool json = strcmp(request, "json") == 0;
-	char guest[200] = "", paths[2048] = "", dj[2048];
+	char guest[200] = "", paths[2048] = "", dj[2048], rp[600];
 	struct gate_stats gs = { 0 };
 	size_t n;
 
 	if (strcmp(request, "promote") == 0 || strcmp(request, "promote-force") == 0) {
 		promote_request(b, strcmp(request, "promote-force") == 0, buf, len);
+		return;
+	}
+	if (strcmp(request, "reprotect") == 0) {
+		reprotect_request(b, buf, len);
 		return;
 	}
 	if (b->dom.ops->describe)
@@ -1293,6 +1536,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	pthread_mutex_lock(&b->lock);
 	if (b->gate)
 		gate_get_stats(b->gate, &gs);
+	reprotect_status(b, rp, sizeof(rp));
 	if (!strcmp(request, "report")) {	/* `tandem report` */
 		report(b, buf, len);
 		pthread_mutex_unlock(&b->lock);
@@ -1318,7 +1562,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 ",\"mismatched_vcpu\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"last_epoch\":%"
 			 PRIu64 ",\"last_mismatch_epoch\":%" PRIu64 ",\"last_mismatch\":\"%s\"},"
 			 "\"devices\":%s,\"held_checkpoints\":%u,\"held_checkpoints_total\":%" PRIu64
-			 ",\"hold_reason\":\"%s\",\"paths\":%s}\n",
+			 ",\"hold_reason\":\"%s\",\"generation\":%" PRIu64 ",\"reprotect\":\"%s\","
+			 "\"paths\":%s}\n",
 			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
 			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
 			 b->committed, b->cfg.interval_ms, b->rounds, b->bytes_received,
@@ -1330,7 +1575,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 b->vr.checkpoints, b->vr.pages, b->vr.unstable, b->vr.bad_checkpoints,
 			 b->vr.bad_pages, b->vr.bad_vcpu, b->vr.errors, b->vr.last_epoch,
 			 b->vr.last_bad_epoch, b->vr.last_bad, dj, b->nheld, b->held_total,
-			 b->nheld ? b->hold_why : "", paths[0] ? paths : "[]");
+			 b->nheld ? b->hold_why : "", b->gen.gen, rp, paths[0] ? paths : "[]");
 	} else {
 		n = (size_t)snprintf(buf, len,
 			 "%s (backup): %s - %s\n"
@@ -1363,6 +1608,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 					      b->vr.last_bad, b->vr.bad_checkpoints ? ")" : "");
 		if (b->forced_note[0] && n < len)
 			n += (size_t)snprintf(buf + n, len - n, "  WARNING: %s\n", b->forced_note);
+		if (rp[0] && n < len)
+			n += (size_t)snprintf(buf + n, len - n, "  UNPROTECTED (generation %" PRIu64
+					      "); re-protection: %s\n", b->gen.gen, rp);
 		if (n < len)
 			snprintf(buf + n, len - n, "%s", paths);
 	}
@@ -1432,6 +1680,38 @@ static void on_net_done(uv_async_t *a)
 		uv_stop(&b->loop);
 }
 
+static void close_handle(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/*
+ * Re-protection: the backup's part is over (its net thread and heartbeat
+ * paths are gone); its loop, status socket and hook go too, and the same
+ * process goes on as the primary of the guest it activated, which runs on
+ * throughout.  Returns the primary's exit status.
+ */
+static int reprotect(struct backup *b)
+{
+	drop_held(b);
+	devices_close(&b->devs);
+	status_server_stop(b->status);
+	b->status = NULL;
+	uv_walk(&b->loop, close_handle, NULL);
+	uv_run(&b->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&b->loop);
+	ckpt_free(b->rx);
+	b->rx = NULL;
+	hook_close(b->hook);
+	b->hook = NULL;
+	testlog("reprotect generation %" PRIu64, b->gen.gen);
+	log_warn("the backup of %s hands over to its primary in this process (the guest runs on)",
+		 b->cfg.name);
+	return primary_adopt(&b->cfg, b->key, &b->gen, &b->dom);
+}
+
 int cmd_backup(int argc, char **argv)
 {
 	struct backup *b = calloc(1, sizeof(*b));
@@ -1452,6 +1732,8 @@ int cmd_backup(int argc, char **argv)
 		log_error("%s", err);
 		return EXIT_USAGE;
 	}
+	if (generation_load(&b->cfg, &b->gen, err, sizeof(err)))
+		log_warn("protection generation: %s; taking 0", err);
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->ch_lock, NULL);
 	pthread_cond_init(&b->in_cond, NULL);
@@ -1531,6 +1813,8 @@ int cmd_backup(int argc, char **argv)
 	pthread_mutex_unlock(&b->lock);
 	pthread_join(b->net_thr, NULL);
 	hb_stop(b->hb);
+	if (b->become_primary)
+		return reprotect(b);
 	if (b->state != B_ACTIVE && b->standby_ready && b->dom.ops->discard)
 		b->dom.ops->discard(&b->dom);
 out_dom:

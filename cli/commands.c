@@ -434,6 +434,25 @@ int cmd_promote(int argc, char **argv)
 			  force ? "promote-force\n" : "promote\n");
 }
 
+/* `tandem reprotect NAME`, on the host whose backup activated the guest. */
+int cmd_reprotect(int argc, char **argv)
+{
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	char path[512];
+
+	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
+		run_dir = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem reprotect [--run-dir DIR] NAME\n");
+		return EXIT_USAGE;
+	}
+	snprintf(path, sizeof(path), "%s/%s.backup.sock", run_dir, argv[1]);
+	return ask_daemon("reprotect", "active backup", argv[1], path, "reprotect\n");
+}
+
 int cmd_witness(int argc, char **argv)
 {
 	if (argc != 3) {

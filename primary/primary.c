@@ -38,6 +38,7 @@
 #include "../lib/channel.h"
 #include "../lib/crash.h"
 #include "../lib/fault.h"
+#include "../lib/generation.h"
 #include "../lib/hook.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
@@ -46,6 +47,7 @@
 #include "../lib/status.h"
 #include "../lib/testlog.h"
 #include "../lib/util.h"
+#include "primary.h"
 #include "ship.h"
 
 #define MAX_IN_FLIGHT 64
@@ -133,6 +135,12 @@ struct primary {
 		bool unsupported;
 	} bud;
 	bool digest_off;		/* verify-drop-page fired: the test digest would only trip */
+	/* which copy is current (lib/generation.h), and re-protection: this
+	 * daemon was a backup that activated the guest and now protects it
+	 * from this host (primary_adopt) */
+	struct generation gen;
+	bool adopted, reprotected;
+	char peer_host[CONFIG_NAME_MAX + 1];
 	bool notified_ready;		/* systemd heard READY=1 */
 	struct hist pause_hist;		/* suspend to resume, per checkpoint */
 	struct hist latency_hist;	/* capture to ack: how long its output was held */
@@ -1227,6 +1235,14 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 	p->last_acked = a->epoch;
 	p->last_ack_ns = now_ns();
 	testlog("ack %" PRIu64, a->epoch);
+	if (p->adopted && !p->reprotected) {
+		p->reprotected = true;
+		log_warn("re-protected: protection is back: checkpoint %" PRIu64 " acknowledged by "
+			 "the backup on %s (generation %" PRIu64 "); a failure of this host now fails "
+			 "over to it", a->epoch, p->peer_host[0] ? p->peer_host : "the other host",
+			 p->gen.gen);
+		testlog("reprotected %" PRIu64, a->epoch);
+	}
 	if (!p->notified_ready) {	/* systemd: protected from the first ack on */
 		p->notified_ready = true;
 		notify_status("protecting: checkpoint %" PRIu64 " acknowledged", a->epoch);
@@ -1361,6 +1377,11 @@ static int first_word(struct primary *p, struct channel *ch, char *err, size_t e
 				superseded(p, "the backup said so when this primary connected");
 				return -ESTALE;
 			}
+			if (e.code == ERR_STALE) {
+				superseded(p, "the backup holds a newer protection generation: this "
+					   "copy is stale");
+				return -ESTALE;
+			}
 			snprintf(err, errlen, "the backup reported an error");
 			return -EPROTO;
 		}
@@ -1385,12 +1406,60 @@ static int first_word(struct primary *p, struct channel *ch, char *err, size_t e
 	}
 }
 
+/* This side's generation, for the handshake (channel_params.generation). */
+static void my_generation(void *arg, struct wire_generation *out)
+{
+	struct primary *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	out->gen = p->gen.gen;
+	out->checkpoint = p->last_acked;
+	out->flags = 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/*
+ * The backup's protection generation is newer than this primary's: another
+ * copy of the guest ran (the backup activated) after this one was last
+ * protected, so this copy is stale and must never run on.  It steps down
+ * as a superseded primary does (guest paused or destroyed, held output
+ * discarded); a primary that never had an acknowledgement (it was just
+ * started on the stale host) then exits 3, saying what to do instead.
+ */
+static void stale(struct primary *p, const struct wire_generation *pg)
+{
+	char why[300];
+	bool fresh;
+
+	snprintf(why, sizeof(why), "this host's copy of %s is STALE: protection generation %" PRIu64
+		 " here, %" PRIu64 " on the other host, whose copy %s checkpoint %" PRIu64,
+		 p->cfg.name, p->gen.gen, pg->gen, pg->flags & GEN_F_ACTIVE ?
+		 "runs, activated from" : "is newer, at", pg->checkpoint);
+	pthread_mutex_lock(&p->lock);
+	fresh = p->last_acked == 0;
+	pthread_mutex_unlock(&p->lock);
+	log_error("refusing to run the guest from this host: %s.  Run `tandem backup` here instead: "
+		  "the host that runs the guest then re-protects it to this one", why);
+	superseded(p, why);
+	if (fresh) {
+		pthread_mutex_lock(&p->lock);
+		p->exit_code = EXIT_PEER;
+		p->stop = true;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		uv_async_send(&p->done_async);
+	}
+}
+
 /* One connection attempt with handshake.  Returns 0, a retryable -errno,
- * or a fatal one (the peer refused us: wrong VM, config, version or key). */
+ * -ESTALE (this copy is stale: stepped down), or a fatal one (the peer
+ * refused us: wrong VM, config, version or key). */
 static int connect_once(struct primary *p, struct channel **out, char *err, size_t errlen)
 {
 	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .encrypt = p->cfg.encrypt,
-				     .compress = p->cfg.compress == COMPRESS_LZ4 };
+				     .compress = p->cfg.compress == COMPRESS_LZ4,
+				     .generation = my_generation, .generation_arg = p };
+	struct wire_generation pg;
 	int fd, rc;
 
 	memcpy(cp.key, p->key, KEY_LEN);
@@ -1403,6 +1472,10 @@ static int connect_once(struct primary *p, struct channel **out, char *err, size
 	if (rc) {
 		close(fd);
 		return rc;
+	}
+	if (channel_peer_generation(*out, &pg) && pg.gen > p->gen.gen) {
+		stale(p, &pg);
+		return -ESTALE;
 	}
 	net_tune(fd, 100);	/* recv wakes every 100 ms to check the timeout */
 	net_send_timeout(fd, p->cfg.timeout_ms);
@@ -1470,8 +1543,10 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 			struct wire_error e;
 			wire_get_error(rec.payload, &e);
 			log_error("the backup reports: %s", e.msg);
-			if (e.code == ERR_ACTIVE) {
-				superseded(p, "the backup said so when this primary connected");
+			if (e.code == ERR_ACTIVE || e.code == ERR_STALE) {
+				superseded(p, e.code == ERR_ACTIVE ? "the backup said so when this "
+					   "primary connected" : "the backup holds a newer protection "
+					   "generation: this copy is stale");
 				snprintf(why, len, "the backup is active");
 				return;
 			}
@@ -1509,7 +1584,7 @@ static void *link_main(void *arg)
 		rc = connect_once(p, &ch, err, sizeof(err));
 		if (!rc)
 			rc = first_word(p, ch, err, sizeof(err));
-		if (rc == -ESTALE) {	/* the backup is active: superseded */
+		if (rc == -ESTALE) {	/* the backup is active, or this copy stale: superseded */
 			channel_free(ch);
 			break;
 		}
@@ -1899,11 +1974,12 @@ static void clean_stop(struct primary *p)
 	pthread_mutex_unlock(&p->nb_lock);
 }
 
+static int primary_run(struct primary *p, struct domain *adopt);
+
 int cmd_primary(int argc, char **argv)
 {
-	struct hb_callbacks hbc = { .decision = on_decision, .peer_active = on_peer_active };
 	struct primary *p;
-	char err[512], path[512];
+	char err[512];
 	int rc;
 
 	p = calloc(1, sizeof(*p));
@@ -1920,6 +1996,42 @@ int cmd_primary(int argc, char **argv)
 		log_error("%s", err);
 		return EXIT_USAGE;
 	}
+	if (generation_load(&p->cfg, &p->gen, err, sizeof(err)))
+		log_warn("protection generation: %s; taking 0 (the oldest: a backup with any newer "
+			 "one refuses this primary)", err);
+	return primary_run(p, NULL);
+}
+
+int primary_adopt(const struct tandem_config *cfg, const uint8_t key[KEY_LEN],
+		  const struct generation *gen, struct domain *dom)
+{
+	struct primary *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return EXIT_FAILURE_RUNTIME;
+	p->cfg = *cfg;
+	if (config_set_role(&p->cfg, ROLE_PRIMARY)) {
+		log_error("re-protection needs a configuration with hosts");
+		return EXIT_USAGE;
+	}
+	log_set_role("primary");
+	memcpy(p->key, key, KEY_LEN);
+	p->gen = *gen;
+	p->adopted = true;
+	snprintf(p->peer_host, sizeof(p->peer_host), "%s", config_peer_host(&p->cfg));
+	return primary_run(p, dom);
+}
+
+/*
+ * The daemon proper: a guest opened here (adopt NULL), or the guest a
+ * backup activated on this host (re-protection).
+ */
+static int primary_run(struct primary *p, struct domain *adopt)
+{
+	struct hb_callbacks hbc = { .decision = on_decision, .peer_active = on_peer_active };
+	char err[512], path[512];
+	int rc = 0;
+
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->nb_lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
@@ -1960,7 +2072,24 @@ int cmd_primary(int argc, char **argv)
 		return EXIT_ENV;
 	if (hook_open(p->cfg.notify, p->cfg.notify_timeout_ms, p->cfg.name, "primary", &p->hook))
 		log_error("cannot start the notify hook's thread: no notify command will run");
-	if (!p->dom.ops->open || (rc = p->dom.ops->open(&p->dom))) {
+	if (adopt) {
+		/* the guest this daemon activated as the backup runs on */
+		p->dom = *adopt;
+		p->dom.cfg = &p->cfg;
+		p->dom.role = ROLE_PRIMARY;
+		rc = p->dom.ops->become_primary ? p->dom.ops->become_primary(&p->dom) : -ENOTSUP;
+		if (rc) {
+			log_error("cannot protect the guest that runs here: %s; it runs on unprotected",
+				  strerror(-rc));
+			p->exit_code = EXIT_FAILURE_RUNTIME;
+			goto out_status;
+		}
+		log_warn("re-protecting %s: this host (%s) runs the guest and is now its primary; "
+			 "the backup is on %s at %s:%u; protection generation %" PRIu64 "; an initial "
+			 "copy while the guest runs, then checkpoints", p->cfg.name,
+			 p->cfg.hosts.h[p->cfg.this_host].name, p->peer_host, p->cfg.replication.host,
+			 p->cfg.replication.port, p->gen.gen);
+	} else if (!p->dom.ops->open || (rc = p->dom.ops->open(&p->dom))) {
 		log_error("cannot open the %s domain: %s", p->dom.ops->name, strerror(rc ? -rc : ENOSYS));
 		p->exit_code = (rc == -ENOTSUP || rc == -ENOENT || !p->dom.ops->open) ? EXIT_ENV :
 			       EXIT_FAILURE_RUNTIME;
@@ -1982,7 +2111,12 @@ int cmd_primary(int argc, char **argv)
 		goto out_nb;
 	}
 	pthread_mutex_lock(&p->lock);
-	set_state(p, P_CONNECTING, "connecting to the backup");
+	if (p->adopted)
+		set_state(p, P_CONNECTING, "re-protecting: connecting to the backup on %s at %s:%u "
+			  "(generation %" PRIu64 ")", p->peer_host, p->cfg.replication.host,
+			  p->cfg.replication.port, p->gen.gen);
+	else
+		set_state(p, P_CONNECTING, "connecting to the backup");
 	pthread_mutex_unlock(&p->lock);
 	p->ship_next = 1;
 	p->bud.pct = 100;
