@@ -372,7 +372,7 @@ static enum rx_result commit_and_ack(struct backup *b)
 	struct ckpt *c = b->rx;
 	uint64_t t0 = now_ns();
 	uint8_t hash[32];
-	bool initial = c->flags & CKPT_F_INITIAL;
+	bool initial = c->flags & CKPT_F_INITIAL, hashed;
 	int rc;
 
 	if (!b->standby_ready) {
@@ -423,8 +423,8 @@ static enum rx_result commit_and_ack(struct backup *b)
 		send_error(b, ERR_STANDBY, b->dom.error[0] ? b->dom.error : strerror(-rc));
 		return RX_BAD;
 	}
-	if (c->has_digest && b->dom.ops->guest_hash && b->dom.ops->guest_hash(&b->dom, hash) == 0 &&
-	    memcmp(hash, c->digest, 32) != 0) {
+	hashed = c->has_digest && b->dom.ops->guest_hash && b->dom.ops->guest_hash(&b->dom, hash) == 0;
+	if (hashed && memcmp(hash, c->digest, 32) != 0) {
 		log_error("standby differs from the primary's guest at checkpoint %" PRIu64, c->epoch);
 		b->exit_code = EXIT_FAILURE_RUNTIME;
 		return RX_BAD;
@@ -446,7 +446,14 @@ static enum rx_result commit_and_ack(struct backup *b)
 		  initial ? b->rounds : c->epoch, (double)b->last_commit_us / 1e3);
 	if (!initial) {
 		hb_set_epoch(b->hb, c->epoch);
-		testlog("commit %" PRIu64, c->epoch);
+		if (hashed) {	/* tests: the standby's hash, equal to the primary's capture */
+			char hex[65];
+
+			hex_encode(hash, 32, hex);
+			testlog("commit %" PRIu64 " %s", c->epoch, hex);
+		} else {
+			testlog("commit %" PRIu64, c->epoch);
+		}
 		if (first)
 			set_state(b, B_STANDBY, "standby holds checkpoint %" PRIu64 " onwards", c->epoch);
 	}
