@@ -140,6 +140,7 @@ struct primary {
 	 * from this host (primary_adopt) */
 	struct generation gen;
 	bool adopted, reprotected;
+	bool gen_checked;		/* superseded: the one handshake that learns the generation */
 	char peer_host[CONFIG_NAME_MAX + 1];
 	bool notified_ready;		/* systemd heard READY=1 */
 	struct hist pause_hist;		/* suspend to resume, per checkpoint */
@@ -1576,10 +1577,15 @@ static void *link_main(void *arg)
 		int rc;
 
 		pthread_mutex_lock(&p->lock);
-		if (p->stop || p->superseded) {
+		/* Superseded before any acknowledgement (a heartbeat said so
+		 * first): one handshake still, to learn whether this copy is
+		 * stale (the generation) and then refuse as such. */
+		if (p->stop || (p->superseded && (p->gen_checked || p->last_acked))) {
 			pthread_mutex_unlock(&p->lock);
 			break;
 		}
+		if (p->superseded)
+			p->gen_checked = true;
 		pthread_mutex_unlock(&p->lock);
 		rc = connect_once(p, &ch, err, sizeof(err));
 		if (!rc)
@@ -1705,7 +1711,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 		else
 			pj[0] = '\0';
 		config_live_diff(&p->cfg, &p->file_cfg, cd, sizeof(cd));
-		snprintf(mj, sizeof(mj), "\"running_config_differs\":\"%s\",", cd);
+		snprintf(mj, sizeof(mj), "\"running_config_differs\":\"%s\",\"generation\":%" PRIu64
+			 ",\"reprotected\":%s,", cd, p->gen.gen, p->reprotected ? "true" : "false");
 		snprintf(mj + strlen(mj), sizeof(mj) - strlen(mj), "\"measured\":{\"pause_ms\":%.1f,\"checkpoint_bytes\":%" PRIu64
 			 ",\"added_latency_ms\":%.1f,\"speed_pct\":%u}", pause_median_ms(p),
 			 p->last_dirty * (CKPT_PAGE_SIZE + 8), p->bud.last_ms, p->bud.pct);

@@ -141,6 +141,8 @@ int test_reprotect_after_failover(void)
 	ASSERT(state_is("alpha", "backup", "standby"));
 	ASSERT_EQ(td_num(st("alpha", "backup"), "generation"), 1);
 	ASSERT_EQ(td_events(&b, "reprotect", NULL, NULL), 1);
+	ASSERT_EQ(td_num(st("beta", "primary"), "generation"), 1);
+	ASSERT_STR_CONTAINS(st("beta", "primary"), "\"reprotected\":true");
 
 	/* the new standby equals, by hash, what beta captured */
 	commits = td_events(&a2, "commit", &n, hash);
