@@ -127,6 +127,7 @@ struct backup {
 	/* which copy is current (lib/generation.h), and re-protection once
 	 * active: look for a backup on the other host, then become primary */
 	struct generation gen;
+	bool gen_active;		/* raised by this daemon's activation */
 	bool reprotect_req;		/* `tandem reprotect NAME` (or reprotect = auto) */
 	bool become_primary;		/* a backup answered: re-protect from here */
 	uint64_t next_lookup_ns, lookup_logged_ns, lookups;
@@ -688,6 +689,7 @@ static void fail_over(struct backup *b, const char *why)
 	/* A new generation, written down before the guest runs: the copy the
 	 * old primary holds is stale from now on, whatever it is told later. */
 	b->gen.gen++;
+	b->gen_active = true;	/* handshakes say ACTIVE from here, with this generation */
 	b->gen.checkpoint = b->committed;
 	snprintf(b->gen.what, sizeof(b->gen.what), "active");
 	pthread_mutex_unlock(&b->lock);
@@ -1084,7 +1086,7 @@ static void on_arrived(void *arg, struct channel *ch, const char *src)
 
 		pthread_mutex_lock(&b->lock);
 		bool is_stale = channel_peer_generation(ch, &pg) && pg.gen < b->gen.gen &&
-				b->state != B_ACTIVE && b->state != B_ACTIVATING;
+				!b->gen_active && b->state != B_ACTIVE && b->state != B_ACTIVATING;
 		uint64_t mine = b->gen.gen;
 		pthread_mutex_unlock(&b->lock);
 		if (is_stale) {
@@ -1106,7 +1108,7 @@ static void on_arrived(void *arg, struct channel *ch, const char *src)
 		channel_free(ch);
 		return;
 	}
-	if (b->state == B_ACTIVE || b->state == B_ACTIVATING) {
+	if (b->gen_active || b->state == B_ACTIVE || b->state == B_ACTIVATING) {
 		pthread_mutex_unlock(&b->lock);
 		tell_superseded(b, ch);
 		return;
@@ -1149,7 +1151,7 @@ static void backup_generation(void *arg, struct wire_generation *out)
 
 	pthread_mutex_lock(&b->lock);
 	out->gen = b->gen.gen;
-	if (b->state == B_ACTIVE || b->state == B_ACTIVATING) {
+	if (b->gen_active || b->state == B_ACTIVE || b->state == B_ACTIVATING) {
 		out->flags = GEN_F_ACTIVE;
 		out->checkpoint = b->activated_from;
 	} else {

@@ -141,6 +141,8 @@ struct primary {
 	struct generation gen;
 	bool adopted, reprotected;
 	bool gen_checked;		/* superseded: the one handshake that learns the generation */
+	bool have_newer_peer;		/* the backup's generation is newer: this copy is stale */
+	struct wire_generation newer_peer;
 	char peer_host[CONFIG_NAME_MAX + 1];
 	bool notified_ready;		/* systemd heard READY=1 */
 	struct hist pause_hist;		/* suspend to resume, per checkpoint */
@@ -1475,8 +1477,13 @@ static int connect_once(struct primary *p, struct channel **out, char *err, size
 		return rc;
 	}
 	if (channel_peer_generation(*out, &pg) && pg.gen > p->gen.gen) {
-		stale(p, &pg);
-		return -ESTALE;
+		p->newer_peer = pg;
+		p->have_newer_peer = true;
+		if (!(pg.flags & GEN_F_ACTIVE)) {
+			stale(p, &pg);
+			return -ESTALE;
+		}
+		/* an active backup says so next (ERROR 6): superseded, then stale */
 	}
 	net_tune(fd, 100);	/* recv wakes every 100 ms to check the timeout */
 	net_send_timeout(fd, p->cfg.timeout_ms);
@@ -1592,6 +1599,8 @@ static void *link_main(void *arg)
 			rc = first_word(p, ch, err, sizeof(err));
 		if (rc == -ESTALE) {	/* the backup is active, or this copy stale: superseded */
 			channel_free(ch);
+			if (p->have_newer_peer && (p->newer_peer.flags & GEN_F_ACTIVE))
+				stale(p, &p->newer_peer);
 			break;
 		}
 		if (rc && ch) {
