@@ -44,6 +44,7 @@
 #include "../lib/testlog.h"
 #include "../lib/util.h"
 #include "../primary/primary.h"
+#include "backup.h"
 #include "gate.h"
 
 #define HELD_MAX 256	/* checkpoints held for the devices (and staging-limit bounds them) */
@@ -128,6 +129,7 @@ struct backup {
 	 * active: look for a backup on the other host, then become primary */
 	struct generation gen;
 	bool gen_active;		/* raised by this daemon's activation */
+	char switch_note[300];		/* a switchover made this daemon (its result) */
 	bool reprotect_req;		/* `tandem reprotect NAME` (or reprotect = auto) */
 	bool become_primary;		/* a backup answered: re-protect from here */
 	uint64_t next_lookup_ns, lookup_logged_ns, lookups;
@@ -180,7 +182,7 @@ static bool stopping(struct backup *b)
 
 /* ---- receiving one checkpoint ------------------------------------------- */
 
-enum rx_result { RX_OK, RX_COMMITTED, RX_STOP, RX_BAD };
+enum rx_result { RX_OK, RX_COMMITTED, RX_STOP, RX_BAD, RX_SWITCH };
 
 static enum rx_result bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -476,6 +478,17 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		return RX_OK;
 	case REC_STOP:
 		return RX_STOP;
+	case REC_FAILOVER: {	/* `tandem switchover` on the primary */
+		struct wire_failover f;
+
+		wire_get_failover(rec->payload, &f);
+		if (f.reason != FAILOVER_SWITCHOVER)
+			return bad("unexpected failover record (reason %u)", f.reason);
+		if (b->rx_open || f.epoch != b->committed)
+			return bad("switchover to checkpoint %" PRIu64 ", but this standby holds %" PRIu64
+				   "%s", f.epoch, b->committed, b->rx_open ? " and one in progress" : "");
+		return RX_SWITCH;
+	}
 	case REC_SET: {		/* `tandem set` on the primary: interval */
 		uint64_t v = get_be64(rec->payload + 8), was;
 
@@ -767,6 +780,29 @@ static void fail_over(struct backup *b, const char *why)
 	set_state(b, B_ACTIVE, "guest running from checkpoint %" PRIu64, b->committed);
 }
 
+/*
+ * A planned switchover: the primary paused its guest, its last checkpoint
+ * (committed here and acknowledged) is the guest's state; activate from it
+ * and tell the primary that the guest runs here (FAILOVER reason 2), so
+ * that it destroys its paused copy.  Net thread, in the session.
+ */
+static void switched_over(struct backup *b)
+{
+	uint8_t buf[FAILOVER_LEN];
+	struct wire_failover f = { FAILOVER_SWITCHED, b->committed };
+
+	log_warn("switchover requested by the primary: its guest is paused at checkpoint %" PRIu64
+		 ", committed here; activating", b->committed);
+	fail_over(b, "switchover requested by the primary (tandem switchover)");
+	if (b->state != B_ACTIVE)
+		return;		/* activation failed: the primary's guest stays paused */
+	wire_put_failover(buf, &f);
+	if (channel_send(b->ch, REC_FAILOVER, buf, FAILOVER_LEN))
+		log_warn("could not tell the primary that the guest runs here; it learns it from "
+			 "the heartbeats");
+	testlog("switched %" PRIu64, b->committed);
+}
+
 /* ---- the session with one primary ---------------------------------------- */
 
 /* Returns true when the daemon should stop accepting (stopped or activated). */
@@ -804,6 +840,11 @@ static bool run_session(struct backup *b)
 				snprintf(why, sizeof(why), "invalid checkpoint stream");
 				break;
 			}
+			if (r == RX_SWITCH) {
+				switched_over(b);
+				snprintf(why, sizeof(why), "switchover");
+				break;
+			}
 		} else if (rc == -EAGAIN) {
 			if (now_ns() - b->last_heard_ns > timeout_ns) {
 				snprintf(why, sizeof(why), "nothing heard for %" PRIu64 " ms",
@@ -832,6 +873,10 @@ static bool run_session(struct backup *b)
 	bool handover = b->handover;
 	b->handover = false;
 	pthread_mutex_unlock(&b->lock);
+	if (b->state == B_ACTIVE && !strcmp(why, "switchover")) {
+		hb_set_replication_up(b->hb, false);
+		return false;	/* the guest runs here; re-protection looks for the old primary */
+	}
 	if (handover) {
 		/* The primary is already back on a new connection: no gap. */
 		log_info("the primary's previous session ended: it connected again");
@@ -1572,6 +1617,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 PRIu64 ",\"last_mismatch_epoch\":%" PRIu64 ",\"last_mismatch\":\"%s\"},"
 			 "\"devices\":%s,\"held_checkpoints\":%u,\"held_checkpoints_total\":%" PRIu64
 			 ",\"hold_reason\":\"%s\",\"generation\":%" PRIu64 ",\"reprotect\":\"%s\","
+			 "\"switchover\":\"%s\","
 			 "\"paths\":%s}\n",
 			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
 			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
@@ -1584,7 +1630,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 b->vr.checkpoints, b->vr.pages, b->vr.unstable, b->vr.bad_checkpoints,
 			 b->vr.bad_pages, b->vr.bad_vcpu, b->vr.errors, b->vr.last_epoch,
 			 b->vr.last_bad_epoch, b->vr.last_bad, dj, b->nheld, b->held_total,
-			 b->nheld ? b->hold_why : "", b->gen.gen, rp, paths[0] ? paths : "[]");
+			 b->nheld ? b->hold_why : "", b->gen.gen, rp, b->switch_note,
+			 paths[0] ? paths : "[]");
 	} else {
 		n = (size_t)snprintf(buf, len,
 			 "%s (backup): %s - %s\n"
@@ -1721,10 +1768,12 @@ static int reprotect(struct backup *b)
 	return primary_adopt(&b->cfg, b->key, &b->gen, &b->dom);
 }
 
+static int backup_run(struct backup *b);
+
 int cmd_backup(int argc, char **argv)
 {
 	struct backup *b = calloc(1, sizeof(*b));
-	char err[512], path[512];
+	char err[512];
 	int rc;
 
 	if (!b)
@@ -1743,6 +1792,37 @@ int cmd_backup(int argc, char **argv)
 	}
 	if (generation_load(&b->cfg, &b->gen, err, sizeof(err)))
 		log_warn("protection generation: %s; taking 0", err);
+	return backup_run(b);
+}
+
+int backup_adopt(const struct tandem_config *cfg, const uint8_t key[KEY_LEN],
+		 const struct generation *gen, const char *note)
+{
+	struct backup *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return EXIT_FAILURE_RUNTIME;
+	b->cfg = *cfg;
+	if (config_set_role(&b->cfg, ROLE_BACKUP)) {
+		log_error("a switchover needs a configuration with hosts");
+		return EXIT_USAGE;
+	}
+	b->file_interval_ms = b->cfg.interval_ms;
+	log_set_role("backup");
+	memcpy(b->key, key, KEY_LEN);
+	b->gen = *gen;
+	snprintf(b->switch_note, sizeof(b->switch_note), "%s", note);
+	log_info("this host now waits as the backup of %s, for the host that runs the guest",
+		 b->cfg.name);
+	return backup_run(b);
+}
+
+/* The daemon proper, once the configuration, key and generation are in. */
+static int backup_run(struct backup *b)
+{
+	char err[512], path[512];
+	int rc = 0;
+
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->ch_lock, NULL);
 	pthread_cond_init(&b->in_cond, NULL);

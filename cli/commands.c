@@ -453,6 +453,71 @@ int cmd_reprotect(int argc, char **argv)
 	return ask_daemon("reprotect", "active backup", argv[1], path, "reprotect\n");
 }
 
+/* The "switchover" field of a daemon's status ("" when it does not answer). */
+static const char *switchover_field(const char *path, char *buf, size_t len)
+{
+	char json[16384];
+	FILE *f = tmpfile();
+	size_t n;
+
+	buf[0] = '\0';
+	if (!f)
+		return buf;
+	if (cmd_query_socket(path, "json\n", f) == 0) {
+		rewind(f);
+		n = fread(json, 1, sizeof(json) - 1, f);
+		json[n] = '\0';
+		json_str(json, "switchover", buf, len);
+	}
+	fclose(f);
+	return buf;
+}
+
+/*
+ * `tandem switchover NAME`, on the primary's host: ask the primary, then
+ * follow the switchover in its status (and, once the primary has become
+ * the backup, in the backup's) until it is done or failed; print the
+ * result with the blackout.
+ */
+int cmd_switchover(int argc, char **argv)
+{
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	char ppath[512], bpath[512], res[600];
+	int rc;
+
+	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
+		run_dir = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem switchover [--run-dir DIR] NAME\n");
+		return EXIT_USAGE;
+	}
+	snprintf(ppath, sizeof(ppath), "%s/%s.primary.sock", run_dir, argv[1]);
+	snprintf(bpath, sizeof(bpath), "%s/%s.backup.sock", run_dir, argv[1]);
+	if ((rc = ask_daemon("switchover", "primary", argv[1], ppath, "switchover\n")))
+		return rc;
+	for (int i = 0; i < 1200; i++) {	/* 2 min */
+		struct timespec ts = { 0, 100000000 };
+
+		if (!switchover_field(ppath, res, sizeof(res))[0])
+			switchover_field(bpath, res, sizeof(res));
+		if (!strncmp(res, "done", 4)) {
+			printf("switchover %s\n", res);
+			return EXIT_OK;
+		}
+		if (!strncmp(res, "failed", 6) || !strncmp(res, "FAILED", 6)) {
+			fprintf(stderr, "switchover %s\n", res);
+			return EXIT_FAILURE_RUNTIME;
+		}
+		nanosleep(&ts, NULL);
+	}
+	fprintf(stderr, "tandem switchover: no result after 2 minutes (last: %s); see `tandem status "
+		"%s` here and on the other host\n", res[0] ? res : "no answer", argv[1]);
+	return EXIT_FAILURE_RUNTIME;
+}
+
 int cmd_witness(int argc, char **argv)
 {
 	if (argc != 3) {

@@ -65,6 +65,13 @@ static const struct builtin builtins[] = {
 	  "copy while the guest runs, then checkpoints.  Needs a configuration\n"
 	  "with hosts.  With reprotect = auto (the default) this happens by\n"
 	  "itself; the command makes it happen with reprotect = manual." },
+	{ "switchover", cmd_switchover, "switchover [--run-dir DIR] NAME",
+	  "Planned move of protected VM NAME to the backup's host, on the\n"
+	  "primary's host: one last checkpoint with the guest left paused, its\n"
+	  "acknowledgement (nothing acknowledged is lost), the backup activates\n"
+	  "from it, the copy here is destroyed and this host becomes the\n"
+	  "backup, which the other host then re-protects to.  Prints the\n"
+	  "blackout.  Needs a configuration with hosts." },
 	{ "set", cmd_set, "set [--run-dir DIR] NAME KEY=VALUE",
 	  "Change KEY on the running primary of VM NAME without a restart or a\n"
 	  "new initial copy: interval (both daemons agree through the protocol),\n"

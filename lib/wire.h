@@ -152,6 +152,11 @@ struct wire_ckpt_devices {
 struct wire_ack { uint64_t epoch, commit_us; };
 struct wire_heartbeat { uint64_t seq, time_ns, epoch; };
 struct wire_failover { uint32_t reason; uint64_t epoch; };
+/* FAILOVER reasons: 1 primary to backup, a planned switchover: activate from
+ * checkpoint `epoch` (the last, acknowledged; the primary's guest stays
+ * paused); 2 backup to primary: the guest runs here from `epoch`. */
+#define FAILOVER_SWITCHOVER 1u
+#define FAILOVER_SWITCHED 2u
 struct wire_stop { uint32_t reason; };
 struct wire_generation { uint64_t gen, checkpoint; uint32_t flags; };
 /* STOP reasons: 1 the primary stops protection (the backup discards its

@@ -47,6 +47,7 @@
 #include "../lib/status.h"
 #include "../lib/testlog.h"
 #include "../lib/util.h"
+#include "../backup/backup.h"
 #include "primary.h"
 #include "ship.h"
 
@@ -142,6 +143,14 @@ struct primary {
 	bool adopted, reprotected;
 	bool gen_checked;		/* superseded: the one handshake that learns the generation */
 	bool have_newer_peer;		/* the backup's generation is newer: this copy is stale */
+	/* `tandem switchover`: the last checkpoint with the guest left paused,
+	 * its ack, FAILOVER to the backup, its word that the guest runs there */
+	enum { SW_NONE, SW_REQUESTED, SW_FINAL, SW_SENT } sw;
+	bool switch_final;		/* take_checkpoint: leave the guest suspended */
+	bool switching;			/* FAILOVER sent: an activation heard is the answer */
+	bool sw_confirmed, become_backup;
+	uint64_t sw_epoch, sw_t0, sw_t_reply;
+	char sw_result[400];
 	struct wire_generation newer_peer;
 	char peer_host[CONFIG_NAME_MAX + 1];
 	bool notified_ready;		/* systemd heard READY=1 */
@@ -327,6 +336,15 @@ static void superseded(struct primary *p, const char *why)
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
+	if (p->switching) {	/* the switchover's answer: the guest runs there */
+		if (!p->sw_confirmed) {
+			p->sw_confirmed = true;
+			p->sw_t_reply = now_ns();
+		}
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
 	if (p->superseded) {
 		pthread_mutex_unlock(&p->lock);
 		return;
@@ -834,7 +852,12 @@ resume:
 			rc = d;
 		t_dev = now_ns();
 	}
-	r = p->dom.ops->resume(&p->dom);
+	if (p->switch_final && !rc) {
+		r = 0;		/* the switchover's last checkpoint: the guest stays paused */
+		p->sw_t0 = t0;
+	} else {
+		r = p->dom.ops->resume(&p->dom);
+	}
 	t3 = now_ns();
 	if (r) {
 		log_error("checkpoint %" PRIu64 ": cannot resume the guest: %s", epoch, strerror(-r));
@@ -915,6 +938,162 @@ static void copy_backoff(struct primary *p, int rc)
 		wait_ns(p, end - now_ns());
 }
 
+/* Wait on p->cond until done(p) or the deadline (lock held). */
+static bool wait_until(struct primary *p, bool (*done)(struct primary *), uint64_t deadline_ns)
+{
+	while (!done(p) && !p->stop && now_ns() < deadline_ns)
+		wait_ns(p, MIN(deadline_ns - now_ns(), 50000000ull));
+	return done(p);
+}
+
+static bool final_acked(struct primary *p) { return p->last_acked >= p->sw_epoch; }
+static bool sw_answered(struct primary *p) { return p->sw_confirmed; }
+
+/*
+ * `tandem switchover`, in the checkpoint thread (lock held): take one
+ * more checkpoint and leave the guest paused after it, wait for its ack
+ * (all output is then released: the guest made none since), send
+ * FAILOVER(N), and wait for the backup's word that the guest runs there
+ * (FAILOVER reason 2, ERROR 6 at a reconnect or ACTIVE on a heartbeat).
+ * Then the paused copy here is destroyed and this daemon becomes the
+ * backup (cmd_primary's end).  Until FAILOVER is sent the switchover can
+ * be abandoned (the guest resumes here); after it, only the backup may run
+ * the guest: without an answer the copy here stays paused.  The blackout
+ * is measured here, from the suspend to the answer: the guest started on
+ * the other host at most one link delay before the answer arrived.
+ * Returns 1 done or half-way (the loop ends), 0 abandoned, <0 capture
+ * failed.
+ */
+static int switch_over(struct primary *p)
+{
+	uint64_t budget_ns = (2 * p->cfg.timeout_ms + 1000) * 1000000ull;
+	uint8_t buf[FAILOVER_LEN];
+	struct wire_failover f;
+	struct ckpt *c = take_spare(p);
+	uint64_t epoch = p->epoch + 1;
+	const char *peer = config_peer_host(&p->cfg);
+	int rc;
+
+	if (!c)
+		return -ENOMEM;
+	p->switch_final = true;
+	p->sw = SW_FINAL;
+	pthread_mutex_unlock(&p->lock);
+	rc = take_checkpoint(p, c, epoch);
+	pthread_mutex_lock(&p->lock);
+	p->switch_final = false;
+	if (rc) {
+		ckpt_free(c);
+		p->sw = SW_NONE;
+		snprintf(p->sw_result, sizeof(p->sw_result), "failed: the last checkpoint could not "
+			 "be taken (%s)", strerror(-rc));
+		return rc;
+	}
+	p->epoch = epoch;
+	p->sw_epoch = epoch;
+	hb_set_epoch(p->hb, epoch);
+	p->pending[p->npending++] = c;
+	recount_staging(p);
+	pthread_cond_broadcast(&p->cond);
+	set_state(p, P_PROTECTING, "switchover: guest paused at checkpoint %" PRIu64 ", waiting for "
+		  "its acknowledgement", epoch);
+	snprintf(p->sw_result, sizeof(p->sw_result), "in progress: guest paused at checkpoint %"
+		 PRIu64, epoch);
+	log_info("switchover: the guest is paused at checkpoint %" PRIu64 "; waiting for its "
+		 "acknowledgement", epoch);
+	if (!wait_until(p, final_acked, now_ns() + budget_ns)) {
+		pthread_mutex_unlock(&p->lock);
+		rc = p->dom.ops->resume(&p->dom);
+		pthread_mutex_lock(&p->lock);
+		p->sw = SW_NONE;
+		snprintf(p->sw_result, sizeof(p->sw_result), "failed: checkpoint %" PRIu64 " was not "
+			 "acknowledged within %" PRIu64 " ms; switchover abandoned, the guest runs on "
+			 "here%s", epoch, budget_ns / 1000000, rc ? " (it could NOT be resumed: see "
+			 "the log)" : "");
+		log_error("switchover: %s", p->sw_result);
+		set_state(p, P_PROTECTING, "checkpointing every %" PRIu64 " ms (the switchover was "
+			  "abandoned)", p->cfg.interval_ms);
+		return 0;
+	}
+	/* From here only the backup may run the guest. */
+	p->switching = true;
+	p->sw = SW_SENT;
+	f.reason = FAILOVER_SWITCHOVER;
+	f.epoch = epoch;
+	wire_put_failover(buf, &f);
+	rc = p->ch ? channel_send(p->ch, REC_FAILOVER, buf, FAILOVER_LEN) : -ENOTCONN;
+	if (rc) {
+		/* not sent: nothing can activate from it */
+		p->switching = false;
+		pthread_mutex_unlock(&p->lock);
+		rc = p->dom.ops->resume(&p->dom);
+		pthread_mutex_lock(&p->lock);
+		p->sw = SW_NONE;
+		snprintf(p->sw_result, sizeof(p->sw_result), "failed: the switchover could not be sent "
+			 "to the backup; abandoned, the guest runs on here");
+		log_error("switchover: %s", p->sw_result);
+		return 0;
+	}
+	log_info("switchover: checkpoint %" PRIu64 " acknowledged; the backup on %s activates from it",
+		 epoch, peer);
+	set_state(p, P_PROTECTING, "switchover: the backup on %s activates from checkpoint %" PRIu64,
+		  peer, epoch);
+	if (!wait_until(p, sw_answered, now_ns() + budget_ns + 10000000000ull)) {
+		snprintf(p->sw_result, sizeof(p->sw_result), "FAILED half-way: the backup on %s did not "
+			 "say that it runs the guest from checkpoint %" PRIu64 "; the guest stays PAUSED "
+			 "here (never resumed: the other host may run it). Check `tandem status %s` on %s",
+			 peer, epoch, p->cfg.name, peer);
+		log_error("switchover: %s", p->sw_result);
+		p->superseded = true;
+		p->stepped_down = true;		/* keep it paused: no step_down (it would resume first) */
+		set_state(p, P_SUPERSEDED, "%s", p->sw_result);
+		return 1;
+	}
+	double blackout_ms = (double)(p->sw_t_reply - p->sw_t0) / 1e6;
+	pthread_mutex_unlock(&p->lock);
+	rc = p->dom.ops->halt ? p->dom.ops->halt(&p->dom, true) : -ENOSYS;
+	pthread_mutex_lock(&p->lock);
+	snprintf(p->sw_result, sizeof(p->sw_result), "done: the guest runs on %s from checkpoint %"
+		 PRIu64 "; blackout %.1f ms (paused here to running there, at most one link delay "
+		 "less); this host is now its backup", peer, epoch, blackout_ms);
+	log_warn("switchover %s%s", p->sw_result, rc ? " (the paused copy here could NOT be "
+		 "destroyed: see the log)" : "");
+	testlog("switchover %" PRIu64 " blackout_ms=%.1f", epoch, blackout_ms);
+	set_state(p, P_STOPPING, "switched over: the guest runs on %s; this host becomes its backup",
+		  peer);
+	p->become_backup = true;
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	uv_async_send(&p->done_async);
+	return 1;
+}
+
+/* `tandem switchover NAME` (status socket; the loop thread). */
+static void switchover_request(struct primary *p, char *buf, size_t len)
+{
+	pthread_mutex_lock(&p->lock);
+	if (!p->cfg.hosts.n)
+		snprintf(buf, len, "refused: a switchover needs hosts = NAME ADDR:PORT, NAME ADDR:PORT "
+			 "in the file on both hosts (docs/configuration.md)\n");
+	else if (!p->dom.ops->become_primary)
+		snprintf(buf, len, "refused: the %s driver cannot switch over yet\n", p->dom.ops->name);
+	else if (p->sw != SW_NONE)
+		snprintf(buf, len, "refused: a switchover is already under way (%s)\n", p->sw_result);
+	else if (p->state != P_PROTECTING || !p->link_up || !p->last_acked || p->released)
+		snprintf(buf, len, "refused: %s is not protected now (%s: %s); a switchover moves a "
+			 "protected guest\n", p->cfg.name, pstate_names[p->state], p->detail);
+	else {
+		p->sw = SW_REQUESTED;
+		snprintf(p->sw_result, sizeof(p->sw_result), "requested");
+		log_warn("switchover requested by the operator: %s moves to %s", p->cfg.name,
+			 config_peer_host(&p->cfg));
+		snprintf(buf, len, "ok: switching %s over to %s\n", p->cfg.name,
+			 config_peer_host(&p->cfg));
+		pthread_cond_broadcast(&p->cond);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
 static void *ckpt_main(void *arg)
 {
 	struct primary *p = arg;
@@ -979,6 +1158,18 @@ static void *ckpt_main(void *arg)
 			if (late_ns > 2000000ull)
 				log_debug("epoch %" PRIu64 ": began %.1f ms past its deadline, waiting "
 					  "for an ack", p->epoch + 1, (double)late_ns / 1e6);
+			if (p->sw == SW_REQUESTED) {
+				rc = switch_over(p);
+				if (rc > 0)
+					break;		/* done, or half-way: the loop ends */
+				if (rc < 0) {
+					p->exit_code = EXIT_FAILURE_RUNTIME;
+					p->stop = true;
+					break;
+				}
+				deadline = now_ns();
+				continue;		/* abandoned: the guest runs on here */
+			}
 			c = take_spare(p);
 			epoch = p->epoch + 1;
 			/* behind a held checkpoint, a backend that holds no more
@@ -1543,6 +1734,20 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 		}
 		case REC_HEARTBEAT:
 			break;
+		case REC_FAILOVER: {	/* the switchover's answer */
+			struct wire_failover f;
+
+			wire_get_failover(rec.payload, &f);
+			pthread_mutex_lock(&p->lock);
+			if (p->switching && f.reason == FAILOVER_SWITCHED && f.epoch == p->sw_epoch &&
+			    !p->sw_confirmed) {
+				p->sw_confirmed = true;
+				p->sw_t_reply = now_ns();
+				pthread_cond_broadcast(&p->cond);
+			}
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
 		case REC_STOP:
 			backup_left(p);
 			snprintf(why, len, "the backup stopped (its operator stopped it)");
@@ -1678,6 +1883,10 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	enum pstate state;
 	char detail[sizeof(p->detail)];
 
+	if (!strcmp(request, "switchover")) {
+		switchover_request(p, buf, len);
+		return;
+	}
 	if (!strncmp(request, "set ", 4)) {
 		live_set(p, request + 4, buf, len);
 		return;
@@ -1708,7 +1917,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
 				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
 	} else if (json) {
-		char ph[512], lh[512], dj[2048], bj[512], pj[400], mj[600], cd[300];
+		char ph[512], lh[512], dj[2048], bj[512], pj[400], mj[1200], cd[300];
 
 		devices_status_json(&p->devs, dj, sizeof(dj));
 		if (p->have_pred)
@@ -1721,7 +1930,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			pj[0] = '\0';
 		config_live_diff(&p->cfg, &p->file_cfg, cd, sizeof(cd));
 		snprintf(mj, sizeof(mj), "\"running_config_differs\":\"%s\",\"generation\":%" PRIu64
-			 ",\"reprotected\":%s,", cd, p->gen.gen, p->reprotected ? "true" : "false");
+			 ",\"reprotected\":%s,\"switchover\":\"%s\",", cd, p->gen.gen,
+			 p->reprotected ? "true" : "false", p->sw_result);
 		snprintf(mj + strlen(mj), sizeof(mj) - strlen(mj), "\"measured\":{\"pause_ms\":%.1f,\"checkpoint_bytes\":%" PRIu64
 			 ",\"added_latency_ms\":%.1f,\"speed_pct\":%u}", pause_median_ms(p),
 			 p->last_dirty * (CKPT_PAGE_SIZE + 8), p->bud.last_ms, p->bud.pct);
@@ -1992,6 +2202,13 @@ static void clean_stop(struct primary *p)
 
 static int primary_run(struct primary *p, struct domain *adopt);
 
+static void close_handle(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
 int cmd_primary(int argc, char **argv)
 {
 	struct primary *p;
@@ -2158,7 +2375,8 @@ static int primary_run(struct primary *p, struct domain *adopt)
 	pthread_join(p->ckpt_thr, NULL);
 	pthread_join(p->ship_thr, NULL);
 	pthread_join(p->link_thr, NULL);
-	clean_stop(p);
+	if (!p->become_backup)
+		clean_stop(p);	/* (a switchover released all output: its last checkpoint was acked) */
 	hb_stop(p->hb);
 	if (p->dom.ops->stop_protection)
 		p->dom.ops->stop_protection(&p->dom);
@@ -2173,6 +2391,12 @@ out_status:
 	uv_run(&p->loop, UV_RUN_NOWAIT);
 	channel_free(p->ch);
 	hook_close(p->hook);	/* the last changes (stopping, stopped) run too */
+	if (p->become_backup) {
+		uv_walk(&p->loop, close_handle, NULL);
+		uv_run(&p->loop, UV_RUN_DEFAULT);
+		uv_loop_close(&p->loop);
+		return backup_adopt(&p->cfg, p->key, &p->gen, p->sw_result);
+	}
 	log_info("exit %d", p->exit_code);
 	return p->exit_code;
 }
