@@ -130,6 +130,7 @@ struct backup {
 	struct generation gen;
 	bool gen_active;		/* raised by this daemon's activation */
 	char switch_note[300];		/* a switchover made this daemon (its result) */
+	bool switch_answer;		/* fail_over: tell the primary when the guest runs */
 	bool reprotect_req;		/* `tandem reprotect NAME` (or reprotect = auto) */
 	bool become_primary;		/* a backup answered: re-protect from here */
 	uint64_t next_lookup_ns, lookup_logged_ns, lookups;
@@ -674,6 +675,8 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
  * the hook where failure detection over several paths and the split-brain
  * policy decide; today the replication stream is the only path.
  */
+static void answer_switchover(struct backup *b);
+
 static void fail_over(struct backup *b, const char *why)
 {
 	uint64_t heard = MAX(b->last_heard_ns, hb_last_heard_ns(b->hb));
@@ -763,6 +766,8 @@ static void fail_over(struct backup *b, const char *why)
 	b->activate_ms = (double)(now_ns() - t0) / 1e6;
 	b->failover_ms = (double)(now_ns() - heard) / 1e6;
 	pthread_mutex_unlock(&b->lock);
+	if (b->switch_answer)
+		answer_switchover(b);
 	log_warn("guest running: activated from checkpoint %" PRIu64 " in %.1f ms, %.1f ms after "
 		 "the primary was last heard (timeout %" PRIu64 " ms)", b->committed, b->activate_ms,
 		 b->failover_ms, b->cfg.timeout_ms);
@@ -788,14 +793,19 @@ static void fail_over(struct backup *b, const char *why)
  */
 static void switched_over(struct backup *b)
 {
+	log_warn("switchover requested by the primary: its guest is paused at checkpoint %" PRIu64
+		 ", committed here; activating", b->committed);
+	b->switch_answer = true;	/* fail_over answers as soon as the guest runs */
+	fail_over(b, "switchover requested by the primary (tandem switchover)");
+	b->switch_answer = false;
+}
+
+/* The switchover's answer, the moment the guest runs here (net thread). */
+static void answer_switchover(struct backup *b)
+{
 	uint8_t buf[FAILOVER_LEN];
 	struct wire_failover f = { FAILOVER_SWITCHED, b->committed };
 
-	log_warn("switchover requested by the primary: its guest is paused at checkpoint %" PRIu64
-		 ", committed here; activating", b->committed);
-	fail_over(b, "switchover requested by the primary (tandem switchover)");
-	if (b->state != B_ACTIVE)
-		return;		/* activation failed: the primary's guest stays paused */
 	wire_put_failover(buf, &f);
 	if (channel_send(b->ch, REC_FAILOVER, buf, FAILOVER_LEN))
 		log_warn("could not tell the primary that the guest runs here; it learns it from "

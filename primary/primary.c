@@ -148,7 +148,7 @@ struct primary {
 	enum { SW_NONE, SW_REQUESTED, SW_FINAL, SW_SENT } sw;
 	bool switch_final;		/* take_checkpoint: leave the guest suspended */
 	bool switching;			/* FAILOVER sent: an activation heard is the answer */
-	bool sw_confirmed, become_backup;
+	bool sw_confirmed, sw_active_heard, become_backup;
 	uint64_t sw_epoch, sw_t0, sw_t_reply;
 	char sw_result[400];
 	struct wire_generation newer_peer;
@@ -336,11 +336,11 @@ static void superseded(struct primary *p, const char *why)
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
-	if (p->switching) {	/* the switchover's answer: the guest runs there */
-		if (!p->sw_confirmed) {
-			p->sw_confirmed = true;
-			p->sw_t_reply = now_ns();
-		}
+	if (p->switching) {
+		/* the backup took over as asked (it says ACTIVE from its decision
+		 * on, before its guest runs): the switchover's answer with the
+		 * time is its FAILOVER record; this one only stands in for it */
+		p->sw_active_heard = true;
 		pthread_cond_broadcast(&p->cond);
 		pthread_mutex_unlock(&p->lock);
 		return;
@@ -1038,7 +1038,7 @@ static int switch_over(struct primary *p)
 		 epoch, peer);
 	set_state(p, P_PROTECTING, "switchover: the backup on %s activates from checkpoint %" PRIu64,
 		  peer, epoch);
-	if (!wait_until(p, sw_answered, now_ns() + budget_ns + 10000000000ull)) {
+	if (!wait_until(p, sw_answered, now_ns() + budget_ns + 10000000000ull) && !p->sw_active_heard) {
 		snprintf(p->sw_result, sizeof(p->sw_result), "FAILED half-way: the backup on %s did not "
 			 "say that it runs the guest from checkpoint %" PRIu64 "; the guest stays PAUSED "
 			 "here (never resumed: the other host may run it). Check `tandem status %s` on %s",
@@ -1049,13 +1049,19 @@ static int switch_over(struct primary *p)
 		set_state(p, P_SUPERSEDED, "%s", p->sw_result);
 		return 1;
 	}
-	double blackout_ms = (double)(p->sw_t_reply - p->sw_t0) / 1e6;
+	double blackout_ms = p->sw_confirmed ? (double)(p->sw_t_reply - p->sw_t0) / 1e6 : -1;
 	pthread_mutex_unlock(&p->lock);
 	rc = p->dom.ops->halt ? p->dom.ops->halt(&p->dom, true) : -ENOSYS;
 	pthread_mutex_lock(&p->lock);
-	snprintf(p->sw_result, sizeof(p->sw_result), "done: the guest runs on %s from checkpoint %"
-		 PRIu64 "; blackout %.1f ms (paused here to running there, at most one link delay "
-		 "less); this host is now its backup", peer, epoch, blackout_ms);
+	if (blackout_ms >= 0)
+		snprintf(p->sw_result, sizeof(p->sw_result), "done: the guest runs on %s from "
+			 "checkpoint %" PRIu64 "; blackout %.1f ms (paused here to running there, at "
+			 "most one link delay less); this host is now its backup", peer, epoch,
+			 blackout_ms);
+	else
+		snprintf(p->sw_result, sizeof(p->sw_result), "done: %s is active from checkpoint %"
+			 PRIu64 " (its heartbeats say so; its word that the guest runs was lost, so the "
+			 "blackout was not measured); this host is now its backup", peer, epoch);
 	log_warn("switchover %s%s", p->sw_result, rc ? " (the paused copy here could NOT be "
 		 "destroyed: see the log)" : "");
 	testlog("switchover %" PRIu64 " blackout_ms=%.1f", epoch, blackout_ms);
@@ -1631,6 +1637,11 @@ static void stale(struct primary *p, const struct wire_generation *pg)
 		 "runs, activated from" : "is newer, at", pg->checkpoint);
 	pthread_mutex_lock(&p->lock);
 	fresh = p->last_acked == 0;
+	if (p->switching) {	/* asked for: the switchover's backup activated */
+		pthread_mutex_unlock(&p->lock);
+		superseded(p, why);
+		return;
+	}
 	pthread_mutex_unlock(&p->lock);
 	log_error("refusing to run the guest from this host: %s.  Run `tandem backup` here instead: "
 		  "the host that runs the guest then re-protects it to this one", why);

@@ -233,3 +233,81 @@ int test_reprotect_manual_and_old_file(void)
 	}
 	return TEST_OK;
 }
+
+/* Run `tandem switchover` on host's run-dir; its blackout in ms (-1: failed). */
+static double switchover(const char *host, struct td *a, struct td *b)
+{
+	char out[2048];
+	const char *at;
+	int rc;
+
+	rc = test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1",
+			  test_tandem_bin(), !strcmp(host, "alpha") ? run_alpha : run_beta);
+	printf("  %s: %s", host, out);
+	if (rc != 0 || !(at = strstr(out, "blackout ")))
+		fail_dump(a, b, "the switchover failed");
+	return strtod(at + strlen("blackout "), NULL);
+}
+
+/*
+ * A planned switchover, both ways: alpha's guest moves to beta with
+ * nothing acknowledged lost (beta runs exactly alpha's last checkpoint,
+ * which alpha had acknowledged), alpha becomes the backup in the same
+ * process, beta re-protects to it (standby equal by hash), and back.
+ */
+int test_reprotect_switchover_both_ways(void)
+{
+	const char *cfg = two_host_config(NULL);
+	struct td a, b;
+	char hash[65], ckpt_hash[65], out[1024];
+	uint64_t act = 0, n = 0;
+	double ms1, ms2;
+
+	td_start_host(&b, "backup", cfg, NULL, "beta", "beta");
+	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
+		fail_dump(NULL, &b, "beta's backup did not come up");
+	td_start_host(&a, "primary", cfg, NULL, "alpha", "alpha");
+	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 10, 15000))
+		fail_dump(&a, &b, "alpha did not protect the guest to beta");
+	/* only a primary switches over */
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1",
+			       test_tandem_bin(), run_beta), 5);
+
+	/* alpha -> beta */
+	ms1 = switchover("alpha", &a, &b);
+	ASSERT_EQ(td_events(&b, "activated", &act, hash), 1);
+	ASSERT_EQ(act, td_max_ack(&a));		/* its last checkpoint, acknowledged */
+	ASSERT(td_ckpt_hash(&a, act, ckpt_hash));
+	if (strcmp(hash, ckpt_hash))
+		FAILF("beta's guest differs from alpha's checkpoint %" PRIu64, act);
+	ASSERT_EQ(td_events(&a, "switchover", NULL, NULL), 1);
+	/* alpha, now the backup in the same process, is re-protected to */
+	if (!WAIT_FOR(state_is("beta", "primary", "protecting") &&
+		      td_num(st("beta", "primary"), "last_acked_epoch") >= 10 &&
+		      state_is("alpha", "backup", "standby"), 20000))
+		fail_dump(&a, &b, "beta did not re-protect the guest to alpha after the switchover");
+	ASSERT(!td_exited(&a) && !td_exited(&b));
+	ASSERT_STR_CONTAINS(st("alpha", "backup"), "\"switchover\":\"done: the guest runs on beta");
+	ASSERT(td_events(&a, "commit", &n, hash) >= 10);
+	ASSERT(td_ckpt_hash(&b, n, ckpt_hash));
+	if (strcmp(hash, ckpt_hash))
+		FAILF("alpha's standby differs from beta's checkpoint %" PRIu64, n);
+
+	/* beta -> alpha */
+	ms2 = switchover("beta", &b, &a);
+	ASSERT_EQ(td_events(&a, "activated", &act, hash), 1);
+	ASSERT_EQ(act, td_max_ack(&b));
+	ASSERT(td_ckpt_hash(&b, act, ckpt_hash));
+	if (strcmp(hash, ckpt_hash))
+		FAILF("alpha's guest differs from beta's checkpoint %" PRIu64, act);
+	if (!WAIT_FOR(state_is("alpha", "primary", "protecting") &&
+		      td_num(st("alpha", "primary"), "last_acked_epoch") >= 10 &&
+		      state_is("beta", "backup", "standby"), 20000))
+		fail_dump(&a, &b, "alpha did not re-protect the guest to beta after switching back");
+	ASSERT_EQ(td_num(st("alpha", "primary"), "generation"), 2);
+	printf("  blackout: alpha->beta %.1f ms, beta->alpha %.1f ms (interval 20 ms, loopback)\n",
+	       ms1, ms2);
+	td_stop(&a);
+	td_stop(&b);
+	return TEST_OK;
+}
