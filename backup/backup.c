@@ -1281,6 +1281,11 @@ static bool look_for_backup(struct backup *b)
 		else if (!channel_peer_generation(ch, &pg))
 			snprintf(err, sizeof(err), "the tandem there does not exchange protection "
 				 "generations: run the same version on both hosts");
+		else if (pg.flags & GEN_F_ACTIVE)
+			snprintf(err, sizeof(err), "the backup there says it runs the guest too "
+				 "(generation %" PRIu64 ", from checkpoint %" PRIu64 "): not "
+				 "re-protecting; check `tandem status %s` on both hosts", pg.gen,
+				 pg.checkpoint, b->cfg.name);
 		else
 			err[0] = '\0';
 		channel_free(ch);

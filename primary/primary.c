@@ -149,6 +149,7 @@ struct primary {
 	bool switch_final;		/* take_checkpoint: leave the guest suspended */
 	bool switching;			/* FAILOVER sent: an activation heard is the answer */
 	bool sw_confirmed, sw_active_heard, become_backup;
+	int sw_send;			/* FAILOVER: 1 to send (ship thread), 4 sending, 2 sent, 3 failed */
 	uint64_t sw_epoch, sw_t0, sw_t_reply;
 	char sw_result[400];
 	struct wire_generation newer_peer;
@@ -948,6 +949,7 @@ static bool wait_until(struct primary *p, bool (*done)(struct primary *), uint64
 
 static bool final_acked(struct primary *p) { return p->last_acked >= p->sw_epoch; }
 static bool sw_answered(struct primary *p) { return p->sw_confirmed; }
+static bool sw_sent(struct primary *p) { return p->sw_send == 2 || p->sw_send == 3; }
 
 /*
  * `tandem switchover`, in the checkpoint thread (lock held): take one
@@ -967,8 +969,6 @@ static bool sw_answered(struct primary *p) { return p->sw_confirmed; }
 static int switch_over(struct primary *p)
 {
 	uint64_t budget_ns = (2 * p->cfg.timeout_ms + 1000) * 1000000ull;
-	uint8_t buf[FAILOVER_LEN];
-	struct wire_failover f;
 	struct ckpt *c = take_spare(p);
 	uint64_t epoch = p->epoch + 1;
 	const char *peer = config_peer_host(&p->cfg);
@@ -1015,14 +1015,17 @@ static int switch_over(struct primary *p)
 			  "abandoned)", p->cfg.interval_ms);
 		return 0;
 	}
-	/* From here only the backup may run the guest. */
+	/* From here only the backup may run the guest.  The shipping thread
+	 * sends it (it owns the channel's sends while the link is up). */
 	p->switching = true;
 	p->sw = SW_SENT;
-	f.reason = FAILOVER_SWITCHOVER;
-	f.epoch = epoch;
-	wire_put_failover(buf, &f);
-	rc = p->ch ? channel_send(p->ch, REC_FAILOVER, buf, FAILOVER_LEN) : -ENOTCONN;
-	if (rc) {
+	p->sw_send = 1;
+	pthread_cond_broadcast(&p->cond);
+	wait_until(p, sw_sent, now_ns() + budget_ns);
+	while (p->sw_send == 4)	/* being sent: its outcome decides (the send is bounded) */
+		wait_ns(p, 50000000ull);
+	if (p->sw_send != 2) {	/* never sent, or not whole: the backup cannot act on it */
+		p->sw_send = 0;
 		/* not sent: nothing can activate from it */
 		p->switching = false;
 		pthread_mutex_unlock(&p->lock);
@@ -1242,6 +1245,22 @@ static void *ship_main(void *arg)
 	while (!p->stop && !p->superseded) {
 		struct channel *ch = p->link_up && !p->shipping ? p->ch : NULL;
 
+		if (ch && p->sw_send == 1 && p->last_shipped >= p->sw_epoch) {	/* switchover */
+			uint8_t buf[FAILOVER_LEN];
+			struct wire_failover f = { FAILOVER_SWITCHOVER, p->sw_epoch };
+			int rc;
+
+			p->shipping = true;
+			p->sw_send = 4;		/* in flight: no longer to be called off */
+			pthread_mutex_unlock(&p->lock);
+			wire_put_failover(buf, &f);
+			rc = channel_send(ch, REC_FAILOVER, buf, FAILOVER_LEN);
+			pthread_mutex_lock(&p->lock);
+			p->shipping = false;
+			p->sw_send = rc ? 3 : 2;
+			pthread_cond_broadcast(&p->cond);
+			continue;
+		}
 		if (ch && p->set_interval_pending) {	/* between two checkpoints */
 			uint8_t buf[SET_LEN];
 
