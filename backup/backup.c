@@ -485,6 +485,7 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		wire_get_failover(rec->payload, &f);
 		if (f.reason != FAILOVER_SWITCHOVER)
 			return bad("unexpected failover record (reason %u)", f.reason);
+		fault_kill("backup-on-switchover");	/* tests: a switchover killed half-way */
 		if (b->rx_open || f.epoch != b->committed)
 			return bad("switchover to checkpoint %" PRIu64 ", but this standby holds %" PRIu64
 				   "%s", f.epoch, b->committed, b->rx_open ? " and one in progress" : "");

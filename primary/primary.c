@@ -148,7 +148,7 @@ struct primary {
 	enum { SW_NONE, SW_REQUESTED, SW_FINAL, SW_SENT } sw;
 	bool switch_final;		/* take_checkpoint: leave the guest suspended */
 	bool switching;			/* FAILOVER sent: an activation heard is the answer */
-	bool sw_confirmed, sw_active_heard, become_backup;
+	bool sw_confirmed, sw_active_heard, sw_peer_restarted, become_backup;
 	int sw_send;			/* FAILOVER: 1 to send (ship thread), 4 sending, 2 sent, 3 failed */
 	uint64_t sw_epoch, sw_t0, sw_t_reply;
 	char sw_result[400];
@@ -1041,16 +1041,42 @@ static int switch_over(struct primary *p)
 		 epoch, peer);
 	set_state(p, P_PROTECTING, "switchover: the backup on %s activates from checkpoint %" PRIu64,
 		  peer, epoch);
-	if (!wait_until(p, sw_answered, now_ns() + budget_ns + 10000000000ull) && !p->sw_active_heard) {
+	if (!wait_until(p, sw_answered, now_ns() + budget_ns) && !p->sw_active_heard) {
+		/*
+		 * Half-way: the backup may or may not run the guest.  The copy
+		 * here stays paused until the backup tells: ACTIVE (or a newer
+		 * generation) at a reconnect, and the switchover is done; or a
+		 * backup with no standby at all and no newer generation, which
+		 * can only be a backup that restarted before it activated (one
+		 * daemon per VM and role), and the guest resumes here.
+		 */
 		snprintf(p->sw_result, sizeof(p->sw_result), "FAILED half-way: the backup on %s did not "
 			 "say that it runs the guest from checkpoint %" PRIu64 "; the guest stays PAUSED "
-			 "here (never resumed: the other host may run it). Check `tandem status %s` on %s",
-			 peer, epoch, p->cfg.name, peer);
+			 "here until the backup answers (the other host may run it): check `tandem "
+			 "status %s` on %s", peer, epoch, p->cfg.name, peer);
 		log_error("switchover: %s", p->sw_result);
-		p->superseded = true;
-		p->stepped_down = true;		/* keep it paused: no step_down (it would resume first) */
-		set_state(p, P_SUPERSEDED, "%s", p->sw_result);
-		return 1;
+		set_state(p, P_DEGRADED, "%s", p->sw_result);
+		while (!p->stop && !p->sw_confirmed && !p->sw_active_heard && !p->sw_peer_restarted)
+			wait_ns(p, 100000000ull);
+		if (p->stop) {
+			p->superseded = true;
+			p->stepped_down = true;	/* keep it paused: no step_down (it would resume first) */
+			return 1;
+		}
+		if (p->sw_peer_restarted && !p->sw_confirmed && !p->sw_active_heard) {
+			p->switching = false;
+			p->sw = SW_NONE;
+			pthread_mutex_unlock(&p->lock);
+			rc = p->dom.ops->resume(&p->dom);
+			pthread_mutex_lock(&p->lock);
+			snprintf(p->sw_result, sizeof(p->sw_result), "failed: the backup on %s restarted "
+				 "before it activated (no standby, generation not newer); the guest "
+				 "resumed here%s and is protected again with a new initial copy", peer,
+				 rc ? " (could NOT be resumed: see the log)" : "");
+			log_warn("switchover %s", p->sw_result);
+			testlog("switchover-resumed %" PRIu64, epoch);
+			return 0;
+		}
 	}
 	double blackout_ms = p->sw_confirmed ? (double)(p->sw_t_reply - p->sw_t0) / 1e6 : -1;
 	pthread_mutex_unlock(&p->lock);
@@ -1705,6 +1731,14 @@ static int connect_once(struct primary *p, struct channel **out, char *err, size
 			return -ESTALE;
 		}
 		/* an active backup says so next (ERROR 6): superseded, then stale */
+	} else if (channel_peer_generation(*out, &pg) && !(pg.flags & GEN_F_ACTIVE) &&
+		   pg.checkpoint == 0) {
+		pthread_mutex_lock(&p->lock);
+		if (p->switching && !p->sw_peer_restarted) {	/* cannot have activated */
+			p->sw_peer_restarted = true;
+			pthread_cond_broadcast(&p->cond);
+		}
+		pthread_mutex_unlock(&p->lock);
 	}
 	net_tune(fd, 100);	/* recv wakes every 100 ms to check the timeout */
 	net_send_timeout(fd, p->cfg.timeout_ms);

@@ -311,3 +311,52 @@ int test_reprotect_switchover_both_ways(void)
 	td_stop(&b);
 	return TEST_OK;
 }
+
+/*
+ * A switchover killed half-way: the backup dies the moment it reads the
+ * FAILOVER (fault point backup-on-switchover), before it activates.  The
+ * primary never resumes its paused guest on its own (the backup might run
+ * it); `tandem switchover` says FAILED half-way.  When the backup comes
+ * back with no standby and no newer generation (it cannot have activated),
+ * the guest resumes on alpha and is protected again.  The guest ran on one
+ * host only throughout: beta never activated.
+ */
+int test_reprotect_switchover_killed_half_way(void)
+{
+	const char *cfg = two_host_config(NULL);
+	struct td a, b, b2;
+	char out[2048], buf[600];
+	uint64_t acked;
+
+	td_start_host(&b, "backup", cfg, "backup-on-switchover", "beta", "beta");
+	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
+		fail_dump(NULL, &b, "beta's backup did not come up");
+	td_start_host(&a, "primary", cfg, NULL, "alpha", "alpha");
+	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 10, 15000))
+		fail_dump(&a, &b, "alpha did not protect the guest to beta");
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1",
+			       test_tandem_bin(), run_alpha), 1);
+	printf("  %s", out);
+	ASSERT_STR_CONTAINS(out, "FAILED half-way");
+	ASSERT(WAIT_FOR(td_exited(&b), 5000));
+	ASSERT(WIFSIGNALED(b.status));
+	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
+	/* paused here, and it stays paused while nobody answers */
+	ASSERT_STR_CONTAINS(td_str(st("alpha", "primary"), "guest", buf, sizeof(buf)), "suspended");
+	acked = td_max_ack(&a);
+	ASSERT(!WAIT_FOR(!strstr(td_str(st("alpha", "primary"), "guest", buf, sizeof(buf)),
+				 "suspended"), 1500));
+
+	/* beta comes back without a standby: alpha resumes and protects to it */
+	td_start_host(&b2, "backup", cfg, NULL, "beta", "beta2");
+	if (!WAIT_FOR(strstr(td_str(st("alpha", "primary"), "switchover", buf, sizeof(buf)),
+			     "failed: the backup on beta restarted before it activated") &&
+		      state_is("alpha", "primary", "protecting") &&
+		      td_max_ack(&a) >= acked + 5 && state_is("beta", "backup", "standby"), 20000))
+		fail_dump(&a, &b2, "alpha did not resume and re-protect after the half-way switchover");
+	ASSERT_EQ(td_events(&a, "switchover-resumed", NULL, NULL), 1);
+	ASSERT_EQ(td_events(&b2, "activated", NULL, NULL), 0);
+	td_stop(&a);
+	td_stop(&b2);
+	return TEST_OK;
+}
