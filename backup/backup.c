@@ -34,6 +34,7 @@
 #include "../lib/channel.h"
 #include "../lib/crash.h"
 #include "../lib/fault.h"
+#include "../lib/generation.h"
 #include "../lib/hook.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
@@ -42,6 +43,8 @@
 #include "../lib/status.h"
 #include "../lib/testlog.h"
 #include "../lib/util.h"
+#include "../primary/primary.h"
+#include "backup.h"
 #include "gate.h"
 
 #define HELD_MAX 256	/* checkpoints held for the devices (and staging-limit bounds them) */
@@ -122,6 +125,17 @@ struct backup {
 	uint64_t rx_npages, rx_records;
 	uint8_t rx_digest[32];
 
+	/* which copy is current (lib/generation.h), and re-protection once
+	 * active: look for a backup on the other host, then become primary */
+	struct generation gen;
+	bool gen_active;		/* raised by this daemon's activation */
+	char switch_note[300];		/* a switchover made this daemon (its result) */
+	bool switch_answer;		/* fail_over: tell the primary when the guest runs */
+	bool reprotect_req;		/* `tandem reprotect NAME` (or reprotect = auto) */
+	bool become_primary;		/* a backup answered: re-protect from here */
+	uint64_t next_lookup_ns, lookup_logged_ns, lookups;
+	char lookup_err[300];
+
 	/* the checkpoint oracle (config `verify` on the primary) */
 	struct {
 		uint64_t checkpoints, pages, unstable;
@@ -169,7 +183,7 @@ static bool stopping(struct backup *b)
 
 /* ---- receiving one checkpoint ------------------------------------------- */
 
-enum rx_result { RX_OK, RX_COMMITTED, RX_STOP, RX_BAD };
+enum rx_result { RX_OK, RX_COMMITTED, RX_STOP, RX_BAD, RX_SWITCH };
 
 static enum rx_result bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -369,7 +383,7 @@ static enum rx_result commit_and_ack(struct backup *b)
 	struct ckpt *c = b->rx;
 	uint64_t t0 = now_ns();
 	uint8_t hash[32];
-	bool initial = c->flags & CKPT_F_INITIAL;
+	bool initial = c->flags & CKPT_F_INITIAL, hashed;
 	int rc;
 
 	if (!b->standby_ready) {
@@ -420,8 +434,8 @@ static enum rx_result commit_and_ack(struct backup *b)
 		send_error(b, ERR_STANDBY, b->dom.error[0] ? b->dom.error : strerror(-rc));
 		return RX_BAD;
 	}
-	if (c->has_digest && b->dom.ops->guest_hash && b->dom.ops->guest_hash(&b->dom, hash) == 0 &&
-	    memcmp(hash, c->digest, 32) != 0) {
+	hashed = c->has_digest && b->dom.ops->guest_hash && b->dom.ops->guest_hash(&b->dom, hash) == 0;
+	if (hashed && memcmp(hash, c->digest, 32) != 0) {
 		log_error("standby differs from the primary's guest at checkpoint %" PRIu64, c->epoch);
 		b->exit_code = EXIT_FAILURE_RUNTIME;
 		return RX_BAD;
@@ -443,7 +457,14 @@ static enum rx_result commit_and_ack(struct backup *b)
 		  initial ? b->rounds : c->epoch, (double)b->last_commit_us / 1e3);
 	if (!initial) {
 		hb_set_epoch(b->hb, c->epoch);
-		testlog("commit %" PRIu64, c->epoch);
+		if (hashed) {	/* tests: the standby's hash, equal to the primary's capture */
+			char hex[65];
+
+			hex_encode(hash, 32, hex);
+			testlog("commit %" PRIu64 " %s", c->epoch, hex);
+		} else {
+			testlog("commit %" PRIu64, c->epoch);
+		}
 		if (first)
 			set_state(b, B_STANDBY, "standby holds checkpoint %" PRIu64 " onwards", c->epoch);
 	}
@@ -465,6 +486,18 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		return RX_OK;
 	case REC_STOP:
 		return RX_STOP;
+	case REC_FAILOVER: {	/* `tandem switchover` on the primary */
+		struct wire_failover f;
+
+		wire_get_failover(rec->payload, &f);
+		if (f.reason != FAILOVER_SWITCHOVER)
+			return bad("unexpected failover record (reason %u)", f.reason);
+		fault_kill("backup-on-switchover");	/* tests: a switchover killed half-way */
+		if (b->rx_open || f.epoch != b->committed)
+			return bad("switchover to checkpoint %" PRIu64 ", but this standby holds %" PRIu64
+				   "%s", f.epoch, b->committed, b->rx_open ? " and one in progress" : "");
+		return RX_SWITCH;
+	}
 	case REC_SET: {		/* `tandem set` on the primary: interval */
 		uint64_t v = get_be64(rec->payload + 8), was;
 
@@ -650,6 +683,8 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
  * the hook where failure detection over several paths and the split-brain
  * policy decide; today the replication stream is the only path.
  */
+static void answer_switchover(struct backup *b);
+
 static void fail_over(struct backup *b, const char *why)
 {
 	uint64_t heard = MAX(b->last_heard_ns, hb_last_heard_ns(b->hb));
@@ -675,7 +710,20 @@ static void fail_over(struct backup *b, const char *why)
 	hb_set_active(b->hb, b->committed);
 	pthread_mutex_lock(&b->lock);
 	b->activated_from = b->committed;
+	/* A new generation, written down before the guest runs: the copy the
+	 * old primary holds is stale from now on, whatever it is told later. */
+	b->gen.gen++;
+	b->gen_active = true;	/* handshakes say ACTIVE from here, with this generation */
+	b->gen.checkpoint = b->committed;
+	snprintf(b->gen.what, sizeof(b->gen.what), "active");
 	pthread_mutex_unlock(&b->lock);
+	if ((rc = generation_save(&b->cfg, &b->gen)))
+		log_error("cannot write the protection generation %" PRIu64 " to %s: %s; the old "
+			  "primary's host may not learn that its copy is stale", b->gen.gen,
+			  b->cfg.run_dir, strerror(-rc));
+	else
+		log_info("protection generation %" PRIu64 " (this activation) written down",
+			 b->gen.gen);
 	log_warn("failover: primary lost (%s), last heard %" PRIu64 " ms ago, timeout %" PRIu64
 		 " ms; activating the standby from checkpoint %" PRIu64, why, since,
 		 b->cfg.timeout_ms, b->committed);
@@ -726,6 +774,8 @@ static void fail_over(struct backup *b, const char *why)
 	b->activate_ms = (double)(now_ns() - t0) / 1e6;
 	b->failover_ms = (double)(now_ns() - heard) / 1e6;
 	pthread_mutex_unlock(&b->lock);
+	if (b->switch_answer)
+		answer_switchover(b);
 	log_warn("guest running: activated from checkpoint %" PRIu64 " in %.1f ms, %.1f ms after "
 		 "the primary was last heard (timeout %" PRIu64 " ms)", b->committed, b->activate_ms,
 		 b->failover_ms, b->cfg.timeout_ms);
@@ -741,6 +791,34 @@ static void fail_over(struct backup *b, const char *why)
 	b->rep.done = true;
 	pthread_mutex_unlock(&b->lock);
 	set_state(b, B_ACTIVE, "guest running from checkpoint %" PRIu64, b->committed);
+}
+
+/*
+ * A planned switchover: the primary paused its guest, its last checkpoint
+ * (committed here and acknowledged) is the guest's state; activate from it
+ * and tell the primary that the guest runs here (FAILOVER reason 2), so
+ * that it destroys its paused copy.  Net thread, in the session.
+ */
+static void switched_over(struct backup *b)
+{
+	log_warn("switchover requested by the primary: its guest is paused at checkpoint %" PRIu64
+		 ", committed here; activating", b->committed);
+	b->switch_answer = true;	/* fail_over answers as soon as the guest runs */
+	fail_over(b, "switchover requested by the primary (tandem switchover)");
+	b->switch_answer = false;
+}
+
+/* The switchover's answer, the moment the guest runs here (net thread). */
+static void answer_switchover(struct backup *b)
+{
+	uint8_t buf[FAILOVER_LEN];
+	struct wire_failover f = { FAILOVER_SWITCHED, b->committed };
+
+	wire_put_failover(buf, &f);
+	if (channel_send(b->ch, REC_FAILOVER, buf, FAILOVER_LEN))
+		log_warn("could not tell the primary that the guest runs here; it learns it from "
+			 "the heartbeats");
+	testlog("switched %" PRIu64, b->committed);
 }
 
 /* ---- the session with one primary ---------------------------------------- */
@@ -780,6 +858,11 @@ static bool run_session(struct backup *b)
 				snprintf(why, sizeof(why), "invalid checkpoint stream");
 				break;
 			}
+			if (r == RX_SWITCH) {
+				switched_over(b);
+				snprintf(why, sizeof(why), "switchover");
+				break;
+			}
 		} else if (rc == -EAGAIN) {
 			if (now_ns() - b->last_heard_ns > timeout_ns) {
 				snprintf(why, sizeof(why), "nothing heard for %" PRIu64 " ms",
@@ -808,6 +891,10 @@ static bool run_session(struct backup *b)
 	bool handover = b->handover;
 	b->handover = false;
 	pthread_mutex_unlock(&b->lock);
+	if (b->state == B_ACTIVE && !strcmp(why, "switchover")) {
+		hb_set_replication_up(b->hb, false);
+		return false;	/* the guest runs here; re-protection looks for the old primary */
+	}
 	if (handover) {
 		/* The primary is already back on a new connection: no gap. */
 		log_info("the primary's previous session ended: it connected again");
@@ -1048,13 +1135,43 @@ static void on_arrived(void *arg, struct channel *ch, const char *src)
 		serve_probe(b, ch, src);
 		return;
 	}
+	if (channel_peer(ch)->caps & CAP_LOOKUP) {	/* never a session either */
+		struct wire_generation pg = { 0 };
+
+		channel_peer_generation(ch, &pg);
+		log_info("the host that runs the guest (generation %" PRIu64 ", from %s) found this "
+			 "backup: it re-protects %s to this host now", pg.gen, src, b->cfg.name);
+		channel_free(ch);
+		return;
+	}
+	{
+		struct wire_generation pg;
+
+		pthread_mutex_lock(&b->lock);
+		bool is_stale = channel_peer_generation(ch, &pg) && pg.gen < b->gen.gen &&
+				!b->gen_active && b->state != B_ACTIVE && b->state != B_ACTIVATING;
+		uint64_t mine = b->gen.gen;
+		pthread_mutex_unlock(&b->lock);
+		if (is_stale) {
+			char msg[WIRE_MSG_MAX];
+			uint8_t buf[ERROR_FIXED_LEN + WIRE_MSG_MAX + 8];
+
+			snprintf(msg, sizeof(msg), "the primary's copy of %s is stale: generation %"
+				 PRIu64 ", this backup has seen %" PRIu64 " (a newer copy ran since)",
+				 b->cfg.name, pg.gen, mine);
+			log_error("refused the primary from %s: %s", src, msg);
+			channel_send(ch, REC_ERROR, buf, wire_put_error(buf, ERR_STALE, msg));
+			channel_free(ch);
+			return;
+		}
+	}
 	pthread_mutex_lock(&b->lock);
 	if (b->stop) {
 		pthread_mutex_unlock(&b->lock);
 		channel_free(ch);
 		return;
 	}
-	if (b->state == B_ACTIVE || b->state == B_ACTIVATING) {
+	if (b->gen_active || b->state == B_ACTIVE || b->state == B_ACTIVATING) {
 		pthread_mutex_unlock(&b->lock);
 		tell_superseded(b, ch);
 		return;
@@ -1088,10 +1205,131 @@ static struct channel *take_incoming(struct backup *b, char *src, size_t len)
 	return ch;
 }
 
+/* ---- re-protection: this host runs the guest, the other returns --------- */
+
+/* This side's generation, for the handshake (channel_params.generation). */
+static void backup_generation(void *arg, struct wire_generation *out)
+{
+	struct backup *b = arg;
+
+	pthread_mutex_lock(&b->lock);
+	out->gen = b->gen.gen;
+	if (b->gen_active || b->state == B_ACTIVE || b->state == B_ACTIVATING) {
+		out->flags = GEN_F_ACTIVE;
+		out->checkpoint = b->activated_from;
+	} else {
+		out->flags = 0;
+		out->checkpoint = b->committed;
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* Why this active daemon cannot re-protect (NULL: it can). */
+static const char *cannot_reprotect(const struct backup *b)
+{
+	if (!b->cfg.hosts.n)
+		return "the configuration names one direction only (replication = ...); "
+		       "re-protection needs hosts = NAME ADDR:PORT, NAME ADDR:PORT in the file on "
+		       "both hosts (docs/configuration.md, 'One file for both hosts')";
+	if (!b->dom.ops->become_primary)
+		return "the domain driver cannot protect the guest it activated from the same "
+		       "daemon yet";
+	return NULL;
+}
+
+/* Time to look for a backup on the other host (active, two hosts). */
+static bool lookup_due(struct backup *b)
+{
+	bool due;
+
+	pthread_mutex_lock(&b->lock);
+	due = (b->reprotect_req || b->cfg.reprotect == REPROTECT_AUTO) && !cannot_reprotect(b) &&
+	      now_ns() >= b->next_lookup_ns;
+	if (due)
+		b->next_lookup_ns = now_ns() + 1000000000ull;	/* once a second */
+	pthread_mutex_unlock(&b->lock);
+	return due;
+}
+
+/*
+ * Is a backup of this VM listening on the other host, one that takes this
+ * host as its primary?  An authenticated handshake as a primary announcing
+ * a look-up (CAP_LOOKUP: the backup answers it and closes, never a
+ * session), so that a wrong key, configuration or generation is found
+ * before this host holds its guest's output for a backup that would never
+ * acknowledge.  True: become primary now.
+ */
+static bool look_for_backup(struct backup *b)
+{
+	struct tandem_config cfg = b->cfg;
+	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = b->cfg.name, .encrypt = b->cfg.encrypt,
+				     .caps = CAP_LOOKUP, .generation = backup_generation,
+				     .generation_arg = b };
+	struct wire_generation pg;
+	struct channel *ch = NULL;
+	char err[512] = "";
+	int fd, rc;
+
+	config_set_role(&cfg, ROLE_PRIMARY);	/* where the other host listens */
+	memcpy(cp.key, b->key, KEY_LEN);
+	config_digest(&b->cfg, cp.digest);
+	pthread_mutex_lock(&b->lock);
+	b->lookups++;
+	pthread_mutex_unlock(&b->lock);
+	fd = net_connect(&cfg.replication, 1000, err, sizeof(err));
+	if (fd >= 0) {
+		net_tune(fd, MAX(b->cfg.timeout_ms, 1000ull));
+		rc = channel_handshake(fd, &cp, &ch, err, sizeof(err));
+		if (rc)
+			close(fd);
+		else if (channel_peer_generation(ch, &pg) && pg.gen > b->gen.gen)
+			snprintf(err, sizeof(err), "the backup there holds protection generation %"
+				 PRIu64 ", newer than this host's %" PRIu64 ": this copy would be stale",
+				 pg.gen, b->gen.gen);
+		else if (!channel_peer_generation(ch, &pg))
+			snprintf(err, sizeof(err), "the tandem there does not exchange protection "
+				 "generations: run the same version on both hosts");
+		else if (pg.flags & GEN_F_ACTIVE)
+			snprintf(err, sizeof(err), "the backup there says it runs the guest too "
+				 "(generation %" PRIu64 ", from checkpoint %" PRIu64 "): not "
+				 "re-protecting; check `tandem status %s` on both hosts", pg.gen,
+				 pg.checkpoint, b->cfg.name);
+		else
+			err[0] = '\0';
+		channel_free(ch);
+		ch = NULL;
+		if (!rc && !err[0]) {
+			log_warn("re-protection: a backup of %s answers on %s at %s:%u (generation %"
+				 PRIu64 "): this host, which runs the guest, becomes its primary",
+				 b->cfg.name, config_peer_host(&b->cfg), cfg.replication.host,
+				 cfg.replication.port, pg.gen);
+			set_state(b, B_ACTIVE, "re-protecting: a backup answers on %s; becoming primary",
+				  config_peer_host(&b->cfg));
+			pthread_mutex_lock(&b->lock);
+			b->become_primary = true;
+			b->stop = true;
+			pthread_mutex_unlock(&b->lock);
+			return true;
+		}
+	}
+	pthread_mutex_lock(&b->lock);
+	snprintf(b->lookup_err, sizeof(b->lookup_err), "%s", err);
+	bool say = now_ns() - b->lookup_logged_ns > 30000000000ull || !b->lookup_logged_ns;
+	if (say)
+		b->lookup_logged_ns = now_ns();
+	pthread_mutex_unlock(&b->lock);
+	if (say)
+		log_info("re-protection: no backup of %s answers on %s at %s:%u yet (%s); looking "
+			 "every second", b->cfg.name, config_peer_host(&b->cfg), cfg.replication.host,
+			 cfg.replication.port, err);
+	return false;
+}
+
 static void *net_main(void *arg)
 {
 	struct backup *b = arg;
-	struct channel_params cp = { .role = ROLE_BACKUP, .vm = b->cfg.name, .encrypt = b->cfg.encrypt };
+	struct channel_params cp = { .role = ROLE_BACKUP, .vm = b->cfg.name, .encrypt = b->cfg.encrypt,
+				     .generation = backup_generation, .generation_arg = b };
 	char src[96];
 	int rc;
 
@@ -1123,6 +1361,8 @@ static void *net_main(void *arg)
 		pthread_mutex_unlock(&b->lock);
 		if (!pending && b->state != B_ACTIVE && act_on_decision(b) && b->state != B_ACTIVE)
 			break;		/* activation failed */
+		if (!pending && b->state == B_ACTIVE && lookup_due(b) && look_for_backup(b))
+			break;		/* a backup answers: re-protect from here */
 		ch = take_incoming(b, src, sizeof(src));
 		if (!ch)
 			continue;
@@ -1135,6 +1375,22 @@ static void *net_main(void *arg)
 		channel_set_stall_timeout(ch, b->cfg.timeout_ms);
 		log_info("primary connected from %s (%s)", src,
 			 b->cfg.encrypt ? "authenticated, encrypted" : "authenticated");
+		{
+			struct wire_generation pg;
+
+			if (channel_peer_generation(ch, &pg) && pg.gen > b->gen.gen) {
+				pthread_mutex_lock(&b->lock);
+				b->gen.gen = pg.gen;
+				b->gen.checkpoint = 0;
+				snprintf(b->gen.what, sizeof(b->gen.what), "standby");
+				pthread_mutex_unlock(&b->lock);
+				if ((rc = generation_save(&b->cfg, &b->gen)))
+					log_error("cannot write the protection generation: %s",
+						  strerror(-rc));
+				log_info("protection generation %" PRIu64 ": the primary's, taken over",
+					 pg.gen);
+			}
+		}
 		if (b->cfg.interval_ms != b->file_interval_ms) {
 			/* `tandem set` lasts a session: a primary that runs with
 			 * another value says so (SET) before its next checkpoint */
@@ -1245,6 +1501,59 @@ static void promote_request(struct backup *b, bool force, char *buf, size_t len)
 	pthread_mutex_unlock(&b->lock);
 }
 
+/*
+ * `tandem reprotect NAME` on the host that runs the guest: look for a
+ * backup on the other host now (and every second after), and become its
+ * primary as soon as one answers.  Refused before an activation, and for
+ * a file that names one direction only.
+ */
+static void reprotect_request(struct backup *b, char *buf, size_t len)
+{
+	const char *no;
+
+	pthread_mutex_lock(&b->lock);
+	no = cannot_reprotect(b);
+	if (b->state != B_ACTIVE)
+		snprintf(buf, len, "refused: %s is not running here (backup %s: %s); reprotect runs "
+			 "on the host whose backup activated the guest\n", b->cfg.name,
+			 bstate_names[b->state], b->detail);
+	else if (no)
+		snprintf(buf, len, "refused: %s\n", no);
+	else {
+		struct tandem_config cfg = b->cfg;
+
+		config_set_role(&cfg, ROLE_PRIMARY);
+		b->reprotect_req = true;
+		b->next_lookup_ns = 0;
+		log_warn("reprotect requested by the operator: looking for a backup of %s on %s at "
+			 "%s:%u", b->cfg.name, config_peer_host(&b->cfg), cfg.replication.host,
+			 cfg.replication.port);
+		snprintf(buf, len, "ok: looking for a backup of %s on %s at %s:%u (start `tandem "
+			 "backup` there); this host becomes its primary when one answers\n",
+			 b->cfg.name, config_peer_host(&b->cfg), cfg.replication.host,
+			 cfg.replication.port);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* What re-protection is doing, for status (lock held). */
+static void reprotect_status(const struct backup *b, char *buf, size_t len)
+{
+	const char *no = cannot_reprotect(b);
+
+	buf[0] = '\0';
+	if (b->state != B_ACTIVE)
+		return;
+	if (no)
+		snprintf(buf, len, "not possible: %s", no);
+	else if (b->cfg.reprotect == REPROTECT_MANUAL && !b->reprotect_req)
+		snprintf(buf, len, "waiting for `tandem reprotect %s` (reprotect = manual)", b->cfg.name);
+	else
+		snprintf(buf, len, "looking for a backup on %s every second (%" PRIu64 " tries)%s%s",
+			 config_peer_host(&b->cfg), b->lookups, b->lookup_err[0] ? ": " : "",
+			 b->lookup_err);
+}
+
 /* The failover report (lock held). */
 static void report(struct backup *b, char *buf, size_t len)
 {
@@ -1285,12 +1594,16 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
 	struct backup *b = arg;
 	bool json = strcmp(request, "json") == 0;
-	char guest[200] = "", paths[2048] = "", dj[8192];
+	char guest[200] = "", paths[2048] = "", dj[8192], rp[600];
 	struct gate_stats gs = { 0 };
 	size_t n;
 
 	if (strcmp(request, "promote") == 0 || strcmp(request, "promote-force") == 0) {
 		promote_request(b, strcmp(request, "promote-force") == 0, buf, len);
+		return;
+	}
+	if (strcmp(request, "reprotect") == 0) {
+		reprotect_request(b, buf, len);
 		return;
 	}
 	if (b->dom.ops->describe)
@@ -1303,6 +1616,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	pthread_mutex_lock(&b->lock);
 	if (b->gate)
 		gate_get_stats(b->gate, &gs);
+	reprotect_status(b, rp, sizeof(rp));
 	if (!strcmp(request, "report")) {	/* `tandem report` */
 		report(b, buf, len);
 		pthread_mutex_unlock(&b->lock);
@@ -1328,7 +1642,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 ",\"mismatched_vcpu\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"last_epoch\":%"
 			 PRIu64 ",\"last_mismatch_epoch\":%" PRIu64 ",\"last_mismatch\":\"%s\"},"
 			 "\"devices\":%s,\"held_checkpoints\":%u,\"held_checkpoints_total\":%" PRIu64
-			 ",\"hold_reason\":\"%s\",\"paths\":%s}\n",
+			 ",\"hold_reason\":\"%s\",\"generation\":%" PRIu64 ",\"reprotect\":\"%s\","
+			 "\"switchover\":\"%s\","
+			 "\"paths\":%s}\n",
 			 bstate_names[b->state], b->detail, b->cfg.name, b->dom.ops->name,
 			 b->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, b->committed,
 			 b->committed, b->cfg.interval_ms, b->rounds, b->bytes_received,
@@ -1340,7 +1656,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 b->vr.checkpoints, b->vr.pages, b->vr.unstable, b->vr.bad_checkpoints,
 			 b->vr.bad_pages, b->vr.bad_vcpu, b->vr.errors, b->vr.last_epoch,
 			 b->vr.last_bad_epoch, b->vr.last_bad, dj, b->nheld, b->held_total,
-			 b->nheld ? b->hold_why : "", paths[0] ? paths : "[]");
+			 b->nheld ? b->hold_why : "", b->gen.gen, rp, b->switch_note,
+			 paths[0] ? paths : "[]");
 	} else {
 		n = (size_t)snprintf(buf, len,
 			 "%s (backup): %s - %s\n"
@@ -1375,6 +1692,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 					      b->vr.last_bad, b->vr.bad_checkpoints ? ")" : "");
 		if (b->forced_note[0] && n < len)
 			n += (size_t)snprintf(buf + n, len - n, "  WARNING: %s\n", b->forced_note);
+		if (rp[0] && n < len)
+			n += (size_t)snprintf(buf + n, len - n, "  UNPROTECTED (generation %" PRIu64
+					      "); re-protection: %s\n", b->gen.gen, rp);
 		if (n < len)
 			snprintf(buf + n, len - n, "%s", paths);
 	}
@@ -1444,10 +1764,44 @@ static void on_net_done(uv_async_t *a)
 		uv_stop(&b->loop);
 }
 
+static void close_handle(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/*
+ * Re-protection: the backup's part is over (its net thread and heartbeat
+ * paths are gone); its loop, status socket and hook go too, and the same
+ * process goes on as the primary of the guest it activated, which runs on
+ * throughout.  Returns the primary's exit status.
+ */
+static int reprotect(struct backup *b)
+{
+	drop_held(b);
+	devices_close(&b->devs);
+	status_server_stop(b->status);
+	b->status = NULL;
+	uv_walk(&b->loop, close_handle, NULL);
+	uv_run(&b->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&b->loop);
+	ckpt_free(b->rx);
+	b->rx = NULL;
+	hook_close(b->hook);
+	b->hook = NULL;
+	testlog("reprotect generation %" PRIu64, b->gen.gen);
+	log_warn("the backup of %s hands over to its primary in this process (the guest runs on)",
+		 b->cfg.name);
+	return primary_adopt(&b->cfg, b->key, &b->gen, &b->dom);
+}
+
+static int backup_run(struct backup *b);
+
 int cmd_backup(int argc, char **argv)
 {
 	struct backup *b = calloc(1, sizeof(*b));
-	char err[512], path[512];
+	char err[512];
 	int rc;
 
 	if (!b)
@@ -1464,6 +1818,39 @@ int cmd_backup(int argc, char **argv)
 		log_error("%s", err);
 		return EXIT_USAGE;
 	}
+	if (generation_load(&b->cfg, &b->gen, err, sizeof(err)))
+		log_warn("protection generation: %s; taking 0", err);
+	return backup_run(b);
+}
+
+int backup_adopt(const struct tandem_config *cfg, const uint8_t key[KEY_LEN],
+		 const struct generation *gen, const char *note)
+{
+	struct backup *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return EXIT_FAILURE_RUNTIME;
+	b->cfg = *cfg;
+	if (config_set_role(&b->cfg, ROLE_BACKUP)) {
+		log_error("a switchover needs a configuration with hosts");
+		return EXIT_USAGE;
+	}
+	b->file_interval_ms = b->cfg.interval_ms;
+	log_set_role("backup");
+	memcpy(b->key, key, KEY_LEN);
+	b->gen = *gen;
+	snprintf(b->switch_note, sizeof(b->switch_note), "%s", note);
+	log_info("this host now waits as the backup of %s, for the host that runs the guest",
+		 b->cfg.name);
+	return backup_run(b);
+}
+
+/* The daemon proper, once the configuration, key and generation are in. */
+static int backup_run(struct backup *b)
+{
+	char err[512], path[512];
+	int rc = 0;
+
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_mutex_init(&b->ch_lock, NULL);
 	pthread_cond_init(&b->in_cond, NULL);
@@ -1543,6 +1930,8 @@ int cmd_backup(int argc, char **argv)
 	pthread_mutex_unlock(&b->lock);
 	pthread_join(b->net_thr, NULL);
 	hb_stop(b->hb);
+	if (b->become_primary)
+		return reprotect(b);
 	if (b->state != B_ACTIVE && b->standby_ready && b->dom.ops->discard)
 		b->dom.ops->discard(&b->dom);
 out_dom:

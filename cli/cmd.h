@@ -53,6 +53,8 @@ int cmd_keygen(int argc, char **argv);
 int cmd_fence_peer(int argc, char **argv);
 int cmd_set(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
+int cmd_reprotect(int argc, char **argv);
+int cmd_switchover(int argc, char **argv);
 int cmd_witness(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
 

@@ -21,6 +21,7 @@
 #include "../lib/log.h"
 #include "../lib/net.h"
 #include "../lib/util.h"
+#include "../lib/wire.h"
 #include "cmd.h"
 
 /*
@@ -111,31 +112,42 @@ int cmd_load_config(int argc, char **argv, const char *role, struct tandem_confi
 {
 	static const struct option opts[] = {
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "this-host", required_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *this_host = NULL;
 	char err[4096];
 	int c;
 
 	log_set_role(role);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "l:", opts, NULL)) != -1) {
-		if (c == 'l') {
+	while ((c = getopt_long(argc, argv, "l:H:", opts, NULL)) != -1) {
+		if (c == 'H') {
+			this_host = optarg;
+		} else if (c == 'l') {
 			if (log_set_level_name(optarg)) {
 				fprintf(stderr, "tandem %s: --log-level: expected error, warn, info or debug, got '%s'\n",
 					role, optarg);
 				return EXIT_USAGE;
 			}
 		} else {
-			fprintf(stderr, "usage: tandem %s [--log-level LEVEL] CONFIG\n", role);
+			fprintf(stderr, "usage: tandem %s [--this-host NAME] [--log-level LEVEL] CONFIG\n",
+				role);
 			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: tandem %s [--log-level LEVEL] CONFIG\n", role);
+		fprintf(stderr, "usage: tandem %s [--this-host NAME] [--log-level LEVEL] CONFIG\n", role);
 		return EXIT_USAGE;
 	}
 	if (config_load(argv[optind], cfg, err, sizeof(err))) {
 		fprintf(stderr, "%s", err);
+		return EXIT_USAGE;
+	}
+	/* A two-host file: which host this is, and the addresses for this role. */
+	if (config_resolve(cfg, this_host, strcmp(role, "backup") ? ROLE_PRIMARY : ROLE_BACKUP,
+			   err, sizeof(err))) {
+		fprintf(stderr, "tandem %s: %s\n", role, err);
 		return EXIT_USAGE;
 	}
 	log_set_vm(cfg->name);
@@ -411,6 +423,90 @@ int cmd_promote(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/%s.backup.sock", run_dir, argv[1]);
 	return ask_daemon("promote", "backup", argv[1], path,
 			  force ? "promote-force\n" : "promote\n");
+}
+
+/* `tandem reprotect NAME`, on the host whose backup activated the guest. */
+int cmd_reprotect(int argc, char **argv)
+{
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	char path[512];
+
+	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
+		run_dir = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem reprotect [--run-dir DIR] NAME\n");
+		return EXIT_USAGE;
+	}
+	snprintf(path, sizeof(path), "%s/%s.backup.sock", run_dir, argv[1]);
+	return ask_daemon("reprotect", "active backup", argv[1], path, "reprotect\n");
+}
+
+/* The "switchover" field of a daemon's status ("" when it does not answer). */
+static const char *switchover_field(const char *path, char *buf, size_t len)
+{
+	char json[16384];
+	FILE *f = tmpfile();
+	size_t n;
+
+	buf[0] = '\0';
+	if (!f)
+		return buf;
+	if (cmd_query_socket(path, "json\n", f) == 0) {
+		rewind(f);
+		n = fread(json, 1, sizeof(json) - 1, f);
+		json[n] = '\0';
+		json_str(json, "switchover", buf, len);
+	}
+	fclose(f);
+	return buf;
+}
+
+/*
+ * `tandem switchover NAME`, on the primary's host: ask the primary, then
+ * follow the switchover in its status (and, once the primary has become
+ * the backup, in the backup's) until it is done or failed; print the
+ * result with the blackout.
+ */
+int cmd_switchover(int argc, char **argv)
+{
+	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	char ppath[512], bpath[512], res[600];
+	int rc;
+
+	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
+		run_dir = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "usage: tandem switchover [--run-dir DIR] NAME\n");
+		return EXIT_USAGE;
+	}
+	snprintf(ppath, sizeof(ppath), "%s/%s.primary.sock", run_dir, argv[1]);
+	snprintf(bpath, sizeof(bpath), "%s/%s.backup.sock", run_dir, argv[1]);
+	if ((rc = ask_daemon("switchover", "primary", argv[1], ppath, "switchover\n")))
+		return rc;
+	for (int i = 0; i < 1200; i++) {	/* 2 min */
+		struct timespec ts = { 0, 100000000 };
+
+		if (!switchover_field(ppath, res, sizeof(res))[0])
+			switchover_field(bpath, res, sizeof(res));
+		if (!strncmp(res, "done", 4)) {
+			printf("switchover %s\n", res);
+			return EXIT_OK;
+		}
+		if (!strncmp(res, "failed", 6) || !strncmp(res, "FAILED", 6)) {
+			fprintf(stderr, "switchover %s\n", res);
+			return EXIT_FAILURE_RUNTIME;
+		}
+		nanosleep(&ts, NULL);
+	}
+	fprintf(stderr, "tandem switchover: no result after 2 minutes (last: %s); see `tandem status "
+		"%s` here and on the other host\n", res[0] ? res : "no answer", argv[1]);
+	return EXIT_FAILURE_RUNTIME;
 }
 
 int cmd_witness(int argc, char **argv)

@@ -24,11 +24,11 @@ static int cmd_help(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 
 static const struct builtin builtins[] = {
-	{ "primary", cmd_primary, "primary [--log-level LEVEL] CONFIG",
+	{ "primary", cmd_primary, "primary [--this-host NAME] [--log-level LEVEL] CONFIG",
 	  "Protect the VM named in CONFIG from this host: checkpoint it every\n"
 	  "epoch and ship each checkpoint to the backup.  Runs until SIGTERM\n"
 	  "(clean stop: output released, guest left running) or loss of the peer." },
-	{ "backup", cmd_backup, "backup [--log-level LEVEL] CONFIG",
+	{ "backup", cmd_backup, "backup [--this-host NAME] [--log-level LEVEL] CONFIG",
 	  "Hold the warm standby of the VM named in CONFIG: receive and commit\n"
 	  "checkpoints, acknowledge them, and activate the standby when the\n"
 	  "primary is lost." },
@@ -58,6 +58,20 @@ static const struct builtin builtins[] = {
 	  "fence.  Refused while the primary is connected or heard on any\n"
 	  "heartbeat path; --force overrides the latter (logged, shown in\n"
 	  "status).  The old primary steps down when it hears of the activation." },
+	{ "reprotect", cmd_reprotect, "reprotect [--run-dir DIR] NAME",
+	  "After a failover, on the host that runs VM NAME now (its backup\n"
+	  "activated): look for a backup on the other host (start `tandem backup`\n"
+	  "there first) and, when one answers, become its primary: an initial\n"
+	  "copy while the guest runs, then checkpoints.  Needs a configuration\n"
+	  "with hosts.  With reprotect = auto (the default) this happens by\n"
+	  "itself; the command makes it happen with reprotect = manual." },
+	{ "switchover", cmd_switchover, "switchover [--run-dir DIR] NAME",
+	  "Planned move of protected VM NAME to the backup's host, on the\n"
+	  "primary's host: one last checkpoint with the guest left paused, its\n"
+	  "acknowledgement (nothing acknowledged is lost), the backup activates\n"
+	  "from it, the copy here is destroyed and this host becomes the\n"
+	  "backup, which the other host then re-protects to.  Prints the\n"
+	  "blackout.  Needs a configuration with hosts." },
 	{ "set", cmd_set, "set [--run-dir DIR] NAME KEY=VALUE",
 	  "Change KEY on the running primary of VM NAME without a restart or a\n"
 	  "new initial copy: interval (both daemons agree through the protocol),\n"

@@ -3,6 +3,8 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -16,6 +18,7 @@
 
 #include "config.h"
 #include "../lib/util.h"
+#include "../lib/wire.h"
 
 #define F(field) offsetof(struct tandem_config, field), sizeof(((struct tandem_config *)0)->field)
 
@@ -26,6 +29,7 @@ static const char *const pattern_names[] = { "sequential", "random", "hotset", N
 static const char *const peer_loss_names[] = { "failover", "fence", "witness", "manual", NULL };
 static const char *const repl_loss_names[] = { "wait", "release", NULL };
 static const char *const superseded_names[] = { "pause", "destroy", NULL };
+static const char *const reprotect_names[] = { "auto", "manual", NULL };
 
 #define KB 1024ull
 #define MB (1024ull * KB)
@@ -42,8 +46,12 @@ static const struct config_key schema[] = {
 	  "Domain driver: xen (the product) or memdom (a synthetic test guest)." },
 	{ "xen-domain", CT_STRING, F(xen_domain), 0, 0, "", NULL, false,
 	  "Xen domain name to protect, when it differs from name." },
-	{ "replication", CT_ADDR, F(replication), 0, 0, NULL, NULL, true,
-	  "host:port where the backup listens and the primary connects." },
+	{ "replication", CT_ADDR, F(replication), 0, 0, "", NULL, true,
+	  "host:port where the backup listens and the primary connects (a single-direction file; with hosts, not set)." },
+	{ "hosts", CT_HOSTS, F(hosts), 0, 0, "", NULL, true,
+	  "Both hosts of the pair, NAME ADDR:PORT, NAME ADDR:PORT: each host's name and where it listens while it is the backup; one file then serves both directions." },
+	{ "reprotect", CT_ENUM, F(reprotect), 0, 0, "auto", reprotect_names, false,
+	  "After a failover (with hosts): auto, the active host re-protects as soon as a backup answers on the other host; manual, only on `tandem reprotect NAME`." },
 	{ "key-file", CT_STRING, F(key_file), 0, 0, "/etc/tandem/tandem.key", NULL, false,
 	  "Shared key made by `tandem keygen`; must not be readable by group or others." },
 	{ "encrypt", CT_BOOL, F(encrypt), 0, 0, "no", NULL, true,
@@ -169,6 +177,7 @@ static const char *type_expect(const struct config_key *k)
 	case CT_ENUM: return "one of the listed words";
 	case CT_ADDR: return "an address host:port (IPv6 as [addr]:port)";
 	case CT_HB_PATHS: return "paths PRIMARY:PORT-BACKUP:PORT separated by commas";
+	case CT_HOSTS: return "two hosts NAME ADDR:PORT separated by a comma";
 	case CT_DISKS: return "disks RESOURCE:/dev/DEVICE separated by commas";
 	}
 	return "?";
@@ -350,6 +359,64 @@ static int parse_hb_paths(const char *s, struct config_hb_paths *out, char *msg,
 	return 0;
 }
 
+static bool name_ok(const char *s);
+
+/* hosts: "NAME ADDR:PORT, NAME ADDR:PORT", exactly two, names differ. */
+static int parse_hosts(const char *s, struct config_hosts *out, char *msg, size_t msglen)
+{
+	struct config_hosts hs;
+	char item[CONFIG_NAME_MAX + CONFIG_PATH_MAX + 16];
+
+	memset(&hs, 0, sizeof(hs));
+	if (!*s) {
+		*out = hs;
+		return 0;
+	}
+	while (*s) {
+		char *sp;
+		long len = next_item(&s, item, sizeof(item));
+
+		if (len <= 0 || hs.n == CONFIG_HOSTS) {
+			snprintf(msg, msglen, "expected exactly two hosts NAME ADDR:PORT, NAME ADDR:PORT "
+				 "(each host's name and where it listens as the backup)");
+			return -EINVAL;
+		}
+		sp = item;
+		while (*sp && !isspace((unsigned char)*sp))
+			sp++;
+		if (!*sp || (size_t)(sp - item) > CONFIG_NAME_MAX) {
+			snprintf(msg, msglen, "expected NAME ADDR:PORT (a host name, a blank, its "
+				 "replication address), got '%.120s'", item);
+			return -EINVAL;
+		}
+		*sp++ = '\0';
+		while (isspace((unsigned char)*sp))
+			sp++;
+		if (!name_ok(item)) {
+			snprintf(msg, msglen, "host name '%.64s': expected letters, digits, '-', '_' or '.'",
+				 item);
+			return -EINVAL;
+		}
+		if (parse_addr(sp, &hs.h[hs.n].repl)) {
+			snprintf(msg, msglen, "host '%.64s': expected ADDR:PORT (IPv6 in brackets), got "
+				 "'%.120s'", item, sp);
+			return -EINVAL;
+		}
+		memcpy(hs.h[hs.n].name, item, strlen(item) + 1);	/* at most 64: checked above */
+		hs.n++;
+	}
+	if (hs.n != CONFIG_HOSTS) {
+		snprintf(msg, msglen, "expected exactly two hosts NAME ADDR:PORT, NAME ADDR:PORT, got one");
+		return -EINVAL;
+	}
+	if (!strcmp(hs.h[0].name, hs.h[1].name)) {
+		snprintf(msg, msglen, "the two hosts have the same name '%s'", hs.h[0].name);
+		return -EINVAL;
+	}
+	*out = hs;
+	return 0;
+}
+
 static void fmt_addr(const struct config_addr *a, char *buf, size_t len)
 {
 	if (!a->host[0])
@@ -425,6 +492,8 @@ static int set_value(struct tandem_config *cfg, const struct config_key *k,
 		return parse_hb_paths(v, (struct config_hb_paths *)field, msg, msglen);
 	case CT_DISKS:
 		return parse_disks(v, (struct config_disks *)field, msg, msglen);
+	case CT_HOSTS:
+		return parse_hosts(v, (struct config_hosts *)field, msg, msglen);
 	case CT_ADDR:
 		if (!*v && k->def && !*k->def) {	/* optional address, unset */
 			memset(field, 0, sizeof(struct config_addr));
@@ -650,6 +719,17 @@ static int parse_layers(const char *file, const char *text, size_t len,
 		if (!schema[i].def && !seen[i] && !inc_seen[i])
 			err_add(&e, "%s: key '%s' is required: %s", file, schema[i].name, schema[i].help);
 	}
+	cfg->this_host = -1;
+	cfg->hb_by_host = cfg->heartbeat_paths;
+	if (!cfg->hosts.n && !cfg->replication.host[0])
+		err_add(&e, "%s: key 'replication' is required: host:port where the backup listens and "
+			"the primary connects (or, for one file that serves both directions, hosts = "
+			"NAME ADDR:PORT, NAME ADDR:PORT)", file);
+	if (cfg->hosts.n && cfg->replication.host[0])
+		err_add(&e, "%s: key 'replication': not with hosts (each host's replication address "
+			"is in hosts, the address it listens on while it is the backup): remove it", file);
+	if (!cfg->hosts.n && strstr(cfg->run_dir, "%h"))
+		err_add(&e, "%s: key 'run-dir': %%h (this host's name) needs hosts", file);
 	if (!e.count && cfg->netbuf == NETBUF_NONE && !cfg->allow_unsafe_no_buffering)
 		err_add(&e, "%s: key 'netbuf': none needs allow-unsafe-no-buffering = yes "
 			"(clients could see output from state lost at failover)", file);
@@ -786,6 +866,22 @@ void config_format_value(const struct tandem_config *cfg, const struct config_ke
 		}
 		break;
 	}
+	case CT_HOSTS: {
+		const struct config_hosts *hs = (const struct config_hosts *)field;
+		char pa[CONFIG_PATH_MAX + 16];
+		size_t used = 0;
+
+		buf[0] = '\0';
+		for (unsigned i = 0; i < hs->n && used < len; i++) {
+			int r;
+			fmt_addr(&hs->h[i].repl, pa, sizeof(pa));
+			r = snprintf(buf + used, len - used, "%s%s %s", i ? ", " : "", hs->h[i].name, pa);
+			if (r < 0)
+				break;
+			used += (size_t)r;
+		}
+		break;
+	}
 	case CT_DURATION:
 	case CT_SIZE:
 	case CT_UINT:
@@ -897,14 +993,32 @@ void config_live_diff(const struct tandem_config *cfg, const struct tandem_confi
 	}
 }
 
-void config_print(const struct tandem_config *cfg, FILE *out)
+/* The file's view of a resolved configuration: what both hosts wrote
+ * (replication unset, heartbeat-paths in hosts order), so that the digest
+ * and check-config do not depend on which host or role resolved it. */
+static const struct tandem_config *as_written(const struct tandem_config *cfg,
+					      struct tandem_config *tmp)
 {
+	if (!cfg->hosts.n || cfg->this_host < 0)
+		return cfg;
+	*tmp = *cfg;
+	memset(&tmp->replication, 0, sizeof(tmp->replication));
+	tmp->heartbeat_paths = tmp->hb_by_host;
+	return tmp;
+}
+
+void config_print(const struct tandem_config *cfg_in, FILE *out)
+{
+	static struct tandem_config tmp;	/* large: not on the stack */
+	const struct tandem_config *cfg = as_written(cfg_in, &tmp);
 	char val[CONFIG_VALUE_MAX];
 
 	fprintf(out, "# effective configuration of %s (defaults included)\n", cfg->source);
 	for (size_t i = 0; i < ARRAY_SIZE(schema); i++) {
 		if (!config_key_applies(cfg, &schema[i]))
 			continue;
+		if (cfg->hosts.n && !strcmp(schema[i].name, "replication"))
+			continue;	/* hosts says it, per host */
 		config_format_value(cfg, &schema[i], val, sizeof(val));
 		if (schema[i].type == CT_STRING)
 			fprintf(out, "%-26s = \"%s\"\n", schema[i].name, val);
@@ -913,8 +1027,10 @@ void config_print(const struct tandem_config *cfg, FILE *out)
 	}
 }
 
-void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LEN])
+void config_digest(const struct tandem_config *cfg_in, uint8_t out[CONFIG_DIGEST_LEN])
 {
+	struct tandem_config *tmp = malloc(sizeof(*tmp));
+	const struct tandem_config *cfg = tmp ? as_written(cfg_in, tmp) : cfg_in;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	char val[CONFIG_VALUE_MAX];
 	unsigned int olen = 0;
@@ -929,6 +1045,7 @@ void config_digest(const struct tandem_config *cfg, uint8_t out[CONFIG_DIGEST_LE
 	}
 	EVP_DigestFinal_ex(ctx, out, &olen);
 	EVP_MD_CTX_free(ctx);
+	free(tmp);
 }
 
 const char *config_warning(const struct tandem_config *cfg)
@@ -947,4 +1064,150 @@ void config_status_path(const struct tandem_config *cfg, const char *role,
 			char *buf, size_t len)
 {
 	snprintf(buf, len, "%s/%s.%s.sock", cfg->run_dir, cfg->name, role);
+}
+
+/* ---- both directions in one file -------------------------------------------- */
+
+/* Whether host (a name or a numeric address) is an address of this
+ * machine: a UDP socket can bind it. */
+static bool addr_is_local(const struct config_addr *a)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	bool local = false;
+
+	if (getaddrinfo(a->host, "0", &hints, &res) != 0)
+		return false;
+	for (struct addrinfo *ai = res; ai && !local; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			continue;
+		local = bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return local;
+}
+
+int config_set_role(struct tandem_config *cfg, int role)
+{
+	int me = cfg->this_host, primary_host;
+
+	if (!cfg->hosts.n || me < 0)
+		return -EINVAL;
+	primary_host = role == ROLE_PRIMARY ? me : 1 - me;
+	cfg->replication = cfg->hosts.h[1 - primary_host].repl;
+	cfg->heartbeat_paths = cfg->hb_by_host;
+	if (primary_host == 1) {
+		for (unsigned i = 0; i < cfg->heartbeat_paths.n; i++) {
+			struct config_addr t = cfg->heartbeat_paths.p[i].primary;
+
+			cfg->heartbeat_paths.p[i].primary = cfg->heartbeat_paths.p[i].backup;
+			cfg->heartbeat_paths.p[i].backup = t;
+		}
+	}
+	cfg->resolved_role = role;
+	return 0;
+}
+
+const char *config_peer_host(const struct tandem_config *cfg)
+{
+	return cfg->hosts.n && cfg->this_host >= 0 ? cfg->hosts.h[1 - cfg->this_host].name : "";
+}
+
+/* %h in s becomes name, %% a %; into a buffer of cap bytes.  -EINVAL when
+ * it does not fit. */
+static int expand_host(char *s, size_t cap, const char *name)
+{
+	char out[CONFIG_PATH_MAX];
+	size_t n = 0;
+
+	for (const char *p = s; *p; p++) {
+		const char *add = NULL;
+		char one[2] = { *p, 0 };
+
+		if (p[0] == '%' && p[1] == 'h') {
+			add = name;
+			p++;
+		} else if (p[0] == '%' && p[1] == '%') {
+			add = "%";
+			p++;
+		} else {
+			add = one;
+		}
+		if (n + strlen(add) >= sizeof(out) || n + strlen(add) >= cap)
+			return -EINVAL;
+		memcpy(out + n, add, strlen(add));
+		n += strlen(add);
+	}
+	out[n] = '\0';
+	memcpy(s, out, n + 1);
+	return 0;
+}
+
+int config_resolve(struct tandem_config *cfg, const char *this_host, int role,
+		   char *err, size_t errlen)
+{
+	int me = -1;
+
+	if (!cfg->hosts.n) {
+		if (this_host) {
+			snprintf(err, errlen, "%s: --this-host %s: the file names one direction only "
+				 "(replication = %s:%u); --this-host needs hosts = NAME ADDR:PORT, NAME "
+				 "ADDR:PORT (docs/configuration.md)", cfg->source, this_host,
+				 cfg->replication.host, cfg->replication.port);
+			return -EINVAL;
+		}
+		cfg->resolved_role = role;
+		return 0;
+	}
+	if (this_host) {
+		for (int i = 0; i < CONFIG_HOSTS; i++)
+			if (!strcmp(cfg->hosts.h[i].name, this_host))
+				me = i;
+		if (me < 0) {
+			snprintf(err, errlen, "%s: --this-host %s is none of the hosts in the file (%s, %s)",
+				 cfg->source, this_host, cfg->hosts.h[0].name, cfg->hosts.h[1].name);
+			return -EINVAL;
+		}
+	} else {
+		char hn[256] = "", shortn[256];
+		bool local[CONFIG_HOSTS];
+
+		if (gethostname(hn, sizeof(hn) - 1) != 0)
+			hn[0] = '\0';
+		snprintf(shortn, sizeof(shortn), "%s", hn);
+		if (strchr(shortn, '.'))
+			*strchr(shortn, '.') = '\0';
+		for (int i = 0; i < CONFIG_HOSTS && me < 0; i++)
+			if (hn[0] && (!strcmp(cfg->hosts.h[i].name, hn) ||
+				      !strcmp(cfg->hosts.h[i].name, shortn)))
+				me = i;
+		if (me < 0) {
+			for (int i = 0; i < CONFIG_HOSTS; i++)
+				local[i] = addr_is_local(&cfg->hosts.h[i].repl);
+			if (local[0] && local[1]) {
+				snprintf(err, errlen, "%s: both hosts' replication addresses (%s, %s) are "
+					 "local to this machine and neither is named '%s': say which host "
+					 "this is with --this-host NAME", cfg->source,
+					 cfg->hosts.h[0].repl.host, cfg->hosts.h[1].repl.host, hn);
+				return -EINVAL;
+			}
+			me = local[0] ? 0 : local[1] ? 1 : -1;
+		}
+		if (me < 0) {
+			snprintf(err, errlen, "%s: this machine (host name '%s') is none of the hosts "
+				 "in the file (%s, %s), and neither replication address is local: name "
+				 "the hosts as `hostname` says, or give --this-host NAME", cfg->source, hn,
+				 cfg->hosts.h[0].name, cfg->hosts.h[1].name);
+			return -EINVAL;
+		}
+	}
+	cfg->this_host = me;
+	if (expand_host(cfg->run_dir, sizeof(cfg->run_dir), cfg->hosts.h[me].name)) {
+		snprintf(err, errlen, "%s: key 'run-dir': too long once %%h is replaced", cfg->source);
+		return -EINVAL;
+	}
+	return config_set_role(cfg, role);
 }

@@ -37,6 +37,25 @@ struct config_hb_paths {
 	struct config_hb_path p[CONFIG_HB_PATHS_MAX];
 };
 
+/*
+ * hosts: the two hosts of the pair, "NAME ADDR:PORT, NAME ADDR:PORT": each
+ * host's name and the replication address it listens on while it is the
+ * backup.  With hosts, one file serves both directions: `replication` is
+ * not set, heartbeat-paths list the first host's end first, and each daemon
+ * works out which host it is (config_resolve).
+ */
+#define CONFIG_HOSTS 2
+
+struct config_host {
+	char name[CONFIG_NAME_MAX + 1];
+	struct config_addr repl;
+};
+
+struct config_hosts {
+	unsigned n;			/* 0 (a single-direction file) or 2 */
+	struct config_host h[CONFIG_HOSTS];
+};
+
 /* disks: RESOURCE:DEVICE, comma-separated (a DRBD resource, the guest-facing device). */
 #define CONFIG_DISKS_MAX 8
 
@@ -57,6 +76,7 @@ enum peer_loss_policy { PEER_LOSS_FAILOVER = 0, PEER_LOSS_FENCE, PEER_LOSS_WITNE
 enum repl_loss_policy { REPL_LOSS_WAIT = 0, REPL_LOSS_RELEASE };
 enum compress_kind { COMPRESS_NONE = 0, COMPRESS_LZ4 };
 enum superseded_policy { SUPERSEDED_PAUSE = 0, SUPERSEDED_DESTROY };
+enum reprotect_policy { REPROTECT_AUTO = 0, REPROTECT_MANUAL };
 
 struct tandem_config {
 	char source[CONFIG_PATH_MAX];		/* file it came from */
@@ -112,12 +132,20 @@ struct tandem_config {
 	struct config_disks disks;
 	uint64_t disk_overlay_limit;		/* backup: per disk */
 	char drbd_conf[CONFIG_PATH_MAX];
+
+	/* both directions in one file (config_resolve) */
+	struct config_hosts hosts;
+	int reprotect;				/* enum reprotect_policy */
+	int this_host;				/* index in hosts; -1: not resolved / no hosts */
+	int resolved_role;			/* ROLE_PRIMARY or ROLE_BACKUP once resolved, else 0 */
+	struct config_hb_paths hb_by_host;	/* heartbeat-paths as written (hosts[0]'s end first) */
 };
 
 enum config_type {
 	CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_ENUM, CT_ADDR,
 	CT_HB_PATHS,			/* struct config_hb_paths */
 	CT_DISKS,			/* struct config_disks */
+	CT_HOSTS,			/* struct config_hosts */
 };
 
 struct config_key {
@@ -184,6 +212,28 @@ void config_live_diff(const struct tandem_config *cfg, const struct tandem_confi
 /* A valid but risky setting, in an operator's words (NULL: none):
  * check-config prints it, the daemons log it at start. */
 const char *config_warning(const struct tandem_config *cfg);
+
+/*
+ * Which end of a two-host file this daemon is, and the role it runs: sets
+ * cfg->this_host and rewrites cfg->replication and cfg->heartbeat_paths
+ * into the role-based view the engine uses (replication = the backup
+ * host's address; each path's `primary` end = the primary host's), and
+ * expands `%h` (this host's name) in run-dir.  this_host: the name given
+ * with --this-host, or NULL: the host whose name is this machine's host
+ * name (or its first label), else the one host whose replication address
+ * is local here.  A file without hosts is left as it is (and this_host
+ * must be NULL).  0, or -EINVAL with why in err.
+ */
+int config_resolve(struct tandem_config *cfg, const char *this_host, int role,
+		   char *err, size_t errlen);
+
+/* A resolved two-host configuration, now for the other role (the daemon's
+ * role changes: a backup that re-protects becomes the primary).  -EINVAL
+ * for a file without hosts. */
+int config_set_role(struct tandem_config *cfg, int role);
+
+/* The other host's name ("" without hosts). */
+const char *config_peer_host(const struct tandem_config *cfg);
 
 /* Path of this VM's status socket: RUN_DIR/NAME.ROLE.sock */
 void config_status_path(const struct tandem_config *cfg, const char *role,

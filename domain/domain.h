@@ -22,7 +22,7 @@
  * Return values: 0 or a negative errno; on error the driver has logged
  * what went wrong in an operator's words.
  *
- * Members that may be NULL: stop_protection, halt, discard, probe,
+ * Members that may be NULL: stop_protection, halt, discard, become_primary, probe,
  * guest_hash, verify_capture, verify_standby, dirty_pages, throttle,
  * set_speed and describe.  All others are required for the role that uses them.
  */
@@ -115,6 +115,12 @@ struct domain_ops {
 	int (*activate)(struct domain *d);
 	/* Destroy the standby (clean stop of the primary).  May be NULL. */
 	void (*discard)(struct domain *d);
+	/* Re-protection: the guest activated on this host (after activate())
+	 * becomes the primary's guest, running on, and d->role is now
+	 * ROLE_PRIMARY; d may have moved (the driver must take d as its new
+	 * handle).  Then start_protection() copies it to the other host.  May
+	 * be NULL: the driver cannot re-protect in place. */
+	int (*become_primary)(struct domain *d);
 
 	/* ---- `tandem probe`, outside protection ---- */
 	/* Suspend the guest as a checkpoint does and resume it at once

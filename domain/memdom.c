@@ -1791,6 +1791,49 @@ static int memdom_halt(struct domain *d, bool destroy)
 	return memdom_suspend(d);
 }
 
+/*
+ * become_primary: the activated guest child, running on, is now the
+ * primary's guest (re-protection after a failover): the dirty-tracking
+ * state the primary needs (its pagemap, the scan buffers), as open_primary
+ * sets it up for a guest it starts.  The standby image is dropped: the
+ * child has its own copy since the fork.
+ */
+static int memdom_become_primary(struct domain *d)
+{
+	struct memdom *m = d->priv;
+	char path[64];
+	int rc;
+
+	m->d = d;
+	if (!m->activated || !m->pid) {
+		log_error("memdom: no activated guest to protect");
+		return -EINVAL;
+	}
+	if ((rc = check_kernel()))
+		return rc;
+	if (!m->regions)
+		m->regions = calloc(SCAN_REGIONS, sizeof(*m->regions));
+	if (!m->iov)
+		m->iov = calloc(IOV_MAX, sizeof(*m->iov));
+	if (!m->regions || !m->iov)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)m->pid);
+	m->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (m->pagemap_fd < 0) {
+		rc = -errno;
+		log_perror("cannot open %s", path);
+		return rc;
+	}
+	if (m->image) {
+		munmap(m->image, m->npages * PAGE_SZ);
+		m->image = NULL;
+	}
+	m->have_state = false;
+	log_info("memdom synthetic guest pid %d, activated here, is now the primary's guest",
+		 (int)m->pid);
+	return 0;
+}
+
 /* ---- ops: backup ------------------------------------------------------------- */
 
 /* prepare_standby: a zeroed image of the guest memory and no vCPU state yet. */
@@ -2112,6 +2155,7 @@ const struct domain_ops memdom_ops = {
 	.commit = memdom_commit,
 	.activate = memdom_activate,
 	.discard = memdom_discard,
+	.become_primary = memdom_become_primary,
 	.probe = memdom_probe,
 	.guest_hash = memdom_guest_hash,
 	.dirty_pages = memdom_dirty_pages,

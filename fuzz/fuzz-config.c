@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../config/config.h"
+#include "../lib/wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -21,6 +22,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (f) {
 			config_print(&cfg, f);
 			fclose(f);
+		}
+		/* a two-host file: resolve as each host, in both roles */
+		for (unsigned i = 0; i < cfg.hosts.n; i++) {
+			struct tandem_config r = cfg;
+
+			if (config_resolve(&r, cfg.hosts.h[i].name, ROLE_BACKUP, err, sizeof(err)) == 0) {
+				config_set_role(&r, ROLE_PRIMARY);
+				config_digest(&r, d);
+			}
 		}
 	}
 	return 0;

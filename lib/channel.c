@@ -39,6 +39,8 @@ struct channel {
 	uint8_t *z_rx;			/* a received LZ4 record, decompressed */
 	uint64_t bytes_sent_raw;
 	uint64_t stall_ms;		/* longest wait for the rest of a started frame */
+	bool have_peer_gen;
+	struct wire_generation peer_gen;
 	bool (*peer_alive)(void *);	/* asked when a send times out */
 	void *peer_alive_arg;
 	char err[256];
@@ -129,7 +131,8 @@ int channel_handshake(int fd, const struct channel_params *p, struct channel **o
 	*out = NULL;
 	hello.version = WIRE_VERSION;
 	hello.role = p->role;
-	hello.caps = p->caps | CAP_LZ4 | (p->encrypt ? CAP_ENCRYPT : 0);
+	hello.caps = p->caps | CAP_LZ4 | (p->encrypt ? CAP_ENCRYPT : 0) |
+		     (p->generation ? CAP_GENERATION : 0);
 	if (RAND_bytes(hello.nonce, sizeof(hello.nonce)) != 1) {
 		snprintf(err, errlen, "handshake: no random bytes for the nonce");
 		return -EIO;
@@ -269,8 +272,51 @@ int channel_handshake(int fd, const struct channel_params *p, struct channel **o
 	c->bytes_sent = mine_len + WIRE_REC_HDR_LEN + AUTH_LEN;
 	c->bytes_sent_raw = c->bytes_sent;
 	c->bytes_received = theirs_len + WIRE_REC_HDR_LEN + AUTH_LEN;
+
+	/* 5. Both know the generation: each sends its own, reads the peer's. */
+	if (p->generation && (peer.caps & CAP_GENERATION)) {
+		uint8_t gbuf[GENERATION_LEN];
+		struct wire_generation mine_gen = { 0 };
+		struct channel_rec grec;
+
+		p->generation(p->generation_arg, &mine_gen);
+		wire_put_generation(gbuf, &mine_gen);
+		if ((rc = channel_send(c, REC_GENERATION, gbuf, GENERATION_LEN)) ||
+		    (rc = channel_recv(c, &grec))) {
+			rc = io_error(rc == -EBADMSG ? -EPROTO : rc, "while exchanging the generation",
+				      err, errlen);
+			c->fd = -1;
+			channel_free(c);
+			return rc;
+		}
+		if (grec.type == REC_ERROR) {
+			struct wire_error e;
+
+			wire_get_error(grec.payload, &e);
+			snprintf(err, errlen, "peer refused the handshake: %s", e.msg);
+			c->fd = -1;
+			channel_free(c);
+			return -EACCES;
+		}
+		if (grec.type != REC_GENERATION) {
+			snprintf(err, errlen, "malformed handshake from peer: expected its generation, "
+				 "got a %s record", wire_type_name(grec.type));
+			c->fd = -1;
+			channel_free(c);
+			return -EPROTO;
+		}
+		wire_get_generation(grec.payload, &c->peer_gen);
+		c->have_peer_gen = true;
+	}
 	*out = c;
 	return 0;
+}
+
+bool channel_peer_generation(const struct channel *c, struct wire_generation *out)
+{
+	if (c->have_peer_gen)
+		*out = c->peer_gen;
+	return c->have_peer_gen;
 }
 
 void channel_free(struct channel *c)

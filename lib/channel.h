@@ -35,7 +35,10 @@
 #define CAP_ENCRYPT 1ull
 #define CAP_LZ4 2ull			/* reads LZ4 records (every peer since they exist) */
 #define CAP_PROBE 4ull			/* a primary's HELLO: `tandem probe` measuring the link */
-#define CAP_HELD 8ull			/* a primary reads HELD records (the backup says why it holds) */
+#define CAP_GENERATION 8ull		/* exchanges GENERATION records right after the handshake */
+#define CAP_LOOKUP 16ull		/* a primary's HELLO: an active host looking for its
+					 * backup before it re-protects (never a session) */
+#define CAP_HELD 32ull			/* a primary reads HELD records (the backup says why it holds) */
 
 struct channel;
 
@@ -47,6 +50,10 @@ struct channel_params {
 	uint8_t key[KEY_LEN];
 	bool encrypt;
 	bool compress;			/* send CKPT_PAGES/BLOB as LZ4 records when smaller */
+	/* This side's protection generation (lib/generation.h), read at the
+	 * handshake; NULL: no CAP_GENERATION, nothing exchanged. */
+	void (*generation)(void *arg, struct wire_generation *out);
+	void *generation_arg;
 };
 
 struct channel_rec {
@@ -67,6 +74,9 @@ struct channel_rec {
  *   -EACCES            the peer failed authentication (wrong key, forged)
  *   -EPIPE             the peer closed during the handshake
  *   -EAGAIN            timed out (socket timeout)
+ * With p->generation set and CAP_GENERATION in both hellos, each side then
+ * sends its GENERATION as the first frame and reads the peer's
+ * (channel_peer_generation); deciding what it means is the caller's.
  */
 int channel_handshake(int fd, const struct channel_params *p, struct channel **out,
 		      char *err, size_t errlen);
@@ -85,6 +95,10 @@ void channel_set_peer_alive(struct channel *c, bool (*alive)(void *), void *arg)
 
 /* The peer's hello. */
 const struct wire_hello *channel_peer(const struct channel *c);
+
+/* The peer's GENERATION (false: none was exchanged: the peer or this side
+ * lacks CAP_GENERATION). */
+bool channel_peer_generation(const struct channel *c, struct wire_generation *out);
 
 /* Send one record whose payload is the concatenation of iov.  0 or -errno. */
 int channel_sendv(struct channel *c, uint32_t type, const struct iovec *iov, int iovcnt);

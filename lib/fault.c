@@ -18,7 +18,7 @@ static const char *const points[] = {
 	"before-capture", "mid-capture", "mid-ship", "after-ship-before-ack",
 	"drop-ack", "duplicate-frame", "backup-mid-commit", "backup-before-ack",
 	"primary-exit-after-release", "slow-commit", "suspend-fails", "xen-version-differs",
-	"restore-ends-early", "null-call", "no-xs-resume", "ignore-active",
+	"restore-ends-early", "null-call", "no-xs-resume", "ignore-active", "backup-on-switchover",
 	"verify-drop-page",
 	"disk-fenced",
 	"disk-skip-marker",

@@ -198,6 +198,16 @@ static int v_reserved32(const uint8_t *p, uint32_t len, const char **why)
 	return 0;
 }
 
+static int v_generation(const uint8_t *p, uint32_t len, const char **why)
+{
+	(void)len;
+	if (get_be32(p + 16) & ~GEN_F_ACTIVE)
+		FAIL("generation: unknown flags");
+	if (get_be32(p + 20) != 0)
+		FAIL("generation: reserved field is not zero");
+	return 0;
+}
+
 static const struct rec_desc records[] = {
 	{ REC_HELLO, "hello", HELLO_FIXED_LEN + 1, HELLO_FIXED_LEN + WIRE_NAME_MAX, v_hello },
 	{ REC_AUTH, "auth", AUTH_LEN, AUTH_LEN, v_fixed },
@@ -221,6 +231,7 @@ static const struct rec_desc records[] = {
 	{ REC_FENCE, "fence", FENCE_LEN, FENCE_LEN, v_reserved32 },
 	{ REC_STOP, "stop", STOP_LEN, STOP_LEN, v_reserved32 },
 	{ REC_SET, "set", SET_LEN, SET_LEN, v_set },
+	{ REC_GENERATION, "generation", GENERATION_LEN, GENERATION_LEN, v_generation },
 	{ REC_PROBE, "probe", PROBE_FIXED_LEN, PROBE_FIXED_LEN + PROBE_MAX_DATA, v_probe },
 	{ REC_LZ4, "lz4", LZ4_FIXED_LEN + 1, WIRE_MAX_PAYLOAD, v_lz4 },
 };
@@ -539,4 +550,20 @@ void wire_get_failover(const uint8_t *p, struct wire_failover *f)
 void wire_get_stop(const uint8_t *p, struct wire_stop *s)
 {
 	s->reason = get_be32(p);
+}
+
+uint32_t wire_put_generation(uint8_t *out, const struct wire_generation *g)
+{
+	put_be64(out, g->gen);
+	put_be64(out + 8, g->checkpoint);
+	put_be32(out + 16, g->flags);
+	put_be32(out + 20, 0);
+	return GENERATION_LEN;
+}
+
+void wire_get_generation(const uint8_t *p, struct wire_generation *g)
+{
+	g->gen = get_be64(p);
+	g->checkpoint = get_be64(p + 8);
+	g->flags = get_be32(p + 16);
 }

@@ -32,6 +32,9 @@
 #define ERR_STANDBY 5u
 /* 6: the backup is active (it runs the guest); the primary must step down. */
 #define ERR_ACTIVE 6u
+/* 7: the primary's copy is stale (its protection generation is older than
+ * the backup's); it must not run. */
+#define ERR_STALE 7u
 #define WIRE_STATE_MAX (1u << 20)
 #define WIRE_BLOB_MAX (4u << 20)
 /* The largest payload of any record: a CKPT_BLOB. */
@@ -55,6 +58,7 @@ enum wire_type {
 	REC_FENCE = 0x0041,
 	REC_STOP = 0x0042,
 	REC_SET = 0x0043,		/* `tandem set`: a key both sides agree on changed */
+	REC_GENERATION = 0x0044,	/* the protection generation, right after the handshake */
 	REC_PROBE = 0x0060,		/* `tandem probe`'s link measurement (probe session only) */
 	REC_LZ4 = 0x0050,		/* a CKPT_PAGES or CKPT_BLOB, LZ4-compressed */
 };
@@ -89,6 +93,8 @@ enum wire_role { ROLE_PRIMARY = 1, ROLE_BACKUP = 2 };
 #define PROBE_F_DONE 2u			/* the last one: answer with PROBE_F_RESULT */
 #define PROBE_F_RESULT 4u		/* data: u64 bytes received, u64 first-to-last us */
 #define LZ4_FIXED_LEN 8			/* inner type u32, inner length u32 */
+#define GENERATION_LEN 24		/* generation u64, checkpoint u64, flags u32, reserved u32 */
+#define GEN_F_ACTIVE 1u			/* the sender runs the guest (activated from checkpoint) */
 
 _Static_assert(HELLO_FIXED_LEN == 88, "hello layout");
 _Static_assert(HELLO_FIXED_LEN % 8 == 0, "hello fixed part is 8-aligned");
@@ -153,7 +159,13 @@ struct wire_ckpt_devices {
 struct wire_ack { uint64_t epoch, commit_us; };
 struct wire_heartbeat { uint64_t seq, time_ns, epoch; };
 struct wire_failover { uint32_t reason; uint64_t epoch; };
+/* FAILOVER reasons: 1 primary to backup, a planned switchover: activate from
+ * checkpoint `epoch` (the last, acknowledged; the primary's guest stays
+ * paused); 2 backup to primary: the guest runs here from `epoch`. */
+#define FAILOVER_SWITCHOVER 1u
+#define FAILOVER_SWITCHED 2u
 struct wire_stop { uint32_t reason; };
+struct wire_generation { uint64_t gen, checkpoint; uint32_t flags; };
 /* STOP reasons: 1 the primary stops protection (the backup discards its
  * standby); 2 the backup stops (it discarded its standby). */
 #define STOP_PRIMARY_STOPS 1u
@@ -226,6 +238,7 @@ uint32_t wire_put_ack(uint8_t *out, const struct wire_ack *a);
 uint32_t wire_put_heartbeat(uint8_t *out, const struct wire_heartbeat *h);
 uint32_t wire_put_failover(uint8_t *out, const struct wire_failover *f);
 uint32_t wire_put_stop(uint8_t *out, const struct wire_stop *s);
+uint32_t wire_put_generation(uint8_t *out, const struct wire_generation *g);
 /* Fixed 16-byte prefix of CKPT_PAGES/STATE/BLOB; the caller appends the rest. */
 void wire_put_pages_prefix(uint8_t out[16], uint64_t epoch, uint32_t count);
 void wire_put_state_prefix(uint8_t out[16], uint64_t epoch, uint32_t kind, uint32_t len);
@@ -256,5 +269,6 @@ void wire_get_ack(const uint8_t *p, struct wire_ack *a);
 void wire_get_heartbeat(const uint8_t *p, struct wire_heartbeat *h);
 void wire_get_failover(const uint8_t *p, struct wire_failover *f);
 void wire_get_stop(const uint8_t *p, struct wire_stop *s);
+void wire_get_generation(const uint8_t *p, struct wire_generation *g);
 
 #endif

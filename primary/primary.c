@@ -38,6 +38,7 @@
 #include "../lib/channel.h"
 #include "../lib/crash.h"
 #include "../lib/fault.h"
+#include "../lib/generation.h"
 #include "../lib/hook.h"
 #include "../lib/key.h"
 #include "../lib/log.h"
@@ -46,6 +47,8 @@
 #include "../lib/status.h"
 #include "../lib/testlog.h"
 #include "../lib/util.h"
+#include "../backup/backup.h"
+#include "primary.h"
 #include "ship.h"
 
 #define MAX_IN_FLIGHT 64
@@ -133,6 +136,24 @@ struct primary {
 		bool unsupported;
 	} bud;
 	bool digest_off;		/* verify-drop-page fired: the test digest would only trip */
+	/* which copy is current (lib/generation.h), and re-protection: this
+	 * daemon was a backup that activated the guest and now protects it
+	 * from this host (primary_adopt) */
+	struct generation gen;
+	bool adopted, reprotected;
+	bool gen_checked;		/* superseded: the one handshake that learns the generation */
+	bool have_newer_peer;		/* the backup's generation is newer: this copy is stale */
+	/* `tandem switchover`: the last checkpoint with the guest left paused,
+	 * its ack, FAILOVER to the backup, its word that the guest runs there */
+	enum { SW_NONE, SW_REQUESTED, SW_FINAL, SW_SENT } sw;
+	bool switch_final;		/* take_checkpoint: leave the guest suspended */
+	bool switching;			/* FAILOVER sent: an activation heard is the answer */
+	bool sw_confirmed, sw_active_heard, sw_peer_restarted, become_backup;
+	int sw_send;			/* FAILOVER: 1 to send (ship thread), 4 sending, 2 sent, 3 failed */
+	uint64_t sw_epoch, sw_t0, sw_t_reply;
+	char sw_result[400];
+	struct wire_generation newer_peer;
+	char peer_host[CONFIG_NAME_MAX + 1];
 	bool notified_ready;		/* systemd heard READY=1 */
 	struct hist pause_hist;		/* suspend to resume, per checkpoint */
 	struct hist latency_hist;	/* capture to ack: how long its output was held */
@@ -317,6 +338,15 @@ static void superseded(struct primary *p, const char *why)
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
+	if (p->switching) {
+		/* the backup took over as asked (it says ACTIVE from its decision
+		 * on, before its guest runs): the switchover's answer with the
+		 * time is its FAILOVER record; this one only stands in for it */
+		p->sw_active_heard = true;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
 	if (p->superseded) {
 		pthread_mutex_unlock(&p->lock);
 		return;
@@ -828,7 +858,12 @@ resume:
 			rc = d;
 		t_dev = now_ns();
 	}
-	r = p->dom.ops->resume(&p->dom);
+	if (p->switch_final && !rc) {
+		r = 0;		/* the switchover's last checkpoint: the guest stays paused */
+		p->sw_t0 = t0;
+	} else {
+		r = p->dom.ops->resume(&p->dom);
+	}
 	t3 = now_ns();
 	if (r) {
 		log_error("checkpoint %" PRIu64 ": cannot resume the guest: %s", epoch, strerror(-r));
@@ -910,6 +945,196 @@ static void copy_backoff(struct primary *p, int rc)
 		wait_ns(p, end - now_ns());
 }
 
+/* Wait on p->cond until done(p) or the deadline (lock held). */
+static bool wait_until(struct primary *p, bool (*done)(struct primary *), uint64_t deadline_ns)
+{
+	while (!done(p) && !p->stop && now_ns() < deadline_ns)
+		wait_ns(p, MIN(deadline_ns - now_ns(), 50000000ull));
+	return done(p);
+}
+
+static bool final_acked(struct primary *p) { return p->last_acked >= p->sw_epoch; }
+static bool sw_answered(struct primary *p) { return p->sw_confirmed; }
+static bool sw_sent(struct primary *p) { return p->sw_send == 2 || p->sw_send == 3; }
+
+/*
+ * `tandem switchover`, in the checkpoint thread (lock held): take one
+ * more checkpoint and leave the guest paused after it, wait for its ack
+ * (all output is then released: the guest made none since), send
+ * FAILOVER(N), and wait for the backup's word that the guest runs there
+ * (FAILOVER reason 2, ERROR 6 at a reconnect or ACTIVE on a heartbeat).
+ * Then the paused copy here is destroyed and this daemon becomes the
+ * backup (cmd_primary's end).  Until FAILOVER is sent the switchover can
+ * be abandoned (the guest resumes here); after it, only the backup may run
+ * the guest: without an answer the copy here stays paused.  The blackout
+ * is measured here, from the suspend to the answer: the guest started on
+ * the other host at most one link delay before the answer arrived.
+ * Returns 1 done or half-way (the loop ends), 0 abandoned, <0 capture
+ * failed.
+ */
+static int switch_over(struct primary *p)
+{
+	uint64_t budget_ns = (2 * p->cfg.timeout_ms + 1000) * 1000000ull;
+	struct ckpt *c = take_spare(p);
+	uint64_t epoch = p->epoch + 1;
+	const char *peer = config_peer_host(&p->cfg);
+	int rc;
+
+	if (!c)
+		return -ENOMEM;
+	p->switch_final = true;
+	p->sw = SW_FINAL;
+	pthread_mutex_unlock(&p->lock);
+	rc = take_checkpoint(p, c, epoch);
+	pthread_mutex_lock(&p->lock);
+	p->switch_final = false;
+	if (rc) {
+		ckpt_free(c);
+		p->sw = SW_NONE;
+		snprintf(p->sw_result, sizeof(p->sw_result), "failed: the last checkpoint could not "
+			 "be taken (%s)", strerror(-rc));
+		return rc;
+	}
+	p->epoch = epoch;
+	p->sw_epoch = epoch;
+	hb_set_epoch(p->hb, epoch);
+	p->pending[p->npending++] = c;
+	recount_staging(p);
+	pthread_cond_broadcast(&p->cond);
+	set_state(p, P_PROTECTING, "switchover: guest paused at checkpoint %" PRIu64 ", waiting for "
+		  "its acknowledgement", epoch);
+	snprintf(p->sw_result, sizeof(p->sw_result), "in progress: guest paused at checkpoint %"
+		 PRIu64, epoch);
+	log_info("switchover: the guest is paused at checkpoint %" PRIu64 "; waiting for its "
+		 "acknowledgement", epoch);
+	if (!wait_until(p, final_acked, now_ns() + budget_ns)) {
+		pthread_mutex_unlock(&p->lock);
+		rc = p->dom.ops->resume(&p->dom);
+		pthread_mutex_lock(&p->lock);
+		p->sw = SW_NONE;
+		snprintf(p->sw_result, sizeof(p->sw_result), "failed: checkpoint %" PRIu64 " was not "
+			 "acknowledged within %" PRIu64 " ms; switchover abandoned, the guest runs on "
+			 "here%s", epoch, budget_ns / 1000000, rc ? " (it could NOT be resumed: see "
+			 "the log)" : "");
+		log_error("switchover: %s", p->sw_result);
+		set_state(p, P_PROTECTING, "checkpointing every %" PRIu64 " ms (the switchover was "
+			  "abandoned)", p->cfg.interval_ms);
+		return 0;
+	}
+	/* From here only the backup may run the guest.  The shipping thread
+	 * sends it (it owns the channel's sends while the link is up). */
+	p->switching = true;
+	p->sw = SW_SENT;
+	p->sw_send = 1;
+	pthread_cond_broadcast(&p->cond);
+	wait_until(p, sw_sent, now_ns() + budget_ns);
+	while (p->sw_send == 4)	/* being sent: its outcome decides (the send is bounded) */
+		wait_ns(p, 50000000ull);
+	if (p->sw_send != 2) {	/* never sent, or not whole: the backup cannot act on it */
+		p->sw_send = 0;
+		/* not sent: nothing can activate from it */
+		p->switching = false;
+		pthread_mutex_unlock(&p->lock);
+		rc = p->dom.ops->resume(&p->dom);
+		pthread_mutex_lock(&p->lock);
+		p->sw = SW_NONE;
+		snprintf(p->sw_result, sizeof(p->sw_result), "failed: the switchover could not be sent "
+			 "to the backup; abandoned, the guest runs on here");
+		log_error("switchover: %s", p->sw_result);
+		return 0;
+	}
+	log_info("switchover: checkpoint %" PRIu64 " acknowledged; the backup on %s activates from it",
+		 epoch, peer);
+	set_state(p, P_PROTECTING, "switchover: the backup on %s activates from checkpoint %" PRIu64,
+		  peer, epoch);
+	if (!wait_until(p, sw_answered, now_ns() + budget_ns) && !p->sw_active_heard) {
+		/*
+		 * Half-way: the backup may or may not run the guest.  The copy
+		 * here stays paused until the backup tells: ACTIVE (or a newer
+		 * generation) at a reconnect, and the switchover is done; or a
+		 * backup with no standby at all and no newer generation, which
+		 * can only be a backup that restarted before it activated (one
+		 * daemon per VM and role), and the guest resumes here.
+		 */
+		snprintf(p->sw_result, sizeof(p->sw_result), "FAILED half-way: the backup on %s did not "
+			 "say that it runs the guest from checkpoint %" PRIu64 "; the guest stays PAUSED "
+			 "here until the backup answers (the other host may run it): check `tandem "
+			 "status %s` on %s", peer, epoch, p->cfg.name, peer);
+		log_error("switchover: %s", p->sw_result);
+		set_state(p, P_DEGRADED, "%s", p->sw_result);
+		while (!p->stop && !p->sw_confirmed && !p->sw_active_heard && !p->sw_peer_restarted)
+			wait_ns(p, 100000000ull);
+		if (p->stop) {
+			p->superseded = true;
+			p->stepped_down = true;	/* keep it paused: no step_down (it would resume first) */
+			return 1;
+		}
+		if (p->sw_peer_restarted && !p->sw_confirmed && !p->sw_active_heard) {
+			p->switching = false;
+			p->sw = SW_NONE;
+			pthread_mutex_unlock(&p->lock);
+			rc = p->dom.ops->resume(&p->dom);
+			pthread_mutex_lock(&p->lock);
+			snprintf(p->sw_result, sizeof(p->sw_result), "failed: the backup on %s restarted "
+				 "before it activated (no standby, generation not newer); the guest "
+				 "resumed here%s and is protected again with a new initial copy", peer,
+				 rc ? " (could NOT be resumed: see the log)" : "");
+			log_warn("switchover %s", p->sw_result);
+			testlog("switchover-resumed %" PRIu64, epoch);
+			return 0;
+		}
+	}
+	double blackout_ms = p->sw_confirmed ? (double)(p->sw_t_reply - p->sw_t0) / 1e6 : -1;
+	pthread_mutex_unlock(&p->lock);
+	rc = p->dom.ops->halt ? p->dom.ops->halt(&p->dom, true) : -ENOSYS;
+	pthread_mutex_lock(&p->lock);
+	if (blackout_ms >= 0)
+		snprintf(p->sw_result, sizeof(p->sw_result), "done: the guest runs on %s from "
+			 "checkpoint %" PRIu64 "; blackout %.1f ms (paused here to running there, at "
+			 "most one link delay less); this host is now its backup", peer, epoch,
+			 blackout_ms);
+	else
+		snprintf(p->sw_result, sizeof(p->sw_result), "done: %s is active from checkpoint %"
+			 PRIu64 " (its heartbeats say so; its word that the guest runs was lost, so the "
+			 "blackout was not measured); this host is now its backup", peer, epoch);
+	log_warn("switchover %s%s", p->sw_result, rc ? " (the paused copy here could NOT be "
+		 "destroyed: see the log)" : "");
+	testlog("switchover %" PRIu64 " blackout_ms=%.1f", epoch, blackout_ms);
+	set_state(p, P_STOPPING, "switched over: the guest runs on %s; this host becomes its backup",
+		  peer);
+	p->become_backup = true;
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	uv_async_send(&p->done_async);
+	return 1;
+}
+
+/* `tandem switchover NAME` (status socket; the loop thread). */
+static void switchover_request(struct primary *p, char *buf, size_t len)
+{
+	pthread_mutex_lock(&p->lock);
+	if (!p->cfg.hosts.n)
+		snprintf(buf, len, "refused: a switchover needs hosts = NAME ADDR:PORT, NAME ADDR:PORT "
+			 "in the file on both hosts (docs/configuration.md)\n");
+	else if (!p->dom.ops->become_primary)
+		snprintf(buf, len, "refused: the %s driver cannot switch over yet\n", p->dom.ops->name);
+	else if (p->sw != SW_NONE)
+		snprintf(buf, len, "refused: a switchover is already under way (%s)\n", p->sw_result);
+	else if (p->state != P_PROTECTING || !p->link_up || !p->last_acked || p->released)
+		snprintf(buf, len, "refused: %s is not protected now (%s: %s); a switchover moves a "
+			 "protected guest\n", p->cfg.name, pstate_names[p->state], p->detail);
+	else {
+		p->sw = SW_REQUESTED;
+		snprintf(p->sw_result, sizeof(p->sw_result), "requested");
+		log_warn("switchover requested by the operator: %s moves to %s", p->cfg.name,
+			 config_peer_host(&p->cfg));
+		snprintf(buf, len, "ok: switching %s over to %s\n", p->cfg.name,
+			 config_peer_host(&p->cfg));
+		pthread_cond_broadcast(&p->cond);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
 static void *ckpt_main(void *arg)
 {
 	struct primary *p = arg;
@@ -974,6 +1199,18 @@ static void *ckpt_main(void *arg)
 			if (late_ns > 2000000ull)
 				log_debug("epoch %" PRIu64 ": began %.1f ms past its deadline, waiting "
 					  "for an ack", p->epoch + 1, (double)late_ns / 1e6);
+			if (p->sw == SW_REQUESTED) {
+				rc = switch_over(p);
+				if (rc > 0)
+					break;		/* done, or half-way: the loop ends */
+				if (rc < 0) {
+					p->exit_code = EXIT_FAILURE_RUNTIME;
+					p->stop = true;
+					break;
+				}
+				deadline = now_ns();
+				continue;		/* abandoned: the guest runs on here */
+			}
 			c = take_spare(p);
 			epoch = p->epoch + 1;
 			/* behind a held checkpoint, a backend that holds no more
@@ -1040,6 +1277,22 @@ static void *ship_main(void *arg)
 	while (!p->stop && !p->superseded) {
 		struct channel *ch = p->link_up && !p->shipping ? p->ch : NULL;
 
+		if (ch && p->sw_send == 1 && p->last_shipped >= p->sw_epoch) {	/* switchover */
+			uint8_t buf[FAILOVER_LEN];
+			struct wire_failover f = { FAILOVER_SWITCHOVER, p->sw_epoch };
+			int rc;
+
+			p->shipping = true;
+			p->sw_send = 4;		/* in flight: no longer to be called off */
+			pthread_mutex_unlock(&p->lock);
+			wire_put_failover(buf, &f);
+			rc = channel_send(ch, REC_FAILOVER, buf, FAILOVER_LEN);
+			pthread_mutex_lock(&p->lock);
+			p->shipping = false;
+			p->sw_send = rc ? 3 : 2;
+			pthread_cond_broadcast(&p->cond);
+			continue;
+		}
 		if (ch && p->set_interval_pending) {	/* between two checkpoints */
 			uint8_t buf[SET_LEN];
 
@@ -1237,6 +1490,14 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 		p->backup_holds = 0;
 	}
 	testlog("ack %" PRIu64, a->epoch);
+	if (p->adopted && !p->reprotected) {
+		p->reprotected = true;
+		log_warn("re-protected: protection is back: checkpoint %" PRIu64 " acknowledged by "
+			 "the backup on %s (generation %" PRIu64 "); a failure of this host now fails "
+			 "over to it", a->epoch, p->peer_host[0] ? p->peer_host : "the other host",
+			 p->gen.gen);
+		testlog("reprotected %" PRIu64, a->epoch);
+	}
 	if (!p->notified_ready) {	/* systemd: protected from the first ack on */
 		p->notified_ready = true;
 		notify_status("protecting: checkpoint %" PRIu64 " acknowledged", a->epoch);
@@ -1371,6 +1632,11 @@ static int first_word(struct primary *p, struct channel *ch, char *err, size_t e
 				superseded(p, "the backup said so when this primary connected");
 				return -ESTALE;
 			}
+			if (e.code == ERR_STALE) {
+				superseded(p, "the backup holds a newer protection generation: this "
+					   "copy is stale");
+				return -ESTALE;
+			}
 			snprintf(err, errlen, "the backup reported an error");
 			return -EPROTO;
 		}
@@ -1395,13 +1661,66 @@ static int first_word(struct primary *p, struct channel *ch, char *err, size_t e
 	}
 }
 
+/* This side's generation, for the handshake (channel_params.generation). */
+static void my_generation(void *arg, struct wire_generation *out)
+{
+	struct primary *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	out->gen = p->gen.gen;
+	out->checkpoint = p->last_acked;
+	out->flags = 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/*
+ * The backup's protection generation is newer than this primary's: another
+ * copy of the guest ran (the backup activated) after this one was last
+ * protected, so this copy is stale and must never run on.  It steps down
+ * as a superseded primary does (guest paused or destroyed, held output
+ * discarded); a primary that never had an acknowledgement (it was just
+ * started on the stale host) then exits 3, saying what to do instead.
+ */
+static void stale(struct primary *p, const struct wire_generation *pg)
+{
+	char why[300];
+	bool fresh;
+
+	snprintf(why, sizeof(why), "this host's copy of %s is STALE: protection generation %" PRIu64
+		 " here, %" PRIu64 " on the other host, whose copy %s checkpoint %" PRIu64,
+		 p->cfg.name, p->gen.gen, pg->gen, pg->flags & GEN_F_ACTIVE ?
+		 "runs, activated from" : "is newer, at", pg->checkpoint);
+	pthread_mutex_lock(&p->lock);
+	fresh = p->last_acked == 0;
+	if (p->switching) {	/* asked for: the switchover's backup activated */
+		pthread_mutex_unlock(&p->lock);
+		superseded(p, why);
+		return;
+	}
+	pthread_mutex_unlock(&p->lock);
+	log_error("refusing to run the guest from this host: %s.  Run `tandem backup` here instead: "
+		  "the host that runs the guest then re-protects it to this one", why);
+	superseded(p, why);
+	if (fresh) {
+		pthread_mutex_lock(&p->lock);
+		p->exit_code = EXIT_PEER;
+		p->stop = true;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		uv_async_send(&p->done_async);
+	}
+}
+
 /* One connection attempt with handshake.  Returns 0, a retryable -errno,
- * or a fatal one (the peer refused us: wrong VM, config, version or key). */
+ * -ESTALE (this copy is stale: stepped down), or a fatal one (the peer
+ * refused us: wrong VM, config, version or key). */
 static int connect_once(struct primary *p, struct channel **out, char *err, size_t errlen)
 {
 	struct channel_params cp = { .role = ROLE_PRIMARY, .vm = p->cfg.name, .caps = CAP_HELD,
 				     .encrypt = p->cfg.encrypt,
-				     .compress = p->cfg.compress == COMPRESS_LZ4 };
+				     .compress = p->cfg.compress == COMPRESS_LZ4,
+				     .generation = my_generation, .generation_arg = p };
+	struct wire_generation pg;
 	int fd, rc;
 
 	memcpy(cp.key, p->key, KEY_LEN);
@@ -1414,6 +1733,23 @@ static int connect_once(struct primary *p, struct channel **out, char *err, size
 	if (rc) {
 		close(fd);
 		return rc;
+	}
+	if (channel_peer_generation(*out, &pg) && pg.gen > p->gen.gen) {
+		p->newer_peer = pg;
+		p->have_newer_peer = true;
+		if (!(pg.flags & GEN_F_ACTIVE)) {
+			stale(p, &pg);
+			return -ESTALE;
+		}
+		/* an active backup says so next (ERROR 6): superseded, then stale */
+	} else if (channel_peer_generation(*out, &pg) && !(pg.flags & GEN_F_ACTIVE) &&
+		   pg.checkpoint == 0) {
+		pthread_mutex_lock(&p->lock);
+		if (p->switching && !p->sw_peer_restarted) {	/* cannot have activated */
+			p->sw_peer_restarted = true;
+			pthread_cond_broadcast(&p->cond);
+		}
+		pthread_mutex_unlock(&p->lock);
 	}
 	net_tune(fd, 100);	/* recv wakes every 100 ms to check the timeout */
 	net_send_timeout(fd, p->cfg.timeout_ms);
@@ -1490,6 +1826,20 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 		}
 		case REC_HEARTBEAT:
 			break;
+		case REC_FAILOVER: {	/* the switchover's answer */
+			struct wire_failover f;
+
+			wire_get_failover(rec.payload, &f);
+			pthread_mutex_lock(&p->lock);
+			if (p->switching && f.reason == FAILOVER_SWITCHED && f.epoch == p->sw_epoch &&
+			    !p->sw_confirmed) {
+				p->sw_confirmed = true;
+				p->sw_t_reply = now_ns();
+				pthread_cond_broadcast(&p->cond);
+			}
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
 		case REC_STOP:
 			backup_left(p);
 			snprintf(why, len, "the backup stopped (its operator stopped it)");
@@ -1498,8 +1848,10 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 			struct wire_error e;
 			wire_get_error(rec.payload, &e);
 			log_error("the backup reports: %s", e.msg);
-			if (e.code == ERR_ACTIVE) {
-				superseded(p, "the backup said so when this primary connected");
+			if (e.code == ERR_ACTIVE || e.code == ERR_STALE) {
+				superseded(p, e.code == ERR_ACTIVE ? "the backup said so when this "
+					   "primary connected" : "the backup holds a newer protection "
+					   "generation: this copy is stale");
 				snprintf(why, len, "the backup is active");
 				return;
 			}
@@ -1529,16 +1881,23 @@ static void *link_main(void *arg)
 		int rc;
 
 		pthread_mutex_lock(&p->lock);
-		if (p->stop || p->superseded) {
+		/* Superseded before any acknowledgement (a heartbeat said so
+		 * first): one handshake still, to learn whether this copy is
+		 * stale (the generation) and then refuse as such. */
+		if (p->stop || (p->superseded && (p->gen_checked || p->last_acked))) {
 			pthread_mutex_unlock(&p->lock);
 			break;
 		}
+		if (p->superseded)
+			p->gen_checked = true;
 		pthread_mutex_unlock(&p->lock);
 		rc = connect_once(p, &ch, err, sizeof(err));
 		if (!rc)
 			rc = first_word(p, ch, err, sizeof(err));
-		if (rc == -ESTALE) {	/* the backup is active: superseded */
+		if (rc == -ESTALE) {	/* the backup is active, or this copy stale: superseded */
 			channel_free(ch);
+			if (p->have_newer_peer && (p->newer_peer.flags & GEN_F_ACTIVE))
+				stale(p, &p->newer_peer);
 			break;
 		}
 		if (rc && ch) {
@@ -1616,6 +1975,10 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	enum pstate state;
 	char detail[sizeof(p->detail)];
 
+	if (!strcmp(request, "switchover")) {
+		switchover_request(p, buf, len);
+		return;
+	}
 	if (!strncmp(request, "set ", 4)) {
 		live_set(p, request + 4, buf, len);
 		return;
@@ -1646,7 +2009,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 				    PRIu64 " in_flight=%u detail=\"%s\"", p->cfg.name,
 				    pstate_names[state], p->epoch, p->last_acked, p->npending, detail);
 	} else if (json) {
-		char ph[512], lh[512], dj[8192], bj[512], pj[400], mj[600], cd[300];
+		char ph[512], lh[512], dj[8192], bj[512], pj[400], mj[1200], cd[300];
 
 		devices_status_json(&p->devs, dj, sizeof(dj));
 		if (p->have_pred)
@@ -1658,7 +2021,9 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 		else
 			pj[0] = '\0';
 		config_live_diff(&p->cfg, &p->file_cfg, cd, sizeof(cd));
-		snprintf(mj, sizeof(mj), "\"running_config_differs\":\"%s\",", cd);
+		snprintf(mj, sizeof(mj), "\"running_config_differs\":\"%s\",\"generation\":%" PRIu64
+			 ",\"reprotected\":%s,\"switchover\":\"%s\",", cd, p->gen.gen,
+			 p->reprotected ? "true" : "false", p->sw_result);
 		snprintf(mj + strlen(mj), sizeof(mj) - strlen(mj), "\"measured\":{\"pause_ms\":%.1f,\"checkpoint_bytes\":%" PRIu64
 			 ",\"added_latency_ms\":%.1f,\"speed_pct\":%u}", pause_median_ms(p),
 			 p->last_dirty * (CKPT_PAGE_SIZE + 8), p->bud.last_ms, p->bud.pct);
@@ -1931,11 +2296,19 @@ static void clean_stop(struct primary *p)
 	pthread_mutex_unlock(&p->nb_lock);
 }
 
+static int primary_run(struct primary *p, struct domain *adopt);
+
+static void close_handle(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
 int cmd_primary(int argc, char **argv)
 {
-	struct hb_callbacks hbc = { .decision = on_decision, .peer_active = on_peer_active };
 	struct primary *p;
-	char err[512], path[512];
+	char err[512];
 	int rc;
 
 	p = calloc(1, sizeof(*p));
@@ -1952,6 +2325,42 @@ int cmd_primary(int argc, char **argv)
 		log_error("%s", err);
 		return EXIT_USAGE;
 	}
+	if (generation_load(&p->cfg, &p->gen, err, sizeof(err)))
+		log_warn("protection generation: %s; taking 0 (the oldest: a backup with any newer "
+			 "one refuses this primary)", err);
+	return primary_run(p, NULL);
+}
+
+int primary_adopt(const struct tandem_config *cfg, const uint8_t key[KEY_LEN],
+		  const struct generation *gen, struct domain *dom)
+{
+	struct primary *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return EXIT_FAILURE_RUNTIME;
+	p->cfg = *cfg;
+	if (config_set_role(&p->cfg, ROLE_PRIMARY)) {
+		log_error("re-protection needs a configuration with hosts");
+		return EXIT_USAGE;
+	}
+	log_set_role("primary");
+	memcpy(p->key, key, KEY_LEN);
+	p->gen = *gen;
+	p->adopted = true;
+	snprintf(p->peer_host, sizeof(p->peer_host), "%s", config_peer_host(&p->cfg));
+	return primary_run(p, dom);
+}
+
+/*
+ * The daemon proper: a guest opened here (adopt NULL), or the guest a
+ * backup activated on this host (re-protection).
+ */
+static int primary_run(struct primary *p, struct domain *adopt)
+{
+	struct hb_callbacks hbc = { .decision = on_decision, .peer_active = on_peer_active };
+	char err[512], path[512];
+	int rc = 0;
+
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->nb_lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
@@ -1992,7 +2401,24 @@ int cmd_primary(int argc, char **argv)
 		return EXIT_ENV;
 	if (hook_open(p->cfg.notify, p->cfg.notify_timeout_ms, p->cfg.name, "primary", &p->hook))
 		log_error("cannot start the notify hook's thread: no notify command will run");
-	if (!p->dom.ops->open || (rc = p->dom.ops->open(&p->dom))) {
+	if (adopt) {
+		/* the guest this daemon activated as the backup runs on */
+		p->dom = *adopt;
+		p->dom.cfg = &p->cfg;
+		p->dom.role = ROLE_PRIMARY;
+		rc = p->dom.ops->become_primary ? p->dom.ops->become_primary(&p->dom) : -ENOTSUP;
+		if (rc) {
+			log_error("cannot protect the guest that runs here: %s; it runs on unprotected",
+				  strerror(-rc));
+			p->exit_code = EXIT_FAILURE_RUNTIME;
+			goto out_status;
+		}
+		log_warn("re-protecting %s: this host (%s) runs the guest and is now its primary; "
+			 "the backup is on %s at %s:%u; protection generation %" PRIu64 "; an initial "
+			 "copy while the guest runs, then checkpoints", p->cfg.name,
+			 p->cfg.hosts.h[p->cfg.this_host].name, p->peer_host, p->cfg.replication.host,
+			 p->cfg.replication.port, p->gen.gen);
+	} else if (!p->dom.ops->open || (rc = p->dom.ops->open(&p->dom))) {
 		log_error("cannot open the %s domain: %s", p->dom.ops->name, strerror(rc ? -rc : ENOSYS));
 		p->exit_code = (rc == -ENOTSUP || rc == -ENOENT || !p->dom.ops->open) ? EXIT_ENV :
 			       EXIT_FAILURE_RUNTIME;
@@ -2014,7 +2440,12 @@ int cmd_primary(int argc, char **argv)
 		goto out_nb;
 	}
 	pthread_mutex_lock(&p->lock);
-	set_state(p, P_CONNECTING, "connecting to the backup");
+	if (p->adopted)
+		set_state(p, P_CONNECTING, "re-protecting: connecting to the backup on %s at %s:%u "
+			  "(generation %" PRIu64 ")", p->peer_host, p->cfg.replication.host,
+			  p->cfg.replication.port, p->gen.gen);
+	else
+		set_state(p, P_CONNECTING, "connecting to the backup");
 	pthread_mutex_unlock(&p->lock);
 	p->ship_next = 1;
 	p->bud.pct = 100;
@@ -2040,7 +2471,8 @@ int cmd_primary(int argc, char **argv)
 	pthread_join(p->ckpt_thr, NULL);
 	pthread_join(p->ship_thr, NULL);
 	pthread_join(p->link_thr, NULL);
-	clean_stop(p);
+	if (!p->become_backup)
+		clean_stop(p);	/* (a switchover released all output: its last checkpoint was acked) */
 	hb_stop(p->hb);
 	if (p->dom.ops->stop_protection)
 		p->dom.ops->stop_protection(&p->dom);
@@ -2055,6 +2487,12 @@ out_status:
 	uv_run(&p->loop, UV_RUN_NOWAIT);
 	channel_free(p->ch);
 	hook_close(p->hook);	/* the last changes (stopping, stopped) run too */
+	if (p->become_backup) {
+		uv_walk(&p->loop, close_handle, NULL);
+		uv_run(&p->loop, UV_RUN_DEFAULT);
+		uv_loop_close(&p->loop);
+		return backup_adopt(&p->cfg, p->key, &p->gen, p->sw_result);
+	}
 	log_info("exit %d", p->exit_code);
 	return p->exit_code;
 }

@@ -54,10 +54,16 @@ const char *td_config(const char *name, const char *extra)
 
 void td_start(struct td *d, const char *role, const char *cfg, const char *fault)
 {
+	td_start_host(d, role, cfg, fault, NULL, NULL);
+}
+
+void td_start_host(struct td *d, const char *role, const char *cfg, const char *fault,
+		   const char *host, const char *tag)
+{
 	memset(d, 0, sizeof(*d));
 	d->role = role;
-	snprintf(d->log, sizeof(d->log), "%s/%s.log", test_tmpdir(), role);
-	snprintf(d->events, sizeof(d->events), "%s/%s.events", test_tmpdir(), role);
+	snprintf(d->log, sizeof(d->log), "%s/%s.log", test_tmpdir(), tag ? tag : role);
+	snprintf(d->events, sizeof(d->events), "%s/%s.events", test_tmpdir(), tag ? tag : role);
 	d->pid = fork();
 	if (d->pid == 0) {
 		int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -68,12 +74,25 @@ void td_start(struct td *d, const char *role, const char *cfg, const char *fault
 			setenv("TANDEM_FAULT", fault, 1);
 		else
 			unsetenv("TANDEM_FAULT");
-		execl(test_tandem_bin(), "tandem", role, "--log-level", "info", cfg, (char *)NULL);
+		if (host)
+			execl(test_tandem_bin(), "tandem", role, "--this-host", host, "--log-level",
+			      "info", cfg, (char *)NULL);
+		else
+			execl(test_tandem_bin(), "tandem", role, "--log-level", "info", cfg,
+			      (char *)NULL);
 		_exit(127);
 	}
 }
 
 const char *td_status(const char *name, const char *role)
+{
+	char dir[600];
+
+	snprintf(dir, sizeof(dir), "%s/run", test_tmpdir());
+	return td_status_at(dir, name, role);
+}
+
+const char *td_status_at(const char *run_dir, const char *name, const char *role)
 {
 	static char buf[8192];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -82,7 +101,7 @@ const char *td_status(const char *name, const char *role)
 	int fd;
 
 	buf[0] = '\0';
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/%s.%s.sock", test_tmpdir(), name, role);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s.%s.sock", run_dir, name, role);
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	{
 		/* a stopped daemon (SIGSTOP) answers nothing: count it as silent */

@@ -24,9 +24,15 @@ const char *td_config(const char *name, const char *extra);
 
 /* Start `tandem ROLE CONFIG` with optional TANDEM_FAULT. */
 void td_start(struct td *d, const char *role, const char *cfg, const char *fault);
+/* The same with `--this-host host` (NULL: none), its log and events files
+ * named after tag (NULL: the role), for pairs of a two-host file. */
+void td_start_host(struct td *d, const char *role, const char *cfg, const char *fault,
+		   const char *host, const char *tag);
 
 /* Ask its status socket for JSON; returns a static buffer ("" if none). */
 const char *td_status(const char *name, const char *role);
+/* The same for a daemon whose run-dir is run_dir. */
+const char *td_status_at(const char *run_dir, const char *name, const char *role);
 
 /* Numeric / string field of a JSON status reply (-1 / "" when absent). */
 double td_num(const char *json, const char *key);

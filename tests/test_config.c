@@ -8,6 +8,7 @@
 
 #include "../config/config.h"
 #include "../lib/util.h"
+#include "../lib/wire.h"
 #include "test.h"
 
 #define BASE "name = vm1\nreplication = 127.0.0.1:7400\n"
@@ -335,5 +336,86 @@ int test_config_include(void)
 	/* text given straight to the parser (no file) may not include */
 	ASSERT(config_parse("mem", "include = defaults.cfg\n", 22, &cfg, err, sizeof(err)) != 0);
 	ASSERT(strstr(err, "include: only a VM's own file"));
+	return TEST_OK;
+}
+
+/*
+ * hosts: one file for both directions.  Each host resolves the role-based
+ * view its role needs (the backup's address, each path's ends by role);
+ * the digest is the file's, whichever host and role resolved it; the
+ * mistakes an operator makes are refused with what to do.
+ */
+int test_config_hosts(void)
+{
+	static const char *const text =
+		"name = vm1\nhosts = alpha 127.0.0.1:7400, beta 127.0.0.2:7410\n"
+		"heartbeat-paths = 127.0.0.1:7401-127.0.0.2:7411\nrun-dir = /tmp/tdm-%h\n";
+	struct tandem_config file, a, b;
+	uint8_t d0[CONFIG_DIGEST_LEN], d1[CONFIG_DIGEST_LEN];
+	char err[1024], out[2048];
+	const char *one;
+
+	ASSERT_EQ(parse(text, &file, err, sizeof(err)), 0);
+	ASSERT_EQ(file.hosts.n, 2);
+	ASSERT(!strcmp(file.hosts.h[1].name, "beta"));
+	ASSERT_EQ(file.hosts.h[1].repl.port, 7410);
+	config_digest(&file, d0);
+
+	/* alpha primary, beta backup: alpha connects to beta's address */
+	a = file;
+	ASSERT_EQ(config_resolve(&a, "alpha", ROLE_PRIMARY, err, sizeof(err)), 0);
+	ASSERT(!strcmp(a.replication.host, "127.0.0.2") && a.replication.port == 7410);
+	ASSERT_EQ(a.heartbeat_paths.p[0].primary.port, 7401);
+	ASSERT(!strcmp(a.run_dir, "/tmp/tdm-alpha"));
+	b = file;
+	ASSERT_EQ(config_resolve(&b, "beta", ROLE_BACKUP, err, sizeof(err)), 0);
+	ASSERT(!memcmp(&a.replication, &b.replication, sizeof(a.replication)));
+	ASSERT(!memcmp(&a.heartbeat_paths, &b.heartbeat_paths, sizeof(a.heartbeat_paths)));
+	config_digest(&b, d1);
+	ASSERT(!memcmp(d0, d1, sizeof(d0)));
+
+	/* after a failover beta is primary: the other direction */
+	ASSERT_EQ(config_set_role(&b, ROLE_PRIMARY), 0);
+	ASSERT(!strcmp(b.replication.host, "127.0.0.1") && b.replication.port == 7400);
+	ASSERT_EQ(b.heartbeat_paths.p[0].primary.port, 7411);
+	ASSERT_EQ(b.heartbeat_paths.p[0].backup.port, 7401);
+	ASSERT(!strcmp(config_peer_host(&b), "alpha"));
+	config_digest(&b, d1);
+	ASSERT(!memcmp(d0, d1, sizeof(d0)));
+
+	/* both addresses are local here: the host must be named */
+	a = file;
+	ASSERT_EQ(config_resolve(&a, NULL, ROLE_BACKUP, err, sizeof(err)), -EINVAL);
+	ASSERT_STR_CONTAINS(err, "--this-host");
+	a = file;
+	ASSERT_EQ(config_resolve(&a, "gamma", ROLE_BACKUP, err, sizeof(err)), -EINVAL);
+	ASSERT_STR_CONTAINS(err, "none of the hosts");
+	/* an old single-direction file keeps working, without --this-host */
+	ASSERT_EQ(parse(BASE, &a, err, sizeof(err)), 0);
+	ASSERT_EQ(config_resolve(&a, NULL, ROLE_PRIMARY, err, sizeof(err)), 0);
+	ASSERT_EQ(a.replication.port, 7400);
+	ASSERT_EQ(config_resolve(&a, "alpha", ROLE_PRIMARY, err, sizeof(err)), -EINVAL);
+	ASSERT_STR_CONTAINS(err, "needs hosts");
+
+	/* parse errors */
+	ASSERT(parse("name = vm1\nhosts = alpha 127.0.0.1:1\n", &a, err, sizeof(err)) < 0);
+	ASSERT_STR_CONTAINS(err, "exactly two hosts");
+	ASSERT(parse("name = vm1\nhosts = a 127.0.0.1:1, a 127.0.0.2:1\n", &a, err, sizeof(err)) < 0);
+	ASSERT_STR_CONTAINS(err, "same name");
+	ASSERT(parse("name = vm1\nhosts = a 127.0.0.1:1, b 127.0.0.2:1\nreplication = 127.0.0.1:1\n",
+		     &a, err, sizeof(err)) < 0);
+	ASSERT_STR_CONTAINS(err, "not with hosts");
+	ASSERT(parse(BASE "run-dir = /run/t-%h\n", &a, err, sizeof(err)) < 0);
+	ASSERT_STR_CONTAINS(err, "%h (this host's name) needs hosts");
+
+	/* the daemons say the same at start (exit 2) */
+	one = test_write_file("hosts.cfg", "name = vm1\ndomain = memdom\n"
+			      "hosts = alpha 127.0.0.1:7400, beta 127.0.0.2:7410\n");
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s backup %s 2>&1", test_tandem_bin(), one), 2);
+	ASSERT_STR_CONTAINS(out, "say which host this is with --this-host NAME");
+	/* check-config prints hosts, not replication */
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s check-config %s 2>&1", test_tandem_bin(), one), 0);
+	ASSERT_STR_CONTAINS(out, "hosts                      = alpha 127.0.0.1:7400, beta 127.0.0.2:7410");
+	ASSERT(!strstr(out, "\nreplication  "));
 	return TEST_OK;
 }
