@@ -1234,6 +1234,9 @@ static const char *cannot_reprotect(const struct backup *b)
 	if (!b->dom.ops->become_primary)
 		return "the domain driver cannot protect the guest it activated from the same "
 		       "daemon yet";
+	if (b->devs.n)
+		return "re-protection with disks is not built yet (the returning host's DRBD "
+		       "must become the sync target first, docs/disk.md)";
 	return NULL;
 }
 
