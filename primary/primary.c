@@ -615,10 +615,10 @@ static bool wait_for_room(struct primary *p, uint64_t deadline_ns)
 			 * merged, see take_checkpoint); beyond that, once the
 			 * devices are back, start over. */
 			slots = p->npending < MAX_IN_FLIGHT;
-			/* Holds for the backup's own side (its DRBD resyncing, which
-			 * may take minutes) end by themselves: the epoch stretches
-			 * until they do, rather than start over again and again. */
-			if (!slots && devices_ready(&p->devs) && !p->backup_holds) {
+			/* Not a stretch: the backup needs a fresh checkpoint (its
+			 * marker after the device is whole) to commit the held ones,
+			 * and a stretched epoch would never give it one. */
+			if (!slots && devices_ready(&p->devs)) {
 				p->restart = true;
 				snprintf(p->restart_why, sizeof(p->restart_why), "%u checkpoints in a "
 					 "row were held for a device (the most the backup holds); the "
