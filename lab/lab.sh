@@ -873,7 +873,9 @@ failover_run() {
     || { echo "lab failover: run=$r result=fail reason=lab-error-xl-dmesg hold_s=0 faults_A=unknown faults_B=unknown evidence=$ev"; return 1; }
   domid="$(lab_ssh A xl domid g1)"
   vif="vif$domid.0"
-  tandem_conf "$vif" "$interval" > "$RUN/g1.conf"
+  # LAB_VERIFY (unset: off): the checkpoint oracle on, so the run also
+  # proves each checkpoint B committed and the activated guest's vCPUs
+  { tandem_conf "$vif" "$interval"; [ -z "${LAB_VERIFY:-}" ] || echo "verify = $LAB_VERIFY"; } > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
   LAB_DAEMON_ARGS="--log-level ${LAB_BACKUP_LOG_LEVEL:-debug}" backup_start \
     || { failover_pre_kill_fail "$r" "$ev" backup-does-not-start; return; }
@@ -956,6 +958,13 @@ failover_run() {
   [ "$rollbacks" = 0 ] || why="$why,rollback"
   [ "$reboots" = 0 ] || why="$why,guest-restarted"
   [ "$errors" = 0 ] || why="$why,protocol-errors"
+  local oracle=""
+  if [ -n "${LAB_VERIFY:-}" ]; then   # the backup's per-checkpoint comparisons, from its test log
+    oracle="$(oracle_failover_counts "$ev/backup.events")"
+    [ "$(kv oracle_checkpoints <<<"$oracle")" -gt 0 ] || why="$why,oracle-compared-nothing"
+    [ "$(kv oracle_mismatched_checkpoints <<<"$oracle")" = 0 ] || why="$why,oracle-mismatches"
+    [ "$(kv oracle_vcpu_mismatches <<<"$oracle")" = 0 ] || why="$why,oracle-vcpu-mismatches"
+  fi
   why="$(sed 's/,,*/,/g; s/^,//; s/,$//' <<<"$why")"
   echo "lab failover: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=$why")" \
     "interval_ms=$interval failover_s=$(since "$t_kill" "$t_b_run")" \
@@ -964,8 +973,20 @@ failover_run() {
     "acked_before_kill=$(json_field last_acked_epoch <<<"$st_json") pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json")" \
     "max_stall_ms=$(client_status max_stall_ms) answers_before=$ok_before answers_after=$ok_after" \
     "conns=$conns resets=$resets timeouts=$timeouts gaps=$gaps repeats=$repeats rollbacks=$rollbacks reboots=$reboots errors=$errors" \
-    "guest_arp_after_kill=$garp faults_A=$fA faults_B=$fB rip_A=$(fault_rips "$ev/A-xen.log") rip_B=$(fault_rips "$ev/B-xen.log") evidence=$ev"
+    "guest_arp_after_kill=$garp faults_A=$fA faults_B=$fB rip_A=$(fault_rips "$ev/A-xen.log") rip_B=$(fault_rips "$ev/B-xen.log")" \
+    "${oracle:+verify=$LAB_VERIFY $oracle }evidence=$ev"
   [ -z "$why" ]
+}
+# The backup's test log (TANDEM_TEST_LOG: "verify N compared=.. unstable=..
+# mismatched=.. vcpu=equal|differs|none" per committed checkpoint, "verify
+# activated vcpu=equal|differs" at activation) -> the run's oracle figures.
+oracle_failover_counts() { # backup.events
+  awk '
+    $1 == "verify" && $2 ~ /^[0-9]+$/ { n++; for (i = 3; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+                                        pages += f["compared"]; if (f["mismatched"] > 0) bad++; if (f["vcpu"] == "differs") vbad++ }
+    $1 == "verify" && $2 == "activated" { act = $3; sub(/^vcpu=/, "", act) }
+    END { printf "oracle_checkpoints=%d oracle_pages=%d oracle_mismatched_checkpoints=%d oracle_vcpu_mismatches=%d oracle_activated_vcpu=%s\n", n, pages, bad, vbad, act ? act : "none" }' \
+    "$([ -f "$1" ] && echo "$1" || echo /dev/null)"
 }
 
 # A run whose guest faulted before protection started (failover_run
