@@ -1097,6 +1097,7 @@ cmd_oracle() {
   lab_ssh A "xl dmesg -c" > /dev/null
   if [ "$want" = 0 ]; then   # LAB_ORACLE_CKPTS=0: the negative control alone
     log "LAB_ORACLE_CKPTS=0: no positive phase, the negative control only"
+    : > "$RUN/oracle.results"
   else
   domid="$(lab_ssh A xl domid g1)"; vif="vif$domid.0"
   { tandem_conf "$vif" "${LAB_TANDEM_INTERVAL_MS:-100}"; echo "verify = ${LAB_VERIFY:-16M}"; } > "$RUN/g1.conf"
