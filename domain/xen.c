@@ -1331,8 +1331,12 @@ int xc_get_pfn_type_batch(xc_interface *xch, uint32_t dom, unsigned int num, xen
  * and less the frames Xen owns that the guest mapped into its physmap
  * (shared info, grant-table frames): Xen's getpageframeinfo3 reports a
  * special page as XTAB (xen/arch/x86/domctl.c), libxc's save ships no
- * data for it, and the standby's pfn is another Xen page.  Run once per
- * stream, while the guest runs.
+ * data for it, and the standby's pfn is another Xen page.  Only the pfns
+ * that map are asked their type: a PVH guest's range up to its highest
+ * pfn is mostly the hole below the console and xenstore pages (1 Mi pfns
+ * against 64 Ki of RAM for 256 MiB); in the lab (TCG, a loaded machine)
+ * asking all of them took the scan to 156 s, asking the mapped ones 38 s.
+ * Run once per stream, while the guest runs, before its first copy.
  */
 static int verify_scan(struct domain *d)
 {
@@ -1344,6 +1348,7 @@ static int verify_scan(struct domain *d)
 	int err[VERIFY_MAP_BATCH];
 	uint64_t cap = 0, want = d->cfg->verify / 4096 ? d->cfg->verify / 4096 : 1;
 
+	_Static_assert(sizeof(xen_pfn_t) == sizeof(uint64_t), "xen_pfn_t is 64-bit on x86-64");
 	free(x->v_space);
 	x->v_space = NULL;
 	x->v_space_n = x->v_cursor = 0;
@@ -1355,8 +1360,9 @@ static int verify_scan(struct domain *d)
 	if (!batch)
 		return -ENOMEM;
 	for (xen_pfn_t base = 0; base <= max; base += VERIFY_MAP_BATCH) {
-		uint32_t k = (uint32_t)MIN((xen_pfn_t)VERIFY_MAP_BATCH, max + 1 - base);
+		uint32_t k = (uint32_t)MIN((xen_pfn_t)VERIFY_MAP_BATCH, max + 1 - base), mapped = 0;
 		void *m;
+		bool typed;
 
 		for (uint32_t j = 0; j < k; j++)
 			batch[j] = base + j;
@@ -1364,35 +1370,30 @@ static int verify_scan(struct domain *d)
 		if (!m)
 			continue;
 		munmap(m, (size_t)k * 4096);
-		memcpy(types, batch, k * sizeof(*types));
-		for (uint32_t j = 0; j < k; j += 1024)
-			if (xc_get_pfn_type_batch(x->xch, x->domid, MIN(1024u, k - j), types + j))
-				memset(types + j, 0, MIN(1024u, k - j) * sizeof(*types));	/* unknown: keep */
-		for (uint32_t j = 0; j < k; j++) {
-			bool special_page = false;
-			xen_pfn_t type = types[j] & XEN_DOMCTL_PFINFO_LTAB_MASK;
+		for (uint32_t j = 0; j < k; j++)
+			if (!err[j])
+				types[mapped++] = batch[j];
+		if (!mapped)
+			continue;
+		/* unknown (the call failed): keep them all */
+		typed = xc_get_pfn_type_batch(x->xch, x->domid, mapped, types) == 0;
+		if (x->v_space_n + k > cap) {
+			uint64_t ncap = cap ? cap * 2 : 65536;
+			xen_pfn_t *n;
 
-			for (size_t s = 0; s < ARRAY_SIZE(skip); s++)
-				special_page |= skip[s] && skip[s] == batch[j];
-			if (!err[j] && (type == XEN_DOMCTL_PFINFO_XTAB ||
-					type == XEN_DOMCTL_PFINFO_XALLOC ||
-					type == XEN_DOMCTL_PFINFO_BROKEN)) {
-				xen_owned++;
-				continue;
+			while (ncap < x->v_space_n + k)
+				ncap *= 2;
+			n = realloc(x->v_space, ncap * sizeof(*n));
+			if (!n) {
+				free(batch);
+				return -ENOMEM;
 			}
-			if (err[j] || special_page)
-				continue;
-			if (x->v_space_n == cap) {
-				xen_pfn_t *n = realloc(x->v_space, (cap ? cap * 2 : 65536) * sizeof(*n));
-				if (!n) {
-					free(batch);
-					return -ENOMEM;
-				}
-				x->v_space = n;
-				cap = cap ? cap * 2 : 65536;
-			}
-			x->v_space[x->v_space_n++] = batch[j];
+			x->v_space = n;
+			cap = ncap;
 		}
+		x->v_space_n += xenstream_oracle_pick(batch, err, k, typed ? types : NULL, skip,
+						      ARRAY_SIZE(skip), x->v_space + x->v_space_n,
+						      &xen_owned);
 	}
 	free(batch);
 	want = MIN(want, (uint64_t)VERIFY_MAX_PAGES);

@@ -241,6 +241,32 @@ int xenstream_alter_page(uint8_t *s, size_t len, uint64_t *pfn)
 	return -ENOENT;
 }
 
+uint32_t xenstream_oracle_pick(const uint64_t *pfns, const int *err, uint32_t n,
+			       const uint64_t *types, const uint64_t *skip, size_t nskip,
+			       uint64_t *out, uint64_t *xen_owned)
+{
+	uint32_t kept = 0, mapped = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t type;
+		bool skipped = false;
+
+		if (err[i])
+			continue;
+		type = types ? (uint32_t)types[mapped] & XS_PFINFO_TYPE_MASK32 : 0;
+		mapped++;
+		if (type >= XS_PFINFO_BROKEN) {	/* BROKEN, XALLOC, XTAB: no data */
+			(*xen_owned)++;
+			continue;
+		}
+		for (size_t s = 0; s < nskip; s++)
+			skipped |= skip[s] && skip[s] == pfns[i];
+		if (!skipped)
+			out[kept++] = pfns[i];
+	}
+	return kept;
+}
+
 size_t xenstream_barrier(uint8_t out[16])
 {
 	put_le32(out, XS_REC_HVM_PARAMS);

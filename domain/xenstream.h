@@ -107,6 +107,21 @@ int xenstream_drop_page(uint8_t *s, size_t *len, uint64_t *pfn);
 int xenstream_alter_page(uint8_t *s, size_t len, uint64_t *pfn);
 
 /*
+ * The checkpoint oracle's choice among n consecutive pfns of a guest: err[i]
+ * is the map error of pfns[i] (nonzero: not populated, not compared, and
+ * not asked its type), types[] the XEN_DOMCTL_PFINFO type of each pfn that
+ * mapped, in order (the type query costs Xen a p2m walk per pfn, so only
+ * those are asked; NULL: not known, keep them).  A pfn typed BROKEN, XALLOC
+ * or XTAB is a frame libxc's stream carries no data for (Xen reports its
+ * own frames in the physmap, shared info and grant table, as XTAB): left
+ * out and counted in *xen_owned; so is a pfn in skip[] (pages libxc's
+ * restore rewrites).  The rest go to out[] (room for n); returns how many.
+ */
+uint32_t xenstream_oracle_pick(const uint64_t *pfns, const int *err, uint32_t n,
+			       const uint64_t *types, const uint64_t *skip, size_t nskip,
+			       uint64_t *out, uint64_t *xen_owned);
+
+/*
  * A record that libxc's restore buffers and later skips (an empty
  * HVM_PARAMS record, which libxc tolerates): written after a checkpoint,
  * once the restore has read it, the checkpoint before it is applied.

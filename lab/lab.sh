@@ -873,7 +873,9 @@ failover_run() {
     || { echo "lab failover: run=$r result=fail reason=lab-error-xl-dmesg hold_s=0 faults_A=unknown faults_B=unknown evidence=$ev"; return 1; }
   domid="$(lab_ssh A xl domid g1)"
   vif="vif$domid.0"
-  tandem_conf "$vif" "$interval" > "$RUN/g1.conf"
+  # LAB_VERIFY (unset: off): the checkpoint oracle on, so the run also
+  # proves each checkpoint B committed and the activated guest's vCPUs
+  { tandem_conf "$vif" "$interval"; [ -z "${LAB_VERIFY:-}" ] || echo "verify = $LAB_VERIFY"; } > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
   LAB_DAEMON_ARGS="--log-level ${LAB_BACKUP_LOG_LEVEL:-debug}" backup_start \
     || { failover_pre_kill_fail "$r" "$ev" backup-does-not-start; return; }
@@ -956,6 +958,13 @@ failover_run() {
   [ "$rollbacks" = 0 ] || why="$why,rollback"
   [ "$reboots" = 0 ] || why="$why,guest-restarted"
   [ "$errors" = 0 ] || why="$why,protocol-errors"
+  local oracle=""
+  if [ -n "${LAB_VERIFY:-}" ]; then   # the backup's per-checkpoint comparisons, from its test log
+    oracle="$(oracle_failover_counts "$ev/backup.events")"
+    [ "$(kv oracle_checkpoints <<<"$oracle")" -gt 0 ] || why="$why,oracle-compared-nothing"
+    [ "$(kv oracle_mismatched_checkpoints <<<"$oracle")" = 0 ] || why="$why,oracle-mismatches"
+    [ "$(kv oracle_vcpu_mismatches <<<"$oracle")" = 0 ] || why="$why,oracle-vcpu-mismatches"
+  fi
   why="$(sed 's/,,*/,/g; s/^,//; s/,$//' <<<"$why")"
   echo "lab failover: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=$why")" \
     "interval_ms=$interval failover_s=$(since "$t_kill" "$t_b_run")" \
@@ -964,8 +973,20 @@ failover_run() {
     "acked_before_kill=$(json_field last_acked_epoch <<<"$st_json") pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json")" \
     "max_stall_ms=$(client_status max_stall_ms) answers_before=$ok_before answers_after=$ok_after" \
     "conns=$conns resets=$resets timeouts=$timeouts gaps=$gaps repeats=$repeats rollbacks=$rollbacks reboots=$reboots errors=$errors" \
-    "guest_arp_after_kill=$garp faults_A=$fA faults_B=$fB rip_A=$(fault_rips "$ev/A-xen.log") rip_B=$(fault_rips "$ev/B-xen.log") evidence=$ev"
+    "guest_arp_after_kill=$garp faults_A=$fA faults_B=$fB rip_A=$(fault_rips "$ev/A-xen.log") rip_B=$(fault_rips "$ev/B-xen.log")" \
+    "${oracle:+verify=$LAB_VERIFY $oracle }evidence=$ev"
   [ -z "$why" ]
+}
+# The backup's test log (TANDEM_TEST_LOG: "verify N compared=.. unstable=..
+# mismatched=.. vcpu=equal|differs|none" per committed checkpoint, "verify
+# activated vcpu=equal|differs" at activation) -> the run's oracle figures.
+oracle_failover_counts() { # backup.events
+  awk '
+    $1 == "verify" && $2 ~ /^[0-9]+$/ { n++; for (i = 3; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+                                        pages += f["compared"]; if (f["mismatched"] > 0) bad++; if (f["vcpu"] == "differs") vbad++ }
+    $1 == "verify" && $2 == "activated" { act = $3; sub(/^vcpu=/, "", act) }
+    END { printf "oracle_checkpoints=%d oracle_pages=%d oracle_mismatched_checkpoints=%d oracle_vcpu_mismatches=%d oracle_activated_vcpu=%s\n", n, pages, bad, vbad, act ? act : "none" }' \
+    "$([ -f "$1" ] && echo "$1" || echo /dev/null)"
 }
 
 # A run whose guest faulted before protection started (failover_run
@@ -1037,12 +1058,24 @@ cmd_proof() {
 # checkpoint's line in the backup's log, not the status' last mismatch: a
 # page Xen writes behind log-dirty's back (shared info, vCPU info) may be
 # reported at other checkpoints too, before or after it.
-backup_verify() { lab_ssh B "./tandem status --json g1" 2>/dev/null | sed -n 's/.*"verify":{\([^}]*\)}.*/\1/p'; }
+# (empty once the backup has exited: a guest that ended under protection
+# ends both daemons; the counts are then read from the backup's test log)
+backup_verify() { { lab_ssh B "./tandem status --json g1" 2>/dev/null || true; } | sed -n 's/.*"verify":{\([^}]*\)}.*/\1/p'; }
+# The same counters from the backup's test log ("verify N compared=..
+# unstable=.. mismatched=.. vcpu=..", one line per checkpoint compared).
+verify_from_events() { # backup.events
+  awk '$1 == "verify" && $2 ~ /^[0-9]+$/ { n++; for (i = 3; i <= NF; i++) { split($i, a, "="); f[a[1]] = a[2] }
+         p += f["compared"]; u += f["unstable"]; mp += f["mismatched"]; if (f["mismatched"] > 0) { m++; lm = $2 }
+         if (f["vcpu"] == "differs") { v++; lm = $2 }; last = $2 }
+       END { printf "\"checkpoints\":%d,\"pages\":%d,\"unstable\":%d,\"mismatched_checkpoints\":%d,\"mismatched_pages\":%d,\"mismatched_vcpu\":%d,\"errors\":\"unknown\",\"last_epoch\":%d,\"last_mismatch_epoch\":%d,\"last_mismatch\":\"%s\"\n", n, p, u, m, mp, v, last, lm, lm ? "see the backup log" : "" }' \
+    "$([ -f "$1" ] && echo "$1" || echo /dev/null)"
+}
 verify_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"]*\).*/\1/p"; }
 verify_last_mismatch() { sed -n 's/.*"last_mismatch":"\([^"]*\)".*/\1/p'; }
-verify_at_least() { # n: the backup compared n checkpoints (or we were told to stop waiting)
+verify_at_least() { # n: the backup compared n checkpoints (or we were told to stop waiting, or a daemon is gone)
   local c
   [ -e "$RUN/oracle.enough" ] && return 0
+  primary_failed && return 0; backup_failed && return 0
   c="$(backup_verify | verify_field checkpoints)"; [ -n "$c" ] && [ "$c" -ge "$1" ]
 }
 # the checkpoint the fault dropped a page from, once the primary logged it
@@ -1056,12 +1089,16 @@ oracle_verified_past() { # epoch
 oracle_fault_fired_or_gone() { [ -n "$(oracle_dropped)" ] || primary_failed || backup_failed; }
 cmd_oracle() {
   local want="${LAB_ORACLE_CKPTS:-1000}" pages="${LAB_DIRTY_PAGES:-256}" at="${LAB_ORACLE_DROP_AT:-20}"
-  local domid vif v t_start t_pos why="" neg dropped="" drop_epoch="" named="" line st_json n
+  local domid vif v t_start t_pos why="" neg dropped="" drop_epoch="" named="" line st_json n ended
   t_start="$(now)"
   tandem_lab_ready
   failover_reset
   rm -f "$RUN/oracle.enough"
   lab_ssh A "xl dmesg -c" > /dev/null
+  if [ "$want" = 0 ]; then   # LAB_ORACLE_CKPTS=0: the negative control alone
+    log "LAB_ORACLE_CKPTS=0: no positive phase, the negative control only"
+    : > "$RUN/oracle.results"
+  else
   domid="$(lab_ssh A xl domid g1)"; vif="vif$domid.0"
   { tandem_conf "$vif" "${LAB_TANDEM_INTERVAL_MS:-100}"; echo "verify = ${LAB_VERIFY:-16M}"; } > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
@@ -1074,6 +1111,10 @@ cmd_oracle() {
   t_pos="$(now)"
   wait_for "backup: $want checkpoints compared" "${LAB_ORACLE_MAX_S:-$((want * 3 + 600))}" verify_at_least "$want" || true
   v="$(backup_verify)"
+  ended=no   # protection ended before the count (a guest fault ends it: see guest_faults_A)
+  if primary_failed || backup_failed; then ended=yes; fi
+  cmd_copy_out B /root/backup.events "$RUN/oracle-backup.events" 2>/dev/null || true
+  [ -n "$v" ] || v="$(verify_from_events "$RUN/oracle-backup.events")"
   st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"
   printf '%s\n' "$st_json" > "$RUN/oracle-primary-status.json"
   lab_ssh B "./tandem status --json g1" > "$RUN/oracle-backup-status.json" 2>/dev/null || true
@@ -1091,9 +1132,12 @@ cmd_oracle() {
     "verify=${LAB_VERIFY:-16M} protected_s=$(elapsed "$t_pos") acked=$(json_field last_acked_epoch <<<"$st_json")" \
     "pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json")" \
     "client_ok=$(client_status ok) client_gaps=$(client_status gaps) client_rollbacks=$(client_status rollbacks)" \
-    "guest_faults_A=$(guest_faults_A)" | tee "$RUN/oracle.results"
+    "guest_faults_A=$(guest_faults_A) protection_ended=$ended" | tee "$RUN/oracle.results"
   { [ -n "$n" ] && [ "$n" -ge "$want" ]; } || why="too-few-verified"
+  [ "$ended" = no ] || why="$why,protection-ended"
   [ "$(verify_field mismatched_checkpoints <<<"$v")" = 0 ] || why="$why,mismatches"
+  [ "$(verify_field mismatched_vcpu <<<"$v")" = 0 ] || why="$why,vcpu-mismatches"
+  fi
 
   # the negative control, same hosts, same guest
   tandem_stop A primary
@@ -1126,7 +1170,7 @@ cmd_oracle() {
     "backup_named_at_that_checkpoint=\"$named\" mismatched_checkpoints=${neg:-0}" \
     "checkpoints=$(verify_field checkpoints <<<"$v") last_mismatch=\"$(verify_last_mismatch <<<"$v")\"" | tee -a "$RUN/oracle.results"
   { [ -n "$dropped" ] && [[ ", $named," == *", $dropped,"* ]]; } || why="$why,negative-control-not-seen"
-  echo "lab oracle: result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}") total_s=$(elapsed "$t_start")" | tee -a "$RUN/oracle.results"
+  echo "lab oracle: result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}")$([ "$want" = 0 ] && echo " scope=negative-control-only") total_s=$(elapsed "$t_start")" | tee -a "$RUN/oracle.results"
   [ -z "$why" ]
 }
 

@@ -136,6 +136,7 @@ TEST(fault_schedule, 1200)
 /* xen driver pieces that run without Xen */
 TEST(xenstream_cuts_at_checkpoints, 10)
 TEST(xenstream_oracle_pieces, 5)
+TEST(xenstream_oracle_pick, 5)
 TEST(xenstream_rejects_garbage, 10)
 TEST(xenstream_libxl_records, 10)
 TEST(xen_guest_types, 5)

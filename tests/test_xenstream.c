@@ -299,3 +299,42 @@ int test_xenstream_oracle_pieces(void)
 		ASSERT_EQ(bar[i], 0);
 	return TEST_OK;
 }
+
+/*
+ * The oracle's choice of pfns (verify_scan on Xen): only the pfns that map
+ * were asked their type, so types[] is indexed by mapped pfn, not by pfn;
+ * Xen's own frames (XTAB: shared info and grant table as the lab's guest
+ * maps them, at 0x10 and just above RAM), XALLOC and BROKEN are left out
+ * and counted, the special pages too (not counted), and an unknown type
+ * (no types[]) keeps every mapped pfn.
+ */
+int test_xenstream_oracle_pick(void)
+{
+	/* pfns 0x0e..0x13 of RAM, a hole, then the two grant frames */
+	const uint64_t pfns[] = { 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14000, 0x14001, 0x17ffe, 0x17fff };
+	const int err[] =       { 0,    0,    0,    0,    0,    0,    -22,     -22,     0,       0 };
+	/* the mapped ones, in order: RAM, RAM (L1 page table: kept), shared
+	 * info, XALLOC, BROKEN, xenstore page (RAM, skipped), grant 1, grant 0 */
+	const uint64_t types[] = { 0, 0x10000000u, 0xf0000000u, 0xe0000000u, 0xd0000000u, 0,
+				   0xf0000000u, 0xf0000000u };
+	const uint64_t skip[] = { 0, 0x13, 0 };
+	uint64_t out[10], owned = 0;
+	uint32_t n = xenstream_oracle_pick(pfns, err, 10, types, skip, 3, out, &owned);
+
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(out[0], 0x0e);
+	ASSERT_EQ(out[1], 0x0f);
+	ASSERT_EQ(owned, 5);		/* 0x10, 0x11, 0x12, 0x17ffe, 0x17fff */
+
+	owned = 0;			/* type query failed: every mapped pfn but the skipped */
+	n = xenstream_oracle_pick(pfns, err, 10, NULL, skip, 3, out, &owned);
+	ASSERT_EQ(n, 7);
+	ASSERT_EQ(owned, 0);
+	ASSERT_EQ(out[4], 0x12);
+	ASSERT_EQ(out[5], 0x17ffe);
+
+	owned = 0;			/* the hole alone: nothing asked, nothing kept */
+	ASSERT_EQ(xenstream_oracle_pick(pfns + 6, err + 6, 2, types, NULL, 0, out, &owned), 0);
+	ASSERT_EQ(owned, 0);
+	return TEST_OK;
+}
