@@ -51,6 +51,20 @@ void test_sleep_ms(unsigned ms)
 
 const char *test_tmpdir(void) { return tmpdir; }
 
+bool test_file_has(const char *path, const char *a, const char *b)
+{
+	static char buf[65536];
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strstr(buf, a) && (!b || strstr(buf, b));
+}
+
 const char *test_write_file(const char *name, const char *text)
 {
 	static char paths[8][512];

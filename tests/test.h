@@ -56,6 +56,10 @@ const char *test_tmpdir(void);
 /* Write text to DIR/name; returns the path (static buffer rotation of 8). */
 const char *test_write_file(const char *name, const char *text);
 
+/* True when the file's first 64 KiB hold a, and b too unless it is NULL
+ * (e.g. /proc/drbd's states). */
+bool test_file_has(const char *path, const char *a, const char *b);
+
 /* Run a shell command; a non-zero exit status fails the test. */
 void test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

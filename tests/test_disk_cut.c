@@ -282,20 +282,6 @@ static void drbd_down(void)
 	(void)!system(SETUP " down r0 >/dev/null 2>&1; " SETUP " down r1 >/dev/null 2>&1");
 }
 
-static bool proc_drbd_has(const char *a, const char *b)
-{
-	char buf[4096];
-	FILE *f = fopen("/proc/drbd", "r");
-	size_t n;
-
-	if (!f)
-		return false;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	return strstr(buf, a) && (!b || strstr(buf, b));
-}
-
 /* The pair, with the overlay under r1. */
 static void drbd_up(struct cut_run *r)
 {
@@ -317,10 +303,11 @@ static void drbd_up(struct cut_run *r)
 	test_sh(SETUP " connect r0 ipv4:127.0.0.1:7788 ipv4:127.0.0.1:7789 --protocol=%c %s && "
 		SETUP " connect r1 ipv4:127.0.0.1:7789 ipv4:127.0.0.1:7788 --protocol=%c %s",
 		r->protocol, net, r->protocol, net);
-	if (!WAIT_FOR(proc_drbd_has("0: cs:Connected", "1: cs:Connected"), 60000))
+	if (!WAIT_FOR(test_file_has("/proc/drbd", "0: cs:Connected", "1: cs:Connected"), 60000))
 		FAILF("the DRBD pair did not connect");
 	test_sh(SETUP " new-current-uuid --clear-bitmap 0 && " SETUP " primary 0");
-	if (!WAIT_FOR(proc_drbd_has("0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", NULL),
+	if (!WAIT_FOR(test_file_has("/proc/drbd",
+				    "0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", NULL),
 		      30000))
 		FAILF("r0 did not become Primary/UpToDate");
 }

@@ -89,20 +89,6 @@ static int read_stamp(int fd, uint64_t k, uint64_t *wk, uint32_t *pid)
 	return 0;
 }
 
-static bool proc_drbd_has(const char *a, const char *b)
-{
-	char buf[4096];
-	FILE *f = fopen("/proc/drbd", "r");
-	size_t n;
-
-	if (!f)
-		return false;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	return strstr(buf, a) && (!b || strstr(buf, b));
-}
-
 static void df_cleanup(const char *dir)
 {
 	(void)!system("for r in r0 r1; do /lib/drbd/drbdsetup-84 down $r; done >/dev/null 2>&1; "
@@ -220,13 +206,14 @@ int test_disk_failover_run(void)
 	test_sh("drbdmeta --force 0 v08 /dev/ram2 flex-external create-md </dev/null >/dev/null 2>&1 && "
 		"drbdmeta --force 1 v08 /dev/ram3 flex-external create-md </dev/null >/dev/null 2>&1");
 	test_sh("drbdadm -c %s up r0 && drbdadm -c %s up r1", conf_a, conf_b);
-	if (!WAIT_FOR(proc_drbd_has("0: cs:Connected", "1: cs:Connected"), 60000)) {
+	if (!WAIT_FOR(test_file_has("/proc/drbd", "0: cs:Connected", "1: cs:Connected"), 60000)) {
 		test_capture(out, sizeof(out), "cat /proc/drbd");
 		FAILF("the DRBD pair did not connect: %s", out);
 	}
 	test_sh("drbdadm -c %s -- --clear-bitmap new-current-uuid r0 && drbdadm -c %s primary r0",
 		conf_a, conf_a);
-	if (!WAIT_FOR(proc_drbd_has("0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", NULL),
+	if (!WAIT_FOR(test_file_has("/proc/drbd",
+				    "0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", NULL),
 		      30000))
 		FAILF("r0 did not become Primary/UpToDate");
 	test_sh("dmsetup create tdmA-guest --table \"0 $(( $(blockdev --getsz /dev/drbd0) - 8 )) "
@@ -302,7 +289,8 @@ int test_disk_failover_run(void)
 		FAILF("after a clean stop tdmB-lower points at %s, not at /dev/ram1 (%s)", tgt, ram1);
 	snprintf(extra, sizeof(extra), "%s/run/" DF_NAME ".r1.lower", dir);
 	ASSERT(access(extra, F_OK) != 0);
-	if (!proc_drbd_has("1: cs:Connected", NULL) || proc_drbd_has("1: cs:Connected ro:Secondary/Primary ds:Diskless", NULL))
+	if (!test_file_has("/proc/drbd", "1: cs:Connected", NULL) ||
+	    test_file_has("/proc/drbd", "1: cs:Connected ro:Secondary/Primary ds:Diskless", NULL))
 		FAILF("DRBD lost its disk or its peer over the release");
 	/* B's disk equals A's (DRBD's online verify, A's guest still writing):
 	 * the release wrote back everything DRBD saw complete. */
@@ -428,7 +416,7 @@ int test_disk_failover_run(void)
 	dm_target("tdmB-lower", tgt, sizeof(tgt));
 	if (strcmp(tgt, ram1))
 		FAILF("after activation tdmB-lower points at %s, not at /dev/ram1 (%s)", tgt, ram1);
-	if (!WAIT_FOR(proc_drbd_has("1: cs:", "ro:Primary/"), 10000)) {
+	if (!WAIT_FOR(test_file_has("/proc/drbd", "1: cs:", "ro:Primary/"), 10000)) {
 		test_capture(out, sizeof(out), "cat /proc/drbd");
 		FAILF("r1 is not Primary after activation: %s", out);
 	}
@@ -446,7 +434,8 @@ int test_disk_failover_run(void)
 			FAILF("both primaries met and DRBD saw no split brain: %s", out);
 		}
 	}
-	if (proc_drbd_has("cs:Sync", NULL) || proc_drbd_has("0: cs:Connected", NULL)) {
+	if (test_file_has("/proc/drbd", "cs:Sync", NULL) ||
+	    test_file_has("/proc/drbd", "0: cs:Connected", NULL)) {
 		test_capture(out, sizeof(out), "cat /proc/drbd");
 		FAILF("after a split brain DRBD resyncs or stays connected: %s", out);
 	}
