@@ -462,6 +462,25 @@ static void *wb_main(void *arg)
 	return NULL;
 }
 
+/* Commit every held record up to seq: the write-back may take them (lock
+ * held).  Returns how many writes (not markers) this newly committed. */
+static uint64_t commit_upto(struct overlay *ov, uint64_t seq)
+{
+	uint64_t n = 0;
+
+	for (struct ov_rec *r = ov->head; r && r->seq <= seq; r = r->next) {
+		if (r->seq > ov->commit_seq) {
+			ov->lag_bytes += r->len;
+			ov->lag_writes += r->len ? 1 : 0;
+			n += r->len ? 1 : 0;
+		}
+	}
+	if (seq > ov->commit_seq)
+		ov->commit_seq = seq;
+	pthread_cond_broadcast(&ov->cond);
+	return n;
+}
+
 int overlay_commit(struct overlay *ov, const uint8_t *session, uint64_t epoch)
 {
 	struct ov_rec *m;
@@ -483,17 +502,10 @@ int overlay_commit(struct overlay *ov, const uint8_t *session, uint64_t epoch)
 	}
 	if (m->seq <= ov->commit_seq)
 		goto out;
-	for (struct ov_rec *r = ov->head; r && r->seq <= m->seq; r = r->next) {
-		if (r->seq > ov->commit_seq) {
-			ov->lag_bytes += r->len;
-			ov->lag_writes += r->len ? 1 : 0;
-		}
-	}
-	ov->commit_seq = m->seq;
+	commit_upto(ov, m->seq);
 	ov->st.has_committed = true;
 	ov->st.committed_epoch = epoch;
 	memcpy(ov->st.committed_session, session, MARKER_SESSION_LEN);
-	pthread_cond_broadcast(&ov->cond);
 out:
 	pthread_mutex_unlock(&ov->lock);
 	return rc;
@@ -778,10 +790,11 @@ out:
 	return rc;
 }
 
-int overlay_activate(struct overlay *ov, overlay_discard_fn *discard, void *arg)
+/* The end of serving, for activate and release: once only (-EALREADY);
+ * stop the NBD device, refuse later writes and cuts (-ESHUTDOWN).
+ * Returns 0 with the lock held. */
+static int end_serving(struct overlay *ov)
 {
-	int rc;
-
 	pthread_mutex_lock(&ov->lock);
 	if (ov->st.activated) {
 		pthread_mutex_unlock(&ov->lock);
@@ -790,8 +803,17 @@ int overlay_activate(struct overlay *ov, overlay_discard_fn *discard, void *arg)
 	pthread_mutex_unlock(&ov->lock);
 	nbd_stop(ov);
 	pthread_mutex_lock(&ov->lock);
-	ov->st.activated = true;	/* later writes and cuts: -ESHUTDOWN */
+	ov->st.activated = true;
 	pthread_cond_broadcast(&ov->cond);
+	return 0;
+}
+
+int overlay_activate(struct overlay *ov, overlay_discard_fn *discard, void *arg)
+{
+	int rc;
+
+	if (end_serving(ov))
+		return -EALREADY;
 	while (committed_pending(ov) && !ov->st.writeback_error)
 		pthread_cond_wait(&ov->cond, &ov->lock);
 	rc = ov->st.writeback_error ? -EIO : 0;
@@ -823,25 +845,10 @@ int overlay_release(struct overlay *ov, unsigned timeout_ms)
 	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000ull, held = 0;
 	int rc = 0;
 
-	pthread_mutex_lock(&ov->lock);
-	if (ov->st.activated) {
-		pthread_mutex_unlock(&ov->lock);
+	if (end_serving(ov))
 		return -EALREADY;
-	}
-	pthread_mutex_unlock(&ov->lock);
-	nbd_stop(ov);
-	pthread_mutex_lock(&ov->lock);
-	ov->st.activated = true;	/* later writes and cuts: -ESHUTDOWN */
-	if (ov->tail && ov->tail->seq > ov->commit_seq) {
-		for (struct ov_rec *r = ov->head; r; r = r->next)
-			if (r->seq > ov->commit_seq) {
-				ov->lag_bytes += r->len;
-				ov->lag_writes += r->len ? 1 : 0;
-				held += r->len ? 1 : 0;
-			}
-		ov->commit_seq = ov->tail->seq;
-	}
-	pthread_cond_broadcast(&ov->cond);
+	if (ov->tail)
+		held = commit_upto(ov, ov->tail->seq);
 	while (committed_pending(ov) && !ov->st.writeback_error && !rc) {
 		uint64_t now = now_ns();
 
