@@ -33,6 +33,13 @@ enum health {
 /* The health of one daemon from its `status --json` object. */
 int status_health(const char *json);
 
+/* The daemons' run directory: TANDEM_RUN_DIR, else /run/tandem. */
+const char *cmd_run_dir(void);
+
+/* cmd_run_dir(), or DIR when the arguments start with `--run-dir DIR`
+ * (then *argv moves on by two: the name after it is (*argv)[1]). */
+const char *cmd_take_run_dir(int *argc, char ***argv);
+
 /* The string value of "key" in a one-line JSON object ("" if absent). */
 const char *json_str(const char *json, const char *key, char *buf, size_t len);
 

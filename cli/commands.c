@@ -156,6 +156,23 @@ int cmd_load_config(int argc, char **argv, const char *role, struct tandem_confi
 	return EXIT_OK;
 }
 
+const char *cmd_run_dir(void)
+{
+	return getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+}
+
+const char *cmd_take_run_dir(int *argc, char ***argv)
+{
+	if (*argc >= 3 && !strcmp((*argv)[1], "--run-dir")) {
+		const char *dir = (*argv)[2];
+
+		*argv += 2;
+		*argc -= 2;
+		return dir;
+	}
+	return cmd_run_dir();
+}
+
 /* ---- status client -------------------------------------------------------- */
 
 /* The string value of "key" in a one-line JSON object ("" if absent). */
@@ -252,7 +269,7 @@ int cmd_status(int argc, char **argv)
 		{ "run-dir", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *run_dir = cmd_run_dir();
 	const char *name = NULL;
 	bool json = false, watch = false;
 	int c, found, denied, health = HEALTH_OK;
@@ -334,17 +351,12 @@ int cmd_status(int argc, char **argv)
 
 int cmd_report(int argc, char **argv)
 {
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *run_dir = cmd_take_run_dir(&argc, &argv);
 	char path[512], *text = NULL;
 	size_t len = 0;
 	FILE *mem;
 	int rc;
 
-	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
-		run_dir = argv[2];
-		argv += 2;
-		argc -= 2;
-	}
 	if (argc != 2) {
 		fprintf(stderr, "usage: tandem report [--run-dir DIR] NAME\n");
 		return EXIT_USAGE;
@@ -399,7 +411,7 @@ static int ask_daemon(const char *cmd, const char *what, const char *name, const
 
 int cmd_promote(int argc, char **argv)
 {
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *run_dir = cmd_run_dir();
 	char path[512];
 	bool force = false;
 
@@ -428,14 +440,9 @@ int cmd_promote(int argc, char **argv)
 /* `tandem reprotect NAME`, on the host whose backup activated the guest. */
 int cmd_reprotect(int argc, char **argv)
 {
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *run_dir = cmd_take_run_dir(&argc, &argv);
 	char path[512];
 
-	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
-		run_dir = argv[2];
-		argv += 2;
-		argc -= 2;
-	}
 	if (argc != 2) {
 		fprintf(stderr, "usage: tandem reprotect [--run-dir DIR] NAME\n");
 		return EXIT_USAGE;
@@ -472,15 +479,10 @@ static const char *switchover_field(const char *path, char *buf, size_t len)
  */
 int cmd_switchover(int argc, char **argv)
 {
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *run_dir = cmd_take_run_dir(&argc, &argv);
 	char ppath[512], bpath[512], res[600];
 	int rc;
 
-	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
-		run_dir = argv[2];
-		argv += 2;
-		argc -= 2;
-	}
 	if (argc != 2) {
 		fprintf(stderr, "usage: tandem switchover [--run-dir DIR] NAME\n");
 		return EXIT_USAGE;
@@ -585,14 +587,9 @@ int cmd_fence_peer(int argc, char **argv)
  * primary (config_set_live); it tells the backup what both must agree on. */
 int cmd_set(int argc, char **argv)
 {
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *run_dir = cmd_take_run_dir(&argc, &argv);
 	char path[512], req[80];
 
-	if (argc >= 3 && !strcmp(argv[1], "--run-dir")) {
-		run_dir = argv[2];
-		argv += 2;
-		argc -= 2;
-	}
 	if (argc != 3 || !strchr(argv[2], '=') || strchr(argv[2], '\n') ||
 	    strlen(argv[2]) > sizeof(req) - 8) {
 		fprintf(stderr, "usage: tandem set [--run-dir DIR] NAME KEY=VALUE (keys: %s)\n",

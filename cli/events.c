@@ -24,7 +24,7 @@ int cmd_events(int argc, char **argv)
 		{ "run-dir", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *run_dir = cmd_run_dir();
 	const char *name = NULL, *req = "events\n";
 	struct pollfd pf[MAX_FOLLOWED];
 	int n = 0, open_n, c;

@@ -199,7 +199,7 @@ int cmd_metrics(int argc, char **argv)
 		{ "textfile", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *run_dir = getenv("TANDEM_RUN_DIR") ? getenv("TANDEM_RUN_DIR") : "/run/tandem";
+	const char *run_dir = cmd_run_dir();
 	const char *name = NULL, *textfile = NULL;
 	struct daemon_json d[MAX_DAEMONS];
 	char tmp[600];
