@@ -903,6 +903,22 @@ static bool run_session(struct backup *b)
 	log_warn("replication stream from the primary lost: %s (timeout %" PRIu64 " ms)", why,
 		 b->cfg.timeout_ms);
 	hb_set_replication_up(b->hb, false);
+	if (fault_hit("backup-late-loop")) {
+		/* the primary's next connection arrives before this thread
+		 * looks at the decision the loss just took */
+		log_warn("fault point 'backup-late-loop' fired: waiting for the primary's next "
+			 "connection before acting on the loss");
+		for (int i = 0; i < 500 && !stopping(b); i++) {
+			bool pending;
+
+			pthread_mutex_lock(&b->lock);
+			pending = b->incoming != NULL;
+			pthread_mutex_unlock(&b->lock);
+			if (pending)
+				break;
+			usleep(10000);
+		}
+	}
 	return false;
 }
 
@@ -1357,12 +1373,18 @@ static void *net_main(void *arg)
 	}
 	while (!stopping(b)) {
 		struct channel *ch;
-		bool pending;
+		bool pending, fresh;
 
+		/* A decision taken before a primary's new connection arrived is
+		 * acted on first: the loss it answers happened before, and a
+		 * reconnection landing in the same instant must not make the
+		 * outcome depend on which thread ran first. */
 		pthread_mutex_lock(&b->lock);
 		pending = b->incoming != NULL;
+		fresh = b->decision_seq != b->acted_seq || b->promote;
 		pthread_mutex_unlock(&b->lock);
-		if (!pending && b->state != B_ACTIVE && act_on_decision(b) && b->state != B_ACTIVE)
+		if ((!pending || fresh) && b->state != B_ACTIVE && act_on_decision(b) &&
+		    b->state != B_ACTIVE)
 			break;		/* activation failed */
 		if (!pending && b->state == B_ACTIVE && lookup_due(b) && look_for_backup(b))
 			break;		/* a backup answers: re-protect from here */

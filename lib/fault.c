@@ -24,6 +24,7 @@ static const char *const points[] = {
 	"disk-skip-marker",
 	"disk-hang-marker",
 	"disk-backup-holds",
+	"backup-late-loop",
 };
 
 static struct {

@@ -34,7 +34,10 @@
  * pause is bounded by one, later cuts fail at once until it ends),
  * disk-backup-holds (a backup's stand-in disk refuses 8 checkpoints in a
  * row, its own side's reason, as a DRBD that is not whole there: every
- * primary verdict is ok, and the primary must go on taking checkpoints).
+ * primary verdict is ok, and the primary must go on taking checkpoints),
+ * backup-late-loop (a backup that lost the primary's stream waits, up to
+ * 5 s, until the primary's next connection is pending before it acts on
+ * the loss: the race of a reconnection with the decision, made certain).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

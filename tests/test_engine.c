@@ -371,7 +371,9 @@ int test_fault_duplicate_frame(void)
 	struct td p, b;
 	const char *cfg = td_config(VM, NULL);
 
-	start_pair(&p, &b, cfg, "duplicate-frame@60", NULL, 0);
+	/* backup-late-loop: the primary's reconnection is pending before the
+	 * backup acts on the loss (CI once lost this race by chance) */
+	start_pair(&p, &b, cfg, "duplicate-frame@60", "backup-late-loop", 0);
 	check_failover(&p, &b);
 	ASSERT(td_log_has(&b, "replayed frame"));
 	/* the primary reconnects, learns the backup is active, steps down */
