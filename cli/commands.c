@@ -537,18 +537,15 @@ int cmd_fence_peer(int argc, char **argv)
 {
 	struct tandem_config cfg;
 	const char *res = getenv("DRBD_RESOURCE"), *peer = getenv("DRBD_PEER_ADDRESS");
-	char err[4096], flag[CONFIG_PATH_MAX + 2 * CONFIG_NAME_MAX + 16], text[256];
+	char flag[CONFIG_PATH_MAX + 2 * CONFIG_NAME_MAX + 16], text[256];
 	bool ours = false;
 	int fd;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: tandem fence-peer CONFIG (DRBD runs it, DRBD_RESOURCE set)\n");
+	/* a two-host file is resolved as the daemons resolve it (the run-dir
+	 * may name the host with %h): --this-host where the names do not
+	 * tell the hosts apart */
+	if (cmd_load_config(argc, argv, "fence-peer", &cfg))
 		return 1;
-	}
-	if (config_load(argv[1], &cfg, err, sizeof(err))) {
-		fprintf(stderr, "tandem fence-peer: %s", err);
-		return 1;
-	}
 	if (!res || !*res) {
 		fprintf(stderr, "tandem fence-peer: DRBD_RESOURCE is not set: DRBD runs this as the "
 			"resource's fence-peer handler\n");
@@ -559,7 +556,7 @@ int cmd_fence_peer(int argc, char **argv)
 	if (!ours) {
 		fprintf(stderr, "tandem fence-peer: DRBD resource '%s' is not one of %s's disks in "
 			"%s: I/O stays frozen; fix the handler's configuration\n", res, cfg.name,
-			argv[1]);
+			argv[argc - 1]);
 		return 1;
 	}
 	disk_fence_flag_path(&cfg, res, flag, sizeof(flag));

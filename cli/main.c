@@ -100,12 +100,13 @@ static const struct builtin builtins[] = {
 	  "included.  Exit status 2 when it has errors.  --explain KEY says what\n"
 	  "configuration key KEY takes (type, default, bounds, whether both hosts\n"
 	  "must agree on it); --keys lists every key." },
-	{ "fence-peer", cmd_fence_peer, "fence-peer CONFIG",
+	{ "fence-peer", cmd_fence_peer, "fence-peer [--this-host NAME] CONFIG",
 	  "DRBD's fence-peer handler for the disks of the VM in CONFIG (drbd.conf:\n"
 	  "handlers { fence-peer \"tandem fence-peer CONFIG\"; }).  Puts the\n"
 	  "disk's fence flag up, so that no checkpoint commits until DRBD is\n"
 	  "whole again, and exits 5 (peer unreachable) so that DRBD resumes I/O;\n"
-	  "exits 1, leaving DRBD's I/O frozen, when it cannot." },
+	  "exits 1, leaving DRBD's I/O frozen, when it cannot.  A file with hosts\n"
+	  "is resolved as the daemons do (--this-host as theirs)." },
 	{ "keygen", cmd_keygen, "keygen FILE",
 	  "Write a new random shared key to FILE (mode 0600; never overwrites).\n"
 	  "Copy the same file to both hosts." },

@@ -286,6 +286,17 @@ int test_disk_fence_peer(void)
 	ASSERT_EQ(test_capture(out, sizeof(out), "DRBD_RESOURCE=r0 %s fence-peer %s 2>&1",
 			       test_tandem_bin(), cfg), 1);
 	ASSERT_STR_CONTAINS(out, "stays frozen");
+	/* one file for both hosts, run-dir per host (%h): the flag goes where
+	 * the daemons of the host named look for it */
+	snprintf(text, sizeof(text), "name = vm\nhosts = alpha 127.0.0.1:7000, beta 127.0.0.1:7010\n"
+		 "key-file = %s/k\nrun-dir = %s/run-%%h\ndisks = r0:/dev/mapper/tdm-vm-guest\n",
+		 test_tmpdir(), test_tmpdir());
+	snprintf(cfg, sizeof(cfg), "%s", test_write_file("h.cfg", text));
+	test_sh("mkdir -p %s/run-alpha", test_tmpdir());
+	ASSERT_EQ(test_capture(out, sizeof(out), "DRBD_RESOURCE=r0 %s fence-peer --this-host alpha %s "
+			       "2>&1", test_tandem_bin(), cfg), 5);
+	snprintf(flag, sizeof(flag), "%s/run-alpha/vm.r0.fenced", test_tmpdir());
+	ASSERT_EQ(stat(flag, &st), 0);
 
 	ASSERT(drbd_state_healthy("Connected\n", "UpToDate/UpToDate\n"));
 	ASSERT(!drbd_state_healthy("SyncSource\n", "UpToDate/Inconsistent\n"));
