@@ -1250,9 +1250,6 @@ static const char *cannot_reprotect(const struct backup *b)
 	if (!b->dom.ops->become_primary)
 		return "the domain driver cannot protect the guest it activated from the same "
 		       "daemon yet";
-	if (b->devs.n)
-		return "re-protection with disks is not built yet (the returning host's DRBD "
-		       "must become the sync target first, docs/disk.md)";
 	return NULL;
 }
 
@@ -1404,6 +1401,14 @@ static void *net_main(void *arg)
 			struct wire_generation pg;
 
 			if (channel_peer_generation(ch, &pg) && pg.gen > b->gen.gen) {
+				char why[160];
+
+				/* the guest ran elsewhere since this host last knew:
+				 * its disks may have diverged (docs/disk.md) */
+				snprintf(why, sizeof(why), "the primary's protection generation %"
+					 PRIu64 " is newer than this host's %" PRIu64, pg.gen,
+					 b->gen.gen);
+				devices_diverged(&b->devs, why);
 				pthread_mutex_lock(&b->lock);
 				b->gen.gen = pg.gen;
 				b->gen.checkpoint = 0;

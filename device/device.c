@@ -170,6 +170,13 @@ int devices_activate(struct devices *ds, uint64_t epoch, char *err, size_t errle
 	return 0;
 }
 
+void devices_diverged(struct devices *ds, const char *why)
+{
+	for (unsigned i = 0; i < ds->n; i++)
+		if (ds->d[i].ops->diverged)
+			ds->d[i].ops->diverged(&ds->d[i], why);
+}
+
 void devices_status_json(struct devices *ds, char *buf, size_t len)
 {
 	size_t used = 0;

@@ -23,8 +23,8 @@
  * run one step on every member.  Return values: 0 or a negative errno,
  * with the device's own words in its error[].
  *
- * Members that may be NULL: before_suspend, ready (always ready), status,
- * status_text, close.
+ * Members that may be NULL: before_suspend, ready (always ready), diverged,
+ * status, status_text, close.
  */
 #ifndef TANDEM_DEVICE_H
 #define TANDEM_DEVICE_H
@@ -79,6 +79,12 @@ struct device_ops {
 	/* Failover from committed checkpoint `epoch`: the device's state
 	 * becomes that checkpoint's. */
 	int (*activate)(struct device *dv, uint64_t epoch);
+	/* The guest ran on another host since this side last held a
+	 * standby (why says how it is known): this side's copy may hold
+	 * writes the primary's never had, in places no bitmap knows of.  It
+	 * must be rebuilt from the primary in full before anything commits.
+	 * Must not block (a disk only marks it; its watch does it). */
+	void (*diverged)(struct device *dv, const char *why);
 
 	/* One JSON object's members (no braces) for status, e.g.
 	 * "\"kind\":\"disk\",...". */
@@ -135,6 +141,8 @@ bool devices_all_ok(const struct devices *ds, const uint32_t *verdicts);
 int devices_commit(struct devices *ds, uint64_t epoch, const uint32_t *verdicts, char *err,
 		   size_t errlen);
 int devices_activate(struct devices *ds, uint64_t epoch, char *err, size_t errlen);
+/* Backup: every device's copy may have diverged from the primary's. */
+void devices_diverged(struct devices *ds, const char *why);
 
 /* "[{...},{...}]" for status. */
 void devices_status_json(struct devices *ds, char *buf, size_t len);

@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +35,7 @@
 #define BACKUP_HOLDS 8		/* fault point disk-backup-holds: how many the backup holds */
 #define MARKER_WAIT_MS 500	/* backup: how long a commit waits for its marker */
 #define RELEASE_TIMEOUT_MS 60000	/* backup: writing back what the overlay holds at the end */
+#define CONNECT_EVERY_NS 3000000000ull	/* a StandAlone resource: how often to connect it */
 
 struct disk_dev {
 	bool memdisk;
@@ -76,6 +79,13 @@ struct disk_dev {
 	bool activated;
 	bool healthy;			/* DRBD: Connected, UpToDate/UpToDate (the poller) */
 	bool need_invalidate;		/* a full resync of this side is still to start */
+	unsigned diverged;		/* times told the guest ran elsewhere (diverged()) */
+
+	/* DRBD, both roles: until it is first whole, tandem connects a
+	 * StandAlone resource (a split brain left it so); after that a
+	 * StandAlone resource is the operator's doing and is left alone */
+	bool whole_seen;
+	uint64_t connect_ns;		/* the last connect tried */
 	char health[256];
 	bool fresh_has;			/* the last marker seen when DRBD became whole: */
 	uint64_t fresh_epoch;		/* checkpoints up to it may not commit */
@@ -85,6 +95,38 @@ struct disk_dev {
 static struct disk_dev *priv(struct device *dv)
 {
 	return dv->priv;
+}
+
+/*
+ * DRBD never connects a StandAlone resource by itself: a split brain (every
+ * after-sb-* is disconnect) or `drbdadm disconnect` leaves it so.  While
+ * protection starts (DRBD not yet whole since this device opened), tandem
+ * connects it, once every CONNECT_EVERY_NS: after a failover both sides
+ * stand alone, and the returning side's full resync (its invalidate) can
+ * only begin once both connect.  Later a StandAlone resource is the
+ * operator's and stays as it is.  Called by one thread at a time.
+ */
+static void connect_standalone(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	char cs[128], msg[512];
+	bool whole_seen;
+
+	pthread_mutex_lock(&k->lock);
+	whole_seen = k->whole_seen;
+	pthread_mutex_unlock(&k->lock);
+	if (whole_seen || (k->connect_ns && now_ns() - k->connect_ns < CONNECT_EVERY_NS))
+		return;
+	if (drbd_show(dv->cfg->drbd_conf, "cstate", k->resource, cs, sizeof(cs), msg, sizeof(msg)) ||
+	    strncmp(cs, "StandAlone", 10))
+		return;
+	k->connect_ns = now_ns();
+	if (drbd_adm(dv->cfg->drbd_conf, "connect", NULL, k->resource, msg, sizeof(msg)))
+		log_warn("%s: DRBD resource %s stands alone and would not connect: %s", dv->name,
+			 k->resource, msg);
+	else
+		log_warn("%s: DRBD resource %s stood alone (a split brain or a disconnect): "
+			 "connecting it to its peer, as protection starts", dv->name, k->resource);
 }
 
 /* ---- primary: the cut ------------------------------------------------------- */
@@ -104,7 +146,13 @@ static void clear_fence(struct device *dv)
 
 	if (!k->fence_flag[0] || access(k->fence_flag, F_OK))
 		return;
+	connect_standalone(dv);
 	r = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg));
+	if (r == 1) {
+		pthread_mutex_lock(&k->lock);
+		k->whole_seen = true;
+		pthread_mutex_unlock(&k->lock);
+	}
 	if (r == 1 && unlink(k->fence_flag) == 0)
 		log_warn("%s: DRBD is connected and both disks are UpToDate again (%s): the fence "
 			 "flag is down; the next checkpoint's marker is the fresh cut", dv->name, msg);
@@ -310,7 +358,7 @@ static void *health_main(void *arg)
 
 	pthread_mutex_lock(&k->lock);
 	while (!k->stop) {
-		bool inval = k->need_invalidate;
+		bool inval = k->need_invalidate, did_inval = false;
 
 		pthread_mutex_unlock(&k->lock);
 		if (inval && !drbd_adm(dv->cfg->drbd_conf, "invalidate", NULL, k->resource, msg,
@@ -319,13 +367,20 @@ static void *health_main(void *arg)
 				 "invalidate); checkpoints are held until it is whole", dv->name,
 				 k->resource);
 			inval = false;
+			did_inval = true;
 		}
+		if (!inval)	/* never before this side is invalidated: it would meet the
+				 * primary as a split brain again */
+			connect_standalone(dv);
 		int r = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg));
 		struct overlay_stats st;
 
 		if (inval && r == 1) {
 			r = 0;	/* whole as DRBD sees it, not as the lost writes are */
 			snprintf(msg, sizeof(msg), "waiting to resync this disk in full");
+		} else if (did_inval && r == 1) {
+			r = 0;	/* the resync just asked for: judge it at the next look */
+			snprintf(msg, sizeof(msg), "its full resync was just asked for");
 		}
 
 		overlay_get_stats(k->ov, &st);
@@ -341,8 +396,11 @@ static void *health_main(void *arg)
 			log_warn("%s: DRBD is not whole here (%s): no checkpoint commits until it is "
 				 "and a fresh marker came", dv->name, msg);
 		}
-		k->need_invalidate = inval;
+		if (did_inval)	/* (diverged() may have asked again meanwhile) */
+			k->need_invalidate = false;
 		k->healthy = r == 1;
+		if (r == 1)
+			k->whole_seen = true;
 		for (char *q = msg; *q; q++)	/* it goes into status JSON */
 			if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
 				*q = '\'';
@@ -597,10 +655,84 @@ static int recover_dead_overlay(struct device *dv, struct dm_linear *cur)
 	return 0;
 }
 
+/*
+ * A backup's DRBD that is Primary here: this host ran the guest (the old
+ * primary returning after a failover or a switchover, or the loser of a
+ * split brain).  Its disk may hold writes the running guest's never had,
+ * in blocks no DRBD bitmap knows of (the backup that activated discarded
+ * them from its overlay): step down, and resync this side in full before
+ * anything commits.  A resource that cannot step down is in use: the
+ * guest still runs here, and the backup refuses.
+ */
+static int step_down(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	char role[128], msg[512];
+
+	if (drbd_show(dv->cfg->drbd_conf, "role", k->resource, role, sizeof(role), msg,
+		      sizeof(msg))) {
+		snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
+		return -EIO;
+	}
+	if (strncmp(role, "Primary", 7))
+		return 0;
+	if (drbd_adm(dv->cfg->drbd_conf, "secondary", NULL, k->resource, msg, sizeof(msg))) {
+		const char *guest = "";
+
+		for (unsigned i = 0; i < dv->cfg->disks.n; i++)
+			if (!strcmp(dv->cfg->disks.d[i].resource, k->resource))
+				guest = dv->cfg->disks.d[i].device;
+		snprintf(dv->error, sizeof(dv->error), "DRBD resource %s is Primary on this host and "
+			 "cannot become Secondary (%.160s): a backup needs it Secondary.  Is a guest "
+			 "still running here?  Once none is, remove what holds the device open (the "
+			 "guest's device %.80s: dmsetup remove) and start the backup again",
+			 k->resource, msg, guest);
+		return -EBUSY;
+	}
+	k->need_invalidate = true;
+	k->diverged++;
+	log_warn("%s: DRBD resource %s was Primary here, so this host ran the guest: its disk may "
+		 "hold writes the other host's never had; it is Secondary now, and resyncs in full "
+		 "from the primary (drbdadm invalidate) before any checkpoint commits", dv->name,
+		 k->resource);
+	return 0;
+}
+
+static void drbd_diverged(struct device *dv, const char *why)
+{
+	struct disk_dev *k = priv(dv);
+	bool already;
+
+	pthread_mutex_lock(&k->lock);
+	already = k->need_invalidate;
+	k->need_invalidate = true;
+	k->healthy = false;
+	k->whole_seen = false;
+	k->diverged++;
+	pthread_cond_broadcast(&k->cond);
+	pthread_mutex_unlock(&k->lock);
+	if (!already)
+		log_warn("%s: %s: this side's disk may differ from the primary's in blocks DRBD "
+			 "does not know of; it resyncs in full (drbdadm invalidate) before any "
+			 "checkpoint commits", dv->name, why);
+}
+
+static void memdisk_diverged(struct device *dv, const char *why)
+{
+	struct disk_dev *k = priv(dv);
+
+	pthread_mutex_lock(&k->lock);
+	k->diverged++;
+	pthread_mutex_unlock(&k->lock);
+	log_warn("%s: %s: memdom's stand-in is one file both sides share, so there is nothing "
+		 "to resync", dv->name, why);
+}
+
 static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *info)
 {
 	struct disk_dev *k = priv(dv);
 	struct dm_linear cur, ovt;
+	struct stat nst;
 	struct overlay_opts o = { 0 };
 	struct overlay_stats st;
 	char msg[512], err[256];
@@ -614,6 +746,8 @@ static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *
 		return rc == -EIO ? -EINVAL : rc;
 	}
 	if (cur.major == NBD_MAJOR_NUMBER && (rc = recover_dead_overlay(dv, &cur)))
+		return rc;
+	if ((rc = step_down(dv)))
 		return rc;
 	if (cur.offset) {
 		snprintf(dv->error, sizeof(dv->error), "%.80s maps the real disk from sector %" PRIu64
@@ -649,10 +783,16 @@ static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *
 			 "the whole disk", k->lower_dm, cur.sectors * 512, k->real_path, st.size);
 		return -EINVAL;
 	}
+	/* the node's own numbers: /dev/nbdK is minor K << part_shift (nbd's
+	 * max_part), not K, for every K but 0 */
+	if (stat(k->nbd, &nst) || !S_ISBLK(nst.st_mode)) {
+		snprintf(dv->error, sizeof(dv->error), "%s is not a block device: %s", k->nbd,
+			 strerror(errno ? errno : ENOTBLK));
+		return -ENODEV;
+	}
 	if ((rc = save_real(dv)))
 		return rc;
-	ovt = (struct dm_linear){ cur.sectors, NBD_MAJOR_NUMBER, 0, 0 };
-	ovt.minor = (unsigned)atoi(k->nbd + 8);
+	ovt = (struct dm_linear){ cur.sectors, major(nst.st_rdev), minor(nst.st_rdev), 0 };
 	if ((rc = dm_linear_load(k->lower_dm, &ovt, msg, sizeof(msg))) ||
 	    (rc = dm_suspend(k->lower_dm, msg, sizeof(msg))) ||
 	    (rc = dm_resume(k->lower_dm, msg, sizeof(msg)))) {
@@ -776,7 +916,10 @@ static int drbd_test(struct device *dv, enum device_role role)
 	if (role == DEVICE_BACKUP)
 		return drbd_backup_open(dv, &info);
 	disk_fence_flag_path(dv->cfg, k->resource, k->fence_flag, sizeof(k->fence_flag));
-	if (drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg)) != 1) {
+	connect_standalone(dv);
+	if (drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg)) == 1) {
+		k->whole_seen = true;
+	} else {
 		/* Not in sync now: the first cuts must not count until it is. */
 		FILE *f = fopen(k->fence_flag, "w");
 
@@ -798,9 +941,10 @@ static void disk_status(struct device *dv, char *buf, size_t len)
 	n = (size_t)snprintf(buf, len, "\"kind\":\"%s\",\"target\":\"%s\",\"cuts\":%" PRIu64
 			     ",\"cut_failures\":%" PRIu64 ",\"fenced_verdicts\":%" PRIu64
 			     ",\"last_cut_us\":%" PRIu64 ",\"max_cut_us\":%" PRIu64 ",\"committed\":%"
-			     PRIu64 ",\"last_marker_seen\":%" PRIu64, k->memdisk ? "memdisk" : "drbd",
-			     k->target, k->cuts, k->cut_failures, k->fenced_verdicts, k->last_cut_us,
-			     k->max_cut_us, k->committed, k->last_marker_seen);
+			     PRIu64 ",\"last_marker_seen\":%" PRIu64 ",\"diverged\":%u",
+			     k->memdisk ? "memdisk" : "drbd", k->target, k->cuts, k->cut_failures,
+			     k->fenced_verdicts, k->last_cut_us, k->max_cut_us, k->committed,
+			     k->last_marker_seen, k->diverged);
 	if (k->ov && n < len) {
 		struct overlay_stats st;
 
@@ -876,6 +1020,7 @@ static const struct device_ops drbd_ops = {
 	.ready = disk_ready,
 	.commit = drbd_commit,
 	.activate = drbd_activate,
+	.diverged = drbd_diverged,
 	.status = disk_status,
 	.status_text = disk_status_text,
 	.close = disk_close,
@@ -889,6 +1034,7 @@ static const struct device_ops memdisk_ops = {
 	.ready = disk_ready,
 	.commit = memdisk_commit,
 	.activate = memdisk_activate,
+	.diverged = memdisk_diverged,
 	.status = disk_status,
 	.status_text = disk_status_text,
 	.close = disk_close,

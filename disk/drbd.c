@@ -362,7 +362,7 @@ static int run_drbdadm(const char *conf, const char *verb, const char *opt, cons
 		first_error(errtext, why, sizeof(why));
 		snprintf(msg, msglen, "drbdadm cannot %s DRBD resource '%s' from %s: %s",
 			 !strcmp(verb, "dump") ? "read" : !strcmp(verb, "cstate") ||
-			 !strcmp(verb, "dstate") ? "read the state of" : verb, res, conf,
+			 !strcmp(verb, "dstate") || !strcmp(verb, "role") ? "read the state of" : verb, res, conf,
 			 rc < 0 ? strerror(-rc) : why[0] ? why : "it failed");
 	}
 	return -1;
@@ -374,6 +374,18 @@ int drbd_adm(const char *conf, const char *verb, const char *opt, const char *re
 	char out[4096];
 
 	return run_drbdadm(conf, verb, opt, res, out, sizeof(out), msg, msglen);
+}
+
+int drbd_show(const char *conf, const char *verb, const char *res, char *out, size_t outlen,
+	      char *msg, size_t msglen)
+{
+	char text[512];
+
+	if (run_drbdadm(conf, verb, NULL, res, text, sizeof(text), msg, msglen))
+		return -1;
+	text[strcspn(text, "\n")] = '\0';
+	snprintf(out, outlen, "%s", text);
+	return 0;
 }
 
 int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_info *info,

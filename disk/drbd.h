@@ -61,4 +61,10 @@ int drbd_adm(const char *conf, const char *verb, const char *opt, const char *re
 	     size_t msglen);
 int drbd_healthy(const char *conf, const char *res, char *msg, size_t msglen);
 
+/* The first line `drbdadm -c conf VERB res` prints ("role": "Primary/
+ * Secondary" under DRBD 8.4; "cstate": "StandAlone"...).  0, or -1 with
+ * why in msg. */
+int drbd_show(const char *conf, const char *verb, const char *res, char *out, size_t outlen,
+	      char *msg, size_t msglen);
+
 #endif

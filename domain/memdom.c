@@ -1809,7 +1809,14 @@ static int memdom_become_primary(struct domain *d)
 		log_error("memdom: no activated guest to protect");
 		return -EINVAL;
 	}
-	if ((rc = check_kernel()))
+	rc = check_kernel();
+	if (rc == -ENOTSUP) {	/* as open_primary: copy all of it each time */
+		log_warn("memdom falls back to copying all %" PRIu64 " guest pages at every "
+			 "checkpoint (no dirty tracking on this kernel)", m->npages);
+		m->full_copy = true;
+		rc = 0;
+	}
+	if (rc)
 		return rc;
 	if (!m->regions)
 		m->regions = calloc(SCAN_REGIONS, sizeof(*m->regions));

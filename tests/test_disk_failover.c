@@ -99,7 +99,7 @@ static void df_cleanup(const char *dir)
 
 static const char *drbd_conf(const char *file, const char *res, int minor, const char *host,
 			     const char *lower, const char *meta, const char *addr,
-			     const char *peer_addr, const char *cfg)
+			     const char *peer_addr, const char *tandem_host, const char *cfg)
 {
 	char text[2048];
 
@@ -110,35 +110,54 @@ static const char *drbd_conf(const char *file, const char *res, int minor, const
 		 "        on-congestion block; timeout 10; ping-int 1; ping-timeout 5;\n"
 		 "        connect-int 1; }\n"
 		 "  disk { fencing resource-and-stonith; on-io-error detach; }\n"
-		 "  handlers { fence-peer \"%s fence-peer %s\"; }\n"
+		 "  handlers { fence-peer \"%s fence-peer --this-host %s %s\"; }\n"
 		 "  on %s { device /dev/drbd%d minor %d; disk %s; meta-disk %s;\n"
 		 "          address %s; }\n"
 		 "  on peer-of-%s { device /dev/drbd%d minor %d; disk /dev/mapper/none; meta-disk /dev/none;\n"
 		 "          address %s; }\n"
-		 "}\n", res, test_tandem_bin(), cfg, host, minor, minor, lower, meta, addr, res,
+		 "}\n", res, test_tandem_bin(), tandem_host, cfg, host, minor, minor, lower, meta, addr, res,
 		 minor, minor, peer_addr);
 	return test_write_file(file, text);
 }
 
-/* A configuration file of its own (td_config writes vm.cfg each time). */
-static const char *own_config(const char *file, const char *extra)
-{
-	static char paths[2][600];
-	static int n;
-	char *p = paths[n++ % 2];
-	const char *c = td_config(DF_NAME, extra);
+static char run_a[600], run_b[600];
 
-	snprintf(p, 600, "%s/%s", test_tmpdir(), file);
-	if (rename(c, p))
-		FAILF("rename %s: %s", c, strerror(errno));
-	return p;
+/*
+ * One host's configuration: both hosts named (`hosts`, so that re-protection
+ * can turn the roles round), each with its own file for what is per host
+ * (the disk's resource and DRBD configuration, the run-dir: one kernel
+ * holds both "hosts", so the resources and run-dirs must differ).
+ */
+static const char *host_config(const char *file, const char *run, const char *extra)
+{
+	int port = 20000 + (int)(getpid() % 20000);
+	char text[4096];
+
+	td_config(DF_NAME, NULL);	/* the key file */
+	snprintf(text, sizeof(text),
+		 "name = %s\ndomain = memdom\nhosts = alpha 127.0.0.1:%d, beta 127.0.0.1:%d\n"
+		 "key-file = %s/key\nrun-dir = %s\nheartbeat-interval = 50ms\n"
+		 "workload-rate = 20000\nworkload-pattern = hotset\nnetbuf = none\n"
+		 "allow-unsafe-no-buffering = yes\n%s",
+		 DF_NAME, port, port + 10, test_tmpdir(), run, extra);
+	return test_write_file(file, text);
+}
+
+static const char *status_of(const char *run, const char *role)
+{
+	return td_status_at(run, DF_NAME, role);
+}
+
+static bool state_is(const char *run, const char *role, const char *state)
+{
+	char st[64];
+
+	return !strcmp(td_str(status_of(run, role), "state", st, sizeof(st)), state);
 }
 
 static bool backup_active(void)
 {
-	char st[64];
-
-	return !strcmp(td_str(td_status(DF_NAME, "backup"), "state", st, sizeof(st)), "active");
+	return state_is(run_b, "backup", "active");
 }
 
 static bool acked_at_least(const struct td *p, uint64_t n)
@@ -181,17 +200,19 @@ int test_disk_failover_run(void)
 	df_cleanup(dir);
 
 	/* the two hosts' tandem configurations: one kernel, so two resources */
+	snprintf(run_a, sizeof(run_a), "%s/run-alpha", dir);
+	snprintf(run_b, sizeof(run_b), "%s/run-beta", dir);
 	snprintf(extra, sizeof(extra), "disks = r0:/dev/mapper/tdmA-guest\ndrbd-conf = %s/drbd-a.conf\n"
 		 "memdom-disk-writes = /dev/mapper/tdmA-guest\n"
 		 DF_COMMON, dir, DF_STEPS);
-	cfg_a = own_config("a.cfg", extra);
+	cfg_a = host_config("a.cfg", run_a, extra);
 	snprintf(extra, sizeof(extra), "disks = r1:/dev/mapper/tdmB-guest\ndrbd-conf = %s/drbd-b.conf\n"
 		 DF_COMMON, dir, DF_STEPS);
-	cfg_b = own_config("b.cfg", extra);
+	cfg_b = host_config("b.cfg", run_b, extra);
 	conf_a = drbd_conf("drbd-a.conf", "r0", 0, u.nodename, "/dev/mapper/tdmA-lower", "/dev/ram2",
-			   DF_A ":7788", DF_B ":7789", cfg_a);
+			   DF_A ":7788", DF_B ":7789", "alpha", cfg_a);
 	conf_b = drbd_conf("drbd-b.conf", "r1", 1, u.nodename, "/dev/mapper/tdmB-lower", "/dev/ram3",
-			   DF_B ":7789", DF_A ":7788", cfg_b);
+			   DF_B ":7789", DF_A ":7788", "beta", cfg_b);
 	/* DRBD's helper: drbdadm with the conf of the minor that calls it */
 	snprintf(helper, sizeof(helper), "%s/drbd-helper", dir);
 	snprintf(extra, sizeof(extra), "#!/bin/sh\necho \"$DRBD_MINOR $*\" >>\"$0.log\"\n"
@@ -222,7 +243,7 @@ int test_disk_failover_run(void)
 	test_capture(ram1, sizeof(ram1), "printf %%s $(( $(stat -c 0x%%t /dev/ram1) )):$(( $(stat -c 0x%%T /dev/ram1) ))");
 
 	/* (1) protect; a clean stop of the backup releases its overlay */
-	td_start(&back, "backup", cfg_b, NULL);
+	td_start_host(&back, "backup", cfg_b, NULL, "beta", "backup");
 	if (!WAIT_FOR(td_log_has(&back, "now goes through the overlay"), 30000)) {
 		td_dump(&back);
 		FAILF("the backup did not put its overlay under DRBD");
@@ -230,14 +251,14 @@ int test_disk_failover_run(void)
 	dm_target("tdmB-lower", tgt, sizeof(tgt));
 	if (strncmp(tgt, "43:", 3))
 		FAILF("tdmB-lower points at %s, not at an NBD device", tgt);
-	td_start(&prim, "primary", cfg_a, NULL);
+	td_start_host(&prim, "primary", cfg_a, NULL, "alpha", "primary");
 	if (!WAIT_FOR(acked_at_least(&prim, 20), 60000)) {
 		td_dump(&prim);
 		td_dump(&back);
 		FAILF("no 20 acknowledged checkpoints with a disk");
 	}
 	{
-		const char *js = td_status(DF_NAME, "backup");
+		const char *js = status_of(run_b, "backup");
 
 		if (!strstr(js, "\"drbd_whole\":true") || !strstr(js, "\"overlay\":\"/dev/nbd") ||
 		    !strstr(js, "\"overlay_held_bytes\":"))
@@ -287,7 +308,7 @@ int test_disk_failover_run(void)
 	dm_target("tdmB-lower", tgt, sizeof(tgt));
 	if (strcmp(tgt, ram1))
 		FAILF("after a clean stop tdmB-lower points at %s, not at /dev/ram1 (%s)", tgt, ram1);
-	snprintf(extra, sizeof(extra), "%s/run/" DF_NAME ".r1.lower", dir);
+	snprintf(extra, sizeof(extra), "%s/" DF_NAME ".r1.lower", run_b);
 	ASSERT(access(extra, F_OK) != 0);
 	if (!test_file_has("/proc/drbd", "1: cs:Connected", NULL) ||
 	    test_file_has("/proc/drbd", "1: cs:Connected ro:Secondary/Primary ds:Diskless", NULL))
@@ -314,7 +335,7 @@ int test_disk_failover_run(void)
 	/* (2) a backup killed with its overlay under DRBD: the writes it held
 	 * are lost though DRBD saw them complete; the next backup puts the
 	 * real disk back, has DRBD resync it from A, and protects again */
-	td_start(&back, "backup", cfg_b, NULL);
+	td_start_host(&back, "backup", cfg_b, NULL, "beta", "backup");
 	{
 		uint64_t a0 = td_max_ack(&prim);
 
@@ -330,7 +351,7 @@ int test_disk_failover_run(void)
 		FAILF("after SIGKILL tdmB-lower points at %s, not at the dead overlay", tgt);
 	/* the next backup recovers: the real disk back, a full resync, then
 	 * protection again; then it stops cleanly */
-	td_start(&back, "backup", cfg_b, NULL);
+	td_start_host(&back, "backup", cfg_b, NULL, "beta", "backup");
 	if (!WAIT_FOR(td_log_has(&back, "resyncs this disk from the primary"), 120000)) {
 		td_dump(&back);
 		FAILF("the backup after a killed one did not resync its disk");
@@ -350,7 +371,7 @@ int test_disk_failover_run(void)
 	printf("  a killed backup: the next one put the real disk back, resynced it in full "
 	       "and protected again\n");
 	/* (3) a backup that stalls in its 30th commit while A runs on */
-	td_start(&back, "backup", cfg_b, "slow-commit@30");
+	td_start_host(&back, "backup", cfg_b, "slow-commit@30", "beta", "backup");
 	if (!WAIT_FOR(td_log_has(&back, "fault point 'slow-commit' fired"), 90000)) {
 		td_dump(&prim);
 		td_dump(&back);
@@ -448,6 +469,94 @@ int test_disk_failover_run(void)
 	close(fb);
 	printf("  T6: both primaries met: DRBD detected the split brain and disconnected; B's "
 	       "disk kept its checkpoint\n");
+
+	/* (5) re-protection: A returns as a backup.  Its r0 is still Primary,
+	 * stands alone after the split brain, and holds writes its guest made
+	 * after checkpoint N that B never kept (ahead_on_a blocks, in no DRBD
+	 * bitmap).  Its backup steps r0 down and has it resynced in full
+	 * (invalidate); B's active daemon finds it and becomes its primary,
+	 * connecting r1, which also stands alone; nothing commits on A until
+	 * its disk is whole and a fresh marker came; then A's disk equals
+	 * B's (T5: online verify, oos:0) and A's extra writes are gone. */
+	{
+		struct td aback;
+		uint64_t c0 = 0, whole_at = 0;
+		int fd, ahead_now = 0;
+
+		test_sh("dmsetup remove tdmA-guest");	/* no guest on A any more */
+		td_start_host(&aback, "backup", cfg_a, NULL, "alpha", "alpha-backup");
+		if (!WAIT_FOR(td_log_has(&aback, "was Primary here, so this host ran the guest"),
+			      60000)) {
+			td_dump(&aback);
+			FAILF("A's backup did not step its Primary r0 down");
+		}
+		printf("  re-protection: A's backup stepped r0 down\n");
+		fflush(stdout);
+		if (!WAIT_FOR(state_is(run_b, "primary", "protecting") &&
+			      td_num(status_of(run_b, "primary"), "last_acked_epoch") >= 10, 150000)) {
+			test_capture(out, sizeof(out), "cat /proc/drbd");
+			td_dump(&back);
+			td_dump(&aback);
+			FAILF("B did not re-protect the guest and its disk to A: %s", out);
+		}
+		ASSERT(td_log_has(&back, "re-protection: a backup of " DF_NAME " answers on alpha"));
+		ASSERT(td_log_has(&aback, "resyncs this disk from the primary (drbdadm invalidate)"));
+		ASSERT(td_log_has(&back, "stood alone") || td_log_has(&aback, "stood alone"));
+		if (!test_file_has("/proc/drbd", "0: cs:Connected ro:Secondary/Primary "
+				   "ds:UpToDate/UpToDate", "1: cs:Connected ro:Primary/Secondary")) {
+			test_capture(out, sizeof(out), "cat /proc/drbd");
+			FAILF("after re-protection DRBD is not A Secondary / B Primary, both "
+			      "UpToDate: %s", out);
+		}
+		/* no commit on A before its disk was whole: in its log, the first
+		 * commit ("standby holds checkpoint") comes after "DRBD is whole" */
+		test_capture(out, sizeof(out), "grep -n 'DRBD is whole here' %s | head -n 1 | "
+			     "cut -d: -f1", aback.log);
+		whole_at = strtoull(out, NULL, 10);
+		test_capture(out, sizeof(out), "grep -n 'standby holds checkpoint' %s | head -n 1 | "
+			     "cut -d: -f1", aback.log);
+		if (!whole_at || strtoull(out, NULL, 10) <= whole_at) {
+			td_dump(&aback);
+			FAILF("A's backup committed before its disk was whole (log lines %" PRIu64
+			      " and %s)", whole_at, out);
+		}
+		ASSERT(td_events(&aback, "commit", &c0, NULL) > 0);
+		/* A's extra writes are gone: its disk took B's blocks in full */
+		ASSERT((fd = open("/dev/ram0", O_RDONLY | O_DIRECT)) >= 0);
+		for (uint64_t k = kmax + 2; k < 4095; k++) {
+			ASSERT_EQ(read_stamp(fd, k, &wk, &wpid), 0);
+			ahead_now += wk && wpid == (uint32_t)prim.pid;
+		}
+		close(fd);
+		if (ahead_now)
+			FAILF("after re-protection %d blocks of A's disk still hold writes B never "
+			      "had (of %u before)", ahead_now, ahead_on_a);
+		/* T5: a clean stop of A's backup writes back what it holds; then
+		 * DRBD's online verify finds both disks equal */
+		kill(aback.pid, SIGTERM);
+		if (!WAIT_FOR(td_exited(&aback), 60000))
+			FAILF("A's backup did not exit within 60 s of SIGTERM");
+		test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'");
+		{
+			int done0 = atoi(out);
+
+			test_sh("drbdadm -c %s verify r1", conf_b);
+			if (!WAIT_FOR((test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify "
+						    "done'"), atoi(out) > done0), 120000))
+				FAILF("DRBD's online verify did not finish");
+		}
+		test_capture(out, sizeof(out), "sed -n '/^ 1: cs/,/oos:/p' /proc/drbd | grep -o "
+			     "'oos:[0-9]*'");
+		if (strncmp(out, "oos:0\n", 6)) {
+			test_capture(extra, sizeof(extra), "cat /proc/drbd; dmesg | grep -i verify | "
+				     "tail -5");
+			FAILF("after re-protection A's disk differs from B's (%s): %s", out, extra);
+		}
+		printf("  re-protection: A's r0 stepped down and resynced in full (%u blocks of its "
+		       "own writes past checkpoint %" PRIu64 " overwritten), B protects again "
+		       "(commit %" PRIu64 " on A), online verify after A's clean stop: oos:0\n",
+		       ahead_on_a, n, c0);
+	}
 	td_stop(&back);
 	df_cleanup(dir);
 	return TEST_OK;
@@ -463,7 +572,7 @@ int test_disk_failover_vm61(void)
 	if (access("/lib/drbd/drbdsetup-84", X_OK) != 0)
 		test_skip("no /lib/drbd/drbdsetup-84 (drbd-utils)");
 	test_capture(out, sizeof(out),
-		     "VM61_MODS='drbd nbd brd dm-mod' tests/vm61/run.sh --timeout 400 -- "
+		     "VM61_MODS='drbd nbd brd dm-mod' tests/vm61/run.sh --timeout 630 -- "
 		     "./tests/tandem-test disk_failover_run 2>&1; echo \"exit=$?\"");
 	printf("%s", out);
 	ASSERT_STR_CONTAINS(out, "exit=0");

@@ -360,3 +360,57 @@ int test_reprotect_switchover_killed_half_way(void)
 	td_stop(&b2);
 	return TEST_OK;
 }
+
+/*
+ * Re-protection with a disk (memdom's stand-in, one file both "hosts"
+ * share): the active host becomes primary with its disk, and the
+ * returning host's backup is told its copy may have diverged (the
+ * primary's generation is newer than its own), before anything commits;
+ * then checkpoints commit with their disk's cut, and the disk's status
+ * says so.  The DRBD form of the same (invalidate, resync, verify) runs
+ * in disk_failover_vm61.
+ */
+int test_reprotect_with_disk(void)
+{
+	char extra[700], path[600], buf[600];
+	const char *cfg;
+	struct td a1, b, a2;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/memdisk.img", test_tmpdir());
+	f = fopen(path, "w");
+	if (!f || ftruncate(fileno(f), 1 << 20))
+		FAILF("cannot make %s", path);
+	fclose(f);
+	snprintf(extra, sizeof(extra), "memdom-disk = %s\n", path);
+	cfg = two_host_config(extra);
+
+	td_start_host(&b, "backup", cfg, NULL, "beta", "beta");
+	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
+		fail_dump(NULL, &b, "beta's backup did not come up");
+	td_start_host(&a1, "primary", cfg, NULL, "alpha", "alpha1");
+	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 15, 15000))
+		fail_dump(&a1, &b, "alpha did not protect the guest and its disk to beta");
+	ASSERT(!td_log_has(&b, "may have diverged") && !td_log_has(&b, "nothing to resync"));
+
+	td_kill(&a1, SIGKILL);
+	check_activated(&a1, &b, "beta");
+	td_start_host(&a2, "backup", cfg, NULL, "alpha", "alpha2");
+	if (!WAIT_FOR(state_is("beta", "primary", "protecting") &&
+		      td_num(st("beta", "primary"), "last_acked_epoch") >= 15, 20000))
+		fail_dump(&b, &a2, "beta did not re-protect the guest and its disk to alpha");
+	if (!td_grep(&a2, "the primary's protection generation 1 is newer than this host's 0",
+		     buf, sizeof(buf)))
+		fail_dump(&b, &a2, "alpha's backup was not told its disk may have diverged");
+	ASSERT_STR_CONTAINS(st("alpha", "backup"), "\"diverged\":1");
+	/* its disk commits again: the cut of a checkpoint after the hand-over */
+	if (!WAIT_FOR(td_num(st("alpha", "backup"), "last_acked_epoch") >= 15, 10000))
+		fail_dump(&b, &a2, "alpha's standby commits nothing");
+	ASSERT(strstr(st("alpha", "backup"), "\"kind\":\"memdisk\""));
+	ASSERT(!strstr(st("alpha", "backup"), "\"committed\":0,"));
+	printf("  re-protected with its disk; alpha's backup: the primary's protection generation 1 "
+	       "is newer than this host's 0%s\n", buf);
+	td_stop(&b);
+	td_stop(&a2);
+	return TEST_OK;
+}
