@@ -60,6 +60,8 @@ static const struct config_key schema[] = {
 	  "Compress checkpoint data on the link: none or lz4 (the primary's setting counts)." },
 	{ "run-dir", CT_STRING, F(run_dir), 0, 0, "/run/tandem", NULL, false,
 	  "Directory for the daemons' status sockets." },
+	{ "state-dir", CT_STRING, F(state_dir), 0, 0, "/var/lib/tandem", NULL, false,
+	  "Directory for what must survive a reboot: the protection generation." },
 	{ "interval", CT_DURATION, F(interval_ms), 10, 10000, "100ms", NULL, true,
 	  "Epoch length: time between checkpoints." },
 	{ "timeout", CT_DURATION, F(timeout_ms), 100, 60000, "1s", NULL, true,
@@ -730,6 +732,8 @@ static int parse_layers(const char *file, const char *text, size_t len,
 			"is in hosts, the address it listens on while it is the backup): remove it", file);
 	if (!cfg->hosts.n && strstr(cfg->run_dir, "%h"))
 		err_add(&e, "%s: key 'run-dir': %%h (this host's name) needs hosts", file);
+	if (!cfg->hosts.n && strstr(cfg->state_dir, "%h"))
+		err_add(&e, "%s: key 'state-dir': %%h (this host's name) needs hosts", file);
 	if (!e.count && cfg->netbuf == NETBUF_NONE && !cfg->allow_unsafe_no_buffering)
 		err_add(&e, "%s: key 'netbuf': none needs allow-unsafe-no-buffering = yes "
 			"(clients could see output from state lost at failover)", file);
@@ -1207,6 +1211,11 @@ int config_resolve(struct tandem_config *cfg, const char *this_host, int role,
 	cfg->this_host = me;
 	if (expand_host(cfg->run_dir, sizeof(cfg->run_dir), cfg->hosts.h[me].name)) {
 		snprintf(err, errlen, "%s: key 'run-dir': too long once %%h is replaced", cfg->source);
+		return -EINVAL;
+	}
+	if (expand_host(cfg->state_dir, sizeof(cfg->state_dir), cfg->hosts.h[me].name)) {
+		snprintf(err, errlen, "%s: key 'state-dir': too long once %%h is replaced",
+			 cfg->source);
 		return -EINVAL;
 	}
 	return config_set_role(cfg, role);

@@ -89,6 +89,7 @@ struct tandem_config {
 	bool encrypt;
 	int compress;				/* enum compress_kind */
 	char run_dir[CONFIG_PATH_MAX];
+	char state_dir[CONFIG_PATH_MAX];	/* what survives a reboot (the generation) */
 
 	uint64_t interval_ms;
 	uint64_t timeout_ms;

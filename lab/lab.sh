@@ -624,6 +624,9 @@ name = g1
 domain = xen
 replication = $(host_ip B repl):$TANDEM_PORT
 key-file = /root/tandem.key
+# each scenario starts a fresh protection: the generation lives where it
+# did before state-dir, in the run-dir, which no scenario keeps
+state-dir = /run/tandem
 interval = $2ms
 timeout = ${LAB_TANDEM_TIMEOUT:-3s}
 heartbeat-interval = 200ms

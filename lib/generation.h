@@ -6,8 +6,11 @@
  * writes it down before the guest runs; a backup that takes a session
  * adopts its primary's.  Both daemons exchange it in the handshake
  * (docs/protocol.md, GENERATION): the side with the lower number holds a
- * stale copy and never runs it.  Stored in RUN_DIR/NAME.generation, one
- * "key value" per line, replaced atomically (write, fsync, rename).
+ * stale copy and never runs it.  Stored in STATE_DIR/NAME.generation
+ * (state-dir: it must survive a reboot), one "key value" per line,
+ * replaced atomically (write, fsync, rename, fsync of the directory); a
+ * file in RUN_DIR, where tandem kept it before, is read when STATE_DIR
+ * has none.
  */
 #ifndef TANDEM_GENERATION_H
 #define TANDEM_GENERATION_H

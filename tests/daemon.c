@@ -32,10 +32,11 @@ const char *td_config(const char *name, const char *extra)
 
 	snprintf(base, sizeof(base),
 		 "name = %s\ndomain = memdom\nreplication = 127.0.0.1:%d\nkey-file = %s\n"
-		 "run-dir = %s/run\ninterval = 20ms\ntimeout = 1s\nheartbeat-interval = 50ms\n"
+		 "run-dir = %s/run\nstate-dir = %s/state\ninterval = 20ms\ntimeout = 1s\n"
+		 "heartbeat-interval = 50ms\n"
 		 "memory = 8M\nworkload-rate = 20000\nworkload-pattern = hotset\nhotset = 2M\n"
 		 "netbuf = none\nallow-unsafe-no-buffering = yes\n",
-		 name, port, keypath, test_tmpdir());
+		 name, port, keypath, test_tmpdir(), test_tmpdir());
 	/* Keys in `extra` replace the base's. */
 	text[0] = '\0';
 	for (line = strtok_r(base, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {

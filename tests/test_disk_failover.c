@@ -136,10 +136,10 @@ static const char *host_config(const char *file, const char *run, const char *ex
 	td_config(DF_NAME, NULL);	/* the key file */
 	snprintf(text, sizeof(text),
 		 "name = %s\ndomain = memdom\nhosts = alpha 127.0.0.1:%d, beta 127.0.0.1:%d\n"
-		 "key-file = %s/key\nrun-dir = %s\nheartbeat-interval = 50ms\n"
+		 "key-file = %s/key\nrun-dir = %s\nstate-dir = %s\nheartbeat-interval = 50ms\n"
 		 "workload-rate = 20000\nworkload-pattern = hotset\nnetbuf = none\n"
 		 "allow-unsafe-no-buffering = yes\n%s",
-		 DF_NAME, port, port + 10, test_tmpdir(), run, extra);
+		 DF_NAME, port, port + 10, test_tmpdir(), run, run, extra);
 	return test_write_file(file, text);
 }
 

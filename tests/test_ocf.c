@@ -70,10 +70,11 @@ static void ocf_setup(void)
 		snprintf(node_dir[n], sizeof(node_dir[n]), "%s/run%c", t, 'A' + n);
 		snprintf(text, sizeof(text),
 			 "name = " VM "\ndomain = memdom\nreplication = 127.0.0.1:%d\nkey-file = %s\n"
-			 "run-dir = %s\ninterval = 20ms\ntimeout = 1s\nheartbeat-interval = 50ms\n"
+			 "run-dir = %s\nstate-dir = %s\ninterval = 20ms\ntimeout = 1s\n"
+			 "heartbeat-interval = 50ms\n"
 			 "memory = 8M\nworkload-rate = 20000\nworkload-pattern = hotset\nhotset = 2M\n"
 			 "netbuf = none\nallow-unsafe-no-buffering = yes\non-peer-loss = manual\n",
-			 port, key, node_dir[n]);
+			 port, key, node_dir[n], node_dir[n]);
 		snprintf(name, sizeof(name), "node%c.cfg", 'A' + n);
 		test_write_file(name, text);
 		/* A fake crm_attribute records the promotion scores the agent sets. */

@@ -35,11 +35,11 @@ static const char *two_host_config(const char *extra)
 		 "name = %s\ndomain = memdom\n"
 		 "hosts = alpha 127.0.0.1:%d, beta 127.0.0.1:%d\n"
 		 "heartbeat-paths = 127.0.0.1:%d-127.0.0.1:%d\n"
-		 "key-file = %s/key\nrun-dir = %s/run-%%h\n"
+		 "key-file = %s/key\nrun-dir = %s/run-%%h\nstate-dir = %s/state-%%h\n"
 		 "interval = 20ms\ntimeout = 1s\nheartbeat-interval = 50ms\n"
 		 "memory = 8M\nworkload-rate = 20000\nworkload-pattern = hotset\nhotset = 2M\n"
 		 "netbuf = none\nallow-unsafe-no-buffering = yes\n%s",
-		 VM, port, port + 10, port + 1, port + 11, test_tmpdir(), test_tmpdir(),
+		 VM, port, port + 10, port + 1, port + 11, test_tmpdir(), test_tmpdir(), test_tmpdir(),
 		 extra ? extra : "");
 	return test_write_file("two.cfg", text);
 }
@@ -412,5 +412,61 @@ int test_reprotect_with_disk(void)
 	       "is newer than this host's 0%s\n", buf);
 	td_stop(&b);
 	td_stop(&a2);
+	return TEST_OK;
+}
+
+/*
+ * The generation survives a reboot (state-dir, not the run-dir's tmpfs):
+ * beta activates (generation 1), then both hosts "reboot" (daemons killed,
+ * both run-dirs emptied as a boot empties /run).  alpha's primary, started
+ * again by habit, meets beta's backup, which still holds generation 1 and
+ * refuses it: alpha's copy is stale.  With the generation in the run-dir
+ * both would have come back as 0 and beta would have taken alpha's stale
+ * copy as its new standby.  A generation file where tandem kept it before
+ * (the run-dir) is still read when the state-dir has none.
+ */
+int test_reprotect_generation_survives_reboot(void)
+{
+	const char *cfg = two_host_config(NULL);
+	struct td a1, b, b2, a2;
+	char st_beta[700];
+
+	td_start_host(&b, "backup", cfg, NULL, "beta", "beta");
+	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
+		fail_dump(NULL, &b, "beta's backup did not come up");
+	td_start_host(&a1, "primary", cfg, NULL, "alpha", "alpha1");
+	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 10, 15000))
+		fail_dump(&a1, &b, "alpha did not protect the guest to beta");
+	td_kill(&a1, SIGKILL);
+	check_activated(&a1, &b, "beta");
+	ASSERT_EQ(td_num(st("beta", "backup"), "generation"), 1);
+
+	/* both hosts reboot: every daemon gone, /run empty */
+	td_kill(&b, SIGKILL);
+	test_sh("rm -rf %s/* %s/*", run_alpha, run_beta);
+	snprintf(st_beta, sizeof(st_beta), "%s/state-beta/" VM ".generation", test_tmpdir());
+	ASSERT(test_file_has(st_beta, "generation 1", NULL));
+
+	td_start_host(&b2, "backup", cfg, NULL, "beta", "beta2");
+	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
+		fail_dump(NULL, &b2, "beta's backup did not come up after the reboot");
+	ASSERT_EQ(td_num(st("beta", "backup"), "generation"), 1);
+	td_start_host(&a2, "primary", cfg, NULL, "alpha", "alpha2");
+	if (!WAIT_FOR(td_exited(&a2), 15000))
+		fail_dump(&a2, &b2, "alpha's stale primary did not stop after the reboot");
+	ASSERT(WIFEXITED(a2.status) && WEXITSTATUS(a2.status) == 3);
+	ASSERT(td_log_has(&a2, "STALE: protection generation 0 here, 1 on the other host"));
+	ASSERT_EQ(td_events(&a2, "ack", NULL, NULL), 0);
+	printf("  after both hosts rebooted beta still holds generation 1 (%s); alpha's stale "
+	       "primary refused, exit 3\n", st_beta);
+	td_stop(&b2);
+
+	/* the old location: a run-dir file is read when the state-dir has none */
+	test_sh("mkdir -p %s && mv %s %s/" VM ".generation", run_beta, st_beta, run_beta);
+	td_start_host(&b2, "backup", cfg, NULL, "beta", "beta3");
+	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
+		fail_dump(NULL, &b2, "beta's backup did not come up");
+	ASSERT_EQ(td_num(st("beta", "backup"), "generation"), 1);
+	td_stop(&b2);
 	return TEST_OK;
 }
