@@ -307,7 +307,10 @@ int test_hb_two_paths_alive(void)
 			2000));
 	ASSERT(hb_peer_alive(p) && hb_peer_alive(b));
 	ASSERT(WAIT_FOR(stats(p, 0).rtt_ms >= 0 && stats(b, 1).rtt_ms >= 0, 2000));
-	ASSERT(stats(p, 0).rtt_ms < 50);
+	/* loopback: milliseconds at most, but a loaded CI machine (a Xen lab
+	 * beside it) once held a heartbeat thread off the CPU past 50 ms; a
+	 * unit slip (us for ms, ns) would still be far above this */
+	ASSERT(stats(p, 0).rtt_ms < 500);
 	ASSERT(now_ns() - hb_last_heard_ns(b) < 1000000000ull);
 	ASSERT_EQ(LOAD(rp.ups[0]), 1);
 	ASSERT_EQ(LOAD(rb.ups[1]), 1);
