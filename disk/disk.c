@@ -35,7 +35,8 @@
 #define BACKUP_HOLDS 8		/* fault point disk-backup-holds: how many the backup holds */
 #define MARKER_WAIT_MS 500	/* backup: how long a commit waits for its marker */
 #define RELEASE_TIMEOUT_MS 60000	/* backup: writing back what the overlay holds at the end */
-#define CONNECT_EVERY_NS 3000000000ull	/* a StandAlone resource: how often to connect it */
+#define CONNECT_FIRST_NS 3000000000ull	/* a StandAlone resource: the first wait to connect */
+#define CONNECT_MAX_NS 60000000000ull	/* ... doubling up to this */
 
 struct disk_dev {
 	bool memdisk;
@@ -85,7 +86,9 @@ struct disk_dev {
 	 * StandAlone resource (a split brain left it so); after that a
 	 * StandAlone resource is the operator's doing and is left alone */
 	bool whole_seen;
+	bool invalidated;		/* backup: tandem had this side resynced in full */
 	uint64_t connect_ns;		/* the last connect tried */
+	uint64_t connect_wait_ns;	/* until the next (doubles) */
 	char health[256];
 	bool fresh_has;			/* the last marker seen when DRBD became whole: */
 	uint64_t fresh_epoch;		/* checkpoints up to it may not commit */
@@ -101,25 +104,32 @@ static struct disk_dev *priv(struct device *dv)
  * DRBD never connects a StandAlone resource by itself: a split brain (every
  * after-sb-* is disconnect) or `drbdadm disconnect` leaves it so.  While
  * protection starts (DRBD not yet whole since this device opened), tandem
- * connects it, once every CONNECT_EVERY_NS: after a failover both sides
- * stand alone, and the returning side's full resync (its invalidate) can
- * only begin once both connect.  Later a StandAlone resource is the
- * operator's and stays as it is.  Called by one thread at a time.
+ * connects it: after a failover both sides stand alone, and the returning
+ * side's full resync (its invalidate) can only begin once both connect.
+ * Each try that meets a peer still split from this one is another split
+ * brain DRBD reports (and its handlers run), so the tries come 3 s apart,
+ * then 6, 12 ... up to a minute.  The backup tries only once tandem had
+ * its side invalidated (before, it would meet the primary as a split
+ * brain again).  Later a StandAlone resource is the operator's and stays
+ * as it is.  Called by one thread at a time.
  */
 static void connect_standalone(struct device *dv)
 {
 	struct disk_dev *k = priv(dv);
-	char cs[128], msg[512];
+	struct drbd_state st;
+	char msg[512];
 	bool whole_seen;
 
 	pthread_mutex_lock(&k->lock);
 	whole_seen = k->whole_seen;
 	pthread_mutex_unlock(&k->lock);
-	if (whole_seen || (k->connect_ns && now_ns() - k->connect_ns < CONNECT_EVERY_NS))
+	if (whole_seen || (k->connect_ns && now_ns() - k->connect_ns < k->connect_wait_ns))
 		return;
-	if (drbd_show(dv->cfg->drbd_conf, "cstate", k->resource, cs, sizeof(cs), msg, sizeof(msg)) ||
-	    strncmp(cs, "StandAlone", 10))
+	if (drbd_state(dv->cfg->drbd_conf, k->resource, k->target, &st, msg, sizeof(msg)) ||
+	    strcmp(st.cs, "StandAlone"))
 		return;
+	k->connect_wait_ns = !k->connect_ns ? CONNECT_FIRST_NS :
+			     MIN(2 * k->connect_wait_ns, CONNECT_MAX_NS);
 	k->connect_ns = now_ns();
 	if (drbd_adm(dv->cfg->drbd_conf, "connect", NULL, k->resource, msg, sizeof(msg)))
 		log_warn("%s: DRBD resource %s stands alone and would not connect: %s", dv->name,
@@ -147,7 +157,7 @@ static void clear_fence(struct device *dv)
 	if (!k->fence_flag[0] || access(k->fence_flag, F_OK))
 		return;
 	connect_standalone(dv);
-	r = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg));
+	r = drbd_healthy(dv->cfg->drbd_conf, k->resource, k->target, msg, sizeof(msg));
 	if (r == 1) {
 		pthread_mutex_lock(&k->lock);
 		k->whole_seen = true;
@@ -369,10 +379,12 @@ static void *health_main(void *arg)
 			inval = false;
 			did_inval = true;
 		}
-		if (!inval)	/* never before this side is invalidated: it would meet the
-				 * primary as a split brain again */
+		if (did_inval)
+			k->invalidated = true;
+		if (!inval && k->invalidated)	/* never before: it would meet the
+						 * primary as a split brain again */
 			connect_standalone(dv);
-		int r = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg));
+		int r = drbd_healthy(dv->cfg->drbd_conf, k->resource, k->target, msg, sizeof(msg));
 		struct overlay_stats st;
 
 		if (inval && r == 1) {
@@ -650,6 +662,7 @@ static int recover_dead_overlay(struct device *dv, struct dm_linear *cur)
 	} else {
 		log_warn("%s: DRBD resource %s resyncs this disk from the primary (drbdadm "
 			 "invalidate); checkpoints are held until it is whole", dv->name, k->resource);
+		k->invalidated = true;
 	}
 	*cur = k->real;
 	return 0;
@@ -667,14 +680,14 @@ static int recover_dead_overlay(struct device *dv, struct dm_linear *cur)
 static int step_down(struct device *dv)
 {
 	struct disk_dev *k = priv(dv);
-	char role[128], msg[512];
+	struct drbd_state st;
+	char msg[512];
 
-	if (drbd_show(dv->cfg->drbd_conf, "role", k->resource, role, sizeof(role), msg,
-		      sizeof(msg))) {
+	if (drbd_state(dv->cfg->drbd_conf, k->resource, k->target, &st, msg, sizeof(msg))) {
 		snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
 		return -EIO;
 	}
-	if (strncmp(role, "Primary", 7))
+	if (strncmp(st.ro, "Primary", 7))
 		return 0;
 	if (drbd_adm(dv->cfg->drbd_conf, "secondary", NULL, k->resource, msg, sizeof(msg))) {
 		const char *guest = "";
@@ -806,7 +819,8 @@ static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *
 		 fmt_size(dv->cfg->disk_overlay_limit, err, sizeof(err)));
 	/* DRBD's state now, so that the first checkpoints need not wait a
 	 * poll for it; then once a second (health_main). */
-	k->healthy = drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg)) == 1 &&
+	k->healthy = drbd_healthy(dv->cfg->drbd_conf, k->resource, k->target, msg,
+				  sizeof(msg)) == 1 &&
 		     !k->need_invalidate;
 	snprintf(k->health, sizeof(k->health), "%.200s", msg);
 	if (!k->healthy)
@@ -917,7 +931,7 @@ static int drbd_test(struct device *dv, enum device_role role)
 		return drbd_backup_open(dv, &info);
 	disk_fence_flag_path(dv->cfg, k->resource, k->fence_flag, sizeof(k->fence_flag));
 	connect_standalone(dv);
-	if (drbd_healthy(dv->cfg->drbd_conf, k->resource, msg, sizeof(msg)) == 1) {
+	if (drbd_healthy(dv->cfg->drbd_conf, k->resource, k->target, msg, sizeof(msg)) == 1) {
 		k->whole_seen = true;
 	} else {
 		/* Not in sync now: the first cuts must not count until it is. */

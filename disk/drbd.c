@@ -3,6 +3,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -376,18 +377,6 @@ int drbd_adm(const char *conf, const char *verb, const char *opt, const char *re
 	return run_drbdadm(conf, verb, opt, res, out, sizeof(out), msg, msglen);
 }
 
-int drbd_show(const char *conf, const char *verb, const char *res, char *out, size_t outlen,
-	      char *msg, size_t msglen)
-{
-	char text[512];
-
-	if (run_drbdadm(conf, verb, NULL, res, text, sizeof(text), msg, msglen))
-		return -1;
-	text[strcspn(text, "\n")] = '\0';
-	snprintf(out, outlen, "%s", text);
-	return 0;
-}
-
 int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_info *info,
 			char *msg, size_t msglen)
 {
@@ -419,15 +408,71 @@ bool drbd_state_healthy(const char *cstate, const char *dstate)
 	return !strcmp(c, "Connected") && !strcmp(d, "UpToDate/UpToDate");
 }
 
-int drbd_healthy(const char *conf, const char *res, char *msg, size_t msglen)
+int drbd_proc_parse(const char *text, unsigned minor, struct drbd_state *st)
 {
-	char cstate[256], dstate[256];
+	const char *line = text;
 
-	if (run_drbdadm(conf, "cstate", NULL, res, cstate, sizeof(cstate), msg, msglen) ||
-	    run_drbdadm(conf, "dstate", NULL, res, dstate, sizeof(dstate), msg, msglen))
+	memset(st, 0, sizeof(*st));
+	while (line && *line) {
+		unsigned m;
+		int n = 0;
+
+		if (sscanf(line, " %u: cs:%31s%n", &m, st->cs, &n) == 2 && m == minor) {
+			const char *ro = strstr(line, " ro:"), *ds = strstr(line, " ds:");
+			const char *eol = strchr(line, '\n');
+
+			if (ro && (!eol || ro < eol))
+				sscanf(ro + 4, "%47s", st->ro);
+			if (ds && (!eol || ds < eol))
+				sscanf(ds + 4, "%47s", st->ds);
+			return 0;
+		}
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+	memset(st, 0, sizeof(*st));
+	return -ENOENT;
+}
+
+int drbd_state(const char *conf, const char *res, const char *device, struct drbd_state *st,
+	       char *msg, size_t msglen)
+{
+	char text[8192], out[256];
+	unsigned minor;
+	char tail;
+	int fd;
+
+	if (device && sscanf(device, "/dev/drbd%u%c", &minor, &tail) == 1 &&
+	    (fd = open("/proc/drbd", O_RDONLY | O_CLOEXEC)) >= 0) {
+		ssize_t n = read(fd, text, sizeof(text) - 1);
+
+		close(fd);
+		if (n > 0) {
+			text[n] = '\0';
+			if (drbd_proc_parse(text, minor, st) == 0 && st->ds[0])
+				return 0;
+		}
+	}
+	memset(st, 0, sizeof(*st));
+	if (run_drbdadm(conf, "cstate", NULL, res, out, sizeof(out), msg, msglen))
 		return -1;
-	cstate[strcspn(cstate, "\n")] = '\0';
-	dstate[strcspn(dstate, "\n")] = '\0';
-	snprintf(msg, msglen, "connection %s, disks %s", cstate, dstate);
-	return drbd_state_healthy(cstate, dstate);
+	sscanf(out, "%31s", st->cs);
+	if (run_drbdadm(conf, "dstate", NULL, res, out, sizeof(out), msg, msglen))
+		return -1;
+	sscanf(out, "%47s", st->ds);
+	if (run_drbdadm(conf, "role", NULL, res, out, sizeof(out), msg, msglen))
+		return -1;
+	sscanf(out, "%47s", st->ro);
+	return 0;
+}
+
+int drbd_healthy(const char *conf, const char *res, const char *device, char *msg, size_t msglen)
+{
+	struct drbd_state st;
+
+	if (drbd_state(conf, res, device, &st, msg, msglen))
+		return -1;
+	snprintf(msg, msglen, "connection %s, disks %s", st.cs, st.ds);
+	return drbd_state_healthy(st.cs, st.ds);
 }

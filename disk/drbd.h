@@ -48,8 +48,7 @@ int drbd_check_resource(const char *conf, const char *res, struct drbd_resource_
 /*
  * DRBD's replication is whole again: `drbdadm cstate` says Connected and
  * `drbdadm dstate` says UpToDate/UpToDate (the texts as drbdadm prints
- * them).  drbd_healthy() asks drbdadm: 1 healthy, 0 not (msg says what it
- * saw), -1 drbdadm failed (msg says why).
+ * them).
  */
 bool drbd_state_healthy(const char *cstate, const char *dstate);
 
@@ -59,12 +58,32 @@ bool drbd_state_healthy(const char *cstate, const char *dstate);
  */
 int drbd_adm(const char *conf, const char *verb, const char *opt, const char *res, char *msg,
 	     size_t msglen);
-int drbd_healthy(const char *conf, const char *res, char *msg, size_t msglen);
 
-/* The first line `drbdadm -c conf VERB res` prints ("role": "Primary/
- * Secondary" under DRBD 8.4; "cstate": "StandAlone"...).  0, or -1 with
- * why in msg. */
-int drbd_show(const char *conf, const char *verb, const char *res, char *out, size_t outlen,
-	      char *msg, size_t msglen);
+/* A resource's state as DRBD 8.4 words it: cs (Connected, StandAlone,
+ * SyncTarget...), ro (Primary/Secondary), ds (UpToDate/UpToDate). */
+struct drbd_state {
+	char cs[32], ro[48], ds[48];
+};
+
+/*
+ * Find minor's line in the text of /proc/drbd (DRBD 8.4: " 0: cs:Connected
+ * ro:Primary/Secondary ds:UpToDate/UpToDate C r-----").  0, or -ENOENT
+ * when the text has no state for it (DRBD 9's /proc/drbd never has).
+ */
+int drbd_proc_parse(const char *text, unsigned minor, struct drbd_state *st);
+
+/*
+ * The state of resource res, whose device is `device` (/dev/drbdN): from
+ * /proc/drbd when it has the minor (no process to run: the once-a-second
+ * watches stay cheap on a loaded host), else from `drbdadm cstate`,
+ * `dstate` and `role`.  0, or -1 with why in msg.
+ */
+int drbd_state(const char *conf, const char *res, const char *device, struct drbd_state *st,
+	       char *msg, size_t msglen);
+
+/* 1 healthy (drbd_state_healthy), 0 not (msg says what it saw), -1
+ * the state could not be read (msg says why). */
+int drbd_healthy(const char *conf, const char *res, const char *device, char *msg, size_t msglen);
+
 
 #endif

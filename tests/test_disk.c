@@ -303,6 +303,35 @@ int test_disk_fence_peer(void)
 	ASSERT(!drbd_state_healthy("WFConnection\n", "UpToDate/DUnknown\n"));
 	ASSERT(!drbd_state_healthy("Connected\n", "UpToDate/Outdated\n"));
 	ASSERT(!drbd_state_healthy("", ""));
+
+	/* the state from /proc/drbd (DRBD 8.4), which the watches read
+	 * instead of running drbdadm when it has the minor */
+	{
+		static const char proc84[] =
+			"version: 8.4.11 (api:1/proto:86-101)\nsrcversion: 0123\n"
+			" 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate C r-----\n"
+			"    ns:16 nr:0 dw:16 dr:1 al:1 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0\n"
+			" 1: cs:StandAlone ro:Secondary/Unknown ds:Inconsistent/DUnknown   r-----\n"
+			"    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:16\n"
+			"11: cs:SyncTarget ro:Secondary/Primary ds:Inconsistent/UpToDate C r-----\n"
+			" 2: cs:Unconfigured\n";
+		struct drbd_state ds;
+
+		ASSERT_EQ(drbd_proc_parse(proc84, 0, &ds), 0);
+		ASSERT(!strcmp(ds.cs, "Connected") && !strcmp(ds.ro, "Primary/Secondary") &&
+		       !strcmp(ds.ds, "UpToDate/UpToDate"));
+		ASSERT(drbd_state_healthy(ds.cs, ds.ds));
+		ASSERT_EQ(drbd_proc_parse(proc84, 1, &ds), 0);
+		ASSERT(!strcmp(ds.cs, "StandAlone") && !strcmp(ds.ro, "Secondary/Unknown") &&
+		       !strcmp(ds.ds, "Inconsistent/DUnknown"));
+		ASSERT_EQ(drbd_proc_parse(proc84, 11, &ds), 0);
+		ASSERT(!strcmp(ds.cs, "SyncTarget") && !drbd_state_healthy(ds.cs, ds.ds));
+		ASSERT_EQ(drbd_proc_parse(proc84, 2, &ds), 0);	/* no ds: drbdadm asked */
+		ASSERT(!strcmp(ds.cs, "Unconfigured") && !ds.ds[0]);
+		ASSERT_EQ(drbd_proc_parse(proc84, 3, &ds), -ENOENT);
+		ASSERT_EQ(drbd_proc_parse("version: 9.2.4 (api:2/proto:86-122)\n", 0, &ds), -ENOENT);
+		ASSERT_EQ(drbd_proc_parse("", 0, &ds), -ENOENT);
+	}
 	return 0;
 }
 
