@@ -153,4 +153,11 @@ TEST(qmp_malformed, 10)
 TEST(qmp_huge_reply, 10)
 TEST(qmp_fd_passing, 10)
 TEST(qmp_libxl_lock, 10)
+/* unit: the device model's part of a checkpoint (HVM) against a fake QEMU */
+TEST(dmstate_sequence, 10)
+TEST(dmstate_commands, 10)
+TEST(dmstate_errors, 20)
+TEST(dmstate_deadline, 10)
+TEST(dmstate_figures, 60)
+TEST(dmstate_xs_pack, 5)
 #include "list-observer.h"
