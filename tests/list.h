@@ -141,6 +141,8 @@ TEST(xenstream_oracle_pieces, 5)
 TEST(xenstream_oracle_pick, 5)
 TEST(xenstream_rejects_garbage, 10)
 TEST(xenstream_libxl_records, 10)
+TEST(xenstream_emulator_records, 5)
+TEST(xenstream_emulator_find, 5)
 TEST(xen_guest_types, 5)
 TEST(xen_driver_needs_xen, 10)
 /* unit: the QMP client (HVM device model) against a fake QMP peer */
