@@ -487,3 +487,44 @@ int test_xenstream_emulator_find(void)
 	}
 	return TEST_OK;
 }
+
+/*
+ * The lab's switch for HVM (TANDEM_HVM_EXPERIMENTAL=1): off unless exactly
+ * "1"; on, an HVM guest is taken as unproven, and what no checkpoint can
+ * carry stays refused; without it the refusal is today's.
+ */
+int test_xen_hvm_switch(void)
+{
+	char why[400];
+	struct xen_guest_facts f;
+
+	ASSERT(!xen_hvm_switch(NULL));
+	ASSERT(!xen_hvm_switch(""));
+	ASSERT(!xen_hvm_switch("0"));
+	ASSERT(!xen_hvm_switch("yes"));
+	ASSERT(!xen_hvm_switch("1 "));
+	ASSERT(xen_hvm_switch("1"));
+
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_EXPERIMENTAL);
+	ASSERT_STR_CONTAINS(why, "TANDEM_HVM_EXPERIMENTAL=1");
+	ASSERT_STR_CONTAINS(why, "UNPROVEN");
+
+	f = (struct xen_guest_facts){ .type = XG_HVM };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NOT_YET);
+	ASSERT_STR_CONTAINS(why, "does not yet carry its device model's");
+
+	f = (struct xen_guest_facts){ .type = XG_PVH, .hvm_experimental = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_PROTECTED);
+
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true, .stubdom = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true,
+				      .qemu_traditional = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true, .pcidevs = 1 };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true, .vtpms = 1 };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	return TEST_OK;
+}
