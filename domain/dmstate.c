@@ -248,10 +248,12 @@ int dmstate_dirty_log(struct qmp *q, bool enable, unsigned timeout_ms, char *err
 	return 0;
 }
 
-/* The spec's key alphabet: alphanumeric ASCII and -/_@ */
+/* The spec's key alphabet (alphanumeric ASCII and -/_@), and relative:
+ * libxl's restore refuses an empty key or one that begins with '/'
+ * (libxl_dom_save.c:libxl__restore_emulator_xenstore_data). */
 static bool xs_key_ok(const char *k)
 {
-	if (!*k)
+	if (!*k || *k == '/')
 		return false;
 	for (; *k; k++)
 		if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') ||

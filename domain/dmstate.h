@@ -111,7 +111,8 @@ int dmstate_dirty_log(struct qmp *q, bool enable, unsigned timeout_ms, char *err
  * EMULATOR_XENSTORE_DATA record (libxl_dom_save.c:append_string, and
  * docs/specs/libxl-migration-stream.pandoc).  Keys are relative to the
  * device model's xenstore directory, e.g. "physmap/f0000000/size".
- * 0, -EINVAL (a key outside the spec's alphabet or empty), -ENOMEM.
+ * 0, -EINVAL (a key outside the spec's alphabet, empty, or absolute:
+ * libxl's restore refuses those), -EMSGSIZE, -ENOMEM.
  */
 int dmstate_xs_pack(char **buf, size_t *len, const char *key, const char *value);
 
