@@ -19,7 +19,10 @@
  *    file and reads it whole into the EMULATOR_CONTEXT record.
  *    tandem instead passes a memfd, so the state never touches a disk on
  *    the pause path, sends `remove-fd` itself (its session may be reused)
- *    and reads the memfd back.
+ *    and reads the memfd back.  QEMU 7.2 closes its copy of a removed fd
+ *    only while the VM runs (monitor/misc.c:monitor_fdset_cleanup checks
+ *    runstate_is_running()), so it lets go of the memfd at the first
+ *    cleanup after `cont`: at the latest when the session hangs up.
  *
  *  - `live`: libxl sets it for Remus (libxl_domain.c:libxl_domain_remus_start
  *    sets dss->live = 1).  QEMU's qmp_xen_save_devices_state (migration/
