@@ -305,7 +305,7 @@ int test_dmstate_errors(void)
 	return TEST_OK;
 }
 
-/* ---- silence: one deadline for the whole save ---- */
+/* ---- silence: one deadline for the whole save (replies 100 ms late) ---- */
 
 static void script_slow(struct peer *p)
 {
@@ -313,17 +313,17 @@ static void script_slow(struct peer *p)
 
 	pgreet(p);
 	pexpect(p, "stop");
-	test_sleep_ms(120);
+	test_sleep_ms(100);
 	preturn(p, p->ncmd - 1, "{}");
 	a = pexpect(p, "add-fd");
-	test_sleep_ms(120);
+	test_sleep_ms(100);
 	preturn(p, a, "{\"fdset-id\": 1, \"fd\": 31}");
 	pexpect(p, "xen-save-devices-state");
 	if (p->arg == 0) {
 		char late[64];
 		int n;
 
-		test_sleep_ms(120);	/* past the deadline: the client may be gone */
+		test_sleep_ms(150);	/* past the deadline: the client may be gone */
 		n = snprintf(late, sizeof(late), "{\"return\": {}, \"id\": %lld}\r\n",
 			     (long long)p->cmd_id[p->ncmd - 1]);
 		(void)!send(p->fd, late, (size_t)n, MSG_NOSIGNAL);
@@ -347,9 +347,13 @@ int test_dmstate_deadline(void)
 		       k ? "silent QEMU" : "slow QEMU", rc, (unsigned long long)dt, err);
 		ASSERT_EQ(rc, -ETIMEDOUT);
 		ASSERT(got == NULL);
-		/* the bound is the save's, not each command's: 120 + 120 + the rest */
+		/* the bound is the save's, not each command's: 100 + 100 + the rest */
 		ASSERT(dt >= 300 && dt < 1000);
-		ASSERT_STR_CONTAINS(err, "QEMU did not answer `xen-save-devices-state` in time");
+		/* given up waiting for the save's reply, or (a loaded machine) before
+		 * sending it: either way the save's step is named */
+		ASSERT_STR_CONTAINS(err, "`xen-save-devices-state`");
+		if (!strstr(err, "in time") && !strstr(err, "took more than its 300 ms"))
+			FAILF("not a timeout's words: %s", err);
 		/* a reply that may still come can no longer be matched */
 		ASSERT_EQ(dmstate_cont(q, 100, err, sizeof(err)), -ENOTCONN);
 		qmp_close(q);
