@@ -3,11 +3,14 @@
  * function of facts read from the guest's libxl configuration (xen.c
  * reads them; tests/test_xenstream.c checks the table).
  *
- * A PVH guest is protected.  An HVM guest is refused for now: its device
- * model's (QEMU's) state would not travel with the checkpoints.  Refused
- * for good, whatever the type, is what no checkpoint can carry: a device
- * model in a stub domain, qemu-traditional, PCI passthrough, USB host
- * devices, and a vTPM (no device hook for its state).
+ * A PVH guest is protected.  An HVM guest is refused by default: the path
+ * that carries its device model's (QEMU's) state in the checkpoints
+ * (dmstate.h) is built and unit-tested but has never run on Xen.  With
+ * the lab's switch TANDEM_HVM_EXPERIMENTAL=1 in the primary's environment
+ * it is taken, as unproven (XG_EXPERIMENTAL).  Refused for good, whatever
+ * the type or the switch, is what no checkpoint can carry: a device model
+ * in a stub domain, qemu-traditional, PCI passthrough, USB host devices,
+ * and a vTPM (no device hook for its state).
  */
 #ifndef TANDEM_XENCHECK_H
 #define TANDEM_XENCHECK_H
@@ -24,16 +27,24 @@ struct xen_guest_facts {
 	unsigned pcidevs;		/* pci = [...] */
 	unsigned usb_host_devs;		/* usbdev = [ "hostbus=...", ... ] */
 	unsigned vtpms;			/* vtpm = [...] */
+	bool hvm_experimental;		/* TANDEM_HVM_EXPERIMENTAL=1 (xen_hvm_switch) */
 };
+
+/* The switch's environment variable, and whether its value turns it on
+ * (exactly "1"; NULL, "", "0", "yes"... leave HVM refused). */
+#define XEN_HVM_SWITCH "TANDEM_HVM_EXPERIMENTAL"
+bool xen_hvm_switch(const char *value);
 
 enum xen_guest_verdict {
 	XG_PROTECTED = 0,		/* checkpoint it */
 	XG_NOT_YET = 1,			/* HVM: refused until its device model is checkpointed */
 	XG_NEVER = 2,			/* refused for good: nothing can checkpoint it */
+	XG_EXPERIMENTAL = 3,		/* HVM under the switch: checkpointed by an unproven path */
 };
 
-/* The verdict for a guest; for a refusal, `why` says what and what to do
- * (the guest's name is the caller's to add). */
+/* The verdict for a guest; for a refusal, `why` says what and what to do,
+ * for XG_EXPERIMENTAL what is unproven (the guest's name is the caller's
+ * to add). */
 enum xen_guest_verdict xen_guest_check(const struct xen_guest_facts *f, char *why, size_t len);
 
 #endif

@@ -2,6 +2,7 @@
  * xenstream.c - cut a checkpointed libxc stream at CHECKPOINT records.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +97,88 @@ size_t xenstream_libxl_checkpoint_end(uint8_t out[8])
 	put_le32(out, XL_REC_CHECKPOINT_END);
 	put_le32(out + 4, 0);
 	return 8;
+}
+
+size_t xenstream_libxl_emulator_len(size_t n)
+{
+	if (n > XS_REC_LENGTH_MAX - XL_EMU_HDR_LEN)
+		return 0;
+	return 8 + ALIGN8(XL_EMU_HDR_LEN + n);
+}
+
+size_t xenstream_libxl_emulator_record(uint8_t *out, uint32_t type, uint32_t emulator_id,
+				       uint32_t index, const void *body, size_t n)
+{
+	size_t total = xenstream_libxl_emulator_len(n), used = 8 + XL_EMU_HDR_LEN + n;
+
+	if (!total)
+		return 0;
+	put_le32(out, type);
+	put_le32(out + 4, (uint32_t)(XL_EMU_HDR_LEN + n));
+	put_le32(out + 8, emulator_id);
+	put_le32(out + 12, index);
+	if (n)
+		memcpy(out + 16, body, n);
+	memset(out + used, 0, total - used);
+	return total;
+}
+
+int xenstream_libxl_emulator_find(const uint8_t *s, size_t len, struct xenstream_emu *e)
+{
+	struct xenstream_emu cur = { 0 };
+	bool libxl = false;	/* in libxl's records, after libxc's CHECKPOINT */
+
+	memset(e, 0, sizeof(*e));
+	for (size_t off = 0; off + 8 <= len;) {
+		uint32_t t = le32(s + off), l = le32(s + off + 4);
+		size_t body = off + 8;
+
+		if (l > XS_REC_LENGTH_MAX)
+			return -EBADMSG;
+		if (body + ALIGN8((size_t)l) > len)
+			break;		/* a record cut short: the checkpoint is incomplete */
+		off = body + ALIGN8((size_t)l);
+		if (!libxl) {
+			t &= ~0x80000000u;	/* libxc's optional-record bit */
+			if (t == XS_REC_CHECKPOINT || t == XS_REC_END) {
+				libxl = true;
+				memset(&cur, 0, sizeof(cur));
+			}
+			continue;
+		}
+		switch (t) {
+		case XL_REC_EMULATOR_XENSTORE_DATA:
+		case XL_REC_EMULATOR_CONTEXT:
+			if (l < XL_EMU_HDR_LEN)
+				return -EBADMSG;
+			if (t == XL_REC_EMULATOR_CONTEXT) {
+				cur.contexts++;
+				cur.ctx_id = le32(s + body);
+				cur.ctx_index = le32(s + body + 4);
+				cur.ctx_off = body + XL_EMU_HDR_LEN;
+				cur.ctx_len = l - XL_EMU_HDR_LEN;
+			} else {
+				cur.xs_records++;
+				cur.xs_off = body + XL_EMU_HDR_LEN;
+				cur.xs_len = l - XL_EMU_HDR_LEN;
+			}
+			break;
+		case XL_REC_CHECKPOINT_STATE:
+			break;
+		case XL_REC_CHECKPOINT_END:
+			if (l)
+				return -EBADMSG;
+			cur.checkpoints = e->checkpoints + 1;
+			*e = cur;
+			libxl = false;
+			break;
+		case XL_REC_END:
+			return (int)e->checkpoints;	/* libxl's stream ends */
+		default:
+			return -EBADMSG;
+		}
+	}
+	return (int)e->checkpoints;
 }
 
 static uint64_t le64(const uint8_t *p)

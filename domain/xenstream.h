@@ -42,8 +42,16 @@
 #define XL_HDR_LEN 16
 #define XL_IDENT 0x4c6962786c466d74ull	/* "LibxlFmt" */
 #define XL_VERSION 2u
+#define XL_REC_END 0u
 #define XL_REC_LIBXC_CONTEXT 1u
+#define XL_REC_EMULATOR_XENSTORE_DATA 2u
+#define XL_REC_EMULATOR_CONTEXT 3u
 #define XL_REC_CHECKPOINT_END 4u
+#define XL_REC_CHECKPOINT_STATE 5u	/* COLO only */
+/* The emulator records' sub-header {u32 emulator_id, u32 index}
+ * (libxl_sr_stream_format.h: libxl__sr_emulator_hdr). */
+#define XL_EMU_HDR_LEN 8
+#define XL_EMULATOR_QEMU_UPSTREAM 2u	/* EMULATOR_QEMU_UPSTREAM */
 
 struct xenstream_cut {
 	int stage;			/* 0 image header, 1 domain header, 2 record header, 3 body */
@@ -70,6 +78,59 @@ size_t xenstream_libxl_prologue(uint8_t out[32]);
 
 /* A libxl CHECKPOINT_END record (8 bytes). */
 size_t xenstream_libxl_checkpoint_end(uint8_t out[8]);
+
+/*
+ * libxl's emulator records (libxl-migration-stream.pandoc, "Emulator
+ * Records"; libxl_sr_stream_format.h): {u32 type, u32 length} with
+ * length = 8 + n, the sub-header {u32 emulator_id, u32 index}, the n
+ * bytes of body, zero padding to a multiple of 8 (REC_ALIGN_ORDER), all
+ * in the host's (little-endian) order, as libxl_stream_write.c:
+ * setup_generic_write writes them.
+ *   EMULATOR_XENSTORE_DATA (2): packed NUL-terminated (key, value) pairs
+ *     relative to the device model's xenstore directory (the physmap keys;
+ *     libxl leaves the record out when there are none).
+ *   EMULATOR_CONTEXT (3): the emulator's saved state, for QEMU what
+ *     xen-save-devices-state wrote; libxl's restore writes it to
+ *     qemu-resume.<domid> (libxl_stream_read.c:write_emulator_blob).
+ * In a checkpointed stream libxl writes them after libxc's CHECKPOINT and
+ * before CHECKPOINT_END (libxl_stream_write.c:
+ * libxl__stream_write_start_checkpoint), xenstore data first.
+ *
+ * The bytes such a record takes for a body of n bytes (0: too long).
+ */
+size_t xenstream_libxl_emulator_len(size_t n);
+
+/* Write one into out (room for xenstream_libxl_emulator_len(n)); returns
+ * the bytes written, 0 if n is too long. */
+size_t xenstream_libxl_emulator_record(uint8_t *out, uint32_t type, uint32_t emulator_id,
+				       uint32_t index, const void *body, size_t n);
+
+/* What xenstream_libxl_emulator_find() found. */
+struct xenstream_emu {
+	unsigned checkpoints;		/* complete ones: CHECKPOINT ... CHECKPOINT_END */
+	/* in the latest complete checkpoint: */
+	unsigned contexts;		/* its EMULATOR_CONTEXT records */
+	size_t ctx_off;			/* the last one's body, after the sub-header */
+	uint32_t ctx_len;
+	uint32_t ctx_id, ctx_index;	/* its emulator id and index */
+	unsigned xs_records;		/* its EMULATOR_XENSTORE_DATA records */
+	size_t xs_off;			/* the last one's pairs */
+	uint32_t xs_len;
+};
+
+/*
+ * Walk s[0..len), which begins at a libxc record of a checkpointed stream
+ * (a checkpoint as the backup receives it, or several): libxc's records
+ * up to its CHECKPOINT, then libxl's up to CHECKPOINT_END, and again.
+ * Fills e with the emulator records of the latest complete checkpoint,
+ * the one libxl's restore would keep (a checkpoint cut short is ignored,
+ * as libxl drops records it buffered without their CHECKPOINT_END).
+ * Returns the number of complete checkpoints, or -EBADMSG: a length over
+ * XS_REC_LENGTH_MAX, an emulator record shorter than its sub-header, a
+ * CHECKPOINT_END with a body, or a record libxl's restore does not know
+ * among libxl's (libxl_stream_read.c:process_record refuses those).
+ */
+int xenstream_libxl_emulator_find(const uint8_t *s, size_t len, struct xenstream_emu *e);
 
 /*
  * The last record of `type` in one checkpoint's libxc records s[0..len)

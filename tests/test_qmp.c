@@ -17,178 +17,8 @@
 
 #include "../domain/qmp.h"
 #include "../lib/util.h"
+#include "qmppeer.h"
 #include "test.h"
-
-#define GREETING "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, " \
-	"\"package\": \"Debian 1:7.2+dfsg-7+deb12u18\"}, \"capabilities\": [\"oob\"]}}\r\n"
-#define EV(name) "{\"timestamp\": {\"seconds\": 1765000000, \"microseconds\": 1234}, " \
-	"\"event\": \"" name "\"}\r\n"
-
-/* ---- the fake peer ---- */
-
-struct peer {
-	char path[256];
-	int lfd, fd;
-	void (*script)(struct peer *);
-	pthread_t thr;
-	char cmd[8][1024];		/* what the client sent, in order */
-	int cmd_fd[8];			/* the fd that came with each, or -1 */
-	int64_t cmd_id[8];
-	int ncmd;
-	int arg;			/* for scripts that vary */
-};
-
-static void psend(struct peer *p, const char *s)
-{
-	if (write_full(p->fd, s, strlen(s)) != 0)
-		FAILF("peer: write: %s", strerror(errno));
-}
-
-static void psendf(struct peer *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void psendf(struct peer *p, const char *fmt, ...)
-{
-	char buf[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	psend(p, buf);
-}
-
-/* One command line from the client (the client ends each with '\n'),
- * byte by byte with recvmsg so an fd on any byte is caught.  Returns its
- * index in p->cmd, or -1 at EOF. */
-static int precv(struct peer *p)
-{
-	int i = p->ncmd, fd = -1;
-	size_t n = 0;
-	char *line;
-
-	if (i >= 8)
-		FAILF("peer: more than 8 commands");
-	line = p->cmd[i];
-	for (;;) {
-		char c, cbuf[CMSG_SPACE(sizeof(int))];
-		struct iovec iov = { &c, 1 };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-				     .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-		struct cmsghdr *cm;
-		ssize_t r = recvmsg(p->fd, &mh, 0);
-
-		if (r == 0)
-			return -1;
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-				memcpy(&fd, CMSG_DATA(cm), sizeof(int));
-		if (c == '\n')
-			break;
-		if (n + 1 >= sizeof(p->cmd[0]))
-			FAILF("peer: command line too long");
-		line[n++] = c;
-	}
-	line[n] = '\0';
-	p->cmd_fd[i] = fd;
-	p->cmd_id[i] = -1;
-	if (strstr(line, "\"id\":"))
-		p->cmd_id[i] = strtoll(strstr(line, "\"id\":") + 5, NULL, 10);
-	p->ncmd++;
-	return i;
-}
-
-/* Receive a command, which must be `execute`; returns its index. */
-static int pexpect(struct peer *p, const char *execute)
-{
-	char want[128];
-	int i = precv(p);
-
-	if (i < 0)
-		FAILF("peer: the client hung up, expected `%s`", execute);
-	snprintf(want, sizeof(want), "{\"execute\":\"%s\"", execute);
-	if (strncmp(p->cmd[i], want, strlen(want)))
-		FAILF("peer: expected `%s`, got %s", execute, p->cmd[i]);
-	return i;
-}
-
-static void preturn(struct peer *p, int i, const char *value)
-{
-	psendf(p, "{\"return\": %s, \"id\": %lld}\r\n", value, (long long)p->cmd_id[i]);
-}
-
-static void greet(struct peer *p)
-{
-	psend(p, GREETING);
-	preturn(p, pexpect(p, "qmp_capabilities"), "{}");
-}
-
-/* Read until the client hangs up. */
-static void drain(struct peer *p)
-{
-	char buf[256];
-
-	while (read(p->fd, buf, sizeof(buf)) > 0)
-		;
-}
-
-static void *peer_main(void *arg)
-{
-	struct peer *p = arg;
-
-	p->fd = accept(p->lfd, NULL, NULL);
-	if (p->fd < 0)
-		FAILF("peer: accept: %s", strerror(errno));
-	p->script(p);
-	close(p->fd);
-	return NULL;
-}
-
-static struct peer *peer_start(void (*script)(struct peer *), int arg)
-{
-	struct peer *p = calloc(1, sizeof(*p));
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-	ASSERT(p);
-	p->script = script;
-	p->arg = arg;
-	snprintf(p->path, sizeof(p->path), "%s/qmp.sock", test_tmpdir());
-	unlink(p->path);
-	ASSERT(strlen(p->path) < sizeof(sa.sun_path));
-	memcpy(sa.sun_path, p->path, strlen(p->path) + 1);
-	p->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-	ASSERT(p->lfd >= 0);
-	ASSERT(bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-	ASSERT(listen(p->lfd, 1) == 0);
-	ASSERT(pthread_create(&p->thr, NULL, peer_main, p) == 0);
-	return p;
-}
-
-static void peer_join(struct peer *p)
-{
-	pthread_join(p->thr, NULL);
-	close(p->lfd);
-	unlink(p->path);
-	for (int i = 0; i < p->ncmd; i++)
-		if (p->cmd_fd[i] >= 0)
-			close(p->cmd_fd[i]);
-	free(p);
-}
-
-static struct qmp *open_ok(struct peer *p)
-{
-	char err[QMP_ERROR_MAX];
-	struct qmp *q = NULL;
-	int rc = qmp_open(p->path, NULL, 2000, &q, err, sizeof(err));
-
-	if (rc)
-		FAILF("qmp_open: %d (%s)", rc, err);
-	ASSERT(q);
-	return q;
-}
 
 /* ---- the message reader ---- */
 
@@ -366,7 +196,7 @@ static void script_session(struct peer *p)
 {
 	int i;
 
-	greet(p);
+	pgreet(p);
 	preturn(p, pexpect(p, "stop"), "{}");
 	preturn(p, pexpect(p, "xen-set-global-dirty-log"), "{}");
 	preturn(p, pexpect(p, "xen-save-devices-state"), "{}");
@@ -374,13 +204,13 @@ static void script_session(struct peer *p)
 	psendf(p, "{\"return\": {\"status\": \"paused\", \"singlestep\": false, \"running\": false}, "
 	       "\"id\": %lld}\n", (long long)p->cmd_id[i]);
 	preturn(p, pexpect(p, "cont"), "{}");
-	drain(p);
+	pdrain(p);
 }
 
 int test_qmp_session(void)
 {
 	struct peer *p = peer_start(script_session, 0);
-	struct qmp *q = open_ok(p);
+	struct qmp *q = popen_ok(p);
 	char reply[256];
 	int major, minor, micro;
 
@@ -439,13 +269,13 @@ static void script_events(struct peer *p)
 	       (long long)p->cmd_id[i]);
 	i = pexpect(p, "query-status");
 	preturn(p, i, "{\"status\": \"running\"}");
-	drain(p);
+	pdrain(p);
 }
 
 int test_qmp_events_interleaved(void)
 {
 	struct peer *p = peer_start(script_events, 0);
-	struct qmp *q = open_ok(p);
+	struct qmp *q = popen_ok(p);
 	char reply[64];
 
 	ASSERT_EQ(qmp_stop(q, 1000), 0);
@@ -472,7 +302,7 @@ static void script_errors(struct peer *p)
 {
 	int i;
 
-	greet(p);
+	pgreet(p);
 	i = pexpect(p, "xen-save-devices-state");
 	psendf(p, "{\"id\": %lld, \"error\": {\"class\": \"GenericError\", "
 	       "\"desc\": \"failed to open file '/dev/fdset/9': No such file or directory\"}}\r\n",
@@ -483,13 +313,13 @@ static void script_errors(struct peer *p)
 	pexpect(p, "stop");
 	psend(p, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, "
 	      "invalid keyword 'x'\"}}\r\n");
-	drain(p);
+	pdrain(p);
 }
 
 int test_qmp_error_reply(void)
 {
 	struct peer *p = peer_start(script_errors, 0);
-	struct qmp *q = open_ok(p);
+	struct qmp *q = popen_ok(p);
 
 	ASSERT_EQ(qmp_save_devices_state(q, "/dev/fdset/9", false, 1000), -EREMOTEIO);
 	ASSERT_STR_CONTAINS(qmp_error(q), "xen-save-devices-state");
@@ -509,9 +339,9 @@ int test_qmp_error_reply(void)
 
 static void script_silent(struct peer *p)
 {
-	greet(p);
+	pgreet(p);
 	pexpect(p, "stop");
-	drain(p);	/* no answer, ever */
+	pdrain(p);	/* no answer, ever */
 }
 
 /* After capabilities, events every 40 ms, but no reply. */
@@ -519,7 +349,7 @@ static void script_trickle(struct peer *p)
 {
 	int flags;
 
-	greet(p);
+	pgreet(p);
 	pexpect(p, "stop");
 	flags = fcntl(p->fd, F_GETFL);
 	fcntl(p->fd, F_SETFL, flags | O_NONBLOCK);
@@ -536,7 +366,7 @@ static void script_trickle(struct peer *p)
 
 static void script_no_greeting(struct peer *p)
 {
-	drain(p);
+	pdrain(p);
 }
 
 int test_qmp_timeout(void)
@@ -549,7 +379,7 @@ int test_qmp_timeout(void)
 
 	/* a silent QEMU: the command's bound, measured */
 	p = peer_start(script_silent, 0);
-	q = open_ok(p);
+	q = popen_ok(p);
 	t0 = test_now_ms();
 	ASSERT_EQ(qmp_stop(q, 300), -ETIMEDOUT);
 	dt = test_now_ms() - t0;
@@ -565,7 +395,7 @@ int test_qmp_timeout(void)
 	/* events that keep coming do not stretch the bound: it is the
 	 * whole command's, not per read */
 	p = peer_start(script_trickle, 0);
-	q = open_ok(p);
+	q = popen_ok(p);
 	t0 = test_now_ms();
 	ASSERT_EQ(qmp_stop(q, 300), -ETIMEDOUT);
 	dt = test_now_ms() - t0;
@@ -609,7 +439,7 @@ static void script_bad_reply(struct peer *p)
 {
 	int i;
 
-	greet(p);
+	pgreet(p);
 	i = pexpect(p, "stop");
 	switch (p->arg) {
 	case 0:		/* malformed JSON */
@@ -633,7 +463,7 @@ static void script_bad_reply(struct peer *p)
 	case 6:		/* hang up */
 		return;
 	}
-	drain(p);
+	pdrain(p);
 }
 
 int test_qmp_malformed(void)
@@ -653,7 +483,7 @@ int test_qmp_malformed(void)
 
 	for (int k = 0; k < (int)ARRAY_SIZE(want); k++) {
 		struct peer *p = peer_start(script_bad_reply, k);
-		struct qmp *q = open_ok(p);
+		struct qmp *q = popen_ok(p);
 		int rc = qmp_stop(q, 1000);
 
 		if (rc != want[k].rc)
@@ -675,7 +505,7 @@ static void script_huge(struct peer *p)
 	int i;
 
 	ASSERT(big);
-	greet(p);
+	pgreet(p);
 	/* a complete reply, bigger than the caller's buffer */
 	i = pexpect(p, "query-commands");
 	memset(big, 'x', 2000);
@@ -690,13 +520,13 @@ static void script_huge(struct peer *p)
 	big[n] = '\0';
 	(void)write_full(p->fd, big, n);	/* the client may hang up midway */
 	free(big);
-	drain(p);
+	pdrain(p);
 }
 
 int test_qmp_huge_reply(void)
 {
 	struct peer *p = peer_start(script_huge, 0);
-	struct qmp *q = open_ok(p);
+	struct qmp *q = popen_ok(p);
 	char reply[1024];
 	uint64_t t0, dt;
 
@@ -721,7 +551,7 @@ static void script_fds(struct peer *p)
 	static const char state[] = "QEVM device state";
 	int i;
 
-	greet(p);
+	pgreet(p);
 	/* add-fd: the fd comes with the command; QEMU writes the state to it */
 	i = pexpect(p, "add-fd");
 	if (p->cmd_fd[i] < 0)
@@ -740,13 +570,13 @@ static void script_fds(struct peer *p)
 	preturn(p, i, "{}");
 	/* add-fd answered without fdset-id */
 	preturn(p, pexpect(p, "add-fd"), "{\"fd\": 26}");
-	drain(p);
+	pdrain(p);
 }
 
 int test_qmp_fd_passing(void)
 {
 	struct peer *p = peer_start(script_fds, 0);
-	struct qmp *q = open_ok(p);
+	struct qmp *q = popen_ok(p);
 	int pfd[2], pfd2[2];
 	int64_t fdset = -1;
 	char got[64] = { 0 };
@@ -817,8 +647,8 @@ static void *holder_main(void *arg)
 
 static void script_greet_drain(struct peer *p)
 {
-	greet(p);
-	drain(p);
+	pgreet(p);
+	pdrain(p);
 }
 
 int test_qmp_libxl_lock(void)

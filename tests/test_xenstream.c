@@ -338,3 +338,193 @@ int test_xenstream_oracle_pick(void)
 	ASSERT_EQ(owned, 0);
 	return TEST_OK;
 }
+
+/*
+ * libxl's emulator records byte by byte, against the layout of
+ * libxl-migration-stream.pandoc ("Record Overview", "Emulator Records")
+ * and libxl_sr_stream_format.h: type 2 and 3, length = sub-header + body,
+ * {emulator_id = 2 (QEMU upstream), index}, body, zeros to 8.
+ */
+int test_xenstream_emulator_records(void)
+{
+	uint8_t out[64], body[16];
+
+	for (size_t i = 0; i < sizeof(body); i++)
+		body[i] = (uint8_t)(0xa0 + i);
+	/* the spec's numbers, as libxl_sr_stream_format.h has them */
+	ASSERT_EQ(XL_REC_EMULATOR_XENSTORE_DATA, 0x00000002);
+	ASSERT_EQ(XL_REC_EMULATOR_CONTEXT, 0x00000003);
+	ASSERT_EQ(XL_REC_CHECKPOINT_END, 0x00000004);
+	ASSERT_EQ(XL_EMULATOR_QEMU_UPSTREAM, 0x00000002);
+
+	/* 13 bytes of body: 8 + 13 = 21, padded with 3 zeros to 24 */
+	memset(out, 0xee, sizeof(out));
+	ASSERT_EQ(xenstream_libxl_emulator_len(13), 32);
+	ASSERT_EQ(xenstream_libxl_emulator_record(out, XL_REC_EMULATOR_CONTEXT,
+						  XL_EMULATOR_QEMU_UPSTREAM, 0, body, 13), 32);
+	{
+		static const uint8_t want[16] = { 3, 0, 0, 0, 21, 0, 0, 0,	/* type, length */
+						  2, 0, 0, 0, 0, 0, 0, 0 };	/* id, index */
+		ASSERT(memcmp(out, want, 16) == 0);
+	}
+	ASSERT(memcmp(out + 16, body, 13) == 0);
+	ASSERT(out[29] == 0 && out[30] == 0 && out[31] == 0);		/* padding */
+	ASSERT_EQ(out[32], 0xee);					/* nothing past it */
+
+	/* a body that ends on 8: no padding; the index goes where it should */
+	ASSERT_EQ(xenstream_libxl_emulator_record(out, XL_REC_EMULATOR_XENSTORE_DATA,
+						  XL_EMULATOR_QEMU_UPSTREAM, 1, body, 16), 32);
+	ASSERT(out[0] == 2 && out[4] == 24 && out[8] == 2 && out[12] == 1);
+	ASSERT(memcmp(out + 16, body, 16) == 0);
+
+	/* the sub-header alone (an empty state) is a valid record of length 8 */
+	ASSERT_EQ(xenstream_libxl_emulator_record(out, XL_REC_EMULATOR_CONTEXT,
+						  XL_EMULATOR_QEMU_UPSTREAM, 0, NULL, 0), 16);
+	ASSERT(out[0] == 3 && out[4] == 8);
+	/* too long for a record */
+	ASSERT_EQ(xenstream_libxl_emulator_len((size_t)XS_REC_LENGTH_MAX), 0);
+	return TEST_OK;
+}
+
+/* One checkpoint as tandem's drain builds it for an HVM guest: libxc's
+ * records to its CHECKPOINT, then the emulator records, CHECKPOINT_END. */
+static size_t make_hvm_checkpoint(uint8_t *s, const uint8_t *xs, size_t xs_len,
+				  const uint8_t *ctx, size_t ctx_len, bool end)
+{
+	size_t n = 0;
+
+	n += put_rec(s + n, 1, 16 + 4096);		/* PAGE_DATA */
+	n += put_rec(s + n, 9, 100);			/* HVM_CONTEXT */
+	n += put_rec(s + n, 0xe, 0);			/* CHECKPOINT */
+	if (xs)
+		n += xenstream_libxl_emulator_record(s + n, XL_REC_EMULATOR_XENSTORE_DATA,
+						     XL_EMULATOR_QEMU_UPSTREAM, 0, xs, xs_len);
+	if (ctx)
+		n += xenstream_libxl_emulator_record(s + n, XL_REC_EMULATOR_CONTEXT,
+						     XL_EMULATOR_QEMU_UPSTREAM, 0, ctx, ctx_len);
+	if (end)
+		n += xenstream_libxl_checkpoint_end(s + n);
+	return n;
+}
+
+/*
+ * The backup's side: encode -> parse round trips, and the latest complete
+ * checkpoint's EMULATOR_CONTEXT is the one found (libxl keeps only that
+ * one in qemu-resume.<domid>); a checkpoint cut short does not count.
+ */
+int test_xenstream_emulator_find(void)
+{
+	static uint8_t s[65536];
+	static const uint8_t xs[] = "physmap/f0000000/start_addr\0f0000000\0"
+				    "physmap/f0000000/size\0800000\0"
+				    "physmap/f0000000/name\0vga.vram";
+	uint8_t ctx1[37], ctx2[1000];
+	struct xenstream_emu e;
+	size_t n, n1, n2;
+
+	memset(ctx1, 0x11, sizeof(ctx1));
+	memcpy(ctx1, "QEVM", 4);
+	memset(ctx2, 0x22, sizeof(ctx2));
+	memcpy(ctx2, "QEVM", 4);
+
+	/* one checkpoint: both records found, bodies intact */
+	n1 = make_hvm_checkpoint(s, xs, sizeof(xs), ctx1, sizeof(ctx1), true);
+	ASSERT_EQ(xenstream_libxl_emulator_find(s, n1, &e), 1);
+	ASSERT_EQ(e.checkpoints, 1);
+	ASSERT_EQ(e.contexts, 1);
+	ASSERT_EQ(e.ctx_len, sizeof(ctx1));
+	ASSERT(memcmp(s + e.ctx_off, ctx1, sizeof(ctx1)) == 0);
+	ASSERT_EQ(e.ctx_id, XL_EMULATOR_QEMU_UPSTREAM);
+	ASSERT_EQ(e.ctx_index, 0);
+	ASSERT_EQ(e.xs_records, 1);
+	ASSERT_EQ(e.xs_len, sizeof(xs));
+	ASSERT(memcmp(s + e.xs_off, xs, sizeof(xs)) == 0);
+	/* the record before CHECKPOINT_END is the context, as libxl orders them */
+	ASSERT_EQ(e.ctx_off + ALIGN8(8 + sizeof(ctx1)) - 8, n1 - 8);
+
+	/* a second one, without xenstore data: its context is the latest */
+	n2 = make_hvm_checkpoint(s + n1, NULL, 0, ctx2, sizeof(ctx2), true);
+	ASSERT_EQ(xenstream_libxl_emulator_find(s, n1 + n2, &e), 2);
+	ASSERT_EQ(e.ctx_len, sizeof(ctx2));
+	ASSERT(memcmp(s + e.ctx_off, ctx2, sizeof(ctx2)) == 0);
+	ASSERT_EQ(e.xs_records, 0);
+
+	/* a third cut short (no CHECKPOINT_END, or a torn record): ignored */
+	n = make_hvm_checkpoint(s + n1 + n2, xs, sizeof(xs), ctx1, sizeof(ctx1), false);
+	ASSERT_EQ(xenstream_libxl_emulator_find(s, n1 + n2 + n, &e), 2);
+	ASSERT(memcmp(s + e.ctx_off, ctx2, sizeof(ctx2)) == 0);
+	ASSERT_EQ(xenstream_libxl_emulator_find(s, n1 + n2 + n - 5, &e), 2);
+
+	/* a checkpoint without a context (a PVH guest's, or a primary that
+	 * failed to add it): the backup sees contexts == 0 */
+	n = make_hvm_checkpoint(s, NULL, 0, NULL, 0, true);
+	ASSERT_EQ(xenstream_libxl_emulator_find(s, n, &e), 1);
+	ASSERT_EQ(e.contexts, 0);
+
+	/* malformed */
+	{
+		size_t k = make_hvm_checkpoint(s, NULL, 0, NULL, 0, false);
+
+		k += put_rec(s + k, XL_REC_EMULATOR_CONTEXT, 4);	/* shorter than its sub-header */
+		k += xenstream_libxl_checkpoint_end(s + k);
+		ASSERT_EQ(xenstream_libxl_emulator_find(s, k, &e), -EBADMSG);
+
+		k = make_hvm_checkpoint(s, NULL, 0, NULL, 0, false);
+		k += put_rec(s + k, 0x80000010u, 8);	/* unknown to libxl's restore */
+		k += xenstream_libxl_checkpoint_end(s + k);
+		ASSERT_EQ(xenstream_libxl_emulator_find(s, k, &e), -EBADMSG);
+
+		k = make_hvm_checkpoint(s, NULL, 0, NULL, 0, false);
+		k += put_rec(s + k, XL_REC_CHECKPOINT_END, 8);	/* with a body */
+		ASSERT_EQ(xenstream_libxl_emulator_find(s, k, &e), -EBADMSG);
+
+		k = make_hvm_checkpoint(s, NULL, 0, NULL, 0, false);
+		{
+			uint8_t big[8] = { 3, 0, 0, 0, 0, 0, 0, 0x10 };	/* 256 MiB */
+			memcpy(s + k, big, 8);
+			ASSERT_EQ(xenstream_libxl_emulator_find(s, k + 8, &e), -EBADMSG);
+		}
+	}
+	return TEST_OK;
+}
+
+/*
+ * The lab's switch for HVM (TANDEM_HVM_EXPERIMENTAL=1): off unless exactly
+ * "1"; on, an HVM guest is taken as unproven, and what no checkpoint can
+ * carry stays refused; without it the refusal is today's.
+ */
+int test_xen_hvm_switch(void)
+{
+	char why[400];
+	struct xen_guest_facts f;
+
+	ASSERT(!xen_hvm_switch(NULL));
+	ASSERT(!xen_hvm_switch(""));
+	ASSERT(!xen_hvm_switch("0"));
+	ASSERT(!xen_hvm_switch("yes"));
+	ASSERT(!xen_hvm_switch("1 "));
+	ASSERT(xen_hvm_switch("1"));
+
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_EXPERIMENTAL);
+	ASSERT_STR_CONTAINS(why, "TANDEM_HVM_EXPERIMENTAL=1");
+	ASSERT_STR_CONTAINS(why, "UNPROVEN");
+
+	f = (struct xen_guest_facts){ .type = XG_HVM };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NOT_YET);
+	ASSERT_STR_CONTAINS(why, "does not yet carry its device model's");
+
+	f = (struct xen_guest_facts){ .type = XG_PVH, .hvm_experimental = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_PROTECTED);
+
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true, .stubdom = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true,
+				      .qemu_traditional = true };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true, .pcidevs = 1 };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	f = (struct xen_guest_facts){ .type = XG_HVM, .hvm_experimental = true, .vtpms = 1 };
+	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
+	return TEST_OK;
+}
