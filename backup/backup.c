@@ -99,6 +99,7 @@ struct backup {
 	bool promote, promote_forced;
 	char forced_note[300];		/* what `promote --force` overrode ("" = nothing) */
 	uint64_t activated_from;	/* checkpoint the guest was activated from */
+	bool activation_failed;		/* an activation failed: never another in this process */
 	char lost_why[300];
 
 	/* `tandem report`: what the failover found and did */
@@ -693,6 +694,17 @@ static void fail_over(struct backup *b, const char *why)
 	char hex[65];
 	int rc;
 
+	if (b->activation_failed) {
+		/* An activation of this standby already failed part-way (its
+		 * disk may be promoted, its overlay released): another would
+		 * not start the checkpoint's guest.  Seen when a switchover's
+		 * activation failed and the link's loss then asked again. */
+		log_error("not activating again (%s): an activation from checkpoint %" PRIu64
+			  " failed already (see above); if no copy of %s runs now, resume the old "
+			  "one by hand and start protection again", why, b->activated_from,
+			  b->cfg.name);
+		return;
+	}
 	if (!b->committed) {
 		log_error("primary lost (%s) before the first checkpoint completed: nothing to "
 			  "activate; waiting for the primary to reconnect", why);
@@ -753,18 +765,20 @@ static void fail_over(struct backup *b, const char *why)
 		if ((rc = devices_activate(&b->devs, b->committed, derr, sizeof(derr)))) {
 			log_error("activation failed: %s; the guest is not started (its disk would not "
 				  "be checkpoint %" PRIu64 "'s)", derr, b->committed);
+			b->activation_failed = true;
 			set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
 				  b->committed, derr);
 			b->exit_code = EXIT_FAILURE_RUNTIME;
 			return;
 		}
 	}
-	rc = b->dom.ops->activate(&b->dom);
+	rc = fault_hit("activate-fails") ? -EIO : b->dom.ops->activate(&b->dom);
 	if (rc) {
 		log_error("activation failed: %s; this backup said it was active, so a primary that "
 			  "heard it has paused its guest (superseded): if no copy of %s runs now, "
 			  "unpause the old one by hand (xl unpause) and start protection again",
 			  strerror(-rc), b->cfg.name);
+		b->activation_failed = true;
 		set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
 			  b->committed, strerror(-rc));
 		b->exit_code = EXIT_FAILURE_RUNTIME;
@@ -948,6 +962,12 @@ static bool act_on_decision(struct backup *b)
 	char err[512];
 	int rc;
 
+	if (b->activation_failed) {	/* fail_over says so once; then the daemon ends */
+		if (b->state != B_FAILED)
+			set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed",
+				  b->activated_from);
+		return true;
+	}
 	pthread_mutex_lock(&b->lock);
 	d = b->decision;
 	seq = b->decision_seq;

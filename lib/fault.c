@@ -25,6 +25,7 @@ static const char *const points[] = {
 	"disk-hang-marker",
 	"disk-backup-holds",
 	"backup-late-loop",
+	"activate-fails",
 };
 
 static struct {

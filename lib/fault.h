@@ -37,7 +37,10 @@
  * primary verdict is ok, and the primary must go on taking checkpoints),
  * backup-late-loop (a backup that lost the primary's stream waits, up to
  * 5 s, until the primary's next connection is pending before it acts on
- * the loss: the race of a reconnection with the decision, made certain).
+ * the loss: the race of a reconnection with the decision, made certain),
+ * activate-fails (the backup's guest activation fails with EIO, after
+ * its devices were activated: what a domain that cannot be restored
+ * does).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

@@ -470,3 +470,47 @@ int test_reprotect_generation_survives_reboot(void)
 	td_stop(&b2);
 	return TEST_OK;
 }
+
+/*
+ * A switchover whose activation fails on beta (fault point
+ * activate-fails): beta says so and activates nothing more: the loss of
+ * the link that follows must not start a second activation of the same
+ * standby (seen with a disk: the second one found its overlay released
+ * and asked DRBD to invalidate the disk it had just promoted).  Still
+ * open, and not asserted here: beta's heartbeats said ACTIVE from the
+ * start of its activation, so alpha reports the switchover done and keeps
+ * its guest paused: no copy runs until an operator resumes alpha's (both
+ * logs say so).
+ */
+int test_reprotect_switchover_activation_fails(void)
+{
+	const char *cfg = two_host_config(NULL);
+	struct td a, b;
+	char out[2048];
+
+	td_start_host(&b, "backup", cfg, "activate-fails", "beta", "beta");
+	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
+		fail_dump(NULL, &b, "beta's backup did not come up");
+	td_start_host(&a, "primary", cfg, NULL, "alpha", "alpha");
+	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 10, 15000))
+		fail_dump(&a, &b, "alpha did not protect the guest to beta");
+	test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1", test_tandem_bin(),
+		     run_alpha);
+	if (!WAIT_FOR(td_log_has(&b, "activation failed"), 15000))
+		fail_dump(&a, &b, "beta's activation did not fail as the fault point says");
+	/* the link goes (alpha keeps its guest paused, or steps down): no
+	 * second activation follows */
+	if (!WAIT_FOR(td_exited(&b) || td_log_has(&b, "not activating again"), 15000))
+		fail_dump(&a, &b, "beta neither stopped nor refused a second activation");
+	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
+	{
+		char gen[700];
+
+		snprintf(gen, sizeof(gen), "%s/state-beta/" VM ".generation", test_tmpdir());
+		ASSERT(test_file_has(gen, "generation 1", NULL));	/* one attempt, not two */
+	}
+	printf("  switchover with a failing activation: %s", out);
+	td_stop(&a);
+	td_stop(&b);
+	return TEST_OK;
+}
