@@ -33,8 +33,8 @@ TEST(disk_cut_vm61, 600)
 /* `make bench`: the disk, protected vs plain DRBD (6.1 kernel; bench/disk.sh) */
 TEST(disk_bench_run, 900)
 /* the disk end to end: both daemons, DRBD, the overlay, a failover (6.1 kernel) */
-TEST(disk_failover_run, 600)
-TEST(disk_failover_vm61, 660)
+TEST(disk_failover_run, 780)
+TEST(disk_failover_vm61, 840)
 /* unit: the checkpoint oracle */
 TEST(verify_page_hash, 5)
 TEST(verify_window, 5)
@@ -130,6 +130,7 @@ TEST(reprotect_switchover_both_ways, 120)
 TEST(reprotect_switchover_killed_half_way, 120)
 TEST(reprotect_with_disk, 120)
 TEST(reprotect_generation_survives_reboot, 120)
+TEST(reprotect_switchover_activation_fails, 120)
 TEST(failover_guest_bigger_than_staging, 120)
 TEST(failover_dirtier_than_link, 300)
 TEST(budget_holds_latency, 180)

@@ -557,6 +557,86 @@ int test_disk_failover_run(void)
 		       "(commit %" PRIu64 " on A), online verify after A's clean stop: oos:0\n",
 		       ahead_on_a, n, c0);
 	}
+
+	/* (6) a planned switchover with the disk: A's backup again (same
+	 * generation: no resync), then `tandem switchover` on B.  A activates
+	 * from B's last checkpoint (its r0 Primary), B's process becomes A's
+	 * backup: its r1, Primary until then, steps down and resyncs in full
+	 * (both were Primary apart), and A protects to B.  After B's clean
+	 * stop, online verify finds the disks equal. */
+	{
+		struct td aback;
+		uint64_t a0, act = 0;
+		char hash[80] = "", ckpt_hash[80] = "";
+
+		/* A's guest will not write its disk: tdmA-guest is gone (phase 5) */
+		snprintf(extra, sizeof(extra), "disks = r0:/dev/mapper/tdmA-guest\n"
+			 "drbd-conf = %s/drbd-a.conf\n" DF_COMMON, dir, DF_STEPS);
+		td_start_host(&aback, "backup", host_config("a2.cfg", run_a, extra), NULL, "alpha",
+			      "alpha-backup2");
+		a0 = (uint64_t)td_num(status_of(run_b, "primary"), "last_acked_epoch");
+		if (!WAIT_FOR(state_is(run_a, "backup", "standby") &&
+			      td_num(status_of(run_b, "primary"), "last_acked_epoch") >= a0 + 10,
+			      120000)) {
+			td_dump(&back);
+			td_dump(&aback);
+			FAILF("B did not protect to A's second backup");
+		}
+		if (test_capture(out, sizeof(out), "%s switchover --run-dir %s " DF_NAME " 2>&1",
+				 test_tandem_bin(), run_b) != 0 || !strstr(out, "blackout ")) {
+			td_dump(&back);
+			td_dump(&aback);
+			FAILF("the switchover failed: %s", out);
+		}
+		printf("  %s", out);
+		if (!WAIT_FOR(td_events(&aback, "activated", &act, hash) == 1, 30000)) {
+			td_dump(&back);
+			td_dump(&aback);
+			FAILF("A did not say it activated after the switchover");
+		}
+		ASSERT(td_ckpt_hash(&back, act, ckpt_hash));
+		if (strcmp(hash, ckpt_hash))
+			FAILF("A's guest after the switchover differs from B's checkpoint %" PRIu64,
+			      act);
+		if (!WAIT_FOR(state_is(run_a, "primary", "protecting") &&
+			      state_is(run_b, "backup", "standby") &&
+			      td_num(status_of(run_a, "primary"), "last_acked_epoch") >= 10, 180000)) {
+			test_capture(extra, sizeof(extra), "cat /proc/drbd");
+			td_dump(&back);
+			td_dump(&aback);
+			FAILF("A did not protect to B after the switchover: %s", extra);
+		}
+		ASSERT(td_log_has(&back, "DRBD resource r1 was Primary here"));
+		ASSERT(td_log_has(&back, "resyncs this disk from the primary (drbdadm invalidate)"));
+		if (!test_file_has("/proc/drbd", "0: cs:Connected ro:Primary/Secondary "
+				   "ds:UpToDate/UpToDate", "1: cs:Connected ro:Secondary/Primary")) {
+			test_capture(extra, sizeof(extra), "cat /proc/drbd");
+			FAILF("after the switchover DRBD is not A Primary / B Secondary, both "
+			      "UpToDate: %s", extra);
+		}
+		kill(back.pid, SIGTERM);	/* B's process, now A's backup */
+		if (!WAIT_FOR(td_exited(&back), 60000))
+			FAILF("B's backup did not exit within 60 s of SIGTERM");
+		test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'");
+		{
+			int done0 = atoi(out);
+
+			test_sh("drbdadm -c %s verify r0", conf_a);
+			if (!WAIT_FOR((test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify "
+						    "done'"), atoi(out) > done0), 120000))
+				FAILF("DRBD's online verify did not finish");
+		}
+		test_capture(out, sizeof(out), "sed -n '/^ 0: cs/,/oos:/p' /proc/drbd | grep -o "
+			     "'oos:[0-9]*'");
+		if (strncmp(out, "oos:0\n", 6)) {
+			test_capture(extra, sizeof(extra), "cat /proc/drbd");
+			FAILF("after the switchover B's disk differs from A's (%s): %s", out, extra);
+		}
+		printf("  switchover: A runs the guest from B's checkpoint %" PRIu64 " (equal by "
+		       "hash), r1 stepped down and resynced in full, A protects to B; online "
+		       "verify after B's clean stop: oos:0\n", act);
+		td_stop(&aback);
+	}
 	td_stop(&back);
 	df_cleanup(dir);
 	return TEST_OK;
@@ -572,7 +652,7 @@ int test_disk_failover_vm61(void)
 	if (access("/lib/drbd/drbdsetup-84", X_OK) != 0)
 		test_skip("no /lib/drbd/drbdsetup-84 (drbd-utils)");
 	test_capture(out, sizeof(out),
-		     "VM61_MODS='drbd nbd brd dm-mod' tests/vm61/run.sh --timeout 630 -- "
+		     "VM61_MODS='drbd nbd brd dm-mod' tests/vm61/run.sh --timeout 810 -- "
 		     "./tests/tandem-test disk_failover_run 2>&1; echo \"exit=$?\"");
 	printf("%s", out);
 	ASSERT_STR_CONTAINS(out, "exit=0");
