@@ -339,6 +339,7 @@ static int xen_open(struct domain *d)
 	log_info("guest '%s' is domain %u (%s, %lu MiB)", x->name, x->domid,
 		 info.hap ? "HVM container with HAP" : "HVM container",
 		 info.max_memkb / 1024);
+	d->max_pages = info.max_memkb / 4;
 	return 0;
 }
 
@@ -899,7 +900,9 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 }
 
 /* Pages dirtied since libxc's last CLEAN (the last checkpoint): Xen's
- * log-dirty count, read without clearing it. */
+ * log-dirty count, read without clearing it.  Xen pauses the whole domain
+ * for it (paging_log_dirty_op: domain_pause for a PEEK as for a CLEAN),
+ * so a running vCPU is forced out and back in at each look. */
 static int xen_dirty_pages(struct domain *d, uint64_t *pages)
 {
 	struct xen *x = X(d);
