@@ -717,6 +717,12 @@ failover_reset() {
   tandem_stop A primary
   tandem_stop B backup
   lab_ssh B "xl destroy g1 2>/dev/null; xl destroy g1--incoming 2>/dev/null; true"
+  # The protection generation (run-dir/g1.generation) survives on a host
+  # that was not rebooted: after a run's failover B holds "generation 1,
+  # active", and the next run's fresh A (generation 0) would be refused as
+  # a stale copy, as it should be outside the lab.  Each run starts over.
+  lab_ssh A "rm -f /run/tandem/g1.generation"
+  lab_ssh B "rm -f /run/tandem/g1.generation"
   case "$(guest_state_A)" in
     ''|-b----|r-----) ;;
     *) log "g1 on A is in state $(guest_state_A): destroyed, created again"; lab_ssh A "xl destroy g1" >&2 ;;
