@@ -239,6 +239,7 @@ static void verify_standby(struct backup *b, const struct ckpt *c)
 	bool has_vcpu = false;
 	struct verify_result r;
 	char pfns[160];
+	uint64_t t0 = now_ns();
 	int rc;
 
 	if (!b->dom.ops->verify_standby || !got) {
@@ -269,8 +270,9 @@ static void verify_standby(struct backup *b, const struct ckpt *c)
 		log_error("checkpoint %" PRIu64 ": the standby's vCPU state differs from what the "
 			  "primary captured", c->epoch);
 	log_debug("checkpoint %" PRIu64 ": oracle compared %u pages (%u changed while suspended, "
-		  "not compared), vCPU %s", c->epoch, r.compared, r.unstable,
-		  !r.vcpu_compared ? "not compared" : r.vcpu_mismatch ? "DIFFERS" : "equal");
+		  "not compared), vCPU %s, in %.1f ms", c->epoch, r.compared, r.unstable,
+		  !r.vcpu_compared ? "not compared" : r.vcpu_mismatch ? "DIFFERS" : "equal",
+		  (double)(now_ns() - t0) / 1e6);
 	testlog("verify %" PRIu64 " compared=%u unstable=%u mismatched=%u vcpu=%s", c->epoch,
 		r.compared, r.unstable, r.mismatched,
 		!r.vcpu_compared ? "none" : r.vcpu_mismatch ? "differs" : "equal");

@@ -168,6 +168,11 @@ struct domain {
 	 * dropped_pfn and sets dropped (verify_capture then includes it). */
 	bool drop_page, dropped;
 	uint64_t dropped_pfn;
+	/* The most pages the guest can have (0: unknown).  When a checkpoint
+	 * of all of them fits half the free staging, the engine does not
+	 * count dirty pages between checkpoints: no count could change what
+	 * it decides (on Xen each count pauses the whole domain). */
+	uint64_t max_pages;
 };
 
 extern const struct domain_ops memdom_ops;

@@ -720,6 +720,12 @@ failover_reset() {
   tandem_stop A primary
   tandem_stop B backup
   lab_ssh B "xl destroy g1 2>/dev/null; xl destroy g1--incoming 2>/dev/null; true"
+  # The protection generation (run-dir/g1.generation) survives on a host
+  # that was not rebooted: after a run's failover B holds "generation 1,
+  # active", and the next run's fresh A (generation 0) would be refused as
+  # a stale copy, as it should be outside the lab.  Each run starts over.
+  lab_ssh A "rm -f /run/tandem/g1.generation"
+  lab_ssh B "rm -f /run/tandem/g1.generation"
   case "$(guest_state_A)" in
     ''|-b----|r-----) ;;
     *) log "g1 on A is in state $(guest_state_A): destroyed, created again"; lab_ssh A "xl destroy g1" >&2 ;;
@@ -1049,7 +1055,15 @@ cmd_proof() {
 
 # --------------------------------------------------------------- oracle ----
 # The checkpoint oracle on Xen (config `verify`, docs/operations.md): g1
-# protected with verify = LAB_VERIFY (16M), its dirtier writing
+# protected with verify = LAB_VERIFY (1M: 256 pages a checkpoint, so 1000
+# checkpoints go round the guest's 65548 pages 3.9 times), compress =
+# LAB_TANDEM_COMPRESS (lz4 here: uncompressed, shipping the dirtier's
+# 3.6 MB checkpoints over the emulated link took 3.6 s of each 6.5 s
+# epoch), interval LAB_TANDEM_INTERVAL_MS (700 here: at 100 the guest
+# faulted after 19 checkpoints; a suspend soon after the last resume makes
+# the lab's fault likelier, docs/lab.md Known limits) and timeout
+# LAB_TANDEM_TIMEOUT (10s here: the oracle is about what the standby
+# holds, not how fast a loss is detected), its dirtier writing
 # LAB_DIRTY_PAGES pages a step and the client served, until the backup has
 # compared LAB_ORACLE_CKPTS (1000) checkpoints (or LAB_ORACLE_MAX_S seconds
 # passed, or `touch $TANDEM_LAB_RUN/oracle.enough` said so: then the line
@@ -1093,6 +1107,9 @@ oracle_fault_fired_or_gone() { [ -n "$(oracle_dropped)" ] || primary_failed || b
 cmd_oracle() {
   local want="${LAB_ORACLE_CKPTS:-1000}" pages="${LAB_DIRTY_PAGES:-256}" at="${LAB_ORACLE_DROP_AT:-20}"
   local domid vif v t_start t_pos why="" neg dropped="" drop_epoch="" named="" line st_json n ended
+  local verify="${LAB_VERIFY:-1M}" iv="${LAB_TANDEM_INTERVAL_MS:-700}"
+  LAB_TANDEM_COMPRESS="${LAB_TANDEM_COMPRESS:-lz4}" LAB_TANDEM_TIMEOUT="${LAB_TANDEM_TIMEOUT:-10s}"
+  log "oracle: verify = $verify, interval ${iv} ms, compress = $LAB_TANDEM_COMPRESS, timeout = $LAB_TANDEM_TIMEOUT"
   t_start="$(now)"
   tandem_lab_ready
   failover_reset
@@ -1103,7 +1120,7 @@ cmd_oracle() {
     : > "$RUN/oracle.results"
   else
   domid="$(lab_ssh A xl domid g1)"; vif="vif$domid.0"
-  { tandem_conf "$vif" "${LAB_TANDEM_INTERVAL_MS:-100}"; echo "verify = ${LAB_VERIFY:-16M}"; } > "$RUN/g1.conf"
+  { tandem_conf "$vif" "$iv"; echo "verify = $verify"; } > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
   backup_start || die "the backup does not start"
   tandem_start A primary
@@ -1112,7 +1129,7 @@ cmd_oracle() {
   workload_start "$pages" || true
   watchers_start
   t_pos="$(now)"
-  wait_for "backup: $want checkpoints compared" "${LAB_ORACLE_MAX_S:-$((want * 3 + 600))}" verify_at_least "$want" || true
+  wait_for "backup: $want checkpoints compared" "${LAB_ORACLE_MAX_S:-$((want * 6 + 600))}" verify_at_least "$want" || true
   v="$(backup_verify)"
   ended=no   # protection ended before the count (a guest fault ends it: see guest_faults_A)
   if primary_failed || backup_failed; then ended=yes; fi
@@ -1132,7 +1149,7 @@ cmd_oracle() {
     "unstable=$(verify_field unstable <<<"$v") mismatched_checkpoints=$(verify_field mismatched_checkpoints <<<"$v")" \
     "mismatched_pages=$(verify_field mismatched_pages <<<"$v") mismatched_vcpu=$(verify_field mismatched_vcpu <<<"$v")" \
     "errors=$(verify_field errors <<<"$v") last_mismatch=\"$(verify_last_mismatch <<<"$v")\"" \
-    "verify=${LAB_VERIFY:-16M} protected_s=$(elapsed "$t_pos") acked=$(json_field last_acked_epoch <<<"$st_json")" \
+    "verify=$verify interval_ms=$iv compress=$LAB_TANDEM_COMPRESS protected_s=$(elapsed "$t_pos") acked=$(json_field last_acked_epoch <<<"$st_json")" \
     "pause_ms_p50=$(json_field pause_ms_p50 <<<"$st_json")" \
     "client_ok=$(client_status ok) client_gaps=$(client_status gaps) client_rollbacks=$(client_status rollbacks)" \
     "guest_faults_A=$(guest_faults_A) protection_ended=$ended" | tee "$RUN/oracle.results"
@@ -1151,7 +1168,7 @@ cmd_oracle() {
     failover_reset
   fi
   domid="$(lab_ssh A xl domid g1)"; vif="vif$domid.0"
-  { tandem_conf "$vif" "${LAB_TANDEM_INTERVAL_MS:-100}"; echo "verify = ${LAB_VERIFY:-16M}"; } > "$RUN/g1.conf"
+  { tandem_conf "$vif" "$iv"; echo "verify = $verify"; } > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"   # also clears both daemons' logs and pidfiles
   backup_start || die "the backup does not start (negative control)"
   LAB_DAEMON_ENV="TANDEM_FAULT=verify-drop-page@$at" tandem_start A primary
