@@ -624,8 +624,9 @@ name = g1
 domain = xen
 replication = $(host_ip B repl):$TANDEM_PORT
 key-file = /root/tandem.key
-# each scenario starts a fresh protection: the generation lives where it
-# did before state-dir, in the run-dir, which no scenario keeps
+# the generation stays where it was before state-dir, in the run-dir,
+# which a host reboot clears; the failover series clears it before each
+# run (a host that was not rebooted keeps it: run 2 would be refused)
 state-dir = /run/tandem
 interval = $2ms
 timeout = ${LAB_TANDEM_TIMEOUT:-3s}
