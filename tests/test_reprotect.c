@@ -66,6 +66,22 @@ static void fail_dump(struct td *a, struct td *b, const char *what)
 }
 
 /*
+ * beta's backup (fault point bfault, or NULL), then alpha's primary
+ * (log tag atag), which protects the guest to it: `acks` acknowledged
+ * checkpoints.
+ */
+static void alpha_protects_to_beta(const char *cfg, struct td *a, struct td *b,
+				   const char *bfault, const char *atag, int acks)
+{
+	td_start_host(b, "backup", cfg, bfault, "beta", "beta");
+	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
+		fail_dump(NULL, b, "beta's backup did not come up");
+	td_start_host(a, "primary", cfg, NULL, "alpha", atag);
+	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= acks, 15000))
+		fail_dump(a, b, "alpha did not protect the guest to beta");
+}
+
+/*
  * `to` activated after `from`, its primary, was killed: the guest runs
  * from checkpoint N, which equals by hash what `from` captured as N, and
  * `from` never saw an ack beyond N.  Returns N.
@@ -107,12 +123,7 @@ int test_reprotect_after_failover(void)
 	int commits;
 
 	/* 1. alpha primary, beta backup */
-	td_start_host(&b, "backup", cfg, NULL, "beta", "beta");
-	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
-		fail_dump(NULL, &b, "beta's backup did not come up");
-	td_start_host(&a1, "primary", cfg, NULL, "alpha", "alpha1");
-	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 15, 15000))
-		fail_dump(&a1, &b, "alpha did not protect the guest to beta");
+	alpha_protects_to_beta(cfg, &a1, &b, NULL, "alpha1", 15);
 
 	/* 2. alpha dies: beta runs the guest, generation 1, unprotected */
 	td_kill(&a1, SIGKILL);
@@ -177,12 +188,7 @@ int test_reprotect_manual_and_old_file(void)
 	struct td a1, b, a2;
 	char buf[600], out[2048];
 
-	td_start_host(&b, "backup", cfg, NULL, "beta", "beta");
-	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
-		fail_dump(NULL, &b, "beta's backup did not come up");
-	td_start_host(&a1, "primary", cfg, NULL, "alpha", "alpha1");
-	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 5, 15000))
-		fail_dump(&a1, &b, "alpha did not protect the guest to beta");
+	alpha_protects_to_beta(cfg, &a1, &b, NULL, "alpha1", 5);
 	/* before a failover there is nothing to re-protect */
 	ASSERT_EQ(test_capture(out, sizeof(out), "%s reprotect --run-dir %s " VM " 2>&1",
 			       test_tandem_bin(), run_beta), 1);
@@ -263,12 +269,7 @@ int test_reprotect_switchover_both_ways(void)
 	uint64_t act = 0, n = 0;
 	double ms1, ms2;
 
-	td_start_host(&b, "backup", cfg, NULL, "beta", "beta");
-	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
-		fail_dump(NULL, &b, "beta's backup did not come up");
-	td_start_host(&a, "primary", cfg, NULL, "alpha", "alpha");
-	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 10, 15000))
-		fail_dump(&a, &b, "alpha did not protect the guest to beta");
+	alpha_protects_to_beta(cfg, &a, &b, NULL, "alpha", 10);
 	/* only a primary switches over */
 	ASSERT_EQ(test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1",
 			       test_tandem_bin(), run_beta), 5);
@@ -328,12 +329,7 @@ int test_reprotect_switchover_killed_half_way(void)
 	char out[2048], buf[600];
 	uint64_t acked;
 
-	td_start_host(&b, "backup", cfg, "backup-on-switchover", "beta", "beta");
-	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
-		fail_dump(NULL, &b, "beta's backup did not come up");
-	td_start_host(&a, "primary", cfg, NULL, "alpha", "alpha");
-	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 10, 15000))
-		fail_dump(&a, &b, "alpha did not protect the guest to beta");
+	alpha_protects_to_beta(cfg, &a, &b, "backup-on-switchover", "alpha", 10);
 	ASSERT_EQ(test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1",
 			       test_tandem_bin(), run_alpha), 1);
 	printf("  %s", out);
@@ -385,12 +381,7 @@ int test_reprotect_with_disk(void)
 	snprintf(extra, sizeof(extra), "memdom-disk = %s\n", path);
 	cfg = two_host_config(extra);
 
-	td_start_host(&b, "backup", cfg, NULL, "beta", "beta");
-	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
-		fail_dump(NULL, &b, "beta's backup did not come up");
-	td_start_host(&a1, "primary", cfg, NULL, "alpha", "alpha1");
-	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 15, 15000))
-		fail_dump(&a1, &b, "alpha did not protect the guest and its disk to beta");
+	alpha_protects_to_beta(cfg, &a1, &b, NULL, "alpha1", 15);
 	ASSERT(!td_log_has(&b, "may have diverged") && !td_log_has(&b, "nothing to resync"));
 
 	td_kill(&a1, SIGKILL);
@@ -431,12 +422,7 @@ int test_reprotect_generation_survives_reboot(void)
 	struct td a1, b, b2, a2;
 	char st_beta[700];
 
-	td_start_host(&b, "backup", cfg, NULL, "beta", "beta");
-	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
-		fail_dump(NULL, &b, "beta's backup did not come up");
-	td_start_host(&a1, "primary", cfg, NULL, "alpha", "alpha1");
-	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 10, 15000))
-		fail_dump(&a1, &b, "alpha did not protect the guest to beta");
+	alpha_protects_to_beta(cfg, &a1, &b, NULL, "alpha1", 10);
 	td_kill(&a1, SIGKILL);
 	check_activated(&a1, &b, "beta");
 	ASSERT_EQ(td_num(st("beta", "backup"), "generation"), 1);
@@ -488,12 +474,7 @@ int test_reprotect_switchover_activation_fails(void)
 	struct td a, b;
 	char out[2048];
 
-	td_start_host(&b, "backup", cfg, "activate-fails", "beta", "beta");
-	if (!WAIT_FOR(state_is("beta", "backup", "waiting"), 15000))
-		fail_dump(NULL, &b, "beta's backup did not come up");
-	td_start_host(&a, "primary", cfg, NULL, "alpha", "alpha");
-	if (!WAIT_FOR(td_num(st("alpha", "primary"), "last_acked_epoch") >= 10, 15000))
-		fail_dump(&a, &b, "alpha did not protect the guest to beta");
+	alpha_protects_to_beta(cfg, &a, &b, "activate-fails", "alpha", 10);
 	test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1", test_tandem_bin(),
 		     run_alpha);
 	if (!WAIT_FOR(td_log_has(&b, "activation failed"), 15000))
