@@ -719,6 +719,16 @@ static int append_emulator(struct xen *x, uint32_t type, const void *body, size_
 	return rc;
 }
 
+/* The device model's saved state is spent (carried, or a new protection). */
+static void dm_drop(struct xen *x)
+{
+	free(x->dm_state);
+	free(x->dm_xs);
+	x->dm_state = NULL;
+	x->dm_xs = NULL;
+	x->dm_len = x->dm_xs_len = 0;
+}
+
 /*
  * At a cut, before CHECKPOINT_END (lock held): this checkpoint's
  * EMULATOR_XENSTORE_DATA (if any keys) and EMULATOR_CONTEXT, in libxl's
@@ -745,11 +755,7 @@ static void append_dm_records(struct xen *x)
 			  ": %s", x->name, x->cut.checkpoints, strerror(-rc));
 		x->dm_missing = true;
 	}
-	free(x->dm_state);
-	free(x->dm_xs);
-	x->dm_state = NULL;
-	x->dm_xs = NULL;
-	x->dm_len = x->dm_xs_len = 0;
+	dm_drop(x);
 }
 
 /* Poll until the guest is suspended or `end` (ms) passes.  Stops early,
@@ -1131,11 +1137,7 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 	x->suspend_rc = 0;
 	x->ended[0] = '\0';
 	x->dm_missing = false;
-	free(x->dm_state);
-	free(x->dm_xs);
-	x->dm_state = NULL;
-	x->dm_xs = NULL;
-	x->dm_len = x->dm_xs_len = 0;
+	dm_drop(x);
 	memset(&x->cut, 0, sizeof(x->cut));
 	x->len = x->cut_len = 0;
 	x->cut_ckpts = x->taken_ckpts = 0;
