@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -435,9 +436,18 @@ int drbd_proc_parse(const char *text, unsigned minor, struct drbd_state *st)
 	return -ENOENT;
 }
 
-int drbd_state(const char *conf, const char *res, const char *device, struct drbd_state *st,
-	       char *msg, size_t msglen)
+int drbd_state(const char *conf, const char *res, const char *device, unsigned want,
+	       struct drbd_state *st, char *msg, size_t msglen)
 {
+	static const struct {
+		unsigned bit;
+		const char *verb;
+		size_t off, len;
+	} asks[] = {
+		{ DRBD_CS, "cstate", offsetof(struct drbd_state, cs), sizeof(st->cs) },
+		{ DRBD_RO, "role", offsetof(struct drbd_state, ro), sizeof(st->ro) },
+		{ DRBD_DS, "dstate", offsetof(struct drbd_state, ds), sizeof(st->ds) },
+	};
 	char text[8192], out[256];
 	unsigned minor;
 	char tail;
@@ -455,15 +465,16 @@ int drbd_state(const char *conf, const char *res, const char *device, struct drb
 		}
 	}
 	memset(st, 0, sizeof(*st));
-	if (run_drbdadm(conf, "cstate", NULL, res, out, sizeof(out), msg, msglen))
-		return -1;
-	sscanf(out, "%31s", st->cs);
-	if (run_drbdadm(conf, "dstate", NULL, res, out, sizeof(out), msg, msglen))
-		return -1;
-	sscanf(out, "%47s", st->ds);
-	if (run_drbdadm(conf, "role", NULL, res, out, sizeof(out), msg, msglen))
-		return -1;
-	sscanf(out, "%47s", st->ro);
+	for (size_t i = 0; i < ARRAY_SIZE(asks); i++) {
+		char *field = (char *)st + asks[i].off;
+
+		if (!(want & asks[i].bit))
+			continue;
+		if (run_drbdadm(conf, asks[i].verb, NULL, res, out, sizeof(out), msg, msglen))
+			return -1;
+		out[strcspn(out, " \t\n")] = '\0';
+		snprintf(field, asks[i].len, "%s", out);
+	}
 	return 0;
 }
 
@@ -471,7 +482,7 @@ int drbd_healthy(const char *conf, const char *res, const char *device, char *ms
 {
 	struct drbd_state st;
 
-	if (drbd_state(conf, res, device, &st, msg, msglen))
+	if (drbd_state(conf, res, device, DRBD_CS | DRBD_DS, &st, msg, msglen))
 		return -1;
 	snprintf(msg, msglen, "connection %s, disks %s", st.cs, st.ds);
 	return drbd_state_healthy(st.cs, st.ds);

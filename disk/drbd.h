@@ -72,14 +72,19 @@ struct drbd_state {
  */
 int drbd_proc_parse(const char *text, unsigned minor, struct drbd_state *st);
 
+#define DRBD_CS 1u
+#define DRBD_RO 2u
+#define DRBD_DS 4u
+
 /*
  * The state of resource res, whose device is `device` (/dev/drbdN): from
  * /proc/drbd when it has the minor (no process to run: the once-a-second
- * watches stay cheap on a loaded host), else from `drbdadm cstate`,
- * `dstate` and `role`.  0, or -1 with why in msg.
+ * watches stay cheap on a loaded host), all three words at once; else
+ * from `drbdadm cstate`, `role`, `dstate`, only those in `want` (DRBD_*;
+ * the others stay "").  0, or -1 with why in msg.
  */
-int drbd_state(const char *conf, const char *res, const char *device, struct drbd_state *st,
-	       char *msg, size_t msglen);
+int drbd_state(const char *conf, const char *res, const char *device, unsigned want,
+	       struct drbd_state *st, char *msg, size_t msglen);
 
 /* 1 healthy (drbd_state_healthy), 0 not (msg says what it saw), -1
  * the state could not be read (msg says why). */

@@ -179,6 +179,30 @@ static void dm_target(const char *name, char *out, size_t len)
 		snprintf(out, len, "%u:%u", ma, mi);
 }
 
+/*
+ * DRBD's online verify of resource res (minor `minor`, conf), run to its
+ * end: FAILs naming `what` unless it finds both disks equal (oos:0).
+ */
+static void verify_equal(const char *conf, const char *res, int minor, const char *what)
+{
+	char out[256], pat[32], cmd[128], all[4096];
+	int done0;
+
+	test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'");
+	done0 = atoi(out);
+	test_sh("drbdadm -c %s verify %s", conf, res);
+	if (!WAIT_FOR((test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'"),
+		       atoi(out) > done0), 120000))
+		FAILF("DRBD's online verify did not finish");
+	snprintf(pat, sizeof(pat), "/^ %d: cs/,/oos:/p", minor);
+	snprintf(cmd, sizeof(cmd), "sed -n '%s' /proc/drbd | grep -o 'oos:[0-9]*'", pat);
+	test_capture(out, sizeof(out), "%s", cmd);
+	if (strncmp(out, "oos:0\n", 6)) {
+		test_capture(all, sizeof(all), "cat /proc/drbd; dmesg | grep -i verify | tail -5");
+		FAILF("%s (%s): %s", what, out, all);
+	}
+}
+
 int test_disk_failover_run(void)
 {
 	struct utsname u;
@@ -315,20 +339,7 @@ int test_disk_failover_run(void)
 		FAILF("DRBD lost its disk or its peer over the release");
 	/* B's disk equals A's (DRBD's online verify, A's guest still writing):
 	 * the release wrote back everything DRBD saw complete. */
-	test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'");
-	{
-		int done0 = atoi(out);
-
-		test_sh("drbdadm -c %s verify r0", conf_a);
-		if (!WAIT_FOR((test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'"),
-			       atoi(out) > done0), 120000))
-			FAILF("DRBD's online verify did not finish");
-	}
-	test_capture(out, sizeof(out), "sed -n '/^ 0: cs/,/oos:/p' /proc/drbd | grep -o 'oos:[0-9]*'");
-	if (strncmp(out, "oos:0\n", 6)) {
-		test_capture(extra, sizeof(extra), "cat /proc/drbd; dmesg | grep -i verify | tail -5");
-		FAILF("after the release B's disk differs from A's (%s): %s", out, extra);
-	}
+	verify_equal(conf_a, "r0", 0, "after the release B's disk differs from A's");
 	printf("  clean stop: overlay released, tdmB-lower over /dev/ram1 again, r1 still "
 	       "connected; online verify: oos:0\n");
 
@@ -492,8 +503,11 @@ int test_disk_failover_run(void)
 		}
 		printf("  re-protection: A's backup stepped r0 down\n");
 		fflush(stdout);
+		/* A's standby state too: its log says so just after the ack that
+		 * B counts */
 		if (!WAIT_FOR(state_is(run_b, "primary", "protecting") &&
-			      td_num(status_of(run_b, "primary"), "last_acked_epoch") >= 10, 150000)) {
+			      td_num(status_of(run_b, "primary"), "last_acked_epoch") >= 10 &&
+			      state_is(run_a, "backup", "standby"), 150000)) {
 			test_capture(out, sizeof(out), "cat /proc/drbd");
 			td_dump(&back);
 			td_dump(&aback);
@@ -536,22 +550,7 @@ int test_disk_failover_run(void)
 		kill(aback.pid, SIGTERM);
 		if (!WAIT_FOR(td_exited(&aback), 60000))
 			FAILF("A's backup did not exit within 60 s of SIGTERM");
-		test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'");
-		{
-			int done0 = atoi(out);
-
-			test_sh("drbdadm -c %s verify r1", conf_b);
-			if (!WAIT_FOR((test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify "
-						    "done'"), atoi(out) > done0), 120000))
-				FAILF("DRBD's online verify did not finish");
-		}
-		test_capture(out, sizeof(out), "sed -n '/^ 1: cs/,/oos:/p' /proc/drbd | grep -o "
-			     "'oos:[0-9]*'");
-		if (strncmp(out, "oos:0\n", 6)) {
-			test_capture(extra, sizeof(extra), "cat /proc/drbd; dmesg | grep -i verify | "
-				     "tail -5");
-			FAILF("after re-protection A's disk differs from B's (%s): %s", out, extra);
-		}
+		verify_equal(conf_b, "r1", 1, "after re-protection A's disk differs from B's");
 		printf("  re-protection: A's r0 stepped down and resynced in full (%u blocks of its "
 		       "own writes past checkpoint %" PRIu64 " overwritten), B protects again "
 		       "(commit %" PRIu64 " on A), online verify after A's clean stop: oos:0\n",
@@ -617,21 +616,7 @@ int test_disk_failover_run(void)
 		kill(back.pid, SIGTERM);	/* B's process, now A's backup */
 		if (!WAIT_FOR(td_exited(&back), 60000))
 			FAILF("B's backup did not exit within 60 s of SIGTERM");
-		test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify done'");
-		{
-			int done0 = atoi(out);
-
-			test_sh("drbdadm -c %s verify r0", conf_a);
-			if (!WAIT_FOR((test_capture(out, sizeof(out), "dmesg | grep -c 'Online verify "
-						    "done'"), atoi(out) > done0), 120000))
-				FAILF("DRBD's online verify did not finish");
-		}
-		test_capture(out, sizeof(out), "sed -n '/^ 0: cs/,/oos:/p' /proc/drbd | grep -o "
-			     "'oos:[0-9]*'");
-		if (strncmp(out, "oos:0\n", 6)) {
-			test_capture(extra, sizeof(extra), "cat /proc/drbd");
-			FAILF("after the switchover B's disk differs from A's (%s): %s", out, extra);
-		}
+		verify_equal(conf_a, "r0", 0, "after the switchover B's disk differs from A's");
 		printf("  switchover: A runs the guest from B's checkpoint %" PRIu64 " (equal by "
 		       "hash), r1 stepped down and resynced in full, A protects to B; online "
 		       "verify after B's clean stop: oos:0\n", act);
