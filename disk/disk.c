@@ -125,8 +125,8 @@ static void connect_standalone(struct device *dv)
 	pthread_mutex_unlock(&k->lock);
 	if (whole_seen || (k->connect_ns && now_ns() - k->connect_ns < k->connect_wait_ns))
 		return;
-	if (drbd_state(dv->cfg->drbd_conf, k->resource, k->target, &st, msg, sizeof(msg)) ||
-	    strcmp(st.cs, "StandAlone"))
+	if (drbd_state(dv->cfg->drbd_conf, k->resource, k->target, DRBD_CS, &st, msg,
+		       sizeof(msg)) || strcmp(st.cs, "StandAlone"))
 		return;
 	k->connect_wait_ns = !k->connect_ns ? CONNECT_FIRST_NS :
 			     MIN(2 * k->connect_wait_ns, CONNECT_MAX_NS);
@@ -379,9 +379,7 @@ static void *health_main(void *arg)
 			inval = false;
 			did_inval = true;
 		}
-		if (did_inval)
-			k->invalidated = true;
-		if (!inval && k->invalidated)	/* never before: it would meet the
+		if (!inval && (did_inval || k->invalidated))	/* never before: it would meet the
 						 * primary as a split brain again */
 			connect_standalone(dv);
 		int r = drbd_healthy(dv->cfg->drbd_conf, k->resource, k->target, msg, sizeof(msg));
@@ -408,8 +406,10 @@ static void *health_main(void *arg)
 			log_warn("%s: DRBD is not whole here (%s): no checkpoint commits until it is "
 				 "and a fresh marker came", dv->name, msg);
 		}
-		if (did_inval)	/* (diverged() may have asked again meanwhile) */
+		if (did_inval) {	/* (diverged() may have asked again meanwhile) */
 			k->need_invalidate = false;
+			k->invalidated = true;
+		}
 		k->healthy = r == 1;
 		if (r == 1)
 			k->whole_seen = true;
@@ -683,7 +683,8 @@ static int step_down(struct device *dv)
 	struct drbd_state st;
 	char msg[512];
 
-	if (drbd_state(dv->cfg->drbd_conf, k->resource, k->target, &st, msg, sizeof(msg))) {
+	if (drbd_state(dv->cfg->drbd_conf, k->resource, k->target, DRBD_RO, &st, msg,
+		       sizeof(msg))) {
 		snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
 		return -EIO;
 	}
@@ -714,20 +715,25 @@ static int step_down(struct device *dv)
 static void drbd_diverged(struct device *dv, const char *why)
 {
 	struct disk_dev *k = priv(dv);
-	bool already;
 
 	pthread_mutex_lock(&k->lock);
-	already = k->need_invalidate;
+	k->diverged++;
+	/* one full resync in this process is enough: it came after this
+	 * side last held the guest (a second, seen when a returning Primary
+	 * had stepped down and the handshake then said so too, would only
+	 * start the copy over) */
+	if (k->need_invalidate || k->invalidated) {
+		pthread_mutex_unlock(&k->lock);
+		return;
+	}
 	k->need_invalidate = true;
 	k->healthy = false;
 	k->whole_seen = false;
-	k->diverged++;
 	pthread_cond_broadcast(&k->cond);
 	pthread_mutex_unlock(&k->lock);
-	if (!already)
-		log_warn("%s: %s: this side's disk may differ from the primary's in blocks DRBD "
-			 "does not know of; it resyncs in full (drbdadm invalidate) before any "
-			 "checkpoint commits", dv->name, why);
+	log_warn("%s: %s: this side's disk may differ from the primary's in blocks DRBD does "
+		 "not know of; it resyncs in full (drbdadm invalidate) before any checkpoint "
+		 "commits", dv->name, why);
 }
 
 static void memdisk_diverged(struct device *dv, const char *why)
