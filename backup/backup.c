@@ -687,11 +687,13 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
  * policy decide; today the replication stream is the only path.
  */
 static void answer_switchover(struct backup *b);
+static void switch_failed(struct backup *b, const struct generation *was, const char *err);
 
 static void fail_over(struct backup *b, const char *why)
 {
 	uint64_t heard = MAX(b->last_heard_ns, hb_last_heard_ns(b->hb));
 	uint64_t t0 = now_ns(), since = (t0 - heard) / 1000000;
+	struct generation was;
 	uint8_t hash[32];
 	char hex[65];
 	int rc;
@@ -720,9 +722,14 @@ static void fail_over(struct backup *b, const char *why)
 		return;
 	}
 	/* From this moment every heartbeat and every handshake says so: a
-	 * primary that is still alive somewhere steps down when it hears it. */
-	hb_set_active(b->hb, b->committed);
+	 * primary that is still alive somewhere steps down when it hears it.
+	 * A switchover's primary has paused its guest and waits for the
+	 * answer: the heartbeats say ACTIVE only once the guest runs here,
+	 * so that an activation that fails is never taken for one done. */
+	if (!b->switch_answer)
+		hb_set_active(b->hb, b->committed);
 	pthread_mutex_lock(&b->lock);
+	was = b->gen;
 	b->activated_from = b->committed;
 	/* A new generation, written down before the guest runs: the copy the
 	 * old primary holds is stale from now on, whatever it is told later. */
@@ -771,6 +778,8 @@ static void fail_over(struct backup *b, const char *why)
 			set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
 				  b->committed, derr);
 			b->exit_code = EXIT_FAILURE_RUNTIME;
+			if (b->switch_answer)
+				switch_failed(b, &was, derr);
 			return;
 		}
 	}
@@ -784,14 +793,18 @@ static void fail_over(struct backup *b, const char *why)
 		set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
 			  b->committed, strerror(-rc));
 		b->exit_code = EXIT_FAILURE_RUNTIME;
+		if (b->switch_answer)
+			switch_failed(b, &was, strerror(-rc));
 		return;
 	}
 	pthread_mutex_lock(&b->lock);
 	b->activate_ms = (double)(now_ns() - t0) / 1e6;
 	b->failover_ms = (double)(now_ns() - heard) / 1e6;
 	pthread_mutex_unlock(&b->lock);
-	if (b->switch_answer)
+	if (b->switch_answer) {
+		hb_set_active(b->hb, b->committed);
 		answer_switchover(b);
+	}
 	log_warn("guest running: activated from checkpoint %" PRIu64 " in %.1f ms, %.1f ms after "
 		 "the primary was last heard (timeout %" PRIu64 " ms)", b->committed, b->activate_ms,
 		 b->failover_ms, b->cfg.timeout_ms);
@@ -837,6 +850,46 @@ static void answer_switchover(struct backup *b)
 	testlog("switched %" PRIu64, b->committed);
 }
 
+/*
+ * A switchover's activation failed here (net thread, in the session): the
+ * guest did not start, and the primary's paused copy is the only one.
+ * Make sure this one never runs (discard it), take the generation this
+ * activation wrote back (else the primary would read its own copy as
+ * stale at its next connection), and tell the primary (FAILOVER reason
+ * 3), which resumes its guest.  The daemon then ends (failed): a backup
+ * started again gets a new initial copy; its disks resync in full, since
+ * the primary's resumed copy counts as a new generation.
+ */
+static void switch_failed(struct backup *b, const struct generation *was, const char *err)
+{
+	uint8_t buf[FAILOVER_LEN];
+	struct wire_failover f = { FAILOVER_SWITCH_FAILED, b->committed };
+	int rc;
+
+	if (b->standby_ready && b->dom.ops->discard)
+		b->dom.ops->discard(&b->dom);
+	b->standby_ready = false;
+	pthread_mutex_lock(&b->lock);
+	b->gen = *was;
+	b->gen_active = false;
+	pthread_mutex_unlock(&b->lock);
+	if ((rc = generation_save(&b->cfg, &b->gen)))
+		log_error("cannot write the protection generation %" PRIu64 " back: %s; the "
+			  "primary may take its own copy for stale", b->gen.gen, strerror(-rc));
+	wire_put_failover(buf, &f);
+	if (channel_send(b->ch, REC_FAILOVER, buf, FAILOVER_LEN))
+		log_error("switchover failed (%s), and the primary could not be told: its guest "
+			  "stays paused until this backup is started again (a backup with no "
+			  "standby makes it resume)", err);
+	else
+		log_error("switchover failed: the guest could not be started here from checkpoint %"
+			  PRIu64 " (%s); the standby is discarded, the primary resumes its paused "
+			  "guest", b->committed, err);
+	testlog("switch-failed %" PRIu64, b->committed);
+	set_state(b, B_FAILED, "the switchover's activation from checkpoint %" PRIu64 " failed "
+		  "(%s); the guest runs on the other host", b->committed, err);
+}
+
 /* ---- the session with one primary ---------------------------------------- */
 
 /* Returns true when the daemon should stop accepting (stopped or activated). */
@@ -876,6 +929,19 @@ static bool run_session(struct backup *b)
 			}
 			if (r == RX_SWITCH) {
 				switched_over(b);
+				if (b->activation_failed) {
+					/* the primary reads the answer, then closes */
+					uint64_t end = now_ns() + timeout_ns;
+
+					while (now_ns() < end && !stopping(b)) {
+						int r2 = channel_recv(b->ch, &rec);
+
+						if (r2 && r2 != -EAGAIN)
+							break;
+					}
+					snprintf(why, sizeof(why), "the switchover's activation failed");
+					break;
+				}
 				snprintf(why, sizeof(why), "switchover");
 				break;
 			}
@@ -907,6 +973,8 @@ static bool run_session(struct backup *b)
 	bool handover = b->handover;
 	b->handover = false;
 	pthread_mutex_unlock(&b->lock);
+	if (b->activation_failed)
+		return true;	/* the daemon ends: the guest runs on the other host */
 	if (b->state == B_ACTIVE && !strcmp(why, "switchover")) {
 		hb_set_replication_up(b->hb, false);
 		return false;	/* the guest runs here; re-protection looks for the old primary */

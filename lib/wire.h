@@ -164,6 +164,7 @@ struct wire_failover { uint32_t reason; uint64_t epoch; };
  * paused); 2 backup to primary: the guest runs here from `epoch`. */
 #define FAILOVER_SWITCHOVER 1u
 #define FAILOVER_SWITCHED 2u
+#define FAILOVER_SWITCH_FAILED 3u
 struct wire_stop { uint32_t reason; };
 struct wire_generation { uint64_t gen, checkpoint; uint32_t flags; };
 /* STOP reasons: 1 the primary stops protection (the backup discards its

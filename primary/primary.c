@@ -149,6 +149,7 @@ struct primary {
 	bool switch_final;		/* take_checkpoint: leave the guest suspended */
 	bool switching;			/* FAILOVER sent: an activation heard is the answer */
 	bool sw_confirmed, sw_active_heard, sw_peer_restarted, become_backup;
+	bool sw_failed;			/* the backup: its activation failed (FAILOVER 3) */
 	int sw_send;			/* FAILOVER: 1 to send (ship thread), 4 sending, 2 sent, 3 failed */
 	uint64_t sw_epoch, sw_t0, sw_t_reply;
 	char sw_result[400];
@@ -963,8 +964,42 @@ static bool wait_until(struct primary *p, bool (*done)(struct primary *), uint64
 }
 
 static bool final_acked(struct primary *p) { return p->last_acked >= p->sw_epoch; }
-static bool sw_answered(struct primary *p) { return p->sw_confirmed; }
+static bool sw_answered(struct primary *p) { return p->sw_confirmed || p->sw_failed; }
 static bool sw_sent(struct primary *p) { return p->sw_send == 2 || p->sw_send == 3; }
+
+/*
+ * After FAILOVER was sent, the backup did not start the guest (its
+ * activation failed, or it restarted before it activated): the paused copy
+ * here is the only one.  Resume it, as a new life of the guest from
+ * checkpoint `epoch`: a new protection generation, written down, so that
+ * the backup's standby or disk of the attempt counts as diverged (its
+ * disks resync in full) and never as current.  Lock held.  Returns 0 (the
+ * switchover is abandoned: the loop goes on).
+ */
+static int resume_after_switch(struct primary *p, uint64_t epoch, const char *why)
+{
+	int rc, grc;
+
+	p->switching = false;
+	p->sw = SW_NONE;
+	p->gen.gen++;
+	p->gen.checkpoint = epoch;
+	snprintf(p->gen.what, sizeof(p->gen.what), "primary");
+	pthread_mutex_unlock(&p->lock);
+	grc = generation_save(&p->cfg, &p->gen);
+	rc = p->dom.ops->resume(&p->dom);
+	pthread_mutex_lock(&p->lock);
+	if (grc)
+		log_error("cannot write the protection generation %" PRIu64 ": %s", p->gen.gen,
+			  strerror(-grc));
+	snprintf(p->sw_result, sizeof(p->sw_result), "failed: %s; the guest resumed here%s from "
+		 "checkpoint %" PRIu64 " (protection generation %" PRIu64 ") and is protected again "
+		 "with a new initial copy once a backup answers", why, rc ? " (it could NOT be "
+		 "resumed: see the log)" : "", epoch, p->gen.gen);
+	log_warn("switchover %s", p->sw_result);
+	testlog("switchover-resumed %" PRIu64, epoch);
+	return 0;
+}
 
 /*
  * `tandem switchover`, in the checkpoint thread (lock held): take one
@@ -1071,27 +1106,29 @@ static int switch_over(struct primary *p)
 			 "status %s` on %s", peer, epoch, p->cfg.name, peer);
 		log_error("switchover: %s", p->sw_result);
 		set_state(p, P_DEGRADED, "%s", p->sw_result);
-		while (!p->stop && !p->sw_confirmed && !p->sw_active_heard && !p->sw_peer_restarted)
+		while (!p->stop && !p->sw_confirmed && !p->sw_active_heard && !p->sw_peer_restarted &&
+		       !p->sw_failed)
 			wait_ns(p, 100000000ull);
 		if (p->stop) {
 			p->superseded = true;
 			p->stepped_down = true;	/* keep it paused: no step_down (it would resume first) */
 			return 1;
 		}
-		if (p->sw_peer_restarted && !p->sw_confirmed && !p->sw_active_heard) {
-			p->switching = false;
-			p->sw = SW_NONE;
-			pthread_mutex_unlock(&p->lock);
-			rc = p->dom.ops->resume(&p->dom);
-			pthread_mutex_lock(&p->lock);
-			snprintf(p->sw_result, sizeof(p->sw_result), "failed: the backup on %s restarted "
-				 "before it activated (no standby, generation not newer); the guest "
-				 "resumed here%s and is protected again with a new initial copy", peer,
-				 rc ? " (could NOT be resumed: see the log)" : "");
-			log_warn("switchover %s", p->sw_result);
-			testlog("switchover-resumed %" PRIu64, epoch);
-			return 0;
+		if (p->sw_peer_restarted && !p->sw_confirmed && !p->sw_active_heard &&
+		    !p->sw_failed) {
+			char why[200];
+
+			snprintf(why, sizeof(why), "the backup on %s restarted before it activated "
+				 "(no standby, generation not newer)", peer);
+			return resume_after_switch(p, epoch, why);
 		}
+	}
+	if (p->sw_failed && !p->sw_confirmed) {
+		char why[200];
+
+		snprintf(why, sizeof(why), "the backup on %s could not start the guest (its "
+			 "activation failed: see its log) and discarded its standby", peer);
+		return resume_after_switch(p, epoch, why);
 	}
 	double blackout_ms = p->sw_confirmed ? (double)(p->sw_t_reply - p->sw_t0) / 1e6 : -1;
 	pthread_mutex_unlock(&p->lock);
@@ -1134,6 +1171,7 @@ static void switchover_request(struct primary *p, char *buf, size_t len)
 			 "protected guest\n", p->cfg.name, pstate_names[p->state], p->detail);
 	else {
 		p->sw = SW_REQUESTED;
+		p->sw_confirmed = p->sw_active_heard = p->sw_peer_restarted = p->sw_failed = false;
 		snprintf(p->sw_result, sizeof(p->sw_result), "requested");
 		log_warn("switchover requested by the operator: %s moves to %s", p->cfg.name,
 			 config_peer_host(&p->cfg));
@@ -1845,6 +1883,27 @@ static void receive(struct primary *p, struct channel *ch, char *why, size_t len
 				p->sw_confirmed = true;
 				p->sw_t_reply = now_ns();
 				pthread_cond_broadcast(&p->cond);
+			}
+			if (p->switching && f.reason == FAILOVER_SWITCH_FAILED &&
+			    f.epoch == p->sw_epoch && !p->sw_confirmed) {
+				char detail[sizeof(p->detail)];
+
+				/* the guest resumes here (switch_over); the backup
+				 * has no standby left: as when it was stopped */
+				p->sw_failed = true;
+				pthread_cond_broadcast(&p->cond);
+				pthread_mutex_unlock(&p->lock);
+				snprintf(detail, sizeof(detail), "UNPROTECTED: the switchover failed on "
+					 "the backup; the guest resumed here, output released; protection "
+					 "starts over when a backup answers");
+				if (go_unprotected(p, true, "the switchover's activation failed on the "
+						   "backup, which discarded its standby", detail))
+					log_error("UNPROTECTED: the backup could not start the guest in "
+						  "the switchover and discarded its standby; the guest "
+						  "resumes here; held output RELEASED; it runs unprotected "
+						  "until a backup answers again");
+				snprintf(why, len, "the switchover's activation failed on the backup");
+				return;
 			}
 			pthread_mutex_unlock(&p->lock);
 			break;

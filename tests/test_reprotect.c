@@ -459,39 +459,69 @@ int test_reprotect_generation_survives_reboot(void)
 
 /*
  * A switchover whose activation fails on beta (fault point
- * activate-fails): beta says so and activates nothing more: the loss of
- * the link that follows must not start a second activation of the same
- * standby (seen with a disk: the second one found its overlay released
- * and asked DRBD to invalidate the disk it had just promoted).  Still
- * open, and not asserted here: beta's heartbeats said ACTIVE from the
- * start of its activation, so alpha reports the switchover done and keeps
- * its guest paused: no copy runs until an operator resumes alpha's (both
- * logs say so).
+ * activate-fails): the guest must run on exactly one host, alpha's.  beta
+ * never says ACTIVE (alpha would take that for the answer and destroy its
+ * paused copy: no copy would run), discards its standby, takes back the
+ * generation the attempt wrote (else alpha's copy would read as stale),
+ * tells alpha, and ends; alpha resumes its guest as generation 1,
+ * unprotected, output released.  No second activation follows (seen with
+ * a disk: the second one found its overlay released and asked DRBD to
+ * invalidate the disk it had just promoted).  A backup started again on
+ * beta gets a new initial copy, and its standby equals by hash what alpha
+ * captured.
  */
 int test_reprotect_switchover_activation_fails(void)
 {
 	const char *cfg = two_host_config(NULL);
-	struct td a, b;
-	char out[2048];
+	struct td a, b, b2;
+	char out[2048], buf[600], gen[700], hash[65], ckpt_hash[65];
+	uint64_t sw = 0, n = 0, acked;
 
 	alpha_protects_to_beta(cfg, &a, &b, "activate-fails", "alpha", 10);
-	test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1", test_tandem_bin(),
-		     run_alpha);
-	if (!WAIT_FOR(td_log_has(&b, "activation failed"), 15000))
-		fail_dump(&a, &b, "beta's activation did not fail as the fault point says");
-	/* the link goes (alpha keeps its guest paused, or steps down): no
-	 * second activation follows */
-	if (!WAIT_FOR(td_exited(&b) || td_log_has(&b, "not activating again"), 15000))
-		fail_dump(&a, &b, "beta neither stopped nor refused a second activation");
+	ASSERT_EQ(test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1",
+			       test_tandem_bin(), run_alpha), 1);	/* it failed, and says so */
+	ASSERT_STR_CONTAINS(out, "switchover failed: the backup on beta could not start the guest");
+	if (!WAIT_FOR(td_exited(&b), 15000))
+		fail_dump(&a, &b, "beta did not end after its activation failed");
+	ASSERT(td_log_has(&b, "activation failed"));
+	ASSERT(td_log_has(&b, "switchover failed: the guest could not be started here"));
+	ASSERT(WIFEXITED(b.status) && WEXITSTATUS(b.status) != 0);
 	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
-	{
-		char gen[700];
+	ASSERT_EQ(td_events(&b, "switch-failed", NULL, NULL), 1);
+	snprintf(gen, sizeof(gen), "%s/state-beta/" VM ".generation", test_tmpdir());
+	ASSERT(test_file_has(gen, "generation 0", NULL));	/* the attempt's taken back */
 
-		snprintf(gen, sizeof(gen), "%s/state-beta/" VM ".generation", test_tmpdir());
-		ASSERT(test_file_has(gen, "generation 1", NULL));	/* one attempt, not two */
-	}
-	printf("  switchover with a failing activation: %s", out);
+	/* alpha: resumed, not superseded, its guest the only copy */
+	if (!WAIT_FOR(td_events(&a, "switchover-resumed", &sw, NULL) == 1, 10000))
+		fail_dump(&a, &b, "alpha did not resume its guest after beta's activation failed");
+	ASSERT(!td_log_has(&a, "switchover done"));
+	ASSERT(td_log_has(&a, "could not start the guest (its activation failed"));
+	ASSERT(!td_exited(&a));
+	ASSERT_STR_CONTAINS(td_str(st("alpha", "primary"), "switchover", buf, sizeof(buf)),
+			    "failed: the backup on beta could not start the guest");
+	ASSERT_EQ(td_num(st("alpha", "primary"), "generation"), 1);
+	ASSERT(WAIT_FOR(state_is("alpha", "primary", "degraded"), 5000));
+	snprintf(gen, sizeof(gen), "%s/state-alpha/" VM ".generation", test_tmpdir());
+	ASSERT(test_file_has(gen, "generation 1", NULL));
+	acked = (uint64_t)td_num(st("alpha", "primary"), "last_acked_epoch");
+	ASSERT_EQ(acked, sw);	/* nothing acknowledged since: no backup */
+
+	/* protection comes back with the next backup on beta */
+	td_start_host(&b2, "backup", cfg, NULL, "beta", "beta2");
+	if (!WAIT_FOR(state_is("alpha", "primary", "protecting") &&
+		      td_num(st("alpha", "primary"), "last_acked_epoch") >= (int64_t)sw + 10, 20000))
+		fail_dump(&a, &b2, "alpha did not protect the resumed guest to beta's new backup");
+	ASSERT(td_events(&b2, "commit", &n, hash) >= 10 && strlen(hash) == 64);
+	if (!td_ckpt_hash(&a, n, ckpt_hash))
+		fail_dump(&a, &b2, "alpha has no hash for beta's last commit");
+	if (strcmp(hash, ckpt_hash))
+		FAILF("beta's standby differs from alpha's checkpoint %" PRIu64 ": %s vs %s", n, hash,
+		      ckpt_hash);
+	ASSERT_EQ(td_num(st("beta", "backup"), "generation"), 1);	/* taken over from alpha */
+	printf("  switchover with a failing activation: %.*s  alpha resumed at checkpoint %" PRIu64
+	       ", generation 1; protected again to beta: standby at %" PRIu64 " = alpha's capture\n",
+	       (int)strcspn(out, "\n"), out, sw, n);
 	td_stop(&a);
-	td_stop(&b);
+	td_stop(&b2);
 	return TEST_OK;
 }
