@@ -126,6 +126,19 @@ struct backup {
 	uint64_t rx_npages, rx_records;
 	uint8_t rx_digest[32];
 
+	/* the initial copy's pieces: each is committed by the committer
+	 * thread while the net thread receives the next one, so that the link
+	 * is read on during a commit (a piece's commit into a standby touched
+	 * for the first time takes longer than the socket's buffer lasts) */
+	pthread_t ac_thread;
+	bool ac_started, ac_quit;
+	pthread_mutex_t ac_lock;
+	pthread_cond_t ac_cond;
+	struct ckpt *ac;		/* handed over, being committed (ac_lock) */
+	struct ckpt *ac_spare;		/* committed: the next piece's buffer (ac_lock) */
+	int ac_failed;			/* a piece's commit failed (ac_lock) */
+	uint64_t ac_bytes;		/* net thread: staging held by the piece handed over */
+
 	/* which copy is current (lib/generation.h), and re-protection once
 	 * active: look for a backup on the other host, then become primary */
 	struct generation gen;
@@ -381,9 +394,8 @@ static int commit_held(struct backup *b)
 	return 0;
 }
 
-static enum rx_result commit_and_ack(struct backup *b)
+static enum rx_result commit_ckpt(struct backup *b, struct ckpt *c)
 {
-	struct ckpt *c = b->rx;
 	uint64_t t0 = now_ns();
 	uint8_t hash[32];
 	bool initial = c->flags & CKPT_F_INITIAL, hashed;
@@ -480,10 +492,119 @@ static enum rx_result commit_and_ack(struct backup *b)
 	return RX_COMMITTED;
 }
 
+/* ---- the initial copy's pieces, committed beside the next one's receipt ---- */
+
+static void *ac_main(void *arg)
+{
+	struct backup *b = arg;
+
+	pthread_mutex_lock(&b->ac_lock);
+	for (;;) {
+		struct ckpt *c;
+		enum rx_result r;
+
+		while (!b->ac && !b->ac_quit)
+			pthread_cond_wait(&b->ac_cond, &b->ac_lock);
+		if (!b->ac)
+			break;
+		c = b->ac;
+		pthread_mutex_unlock(&b->ac_lock);
+		r = commit_ckpt(b, c);
+		pthread_mutex_lock(&b->ac_lock);
+		if (r != RX_COMMITTED)
+			b->ac_failed = 1;
+		b->ac = NULL;
+		if (!b->ac_spare)
+			b->ac_spare = c;
+		else
+			ckpt_free(c);
+		pthread_cond_broadcast(&b->ac_cond);
+	}
+	pthread_mutex_unlock(&b->ac_lock);
+	return NULL;
+}
+
+/*
+ * Net thread: wait until the piece handed over is committed.  RX_BAD when
+ * its commit failed (said in the log then), else RX_OK.  Every record but
+ * a heartbeat and the next piece of the initial copy waits so first: what
+ * follows may read what a commit writes (rounds, the standby).
+ */
+static enum rx_result ac_wait(struct backup *b)
+{
+	int failed;
+
+	if (!b->ac_started)
+		return RX_OK;
+	pthread_mutex_lock(&b->ac_lock);
+	while (b->ac)
+		pthread_cond_wait(&b->ac_cond, &b->ac_lock);
+	failed = b->ac_failed;
+	b->ac_failed = 0;
+	pthread_mutex_unlock(&b->ac_lock);
+	b->ac_bytes = 0;
+	return failed ? RX_BAD : RX_OK;
+}
+
+/* Net thread: a whole piece of the initial copy: hand it to the committer
+ * and receive the next into another buffer (committed inline when the
+ * thread or the buffer cannot be had). */
+static enum rx_result commit_piece(struct backup *b)
+{
+	struct ckpt *next;
+
+	if (ac_wait(b) == RX_BAD)
+		return RX_BAD;
+	if (!b->ac_started) {
+		pthread_mutex_init(&b->ac_lock, NULL);
+		pthread_cond_init(&b->ac_cond, NULL);
+		if (pthread_create(&b->ac_thread, NULL, ac_main, b)) {
+			pthread_cond_destroy(&b->ac_cond);
+			pthread_mutex_destroy(&b->ac_lock);
+			return commit_ckpt(b, b->rx);
+		}
+		pthread_setname_np(b->ac_thread, "tandem-commit");
+		b->ac_started = true;
+	}
+	pthread_mutex_lock(&b->ac_lock);
+	next = b->ac_spare;
+	b->ac_spare = NULL;
+	pthread_mutex_unlock(&b->ac_lock);
+	if (!next && !(next = ckpt_new(0)))
+		return commit_ckpt(b, b->rx);
+	b->ac_bytes = ckpt_bytes(b->rx);
+	pthread_mutex_lock(&b->ac_lock);
+	b->ac = b->rx;
+	pthread_cond_broadcast(&b->ac_cond);
+	pthread_mutex_unlock(&b->ac_lock);
+	b->rx = next;
+	return RX_OK;
+}
+
+/* The daemon ends: the committer too (after its piece). */
+static void ac_stop(struct backup *b)
+{
+	if (!b->ac_started)
+		return;
+	pthread_mutex_lock(&b->ac_lock);
+	b->ac_quit = true;
+	pthread_cond_broadcast(&b->ac_cond);
+	pthread_mutex_unlock(&b->ac_lock);
+	pthread_join(b->ac_thread, NULL);
+	ckpt_free(b->ac_spare);
+	b->ac_spare = NULL;
+	pthread_cond_destroy(&b->ac_cond);
+	pthread_mutex_destroy(&b->ac_lock);
+	b->ac_started = false;
+}
+
 static enum rx_result handle_record(struct backup *b, const struct channel_rec *rec)
 {
 	struct ckpt *c = b->rx;
 
+	if (rec->type != REC_HEARTBEAT && rec->type != REC_CKPT_BEGIN &&
+	    !(b->rx_open && (c->flags & CKPT_F_INITIAL)) && ac_wait(b) == RX_BAD)
+		return RX_BAD;
 	switch (rec->type) {
 	case REC_HEARTBEAT:
 		return RX_OK;
@@ -524,6 +645,10 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		wire_get_ckpt_begin(rec->payload, &w);
 		if (b->rx_open)
 			return bad("checkpoint %" PRIu64 " begins inside checkpoint %" PRIu64, w.epoch, c->epoch);
+		/* only a next piece of the initial copy is received while the
+		 * last one commits */
+		if ((!(w.flags & CKPT_F_INITIAL) || b->committed) && ac_wait(b) == RX_BAD)
+			return RX_BAD;
 		b->rx_skip = false;
 		if (w.flags & CKPT_F_INITIAL) {
 			if (w.epoch != 0)
@@ -579,7 +704,7 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		if (c->npages + pg.count > b->rx_npages)
 			return bad("more pages than checkpoint %" PRIu64 " announced", c->epoch);
 		if ((c->npages + pg.count) * (CKPT_PAGE_SIZE + 8) + c->blob_len + c->state_len +
-		    b->held_bytes > b->cfg.staging_limit)
+		    b->held_bytes + b->ac_bytes > b->cfg.staging_limit)
 			return bad("%s %" PRIu64 " exceeds staging-limit (%" PRIu64 " bytes here): is "
 				   "the primary's staging-limit larger?", c->flags & CKPT_F_INITIAL ?
 				   "a piece of the initial copy, checkpoint" : "checkpoint", c->epoch,
@@ -672,7 +797,9 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 		}
 		c->has_digest = memcmp(e.digest, zero, 32) != 0;
 		memcpy(c->digest, e.digest, 32);
-		return commit_and_ack(b);
+		if (c->flags & CKPT_F_INITIAL)
+			return commit_piece(b);
+		return commit_ckpt(b, c);
 	}
 	default:
 		return bad("unexpected %s record", wire_type_name(rec->type));
@@ -959,6 +1086,7 @@ static bool run_session(struct backup *b)
 			break;
 		}
 	}
+	ac_wait(b);	/* (its commit answers on this channel) */
 	{
 		struct channel *ch = b->ch;
 		pthread_mutex_lock(&b->ch_lock);
@@ -1543,6 +1671,7 @@ static void *net_main(void *arg)
 			break;
 	}
 out:
+	ac_stop(b);
 	{
 		struct gate *g;
 

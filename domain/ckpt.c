@@ -60,6 +60,14 @@ void ckpt_reset(struct ckpt *c, uint64_t epoch)
 	c->verify.has_vcpu = false;
 }
 
+void ckpt_swap(struct ckpt *a, struct ckpt *b)
+{
+	struct ckpt t = *a;
+
+	*a = *b;
+	*b = t;
+}
+
 int ckpt_reserve_pages(struct ckpt *c, uint64_t n)
 {
 	uint64_t want = c->npages + n, cap;

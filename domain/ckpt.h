@@ -67,6 +67,9 @@ void ckpt_free(struct ckpt *c);
 /* Empty it for reuse (keeps its buffers). */
 void ckpt_reset(struct ckpt *c, uint64_t epoch);
 
+/* Exchange what a and b hold (their buffers too): no copy. */
+void ckpt_swap(struct ckpt *a, struct ckpt *b);
+
 /* Make room for `n` more pages; returns 0 or -ENOMEM. */
 int ckpt_reserve_pages(struct ckpt *c, uint64_t n);
 

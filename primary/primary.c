@@ -177,6 +177,12 @@ struct primary {
 	unsigned npending;
 	uint64_t ship_next;		/* epoch the shipper sends next; all below have started */
 	struct ckpt *spare[MAX_IN_FLIGHT];
+	/* the initial copy: a piece ships (rs_thr) while the driver collects
+	 * the next one */
+	pthread_t rs_thr;
+	bool rs_busy;
+	int rs_rc;
+	struct ckpt *rs_c;
 	unsigned nspare;
 	size_t staging_bytes;
 
@@ -465,16 +471,11 @@ static void note_sent(struct primary *p, const struct channel *ch)
 	p->compressing = channel_compresses(ch);
 }
 
-static int deliver_round(void *arg, struct ckpt *c, bool final)
+static int ship_round(struct primary *p, struct ckpt *c)
 {
-	struct primary *p = arg;
+	struct channel *ch;
 	int rc;
 
-	struct channel *ch;
-
-	(void)final;
-	c->epoch = 0;
-	c->flags |= CKPT_F_INITIAL;
 	pthread_mutex_lock(&p->lock);
 	while (p->shipping)
 		pthread_cond_wait(&p->cond, &p->lock);
@@ -493,6 +494,58 @@ static int deliver_round(void *arg, struct ckpt *c, bool final)
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 	return rc;
+}
+
+static void *round_thr(void *arg)
+{
+	struct primary *p = arg;
+
+	p->rs_rc = ship_round(p, p->rs_c);
+	return NULL;
+}
+
+/* The piece shipping in the background has gone: its result (0, -errno). */
+static int round_wait(struct primary *p)
+{
+	int rc;
+
+	if (!p->rs_busy)
+		return 0;
+	pthread_join(p->rs_thr, NULL);
+	p->rs_busy = false;
+	rc = p->rs_rc;
+	p->rs_rc = 0;
+	return rc;
+}
+
+/*
+ * The driver's sink for the initial copy (its thread).  A piece while the
+ * guest runs ships in the background, and the driver collects the next
+ * one meanwhile: collecting a piece (copying it out of the guest, or
+ * draining libxenguest's stream) then no longer leaves the link idle.  At
+ * most one piece ships so: the next waits for it, so the memory held is
+ * that piece and the one being collected.  The last one (final: the first
+ * checkpoint) ships before the call returns.
+ */
+static int deliver_round(void *arg, struct ckpt *c, bool final)
+{
+	struct primary *p = arg;
+	int rc;
+
+	c->epoch = 0;
+	c->flags |= CKPT_F_INITIAL;
+	if ((rc = round_wait(p)))
+		return rc;
+	if (final || (!p->rs_c && !(p->rs_c = ckpt_new(0))))
+		return ship_round(p, c);
+	ckpt_swap(c, p->rs_c);
+	ckpt_reset(c, 0);
+	if (pthread_create(&p->rs_thr, NULL, round_thr, p)) {
+		ckpt_swap(c, p->rs_c);
+		return ship_round(p, c);
+	}
+	p->rs_busy = true;
+	return 0;
 }
 
 static void on_progress(void *arg, const struct domain_progress *pr)
@@ -1219,6 +1272,13 @@ static void *ckpt_main(void *arg)
 		devices_new_session(&p->devs);	/* its markers are this stream's */
 		p->last_resume_ns = 0;
 		rc = p->dom.ops->start_protection(&p->dom, &sink);
+		{
+			int src = round_wait(p);	/* a piece the driver gave up after */
+
+			rc = rc ? rc : src;
+			ckpt_free(p->rs_c);	/* (a piece's room: not needed until the next copy) */
+			p->rs_c = NULL;
+		}
 		pthread_mutex_lock(&p->lock);
 		if (rc) {
 			/* the backup discards a standby without a checkpoint */
