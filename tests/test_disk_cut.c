@@ -607,7 +607,10 @@ static void cut_setup(void)
 	snprintf(helper, sizeof(helper), "%s/drbd-helper", test_tmpdir());
 	test_write_file("drbd-helper", "#!/bin/sh\necho \"$@\" >>\"${0}.log\"\n"
 			"case \"$1\" in fence-peer) exit 7 ;; esac\nexit 0\n");
-	test_sh("chmod +x %s && echo %s >/sys/module/drbd/parameters/usermode_helper", helper, helper);
+	/* printf, not echo: a newline would end up in the helper's path, and
+	 * every helper call would fail (DRBD says "returned 0") */
+	test_sh("chmod +x %s && printf %%s %s >/sys/module/drbd/parameters/usermode_helper", helper,
+		helper);
 	srand((unsigned)mono());
 }
 

@@ -25,7 +25,10 @@
  * I1 "the disk is ahead of the memory".
  *
  * Phases: (1) protect; DRBD disconnects and comes back (held checkpoints,
- * commits again after the resync and a fresh marker); stop the backup
+ * commits again after the resync and a fresh marker); T4: DRBD's link
+ * breaks (its packets dropped on lo): DRBD runs the fence-peer handler,
+ * the verdicts say fenced, B holds every checkpoint and commits none until
+ * the link healed, DRBD is whole and a fresh marker came; stop the backup
  * cleanly: its overlay writes back what it held, DRBD's lower device is
  * the real disk again, and DRBD's online verify finds B's disk equal to
  * A's; (2) a backup killed with its overlay under DRBD: the next one puts
@@ -87,6 +90,16 @@ static int read_stamp(int fd, uint64_t k, uint64_t *wk, uint32_t *pid)
 	*wk = le(buf + 8, 8);
 	*pid = (uint32_t)le(buf + 24, 4);
 	return 0;
+}
+
+/* DRBD's side of a failure: its helper's calls, its state, its kernel log. */
+static void df_dump(const char *dir)
+{
+	static char out[8192];
+
+	test_capture(out, sizeof(out), "tail -20 %s/drbd-helper.log; cat /proc/drbd; "
+		     "dmesg | grep -i drbd | tail -25", dir);
+	printf("--- DRBD:\n%s\n", out);
 }
 
 static void df_cleanup(const char *dir)
@@ -179,6 +192,90 @@ static void dm_target(const char *name, char *out, size_t len)
 		snprintf(out, len, "%u:%u", ma, mi);
 }
 
+/* What FILE holds from byte `from` on (malloc'd, NUL-ended; "" if none). */
+static char *tail_from(const char *file, long from)
+{
+	FILE *f = fopen(file, "r");
+	char *buf;
+	long n = 0;
+
+	if (!f)
+		return strdup("");
+	fseek(f, 0, SEEK_END);
+	n = ftell(f) - from;
+	if (n < 0)
+		n = 0;
+	buf = calloc(1, (size_t)n + 1);
+	fseek(f, from, SEEK_SET);
+	if (buf && n)
+		n = (long)fread(buf, 1, (size_t)n, f);
+	fclose(f);
+	if (buf)
+		buf[n] = '\0';
+	return buf ? buf : strdup("");
+}
+
+static long file_size(const char *file)
+{
+	FILE *f = fopen(file, "r");
+	long n;
+
+	if (!f)
+		return 0;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fclose(f);
+	return n;
+}
+
+/*
+ * T4, after the break: B's events from the break on.  The first "held"
+ * opens the fenced stretch; the commits that end it must be held ones
+ * followed by one checkpoint that was not held, later than `fresh_after`
+ * (whose marker was the last before DRBD was whole): nothing commits by
+ * itself between the break and a fresh marker.  Returns the checkpoint
+ * that ended it (0 and `why` set when the order is broken).
+ */
+static uint64_t fenced_stretch(const char *ev, uint64_t fresh_after, unsigned *nheld, char *why,
+			       size_t len)
+{
+	uint64_t held[512], n;
+	unsigned nh = 0;
+	bool in = false;
+	const char *l = ev;
+
+	*nheld = 0;
+	while (l && *l) {
+		bool is_held = sscanf(l, "held %" SCNu64, &n) == 1;
+		bool is_commit = !is_held && sscanf(l, "commit %" SCNu64, &n) == 1;
+
+		if (is_held) {
+			in = true;
+			if (nh < 512)
+				held[nh++] = n;
+		} else if (is_commit && in) {
+			bool was_held = false;
+
+			for (unsigned i = 0; i < nh; i++)
+				was_held |= held[i] == n;
+			if (!was_held) {
+				*nheld = nh;
+				if (n <= fresh_after) {
+					snprintf(why, len, "checkpoint %" PRIu64 " committed after the break "
+						 "but its marker is not after DRBD was whole (checkpoint %"
+						 PRIu64 "'s was the last before)", n, fresh_after);
+					return 0;
+				}
+				return n;
+			}
+		}
+		l = strchr(l, '\n');
+		l = l ? l + 1 : NULL;
+	}
+	snprintf(why, len, "no checkpoint committed after the fenced stretch (%u held)", nh);
+	return 0;
+}
+
 /*
  * DRBD's online verify of resource res (minor `minor`, conf), run to its
  * end: FAILs naming `what` unless it finds both disks equal (oos:0).
@@ -239,11 +336,18 @@ int test_disk_failover_run(void)
 			   DF_B ":7789", DF_A ":7788", "beta", cfg_b);
 	/* DRBD's helper: drbdadm with the conf of the minor that calls it */
 	snprintf(helper, sizeof(helper), "%s/drbd-helper", dir);
-	snprintf(extra, sizeof(extra), "#!/bin/sh\necho \"$DRBD_MINOR $*\" >>\"$0.log\"\n"
-		 "exec drbdadm -c %s/drbd-$(test \"$DRBD_MINOR\" = 0 && echo a || echo b).conf \"$@\"\n",
-		 dir);
+	/* (its second argument names the resource, r0 or r1, for the
+	 * connection's helpers such as fence-peer, the device, minor-0 or
+	 * minor-1, for the device's) */
+	snprintf(extra, sizeof(extra), "#!/bin/sh\necho \"$*\" >>\"$0.log\"\n"
+		 "case \"$2\" in r0|minor-0) c=a ;; *) c=b ;; esac\n"
+		 "drbdadm -c %s/drbd-$c.conf \"$@\" 2>>\"$0.log\"\nrc=$?\n"
+		 "echo \"$*: exit $rc\" >>\"$0.log\"\nexit $rc\n", dir);
 	test_write_file("drbd-helper", extra);
-	test_sh("chmod +x %s && echo %s >/sys/module/drbd/parameters/usermode_helper", helper, helper);
+	/* printf, not echo: a newline would end up in the helper's path, and
+	 * every helper call would fail (DRBD says "returned 0") */
+	test_sh("chmod +x %s && printf %%s %s >/sys/module/drbd/parameters/usermode_helper", helper,
+		helper);
 
 	/* the stacks */
 	test_sh("dmsetup create tdmA-lower --table '0 32768 linear /dev/ram0 0' && "
@@ -309,6 +413,7 @@ int test_disk_failover_run(void)
 		if (!WAIT_FOR(td_max_ack(&prim) >= at_disc + 10, 60000)) {
 			td_dump(&prim);
 			td_dump(&back);
+			df_dump(dir);
 			FAILF("no acknowledgements after DRBD came back");
 		}
 		held1 = td_events(&back, "held", NULL, NULL);
@@ -319,6 +424,71 @@ int test_disk_failover_run(void)
 		printf("  DRBD disconnected and came back: %d checkpoints held (commits stood at %"
 		       PRIu64 "), then committed on to %" PRIu64 "\n", held1 - held0, commit_before,
 		       commit_after);
+	}
+	/* T4: the DRBD link BREAKS (its packets dropped on lo, where a
+	 * disconnect by hand would outdate the peer politely): r0 loses its
+	 * peer by DRBD's ping timeout, freezes its I/O and runs the fence-peer
+	 * handler (tandem fence-peer); a marker in flight completes only after
+	 * the handler answered, and the flag it put up makes that checkpoint's
+	 * verdict and every later one fenced.  B holds them; nothing commits
+	 * until DRBD is connected and UpToDate again (the link healed) and a
+	 * fresh marker came. */
+	{
+		char helper_log[700], why[300], *ev, *blog, *hl = NULL;
+		long ev0, blog0 = file_size(back.log), hl0;
+		uint64_t at_break = td_max_ack(&prim), fresh_after = 0, ended;
+		double fenced0 = td_num(status_of(run_a, "primary"), "fenced_verdicts");
+		unsigned nheld;
+		const char *w;
+
+		snprintf(helper_log, sizeof(helper_log), "%s/drbd-helper.log", dir);
+		hl0 = file_size(helper_log);
+		ev0 = file_size(back.events);
+		test_sh("tc qdisc add dev lo root handle 1: prio && "
+			"for p in 7788 7789; do for d in sport dport; do "
+			"tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip $d $p 0xffff "
+			"action drop || exit 1; done; done");
+		if (!WAIT_FOR((free(hl), hl = tail_from(helper_log, hl0), strstr(hl, "fence-peer r0: exit 5")),
+			      30000)) {
+			td_dump(&prim);
+			df_dump(dir);
+			FAILF("DRBD did not run the fence-peer handler after its link broke: %s", hl);
+		}
+		free(hl);
+		if (!WAIT_FOR(td_events(&back, "held", NULL, NULL) >= 3 &&
+			      td_num(status_of(run_a, "primary"), "fenced_verdicts") > fenced0, 30000)) {
+			td_dump(&prim);
+			td_dump(&back);
+			df_dump(dir);
+			FAILF("no fenced verdicts and held checkpoints after the DRBD link broke");
+		}
+		test_sh("tc qdisc del dev lo root");
+		if (!WAIT_FOR(td_log_has(&prim, "the fence flag is down") &&
+			      td_max_ack(&prim) >= at_break + 10, 90000)) {
+			td_dump(&prim);
+			td_dump(&back);
+			df_dump(dir);
+			FAILF("protection did not come back after the DRBD link healed");
+		}
+		blog = tail_from(back.log, blog0);
+		w = blog;
+		while ((w = strstr(w, "DRBD is whole here (")) && (w = strstr(w, "after checkpoint ")))
+			fresh_after = strtoull(w + strlen("after checkpoint "), NULL, 10);
+		ev = tail_from(back.events, ev0);
+		ended = fenced_stretch(ev, fresh_after, &nheld, why, sizeof(why));
+		if (!ended || !fresh_after) {
+			td_dump(&prim);
+			td_dump(&back);
+			df_dump(dir);
+			FAILF("T4: %s (DRBD whole after checkpoint %" PRIu64 ")", why, fresh_after);
+		}
+		printf("  T4: DRBD's link broke: the fence-peer handler ran, %.0f fenced verdicts, %u "
+		       "checkpoints held, none committed until DRBD was whole again (after checkpoint %"
+		       PRIu64 "'s marker) and checkpoint %" PRIu64 " came with a fresh marker\n",
+		       td_num(status_of(run_a, "primary"), "fenced_verdicts") - fenced0, nheld,
+		       fresh_after, ended);
+		free(blog);
+		free(ev);
 	}
 	/* SIGTERM and its whole exit (td_stop would SIGKILL after 5 s: the
 	 * release's dmsetup calls are slow under TCG) */
@@ -637,7 +807,7 @@ int test_disk_failover_vm61(void)
 	if (access("/lib/drbd/drbdsetup-84", X_OK) != 0)
 		test_skip("no /lib/drbd/drbdsetup-84 (drbd-utils)");
 	test_capture(out, sizeof(out),
-		     "VM61_MODS='drbd nbd brd dm-mod' tests/vm61/run.sh --timeout 810 -- "
+		     "VM61_MODS='drbd nbd brd dm-mod sch_prio act_gact' tests/vm61/run.sh --timeout 810 -- "
 		     "./tests/tandem-test disk_failover_run 2>&1; echo \"exit=$?\"");
 	printf("%s", out);
 	ASSERT_STR_CONTAINS(out, "exit=0");
