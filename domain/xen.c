@@ -482,23 +482,15 @@ static bool is_suspended(struct xen *x)
 	       info.shutdown && info.shutdown_reason == SHUTDOWN_suspend;
 }
 
-static const char *shutdown_reason_name(unsigned reason)
-{
-	switch (reason) {
-	case SHUTDOWN_poweroff: return "poweroff";
-	case SHUTDOWN_reboot: return "reboot";
-	case SHUTDOWN_crash: return "crash";
-	case SHUTDOWN_watchdog: return "watchdog";
-	case SHUTDOWN_soft_reset: return "soft reset";
-	default: return "shutdown";
-	}
-}
-
 /*
  * The guest shut itself down (poweroff, reboot, crash, watchdog) or its
  * domain is gone (xl destroy, or xl tidied it up after its shutdown):
  * true, with what happened in `what`.  A suspend is not a shutdown here.
  */
+_Static_assert(SHUTDOWN_poweroff == 0 && SHUTDOWN_reboot == 1 && SHUTDOWN_suspend == 2 &&
+	       SHUTDOWN_crash == 3 && SHUTDOWN_watchdog == 4 && SHUTDOWN_soft_reset == 5,
+	       "xencheck.c names Xen's SHUTDOWN_* reasons by number");
+
 static bool guest_ended(struct xen *x, char *what, size_t len)
 {
 	xc_dominfo_t info;
@@ -508,15 +500,12 @@ static bool guest_ended(struct xen *x, char *what, size_t len)
 			 "shut down)", x->domid);
 		return true;
 	}
-	if (info.dying) {
-		snprintf(what, len, "its domain %u is being destroyed", x->domid);
-		return true;
+	{
+		struct xen_dom_state st = { info.dying, info.shutdown, info.crashed,
+					    info.shutdown_reason };
+
+		return xen_guest_ended(&st, what, len);
 	}
-	if (info.shutdown && info.shutdown_reason != SHUTDOWN_suspend) {
-		snprintf(what, len, "it shut itself down (%s)", shutdown_reason_name(info.shutdown_reason));
-		return true;
-	}
-	return false;
 }
 
 /*
@@ -1438,7 +1427,7 @@ static void apply_shutdown_action(struct xen *x)
 	int rc;
 
 	if (xc_domain_getinfo(x->xch, x->domid, 1, &info) != 1 || info.domid != x->domid ||
-	    info.dying || !info.shutdown || !x->config_json)
+	    info.dying || !(info.shutdown || info.crashed) || !x->config_json)
 		return;		/* gone already (xl destroy), or no configuration to act on */
 	libxl_domain_config_init(&cfg);
 	if (libxl_domain_config_from_json(x->ctx, &cfg, x->config_json)) {
@@ -1457,7 +1446,7 @@ static void apply_shutdown_action(struct xen *x)
 	if (act < LIBXL_ACTION_ON_SHUTDOWN_DESTROY || act > LIBXL_ACTION_ON_SHUTDOWN_SOFT_RESET)
 		act = LIBXL_ACTION_ON_SHUTDOWN_DESTROY;
 	log_info("guest '%s' %s: applying its %s = %s (xl no longer watches a domain once it has "
-		 "suspended)", x->name, shutdown_reason_name(info.shutdown_reason), key,
+		 "suspended)", x->name, xen_shutdown_reason_name(info.shutdown_reason), key,
 		 action_names[act]);
 	switch (act) {
 	case LIBXL_ACTION_ON_SHUTDOWN_COREDUMP_DESTROY:

@@ -58,3 +58,32 @@ bool xen_hvm_switch(const char *value)
 {
 	return value && !strcmp(value, "1");
 }
+
+const char *xen_shutdown_reason_name(unsigned reason)
+{
+	switch (reason) {
+	case 0: return "poweroff";
+	case 1: return "reboot";
+	case 3: return "crash";
+	case 4: return "watchdog";
+	case 5: return "soft reset";
+	default: return "shutdown";
+	}
+}
+
+bool xen_guest_ended(const struct xen_dom_state *s, char *what, size_t len)
+{
+	if (s->dying) {
+		snprintf(what, len, "its domain is being destroyed");
+		return true;
+	}
+	if (s->crashed) {
+		snprintf(what, len, "it crashed");
+		return true;
+	}
+	if (s->shutdown && s->reason != 2) {
+		snprintf(what, len, "it shut itself down (%s)", xen_shutdown_reason_name(s->reason));
+		return true;
+	}
+	return false;
+}

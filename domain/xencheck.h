@@ -47,4 +47,22 @@ enum xen_guest_verdict {
  * to add). */
 enum xen_guest_verdict xen_guest_check(const struct xen_guest_facts *f, char *why, size_t len);
 
+/*
+ * The state of a domain as xc_domain_getinfo() reports it.  libxc splits
+ * Xen's one "shut down" flag by its reason: a guest that crashed has
+ * `crashed` set and `shutdown` clear.  reason: Xen's SHUTDOWN_* (0
+ * poweroff, 1 reboot, 2 suspend, 3 crash, 4 watchdog, 5 soft reset).
+ */
+struct xen_dom_state {
+	bool dying, shutdown, crashed;
+	unsigned reason;
+};
+
+/* Whether the guest ended by itself or its owner (a shutdown of any kind
+ * but a suspend, a crash, or a dying domain); `what` then says how. */
+bool xen_guest_ended(const struct xen_dom_state *s, char *what, size_t len);
+
+/* "poweroff", "reboot", "crash", ... for a SHUTDOWN_* reason. */
+const char *xen_shutdown_reason_name(unsigned reason);
+
 #endif

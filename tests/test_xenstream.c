@@ -528,3 +528,33 @@ int test_xen_hvm_switch(void)
 	ASSERT_EQ(xen_guest_check(&f, why, sizeof(why)), XG_NEVER);
 	return TEST_OK;
 }
+
+/*
+ * When a protected guest has ended by itself (domain/xencheck.h): libxc
+ * reports a crash with `crashed` set and `shutdown` clear, and a crashed
+ * guest must count as ended, else the primary takes it for one that did
+ * not answer the suspend request (seen in the lab: "did not answer the
+ * suspend request ... guest left running" for a guest that had crashed).
+ */
+int test_xen_guest_ended(void)
+{
+	struct xen_dom_state running = { false, false, false, 0 };
+	struct xen_dom_state suspended = { false, true, false, 2 };
+	struct xen_dom_state crashed = { false, false, true, 3 };
+	struct xen_dom_state poweroff = { false, true, false, 0 };
+	struct xen_dom_state reboot = { false, true, false, 1 };
+	struct xen_dom_state dying = { true, false, false, 0 };
+	char what[128] = "";
+
+	ASSERT(!xen_guest_ended(&running, what, sizeof(what)));
+	ASSERT(!xen_guest_ended(&suspended, what, sizeof(what)));
+	ASSERT(xen_guest_ended(&crashed, what, sizeof(what)));
+	ASSERT_STR_CONTAINS(what, "crashed");
+	ASSERT(xen_guest_ended(&poweroff, what, sizeof(what)));
+	ASSERT_STR_CONTAINS(what, "shut itself down (poweroff)");
+	ASSERT(xen_guest_ended(&reboot, what, sizeof(what)));
+	ASSERT_STR_CONTAINS(what, "(reboot)");
+	ASSERT(xen_guest_ended(&dying, what, sizeof(what)));
+	ASSERT_STR_CONTAINS(what, "being destroyed");
+	return TEST_OK;
+}
