@@ -1961,9 +1961,10 @@ faultrate_tool_stop() { # arm
 }
 # One arm for w seconds; prints "guest_s=.. protected_s=.. faults=..
 # faults_protected=.. tool_stops=.. instances=.. rips=.." (the guest may
-# be created several times).
-faultrate_arm() { # arm seconds evidence-dir
-  local arm="$1" w="$2" ev="$3" t_end t_up t_prot t_stop n=0 f fB faults=0 fprot=0 stops=0 guest_s=0 prot_s=0 rips="" st why m d k domid
+# be created several times).  Evidence files are named r<round>-<arm>-<n>-*:
+# instance numbers start at 1 in every round.
+faultrate_arm() { # arm seconds evidence-dir round
+  local arm="$1" w="$2" ev="$3" r="$4" t_end t_up t_prot t_stop n=0 f fB faults=0 fprot=0 stops=0 guest_s=0 prot_s=0 rips="" st why m d k domid
   t_end="$(awk -v t="$(now)" -v w="$w" 'BEGIN{ printf "%.1f", t + w }')"
   while awk -v t="$(now)" -v e="$t_end" 'BEGIN{ exit !(t < e - 30) }'; do
     n=$((n + 1))
@@ -1989,25 +1990,25 @@ faultrate_arm() { # arm seconds evidence-dir
     done
     t_stop="$(now)"
     stop_pidfile "$RUN/client.pid"; stop_pidfile "$RUN/tcpdump.pid"
-    xen_log A "$ev/$arm-$n-A-xen.log" || true
+    xen_log A "$ev/r$r-$arm-$n-A-xen.log" || true
     faultrate_tool_stop "$arm" >&2
-    xen_log B "$ev/$arm-$n-B-xen.log" || true
-    cp "$RUN/client.log" "$ev/$arm-$n-client.log" 2>/dev/null || true
+    xen_log B "$ev/r$r-$arm-$n-B-xen.log" || true
+    cp "$RUN/client.log" "$ev/r$r-$arm-$n-client.log" 2>/dev/null || true
     case "$arm" in
-      tandem) cmd_copy_out A /root/primary.log "$ev/$arm-$n-primary.log" 2>/dev/null || true
-              cmd_copy_out B /root/backup.log "$ev/$arm-$n-backup.log" 2>/dev/null || true ;;
-      xlremus) cmd_copy_out A /root/remus.log "$ev/$arm-$n-remus.log" 2>/dev/null || true ;;
+      tandem) cmd_copy_out A /root/primary.log "$ev/r$r-$arm-$n-primary.log" 2>/dev/null || true
+              cmd_copy_out B /root/backup.log "$ev/r$r-$arm-$n-backup.log" 2>/dev/null || true ;;
+      xlremus) cmd_copy_out A /root/remus.log "$ev/r$r-$arm-$n-remus.log" 2>/dev/null || true ;;
     esac
-    f="$(guest_faults "$ev/$arm-$n-A-xen.log")"; fB="$(guest_faults "$ev/$arm-$n-B-xen.log")"
+    f="$(guest_faults "$ev/r$r-$arm-$n-A-xen.log")"; fB="$(guest_faults "$ev/r$r-$arm-$n-B-xen.log")"
     faults=$((faults + f + fB))
     [ -n "$t_prot" ] && fprot=$((fprot + f + fB))
-    [ "$f" -gt 0 ] && rips="$rips,A:$(fault_rips "$ev/$arm-$n-A-xen.log")"
-    [ "$fB" -gt 0 ] && rips="$rips,B:$(fault_rips "$ev/$arm-$n-B-xen.log")"
+    [ "$f" -gt 0 ] && rips="$rips,A:$(fault_rips "$ev/r$r-$arm-$n-A-xen.log")"
+    [ "$fB" -gt 0 ] && rips="$rips,B:$(fault_rips "$ev/r$r-$arm-$n-B-xen.log")"
     [ "$why" != end ] && [ "$((f + fB))" = 0 ] && stops=$((stops + 1))
     guest_s="$(awk -v a="$guest_s" -v b="$t_up" -v c="$t_stop" 'BEGIN{ printf "%.0f", a + c - b }')"
     [ -n "$t_prot" ] && prot_s="$(awk -v a="$prot_s" -v b="$t_prot" -v c="$t_stop" 'BEGIN{ printf "%.0f", a + c - b }')"
     log "faultrate: $arm instance $n ended ($why) after $(since "$t_up" "$t_stop") s; faults A=$f B=$fB"
-    echo "lab faultrate: instance arm=$arm n=$n ended=$why guest_s=$(since "$t_up" "$t_stop") protected_s=$(since "${t_prot:-$t_stop}" "$t_stop") faults_A=$f faults_B=$fB" >> "$ev/instances"
+    echo "lab faultrate: instance round=$r arm=$arm n=$n ended=$why guest_s=$(since "$t_up" "$t_stop") protected_s=$(since "${t_prot:-$t_stop}" "$t_stop") faults_A=$f faults_B=$fB" >> "$ev/instances"
   done
   echo "guest_s=$guest_s protected_s=$prot_s faults=$faults faults_protected=$fprot tool_stops=$stops instances=$n rips=${rips#,}"
 }
@@ -2022,7 +2023,7 @@ cmd_faultrate() {
   for r in $(seq "$rounds"); do
     for arm in $arms; do
       log "faultrate: round $r, arm $arm"
-      line="$(faultrate_arm "$arm" "$w" "$ev")" || line="guest_s=0 protected_s=0 faults=0 faults_protected=0 tool_stops=0 instances=0 rips=lab-error"
+      line="$(faultrate_arm "$arm" "$w" "$ev" "$r")" || line="guest_s=0 protected_s=0 faults=0 faults_protected=0 tool_stops=0 instances=0 rips=lab-error"
       echo "lab faultrate: round=$r arm=$arm $line" | tee -a "$ev/rounds"
     done
   done
