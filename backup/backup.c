@@ -816,6 +816,19 @@ static enum rx_result handle_record(struct backup *b, const struct channel_rec *
 static void answer_switchover(struct backup *b);
 static void switch_failed(struct backup *b, const struct generation *was, const char *err);
 
+/* An activation failed part-way (err says why): never another in this
+ * process, and the daemon ends failed; a switchover's primary is told. */
+static void activation_gave_up(struct backup *b, const struct generation *was, const char *err)
+{
+	b->activation_failed = true;
+	b->exit_code = EXIT_FAILURE_RUNTIME;
+	if (b->switch_answer)
+		switch_failed(b, was, err);
+	else
+		set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
+			  b->committed, err);
+}
+
 static void fail_over(struct backup *b, const char *why)
 {
 	uint64_t heard = MAX(b->last_heard_ns, hb_last_heard_ns(b->hb));
@@ -901,27 +914,20 @@ static void fail_over(struct backup *b, const char *why)
 		if ((rc = devices_activate(&b->devs, b->committed, derr, sizeof(derr)))) {
 			log_error("activation failed: %s; the guest is not started (its disk would not "
 				  "be checkpoint %" PRIu64 "'s)", derr, b->committed);
-			b->activation_failed = true;
-			set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
-				  b->committed, derr);
-			b->exit_code = EXIT_FAILURE_RUNTIME;
-			if (b->switch_answer)
-				switch_failed(b, &was, derr);
+			activation_gave_up(b, &was, derr);
 			return;
 		}
 	}
 	rc = fault_hit("activate-fails") ? -EIO : b->dom.ops->activate(&b->dom);
 	if (rc) {
-		log_error("activation failed: %s; this backup said it was active, so a primary that "
-			  "heard it has paused its guest (superseded): if no copy of %s runs now, "
-			  "unpause the old one by hand (xl unpause) and start protection again",
-			  strerror(-rc), b->cfg.name);
-		b->activation_failed = true;
-		set_state(b, B_FAILED, "activation from checkpoint %" PRIu64 " failed: %s",
-			  b->committed, strerror(-rc));
-		b->exit_code = EXIT_FAILURE_RUNTIME;
-		if (b->switch_answer)
-			switch_failed(b, &was, strerror(-rc));
+		if (b->switch_answer)	/* (it said nothing yet: switch_failed tells the primary) */
+			log_error("activation failed: %s", strerror(-rc));
+		else
+			log_error("activation failed: %s; this backup said it was active, so a primary "
+				  "that heard it has paused its guest (superseded): if no copy of %s runs "
+				  "now, unpause the old one by hand (xl unpause) and start protection "
+				  "again", strerror(-rc), b->cfg.name);
+		activation_gave_up(b, &was, strerror(-rc));
 		return;
 	}
 	pthread_mutex_lock(&b->lock);
