@@ -80,6 +80,9 @@ struct disk_dev {
 	bool activated;
 	bool healthy;			/* DRBD: Connected, UpToDate/UpToDate (the poller) */
 	bool need_invalidate;		/* a full resync of this side is still to start */
+	bool need_attach;		/* after an overflow: DRBD is to take this disk back */
+	uint64_t attach_ns;		/* the last attach tried */
+	pthread_mutex_t ops_lock;	/* the watch's detach/attach vs. activation */
 	unsigned diverged;		/* times told the guest ran elsewhere (diverged()) */
 
 	/* DRBD, both roles: until it is first whole, tandem connects a
@@ -355,6 +358,66 @@ static int memdisk_activate(struct device *dv, uint64_t epoch)
 }
 
 /*
+ * The overlay overflowed (disk-overlay-limit): writes to it fail, so DRBD
+ * detaches this disk (on-io-error detach; by hand when it has not), and
+ * the last committed checkpoint's disk cannot be kept here any more.  The
+ * way back without a restart: the overlay writes through (what it held,
+ * which DRBD saw complete, goes to the disk, then everything after in
+ * order), DRBD attaches the disk again and resyncs from the primary what
+ * it missed while detached, and the watch lets the overlay hold writes
+ * again at the first marker after DRBD is whole.  Until then nothing
+ * commits.  Called by the watch, with ops_lock held.
+ */
+static void recover_overflow(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	const char *conf = dv->cfg->drbd_conf;
+	struct overlay_stats st;
+	struct drbd_state ds;
+	char msg[512], lim[32];
+	uint64_t n;
+
+	overlay_get_stats(k->ov, &st);
+	if (st.overflowed) {
+		if (drbd_state(conf, k->resource, k->target, DRBD_DS, &ds, msg, sizeof(msg)))
+			return;		/* look again in a second */
+		if (!strncmp(ds.ds, "Failed", 6))
+			return;		/* detaching */
+		if (strncmp(ds.ds, "Diskless", 8) &&
+		    drbd_adm(conf, "detach", NULL, k->resource, msg, sizeof(msg))) {
+			log_warn("%s: the overlay overflowed and DRBD would not let this disk go "
+				 "(%.200s); trying again", dv->name, msg);
+			return;
+		}
+		n = overlay_through(k->ov);
+		pthread_mutex_lock(&k->lock);
+		k->need_attach = true;
+		k->attach_ns = 0;
+		k->healthy = false;
+		pthread_mutex_unlock(&k->lock);
+		log_warn("%s: the overlay overflowed (disk-overlay-limit %s): this side no longer "
+			 "holds checkpoint %" PRIu64 "'s disk; the %" PRIu64 " writes it held past "
+			 "that checkpoint go to the disk, and DRBD is to attach it again and resync "
+			 "what it missed; no checkpoint commits until DRBD is whole and a fresh marker "
+			 "came", dv->name, fmt_size(dv->cfg->disk_overlay_limit, lim, sizeof(lim)),
+			 st.committed_epoch, n);
+	}
+	if (!k->need_attach || (k->attach_ns && now_ns() - k->attach_ns < 5000000000ull))
+		return;
+	k->attach_ns = now_ns();
+	if (drbd_adm(conf, "attach", NULL, k->resource, msg, sizeof(msg))) {
+		log_warn("%s: DRBD would not attach this disk again (%.200s); trying again in 5 s",
+			 dv->name, msg);
+		return;
+	}
+	pthread_mutex_lock(&k->lock);
+	k->need_attach = false;
+	pthread_mutex_unlock(&k->lock);
+	log_warn("%s: DRBD resource %s has this disk again and resyncs it from the primary",
+		 dv->name, k->resource);
+}
+
+/*
  * The backup's view of DRBD, once a second: whole (Connected,
  * UpToDate/UpToDate) or not.  When it becomes whole, the last marker seen
  * so far came before (or during) the resync: only later markers cut the
@@ -371,14 +434,23 @@ static void *health_main(void *arg)
 		bool inval = k->need_invalidate, did_inval = false;
 
 		pthread_mutex_unlock(&k->lock);
-		if (inval && !drbd_adm(dv->cfg->drbd_conf, "invalidate", NULL, k->resource, msg,
-				       sizeof(msg))) {
-			log_warn("%s: DRBD resource %s resyncs this disk from the primary (drbdadm "
-				 "invalidate); checkpoints are held until it is whole", dv->name,
-				 k->resource);
-			inval = false;
-			did_inval = true;
+		pthread_mutex_lock(&k->ops_lock);
+		if (!k->activated) {
+			/* a full resync leaves no checkpoint here to keep: its
+			 * writes go through rather than fill the overlay */
+			if (inval)
+				overlay_through(k->ov);
+			if (inval && !drbd_adm(dv->cfg->drbd_conf, "invalidate", NULL, k->resource,
+					       msg, sizeof(msg))) {
+				log_warn("%s: DRBD resource %s resyncs this disk from the primary "
+					 "(drbdadm invalidate); checkpoints are held until it is whole",
+					 dv->name, k->resource);
+				inval = false;
+				did_inval = true;
+			}
+			recover_overflow(dv);
 		}
+		pthread_mutex_unlock(&k->ops_lock);
 		if (!inval && (did_inval || k->invalidated))	/* never before: it would meet the
 						 * primary as a split brain again */
 			connect_standalone(dv);
@@ -394,6 +466,12 @@ static void *health_main(void *arg)
 		}
 
 		overlay_get_stats(k->ov, &st);
+		/* writing through (a resync): DRBD whole now, so the next marker
+		 * cuts the stream, and the overlay holds writes again from it */
+		if (r == 1 && st.through)
+			overlay_arm(k->ov);
+		else if (r != 1 && st.armed)
+			overlay_through(k->ov);
 		pthread_mutex_lock(&k->lock);
 		if (r == 1 && !k->healthy) {
 			k->fresh_has = st.has_marker;
@@ -459,7 +537,11 @@ static int drbd_commit(struct device *dv, uint64_t epoch, uint32_t verdict)
 		snprintf(dv->error, sizeof(dv->error), "checkpoint %" PRIu64 "'s marker %s", epoch,
 			 rc == -ETIMEDOUT ? "has not reached this side's overlay" :
 			 rc == -ENOSPC ? "came after the overlay overflowed (disk-overlay-limit): the "
-			 "disk is unprotected until the backup restarts" : strerror(-rc));
+			 "disk is resynced before a checkpoint commits again" :
+			 rc == -EBUSY ? "came while DRBD resyncs this disk (the overlay writes "
+			 "through): nothing commits until DRBD is whole and the next marker came" :
+			 rc == -ESTALE ? "came before the one at which the overlay held writes "
+			 "again: the disk is past it" : strerror(-rc));
 		return -EAGAIN;
 	}
 	pthread_mutex_lock(&k->lock);
@@ -505,7 +587,21 @@ static void invalidate_now(struct device *dv)
 			 "invalidate)", dv->name, k->resource);
 }
 
+static int drbd_activate_locked(struct device *dv, uint64_t epoch);
+
+/* (the watch neither detaches nor attaches this disk meanwhile) */
 static int drbd_activate(struct device *dv, uint64_t epoch)
+{
+	struct disk_dev *k = priv(dv);
+	int rc;
+
+	pthread_mutex_lock(&k->ops_lock);
+	rc = drbd_activate_locked(dv, epoch);
+	pthread_mutex_unlock(&k->ops_lock);
+	return rc;
+}
+
+static int drbd_activate_locked(struct device *dv, uint64_t epoch)
 {
 	struct disk_dev *k = priv(dv);
 	struct overlay_stats st;
@@ -537,9 +633,14 @@ static int drbd_activate(struct device *dv, uint64_t epoch)
 	if (!st.has_committed || st.committed_epoch != epoch ||
 	    memcmp(st.committed_session, dv->session, MARKER_SESSION_LEN)) {
 		dm_resume(k->lower_dm, msg, sizeof(msg));
-		snprintf(dv->error, sizeof(dv->error), "the disk stands at checkpoint %" PRIu64
-			 "%s, the memory at %" PRIu64, st.committed_epoch,
-			 st.has_committed ? "" : " (none)", epoch);
+		if (st.through)
+			snprintf(dv->error, sizeof(dv->error), "the disk is no checkpoint's: DRBD "
+				 "was resyncing it from the primary (after an overflow of the "
+				 "overlay, or a full resync), the memory is at %" PRIu64, epoch);
+		else
+			snprintf(dv->error, sizeof(dv->error), "the disk stands at checkpoint %"
+				 PRIu64 "%s, the memory at %" PRIu64, st.committed_epoch,
+				 st.has_committed ? "" : " (none)", epoch);
 		return -ESTALE;
 	}
 	if ((rc = dm_resume(k->lower_dm, msg, sizeof(msg)))) {
@@ -795,6 +896,11 @@ static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *
 		snprintf(dv->error, sizeof(dv->error), "its overlay: %.240s", err);
 		return rc;
 	}
+	/* a full resync of this side is under way or to come: nothing here
+	 * to keep, its writes go through (the watch ends that once DRBD is
+	 * whole) */
+	if (k->invalidated || k->need_invalidate)
+		overlay_through(k->ov);
 	overlay_get_stats(k->ov, &st);
 	if (st.size != cur.sectors * 512) {
 		snprintf(dv->error, sizeof(dv->error), "%.80s maps %" PRIu64 " bytes of %.40s, which has %"
@@ -972,10 +1078,12 @@ static void disk_status(struct device *dv, char *buf, size_t len)
 		snprintf(buf + n, len - n, ",\"drbd_whole\":%s,\"drbd_state\":\"%s\",\"overlay\":"
 			 "\"%s\",\"overlay_held_bytes\":%" PRIu64 ",\"overlay_held_writes\":%" PRIu64
 			 ",\"overlay_limit_bytes\":%" PRIu64 ",\"writeback_lag_bytes\":%" PRIu64
-			 ",\"written_back_bytes\":%" PRIu64 ",\"overflowed\":%s",
+			 ",\"written_back_bytes\":%" PRIu64 ",\"overflowed\":%s,\"overflows\":%"
+			 PRIu64 ",\"overlay_through\":%s",
 			 k->healthy ? "true" : "false", k->health, k->nbd, st.held_bytes,
 			 st.held_writes, dv->cfg->disk_overlay_limit, st.lag_bytes,
-			 st.written_back_bytes, st.overflowed ? "true" : "false");
+			 st.written_back_bytes, st.overflowed ? "true" : "false", st.overflows,
+			 st.through ? "true" : "false");
 	}
 	pthread_mutex_unlock(&k->lock);
 }
@@ -995,8 +1103,9 @@ static void disk_status_text(struct device *dv, char *buf, size_t len)
 			 k->health, k->nbd, fmt_size(st.held_bytes, a, sizeof(a)),
 			 fmt_size(dv->cfg->disk_overlay_limit, b, sizeof(b)),
 			 fmt_size(st.lag_bytes, c, sizeof(c)), k->committed,
-			 st.overflowed ? "; OVERFLOWED: this disk is unprotected until the backup "
-			 "restarts" : "");
+			 st.overflowed ? "; OVERFLOWED: this disk is unprotected until DRBD has "
+			 "resynced it" : st.through ? "; writing through while DRBD resyncs this "
+			 "disk: no checkpoint of it until DRBD is whole" : "");
 	} else if (k->thr_started && !k->memdisk) {
 		snprintf(buf, len, "DRBD %s, %" PRIu64 " cuts, last %.2f ms, max %.2f ms; %" PRIu64
 			 " fenced verdicts, %" PRIu64 " cut failures%s", k->target, k->cuts,
@@ -1027,6 +1136,7 @@ static void disk_close(struct device *dv)
 		drbd_backup_close(dv);
 	marker_dev_close(&k->md);
 	pthread_mutex_destroy(&k->lock);
+	pthread_mutex_destroy(&k->ops_lock);
 	pthread_cond_destroy(&k->cond);
 	free(k);
 	dv->priv = NULL;
@@ -1068,6 +1178,7 @@ static int init_common(struct device *dv, const struct device_ops *ops)
 		return -ENOMEM;
 	k->md.fd = -1;
 	pthread_mutex_init(&k->lock, NULL);
+	pthread_mutex_init(&k->ops_lock, NULL);
 	pthread_cond_init(&k->cond, NULL);
 	dv->ops = ops;
 	dv->priv = k;

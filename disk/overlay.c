@@ -78,6 +78,10 @@ struct overlay {
 	struct ov_ent **idx;
 	uint64_t next_seq;
 	uint64_t commit_seq;		/* 0: nothing committed */
+	/* the marker that ended write-through: no commit of an earlier one */
+	bool has_floor;
+	uint64_t floor_seq, floor_epoch;
+	uint8_t floor_session[MARKER_SESSION_LEN];
 	bool writing_back;		/* the head is being written by the thread */
 	bool wb_stop;
 	bool dirty_since_sync;		/* lower written since the last fdatasync */
@@ -253,6 +257,8 @@ static void fill_trace(struct overlay *ov, struct overlay_trace *t)
 	memcpy(t->prev_session, ov->st.marker_session, MARKER_SESSION_LEN);
 }
 
+static uint64_t commit_upto(struct overlay *ov, uint64_t seq);
+
 /* Append a record: data (len bytes) or a cut; m set for a marker. */
 static int hold(struct overlay *ov, uint64_t off, const void *buf, uint32_t len,
 		const struct marker *m, bool cut)
@@ -272,17 +278,20 @@ static int hold(struct overlay *ov, uint64_t off, const void *buf, uint32_t len,
 		rc = -EIO;
 		goto out;
 	}
-	/* Room: wait for the write-back of committed writes, else overflow. */
-	while (ov->st.held_bytes + len > ov->limit) {
+	/* Room: wait for the write-back of committed writes, else overflow.
+	 * (Writing through, everything held is committed; a write larger than
+	 * the limit goes in alone.) */
+	while (ov->st.held_bytes + len > ov->limit && !(ov->st.through && !ov->head)) {
 		if (ov->st.activated) {
 			rc = -ESHUTDOWN;
 			goto out;
 		}
 		if (!committed_pending(ov) || ov->st.writeback_error) {
 			ov->st.overflowed = true;
+			ov->st.overflows++;
 			ov->st.refused_writes++;
 			log_error("overlay of %s overflowed: %llu bytes held, limit %llu; writes now "
-				  "fail (DRBD detaches this disk) until re-protection", ov->vm,
+				  "fail (DRBD detaches this disk) until it writes through", ov->vm,
 				  (unsigned long long)ov->st.held_bytes, (unsigned long long)ov->limit);
 			pthread_cond_broadcast(&ov->cond);
 			rc = -EIO;
@@ -331,6 +340,25 @@ static int hold(struct overlay *ov, uint64_t off, const void *buf, uint32_t len,
 		ov->st.marker_epoch = m->epoch;
 		memcpy(ov->st.marker_session, m->session, MARKER_SESSION_LEN);
 		pthread_cond_broadcast(&ov->cond);
+	}
+	if (ov->st.through) {
+		ov->st.through_writes += len ? 1 : 0;
+		commit_upto(ov, r->seq);
+		if (m && !cut && ov->st.armed) {
+			/* everything before this marker is on its way to the
+			 * lower device: it stands at this checkpoint */
+			ov->st.through = ov->st.armed = false;
+			ov->st.has_committed = true;
+			ov->st.committed_epoch = m->epoch;
+			memcpy(ov->st.committed_session, m->session, MARKER_SESSION_LEN);
+			ov->has_floor = true;
+			ov->floor_seq = r->seq;
+			ov->floor_epoch = m->epoch;
+			memcpy(ov->floor_session, m->session, MARKER_SESSION_LEN);
+			log_info("overlay of %s holds writes again after checkpoint %llu's marker "
+				 "(%llu writes went through)", ov->vm, (unsigned long long)m->epoch,
+				 (unsigned long long)ov->st.through_writes);
+		}
 	}
 	if (ov->trace)
 		ov->trace(ov->trace_arg, &t);
@@ -491,7 +519,17 @@ int overlay_commit(struct overlay *ov, const uint8_t *session, uint64_t epoch)
 		rc = -ESHUTDOWN;
 		goto out;
 	}
+	if (ov->st.through) {
+		rc = -EBUSY;
+		goto out;
+	}
 	m = find_marker(ov, session, epoch);
+	if (m ? ov->has_floor && m->seq < ov->floor_seq :
+		ov->has_floor && !memcmp(ov->floor_session, session, MARKER_SESSION_LEN) &&
+		epoch < ov->floor_epoch) {
+		rc = -ESTALE;	/* the lower device is ahead of that checkpoint */
+		goto out;
+	}
 	if (!m) {
 		/* Written back already: committed, or older in the same session. */
 		if (!(ov->st.has_committed &&
@@ -509,6 +547,42 @@ int overlay_commit(struct overlay *ov, const uint8_t *session, uint64_t epoch)
 out:
 	pthread_mutex_unlock(&ov->lock);
 	return rc;
+}
+
+uint64_t overlay_through(struct overlay *ov)
+{
+	uint64_t n = 0;
+	bool was;
+
+	pthread_mutex_lock(&ov->lock);
+	if (ov->st.activated) {
+		pthread_mutex_unlock(&ov->lock);
+		return 0;
+	}
+	if (ov->tail)
+		n = commit_upto(ov, ov->tail->seq);
+	was = ov->st.through;
+	ov->st.through = true;
+	ov->st.armed = false;
+	ov->st.overflowed = false;
+	ov->st.has_committed = false;
+	ov->has_floor = false;
+	pthread_cond_broadcast(&ov->cond);
+	pthread_mutex_unlock(&ov->lock);
+	if (!was)
+		log_info("overlay of %s writes through: %llu held writes of no committed checkpoint "
+			 "go to the disk with the rest", ov->vm, (unsigned long long)n);
+	return n;
+}
+
+void overlay_arm(struct overlay *ov)
+{
+	pthread_mutex_lock(&ov->lock);
+	if (ov->st.through && !ov->st.armed) {
+		ov->st.armed = true;
+		log_info("overlay of %s: write-through ends at the next marker", ov->vm);
+	}
+	pthread_mutex_unlock(&ov->lock);
 }
 
 int overlay_wait_marker(struct overlay *ov, const uint8_t *session, uint64_t epoch,

@@ -34,10 +34,25 @@
  * overlay overflows: that write and every later one fail with EIO (DRBD,
  * with `on-io-error detach`, detaches the secondary's disk), the overflowed
  * flag is set, overlay_wait_marker() returns -ENOSPC for markers not seen
- * before the overflow, and no marker after the overflow point can ever be
+ * before the overflow, and no marker after the overflow point can be
  * committed.  Markers seen before the overflow can still be committed and
- * activated.  Protection of this disk is off until re-protection (a new
- * overlay and a DRBD resync).
+ * activated.  The way back is write-through (below): the caller (disk.c)
+ * has DRBD detach this side, enters write-through (which also clears the
+ * overflow), attaches it again and lets DRBD resync it.
+ *
+ * Write-through.  While there is no checkpoint to keep on this side (after
+ * an overflow, or while DRBD resyncs this disk in full), holding writes
+ * only risks an overflow: overlay_through() commits everything held,
+ * committed or not, and every later write as it arrives, so the write-back
+ * writes the stream to the lower device in order and a writer waits for
+ * room instead of overflowing.  The last committed checkpoint is forgotten
+ * (activation then finds none: the lower device holds no checkpoint's
+ * disk) and overlay_commit() refuses with -EBUSY.  overlay_arm() ends it
+ * at the next marker of this VM: that marker and everything before it are
+ * committed (its checkpoint is the committed one) and later writes are
+ * held again; commits of earlier markers are refused with -ESTALE.  Arm
+ * only once DRBD is whole here, so that the marker that ends it cuts the
+ * stream as every marker does.
  *
  * Threads: overlay_write(), overlay_read() and overlay_flush() are the
  * device side and must be called from one thread (the NBD serving thread,
@@ -108,7 +123,11 @@ struct overlay_stats {
 	uint64_t discarded_writes;	/* by overlay_activate() */
 	uint64_t discarded_bytes;
 	bool overflowed;
-	uint64_t refused_writes;	/* failed with EIO after the overflow */
+	uint64_t overflows;		/* times it overflowed (each cleared by write-through) */
+	uint64_t refused_writes;	/* failed with EIO after an overflow */
+	bool through;			/* write-through (no checkpoint held on this side) */
+	bool armed;			/* ... until the next marker (overlay_arm) */
+	uint64_t through_writes;	/* writes that went through, in all */
 	int writeback_error;		/* 0, or the -errno of a failed write-back */
 	bool activated;
 };
@@ -136,9 +155,23 @@ int overlay_wait_marker(struct overlay *ov, const uint8_t *session, uint64_t epo
  * including that marker is written back to the lower device in order, in
  * the background (see lag_* in the stats).  Returns 0 (also when it was
  * committed already), -ENOENT if that marker was not seen (or is no longer
- * held and was not committed), -ESHUTDOWN once activated.
+ * held and was not committed), -EBUSY while writing through, -ESTALE for
+ * a marker before the one that ended write-through, -ESHUTDOWN once
+ * activated.
  */
 int overlay_commit(struct overlay *ov, const uint8_t *session, uint64_t epoch);
+
+/*
+ * Write-through (see above): commit everything held and every later write
+ * as it arrives; clears the overflow and any arming; forgets the committed
+ * checkpoint.  Returns how many held writes that were not committed it
+ * committed now (they reach the lower device with the rest).  Idempotent.
+ */
+uint64_t overlay_through(struct overlay *ov);
+
+/* End write-through at the next marker of this VM (no-op when not
+ * writing through). */
+void overlay_arm(struct overlay *ov);
 
 /*
  * Wait until everything committed has been written back and made durable

@@ -27,6 +27,7 @@ TEST(disk_marker, 5)
 TEST(disk_fence_peer, 10)
 TEST(disk_overlay_epochs, 10)
 TEST(disk_overlay_overflow, 10)
+TEST(disk_overlay_through, 10)
 /* the cut test (T1, T2): a DRBD pair with the overlay under Debian's 6.1 kernel */
 TEST(disk_cut_run, 540)
 TEST(disk_cut_vm61, 600)
@@ -35,6 +36,8 @@ TEST(disk_bench_run, 900)
 /* the disk end to end: both daemons, DRBD, the overlay, a failover (6.1 kernel) */
 TEST(disk_failover_run, 780)
 TEST(disk_failover_vm61, 840)
+TEST(disk_overflow_run, 380)
+TEST(disk_overflow_vm61, 420)
 /* unit: the checkpoint oracle */
 TEST(verify_page_hash, 5)
 TEST(verify_window, 5)

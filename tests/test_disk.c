@@ -580,3 +580,64 @@ int test_disk_overlay_overflow(void)
 	overlay_close(ov);
 	return TEST_OK;
 }
+
+/*
+ * The way back from an overflow: write-through.  What was held (committed
+ * or not) goes to the lower device, later writes follow in order and wait
+ * for room instead of overflowing, no commit is taken until write-through
+ * ends at the first marker after overlay_arm(); that marker's checkpoint is
+ * then the committed one, earlier ones are refused, and later writes are
+ * held (and discarded by an activation) as before.
+ */
+int test_disk_overlay_through(void)
+{
+	struct overlay_opts o = { .vm = "web", .mem_limit = 3 * OVB };
+	struct overlay *ov;
+	struct overlay_stats st;
+	uint8_t s1[MARKER_SESSION_LEN];
+	char err[256];
+
+	memset(s1, 1, sizeof(s1));
+	o.lower = ov_lower();
+	ASSERT_EQ(overlay_open(&o, &ov, err, sizeof(err)), 0);
+	ov_put(ov, 1, 'A', 0);
+	ov_marker(ov, "web", 1, 1, false);
+	ASSERT_EQ(overlay_commit(ov, s1, 1), 0);
+	ov_put(ov, 2, 'B', 0);
+	ov_put(ov, 3, 'C', 0);
+	ov_put(ov, 4, 'D', 0);
+	ov_put(ov, 5, 'E', -EIO);				/* overflow */
+	overlay_get_stats(ov, &st);
+	ASSERT(st.overflowed);
+	ASSERT_EQ(st.overflows, 1);
+	/* B, C and D (no checkpoint's) go through; the overflow is over */
+	ASSERT_EQ(overlay_through(ov), 3);
+	ASSERT_EQ(overlay_through(ov), 0);			/* idempotent */
+	overlay_get_stats(ov, &st);
+	ASSERT(!st.overflowed && st.through && !st.has_committed);
+	ASSERT_EQ(overlay_commit(ov, s1, 1), -EBUSY);
+	/* twice the limit: the writer waits for room, nothing overflows */
+	for (unsigned b = 6; b <= 11; b++)
+		ov_put(ov, b, (uint8_t)('A' + b - 1), 0);
+	ov_marker(ov, "web", 1, 2, false);			/* not armed: goes through */
+	ASSERT_EQ(overlay_commit(ov, s1, 2), -EBUSY);
+	ASSERT_EQ(ov_read_byte(ov, 11), 'K');
+	overlay_arm(ov);
+	ov_put(ov, 12, 'L', 0);
+	ov_marker(ov, "web", 1, 3, false);			/* ends write-through */
+	ov_put(ov, 13, 'M', 0);					/* held again */
+	overlay_get_stats(ov, &st);
+	ASSERT(!st.through && !st.armed && !st.overflowed);
+	ASSERT(st.has_committed && st.committed_epoch == 3);
+	ASSERT_EQ(st.through_writes, 9);			/* 6-11, M2, 12, M3; not 13 */
+	ASSERT_EQ(overlay_commit(ov, s1, 2), -ESTALE);		/* the disk is past it */
+	ASSERT_EQ(overlay_commit(ov, s1, 3), 0);
+	ASSERT_EQ(overlay_activate(ov, NULL, NULL), 0);
+	for (unsigned b = 1; b <= 12; b++)
+		ASSERT_EQ(ov_lower_byte(o.lower, b), b == 5 ? 0x85 : 'A' + (int)b - 1);
+	ASSERT_EQ(ov_lower_byte(o.lower, 13), 0x80 + 13);	/* after checkpoint 3 */
+	overlay_get_stats(ov, &st);
+	ASSERT_EQ(st.discarded_writes, 1);
+	overlay_close(ov);
+	return TEST_OK;
+}

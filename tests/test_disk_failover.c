@@ -300,16 +300,16 @@ static void verify_equal(const char *conf, const char *res, int minor, const cha
 	}
 }
 
-int test_disk_failover_run(void)
+/*
+ * The two "hosts" of one kernel, DRBD connected, r0 Primary and UpToDate,
+ * A's guest device made; extra_b: more keys for B's configuration.
+ */
+static int df_setup(const char *extra_b, const char **cfg_a, const char **cfg_b,
+		    const char **conf_a, const char **conf_b)
 {
 	struct utsname u;
-	struct td prim, back;
-	const char *dir = test_tmpdir(), *cfg_a, *cfg_b, *conf_a, *conf_b;
-	char extra[2048], out[4096], helper[600], ram0[16], ram1[16], tgt[32];
-	uint64_t n = 0, step = 0, kmax, wk;
-	unsigned i1 = 0, i2 = 0, ahead_on_a = 0, in_flight = 0;
-	uint32_t wpid;
-	int fa, fb;
+	const char *dir = test_tmpdir();
+	char extra[2048], out[4096], helper[600];
 
 	if (!getenv("TANDEM_VM61"))
 		test_skip("runs under Debian's 6.1 kernel (disk_failover_vm61)");
@@ -326,14 +326,14 @@ int test_disk_failover_run(void)
 	snprintf(extra, sizeof(extra), "disks = r0:/dev/mapper/tdmA-guest\ndrbd-conf = %s/drbd-a.conf\n"
 		 "memdom-disk-writes = /dev/mapper/tdmA-guest\n"
 		 DF_COMMON, dir, DF_STEPS);
-	cfg_a = host_config("a.cfg", run_a, extra);
+	*cfg_a = host_config("a.cfg", run_a, extra);
 	snprintf(extra, sizeof(extra), "disks = r1:/dev/mapper/tdmB-guest\ndrbd-conf = %s/drbd-b.conf\n"
-		 DF_COMMON, dir, DF_STEPS);
-	cfg_b = host_config("b.cfg", run_b, extra);
-	conf_a = drbd_conf("drbd-a.conf", "r0", 0, u.nodename, "/dev/mapper/tdmA-lower", "/dev/ram2",
-			   DF_A ":7788", DF_B ":7789", "alpha", cfg_a);
-	conf_b = drbd_conf("drbd-b.conf", "r1", 1, u.nodename, "/dev/mapper/tdmB-lower", "/dev/ram3",
-			   DF_B ":7789", DF_A ":7788", "beta", cfg_b);
+		 DF_COMMON "%s", dir, DF_STEPS, extra_b);
+	*cfg_b = host_config("b.cfg", run_b, extra);
+	*conf_a = drbd_conf("drbd-a.conf", "r0", 0, u.nodename, "/dev/mapper/tdmA-lower", "/dev/ram2",
+			   DF_A ":7788", DF_B ":7789", "alpha", *cfg_a);
+	*conf_b = drbd_conf("drbd-b.conf", "r1", 1, u.nodename, "/dev/mapper/tdmB-lower", "/dev/ram3",
+			   DF_B ":7789", DF_A ":7788", "beta", *cfg_b);
 	/* DRBD's helper: drbdadm with the conf of the minor that calls it */
 	snprintf(helper, sizeof(helper), "%s/drbd-helper", dir);
 	/* (its second argument names the resource, r0 or r1, for the
@@ -354,19 +354,37 @@ int test_disk_failover_run(void)
 		"dmsetup create tdmB-lower --table '0 32768 linear /dev/ram1 0'");
 	test_sh("drbdmeta --force 0 v08 /dev/ram2 flex-external create-md </dev/null >/dev/null 2>&1 && "
 		"drbdmeta --force 1 v08 /dev/ram3 flex-external create-md </dev/null >/dev/null 2>&1");
-	test_sh("drbdadm -c %s up r0 && drbdadm -c %s up r1", conf_a, conf_b);
+	test_sh("drbdadm -c %s up r0 && drbdadm -c %s up r1", *conf_a, *conf_b);
 	if (!WAIT_FOR(test_file_has("/proc/drbd", "0: cs:Connected", "1: cs:Connected"), 60000)) {
 		test_capture(out, sizeof(out), "cat /proc/drbd");
 		FAILF("the DRBD pair did not connect: %s", out);
 	}
 	test_sh("drbdadm -c %s -- --clear-bitmap new-current-uuid r0 && drbdadm -c %s primary r0",
-		conf_a, conf_a);
+		*conf_a, *conf_a);
 	if (!WAIT_FOR(test_file_has("/proc/drbd",
 				    "0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", NULL),
 		      30000))
 		FAILF("r0 did not become Primary/UpToDate");
 	test_sh("dmsetup create tdmA-guest --table \"0 $(( $(blockdev --getsz /dev/drbd0) - 8 )) "
 		"linear /dev/drbd0 0\"");
+	return TEST_OK;
+}
+
+int test_disk_failover_run(void)
+{
+	struct td prim, back;
+	const char *dir = test_tmpdir(), *cfg_a = NULL, *cfg_b = NULL, *conf_a = NULL,
+		   *conf_b = NULL;
+	char extra[2048], out[4096], ram0[16], ram1[16], tgt[32];
+	uint64_t n = 0, step = 0, kmax, wk;
+	unsigned i1 = 0, i2 = 0, ahead_on_a = 0, in_flight = 0;
+	uint32_t wpid;
+	int fa, fb;
+
+	int rc = df_setup("", &cfg_a, &cfg_b, &conf_a, &conf_b);
+
+	if (rc != TEST_OK)
+		return rc;
 	test_capture(ram0, sizeof(ram0), "printf %%s $(( $(stat -c 0x%%t /dev/ram0) )):$(( $(stat -c 0x%%T /dev/ram0) ))");
 	test_capture(ram1, sizeof(ram1), "printf %%s $(( $(stat -c 0x%%t /dev/ram1) )):$(( $(stat -c 0x%%T /dev/ram1) ))");
 
@@ -794,6 +812,119 @@ int test_disk_failover_run(void)
 	}
 	td_stop(&back);
 	df_cleanup(dir);
+	return TEST_OK;
+}
+
+/*
+ * The overlay overflows under a running pair and protection comes back
+ * without a restart: B's overlay has a limit of 1 MiB, and A's guest
+ * device takes a 3 MiB burst inside one epoch.  The overlay refuses the
+ * writes past its limit, DRBD detaches B's disk, and B's watch writes
+ * what the overlay held through to the disk, has DRBD attach it again and
+ * resync what it missed; the overlay holds writes again from the first
+ * marker after DRBD is whole.  Asserted: the same backup process protects
+ * again (10 more acknowledgements); no checkpoint commits between the
+ * overflow and that marker; status shows the overflow counted and over;
+ * after B's clean stop DRBD's online verify finds both disks equal.
+ */
+int test_disk_overflow_run(void)
+{
+	struct td prim, back;
+	const char *dir = test_tmpdir(), *cfg_a = NULL, *cfg_b = NULL, *conf_a = NULL,
+		   *conf_b = NULL;
+	char why[300], *ev, *blog;
+	const char *w, *js;
+	long ev0, blog0;
+	uint64_t at_burst, ended, armed_at = 0;
+	unsigned nheld;
+	int rc = df_setup("disk-overlay-limit = 1M\n", &cfg_a, &cfg_b, &conf_a, &conf_b);
+
+	if (rc != TEST_OK)
+		return rc;
+	td_start_host(&back, "backup", cfg_b, NULL, "beta", "backup");
+	if (!WAIT_FOR(td_log_has(&back, "now goes through the overlay"), 30000)) {
+		td_dump(&back);
+		FAILF("the backup did not put its overlay under DRBD");
+	}
+	td_start_host(&prim, "primary", cfg_a, NULL, "alpha", "primary");
+	if (!WAIT_FOR(acked_at_least(&prim, 20), 60000)) {
+		td_dump(&prim);
+		td_dump(&back);
+		FAILF("no 20 acknowledged checkpoints with a disk");
+	}
+	ev0 = file_size(back.events);
+	blog0 = file_size(back.log);
+	at_burst = td_max_ack(&prim);
+	/* 3 MiB in one go, far from the blocks memdom's guest writes */
+	test_sh("dd if=/dev/urandom of=/dev/mapper/tdmA-guest bs=1M count=3 seek=12 oflag=direct "
+		"status=none");
+	if (!WAIT_FOR(td_log_has(&back, "the overlay overflowed (disk-overlay-limit"), 30000)) {
+		td_dump(&back);
+		df_dump(dir);
+		FAILF("B's overlay (limit 1M) did not overflow under a 3 MiB burst");
+	}
+	js = status_of(run_b, "backup");
+	printf("  overflowed: %s\n", strstr(js, "\"overflows\":") ? strstr(js, "\"overflows\":") : js);
+	if (!WAIT_FOR(td_log_has(&back, "holds writes again after checkpoint") &&
+		      td_max_ack(&prim) >= at_burst + 10 && state_is(run_b, "backup", "standby"),
+		      120000)) {
+		td_dump(&prim);
+		td_dump(&back);
+		df_dump(dir);
+		FAILF("protection did not come back after the overlay overflowed");
+	}
+	if (td_exited(&back))
+		FAILF("the backup exited: protection came back only with a new process");
+	ASSERT(td_log_has(&back, "has this disk again and resyncs it from the primary"));
+	blog = tail_from(back.log, blog0);
+	if ((w = strstr(blog, "holds writes again after checkpoint ")))
+		armed_at = strtoull(w + strlen("holds writes again after checkpoint "), NULL, 10);
+	free(blog);
+	ASSERT(armed_at > 0);
+	/* nothing committed between the overflow and the marker that ended
+	 * write-through: the first checkpoint that commits by itself after
+	 * the first held one is that one or later */
+	ev = tail_from(back.events, ev0);
+	ended = fenced_stretch(ev, armed_at - 1, &nheld, why, sizeof(why));
+	free(ev);
+	if (!ended)
+		FAILF("after the overflow: %s", why);
+	js = status_of(run_b, "backup");
+	if (!strstr(js, "\"overflowed\":false") || !strstr(js, "\"overflows\":1") ||
+	    !strstr(js, "\"overlay_through\":false") || !strstr(js, "\"drbd_whole\":true"))
+		FAILF("B's status after the recovery: %s", js);
+	/* B's clean stop writes back what it holds; then the disks are equal */
+	kill(back.pid, SIGTERM);
+	if (!WAIT_FOR(td_exited(&back), 60000))
+		FAILF("the backup did not exit within 60 s of SIGTERM");
+	verify_equal(conf_a, "r0", 0, "after the overflow and its resync B's disk differs from A's");
+	printf("  overflow of B's overlay (1 MiB) under a 3 MiB burst after checkpoint %" PRIu64
+	       ": DRBD detached and re-attached B's disk, %u checkpoints held, the overlay held "
+	       "writes again from checkpoint %" PRIu64 "'s marker, the first commit %" PRIu64
+	       "; same backup process; online verify after its clean stop: oos:0\n", at_burst,
+	       nheld, armed_at, ended);
+	(void)cfg_b;
+	(void)conf_b;
+	td_stop(&prim);
+	df_cleanup(dir);
+	return TEST_OK;
+}
+
+/* The overlay's overflow and its way back, under Debian's 6.1 kernel. */
+int test_disk_overflow_vm61(void)
+{
+	static char out[65536];
+
+	if (getenv("TANDEM_VM61"))
+		test_skip("already inside the VM");
+	if (access("/lib/drbd/drbdsetup-84", X_OK) != 0)
+		test_skip("no /lib/drbd/drbdsetup-84 (drbd-utils)");
+	test_capture(out, sizeof(out),
+		     "VM61_MODS='drbd nbd brd dm-mod' tests/vm61/run.sh --timeout 400 -- "
+		     "./tests/tandem-test disk_overflow_run 2>&1; echo \"exit=$?\"");
+	printf("%s", out);
+	ASSERT_STR_CONTAINS(out, "exit=0");
+	ASSERT_STR_CONTAINS(out, " 0 failed, 0 skipped");
 	return TEST_OK;
 }
 
