@@ -24,7 +24,7 @@
  *
  * Members that may be NULL: stop_protection, halt, discard, become_primary, probe,
  * guest_hash, verify_capture, verify_standby, dirty_pages, throttle,
- * set_speed and describe.  All others are required for the role that uses them.
+ * set_speed, describe and default_vif.  All others are required for the role that uses them.
  */
 #ifndef TANDEM_DOMAIN_H
 #define TANDEM_DOMAIN_H
@@ -154,6 +154,11 @@ struct domain_ops {
 			      uint64_t *got, uint8_t got_vcpu[32], bool *has_vcpu);
 	/* One line about the guest for status ("synthetic", domid, ...).  May be NULL. */
 	void (*describe)(struct domain *d, char *buf, size_t len);
+	/* Primary, after open: the interface that carries the guest's output
+	 * when the configuration names none (`vif` empty), e.g. Xen's
+	 * "vif<domid>.0": the domid differs per host, so one file serves both.
+	 * 0, or -errno (no default).  May be NULL. */
+	int (*default_vif)(struct domain *d, char *buf, size_t len);
 };
 
 struct domain {

@@ -2253,6 +2253,51 @@ static void xen_discard(struct domain *d)
 	x->restore_started = false;
 }
 
+/*
+ * become_primary: the guest this backup activated runs on as the primary's
+ * guest (re-protection after a failover; this host's end of a switchover).
+ * Nothing of the backup's state is needed any more (the restore is over,
+ * its stream ended): the driver closes it and opens the running guest by
+ * its name as a primary does at start, with the same checks (guest type,
+ * HAP or shadow paging for log-dirty, what cannot be checkpointed).  The
+ * guest is not touched.
+ */
+static int xen_become_primary(struct domain *d)
+{
+	struct xen *x = X(d);
+	uint32_t domid;
+
+	if (!x || !x->restore_started || !x->domid) {
+		log_error("xen: no guest activated here to protect");
+		return -EINVAL;
+	}
+	domid = x->domid;
+	xen_close(d);
+	d->role = ROLE_PRIMARY;
+	if (xen_open(d)) {
+		log_error("cannot open guest '%s' (domain %u), which runs here, as a primary",
+			  guest_name(d), domid);
+		xen_close(d);
+		return -EIO;
+	}
+	if (X(d)->domid != domid)
+		log_warn("guest '%s' was domain %u when it was activated and is domain %u now",
+			 guest_name(d), domid, X(d)->domid);
+	return 0;
+}
+
+/* The guest's first network interface in dom0: netback names it
+ * vif<domid>.<devid>. */
+static int xen_default_vif(struct domain *d, char *buf, size_t len)
+{
+	struct xen *x = X(d);
+
+	if (!x || !x->domid)
+		return -ENODEV;
+	snprintf(buf, len, "vif%u.0", x->domid);
+	return 0;
+}
+
 static void xen_describe(struct domain *d, char *buf, size_t len)
 {
 	struct xen *x = X(d);
@@ -2280,6 +2325,7 @@ const struct domain_ops xen_ops = {
 	.commit = xen_commit,
 	.activate = xen_activate,
 	.discard = xen_discard,
+	.become_primary = xen_become_primary,
 	.probe = xen_probe,
 	.guest_hash = NULL,
 	.dirty_pages = xen_dirty_pages,
@@ -2288,4 +2334,5 @@ const struct domain_ops xen_ops = {
 	.verify_capture = xen_verify_capture,
 	.verify_standby = xen_verify_standby,
 	.describe = xen_describe,
+	.default_vif = xen_default_vif,
 };

@@ -24,6 +24,10 @@
 #                                   promote --force activates B, A's g1 paused (superseded),
 #                                   the client's connection carries on (LAB_RUNS, default 3;
 #                                   LAB_PROMOTE_MUTE=1: B's heartbeats to A dropped too)
+#   lab/lab.sh reprotect            issue 19: one file for both hosts; A protects to B, A is
+#                                   killed, B runs g1; A returns and B re-protects to A;
+#                                   `tandem switchover` moves g1 back to A, which protects to
+#                                   B; the client's one connection carries on (LAB_RUNS, 3)
 #   lab/lab.sh proof                failover, then compare, then one summary line
 #                                   (make lab-failover; LAB_COMPARE=0: failover only)
 #   lab/lab.sh compare              pause and throughput of a dirtying guest: unprotected,
@@ -2290,6 +2294,142 @@ cmd_promote() {
   [ "$passed" -eq "$runs" ]
 }
 
+# ---- issue 19's sequence: failover, re-protection, switchover back --------
+# One file for both hosts (hosts = A ..., B ...; vif left empty: each host
+# derives vif<domid>.0), then: A protects to B; A dies; B runs the guest;
+# A comes back with a fresh dom0 and `tandem backup`; B's daemon (the one
+# that activated) re-protects the guest to A; `tandem switchover g1` on B
+# moves it back to A, whose daemon protects it to B.  The client's single
+# TCP connection must carry on through all of it: no reconnect, gap,
+# repeat or rollback.  One line per run with each step's time and the
+# switchover's blackout.
+reprotect_conf() { # interval_ms
+  cat <<EOF
+# g1 under tandem in the lab, both directions (written by lab/lab.sh)
+name = g1
+domain = xen
+hosts = A $(host_ip A repl):$TANDEM_PORT, B $(host_ip B repl):$TANDEM_PORT
+key-file = /root/tandem.key
+state-dir = /run/tandem
+interval = $1ms
+timeout = ${LAB_TANDEM_TIMEOUT:-3s}
+heartbeat-interval = 200ms
+epochs-in-flight = 1
+netbuf = plug
+compress = ${LAB_TANDEM_COMPRESS:-none}
+EOF
+}
+status_json() { lab_ssh "$1" "./tandem status --json g1" 2>/dev/null || true; } # host
+protecting_on() { # host n: that host's daemon protects g1 with at least n acks
+  local js; js="$(status_json "$1")"
+  [ "$(json_field role <<<"$js")" = primary ] && [ "$(json_field state <<<"$js")" = protecting ] &&
+    [ "$(json_field last_acked_epoch <<<"$js")" -ge "$2" ] 2>/dev/null
+}
+g1_running_on() { state_running "$(g1_state "$1")"; }
+client_clean() { # no reconnect, reset, gap, repeat, rollback so far
+  local k
+  [ "$(client_status conns)" = 1 ] || return 1
+  for k in resets timeouts forced gaps repeats rollbacks reboots errors; do
+    [ "$(client_status "$k")" = 0 ] || return 1
+  done
+}
+reprotect_run() { # run interval
+  local r="$1" interval="$2" ev="$FAILOVER_DIR/run$1" why="" t0 t_kill="" t_b="" t_a_back="" t_rep="" t_sw="" t_a="" t_rep2="" blackout="" out ok h
+  mkdir -p "$ev"
+  failover_reset >&2
+  reprotect_conf "$interval" > "$RUN/g1.conf"
+  tandem_install "$RUN/g1.conf"
+  t0="$(now)"
+  backup_start || { echo "lab reprotect: run=$r result=fail reason=backup-does-not-start evidence=$ev"; return 1; }
+  tandem_start A primary
+  if ! wait_for "A protects g1 to B" 1200 protecting_on A 3 >&2; then
+    failover_evidence "$ev" A B
+    echo "lab reprotect: run=$r result=fail reason=not-protected evidence=$ev"; return 1
+  fi
+  watchers_start
+  wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2 || why="no-answers"
+  if [ -z "$why" ]; then
+    t_kill="$(now)"
+    cmd_kill_host A >&2
+    if wait_for "B: g1 running after the failover" 300 g1_running_on B >&2 &&
+       wait_for "client: answer after the kill" 120 client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')" >&2; then
+      t_b="$(now)"
+    else
+      why="no-failover"
+    fi
+  fi
+  if [ -z "$why" ]; then
+    host_up A >&2
+    ! lab_ssh A "xl domid g1" >/dev/null 2>&1 || why="stale-g1-on-fresh-A"
+    cmd_copy_in A "$TANDEM_BIN" /root/tandem
+    cmd_copy_in A "$RUN/tandem.key" "$RUN/g1.conf" /root/
+    lab_ssh A "chmod 600 /root/tandem.key; rm -f /root/backup.* /root/primary.*"
+    t_a_back="$(now)"
+    tandem_start A backup
+    if wait_for "B re-protects g1 to A" 1200 protecting_on B 3 >&2; then
+      t_rep="$(now)"
+    else
+      why="$why,no-reprotection"
+    fi
+  fi
+  if [ -z "$why" ]; then
+    client_clean || why="client-after-reprotection"
+    t_sw="$(now)"
+    out="$(lab_ssh B "./tandem switchover g1" 2>&1)" || why="switchover-failed"
+    blackout="$(sed -n 's/.*blackout \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -n1)"
+    log "switchover: $out"
+    if [ -z "$why" ] && wait_for "g1 runs on A again" 120 g1_running_on A >&2; then
+      t_a="$(now)"
+    else
+      why="$why,not-back-on-A"
+    fi
+  fi
+  if [ -z "$why" ]; then
+    if wait_for "A protects g1 to B again" 1200 protecting_on A 3 >&2; then
+      t_rep2="$(now)"
+    else
+      why="$why,no-protection-after-switchover"
+    fi
+  fi
+  if [ -z "$why" ]; then
+    ok="$(client_status ok)"
+    wait_for "client: 20 more answers" 120 client_ok_at_least $((ok + 20)) >&2 || why="no-answers-at-the-end"
+  fi
+  client_clean || why="$why,connection-lost"
+  stop_pidfile "$RUN/client.pid"
+  stop_pidfile "$RUN/tcpdump.pid"
+  for h in A B; do
+    lab_ssh "$h" "cat /root/primary.log /root/backup.log" > "$ev/$h-tandem.log" 2>/dev/null || true
+    xen_log "$h" "$ev/$h-xen.log" || true
+  done
+  cp "$RUN/client.log" "$RUN/client.status" "$ev/" 2>/dev/null || true
+  why="$(sed 's/,,*/,/g; s/^,//; s/,$//' <<<"$why")"
+  echo "lab reprotect: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=$why")" \
+    "protect_s=$(since "$t0" "$t_kill") failover_s=$(since "${t_kill:-$t0}" "$t_b")" \
+    "reprotect_s=$(since "${t_a_back:-$t0}" "$t_rep") switchover_blackout_ms=${blackout:-none}" \
+    "back_on_A_s=$(since "${t_sw:-$t0}" "$t_a") reprotect_after_switchover_s=$(since "${t_a:-$t0}" "$t_rep2")" \
+    "answers=$(client_status ok) conns=$(client_status conns) resets=$(client_status resets)" \
+    "gaps=$(client_status gaps) repeats=$(client_status repeats) rollbacks=$(client_status rollbacks)" \
+    "faults_A=$(guest_faults "$ev/A-xen.log") faults_B=$(guest_faults "$ev/B-xen.log") evidence=$ev"
+  [ -z "$why" ]
+}
+cmd_reprotect() {
+  local runs="${LAB_RUNS:-3}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" r passed=0 t_start line
+  t_start="$(now)"
+  tandem_lab_ready
+  FAILOVER_DIR="$RUN/reprotect-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$FAILOVER_DIR"
+  for r in $(seq "$runs"); do
+    log "reprotect run $r of $runs"
+    line="$(reprotect_run "$r" "$interval")" && passed=$((passed + 1))
+    [ -n "$line" ] || line="lab reprotect: run=$r result=fail reason=lab-error"
+    echo "$line" | tee -a "$FAILOVER_DIR/results"
+  done
+  echo "lab reprotect: runs=$runs passed=$passed failed=$((runs - passed)) total_s=$(elapsed "$t_start")" \
+    | tee -a "$FAILOVER_DIR/results"
+  [ "$passed" -eq "$runs" ]
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
@@ -2319,6 +2459,7 @@ main() {
     suspendcost) cmd_suspendcost ;;
     faultrate) cmd_faultrate ;;
     promote) cmd_promote ;;
+    reprotect) cmd_reprotect ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac

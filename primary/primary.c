@@ -2558,6 +2558,10 @@ static int primary_run(struct primary *p, struct domain *adopt)
 		goto out_dom;
 	}
 	/* Output is buffered before the first byte is shipped: never unbuffered. */
+	if (!p->cfg.vif[0] && p->cfg.netbuf != NETBUF_NONE && p->dom.ops->default_vif &&
+	    p->dom.ops->default_vif(&p->dom, p->cfg.vif, sizeof(p->cfg.vif)) == 0)
+		log_info("the guest's output goes through %s (vif is not set: derived from the "
+			 "domain)", p->cfg.vif);
 	if ((rc = p->nb.ops->attach(&p->nb, p->cfg.vif))) {
 		p->exit_code = (rc == -ENOTSUP || rc == -ENODEV) ? EXIT_ENV : EXIT_FAILURE_RUNTIME;
 		goto out_dom;
