@@ -423,6 +423,10 @@ static enum rx_result commit_ckpt(struct backup *b, struct ckpt *c)
 			 3 * b->cfg.timeout_ms);
 		usleep((useconds_t)(3 * b->cfg.timeout_ms * 1000));
 	}
+	/* (before commit_held(), which commits held ones first: the first
+	 * commit of a standby whose disk was not whole yet is one of those) */
+	bool first = !initial && !b->committed;
+
 	if (!initial && b->devs.n) {
 		char why[600];
 
@@ -457,7 +461,6 @@ static enum rx_result commit_ckpt(struct backup *b, struct ckpt *c)
 	}
 	if (!initial && c->has_verify)
 		verify_standby(b, c);
-	bool first = !initial && !b->committed;
 
 	pthread_mutex_lock(&b->lock);
 	if (initial) {

@@ -910,6 +910,32 @@ int test_device_backup_side_holds(void)
 }
 
 /*
+ * A backup whose very first checkpoints are held (its disk not whole at
+ * start: a dead overlay's resync, a returning host's full resync) says
+ * `standby` once they commit: the first commit is a held one, not the
+ * one that lets it.
+ */
+int test_device_backup_holds_from_the_first(void)
+{
+	struct td p, b;
+	char path[512];
+	const char *cfg = memdisk_config(path, sizeof(path));
+	uint64_t held[64];
+
+	start_pair(&p, &b, cfg, NULL, "disk-backup-holds@1", 0);
+	if (!WAIT_FOR(status_num("primary", "last_acked_epoch") >= 12, 30000))
+		fail_dump(&p, &b, "no acknowledgement after the held first checkpoints");
+	ASSERT_EQ(event_epochs(&b, "held", held, 64), 8);
+	if (!WAIT_FOR(status_is("backup", "standby"), 5000))
+		fail_dump(&p, &b, "the backup commits but does not say standby");
+	td_stop(&p);
+	td_stop(&b);
+	printf("  checkpoints %" PRIu64 "-%" PRIu64 " held from the first; the backup says "
+	       "standby once they committed\n", held[0], held[7]);
+	return TEST_OK;
+}
+
+/*
  * Failover while checkpoints are held (the fence flag stays up): the
  * guest resumes from the last checkpoint every device let commit, never
  * from a held one, and equals it.
