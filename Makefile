@@ -86,8 +86,8 @@ test: deps
 
 soak: deps
 	@$(MAKE) --no-print-directory test-build
-	@TANDEM_TRIALS=1000 TANDEM_FAULTS=2000 TANDEM_TIMEOUT_S=21600 \
-		./tests/tandem-test $(or $(TESTS),engine_random_kill fault_schedule)
+	@TANDEM_TRIALS=1000 TANDEM_FAULTS=2000 TANDEM_DISK_FAULTS=60 TANDEM_TIMEOUT_S=21600 \
+		./tests/tandem-test $(or $(TESTS),engine_random_kill fault_schedule disk_schedule_vm61)
 
 demo: deps
 	@$(MAKE) --no-print-directory tandem

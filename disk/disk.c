@@ -24,6 +24,7 @@
 #define LOG_MODULE "disk"
 #include "../lib/fault.h"
 #include "../lib/log.h"
+#include "../lib/testlog.h"
 #include "../lib/util.h"
 #include "disk.h"
 #include "dm.h"
@@ -81,6 +82,7 @@ struct disk_dev {
 	bool healthy;			/* DRBD: Connected, UpToDate/UpToDate (the poller) */
 	bool need_invalidate;		/* a full resync of this side is still to start */
 	bool need_attach;		/* after an overflow: DRBD is to take this disk back */
+	bool ignore_health;		/* fault point disk-ignore-health */
 	uint64_t attach_ns;		/* the last attach tried */
 	pthread_mutex_t ops_lock;	/* the watch's detach/attach vs. activation */
 	unsigned diverged;		/* times told the guest ran elsewhere (diverged()) */
@@ -393,6 +395,8 @@ static void recover_overflow(struct device *dv)
 		pthread_mutex_lock(&k->lock);
 		k->need_attach = true;
 		k->attach_ns = 0;
+		if (k->healthy)
+			testlog("disk-unwhole");
 		k->healthy = false;
 		pthread_mutex_unlock(&k->lock);
 		log_warn("%s: the overlay overflowed (disk-overlay-limit %s): this side no longer "
@@ -480,9 +484,13 @@ static void *health_main(void *arg)
 			log_info("%s: DRBD is whole here (%s): checkpoints whose marker comes after "
 				 "checkpoint %" PRIu64 "'s may commit", dv->name, msg,
 				 st.has_marker ? st.marker_epoch : 0);
+			/* (under the lock a commit reads healthy with: before any
+			 * commit it lets) */
+			testlog("disk-whole %" PRIu64, st.has_marker ? st.marker_epoch : 0);
 		} else if (r != 1 && k->healthy) {
 			log_warn("%s: DRBD is not whole here (%s): no checkpoint commits until it is "
 				 "and a fresh marker came", dv->name, msg);
+			testlog("disk-unwhole");
 		}
 		if (did_inval) {	/* (diverged() may have asked again meanwhile) */
 			k->need_invalidate = false;
@@ -502,21 +510,16 @@ static void *health_main(void *arg)
 	return NULL;
 }
 
-static int drbd_commit(struct device *dv, uint64_t epoch, uint32_t verdict)
+/* Whether checkpoint `epoch` may commit on this side's DRBD state (lock
+ * held); if not, why in dv->error. */
+static bool drbd_may_commit(struct device *dv, uint64_t epoch)
 {
 	struct disk_dev *k = priv(dv);
-	char words[64];
 	bool healthy, stale;
-	int rc;
 
-	if (verdict != DEV_V_OK) {
-		snprintf(dv->error, sizeof(dv->error), "the primary's verdict on checkpoint %" PRIu64
-			 ": %s", epoch, device_verdict_str(verdict, words, sizeof(words)));
-		return -EAGAIN;
-	}
-	pthread_mutex_lock(&k->lock);
-	healthy = k->healthy;
-	stale = k->fresh_has && !memcmp(k->fresh_session, dv->session, MARKER_SESSION_LEN) &&
+	healthy = k->healthy || k->ignore_health;
+	stale = !k->ignore_health && k->fresh_has &&
+		!memcmp(k->fresh_session, dv->session, MARKER_SESSION_LEN) &&
 		epoch <= k->fresh_epoch;
 	if (!healthy)
 		snprintf(dv->error, sizeof(dv->error), "DRBD is not whole on this side (%.200s)",
@@ -525,14 +528,49 @@ static int drbd_commit(struct device *dv, uint64_t epoch, uint32_t verdict)
 		snprintf(dv->error, sizeof(dv->error), "checkpoint %" PRIu64 "'s marker came before "
 			 "DRBD was whole here (the first fresh one is after %" PRIu64 ")", epoch,
 			 k->fresh_epoch);
+	return healthy && !stale;
+}
+
+static int drbd_commit(struct device *dv, uint64_t epoch, uint32_t verdict)
+{
+	struct disk_dev *k = priv(dv);
+	char words[64];
+	bool ok;
+	int rc;
+
+	if (verdict != DEV_V_OK) {
+		snprintf(dv->error, sizeof(dv->error), "the primary's verdict on checkpoint %" PRIu64
+			 ": %s", epoch, device_verdict_str(verdict, words, sizeof(words)));
+		return -EAGAIN;
+	}
+	pthread_mutex_lock(&k->lock);
+	if (!k->ignore_health && fault_hit("disk-ignore-health")) {
+		k->ignore_health = true;
+		log_warn("fault point 'disk-ignore-health' fired: %s: commits no longer wait for "
+			 "DRBD to be whole here and a fresh marker", dv->name);
+	}
+	ok = drbd_may_commit(dv, epoch);
 	pthread_mutex_unlock(&k->lock);
-	if (!healthy || stale)
+	if (!ok)
 		return -EAGAIN;
 	/* Under protocol C, M(N) was on this side before the primary's marker
 	 * write completed, before its guest resumed: it is here already. */
 	rc = overlay_wait_marker(k->ov, dv->session, epoch, MARKER_WAIT_MS);
+	/* The watch may have found DRBD not whole meanwhile: judge again, and
+	 * commit under the same lock it changes that under (its word and the
+	 * commit are then in one order, for the log and for tests). */
+	pthread_mutex_lock(&k->lock);
+	if (rc == 0 && !drbd_may_commit(dv, epoch)) {
+		pthread_mutex_unlock(&k->lock);
+		return -EAGAIN;
+	}
 	if (rc == 0)
 		rc = overlay_commit(k->ov, dv->session, epoch);
+	if (rc == 0) {
+		k->committed = epoch;
+		k->last_marker_seen = epoch;
+	}
+	pthread_mutex_unlock(&k->lock);
 	if (rc) {
 		snprintf(dv->error, sizeof(dv->error), "checkpoint %" PRIu64 "'s marker %s", epoch,
 			 rc == -ETIMEDOUT ? "has not reached this side's overlay" :
@@ -544,10 +582,6 @@ static int drbd_commit(struct device *dv, uint64_t epoch, uint32_t verdict)
 			 "again: the disk is past it" : strerror(-rc));
 		return -EAGAIN;
 	}
-	pthread_mutex_lock(&k->lock);
-	k->committed = epoch;
-	k->last_marker_seen = epoch;
-	pthread_mutex_unlock(&k->lock);
 	return 0;
 }
 
@@ -935,9 +969,11 @@ static int drbd_backup_open(struct device *dv, const struct drbd_resource_info *
 				  sizeof(msg)) == 1 &&
 		     !k->need_invalidate;
 	snprintf(k->health, sizeof(k->health), "%.200s", msg);
-	if (!k->healthy)
+	if (!k->healthy) {
 		log_warn("%s: DRBD is not whole here (%s): no checkpoint commits until it is and a "
 			 "fresh marker came", dv->name, msg);
+		testlog("disk-unwhole");
+	}
 	rc = pthread_create(&k->thr, NULL, health_main, dv);
 	if (rc) {
 		snprintf(dv->error, sizeof(dv->error), "cannot start its DRBD watch: %s", strerror(rc));

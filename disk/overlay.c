@@ -27,6 +27,7 @@
 
 #define LOG_MODULE "overlay"
 #include "../lib/log.h"
+#include "../lib/testlog.h"
 #include "../lib/util.h"
 #include "overlay.h"
 
@@ -358,6 +359,7 @@ static int hold(struct overlay *ov, uint64_t off, const void *buf, uint32_t len,
 			log_info("overlay of %s holds writes again after checkpoint %llu's marker "
 				 "(%llu writes went through)", ov->vm, (unsigned long long)m->epoch,
 				 (unsigned long long)ov->st.through_writes);
+			testlog("disk-armed %llu", (unsigned long long)m->epoch);
 		}
 	}
 	if (ov->trace)
@@ -545,6 +547,8 @@ int overlay_commit(struct overlay *ov, const uint8_t *session, uint64_t epoch)
 	ov->st.committed_epoch = epoch;
 	memcpy(ov->st.committed_session, session, MARKER_SESSION_LEN);
 out:
+	if (rc == 0)	/* (in the order of the overlay's own changes) */
+		testlog("disk-commit %llu", (unsigned long long)epoch);
 	pthread_mutex_unlock(&ov->lock);
 	return rc;
 }
@@ -562,6 +566,8 @@ uint64_t overlay_through(struct overlay *ov)
 	if (ov->tail)
 		n = commit_upto(ov, ov->tail->seq);
 	was = ov->st.through;
+	if (!was)
+		testlog("disk-through");
 	ov->st.through = true;
 	ov->st.armed = false;
 	ov->st.overflowed = false;

@@ -26,6 +26,7 @@ static const char *const points[] = {
 	"disk-backup-holds",
 	"backup-late-loop",
 	"activate-fails",
+	"disk-ignore-health",
 };
 
 static struct {

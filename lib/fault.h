@@ -40,7 +40,10 @@
  * the loss: the race of a reconnection with the decision, made certain),
  * activate-fails (the backup's guest activation fails with EIO, after
  * its devices were activated: what a domain that cannot be restored
- * does).
+ * does), disk-ignore-health (from the first commit it fires at, for the
+ * life of the process, a backup's DRBD disk commits without waiting for
+ * DRBD to be whole here and a fresh marker: the negative control of the
+ * disk fault schedule, tests/test_disk_failover.c).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

@@ -38,6 +38,8 @@ TEST(disk_failover_run, 780)
 TEST(disk_failover_vm61, 840)
 TEST(disk_overflow_run, 380)
 TEST(disk_overflow_vm61, 420)
+TEST(disk_schedule_run, 1140)
+TEST(disk_schedule_vm61, 1000)
 /* unit: the checkpoint oracle */
 TEST(verify_page_hash, 5)
 TEST(verify_window, 5)
