@@ -105,7 +105,9 @@ void netbuf__nl_close(struct nl_sock *sk)
 
 void netbuf__derived_name(char out[16], const char *prefix, const char *ifname)
 {
-	snprintf(out, 16, "%s%s", prefix, ifname);
+	int room = 15 - (int)strnlen(prefix, 15);	/* (a longer name is cut, as before) */
+
+	snprintf(out, 16, "%s%.*s", prefix, room, ifname);
 }
 
 int netbuf__ifindex(struct nl_sock *sk, const char *name)
@@ -446,10 +448,13 @@ out:
  * the plug backend
  * ==================================================================== */
 
+#define PLUG_VIFS 4	/* interfaces one guest sends through (vifD.N, vifD.N-emu) */
+
 struct plug {
 	struct nl_sock *sk;
-	char vif[IFNAMSIZ], ifb[IFNAMSIZ];
-	int vif_index, ifb_index;
+	char vifs[PLUG_VIFS][IFNAMSIZ], ifb[IFNAMSIZ];
+	unsigned nvif;
+	int ifb_index;
 	bool closed;			/* one closed epoch awaits release */
 	bool merge;			/* restart: the next close joins the closed epoch */
 	uint64_t closed_epoch;
@@ -498,13 +503,43 @@ static int plug_send(struct plug *p, int action, uint32_t limit)
 
 static void plug_teardown(struct plug *p)
 {
-	int idx = netbuf__ifindex(p->sk, p->vif);
+	for (unsigned i = 0; i < p->nvif; i++) {
+		int idx = netbuf__ifindex(p->sk, p->vifs[i]);
 
-	if (idx > 0) {
-		filter_delete(p->sk, idx);
-		netbuf__ingress_delete(p->sk, idx);
+		if (idx > 0) {
+			filter_delete(p->sk, idx);
+			netbuf__ingress_delete(p->sk, idx);
+		}
 	}
 	netbuf__link_delete(p->sk, p->ifb);
+}
+
+/* "a, b" -> p->vifs (names checked); 0 or -EINVAL (logged). */
+static int parse_vifs(struct plug *p, const char *list)
+{
+	const char *s = list;
+
+	while (*s) {
+		size_t n;
+
+		while (*s == ' ' || *s == ',')
+			s++;
+		n = strcspn(s, ", ");
+		if (!n)
+			break;
+		if (p->nvif == PLUG_VIFS || n >= IFNAMSIZ) {
+			log_error("%s: %s", list, n >= IFNAMSIZ ? "an interface name is too long" :
+				  "more than 4 interfaces");
+			return -EINVAL;
+		}
+		snprintf(p->vifs[p->nvif++], IFNAMSIZ, "%.*s", (int)n, s);
+		s += n;
+	}
+	if (!p->nvif) {
+		log_error("no interface to buffer (vif is empty and the domain gave none)");
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static void plug_free(struct netbuf *nb)
@@ -519,36 +554,40 @@ static void plug_free(struct netbuf *nb)
 }
 
 /*
- * Build the chain above on ifname.  A leftover IFB of an earlier run is
- * recreated (held packets of a dead daemon are dropped, never let out);
- * the filter is replaced.  On any failure everything made is removed and
- * the vif is left as it was: -ENODEV (no vif), -ENOTSUP (kernel lacks
- * sch_plug, ifb, u32 or mirred), or another -errno.
+ * Build the chain above on ifname: one interface, or a comma-separated
+ * list of the interfaces one guest sends through (an HVM guest's vifD.N
+ * and vifD.N-emu), all redirected into one IFB and one plug, so that an
+ * epoch's packets leave together whichever way the guest sent them.  A
+ * leftover IFB of an earlier run is recreated (held packets of a dead
+ * daemon are dropped, never let out); the filters are replaced.  On any
+ * failure everything made is removed and the vifs are left as they were:
+ * -ENODEV (no vif), -ENOTSUP (kernel lacks sch_plug, ifb, u32 or mirred),
+ * or another -errno.
  */
 static int plug_attach(struct netbuf *nb, const char *ifname)
 {
 	struct plug *p = NULL;
 	uint64_t limit = nb->cfg ? nb->cfg->buffer_limit : 0;
+	int idx[PLUG_VIFS];
 	int rc;
 
-	if (strlen(ifname) >= IFNAMSIZ) {
-		log_error("interface name too long: %s", ifname);
-		return -EINVAL;
-	}
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	nb->priv = p;
-	snprintf(p->vif, sizeof(p->vif), "%s", ifname);
-	netbuf__derived_name(p->ifb, "tnd-", ifname);
+	if ((rc = parse_vifs(p, ifname)))
+		goto out;
+	netbuf__derived_name(p->ifb, "tnd-", p->vifs[0]);
 	rc = netbuf__nl_open(&p->sk);
 	if (rc < 0)
 		goto out;
-	p->vif_index = netbuf__ifindex(p->sk, ifname);
-	if (p->vif_index < 0) {
-		rc = p->vif_index;
-		log_error("interface %s does not exist", ifname);
-		goto out;
+	for (unsigned i = 0; i < p->nvif; i++) {
+		idx[i] = netbuf__ifindex(p->sk, p->vifs[i]);
+		if (idx[i] < 0) {
+			rc = idx[i];
+			log_error("interface %s does not exist", p->vifs[i]);
+			goto out;
+		}
 	}
 	if (limit == 0 || limit > INT32_MAX)
 		limit = limit ? INT32_MAX : 10u << 20;
@@ -559,13 +598,14 @@ static int plug_attach(struct netbuf *nb, const char *ifname)
 	rc = plug_send(p, TCQ_PLUG_LIMIT, (uint32_t)limit);
 	if (rc < 0)
 		goto out;
-	rc = netbuf__ingress_add(p->sk, p->vif_index);
-	if (rc < 0)
-		goto out;
-	rc = netbuf__redirect_add(p->sk, p->vif_index, ETH_P_ALL, false,
-				  p->ifb_index, false);
-	if (rc < 0)
-		goto out;
+	for (unsigned i = 0; i < p->nvif; i++) {
+		rc = netbuf__ingress_add(p->sk, idx[i]);
+		if (rc < 0)
+			goto out;
+		rc = netbuf__redirect_add(p->sk, idx[i], ETH_P_ALL, false, p->ifb_index, false);
+		if (rc < 0)
+			goto out;
+	}
 	nb->attached = true;
 	log_info("buffering %s through %s (plug, limit %llu bytes, all protocols)",
 		 ifname, p->ifb, (unsigned long long)limit);
@@ -655,7 +695,8 @@ static void plug_detach(struct netbuf *nb)
 
 	if (p) {
 		plug_teardown(p);
-		log_info("removed the buffering of %s (%s)", p->vif, p->ifb);
+		log_info("removed the buffering of %s%s (%s)", p->vifs[0],
+			 p->nvif > 1 ? " and the guest's other interfaces" : "", p->ifb);
 	}
 	plug_free(nb);
 	nb->attached = false;

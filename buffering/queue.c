@@ -602,6 +602,11 @@ static int queue_attach(struct netbuf *nb, const char *ifname)
 	struct queue *q;
 	int rc;
 
+	if (strchr(ifname, ',')) {
+		log_error("netbuf = queue buffers one interface, and the guest sends through %s: "
+			  "use netbuf = plug", ifname);
+		return -EINVAL;
+	}
 	if (strlen(ifname) >= IFNAMSIZ) {
 		log_error("interface name too long: %s", ifname);
 		return -EINVAL;

@@ -2286,16 +2286,32 @@ static int xen_become_primary(struct domain *d)
 	return 0;
 }
 
-/* The guest's first network interface in dom0: netback names it
- * vif<domid>.<devid>. */
+/* Every interface the guest sends through, as dom0 names them: netback's
+ * vif<domid>.<devid> and, for an HVM guest's emulated NIC, QEMU's tap
+ * vif<domid>.<devid>-emu; comma-separated, sorted. */
 static int xen_default_vif(struct domain *d, char *buf, size_t len)
 {
 	struct xen *x = X(d);
+	struct dirent **names = NULL;
+	char prefix[32];
+	size_t n = 0;
+	int count;
 
 	if (!x || !x->domid)
 		return -ENODEV;
-	snprintf(buf, len, "vif%u.0", x->domid);
-	return 0;
+	snprintf(prefix, sizeof(prefix), "vif%u.", x->domid);
+	count = scandir("/sys/class/net", &names, NULL, alphasort);
+	buf[0] = '\0';
+	for (int i = 0; i < count; i++) {
+		if (!strncmp(names[i]->d_name, prefix, strlen(prefix)) && n < len)
+			n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? "," : "",
+					      names[i]->d_name);
+		free(names[i]);
+	}
+	free(names);
+	if (!buf[0])	/* not up yet: the first, as netback will name it */
+		snprintf(buf, len, "vif%u.0", x->domid);
+	return n < len ? 0 : -ENAMETOOLONG;
 }
 
 static void xen_describe(struct domain *d, char *buf, size_t len)

@@ -541,6 +541,75 @@ int test_netbuf_plug_one_closed_epoch(void)
 }
 
 /*
+ * A guest that sends through two interfaces (an HVM guest's vifD.N and
+ * vifD.N-emu): both are buffered by one plug, given as "a,b"; an epoch's
+ * packets from either leave only at its release, and detach removes
+ * everything from both.
+ */
+int test_netbuf_plug_two_vifs(void)
+{
+	struct tandem_config cfg = test_cfg(NETBUF_PLUG, 1 << 20);
+	struct netbuf nb;
+	struct topo t;
+	char g[32], o[32], emu[IFNAMSIZ], list[64];
+	unsigned seen[2] = { 0, 0 };
+
+	topo_setup(&t);
+	snprintf(g, sizeof(g), "nsenter -t %d -n", (int)t.guest);
+	snprintf(o, sizeof(o), "nsenter -t %d -n", (int)t.observer);
+	snprintf(emu, sizeof(emu), "%.14se", t.vif);
+	test_sh("ip link add %s type veth peer name eth1 netns %d && ip link set %s master br0 && "
+		"ip link set %s up", emu, (int)t.guest, emu, emu);
+	test_sh("%s ip link set eth1 address 02:77:00:00:00:12 && %s ip addr add 10.79.0.2/24 "
+		"dev eth1 && %s ip link set eth1 up && %s ip neigh replace 10.79.0.3 lladdr "
+		"02:77:00:00:00:03 dev eth1 nud permanent", g, g, g, g);
+	test_sh("%s ip addr add 10.79.0.3/24 dev eth0", o);
+	snprintf(list, sizeof(list), "%s, %s", t.vif, emu);
+	ATTACH(&nb, &cfg, list);
+	for (unsigned s = 1; s <= 5; s++) {
+		struct sockaddr_in d = { .sin_family = AF_INET, .sin_port = htons(7777) };
+		unsigned seq = 100 + s;
+
+		gsend(&t, K4, s, 100);				/* through eth0: the vif */
+		inet_pton(AF_INET, "10.79.0.3", &d.sin_addr);	/* through eth1: the -emu */
+		ASSERT(sendto(t.g4, &seq, sizeof(seq), 0, (struct sockaddr *)&d, sizeof(d)) ==
+		       sizeof(seq));
+	}
+	ASSERT_EQ(nb.ops->close_epoch(&nb, 1), 0);
+	expect_quiet(&t, 200);
+	ASSERT_EQ(count_kind(&t, K4), 0);
+	ASSERT_EQ(nb.ops->release(&nb, 1), 0);
+	ASSERT(WAIT_FOR(count_kind(&t, K4) >= 10, 2000));
+	for (size_t i = 0; i < t.ngot; i++) {
+		unsigned seq = t.got[i] & 0xffff;
+
+		seen[seq > 100]++;
+	}
+	if (seen[0] != 5 || seen[1] != 5)
+		FAILF("after the release: %u packets through the vif, %u through the other "
+		      "(expected 5 and 5)", seen[0], seen[1]);
+	nb.ops->detach(&nb);
+	expect_clean(t.vif);
+	expect_clean(emu);
+	return TEST_OK;
+}
+
+/* netbuf = queue buffers one interface: a list is refused, nothing made. */
+int test_netbuf_queue_two_vifs_refused(void)
+{
+	struct tandem_config cfg = test_cfg(NETBUF_QUEUE, 1 << 20);
+	struct netbuf nb;
+	struct topo t;
+	char list[64];
+
+	topo_setup(&t);
+	snprintf(list, sizeof(list), "%s,%se", t.vif, t.vif);
+	ASSERT_EQ(attach_or_skip(&nb, &cfg, list), -EINVAL);
+	expect_clean(t.vif);
+	return TEST_OK;
+}
+
+/*
  * The plug tests for real: under Debian's 6.1 kernel (QEMU TCG, the host's
  * root over 9p; tests/vm61/run.sh), where sch_plug exists.  Every plug
  * test must pass there, none may skip.
