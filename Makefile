@@ -11,6 +11,8 @@
 #                      then the side by side with xl remus (LAB_COMPARE=0: failover only)
 #   make lab-promote   issue 24's proof: only the replication link cut, `tandem promote` refused,
 #                      --force activates B, A's guest paused and superseded, the client carries on
+#   make lab-disk      issue 18 (T3): the guest's ext4 disk on DRBD, host A killed five times;
+#                      e2fsck clean on B and the client's last number on disk (lab.sh disk-failover)
 #   make lab-compare   pause and throughput side by side with xl remus (100 and 25 ms)
 #   SANITIZER=address|undefined   build with a sanitizer
 
@@ -50,7 +52,7 @@ FUZZ_LIB_SRCS := domain/qmp.c lib/wire.c lib/util.c lib/log.c lib/channel.c lib/
 	heartbeat/heartbeat.c heartbeat/policy.c lib/status.c
 FUZZ_TIME ?= 60
 
-.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-promote lab-oracle lab-compare lab-shell clean units install uninstall
+.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-promote lab-oracle lab-compare lab-disk lab-shell clean units install uninstall
 
 all: tandem
 
@@ -115,6 +117,10 @@ lab-promote: deps
 lab-oracle: deps
 	@$(MAKE) --no-print-directory all
 	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh oracle
+
+lab-disk: deps
+	@$(MAKE) --no-print-directory all
+	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh disk-failover
 
 lab-compare: deps
 	@$(MAKE) --no-print-directory all
