@@ -2348,7 +2348,7 @@ set -e
 exec 2>&1
 xl destroy g1 2>/dev/null || true
 xl destroy g1--incoming 2>/dev/null || true
-modprobe loop; modprobe dm-mod; modprobe drbd
+modprobe loop; modprobe dm-mod; modprobe drbd; modprobe nbd   # nbd: the backup's overlay
 dmsetup remove tdm-g1-guest 2>/dev/null || true
 drbdadm down $DISK_RES 2>/dev/null || true
 dmsetup remove tdm-g1-lower 2>/dev/null || true
