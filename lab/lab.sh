@@ -2342,15 +2342,14 @@ EOF
 
 # Tear down what an earlier run left on a host (guest, DRBD, dm, loops),
 # then a fresh, zeroed backing pair, DRBD's metadata, and `drbdadm up`.
-disk_host_setup() { # host
+disk_host_down() { # host
   lab_ssh "$1" "bash -s" <<EOF
-set -e
 exec 2>&1
 xl destroy g1 2>/dev/null || true
 xl destroy g1--incoming 2>/dev/null || true
 modprobe loop; modprobe dm-mod; modprobe drbd; modprobe nbd   # nbd: the backup's overlay
 dmsetup remove tdm-g1-guest 2>/dev/null || true
-drbdadm down $DISK_RES 2>/dev/null || true
+drbdadm down $DISK_RES 2>/dev/null || /lib/drbd/drbdsetup-84 down $DISK_RES 2>/dev/null || true
 dmsetup remove tdm-g1-lower 2>/dev/null || true
 dmsetup remove tdm-g1-md 2>/dev/null || true
 mkdir -p $DISK_DIR
@@ -2358,6 +2357,15 @@ for f in $DISK_DIR/disk.img $DISK_DIR/md.img; do
   for l in \$(losetup -j \$f | cut -d: -f1); do losetup -d \$l; done
 done
 rm -f $DISK_DIR/disk.img $DISK_DIR/md.img
+true
+EOF
+}
+disk_host_setup() { # host (after disk_host_down on both: an old resource
+  # on one side would otherwise connect to the new one and resync it)
+  lab_ssh "$1" "bash -s" <<EOF
+set -e
+exec 2>&1
+mkdir -p $DISK_DIR
 truncate -s ${LAB_DISK_MB:-128}M $DISK_DIR/disk.img
 truncate -s 8M $DISK_DIR/md.img
 ld=\$(losetup -f --show $DISK_DIR/disk.img)
@@ -2387,6 +2395,7 @@ disk_reset() { # tandem|remus
   lab_ssh A "rm -f /run/tandem/g1.generation /run/tandem/g1.*.fenced"
   lab_ssh B "rm -f /run/tandem/g1.generation /run/tandem/g1.*.fenced"
   disk_drbd_conf "$mode" > "$RUN/drbd.conf"
+  for h in A B; do disk_host_down "$h" >&2 || true; done
   for h in A B; do
     cmd_copy_in "$h" "$RUN/drbd.conf" /etc/drbd.conf
     disk_host_setup "$h" >&2 || { log "host $h: the DRBD stack did not come up"; return 1; }
