@@ -13,6 +13,8 @@
 #                      --force activates B, A's guest paused and superseded, the client carries on
 #   make lab-reprotect issue 19's sequence: A killed, B runs the guest, A returns and B
 #                      re-protects to it, `tandem switchover` back to A; one TCP connection
+#   make lab-disk      issue 18 (T3): the guest's ext4 disk on DRBD, host A killed five times;
+#                      e2fsck clean on B and the client's last number on disk (lab.sh disk-failover)
 #   make lab-compare   pause and throughput side by side with xl remus (100 and 25 ms)
 #   SANITIZER=address|undefined   build with a sanitizer
 
@@ -52,7 +54,7 @@ FUZZ_LIB_SRCS := domain/qmp.c lib/wire.c lib/util.c lib/log.c lib/channel.c lib/
 	heartbeat/heartbeat.c heartbeat/policy.c lib/status.c
 FUZZ_TIME ?= 60
 
-.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-promote lab-reprotect lab-oracle lab-compare lab-shell clean units install uninstall
+.PHONY: all deps test test-build demo bench fuzz fuzz-corpus soak lab lab-failover lab-promote lab-reprotect lab-oracle lab-compare lab-disk lab-shell clean units install uninstall
 
 all: tandem
 
@@ -121,6 +123,10 @@ lab-reprotect: deps
 lab-oracle: deps
 	@$(MAKE) --no-print-directory all
 	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh oracle
+
+lab-disk: deps
+	@$(MAKE) --no-print-directory all
+	@TANDEM_BIN=$(CURDIR)/tandem bash lab/lab.sh disk-failover
 
 lab-compare: deps
 	@$(MAKE) --no-print-directory all

@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -43,6 +45,7 @@ struct disk_dev {
 	bool memdisk;
 	char target[256];		/* the device the marker goes to */
 	char resource[CONFIG_NAME_MAX];
+	char guest[CONFIG_PATH_MAX];	/* DRBD: the guest's device (`disks` RESOURCE:DEVICE) */
 	char fence_flag[CONFIG_PATH_MAX + 2 * CONFIG_NAME_MAX + 16];	/* DRBD: set by the fence-peer handler */
 	struct marker_dev md;
 
@@ -621,6 +624,126 @@ static void invalidate_now(struct device *dv)
 			 "invalidate)", dv->name, k->resource);
 }
 
+/*
+ * The guest's device, /dev/mapper/tdm-NAME-guest: dm-linear over
+ * /dev/drbdN without its last 4 KiB (the marker block).  It can exist
+ * only where DRBD is Primary (DRBD 8.4 refuses to open a Secondary), so
+ * the host that runs the guest has it: the backup creates it when it
+ * activates, after the promotion, and removes it when it steps its DRBD
+ * down again (a switchover, or a returning old primary's host whose
+ * guest is gone).  Its table over DRBD as it must be: 0, or -errno.
+ */
+static int guest_table(struct device *dv, struct dm_linear *t)
+{
+	struct disk_dev *k = priv(dv);
+	struct stat st;
+	uint64_t bytes = 0;
+	int fd, rc = 0;
+
+	if (stat(k->target, &st) || !S_ISBLK(st.st_mode))
+		return -ENODEV;
+	t->major = major(st.st_rdev);
+	t->minor = minor(st.st_rdev);
+	t->offset = 0;
+	if ((fd = open(k->target, O_RDONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (ioctl(fd, BLKGETSIZE64, &bytes))
+		rc = -errno;
+	close(fd);
+	if (rc)
+		return rc;
+	if (bytes < 2 * MARKER_SIZE)
+		return -ENOSPC;
+	t->sectors = (bytes - MARKER_SIZE) / 512;
+	return 0;
+}
+
+static bool is_mapper(const char *path)
+{
+	return !strncmp(path, "/dev/mapper/", 12);
+}
+
+/* After the promotion: the guest's device exists, over this DRBD. */
+static int guest_device_up(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	struct dm_linear want, cur;
+	char msg[512];
+	int rc;
+
+	if (!k->guest[0])
+		return 0;
+	if (!is_mapper(k->guest)) {	/* not ours to make: it must be there */
+		if (access(k->guest, F_OK)) {
+			snprintf(dv->error, sizeof(dv->error), "the guest's device %.200s: %s",
+				 k->guest, strerror(errno));
+			return -errno;
+		}
+		return 0;
+	}
+	if ((rc = guest_table(dv, &want))) {
+		snprintf(dv->error, sizeof(dv->error), "cannot read the size of %.100s for the "
+			 "guest's device %.100s: %s", k->target, k->guest, strerror(-rc));
+		return rc;
+	}
+	if (access(k->guest, F_OK) == 0) {
+		if ((rc = dm_linear_get(k->guest, &cur, msg, sizeof(msg)))) {
+			snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
+			return rc;
+		}
+		if (cur.major != want.major || cur.minor != want.minor || cur.offset ||
+		    cur.sectors != want.sectors) {
+			snprintf(dv->error, sizeof(dv->error), "the guest's device %.120s is not "
+				 "%.60s without its marker block (its table: 0 %" PRIu64 " linear "
+				 "%u:%u %" PRIu64 "; expected 0 %" PRIu64 " linear %u:%u 0)", k->guest,
+				 k->target, cur.sectors, cur.major, cur.minor, cur.offset,
+				 want.sectors, want.major, want.minor);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if ((rc = dm_linear_create(k->guest, &want, msg, sizeof(msg)))) {
+		snprintf(dv->error, sizeof(dv->error), "%.250s", msg);
+		return rc;
+	}
+	for (int i = 0; i < 50 && access(k->guest, F_OK); i++)	/* udev makes the node */
+		usleep(100000);
+	if (access(k->guest, F_OK)) {
+		snprintf(dv->error, sizeof(dv->error), "created %.200s, but its node did not appear",
+			 k->guest);
+		return -ENOENT;
+	}
+	log_info("%s: the guest's device %s created (%s without its marker block)", dv->name,
+		 k->guest, k->target);
+	return 0;
+}
+
+/* Before DRBD steps down: remove the guest's device if it is ours (over
+ * this DRBD) and nothing holds it open (dmsetup refuses otherwise, and
+ * the step down fails as it would have). */
+static void guest_device_down(struct device *dv)
+{
+	struct disk_dev *k = priv(dv);
+	struct dm_linear want, cur;
+	struct stat st;
+	char msg[512];
+
+	if (!k->guest[0] || !is_mapper(k->guest) || access(k->guest, F_OK))
+		return;
+	if (stat(k->target, &st) || !S_ISBLK(st.st_mode))
+		return;
+	want.major = major(st.st_rdev);
+	want.minor = minor(st.st_rdev);
+	if (dm_linear_get(k->guest, &cur, msg, sizeof(msg)) || cur.major != want.major ||
+	    cur.minor != want.minor)
+		return;
+	if (dm_remove(k->guest, msg, sizeof(msg)))
+		log_warn("%s: %s", dv->name, msg);
+	else
+		log_info("%s: the guest's device %s removed (no guest runs here on it)", dv->name,
+			 k->guest);
+}
+
 static int drbd_activate_locked(struct device *dv, uint64_t epoch);
 
 /* (the watch neither detaches nor attaches this disk meanwhile) */
@@ -699,7 +822,7 @@ static int drbd_activate_locked(struct device *dv, uint64_t epoch)
 		}
 	}
 	log_info("%s: DRBD resource %s is primary here", dv->name, k->resource);
-	return 0;
+	return guest_device_up(dv);
 }
 
 /* The first /dev/nbdK the kernel has and nobody serves. */
@@ -825,6 +948,7 @@ static int step_down(struct device *dv)
 	}
 	if (strncmp(st.ro, "Primary", 7))
 		return 0;
+	guest_device_down(dv);
 	if (drbd_adm(dv->cfg->drbd_conf, "secondary", NULL, k->resource, msg, sizeof(msg))) {
 		const char *guest = "";
 
@@ -1235,6 +1359,7 @@ int disk_device_init(struct device *dv, const struct config_disk *disk)
 	if (rc)
 		return rc;
 	snprintf(priv(dv)->resource, sizeof(priv(dv)->resource), "%s", disk->resource);
+	snprintf(priv(dv)->guest, sizeof(priv(dv)->guest), "%s", disk->device);
 	return 0;
 }
 

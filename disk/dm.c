@@ -10,6 +10,7 @@
 #include "dm.h"
 
 #define DMSETUP_TIMEOUT_MS 10000
+#define DMSETUP_CREATE_TIMEOUT_MS 30000	/* create waits for udev's node */
 
 static const char *dm_name(const char *dev)
 {
@@ -17,10 +18,11 @@ static const char *dm_name(const char *dev)
 }
 
 /* dmsetup VERB NAME [ARGS]: 0, or -errno with dmsetup's words in msg. */
-static int dmsetup(const char *const argv[], char *out, size_t out_cap, char *msg, size_t msglen)
+static int dmsetup_t(const char *const argv[], unsigned timeout_ms, char *out, size_t out_cap,
+		     char *msg, size_t msglen)
 {
 	char err[2048], line[512];
-	int rc = run_capture(argv, DMSETUP_TIMEOUT_MS, out, out_cap, err, sizeof(err));
+	int rc = run_capture(argv, timeout_ms, out, out_cap, err, sizeof(err));
 
 	if (rc == 0)
 		return 0;
@@ -31,6 +33,11 @@ static int dmsetup(const char *const argv[], char *out, size_t out_cap, char *ms
 		snprintf(msg, msglen, "dmsetup %s %s: %s", argv[1], argv[2],
 			 rc < 0 ? strerror(-rc) : line[0] ? line : "it failed");
 	return rc < 0 ? rc : -EIO;
+}
+
+static int dmsetup(const char *const argv[], char *out, size_t out_cap, char *msg, size_t msglen)
+{
+	return dmsetup_t(argv, DMSETUP_TIMEOUT_MS, out, out_cap, msg, msglen);
 }
 
 int dm_linear_parse(const char *text, struct dm_linear *t)
@@ -71,6 +78,23 @@ int dm_linear_load(const char *dev, const struct dm_linear *t, char *msg, size_t
 	snprintf(table, sizeof(table), "0 %" PRIu64 " linear %u:%u %" PRIu64, t->sectors, t->major,
 		 t->minor, t->offset);
 	return dmsetup(argv, NULL, 0, msg, msglen);
+}
+
+int dm_linear_create(const char *dev, const struct dm_linear *t, char *msg, size_t msglen)
+{
+	char table[128];
+	const char *argv[] = { "dmsetup", "create", dm_name(dev), "--table", table, NULL };
+
+	snprintf(table, sizeof(table), "0 %" PRIu64 " linear %u:%u %" PRIu64, t->sectors, t->major,
+		 t->minor, t->offset);
+	return dmsetup_t(argv, DMSETUP_CREATE_TIMEOUT_MS, NULL, 0, msg, msglen);
+}
+
+int dm_remove(const char *dev, char *msg, size_t msglen)
+{
+	const char *argv[] = { "dmsetup", "remove", dm_name(dev), NULL };
+
+	return dmsetup_t(argv, DMSETUP_CREATE_TIMEOUT_MS, NULL, 0, msg, msglen);
 }
 
 int dm_suspend(const char *dev, char *msg, size_t msglen)

@@ -34,6 +34,11 @@ int dm_linear_get(const char *dev, struct dm_linear *t, char *msg, size_t msglen
 /* Load t as the inactive table of dev. */
 int dm_linear_load(const char *dev, const struct dm_linear *t, char *msg, size_t msglen);
 
+/* Create dev (/dev/mapper/NAME) with t as its table; remove dev (fails
+ * while something holds it open).  0, or -errno with why in msg. */
+int dm_linear_create(const char *dev, const struct dm_linear *t, char *msg, size_t msglen);
+int dm_remove(const char *dev, char *msg, size_t msglen);
+
 /* Suspend (drains I/O) and resume (makes a loaded table live). */
 int dm_suspend(const char *dev, char *msg, size_t msglen);
 int dm_resume(const char *dev, char *msg, size_t msglen);

@@ -1894,6 +1894,40 @@ static int xen_prepare_standby(struct domain *d)
 	return 0;
 }
 
+/*
+ * A protected disk's device (`disks` RESOURCE:DEVICE, tdm-NAME-guest)
+ * exists on this host only once the activation has promoted DRBD and
+ * created it (disk.c: a Secondary cannot be opened), but libxl stats a
+ * phy disk's path when the restore begins ("failed to stat", and the
+ * standby is never created).  With a hotplug script named, libxl takes
+ * the phy backend without that stat and runs the script when it attaches
+ * the disk, at the end of the restore, after the activation: so name
+ * "block", the script libxl runs for a phy disk anyway.
+ */
+static void standby_disks(struct domain *d)
+{
+	struct xen *x = X(d);
+
+	for (int i = 0; i < x->d_config.num_disks; i++) {
+		libxl_device_disk *dk = &x->d_config.disks[i];
+		bool ours = false;
+
+		if (!dk->pdev_path || dk->script || dk->backend_domid != 0 ||
+		    (dk->backend != LIBXL_DISK_BACKEND_UNKNOWN &&
+		     dk->backend != LIBXL_DISK_BACKEND_PHY))
+			continue;
+		for (unsigned j = 0; j < d->cfg->disks.n; j++)
+			ours |= !strcmp(dk->pdev_path, d->cfg->disks.d[j].device);
+		if (!ours || access(dk->pdev_path, F_OK) == 0)
+			continue;
+		dk->script = strdup("block");
+		dk->backend = LIBXL_DISK_BACKEND_PHY;
+		log_info("disk %s (%s): not on this host until the activation creates it; the "
+			 "standby attaches it then (script block)", dk->vdev ? dk->vdev : "?",
+			 dk->pdev_path);
+	}
+}
+
 /* First round: create the standby domain from the primary's configuration. */
 static int start_restore(struct domain *d, const struct ckpt *c)
 {
@@ -1922,6 +1956,7 @@ static int start_restore(struct domain *d, const struct ckpt *c)
 		return -EINVAL;
 	}
 	x->have_config = true;
+	standby_disks(d);
 	need_kb = x->d_config.b_info.max_memkb;
 	if (xc_physinfo(x->xch, &phys) == 0) {
 		free_kb = (uint64_t)phys.free_pages * 4;

@@ -46,6 +46,12 @@
 #                                   and without dirty tracking (no copy, no ship)
 #   lab/lab.sh faultrate            guest faults per hour: unprotected, under tandem, under
 #                                   xl remus, the same wall time each (LAB_FAULTRATE_S, 600)
+#   lab/lab.sh disk-failover        issue 18 (T3): g1 with an ext4 disk on DRBD, an fsync'd
+#                                   sequence writer; tandem protects g1 and its disk A->B, A
+#                                   is killed; the connection carries on, and on B e2fsck is
+#                                   clean and the client's last number is on the disk (LAB_RUNS, 5)
+#   lab/lab.sh disk-remus           the same guest and disk under xl remus -n -d -F: what the
+#                                   disk holds after its failover (LAB_RUNS, 1; reported only)
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
 #
 # Environment: TANDEM_LAB_CACHE (default ~/.cache/tandem-lab),
@@ -2430,6 +2436,319 @@ cmd_reprotect() {
   [ "$passed" -eq "$runs" ]
 }
 
+# ---------------------------------------------------------- disk-failover ----
+# Issue 18's lab proof (T3): g1 with an ext4 disk on DRBD 8.4 between A and
+# B (docs/disk.md's stacks: tdm-g1-lower over a loop file, external
+# metadata on tdm-g1-md, /dev/drbd0, tdm-g1-guest = drbd0 less its marker
+# block), seqsrv appending and fsyncing each answer to /data/seq.log before
+# sending it.  tandem protects g1 and its disk A->B, A's QEMU is killed;
+# the client's one connection must carry on with no gap, repeat or
+# rollback (as in `failover`); then g1 is destroyed on B and B's disk is
+# checked: e2fsck -fn clean (after the journal replay a mount would do),
+# the client's last number in the file, the session's records 1..M with
+# none missing or repeated.  `disk-remus`: the same guest and disk under
+# `xl remus -n -d -F` (Debian's xl: no protocol D, so -d: no disk
+# replication by xl; DRBD protocol C dual-primary carries the writes), for
+# comparison.
+DISK_RES=g1
+DISK_CFG=/var/lib/tandem-lab/guest/g1-disk.cfg
+DISK_DIR=/var/lib/tandem-lab/disk
+
+disk_drbd_conf() { # tandem|remus -> /etc/drbd.conf for both hosts
+  local net_extra="" disk_extra="fencing resource-and-stonith; on-io-error detach;" handlers
+  handlers="handlers { fence-peer \"/root/tandem fence-peer /root/g1.conf\"; }"
+  if [ "$1" = remus ]; then
+    # xl remus neither promotes nor creates the guest's device on B: both
+    # sides Primary, B's tdm-g1-guest made in advance, for xl's failover.
+    net_extra="allow-two-primaries yes;"; disk_extra="on-io-error detach;"; handlers=""
+  fi
+  cat <<EOF
+# written by lab/lab.sh disk-failover ($1)
+global { usage-count no; }
+resource $DISK_RES {
+  net { protocol C; after-sb-0pri disconnect; after-sb-1pri disconnect;
+        after-sb-2pri disconnect; csums-alg crc32c; verify-alg crc32c;
+        on-congestion block; timeout 40; ping-int 10; ping-timeout 20;
+        connect-int 2; $net_extra }
+  disk { $disk_extra }
+  $handlers
+  on A { device /dev/drbd0 minor 0; disk /dev/mapper/tdm-g1-lower;
+         meta-disk /dev/mapper/tdm-g1-md; address $(host_ip A repl):7788; }
+  on B { device /dev/drbd0 minor 0; disk /dev/mapper/tdm-g1-lower;
+         meta-disk /dev/mapper/tdm-g1-md; address $(host_ip B repl):7788; }
+}
+EOF
+}
+
+# Tear down what an earlier run left on a host (guest, DRBD, dm, loops),
+# then a fresh, zeroed backing pair, DRBD's metadata, and `drbdadm up`.
+disk_host_down() { # host
+  lab_ssh "$1" "bash -s" <<EOF
+exec 2>&1
+xl destroy g1 2>/dev/null || true
+xl destroy g1--incoming 2>/dev/null || true
+modprobe loop; modprobe dm-mod; modprobe drbd; modprobe nbd   # nbd: the backup's overlay
+dmsetup remove tdm-g1-guest 2>/dev/null || true
+drbdadm down $DISK_RES 2>/dev/null || /lib/drbd/drbdsetup-84 down $DISK_RES 2>/dev/null || true
+dmsetup remove tdm-g1-lower 2>/dev/null || true
+dmsetup remove tdm-g1-md 2>/dev/null || true
+mkdir -p $DISK_DIR
+for f in $DISK_DIR/disk.img $DISK_DIR/md.img; do
+  for l in \$(losetup -j \$f | cut -d: -f1); do losetup -d \$l; done
+done
+rm -f $DISK_DIR/disk.img $DISK_DIR/md.img
+true
+EOF
+}
+disk_host_setup() { # host (after disk_host_down on both: an old resource
+  # on one side would otherwise connect to the new one and resync it)
+  lab_ssh "$1" "bash -s" <<EOF
+set -e
+exec 2>&1
+mkdir -p $DISK_DIR
+truncate -s ${LAB_DISK_MB:-128}M $DISK_DIR/disk.img
+truncate -s 8M $DISK_DIR/md.img
+ld=\$(losetup -f --show $DISK_DIR/disk.img)
+lm=\$(losetup -f --show $DISK_DIR/md.img)
+dmsetup create tdm-g1-lower --table "0 \$(blockdev --getsz \$ld) linear \$ld 0"
+dmsetup create tdm-g1-md --table "0 \$(blockdev --getsz \$lm) linear \$lm 0"
+drbdmeta --force 0 v08 /dev/mapper/tdm-g1-md flex-external create-md < /dev/null > /dev/null
+drbdadm up $DISK_RES
+EOF
+}
+drbd_line() { lab_ssh "$1" "sed -n 's/^ *0: \(cs:[^ ]* ro:[^ ]* ds:[^ ]*\).*/\1/p' /proc/drbd"; } # host -> "cs:.. ro:.. ds:.."
+drbd_is() { [[ "$(drbd_line "$1")" == $2 ]]; } # host glob
+
+# Both hosts' DRBD fresh and connected, A Primary (no initial sync: both
+# backing files are zeros, --clear-bitmap), ext4 made on A's guest device
+# (it reaches B through DRBD), g1 created with the disk; for remus, B
+# Primary too, with its own guest device.
+disk_reset() { # tandem|remus
+  local mode="$1" h
+  stop_pidfile "$RUN/client.pid"
+  stop_pidfile "$RUN/tcpdump.pid"
+  host_up A
+  host_up B
+  tandem_stop A primary
+  tandem_stop B backup
+  lab_ssh A "kill \$(cat /root/remus.pid 2>/dev/null) 2>/dev/null; true"
+  lab_ssh A "rm -f /run/tandem/g1.generation /run/tandem/g1.*.fenced"
+  lab_ssh B "rm -f /run/tandem/g1.generation /run/tandem/g1.*.fenced"
+  disk_drbd_conf "$mode" > "$RUN/drbd.conf"
+  for h in A B; do disk_host_down "$h" >&2 || true; done
+  for h in A B; do
+    cmd_copy_in "$h" "$RUN/drbd.conf" /etc/drbd.conf
+    disk_host_setup "$h" >&2 || { log "host $h: the DRBD stack did not come up"; return 1; }
+  done
+  wait_for "DRBD: A and B connected" 120 drbd_is A 'cs:Connected*' >&2 || { log "DRBD: $(drbd_line A) / $(drbd_line B)"; return 1; }
+  lab_ssh A "drbdadm -- --clear-bitmap new-current-uuid $DISK_RES && drbdadm primary $DISK_RES" >&2 || return 1
+  wait_for "DRBD: A Primary, both UpToDate" 60 drbd_is A 'cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate' >&2 || return 1
+  lab_ssh A "set -e; dmsetup create tdm-g1-guest --table \"0 \$((\$(blockdev --getsz /dev/drbd0) - 8)) linear /dev/drbd0 0\";
+             mkfs.ext4 -q -F -b 4096 -L g1data -E lazy_itable_init=0,lazy_journal_init=0 /dev/mapper/tdm-g1-guest" >&2 || return 1
+  if [ "$mode" = remus ]; then
+    lab_ssh B "set -e; drbdadm primary $DISK_RES; dmsetup create tdm-g1-guest --table \"0 \$((\$(blockdev --getsz /dev/drbd0) - 8)) linear /dev/drbd0 0\"" >&2 || return 1
+  fi
+  GUEST_CFG="$DISK_CFG" cmd_guest_up >&2
+}
+
+# After the guest is gone from B: B's disk.  The file system is checked as
+# it would be mounted: the journal replayed first (e2fsck -E journal_only,
+# on a copy, so that the device stays as the failover left it), then
+# `e2fsck -fn` must be clean; `e2fsck -fn` on the device itself (journal
+# not replayed) is printed for the record.  /seq.log is read with debugfs.
+# Sets disk_fsck disk_fsck_raw disk_sid_records disk_first disk_last
+# disk_bad disk_partial disk_other.
+disk_check_B() { # ev-dir sid
+  local ev="$1" sid="$2" out
+  out="$(lab_ssh B "bash -s" <<'EOF'
+dev=/dev/mapper/tdm-g1-guest
+img=/root/g1-disk-after.img
+e2fsck -fn $dev > /root/fsck-raw.log 2>&1; echo "fsck_raw_rc=$?"
+dd if=$dev of=$img bs=1M status=none && echo copied=yes
+e2fsck -p -E journal_only $img > /root/fsck-replay.log 2>&1; echo "replay_rc=$?"
+e2fsck -fn $img > /root/fsck.log 2>&1; echo "fsck_rc=$?"
+debugfs -R 'cat /seq.log' $img > /root/seq-after.log 2>/root/debugfs.err; echo "debugfs_rc=$?"
+EOF
+)" || true
+  printf '%s\n' "$out" > "$ev/disk-check.txt"
+  cmd_copy_out B /root/fsck-raw.log "$ev/fsck-raw.log" 2>/dev/null || true
+  cmd_copy_out B /root/fsck-replay.log "$ev/fsck-replay.log" 2>/dev/null || true
+  cmd_copy_out B /root/fsck.log "$ev/fsck.log" 2>/dev/null || true
+  cmd_copy_out B /root/seq-after.log "$ev/seq-after.log" 2>/dev/null || : > "$ev/seq-after.log"
+  disk_fsck_raw="$(kv fsck_raw_rc <<<"$out")"; disk_fsck="$(kv fsck_rc <<<"$out")"
+  disk_fsck_raw="${disk_fsck_raw:-none}"; disk_fsck="${disk_fsck:-none}"
+  [ "$(kv copied <<<"$out")" = yes ] || disk_fsck=no-copy
+  [ "$(kv debugfs_rc <<<"$out")" = 0 ] || disk_fsck="$disk_fsck,debugfs-failed"
+  # The session's records in file order: 1..M, each once, in order.
+  read -r disk_sid_records disk_first disk_last disk_bad disk_partial disk_other < <(awk -v sid="$sid" '
+    { if ($0 !~ /^[0-9]+ [0-9]+ [0-9]+$/) { partial++; next } }
+    $1 != sid { other++; next }
+    { n++; if (n == 1) first = $2; if ($2 != n) bad++; last = $2 }
+    END { printf "%d %s %s %d %d %d\n", n, (n ? first : "none"), (n ? last : "none"), bad, partial, other }' "$ev/seq-after.log")
+}
+
+# One run: returns 0 pass, 1 fail; prints one line.
+disk_run() { # run interval
+  local r="$1" interval="$2" ev="$FAILOVER_DIR/run$1" domid vif t_kill t_b_run="" t_tcp="" ok_before st_json why="" cc_A cc_B
+  mkdir -p "$ev"
+  if ! disk_reset tandem; then
+    failover_evidence "$ev" A B
+    echo "lab disk: run=$r result=fail reason=setup evidence=$ev"; return 1
+  fi
+  lab_ssh A "xl dmesg -c" > /dev/null; lab_ssh B "xl dmesg -c" > /dev/null
+  domid="$(lab_ssh A xl domid g1)"; vif="vif$domid.0"
+  { tandem_conf "$vif" "$interval"; echo "disks = $DISK_RES:/dev/mapper/tdm-g1-guest"; } > "$RUN/g1.conf"
+  tandem_install "$RUN/g1.conf"
+  cc_A="$(lab_ssh A "./tandem check-config g1.conf > /root/check-config.log 2>&1; echo \$?")"
+  cc_B="$(lab_ssh B "./tandem check-config g1.conf > /root/check-config.log 2>&1; echo \$?")"
+  cmd_copy_out A /root/check-config.log "$ev/check-config-A.log" 2>/dev/null || true
+  if [ "$cc_A" != 0 ] || [ "$cc_B" != 0 ]; then
+    echo "lab disk: run=$r result=fail reason=check-config-refused check_config_A=$cc_A check_config_B=$cc_B evidence=$ev"; return 1
+  fi
+  LAB_DAEMON_ARGS="--log-level ${LAB_BACKUP_LOG_LEVEL:-debug}" backup_start \
+    || { failover_evidence "$ev" A B; echo "lab disk: run=$r result=fail reason=backup-does-not-start evidence=$ev"; return 1; }
+  tandem_start A primary
+  if ! wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2 ||
+     primary_failed || backup_failed || ! acks_at_least 3; then
+    failover_evidence "$ev" A B
+    echo "lab disk: run=$r result=fail reason=not-protected acked=$(tandem_acks) evidence=$ev"; return 1
+  fi
+  watchers_start
+  if ! wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2; then
+    stop_pidfile "$RUN/client.pid"; failover_evidence "$ev" A B
+    echo "lab disk: run=$r result=fail reason=no-answers-under-protection evidence=$ev"; return 1
+  fi
+  local acks_before; acks_before="$(tandem_acks)"
+  if ! wait_for "tandem: 5 more checkpoints acked" 300 acks_or_primary_gone $((acks_before + 5)) >&2 ||
+     primary_failed || backup_failed || ! acks_at_least $((acks_before + 5)); then
+    stop_pidfile "$RUN/client.pid"; failover_evidence "$ev" A B
+    echo "lab disk: run=$r result=fail reason=protection-stopped-before-kill evidence=$ev"; return 1
+  fi
+  xen_log A "$ev/A-xen.log" || true
+  cmd_copy_out A /root/primary.log "$ev/primary.log" 2>/dev/null || true
+  cmd_copy_out A /root/primary.events "$ev/primary.events" 2>/dev/null || true
+  st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"
+  ok_before="$(client_status ok)"
+  t_kill="$(now)"
+  cmd_kill_host A >&2
+  local state_B hold_s=0 hold_max_stall_ms=0 hold_why=""
+  if wait_for "B: g1 running (or ended) after failover" 300 b_guest_settled >&2 && state_running "$(g1_state B)"; then
+    t_b_run="$(now)"
+  else
+    why="guest-not-running-on-B"
+  fi
+  if [ -z "$why" ]; then
+    if wait_for "client: answer on the same connection after the kill" "${LAB_TCP_WAIT_S:-120}" \
+         client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')" >&2; then
+      t_tcp="$(now)"
+    else
+      why="no-answer-after-kill"
+    fi
+  fi
+  if [ -z "$why" ]; then
+    log "holding: the same connection must answer for ${LAB_HOLD_S:-60} s"
+    hold_watch "$t_tcp" || why="$hold_why"
+  fi
+  state_B="$(g1_state B 2>/dev/null)"; state_B="${state_B:-none}"
+  state_running "$state_B" || why="$why,g1-on-B-is-${state_B}"
+  stop_pidfile "$RUN/client.pid"     # its status file now holds its last number
+  stop_pidfile "$RUN/tcpdump.pid"
+  # The guest stops on B (no clean shutdown: the disk as a crash leaves it).
+  lab_ssh B "xl destroy g1" >&2 || why="$why,xl-destroy-failed"
+  failover_evidence "$ev" B
+  local sid last fB act disc
+  sid="$(client_status sid)"; last="$(client_status last_count)"
+  disk_check_B "$ev" "$sid"
+  [ "$disk_fsck" = 0 ] || why="$why,e2fsck-$disk_fsck"
+  [ "$disk_sid_records" -gt 0 ] 2>/dev/null || why="$why,no-records"
+  [ "$disk_bad" = 0 ] && [ "$disk_first" = 1 ] || why="$why,records-not-1-to-M"
+  { [ -n "$last" ] && [ "$disk_last" != none ] && [ "$disk_last" -ge "$last" ]; } || why="$why,last-answer-not-on-disk"
+  fB="$(guest_faults "$ev/B-xen.log")"
+  [ "$fB" = 0 ] || why="$why,guest-fault-B"
+  local k
+  for k in resets timeouts forced gaps repeats rollbacks reboots errors; do
+    [ "$(client_status "$k")" = 0 ] || why="$why,client-$k"
+  done
+  [ "$(client_status conns)" = 1 ] || why="$why,reconnected"
+  act="$(sed -n 's/.*activated from checkpoint \([0-9]*\).*/\1/p' "$ev/backup.log" 2>/dev/null | tail -n1)"
+  disc="$(sed -n 's/.*the disk is checkpoint [0-9]*.s: \([0-9]*\) writes (\([0-9]*\) bytes) after its marker discarded.*/\1:\2/p' "$ev/backup.log" 2>/dev/null | tail -n1)"
+  why="$(sed 's/,,*/,/g; s/^,//; s/,$//' <<<"$why")"
+  echo "lab disk: run=$r result=$([ -z "$why" ] && echo pass || echo "fail reason=$why")" \
+    "interval_ms=$interval failover_s=$(since "$t_kill" "$t_b_run") first_answer_after_kill_s=$(since "$t_kill" "$t_tcp")" \
+    "hold_s=$hold_s hold_max_stall_ms=$hold_max_stall_ms activated_checkpoint=${act:-none}" \
+    "acked_before_kill=$(json_field last_acked_epoch <<<"$st_json") disk_writes_discarded=${disc%%:*} disk_bytes_discarded=${disc#*:}" \
+    "answers_before=$ok_before client_last=$last conns=$(client_status conns) gaps=$(client_status gaps) repeats=$(client_status repeats) rollbacks=$(client_status rollbacks)" \
+    "e2fsck=$disk_fsck e2fsck_unreplayed=$disk_fsck_raw disk_records=$disk_sid_records disk_first=$disk_first disk_last=$disk_last disk_out_of_order=$disk_bad disk_partial_lines=$disk_partial" \
+    "faults_B=$fB evidence=$ev"
+  [ -z "$why" ]
+}
+
+cmd_disk_failover() {
+  local runs="${LAB_RUNS:-5}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" r passed=0 t_start line
+  t_start="$(now)"
+  tandem_lab_ready
+  FAILOVER_DIR="$RUN/disk-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$FAILOVER_DIR"
+  log "disk failover series: evidence in $FAILOVER_DIR"
+  for r in $(seq "$runs"); do
+    log "disk failover run $r of $runs"
+    line="$(disk_run "$r" "$interval")" && passed=$((passed + 1))
+    [ -n "$line" ] || line="lab disk: run=$r result=fail reason=lab-error (see the messages above)"
+    echo "$line" | tee -a "$FAILOVER_DIR/results"
+  done
+  echo "lab disk: runs=$runs passed=$passed failed=$((runs - passed)) hold_s_required=${LAB_HOLD_S:-60} total_s=$(elapsed "$t_start")" \
+    | tee -a "$FAILOVER_DIR/results"
+  [ "$passed" -eq "$runs" ]
+}
+
+# The same guest and disk under xl remus: kill A, then on B what the disk
+# holds once g1 is destroyed there (e2fsck, the client's last number vs
+# the file's), and what the client saw.  Reported, not asserted.
+cmd_disk_remus() {
+  local runs="${LAB_RUNS:-1}" interval="${LAB_REMUS_INTERVAL_MS:-100}" want="${LAB_CHECKPOINTS:-20}" r t_start
+  local flags="${LAB_REMUS_FLAGS:--n -d -F}"
+  t_start="$(now)"
+  tandem_lab_ready
+  FAILOVER_DIR="$RUN/disk-remus-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$FAILOVER_DIR"
+  for r in $(seq "$runs"); do
+    local ev="$FAILOVER_DIR/run$r" t_kill t_b="" t_tcp="" ok_before why="" sid last tcp t_force
+    mkdir -p "$ev"
+    disk_reset remus || { echo "lab disk-remus: run=$r result=setup-failed" | tee -a "$FAILOVER_DIR/results"; continue; }
+    watchers_start
+    wait_for "client: 20 answers" 120 client_ok_at_least 20 >&2 || { echo "lab disk-remus: run=$r result=no-answers" | tee -a "$FAILOVER_DIR/results"; continue; }
+    lab_ssh A "nohup xl -vvv -T remus -i $interval $flags g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid"
+    if ! wait_for "remus: first copy done, $want checkpoints" 2400 checkpoints_at_least "$want" >&2; then
+      cmd_copy_out A /root/remus.log "$ev/remus-A.log" || true
+      echo "lab disk-remus: run=$r result=no-checkpoints remus_log_tail=\"$(tail -n 3 "$ev/remus-A.log" | tr '\n' ' ')\"" | tee -a "$FAILOVER_DIR/results"; continue
+    fi
+    cmd_copy_out A /root/remus.log "$ev/remus-A.log" || true
+    ok_before="$(client_status ok)"
+    t_kill="$(now)"
+    cmd_kill_host A >&2
+    wait_for "B: g1 running after failover" 300 b_guest_running >&2 && t_b="$(now)"
+    if wait_for "client: answer after the kill on the same connection" "${LAB_TCP_WAIT_S:-120}" client_ok_after "$(awk -v t="$t_kill" 'BEGIN{printf "%.3f", t + 2}')" >&2; then
+      t_tcp="$(now)"; tcp=yes
+      wait_for "client: 20 more answers" 120 client_ok_at_least $(( $(client_status ok) + 20 )) >&2 || true
+    else
+      tcp=no; t_force="$(now)"
+      kill -USR1 "$(cat "$RUN/client.pid")" 2>/dev/null || true
+      wait_for "client: answer on a new connection" 120 client_ok_after "$t_force" >&2 || true
+    fi
+    stop_pidfile "$RUN/client.pid"; stop_pidfile "$RUN/tcpdump.pid"
+    lab_ssh B "xl list; tail -n 30 /var/log/xen/xl-g1*.log" > "$ev/B-after.log" 2>&1 || true
+    lab_ssh B "xl destroy g1" >&2 || true
+    sid="$(client_status sid)"; last="$(client_status last_count)"
+    cp "$RUN/client.log" "$ev/" 2>/dev/null || true
+    disk_check_B "$ev" "$sid"
+    echo "lab disk-remus: run=$r flags='$flags' interval_ms=$interval checkpoints=$(remus_checkpoints) failover_s=$(since "$t_kill" "$t_b")" \
+      "tcp_survived=$tcp answers_before_kill=$ok_before client_last=$last conns=$(client_status conns) resets=$(client_status resets) gaps=$(client_status gaps) repeats=$(client_status repeats) rollbacks=$(client_status rollbacks)" \
+      "e2fsck=$disk_fsck e2fsck_unreplayed=$disk_fsck_raw disk_records=$disk_sid_records disk_first=$disk_first disk_last=$disk_last disk_out_of_order=$disk_bad disk_partial_lines=$disk_partial evidence=$ev" \
+      | tee -a "$FAILOVER_DIR/results"
+  done
+  echo "lab disk-remus: runs=$runs total_s=$(elapsed "$t_start")" | tee -a "$FAILOVER_DIR/results"
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
@@ -2460,6 +2779,8 @@ main() {
     faultrate) cmd_faultrate ;;
     promote) cmd_promote ;;
     reprotect) cmd_reprotect ;;
+    disk-failover) cmd_disk_failover ;;
+    disk-remus) cmd_disk_remus ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac

@@ -105,7 +105,7 @@ static void df_dump(const char *dir)
 static void df_cleanup(const char *dir)
 {
 	(void)!system("for r in r0 r1; do /lib/drbd/drbdsetup-84 down $r; done >/dev/null 2>&1; "
-		      "for d in tdmA-guest tdmA-lower tdmB-lower; do dmsetup remove $d; done "
+		      "for d in tdmA-guest tdmB-guest tdmA-lower tdmB-lower; do dmsetup remove $d; done "
 		      ">/dev/null 2>&1");
 	(void)dir;
 }
@@ -650,6 +650,18 @@ int test_disk_failover_run(void)
 		test_capture(out, sizeof(out), "cat /proc/drbd");
 		FAILF("r1 is not Primary after activation: %s", out);
 	}
+	/* the guest's device on B: created by the activation, after the
+	 * promotion (a Secondary cannot be opened), over drbd1 without the
+	 * marker block */
+	dm_target("tdmB-guest", tgt, sizeof(tgt));
+	test_capture(out, sizeof(out), "printf %%s $(( $(stat -c 0x%%t /dev/drbd1) )):$(( $(stat -c 0x%%T /dev/drbd1) ))");
+	if (strcmp(tgt, out))
+		FAILF("after activation tdmB-guest is over %s, not over /dev/drbd1 (%s)", tgt, out);
+	test_capture(out, sizeof(out), "echo $(( $(blockdev --getsz /dev/drbd1) - $(blockdev --getsz /dev/mapper/tdmB-guest) ))");
+	if (atoi(out) != 8)
+		FAILF("tdmB-guest is not /dev/drbd1 less its 8-sector marker block (difference %s)", out);
+	ASSERT(td_log_has(&back, "the guest's device /dev/mapper/tdmB-guest created"));
+	printf("  activation created the guest's device tdmB-guest over /dev/drbd1 less its marker block\n");
 	(void)ram0;
 	/* T6: A comes back with r0 still primary and the two meet: DRBD must
 	 * not settle it by itself (every after-sb-* is disconnect). */
@@ -805,6 +817,11 @@ int test_disk_failover_run(void)
 		}
 		ASSERT(td_log_has(&back, "DRBD resource r1 was Primary here"));
 		ASSERT(td_log_has(&back, "resyncs this disk from the primary (drbdadm invalidate)"));
+		/* B stepped down: its guest's device went first; A's activation
+		 * made its own (removed in phase 5) */
+		ASSERT(td_log_has(&back, "the guest's device /dev/mapper/tdmB-guest removed"));
+		ASSERT(access("/dev/mapper/tdmB-guest", F_OK) != 0);
+		ASSERT(td_log_has(&aback, "the guest's device /dev/mapper/tdmA-guest created"));
 		if (!test_file_has("/proc/drbd", "0: cs:Connected ro:Primary/Secondary "
 				   "ds:UpToDate/UpToDate", "1: cs:Connected ro:Secondary/Primary")) {
 			test_capture(extra, sizeof(extra), "cat /proc/drbd");

@@ -46,6 +46,7 @@ static struct {
 } st;
 
 static const char *status_path;
+static unsigned long long status_sid;	/* the session id, in the status file */
 
 static double now(void)
 {
@@ -81,7 +82,7 @@ static void write_status(void)
 		return;
 	fprintf(f, "now=%.3f ok=%llu connected=%d conns=%llu resets=%llu timeouts=%llu gaps=%llu "
 		"repeats=%llu rollbacks=%llu reboots=%llu errors=%llu last_count=%llu boot=%llu "
-		"forced=%llu last_ok=%.3f last_ok_age_ms=%.0f max_stall_ms=%.0f max_stall_end=%.3f\n",
+		"forced=%llu last_ok=%.3f last_ok_age_ms=%.0f max_stall_ms=%.0f max_stall_end=%.3f sid=%llu\n",
 		t, (unsigned long long)st.ok, st.connected, (unsigned long long)st.conns,
 		(unsigned long long)st.resets, (unsigned long long)st.timeouts,
 		(unsigned long long)st.gaps, (unsigned long long)st.repeats,
@@ -89,7 +90,7 @@ static void write_status(void)
 		(unsigned long long)st.errors, (unsigned long long)st.last_count,
 		(unsigned long long)st.boot, (unsigned long long)st.forced, st.last_ok,
 		st.last_ok > 0 ? (t - st.last_ok) * 1000 : -1.0, st.max_stall * 1000,
-		st.max_stall_at);
+		st.max_stall_at, status_sid);
 	fclose(f);
 	rename(tmp, status_path);
 }
@@ -273,6 +274,7 @@ int main(int argc, char **argv)
 	st.start = now();
 	if (!sid)
 		sid = ((unsigned long long)getpid() << 20) ^ (unsigned long long)st.start;
+	status_sid = sid;
 
 	while (!stop && (duration <= 0 || now() - st.start < duration)) {
 		char buf[SEQ_LINE_MAX + 1], line[SEQ_LINE_MAX + 1], out[SEQ_LINE_MAX];

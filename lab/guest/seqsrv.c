@@ -1,6 +1,9 @@
 /* seqsrv: the lab guest's TCP request/response service (see seqproto.h).
  * Single-threaded poll() loop; built static, runs as the guest's service.
- * Usage: seqsrv [port]
+ * Usage: seqsrv [port [file]]
+ * With a file (the disk guest: on its ext4 disk), each answer to a REQ is
+ * first appended to the file as a record "<sid> <count> <total>\n" and
+ * fsync'd: a number the client has received is on the disk.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,6 +41,36 @@ static struct sess sessions[MAX_SESS];
 static unsigned nsess;
 static uint64_t boot_id;
 static uint64_t total;
+static int rec_fd = -1;		/* the record file, or -1 */
+
+/* Append the answer's record and fsync it; 0, or -1 (the answer is not sent). */
+static int record(uint64_t sid, uint64_t count)
+{
+	char rec[96];
+	int n = snprintf(rec, sizeof(rec), "%llu %llu %llu\n", (unsigned long long)sid,
+			 (unsigned long long)count, (unsigned long long)total);
+	const char *p = rec;
+
+	if (rec_fd < 0)
+		return 0;
+	while (n > 0) {
+		ssize_t w = write(rec_fd, p, (size_t)n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			perror("seqsrv: write record");
+			return -1;
+		}
+		p += w;
+		n -= (int)w;
+	}
+	if (fsync(rec_fd)) {
+		perror("seqsrv: fsync record");
+		return -1;
+	}
+	return 0;
+}
 
 static struct sess *session(uint64_t sid)
 {
@@ -94,6 +127,12 @@ static int handle_line(struct conn *c, char *line)
 
 		s->count++;
 		total++;
+		if (record(s->sid, s->count)) {
+			/* not on the disk: no answer; the client times out */
+			s->count--;
+			total--;
+			return -1;
+		}
 		len = snprintf(out, sizeof(out), "RSP %llu %llu %llu %llu %llu\n", sid, n,
 			       (unsigned long long)s->count, (unsigned long long)boot_id,
 			       (unsigned long long)total);
@@ -143,6 +182,13 @@ int main(int argc, char **argv)
 	int lfd, one = 1, i;
 
 	signal(SIGPIPE, SIG_IGN);
+	if (argc > 2) {
+		rec_fd = open(argv[2], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (rec_fd < 0 || fsync(rec_fd)) {
+			perror("seqsrv: record file");
+			return 1;
+		}
+	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	boot_id = ((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid()) % 1000000000ULL;
 	{
@@ -171,7 +217,8 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < MAX_CONN; i++)
 		conns[i].fd = -1;
-	printf("seqsrv: listening on port %d boot=%llu\n", port, (unsigned long long)boot_id);
+	printf("seqsrv: listening on port %d boot=%llu%s%s\n", port, (unsigned long long)boot_id,
+	       rec_fd >= 0 ? " records to " : "", rec_fd >= 0 ? argv[2] : "");
 	fflush(stdout);
 
 	for (;;) {

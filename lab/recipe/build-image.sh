@@ -64,12 +64,18 @@ add_module() { # name: copy the module and its dependencies, dependencies first
   esac
 }
 add_module xen-netfront
+# the disk guest (g1-disk.cfg): its VBD and ext4 (crc32c for the metadata checksums)
+add_module xen-blkfront
+add_module crc32c_generic
+add_module ext4
 ls "$ird/lib/modules"
 mkdir -p "$root$GUESTDIR"
 (cd "$ird" && find . | sort | cpio -o -H newc --quiet | gzip -9) > "$root$GUESTDIR/initrd.img"
 cp "$out/vmlinuz" "$root$GUESTDIR/vmlinuz"
 sed -e "s|@GUESTDIR@|$GUESTDIR|g" -e "s|@GUEST_IP@|$GUEST_IP|g" -e "s|@GUEST_MAC@|$GUEST_MAC|g" \
   "$guestsrc/g1.cfg.in" > "$root$GUESTDIR/g1.cfg"
+sed -e "s|@GUESTDIR@|$GUESTDIR|g" -e "s|@GUEST_IP@|$GUEST_IP|g" -e "s|@GUEST_MAC@|$GUEST_MAC|g" \
+  "$guestsrc/g1-disk.cfg.in" > "$root$GUESTDIR/g1-disk.cfg"
 
 rm -f "$out/dom0.img"
 mke2fs -q -t ext4 -L dom0 -d "$root" "$out/dom0.img" 4G

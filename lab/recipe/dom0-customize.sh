@@ -74,6 +74,7 @@ xen-gntdev
 xen-evtchn
 ifb
 sch_plug
+xen-blkback
 M
 
 # xl: dom0 memory is fixed by dom0_mem; never balloon it.
