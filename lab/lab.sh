@@ -2741,7 +2741,7 @@ cmd_disk_remus() {
     sid="$(client_status sid)"; last="$(client_status last_count)"
     cp "$RUN/client.log" "$ev/" 2>/dev/null || true
     disk_check_B "$ev" "$sid"
-    echo "lab disk-remus: run=$r flags='$flags' interval_ms=$interval checkpoints=$(remus_checkpoints) failover_s=$(since "$t_kill" "$t_b")" \
+    echo "lab disk-remus: run=$r flags='$flags' interval_ms=$interval checkpoints_before_kill=$(grep -c 'guest has suspended' "$ev/remus-A.log" 2>/dev/null) failover_s=$(since "$t_kill" "$t_b")" \
       "tcp_survived=$tcp answers_before_kill=$ok_before client_last=$last conns=$(client_status conns) resets=$(client_status resets) gaps=$(client_status gaps) repeats=$(client_status repeats) rollbacks=$(client_status rollbacks)" \
       "e2fsck=$disk_fsck e2fsck_unreplayed=$disk_fsck_raw disk_records=$disk_sid_records disk_first=$disk_first disk_last=$disk_last disk_out_of_order=$disk_bad disk_partial_lines=$disk_partial evidence=$ev" \
       | tee -a "$FAILOVER_DIR/results"
