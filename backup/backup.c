@@ -921,6 +921,13 @@ static void fail_over(struct backup *b, const char *why)
 			return;
 		}
 	}
+	if (fault_hit("slow-activate")) {
+		/* Fault point: an activation as slow as libxl's under an emulated
+		 * CPU (heartbeats go on from the loop). */
+		log_warn("fault point 'slow-activate' fired: the activation takes %" PRIu64 " ms more",
+			 4 * b->cfg.timeout_ms);
+		usleep((useconds_t)(4 * b->cfg.timeout_ms * 1000));
+	}
 	rc = fault_hit("activate-fails") ? -EIO : b->dom.ops->activate(&b->dom);
 	if (rc) {
 		if (b->switch_answer)	/* (it said nothing yet: switch_failed tells the primary) */

@@ -27,6 +27,7 @@ static const char *const points[] = {
 	"backup-late-loop",
 	"activate-fails",
 	"disk-ignore-health",
+	"slow-activate",
 };
 
 static struct {

@@ -43,7 +43,9 @@
  * does), disk-ignore-health (from the first commit it fires at, for the
  * life of the process, a backup's DRBD disk commits without waiting for
  * DRBD to be whole here and a fresh marker: the negative control of the
- * disk fault schedule, tests/test_disk_failover.c).
+ * disk fault schedule, tests/test_disk_failover.c), slow-activate (the
+ * backup's activation takes 4 timeouts more, its heartbeats going on: a
+ * Xen activation under an emulated CPU; a switchover must wait for it).
  */
 #ifndef TANDEM_FAULT_H
 #define TANDEM_FAULT_H

@@ -1016,6 +1016,10 @@ static bool wait_until(struct primary *p, bool (*done)(struct primary *), uint64
 	return done(p);
 }
 
+/* A switchover waits this long at most for the backup's activation, while
+ * the backup is heard. */
+#define SW_ACTIVATION_MAX_NS (600ull * 1000000000ull)
+
 static bool final_acked(struct primary *p) { return p->last_acked >= p->sw_epoch; }
 static bool sw_answered(struct primary *p) { return p->sw_confirmed || p->sw_failed; }
 static bool sw_sent(struct primary *p) { return p->sw_send == 2 || p->sw_send == 3; }
@@ -1144,7 +1148,27 @@ static int switch_over(struct primary *p)
 		 epoch, peer);
 	set_state(p, P_PROTECTING, "switchover: the backup on %s activates from checkpoint %" PRIu64,
 		  peer, epoch);
-	if (!wait_until(p, sw_answered, now_ns() + budget_ns) && !p->sw_active_heard) {
+	/* The answer comes once the guest runs there: a Xen activation takes
+	 * seconds (a minute under an emulated CPU).  Wait while the backup is
+	 * still heard (it is activating), up to SW_ACTIVATION_MAX_NS; it is
+	 * half-way only when the backup falls silent for the budget. */
+	{
+		uint64_t t_sent = now_ns(), next_log = t_sent + 10000000000ull;
+
+		while (!sw_answered(p) && !p->sw_active_heard && !p->stop) {
+			uint64_t now = now_ns();
+
+			if (now - p->last_heard_ns > budget_ns || now - t_sent > SW_ACTIVATION_MAX_NS)
+				break;
+			if (now >= next_log) {
+				log_info("switchover: the backup on %s is still activating (%.0f s); "
+					 "waiting while it is heard", peer, (double)(now - t_sent) / 1e9);
+				next_log = now + 10000000000ull;
+			}
+			wait_ns(p, 50000000ull);
+		}
+	}
+	if (!sw_answered(p) && !p->sw_active_heard) {
 		/*
 		 * Half-way: the backup may or may not run the guest.  The copy
 		 * here stays paused until the backup tells: ACTIVE (or a newer

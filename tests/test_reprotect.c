@@ -458,6 +458,38 @@ int test_reprotect_generation_survives_reboot(void)
 }
 
 /*
+ * A switchover whose activation takes longer than the answer's budget (2
+ * timeouts + 1 s), as a Xen activation under an emulated CPU does: the
+ * backup is still heard, so alpha waits for it, and `tandem switchover`
+ * ends "done", not "FAILED half-way".
+ */
+int test_reprotect_switchover_slow_activation(void)
+{
+	const char *cfg = two_host_config(NULL);
+	struct td a, b;
+	char out[2048];
+	double blackout = 0;
+	const char *w;
+
+	alpha_protects_to_beta(cfg, &a, &b, "slow-activate", "alpha", 10);
+	if (test_capture(out, sizeof(out), "%s switchover --run-dir %s " VM " 2>&1",
+			 test_tandem_bin(), run_alpha) != 0)
+		fail_dump(&a, &b, out);
+	ASSERT_STR_CONTAINS(out, "done: the guest runs on beta");
+	ASSERT((w = strstr(out, "blackout ")) && sscanf(w, "blackout %lf", &blackout) == 1);
+	ASSERT(blackout > 3000);	/* 1 s timeout: the activation took 4 s more */
+	ASSERT(td_log_has(&b, "fault point 'slow-activate' fired"));
+	ASSERT(td_log_has(&a, "is still activating") || blackout < 10000);
+	if (!WAIT_FOR(state_is("beta", "primary", "protecting") &&
+		      state_is("alpha", "backup", "standby"), 30000))
+		fail_dump(&a, &b, "beta did not protect to alpha after the slow switchover");
+	printf("  slow activation (4 s more, timeout 1 s): %.*s\n", (int)strcspn(out, "\n"), out);
+	td_stop(&a);
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/*
  * A switchover whose activation fails on beta (fault point
  * activate-fails): the guest must run on exactly one host, alpha's.  beta
  * never says ACTIVE (alpha would take that for the answer and destroy its
