@@ -538,25 +538,24 @@ int test_disk_overlay_epochs(void)
 	return TEST_OK;
 }
 
-/* The overflow policy: committed writes make room by being written back;
- * when nothing held is committed, writes fail with EIO from then on, and
- * markers after that point never come. */
-int test_disk_overlay_overflow(void)
+/*
+ * An overlay over ov_lower() with a limit of three blocks, brought to its
+ * overflow: A and M1 committed, B C D held (the first two waited for A and
+ * M1's write-back instead of overflowing), E refused.
+ */
+static struct overlay *ov_overflowed(struct overlay_opts *o, const uint8_t *s1)
 {
-	struct overlay_opts o = { .vm = "web", .mem_limit = 3 * OVB };
 	struct overlay *ov;
 	struct overlay_stats st;
-	uint8_t s1[MARKER_SESSION_LEN];
 	char err[256];
 
-	memset(s1, 1, sizeof(s1));
-	o.lower = ov_lower();
-	ASSERT_EQ(overlay_open(&o, &ov, err, sizeof(err)), 0);
+	o->vm = "web";
+	o->mem_limit = 3 * OVB;
+	o->lower = ov_lower();
+	ASSERT_EQ(overlay_open(o, &ov, err, sizeof(err)), 0);
 	ov_put(ov, 1, 'A', 0);
 	ov_marker(ov, "web", 1, 1, false);
 	ASSERT_EQ(overlay_commit(ov, s1, 1), 0);
-	/* Four more blocks fit in a limit of three: the first two wait for the
-	 * write-back of A and M1 instead of overflowing. */
 	ov_put(ov, 2, 'B', 0);
 	ov_put(ov, 3, 'C', 0);
 	ov_put(ov, 4, 'D', 0);
@@ -564,6 +563,21 @@ int test_disk_overlay_overflow(void)
 	ASSERT(!st.overflowed);
 	ASSERT_EQ(st.written_back_writes, 2);
 	ov_put(ov, 5, 'E', -EIO);				/* nothing committed: overflow */
+	return ov;
+}
+
+/* The overflow policy: committed writes make room by being written back;
+ * when nothing held is committed, writes fail with EIO from then on, and
+ * markers after that point never come. */
+int test_disk_overlay_overflow(void)
+{
+	struct overlay_opts o = { 0 };
+	struct overlay *ov;
+	struct overlay_stats st;
+	uint8_t s1[MARKER_SESSION_LEN];
+
+	memset(s1, 1, sizeof(s1));
+	ov = ov_overflowed(&o, s1);
 	ov_put(ov, 6, 'F', -EIO);				/* and from then on */
 	overlay_get_stats(ov, &st);
 	ASSERT(st.overflowed);
@@ -591,22 +605,13 @@ int test_disk_overlay_overflow(void)
  */
 int test_disk_overlay_through(void)
 {
-	struct overlay_opts o = { .vm = "web", .mem_limit = 3 * OVB };
+	struct overlay_opts o = { 0 };
 	struct overlay *ov;
 	struct overlay_stats st;
 	uint8_t s1[MARKER_SESSION_LEN];
-	char err[256];
 
 	memset(s1, 1, sizeof(s1));
-	o.lower = ov_lower();
-	ASSERT_EQ(overlay_open(&o, &ov, err, sizeof(err)), 0);
-	ov_put(ov, 1, 'A', 0);
-	ov_marker(ov, "web", 1, 1, false);
-	ASSERT_EQ(overlay_commit(ov, s1, 1), 0);
-	ov_put(ov, 2, 'B', 0);
-	ov_put(ov, 3, 'C', 0);
-	ov_put(ov, 4, 'D', 0);
-	ov_put(ov, 5, 'E', -EIO);				/* overflow */
+	ov = ov_overflowed(&o, s1);
 	overlay_get_stats(ov, &st);
 	ASSERT(st.overflowed);
 	ASSERT_EQ(st.overflows, 1);
