@@ -2596,7 +2596,10 @@ static int primary_run(struct primary *p, struct domain *adopt)
 		goto out_nb;
 	}
 	pthread_mutex_lock(&p->lock);
-	if (p->adopted)
+	/* a heartbeat may already have said the backup is active: superseded stays */
+	if (p->superseded)
+		;
+	else if (p->adopted)
 		set_state(p, P_CONNECTING, "re-protecting: connecting to the backup on %s at %s:%u "
 			  "(generation %" PRIu64 ")", p->peer_host, p->cfg.replication.host,
 			  p->cfg.replication.port, p->gen.gen);

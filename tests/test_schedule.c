@@ -114,6 +114,7 @@ static void sample(struct state *s)
 
 struct checker {
 	unsigned violations;
+	char first[3][600];		/* the first violations, said again at the end */
 	double acked_when_active;	/* the primary's acks when the backup became active */
 	bool active_seen;
 };
@@ -123,13 +124,15 @@ static void violation(struct checker *c, const char *fmt, ...) __attribute__((fo
 static void violation(struct checker *c, const char *fmt, ...)
 {
 	va_list ap;
+	char msg[600];
 
-	c->violations++;
-	printf("  VIOLATION: ");
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	printf("\n");
+	if (c->violations < 3)
+		snprintf(c->first[c->violations], sizeof(c->first[0]), "%s", msg);
+	c->violations++;
+	printf("  VIOLATION: %s\n", msg);
 	fflush(stdout);
 }
 
@@ -164,11 +167,14 @@ static void watch(struct checker *c, unsigned ms)
 	}
 }
 
+static struct state last_unsettled;	/* converged()'s last sample that was not */
+
 static bool converged(bool *terminal)
 {
 	struct state s;
 
 	sample(&s);
+	last_unsettled = s;
 	*terminal = s.b_up && !strcmp(s.b, "active") &&
 		    (!s.p_up || !strcmp(s.p, "superseded"));
 	return *terminal || (s.p_up && s.b_up && !strcmp(s.p, "protecting") &&
@@ -401,10 +407,13 @@ static void run_schedule(unsigned want, struct result *r)
 				struct state s;
 				sample(&s);
 				r->unsettled++;
+				struct state l = last_unsettled;
 				violation(&c, "run %u fault %u (%s, %u ms, on-peer-loss = %s): not settled "
-					  "%u ms after it healed: primary %s (%s), backup %s", r->runs, i + 1,
+					  "%u ms after it healed: primary %s (%s), backup %s; the sample "
+					  "before: primary %s (%s), backup %s", r->runs, i + 1,
 					  fault_names[kind], d, policy_names[policy], SETTLE_MS,
-					  s.p_up ? s.p : "gone", s.pdetail, s.b_up ? s.b : "gone");
+					  s.p_up ? s.p : "gone", s.pdetail, s.b_up ? s.b : "gone",
+					  l.p_up ? l.p : "gone", l.pdetail, l.b_up ? l.b : "gone");
 				td_dump(&p);
 				td_dump(&b);
 				break;
@@ -418,6 +427,9 @@ static void run_schedule(unsigned want, struct result *r)
 		pair_stop(&p, &b);
 	}
 	r->violations = c.violations;
+	/* said again last: a CI log shows its tail, after the daemons' logs */
+	for (unsigned i = 0; i < c.violations && i < 3; i++)
+		printf("  violation %u of %u: %s\n", i + 1, c.violations, c.first[i]);
 }
 
 int test_fault_schedule(void)
@@ -432,11 +444,13 @@ int test_fault_schedule(void)
 	      (uint64_t)test_now_ms() ^ ((uint64_t)getpid() << 32);
 	if (!rng)
 		rng = 1;
+	uint64_t seed = rng;
+
 	printf("  seed %llu (TANDEM_SEED=%llu replays it)\n", (unsigned long long)rng,
 	       (unsigned long long)rng);
 	run_schedule(want, &r);
-	printf("  schedule: faults=%u runs=%u activations=%u unsettled=%u violations=%u\n",
-	       r.faults, r.runs, r.activations, r.unsettled, r.violations);
+	printf("  schedule: seed=%llu faults=%u runs=%u activations=%u unsettled=%u violations=%u\n",
+	       (unsigned long long)seed, r.faults, r.runs, r.activations, r.unsettled, r.violations);
 	ASSERT_EQ(r.violations, 0);
 
 	/* Negative control: a primary that ignores the backup's activation and
