@@ -200,7 +200,8 @@ int cmd_probe(int argc, char **argv)
 	struct domain dom = { 0 };
 	struct sigaction sa = { .sa_handler = on_stop };
 	struct probe_opts o = { .count = 20, .link_ms = 3000 };
-	uint64_t *pause = NULL, *susp = NULL, *res = NULL, *dirty = NULL, ndirty = 0;
+	uint64_t *pause = NULL, *susp = NULL, *res = NULL, *dirty = NULL, *dm = NULL, ndirty = 0;
+	uint64_t dm_bytes = 0;
 	uint64_t done = 0, count, interval_ms;
 	bool log_dirty;
 	char path[512];
@@ -226,7 +227,8 @@ int cmd_probe(int argc, char **argv)
 	susp = calloc(count, sizeof(*susp));
 	res = calloc(count, sizeof(*res));
 	dirty = calloc(count, sizeof(*dirty));
-	if (!pause || !susp || !res || !dirty) {
+	dm = calloc(count, sizeof(*dm));
+	if (!pause || !susp || !res || !dirty || !dm) {
 		exit_code = EXIT_FAILURE_RUNTIME;
 		goto out;
 	}
@@ -251,26 +253,33 @@ int cmd_probe(int argc, char **argv)
 	       log_dirty ? ", dirty tracking on" : "");
 	fflush(stdout);
 	while (done < count && !stop_req) {
-		uint64_t d = UINT64_MAX;
+		struct domain_probe_cycle cy;
 
 		if (done)
 			nap_ms(interval_ms);
 		if (stop_req)
 			break;
-		rc = dom.ops->probe(&dom, log_dirty, &susp[done], &res[done], &d);
+		rc = dom.ops->probe(&dom, log_dirty, &cy);
 		if (rc) {
 			log_error("cycle %" PRIu64 ": the guest did not suspend: %s", done + 1,
 				  strerror(-rc));
 			exit_code = EXIT_FAILURE_RUNTIME;
 			break;
 		}
+		susp[done] = cy.suspend_us;
+		res[done] = cy.resume_us;
+		dm[done] = cy.dm_us;
+		dm_bytes = MAX(dm_bytes, cy.dm_bytes);
 		pause[done] = susp[done] + res[done];
-		if (d != UINT64_MAX)
-			dirty[ndirty++] = d;
+		if (cy.dirty_pages != UINT64_MAX)
+			dirty[ndirty++] = cy.dirty_pages;
 		printf("cycle %" PRIu64 ": pause %.1f ms (suspend %.1f, resume %.1f)", done + 1,
 		       (double)pause[done] / 1000, (double)susp[done] / 1000, (double)res[done] / 1000);
-		if (d != UINT64_MAX)
-			printf(", %" PRIu64 " pages dirtied since the last%s", d,
+		if (cy.dm_bytes)
+			printf(", device model %.1f ms of it (%" PRIu64 " bytes of state)",
+			       (double)cy.dm_us / 1000, cy.dm_bytes);
+		if (cy.dirty_pages != UINT64_MAX)
+			printf(", %" PRIu64 " pages dirtied since the last%s", cy.dirty_pages,
 			       strcmp(dom.ops->name, "memdom") ? "" : " (estimated from its writes)");
 		printf("\n");
 		fflush(stdout);
@@ -289,6 +298,14 @@ int cmd_probe(int argc, char **argv)
 		       "pages are copied; at %" PRIu64 " ms between checkpoints that is %.0f %% of "
 		       "its time or more\n", cfg.name, (double)p50 / 1000, interval_ms,
 		       100.0 * (double)p50 / ((double)p50 + (double)interval_ms * 1000));
+		if (dm_bytes) {
+			uint64_t dm50 = u64_median(dm, done);
+
+			printf("probe: device_model_ms_p50=%.1f device_model_bytes=%" PRIu64 " (QEMU "
+			       "stopped, its state saved and read back, running again: %.0f %% of the "
+			       "median pause)\n", (double)dm50 / 1000, dm_bytes,
+			       p50 ? 100.0 * (double)dm50 / (double)p50 : 0.0);
+		}
 		if (ndirty)
 			printf("probe: dirty_pages_p50=%.0f per %" PRIu64 " ms (%.1f MB/s)\n", dirty_p50,
 			       interval_ms, dirty_p50 * 4096 / ((double)interval_ms / 1000) / 1e6);
@@ -301,5 +318,6 @@ out:
 	free(susp);
 	free(res);
 	free(dirty);
+	free(dm);
 	return exit_code;
 }

@@ -280,3 +280,26 @@ int dmstate_xs_pack(char **buf, size_t *len, const char *key, const char *value)
 	*len += kl + vl;
 	return 0;
 }
+
+void dmstate_status(const struct dmstate_stats *st, size_t physmap_bytes, uint64_t open_us,
+		    uint64_t saves, bool json, char *buf, size_t len)
+{
+	uint64_t pause_us = st->stop_us + st->save_us + st->read_us;
+
+	if (json)
+		snprintf(buf, len, "\"device_model\":{\"saves\":%" PRIu64 ",\"state_bytes\":%zu,"
+			 "\"physmap_bytes\":%zu,\"qmp_open_us\":%" PRIu64 ",\"stop_us\":%" PRIu64
+			 ",\"save_us\":%" PRIu64 ",\"read_us\":%" PRIu64 ",\"pause_us\":%" PRIu64 "},",
+			 saves, saves ? st->bytes : 0, saves ? physmap_bytes : 0, saves ? open_us : 0,
+			 saves ? st->stop_us : 0, saves ? st->save_us : 0, saves ? st->read_us : 0,
+			 saves ? pause_us : 0);
+	else if (!saves)
+		snprintf(buf, len, "  device model (QEMU): no state saved yet\n");
+	else
+		snprintf(buf, len, "  device model (QEMU): %zu bytes of state and %zu of physmap keys "
+			 "per checkpoint; its share of the pause %.1f ms (stop %.1f, save %.1f, read "
+			 "%.1f), QMP open %.1f ms before the suspend; %" PRIu64 " saves\n", st->bytes,
+			 physmap_bytes, (double)pause_us / 1000.0, (double)st->stop_us / 1000.0,
+			 (double)st->save_us / 1000.0, (double)st->read_us / 1000.0,
+			 (double)open_us / 1000.0, saves);
+}

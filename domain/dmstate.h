@@ -119,4 +119,15 @@ int dmstate_dirty_log(struct qmp *q, bool enable, unsigned timeout_ms, char *err
  */
 int dmstate_xs_pack(char **buf, size_t *len, const char *key, const char *value);
 
+/*
+ * The device model's figures for `tandem status`: the last save's size
+ * and times, after `saves` saves (0: none yet).  json: one member with
+ * its trailing comma, `"device_model":{...},`; else one text line.  The
+ * QMP session's open (connect, greeting, capabilities) happens before
+ * the guest's suspend, so it is shown apart from the pause's share
+ * (stop + save + read).
+ */
+void dmstate_status(const struct dmstate_stats *st, size_t physmap_bytes, uint64_t open_us,
+		    uint64_t saves, bool json, char *buf, size_t len);
+
 #endif

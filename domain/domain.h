@@ -60,6 +60,20 @@ struct domain_sink {
 	void *arg;
 };
 
+/* One `tandem probe` cycle (domain_ops.probe), times in microseconds. */
+struct domain_probe_cycle {
+	uint64_t suspend_us;		/* from the suspend request to suspended */
+	uint64_t resume_us;		/* from suspended to running again */
+	/* with log_dirty: pages dirtied since the previous call (UINT64_MAX
+	 * on the first, or where the driver cannot tell; memdom estimates it
+	 * from its write count and pattern) */
+	uint64_t dirty_pages;
+	/* an HVM guest's device model, inside the two times above: QEMU
+	 * stopped, its state saved and read back, QEMU running again, as in
+	 * a checkpoint; dm_bytes its state's size (0: no device model) */
+	uint64_t dm_us, dm_bytes;
+};
+
 struct domain_ops {
 	const char *name;
 
@@ -128,13 +142,9 @@ struct domain_ops {
 	 * what the guest's own suspend path costs every pause.  With
 	 * log_dirty, dirty tracking is on (from the first call until close)
 	 * and cleaned while suspended, as a checkpoint would, still copying
-	 * nothing.  Sets both times in microseconds, and with log_dirty
-	 * *dirty_pages to the pages the guest dirtied since the previous
-	 * call (UINT64_MAX on the first, or where the driver cannot tell;
-	 * memdom estimates it from its write count and pattern); never
-	 * leaves the guest suspended.  May be NULL. */
-	int (*probe)(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us,
-		     uint64_t *dirty_pages);
+	 * nothing.  Fills *out (struct domain_probe_cycle); never leaves the
+	 * guest suspended.  May be NULL. */
+	int (*probe)(struct domain *d, bool log_dirty, struct domain_probe_cycle *out);
 
 	/* SHA-256 of the guest's memory and state as the driver sees them now
 	 * (primary: the live guest, call while suspended; backup: the last
@@ -154,6 +164,11 @@ struct domain_ops {
 			      uint64_t *got, uint8_t got_vcpu[32], bool *has_vcpu);
 	/* One line about the guest for status ("synthetic", domid, ...).  May be NULL. */
 	void (*describe)(struct domain *d, char *buf, size_t len);
+	/* Primary: the driver's own figures for status (Xen HVM: the device
+	 * model's state size and QMP times): json, members each with a
+	 * trailing comma; else text lines of "  " indent.  Empty when it has
+	 * none.  May be NULL. */
+	void (*status_figures)(struct domain *d, bool json, char *buf, size_t len);
 	/* Primary, after open: the interface that carries the guest's output
 	 * when the configuration names none (`vif` empty), e.g. Xen's
 	 * "vif<domid>.0": the domid differs per host, so one file serves both.

@@ -1511,14 +1511,13 @@ static int memdom_resume(struct domain *d)
 }
 
 /* probe: a suspend and a resume, as a checkpoint's without its capture. */
-static int memdom_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us,
-			uint64_t *dirty_pages)
+static int memdom_probe(struct domain *d, bool log_dirty, struct domain_probe_cycle *out)
 {
 	struct memdom *m = d->priv;
 	uint64_t t0 = now_ns(), t1;
 	int rc;
 
-	*dirty_pages = UINT64_MAX;
+	*out = (struct domain_probe_cycle){ .dirty_pages = UINT64_MAX };
 	rc = memdom_suspend(d);
 
 	t1 = now_ns();
@@ -1532,15 +1531,15 @@ static int memdom_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, 
 				    hot_pages_of(m->sh->hotset, m->npages) : m->npages);
 
 		if (m->probe_step_set)
-			*dirty_pages = m->sh->pattern == PATTERN_SEQUENTIAL ?
+			out->dirty_pages = m->sh->pattern == PATTERN_SEQUENTIAL ?
 				       (uint64_t)((double)w < n ? (double)w : n) :
 				       (uint64_t)(n * (1.0 - exp(-(double)w / n)));
 		m->probe_step = step;
 		m->probe_step_set = true;
 	}
 	rc = memdom_resume(d);
-	*suspend_us = (t1 - t0) / 1000;
-	*resume_us = (now_ns() - t1) / 1000;
+	out->suspend_us = (t1 - t0) / 1000;
+	out->resume_us = (now_ns() - t1) / 1000;
 	return rc;
 }
 

@@ -144,7 +144,9 @@ struct xen {
 	char *dm_xs;			/* its physmap keys (EMULATOR_XENSTORE_DATA), or NULL */
 	size_t dm_xs_len;
 	bool dm_missing;		/* a cut found no device state: the stream is wrong */
-	struct dmstate_stats dm_st;	/* the last save's figures */
+	struct dmstate_stats dm_st;	/* the last save's figures (status) */
+	size_t dm_st_xs;		/* and its physmap keys' bytes */
+	uint64_t dm_saves;		/* saves so far */
 	uint64_t dm_open_us;		/* the last session's connect, greeting, capabilities */
 
 	/* the checkpoint oracle (config `verify`) */
@@ -683,6 +685,8 @@ static int dm_save(struct xen *x)
 	x->dm_xs = xs;
 	x->dm_xs_len = xs_len;
 	x->dm_st = st;
+	x->dm_st_xs = xs_len;
+	x->dm_saves++;
 	pthread_mutex_unlock(&x->lock);
 	log_debug("guest '%s': device model: %zu bytes of state, %zu of physmap keys; QMP open "
 		  "%" PRIu64 " us (before the suspend), stop %" PRIu64 " us, save %" PRIu64 " us",
@@ -1577,18 +1581,18 @@ static void leave_running(struct xen *x)
 /*
  * `tandem probe`: one suspend as a checkpoint's, then the fast resume at
  * once, with log-dirty off and nothing copied: the part of every pause
- * that is the guest's own suspend path (and xenstore's round trip).
+ * that is the guest's own suspend path (and xenstore's round trip); for
+ * an HVM guest also its device model's stop, save and cont, timed apart.
  */
-static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uint64_t *resume_us,
-		     uint64_t *dirty_pages)
+static int xen_probe(struct domain *d, bool log_dirty, struct domain_probe_cycle *out)
 {
 	struct xen *x = X(d);
 	xc_shadow_op_stats_t stats = { 0 };
 	bool first = !x->probe_logdirty;
-	uint64_t t0, t1;
-	int rc;
+	uint64_t t0, t1, t2 = 0, dm_ns = 0;
+	int rc, dm_rc = 0;
 
-	*dirty_pages = UINT64_MAX;
+	*out = (struct domain_probe_cycle){ .dirty_pages = UINT64_MAX };
 	if (log_dirty && !x->probe_logdirty) {
 		if (xc_shadow_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY, NULL, 0)) {
 			rc = -errno;
@@ -1597,11 +1601,23 @@ static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uin
 		}
 		x->probe_logdirty = true;
 	}
+	/* HVM: as a checkpoint, the QMP session before the suspend, QEMU
+	 * stopped and saved once the guest is, and running before it is */
+	if (x->hvm && (rc = dm_open(x, &x->qmp)))
+		return rc;
 	t0 = now_ns();
 	rc = suspend_guest(x);
+	if (!rc && x->hvm) {
+		t2 = now_ns();
+		rc = dm_save(x);
+		dm_ns = now_ns() - t2;
+		if (!rc)
+			out->dm_bytes = x->dm_len;
+		dm_drop(x);
+	}
 	t1 = now_ns();
 	if (rc) {
-		leave_running(x);
+		leave_running(x);	/* QEMU too, and the session closed */
 		return rc;
 	}
 	/* As a checkpoint: clean the dirty bitmap while suspended (no copy). */
@@ -1609,11 +1625,20 @@ static int xen_probe(struct domain *d, bool log_dirty, uint64_t *suspend_us, uin
 					     &stats) < 0)
 		log_warn("cannot clean the dirty bitmap of guest '%s': %s", x->name, strerror(errno));
 	else if (log_dirty && !first)
-		*dirty_pages = stats.dirty_count;	/* since the last clean: one cycle */
-	if ((rc = resume_guest(x)))
-		return rc;
-	*suspend_us = (t1 - t0) / 1000;
-	*resume_us = (now_ns() - t1) / 1000;
+		out->dirty_pages = stats.dirty_count;	/* since the last clean: one cycle */
+	if (x->hvm) {
+		t2 = now_ns();
+		dm_rc = dm_cont(x);
+		dm_ns += now_ns() - t2;
+	}
+	rc = resume_guest(x);
+	if (x->hvm)
+		dm_close(x);
+	if (rc || dm_rc)
+		return rc ? rc : dm_rc;
+	out->suspend_us = (t1 - t0) / 1000;
+	out->resume_us = (now_ns() - t1) / 1000;
+	out->dm_us = dm_ns / 1000;
 	return 0;
 }
 
@@ -2362,6 +2387,26 @@ static void xen_describe(struct domain *d, char *buf, size_t len)
 		snprintf(buf, len, "xen guest '%s', domain %u", x->name, x->domid);
 }
 
+/* An HVM guest's device model figures (status); nothing for PVH. */
+static void xen_status_figures(struct domain *d, bool json, char *buf, size_t len)
+{
+	struct xen *x = X(d);
+	struct dmstate_stats st;
+	uint64_t saves, open_us;
+	size_t xs;
+
+	buf[0] = '\0';
+	if (!x || !x->hvm || d->role != ROLE_PRIMARY)
+		return;
+	pthread_mutex_lock(&x->lock);
+	st = x->dm_st;
+	xs = x->dm_st_xs;
+	saves = x->dm_saves;
+	open_us = x->dm_open_us;
+	pthread_mutex_unlock(&x->lock);
+	dmstate_status(&st, xs, open_us, saves, json, buf, len);
+}
+
 const struct domain_ops xen_ops = {
 	.name = "xen",
 	.open = xen_open,
@@ -2385,5 +2430,6 @@ const struct domain_ops xen_ops = {
 	.verify_capture = xen_verify_capture,
 	.verify_standby = xen_verify_standby,
 	.describe = xen_describe,
+	.status_figures = xen_status_figures,
 	.default_vif = xen_default_vif,
 };

@@ -2121,7 +2121,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 {
 	bool json = strcmp(request, "json") == 0;
 	struct primary *p = arg;
-	char guest[160] = "", peer[300], paths[2048] = "";
+	char guest[160] = "", peer[300], paths[2048] = "", figures[400] = "";
 	struct netbuf_counters nc = { 0 };
 	double hz, lag_ms = 0;
 	enum pstate state;
@@ -2137,6 +2137,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 	}
 	if (p->dom.ops->describe)
 		p->dom.ops->describe(&p->dom, guest, sizeof(guest));
+	if (p->dom.ops->status_figures)
+		p->dom.ops->status_figures(&p->dom, json, figures, sizeof(figures));
 	hb_render(p->hb, json, paths, sizeof(paths));
 	pthread_mutex_lock(&p->nb_lock);
 	if (p->nb.ops->counters && p->nb.attached)
@@ -2197,7 +2199,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 "\"staging_bytes\":%zu,\"netbuf\":\"%s\",\"unsafe\":%s,"
 			 "\"held_packets\":%" PRIu64 ",\"released_packets\":%" PRIu64 ",\"dropped_packets\":%" PRIu64 ","
 			 "\"initial_copy_pages_done\":%" PRIu64 ",\"initial_copy_pages_total\":%" PRIu64 ","
-			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"devices\":%s,%s,%s%s,\"paths\":%s}\n",
+			 "\"link_up\":%s,\"decision\":\"%s\",%s,%s,\"devices\":%s,%s,%s%s,%s\"paths\":%s}\n",
 			 pstate_names[state], detail, p->cfg.name, p->dom.ops->name,
 			 p->cfg.domain == DOMAIN_MEMDOM ? "true" : "false", guest, peer,
 			 p->epoch, p->last_acked, p->cfg.interval_ms, hz, (double)p->last_pause_us / 1000.0,
@@ -2210,7 +2212,7 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 			 nc.held_packets, nc.released_packets, nc.dropped_packets,
 			 p->progress.pages_done, p->progress.pages_total,
 			 p->link_up ? "true" : "false", hb_decision_name(p->decision), ph, lh, dj, bj, pj, mj,
-			 paths[0] ? paths : "[]");
+			 figures, paths[0] ? paths : "[]");
 	} else {
 		char zinfo[64] = "";
 		if (p->compressing)
@@ -2256,6 +2258,8 @@ static void render_status(void *arg, const char *request, char *buf, size_t len)
 						      "checkpoints\n" : p->backup_holds ? "  devices: the "
 						      "backup holds checkpoints for its own side\n" : "");
 			}
+			if (figures[0] && n < len)
+				n += (size_t)snprintf(buf + n, len - n, "%s", figures);
 			if (p->have_pred && n < len)
 				n += (size_t)snprintf(buf + n, len - n, "  probe predicted: pause %.1f ms, "
 						      "checkpoint %.0f KiB, added latency %.0f ms; "

@@ -14,6 +14,7 @@
 #include "../domain/dmstate.h"
 #include "../domain/qmp.h"
 #include "../lib/util.h"
+#include "daemon.h"
 #include "qmppeer.h"
 #include "test.h"
 
@@ -136,6 +137,30 @@ int test_dmstate_sequence(void)
 	peer_join(p);
 	ASSERT_EQ(open_fds(), fds0);			/* the memfd and its twin closed */
 	free(got);
+
+	/* what `tandem status` shows of this save */
+	{
+		char js[400], obj[420], txt[400], want_txt[64];
+
+		dmstate_status(&st, 96, 1234, 0, true, js, sizeof(js));
+		ASSERT(strstr(js, "\"saves\":0,\"state_bytes\":0,") != NULL);	/* none yet */
+		dmstate_status(&st, 96, 1234, 0, false, txt, sizeof(txt));
+		ASSERT(strstr(txt, "no state saved yet") != NULL);
+		dmstate_status(&st, 96, 1234, 3, true, js, sizeof(js));
+		ASSERT(strncmp(js, "\"device_model\":{", 16) == 0);
+		ASSERT(js[strlen(js) - 1] == ',' && js[strlen(js) - 2] == '}');
+		snprintf(obj, sizeof(obj), "{%.*s}", (int)strlen(js) - 1, js);
+		ASSERT_EQ(td_num(obj, "saves"), 3);
+		ASSERT_EQ(td_num(obj, "state_bytes"), STATE_LEN);
+		ASSERT_EQ(td_num(obj, "physmap_bytes"), 96);
+		ASSERT_EQ(td_num(obj, "qmp_open_us"), 1234);
+		ASSERT_EQ(td_num(obj, "pause_us"), (double)(st.stop_us + st.save_us + st.read_us));
+		ASSERT(td_num(obj, "save_us") > 0);	/* the fake wrote 40000 bytes meanwhile */
+		dmstate_status(&st, 96, 1234, 3, false, txt, sizeof(txt));
+		snprintf(want_txt, sizeof(want_txt), "%d bytes of state and 96 of physmap", STATE_LEN);
+		ASSERT(strstr(txt, want_txt) != NULL);
+		ASSERT(txt[strlen(txt) - 1] == '\n');
+	}
 	return TEST_OK;
 }
 
