@@ -73,6 +73,7 @@
 #include "../lib/wire.h"
 #include "dmstate.h"
 #include "domain.h"
+#include "precopy.h"
 #include "qmp.h"
 #include "verify.h"
 #include "xencheck.h"
@@ -89,6 +90,10 @@
  * while this much waits to be shipped, so the pipe blocks xc_domain_save:
  * the link's pace, not the guest's size, sets the primary's memory. */
 #define PIECE_MAX (16u << 20)
+/* The live copy's rounds (precopy.h): at most this many, the guest
+ * slowed meanwhile while they do not converge (Xen's old save loop
+ * stopped at 30 too, DEF_MAX_ITERS 29). */
+#define PRECOPY_MAX_ROUNDS 30
 /* Each QMP step of an HVM checkpoint (open, save, cont): libxl bounds its
  * dirty-log switch by 10 s (libxl_dom_save.c); a TCG lab is slow. */
 #define DM_TIMEOUT_MS 10000
@@ -144,6 +149,9 @@ struct xen {
 	char *dm_xs;			/* its physmap keys (EMULATOR_XENSTORE_DATA), or NULL */
 	size_t dm_xs_len;
 	bool dm_missing;		/* a cut found no device state: the stream is wrong */
+	struct precopy pre;		/* the live copy's policy (precopy.h) */
+	struct domain *d;		/* for the save thread's callbacks */
+	bool pre_slowed;		/* the live copy slowed the guest: restore after the stop-and-copy */
 	struct dmstate_stats dm_st;	/* the last save's figures (status) */
 	size_t dm_st_xs;		/* and its physmap keys' bytes */
 	uint64_t dm_saves;		/* saves so far */
@@ -940,6 +948,12 @@ static int cb_postcopy(void *data)
 	 * QEMU that did not run again stops protection; leave_running tries
 	 * once more. */
 	dm_rc = x->hvm ? dm_cont(x) : 0;
+	if (x->pre_slowed) {	/* the stop-and-copy is done: full speed again */
+		x->pre_slowed = false;
+		if (xen_set_speed(x->d, 100) == 0)
+			log_info("guest '%s': the live copy's stop-and-copy is done; the guest runs "
+				 "at full speed again", x->name);
+	}
 	rc = resume_guest(x);
 	if (x->hvm)
 		dm_close(x);
@@ -993,12 +1007,54 @@ static int cb_checkpoint(void *data)
 	return more;
 }
 
+/*
+ * libxenguest's question, twice a round of the live copy: go on, or stop
+ * and copy (precopy.h).  Slows the guest through the scheduler's cap
+ * while rounds do not converge; cb_postcopy gives it its speed back.
+ */
+static int cb_precopy_policy(struct precopy_stats st, void *data)
+{
+	struct xen *x = data;
+	long before = x->pre.last_dirty;
+	enum precopy_decision dec;
+	unsigned pct;
+	bool stopping;
+
+	pthread_mutex_lock(&x->lock);
+	stopping = x->stopping;
+	pthread_mutex_unlock(&x->lock);
+	if (stopping)
+		return XGS_POLICY_ABORT;	/* protection is being stopped: no suspend */
+	dec = precopy_decide(&x->pre, st.iteration, st.dirty_count, &pct);
+	if (pct) {
+		log_warn("guest '%s': the live copy does not converge (round %u: %ld dirty pages, "
+			 "the round before %ld): slowing the guest to %u%% (the scheduler's cap) "
+			 "until it does", x->name, st.iteration, st.dirty_count, before, pct);
+		if (xen_set_speed(x->d, pct) == 0)
+			x->pre_slowed = true;
+	}
+	if (dec != PRECOPY_STOP)
+		return XGS_POLICY_CONTINUE_PRECOPY;
+	if (x->pre.converged)
+		log_info("guest '%s': live copy: %ld pages dirty after %u rounds (budget %" PRIu64
+			 "): the last round, then the stop-and-copy", x->name, st.dirty_count,
+			 st.iteration, x->pre.target_pages);
+	else
+		log_warn("guest '%s': the live copy did not converge in %u rounds: %ld pages dirty "
+			 "(budget %" PRIu64 "); the last round, then the stop-and-copy", x->name,
+			 st.iteration, st.dirty_count, x->pre.target_pages);
+	testlog("precopy stop rounds=%u dirty=%ld budget=%" PRIu64 " converged=%d pct=%u",
+		st.iteration, st.dirty_count, x->pre.target_pages, x->pre.converged, x->pre.pct);
+	return XGS_POLICY_STOP_AND_COPY;
+}
+
 static void *save_main(void *arg)
 {
 	struct domain *d = arg;
 	struct xen *x = X(d);
 	struct save_callbacks cb = {
 		.suspend = cb_suspend,
+		.precopy_policy = cb_precopy_policy,
 		.postcopy = cb_postcopy,
 		.checkpoint = cb_checkpoint,
 		.switch_qemu_logdirty = cb_qemu_logdirty,
@@ -1135,6 +1191,10 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 	x->len = x->cut_len = 0;
 	x->cut_ckpts = x->taken_ckpts = 0;
 	x->piece_max = MIN((size_t)PIECE_MAX, (size_t)(d->cfg->staging_limit / 4));
+	/* the stop-and-copy's budget: what one piece holds */
+	precopy_init(&x->pre, x->piece_max / 4096, PRECOPY_MAX_ROUNDS);
+	x->d = d;
+	x->pre_slowed = false;
 	free(x->config_json);
 	x->config_json = NULL;
 	__atomic_store_n(&x->quiet, false, __ATOMIC_RELAXED);

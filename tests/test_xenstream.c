@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "../domain/precopy.h"
 #include "../domain/xencheck.h"
 #include "../domain/xenstream.h"
 #include "../lib/util.h"
@@ -556,5 +557,109 @@ int test_xen_guest_ended(void)
 	ASSERT_STR_CONTAINS(what, "(reboot)");
 	ASSERT(xen_guest_ended(&dying, what, sizeof(what)));
 	ASSERT_STR_CONTAINS(what, "being destroyed");
+	return TEST_OK;
+}
+
+/*
+ * The live copy's policy (domain/precopy.h), driven in libxenguest's own
+ * call pattern (xg_sr_save.c send_memory_live: a call at the top of each
+ * round with the dirty count, a round sent, a call with -1, a clean) on a
+ * model guest: p2m pages, a link that sends `link` pages per time unit,
+ * a guest that dirties `rate` distinct pages per time unit at full speed
+ * (scaled by the speed the policy asks for, when `obey`).  Returns the
+ * dirty set the stop-and-copy takes (pages dirtied during the last round,
+ * which the suspend sends), and the rounds.
+ */
+static long precopy_run(struct precopy *pp, long p2m, double link, double rate, bool obey,
+			unsigned *rounds, unsigned *slowest)
+{
+	long dirty = p2m;			/* policy_stats before the loop */
+	unsigned x = 0, pct = 100, sp;
+	enum precopy_decision d;
+
+	*slowest = 100;
+	for (;;) {
+		long sent;
+
+		d = precopy_decide(pp, x, dirty, &sp);	/* the top of a round */
+		if (sp && obey)
+			pct = sp;
+		x++;
+		sent = dirty;			/* sent live, even on STOP */
+		/* pages the guest dirties while the round goes out */
+		dirty = (long)(rate * pct / 100.0 * ((double)sent / link));
+		if (dirty > p2m)
+			dirty = p2m;
+		if (d != PRECOPY_CONTINUE)
+			break;
+		d = precopy_decide(pp, x, -1, &sp);	/* after the round, before the clean */
+		if (d != PRECOPY_CONTINUE)
+			break;
+		if (x > 1000)
+			return -1;			/* never stopped */
+	}
+	*rounds = x;
+	*slowest = pct;
+	return dirty;
+}
+
+int test_xen_precopy_policy(void)
+{
+	struct precopy pp;
+	unsigned rounds, slowest, sp;
+	long left;
+
+	/* the calls themselves: -1 and the first call go on */
+	precopy_init(&pp, 4096, 30);
+	ASSERT_EQ(precopy_decide(&pp, 0, 65536, &sp), PRECOPY_CONTINUE);
+	ASSERT_EQ(sp, 0);
+	ASSERT_EQ(precopy_decide(&pp, 1, -1, &sp), PRECOPY_CONTINUE);
+	ASSERT_EQ(precopy_decide(&pp, 1, 4096, &sp), PRECOPY_STOP);	/* within the budget */
+	ASSERT(pp.converged);
+	ASSERT_EQ(pp.final_dirty, 4096);
+
+	/* a 1 GiB guest dirtying a tenth of what the link carries: no slowing,
+	 * a few rounds, the stop-and-copy within the budget */
+	precopy_init(&pp, 4096, 30);
+	left = precopy_run(&pp, 262144, 1000, 100, true, &rounds, &slowest);
+	ASSERT(left >= 0 && left <= 4096);
+	ASSERT(pp.converged);
+	ASSERT_EQ(slowest, 100);
+	ASSERT(rounds <= 5);
+
+	/* dirtying twice what the link carries: Xen's own policy would stop at
+	 * round 5 with the whole guest dirty; this one slows the guest until the
+	 * rounds converge, and the stop-and-copy stays within the budget */
+	precopy_init(&pp, 4096, 30);
+	left = precopy_run(&pp, 262144, 1000, 2000, true, &rounds, &slowest);
+	printf("  2x the link: %u rounds, guest slowed to %u%%, stop-and-copy of %ld pages "
+	       "(budget 4096)\n", rounds, slowest, left);
+	ASSERT(left >= 0 && left <= 4096);
+	ASSERT(pp.converged);
+	ASSERT(slowest < 100);
+	ASSERT(rounds < 30);
+
+	/* a guest the cap cannot slow (the scheduler refused): stops at the
+	 * round bound, said as not converged */
+	precopy_init(&pp, 4096, 30);
+	left = precopy_run(&pp, 262144, 1000, 2000, false, &rounds, &slowest);
+	ASSERT(left > 4096);
+	ASSERT(!pp.converged);
+	ASSERT_EQ(pp.rounds, 30);		/* it stopped at round 30 ... */
+	ASSERT_EQ(rounds, 31);			/* ... which libxenguest still sends live */
+	ASSERT_EQ(pp.final_dirty, 262144);
+
+	/* the speed halves per round that does not converge, never under 1% */
+	precopy_init(&pp, 10, 100);
+	ASSERT_EQ(precopy_decide(&pp, 0, 1000, &sp), PRECOPY_CONTINUE);
+	ASSERT_EQ(precopy_decide(&pp, 1, 1000, &sp), PRECOPY_CONTINUE);
+	ASSERT_EQ(sp, 0);				/* no round before to compare */
+	ASSERT_EQ(precopy_decide(&pp, 2, 950, &sp), PRECOPY_CONTINUE);
+	ASSERT_EQ(sp, 50);				/* 95% of the round before */
+	ASSERT_EQ(precopy_decide(&pp, 3, 500, &sp), PRECOPY_CONTINUE);
+	ASSERT_EQ(sp, 0);				/* it converges: no change */
+	for (unsigned i = 4; i < 20; i++)
+		precopy_decide(&pp, i, 500, &sp);
+	ASSERT_EQ(pp.pct, 1);
 	return TEST_OK;
 }
