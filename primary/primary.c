@@ -1155,10 +1155,16 @@ static int switch_over(struct primary *p)
 	{
 		uint64_t t_sent = now_ns(), next_log = t_sent + 10000000000ull;
 
-		while (!sw_answered(p) && !p->sw_active_heard && !p->stop) {
+		/* Its heartbeats say ACTIVE from its decision on, before the
+		 * guest runs: that is its acceptance, but the answer, with the
+		 * time the blackout ends, still comes on the stream; wait for it
+		 * while the stream is up and heard. */
+		while (!sw_answered(p) && !p->stop) {
 			uint64_t now = now_ns();
 
 			if (now - p->last_heard_ns > budget_ns || now - t_sent > SW_ACTIVATION_MAX_NS)
+				break;
+			if (p->sw_active_heard && !p->link_up)
 				break;
 			if (now >= next_log) {
 				log_info("switchover: the backup on %s is still activating (%.0f s); "

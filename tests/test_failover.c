@@ -778,7 +778,7 @@ int test_failover_dirtier_than_link(void)
 	struct td p, b;
 	const char *cfg;
 	uint64_t t0, staging = 192ull << 20, guest = 512ull << 20;
-	double acked, throttles;
+	double acked, throttles, shipped0, link_share;
 	char out[512];
 
 	NETNS_OR_SKIP();
@@ -798,6 +798,7 @@ int test_failover_dirtier_than_link(void)
 		FAILF("a 512 MiB guest dirtying faster than the link was not protected");
 	}
 	acked = num("primary", "last_acked_epoch");
+	shipped0 = num("primary", "bytes_shipped");
 	t0 = test_now_ms();
 	while (test_now_ms() - t0 < 60000) {
 		if (!is("primary", "protecting")) {
@@ -808,13 +809,15 @@ int test_failover_dirtier_than_link(void)
 		usleep(500000);
 	}
 	throttles = num("primary", "throttles");
+	/* the link's share the checkpoints took: at 8x the link they fill it */
+	link_share = (num("primary", "bytes_shipped") - shipped0) / 60.0 / 25e6;
 	printf("  512 MiB guest at 8x the link, staging 192M: 60 s protecting, %.0f checkpoints "
-	       "acked, guest paused %.0f times (%.1f s in all), %.0f epochs ended early; peak RSS "
-	       "primary %.0f MiB, backup %.0f MiB\n", num("primary", "last_acked_epoch") - acked,
-	       throttles, num("primary", "throttled_ms") / 1000, num("primary", "early_epochs"),
+	       "acked (%.0f%% of the link), guest paused %.0f times (%.1f s in all), %.0f epochs "
+	       "ended early; peak RSS primary %.0f MiB, backup %.0f MiB\n",
+	       num("primary", "last_acked_epoch") - acked, link_share * 100, throttles,
+	       num("primary", "throttled_ms") / 1000, num("primary", "early_epochs"),
 	       (double)peak_rss(p.pid) / 1048576, (double)peak_rss(b.pid) / 1048576);
 	ASSERT(num("primary", "last_acked_epoch") > acked + 5);
-	ASSERT(throttles >= 1);		/* it dirties faster than the link: the bound acted */
 	ASSERT(!td_log_has(&b, "exceeds staging-limit"));
 	ASSERT(!td_log_has(&p, "initial copy failed"));
 	ASSERT(!td_log_has(&p, "more than staging-limit"));
@@ -842,6 +845,15 @@ int test_failover_dirtier_than_link(void)
 		ASSERT(td_max_ack(&p) <= act);	/* nothing acknowledged is lost */
 	}
 	td_stop(&b);
+	/* The bound acted: a guest dirtying faster than the link is paused
+	 * while its next checkpoint does not fit.  That needs a guest that
+	 * did dirty faster: a writer starved of CPU (a loaded machine) may not,
+	 * and its checkpoints then leave the link idle part of the time. */
+	if (throttles < 1 && link_share < 0.8)
+		test_skip("the guest did not outpace the link (its checkpoints took %.0f%% of it: "
+			  "its writer was starved of CPU), so the staging bound had nothing to do; "
+			  "the rest of the test passed", link_share * 100);
+	ASSERT(throttles >= 1);		/* it dirties faster than the link: the bound acted */
 	return TEST_OK;
 }
 
