@@ -464,6 +464,10 @@ int test_service_notify_hook(void)
 	if (!WAIT_FOR(td_log_has(&b, "notify hook for waiting -> syncing killed after") &&
 		      td_log_has(&p, "notify hook for connecting -> syncing killed after"), 5000))
 		FAILF("no hook was killed at notify-timeout");
+	/* the primary's next hook (syncing -> protecting) runs once the killed
+	 * one is gone: let it write before the primary is killed with its hooks */
+	if (!WAIT_FOR(strstr(slurp(out), VM " primary syncing protecting "), 5000))
+		FAILF("the primary's protecting hook did not run: %s", slurp(out));
 	td_kill(&p, SIGKILL);
 	if (!WAIT_FOR(strstr(td_status(VM, "backup"), "\"state\":\"active\""), 10000))
 		FAILF("the backup did not activate");
