@@ -50,6 +50,9 @@
 #                                   sequence writer; tandem protects g1 and its disk A->B, A
 #                                   is killed; the connection carries on, and on B e2fsck is
 #                                   clean and the client's last number is on the disk (LAB_RUNS, 5)
+#   lab/lab.sh size                 issue 25: a 1 GiB guest dirtying faster than the link: the
+#                                   live copy completes (precopy policy), the primary's RSS in
+#                                   dom0, added latency without and with latency-budget
 #   lab/lab.sh disk-remus           the same guest and disk under xl remus -n -d -F: what the
 #                                   disk holds after its failover (LAB_RUNS, 1; reported only)
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
@@ -465,7 +468,7 @@ cmd_guest_up() {
     log "g1 already exists on A"
   else
     t0="$(now)"
-    lab_ssh A xl create "$GUEST_CFG" >&2
+    lab_ssh A xl create "$GUEST_CFG" ${LAB_GUEST_XL_ARGS:-} >&2
     wait_for "guest g1 listed on A" 60 guest_listed A || die "g1 not created"
   fi
   t0="${t0:-$(now)}"
@@ -2436,6 +2439,89 @@ cmd_reprotect() {
   [ "$passed" -eq "$runs" ]
 }
 
+# ------------------------------------------------------------------ size ----
+# Issue 25's lab run: a bigger PVH guest (LAB_SIZE_GUEST_MB, default 1024:
+# what a 2.5 GiB host with a 1 GiB dom0 holds, twice: A's guest and B's
+# standby) with the dirtier writing LAB_SIZE_DIRTY_PAGES (default 16384,
+# 64 MiB) at random, faster than the emulated link carries.  Measured:
+# whether the live copy completes and how (the xen driver's precopy
+# policy: rounds, the guest's slowest speed, the stop-and-copy's pages),
+# the primary's peak RSS in dom0 against the guest's size, then
+# LAB_SIZE_HOLD_S (default 120) s of protection without latency-budget
+# and as long after `tandem set g1 latency-budget=LAB_SIZE_BUDGET`
+# (default 3000ms): the added output latency p50/p99 of each (the
+# primary's "added EPOCH MS" events), the guest's speed, and the client's
+# one connection (no gap, repeat or rollback).  One line "lab size: ...".
+size_added() { # events-file from to -> "p50/p99/n" of the "added" lines numbered (from, to] (to 0: to the end)
+  awk -v a="$2" -v b="$3" '$1 == "added" { n++; if (n > a && (b == 0 || n <= b)) print $3 }' "$1" | sort -n |
+    awk '{ v[m++] = $1 } END { if (!m) { print "nan/nan/0"; exit }
+         i = int(m * 0.5 + 0.999999) - 1; j = int(m * 0.99 + 0.999999) - 1   # nearest rank
+         printf "%.0f/%.0f/%d\n", v[i < 0 ? 0 : i], v[j < 0 ? 0 : j], m }'
+}
+size_rss_mib() { lab_ssh "$1" "awk '/^VmHWM/ {printf \"%.0f\", \$2 / 1024}' /proc/\$(cat /root/$2.pid)/status" 2>/dev/null || echo nan; }
+cmd_size() {
+  local mb="${LAB_SIZE_GUEST_MB:-1024}" pages="${LAB_SIZE_DIRTY_PAGES:-16384}" hold="${LAB_SIZE_HOLD_S:-120}"
+  local budget="${LAB_SIZE_BUDGET:-3000ms}" interval="${LAB_TANDEM_INTERVAL_MS:-100}"
+  local ev t0 t_prot="" why="" domid pre a0 a1 nb js
+  tandem_lab_ready
+  ev="$RUN/size-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
+  # g1 at the size asked for: a g1 of another size goes
+  lab_ssh A "xl destroy g1 2>/dev/null; true"
+  LAB_GUEST_XL_ARGS="memory=$mb maxmem=$mb" failover_reset >&2
+  domid="$(lab_ssh A xl domid g1)"
+  tandem_conf "vif$domid.0" "$interval" > "$RUN/g1.conf"
+  echo "staging-limit = ${LAB_SIZE_STAGING:-256M}" >> "$RUN/g1.conf"
+  tandem_install "$RUN/g1.conf"
+  backup_start || { echo "lab size: result=fail reason=backup-does-not-start evidence=$ev"; return 1; }
+  watchers_start
+  workload_start "$pages" || { echo "lab size: result=fail reason=no-dirtier evidence=$ev"; return 1; }
+  t0="$(now)"
+  tandem_start A primary
+  if wait_for "tandem: the live copy of a $mb MiB guest dirtying $pages pages, then 3 acks" \
+       "${LAB_SIZE_COPY_S:-5400}" acks_or_primary_gone 3 >&2 && acks_at_least 3; then
+    t_prot="$(now)"
+  else
+    why="not-protected"
+  fi
+  pre="$(lab_ssh A "sed -n 's/^precopy stop //p' /root/primary.events" 2>/dev/null | tail -n1)"
+  local rss_copy; rss_copy="$(size_rss_mib A primary)"
+  if [ -z "$why" ]; then
+    a0="$(lab_ssh A "grep -c '^added ' /root/primary.events" 2>/dev/null || echo 0)"
+    log "protecting: ${hold} s without latency-budget"
+    sleep "$hold"
+    primary_failed && why="primary-gone-without-budget"
+  fi
+  if [ -z "$why" ]; then
+    lab_ssh A "./tandem set g1 latency-budget=$budget" >&2 || why="set-budget-refused"
+    a1="$(lab_ssh A "grep -c '^added ' /root/primary.events" 2>/dev/null || echo 0)"
+    log "protecting: ${hold} s with latency-budget = $budget"
+    sleep "$hold"
+    primary_failed && why="primary-gone-with-budget"
+  fi
+  js="$(status_json A)"
+  workload_stop || true
+  stop_pidfile "$RUN/client.pid"
+  client_clean || why="$why,client"
+  for f in primary.log primary.events; do cmd_copy_out A "/root/$f" "$ev/$f" 2>/dev/null || true; done
+  cmd_copy_out B /root/backup.log "$ev/backup.log" 2>/dev/null || true
+  cp "$RUN/client.log" "$RUN/client.status" "$ev/" 2>/dev/null || true
+  local nob wb f
+  nob="$(size_added "$ev/primary.events" "${a0:-0}" "${a1:-0}")"
+  wb="$(size_added "$ev/primary.events" "${a1:-0}" 0)"
+  nb="$(grep -c 'slowing the guest to' "$ev/primary.log" 2>/dev/null || echo 0)"
+  echo "lab size: result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}") guest_mb=$mb" \
+    "dirty_pages=$pages copy_s=$(since "$t0" "$t_prot") precopy=\"${pre:-none}\" precopy_slowings=$nb" \
+    "primary_rss_mib_after_copy=$rss_copy primary_rss_mib_peak=$(size_rss_mib A primary)" \
+    "backup_rss_mib=$(size_rss_mib B backup) staging=${LAB_SIZE_STAGING:-256M}" \
+    "added_ms_p50_p99_n=$nob budget=$budget added_ms_p50_p99_n_budget=$wb" \
+    "speed_pct=$(json_field speed_pct <<<"$js") throttles=$(json_field throttles <<<"$js")" \
+    "conns=$(client_status conns) gaps=$(client_status gaps) repeats=$(client_status repeats)" \
+    "rollbacks=$(client_status rollbacks) evidence=$ev" | tee "$ev/result"
+  tandem_stop A primary
+  tandem_stop B backup
+  [ -z "$why" ]
+}
+
 # ---------------------------------------------------------- disk-failover ----
 # Issue 18's lab proof (T3): g1 with an ext4 disk on DRBD 8.4 between A and
 # B (docs/disk.md's stacks: tdm-g1-lower over a loop file, external
@@ -2780,6 +2866,7 @@ main() {
     promote) cmd_promote ;;
     reprotect) cmd_reprotect ;;
     disk-failover) cmd_disk_failover ;;
+    size) cmd_size ;;
     disk-remus) cmd_disk_remus ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
