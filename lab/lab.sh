@@ -2462,7 +2462,7 @@ size_rss_mib() { lab_ssh "$1" "awk '/^VmHWM/ {printf \"%.0f\", \$2 / 1024}' /pro
 cmd_size() {
   local mb="${LAB_SIZE_GUEST_MB:-1024}" pages="${LAB_SIZE_DIRTY_PAGES:-16384}" hold="${LAB_SIZE_HOLD_S:-120}"
   local budget="${LAB_SIZE_BUDGET:-3000ms}" interval="${LAB_TANDEM_INTERVAL_MS:-100}"
-  local ev t0 t_prot="" why="" domid pre a0 a1 nb js
+  local ev t0 t_prot="" why="" domid pre a0 a1 nb js rss_copy nob wb f
   tandem_lab_ready
   ev="$RUN/size-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
   # g1 at the size asked for: a g1 of another size goes
@@ -2484,16 +2484,16 @@ cmd_size() {
     why="not-protected"
   fi
   pre="$(lab_ssh A "sed -n 's/^precopy stop //p' /root/primary.events" 2>/dev/null | tail -n1)"
-  local rss_copy; rss_copy="$(size_rss_mib A primary)"
+  rss_copy="$(size_rss_mib A primary)"   # its peak so far: the live copy's
   if [ -z "$why" ]; then
-    a0="$(lab_ssh A "grep -c '^added ' /root/primary.events" 2>/dev/null || echo 0)"
+    a0="$(lab_ssh A "grep -c '^added ' /root/primary.events || true" 2>/dev/null)"
     log "protecting: ${hold} s without latency-budget"
     sleep "$hold"
     primary_failed && why="primary-gone-without-budget"
   fi
   if [ -z "$why" ]; then
     lab_ssh A "./tandem set g1 latency-budget=$budget" >&2 || why="set-budget-refused"
-    a1="$(lab_ssh A "grep -c '^added ' /root/primary.events" 2>/dev/null || echo 0)"
+    a1="$(lab_ssh A "grep -c '^added ' /root/primary.events || true" 2>/dev/null)"
     log "protecting: ${hold} s with latency-budget = $budget"
     sleep "$hold"
     primary_failed && why="primary-gone-with-budget"
@@ -2505,13 +2505,12 @@ cmd_size() {
   for f in primary.log primary.events; do cmd_copy_out A "/root/$f" "$ev/$f" 2>/dev/null || true; done
   cmd_copy_out B /root/backup.log "$ev/backup.log" 2>/dev/null || true
   cp "$RUN/client.log" "$RUN/client.status" "$ev/" 2>/dev/null || true
-  local nob wb f
   nob="$(size_added "$ev/primary.events" "${a0:-0}" "${a1:-0}")"
   wb="$(size_added "$ev/primary.events" "${a1:-0}" 0)"
-  nb="$(grep -c 'slowing the guest to' "$ev/primary.log" 2>/dev/null || echo 0)"
+  nb="$(grep -c 'slowing the guest to' "$ev/primary.log" 2>/dev/null || true)"
   echo "lab size: result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}") guest_mb=$mb" \
     "dirty_pages=$pages copy_s=$(since "$t0" "$t_prot") precopy=\"${pre:-none}\" precopy_slowings=$nb" \
-    "primary_rss_mib_after_copy=$rss_copy primary_rss_mib_peak=$(size_rss_mib A primary)" \
+    "primary_rss_mib_peak_copy=$rss_copy primary_rss_mib_peak=$(size_rss_mib A primary)" \
     "backup_rss_mib=$(size_rss_mib B backup) staging=${LAB_SIZE_STAGING:-256M}" \
     "added_ms_p50_p99_n=$nob budget=$budget added_ms_p50_p99_n_budget=$wb" \
     "speed_pct=$(json_field speed_pct <<<"$js") throttles=$(json_field throttles <<<"$js")" \
