@@ -146,6 +146,7 @@ struct xen {
 	bool dm_missing;		/* a cut found no device state: the stream is wrong */
 	struct dmstate_stats dm_st;	/* the last save's figures */
 	uint64_t dm_open_us;		/* the last session's connect, greeting, capabilities */
+	int hvm_suspend_how;		/* the suspend path last logged: 0 none, 1 xenstore, 2 Xen */
 
 	/* the checkpoint oracle (config `verify`) */
 	xen_pfn_t *v_space;		/* the guest's populated pfns, special pages left out */
@@ -821,9 +822,19 @@ static int suspend_guest(struct xen *x)
 		 * EXPERIMENTAL, unproven (see the HVM section above). */
 		uint64_t cbirq = 0, s_state = 0;
 
+		int how;
+
 		xc_hvm_param_get(x->xch, x->domid, HVM_PARAM_CALLBACK_IRQ, &cbirq);
 		xc_hvm_param_get(x->xch, x->domid, HVM_PARAM_ACPI_S_STATE, &s_state);
-		if (!cbirq || s_state) {
+		how = !cbirq || s_state ? 2 : 1;
+		if (how != x->hvm_suspend_how) {	/* the lab's evidence: which path, once */
+			x->hvm_suspend_how = how;
+			log_debug("guest '%s' (HVM): suspended %s (HVM_PARAM_CALLBACK_IRQ %#" PRIx64
+				  ", ACPI S%" PRIu64 ")", x->name, how == 2 ?
+				  "by Xen (xc_domain_shutdown), no PV drivers to ask" :
+				  "by its PV drivers (xenstore control/shutdown)", cbirq, s_state);
+		}
+		if (how == 2) {
 			if (xc_domain_shutdown(x->xch, x->domid, SHUTDOWN_suspend)) {
 				log_error("guest '%s': xc_domain_shutdown(suspend) failed: %s", x->name,
 					  strerror(errno));
