@@ -2893,6 +2893,10 @@ hvm_prep() {
   return 0
 }
 
+hvm_xen_logs() { # host ev-dir: that host's /var/log/xen (qemu-dm-*.log, xl-*.log) -> ev/<host>-var-log-xen/
+  mkdir -p "$2/$1-var-log-xen"
+  lab_ssh "$1" "tar -C /var/log/xen -cf - ." 2>/dev/null | tar -xf - -C "$2/$1-var-log-xen" 2>/dev/null || true
+}
 hvm_qemu_ps() { lab_ssh "$1" "ps -eo pid,etimes,args | grep -E '[q]emu-system|[x]en-qemu'" 2>/dev/null || true; } # host
 hvm_resume_file() { lab_ssh B "stat -c '%n %s %Y' /var/lib/xen/qemu-resume.* 2>/dev/null" 2>/dev/null || true; }
 
@@ -2902,8 +2906,7 @@ hvm_resume_file() { lab_ssh B "stat -c '%n %s %Y' /var/lib/xen/qemu-resume.* 2>/
 hvm_pre_kill() { # ev-dir
   local ev="$1"
   cmd_copy_out A /root/primary.events "$ev/primary.events" 2>/dev/null || true
-  cmd_copy_out A /var/log/xen/qemu-dm-g1.log "$ev/A-qemu-dm-g1.log" 2>/dev/null || true
-  cmd_copy_out A /var/log/xen/xl-g1.log "$ev/A-xl-g1.log" 2>/dev/null || true
+  hvm_xen_logs A "$ev"
   cmd_copy_out A "$HVM_SERIAL" "$ev/A-serial.log" 2>/dev/null || true
   cmd_copy_out A "$HVM_CFG" "$ev/g1-hvm.cfg" 2>/dev/null || true
   hvm_qemu_ps A > "$ev/A-qemu-ps.txt"
@@ -2917,7 +2920,7 @@ hvm_pre_kill() { # ev-dir
 hvm_evidence() { # ev-dir
   local ev="$1"
   hvm_qemu_ps B > "$ev/B-qemu-ps.txt"
-  cmd_copy_out B /var/log/xen/qemu-dm-g1.log "$ev/B-qemu-dm-g1.log" 2>/dev/null || true
+  hvm_xen_logs B "$ev"
   cmd_copy_out B "$HVM_SERIAL" "$ev/B-serial.log" 2>/dev/null || true
   lab_ssh B "ls -l /var/lib/xen/; xl list -l g1" > "$ev/B-xl-list-l.txt" 2>&1 || true
   if qemu_pid A > /dev/null && ssh_ok A; then
@@ -2936,8 +2939,11 @@ hvm_figures() { # ev-dir
     / primary: protecting / && !p { p = ms() }
     /initial copy done/ && !c { c = ms() }
     /dirty log on/ { dl = "on" }
+    /output goes through / && !bv { bv = $0; sub(/.*output goes through /, "", bv); sub(/ .*/, "", bv) }
+    /\(HVM\): suspended / && !sp { sp = ($0 ~ /by Xen/) ? "xen" : "pv-drivers" }
     / error / && /device model|QEMU|QMP/ && !e { e = $0; sub(/^[^ ]* [^ ]* [^ ]* error +/, "", e); gsub(/[^A-Za-z0-9._:-]+/, "_", e); e = substr(e, 1, 100) }
-    END { printf "protect_s=%s dirty_log=%s dm_error=%s\n", (p && c) ? sprintf("%.1f", (c - p) / 1000) : "none", dl ? dl : "none", e ? e : "none" }' "$f"
+    END { printf "protect_s=%s dirty_log=%s suspend=%s buffered=%s dm_error=%s\n", (p && c) ? sprintf("%.1f", (c - p) / 1000) : "none",
+            dl ? dl : "none", sp ? sp : "none", bv ? bv : "none", e ? e : "none" }' "$f"
   # checkpoints acknowledged, and the device model's part of each (the primary's test log)
   f="$ev/primary.events"; [ -f "$f" ] || f=/dev/null
   awk '
