@@ -2984,6 +2984,7 @@ cmd_hvm() {
   log "hvm series (variant $HVM_VARIANT): evidence in $FAILOVER_DIR"
   for r in $(seq "$runs"); do
     log "hvm run $r of $runs (variant $HVM_VARIANT)"
+    rm -f "$RUN/guest_seconds"
     rc=0; line="$(failover_run "$r" "$interval" 1)" || rc=$?
     ev="$FAILOVER_DIR/run$r-try1"
     [ -n "$line" ] || line="lab failover: run=$r result=fail reason=lab-error(see-the-messages-above)"
@@ -2995,7 +2996,7 @@ cmd_hvm() {
     res=fail; [ "$rc" = 0 ] && res=pass
     [ "$rc" = 2 ] && res=void   # the guest faulted before protection started: says nothing
     [ "$res" = pass ] && passed=$((passed + 1))
-    echo "lab hvm: run=$r variant=$HVM_VARIANT result=$res reason=${why:-none} interval_ms=$interval $fig" \
+    echo "lab hvm: run=$r variant=$HVM_VARIANT result=$res reason=${why:-none} interval_ms=$interval guest_up_s=$(cat "$RUN/guest_seconds" 2>/dev/null || echo none) $fig" \
       "pause_ms_p50=$(kv pause_ms_p50 <<<"$line") failover_s=$(kv failover_s <<<"$line") first_answer_after_kill_s=$(kv first_answer_after_kill_s <<<"$line")" \
       "hold_s=$(kv hold_s <<<"$line") activated_checkpoint=$(kv activated_checkpoint <<<"$line") acked_before_kill=$(kv acked_before_kill <<<"$line")" \
       "boot_before=${boot_a:-none} boot_after=${boot_b:-none} boot_same=$([ -n "$boot_a" ] && [ "$boot_a" = "$boot_b" ] && [ "$(kv reboots <<<"$line")" = 0 ] && echo yes || echo no)" \
