@@ -2790,7 +2790,7 @@ hvm_dir() { echo "$CACHE/hvm-$(rootfs_key)"; }
 hvm_apt() { # dir apt-args...: apt-get against the dom0 image's dpkg status; nothing of this machine's changes
   local d="$1"; shift
   apt-get -q -y -o Dir::State::status="$d/dpkg/status" -o Dir::Cache::archives="$d/debs/" \
-    -o Dir::Cache::pkgcache="" -o Dir::Cache::srcpkgcache="" -o Debug::NoLocking=1 "$@"
+    -o Dir::Cache::pkgcache="" -o Dir::Cache::srcpkgcache="" -o Debug::NoLocking=1 -o APT::Sandbox::User=root "$@"
 }
 
 # Into $(hvm_dir): debs/*.deb (qemu-system-xen and what the image lacks of
@@ -2814,10 +2814,10 @@ hvm_fetch() {
   ls "$d"/debs/qemu-system-xen_*.deb > /dev/null 2>&1 \
     || { tail -n 20 "$d/apt.log" >&2; die "hvm: no qemu-system-xen package downloaded"; }
   # The guest's e1000 driver (variant e1000), from the image's kernel.
-  ko="$(tar -tf "$rootfs" --wildcards './lib/modules/*/e1000.ko*' | head -n1)"
+  ko="$(tar -tf "$rootfs" | grep -m1 '/lib/modules/[^/]*/.*/e1000\.ko' || true)"   # ./usr/lib/modules/... (merged /usr)
   [ -n "$ko" ] || die "hvm: no e1000 module in $rootfs"
   tar -xf "$rootfs" -C "$d/e1000" "$ko"
-  kver="$(cut -d/ -f4 <<<"$ko")"
+  kver="$(sed 's|.*/lib/modules/\([^/]*\)/.*|\1|' <<<"$ko")"
   case "$ko" in
     *.ko) cp "$d/e1000/$ko" "$d/cpio/lib/modules/90-e1000.ko" ;;
     *.ko.xz) xz -dc "$d/e1000/$ko" > "$d/cpio/lib/modules/90-e1000.ko" ;;
