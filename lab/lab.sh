@@ -924,7 +924,9 @@ failover_run() {
   fi
 
   watchers_start
-  if ! wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2; then
+  # LAB_ANSWERS_WAIT_S (300; hvm: 900): one answer per epoch, and an HVM
+  # guest's epochs last seconds
+  if ! wait_for "client: 20 answers" "${LAB_ANSWERS_WAIT_S:-300}" client_ok_at_least 20 >&2; then
     failover_pre_kill_fail "$r" "$ev" no-answers-under-protection
     return
   fi
@@ -2979,6 +2981,7 @@ cmd_hvm() {
   LAB_PRIMARY_ENV="TANDEM_HVM_EXPERIMENTAL=1"
   LAB_PRIMARY_ARGS="--log-level debug"
   LAB_TCP_WAIT_S="${LAB_TCP_WAIT_S:-300}"
+  LAB_ANSWERS_WAIT_S="${LAB_ANSWERS_WAIT_S:-900}"
   FAILOVER_DIR="$RUN/hvm-$HVM_VARIANT-$(date +%Y%m%d-%H%M%S)"
   mkdir -p "$FAILOVER_DIR"
   log "hvm series (variant $HVM_VARIANT): evidence in $FAILOVER_DIR"
