@@ -55,6 +55,12 @@
 #                                   dom0, added latency without and with latency-budget
 #   lab/lab.sh disk-remus           the same guest and disk under xl remus -n -d -F: what the
 #                                   disk holds after its failover (LAB_RUNS, 1; reported only)
+#   lab/lab.sh hvm                  issue 21: g1 as an HVM guest with a real QEMU device model
+#                                   (qemu-system-xen put in both dom0s from a cache);
+#                                   TANDEM_HVM_EXPERIMENTAL=1 protects it A->B, A is killed: the
+#                                   `failover` checks plus the device model's evidence, "lab hvm:"
+#                                   lines (LAB_HVM_VARIANT=pv|e1000, default pv; LAB_RUNS, 1)
+#   lab/lab.sh hvm-fetch            only download the device model's packages into the cache
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
 #
 # Environment: TANDEM_LAB_CACHE (default ~/.cache/tandem-lab),
@@ -630,7 +636,7 @@ cmd_baseline() {
 TANDEM_BIN="${TANDEM_BIN:-$LAB_DIR/../tandem}"
 TANDEM_PORT=7400
 
-tandem_conf() { # vif interval_ms -> the VM's tandem configuration (same on A and B)
+tandem_conf() { # vif interval_ms -> the VM's tandem configuration (same on A and B; vif "": none, tandem derives them)
   cat <<EOF
 # g1 under tandem in the lab (written by lab/lab.sh)
 name = g1
@@ -646,7 +652,7 @@ timeout = ${LAB_TANDEM_TIMEOUT:-3s}
 heartbeat-interval = 200ms
 epochs-in-flight = 1
 netbuf = plug
-vif = $1
+$([ -z "$1" ] || echo "vif = $1")
 compress = ${LAB_TANDEM_COMPRESS:-none}
 EOF
 }
@@ -744,6 +750,9 @@ failover_reset() {
     ''|-b----|r-----) ;;
     *) log "g1 on A is in state $(guest_state_A): destroyed, created again"; lab_ssh A "xl destroy g1" >&2 ;;
   esac
+  # GUEST_PREP (hvm): what the guest of $GUEST_CFG needs on a dom0 that
+  # may be fresh (a killed host comes back without it)
+  [ -z "${GUEST_PREP:-}" ] || "$GUEST_PREP" >&2 || die "$GUEST_PREP failed"
   cmd_guest_up
 }
 
@@ -896,13 +905,18 @@ failover_run() {
     || { echo "lab failover: run=$r result=fail reason=lab-error-xl-dmesg hold_s=0 faults_A=unknown faults_B=unknown evidence=$ev"; return 1; }
   domid="$(lab_ssh A xl domid g1)"
   vif="vif$domid.0"
+  # FAILOVER_VIF_ALL=1 (hvm): no vif in the configuration; the primary
+  # buffers every interface dom0 has for the guest (vifD.N, vifD.N-emu)
+  [ "${FAILOVER_VIF_ALL:-0}" = 0 ] || vif=""
   # LAB_VERIFY (unset: off): the checkpoint oracle on, so the run also
   # proves each checkpoint B committed and the activated guest's vCPUs
   { tandem_conf "$vif" "$interval"; [ -z "${LAB_VERIFY:-}" ] || echo "verify = $LAB_VERIFY"; } > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
   LAB_DAEMON_ARGS="--log-level ${LAB_BACKUP_LOG_LEVEL:-debug}" backup_start \
     || { failover_pre_kill_fail "$r" "$ev" backup-does-not-start; return; }
-  tandem_start A primary
+  # LAB_PRIMARY_ENV, LAB_PRIMARY_ARGS (hvm): for the primary alone
+  LAB_DAEMON_ENV="${LAB_DAEMON_ENV:-} ${LAB_PRIMARY_ENV:-}" LAB_DAEMON_ARGS="${LAB_DAEMON_ARGS:-} ${LAB_PRIMARY_ARGS:-}" \
+    tandem_start A primary
   # The first (live) copy of the 256 MiB guest takes about a minute under TCG.
   if ! wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2 ||
      primary_failed || backup_failed || ! acks_at_least 3; then
@@ -913,7 +927,9 @@ failover_run() {
   fi
 
   watchers_start
-  if ! wait_for "client: 20 answers" 300 client_ok_at_least 20 >&2; then
+  # LAB_ANSWERS_WAIT_S (300; hvm: 900): one answer per epoch, and an HVM
+  # guest's epochs last seconds
+  if ! wait_for "client: 20 answers" "${LAB_ANSWERS_WAIT_S:-300}" client_ok_at_least 20 >&2; then
     failover_pre_kill_fail "$r" "$ev" no-answers-under-protection
     return
   fi
@@ -933,6 +949,8 @@ failover_run() {
   cmd_copy_out A /root/primary.log "$ev/primary.log" 2>/dev/null || true   # evidence only
   st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"     # for the record
   ok_before="$(client_status ok)"
+  # FAILOVER_PRE_KILL (hvm): more of A's evidence, which dies with A
+  [ -z "${FAILOVER_PRE_KILL:-}" ] || "$FAILOVER_PRE_KILL" "$ev" >&2 || true
 
   t_kill="$(now)"
   cmd_kill_host A >&2
@@ -2834,6 +2852,250 @@ cmd_disk_remus() {
   echo "lab disk-remus: runs=$runs total_s=$(elapsed "$t_start")" | tee -a "$FAILOVER_DIR/results"
 }
 
+# ------------------------------------------------------------------ hvm ----
+# Issue 21: tandem's experimental HVM path (TANDEM_HVM_EXPERIMENTAL=1:
+# QEMU's device state in every checkpoint, docs/hvm.md) against a real
+# QEMU device model on real Xen.  g1 becomes an HVM guest (the lab's kernel
+# and initramfs booted directly by QEMU, 256 MiB, 1 vCPU, g1's MAC, address
+# and bridge), then the host-loss run of `failover` (failover_run) with the
+# primary under the switch and at log level debug, and the device model's
+# evidence collected around it.  LAB_HVM_VARIANT: pv (xen_platform_pci = 1,
+# the guest's netfront) or e1000 (xen_platform_pci = 0, QEMU's emulated
+# e1000; its driver added to the guest's initramfs here).  The device
+# model (Debian's qemu-system-xen) is not in the dom0 image: its packages
+# are downloaded on this machine with apt against the image's dpkg status
+# (as in docs/lab.md's feasibility run; adding it to
+# recipe/dom0-packages.txt would rebuild the rootfs), cached, and
+# installed in each dom0 with dpkg -i when missing.
+HVM_CFG=/root/g1-hvm.cfg
+HVM_SERIAL=/root/g1-hvm.serial.log
+HVM_INITRD_E1000=/root/initrd-e1000.img
+PVH_CFG="$GUEST_CFG"
+
+hvm_dir() { echo "$CACHE/hvm-$(rootfs_key)"; }
+
+hvm_apt() { # dir apt-args...: apt-get against the dom0 image's dpkg status; nothing of this machine's changes
+  local d="$1"; shift
+  apt-get -q -y -o Dir::State::status="$d/dpkg/status" -o Dir::Cache::archives="$d/debs/" \
+    -o Dir::Cache::pkgcache="" -o Dir::Cache::srcpkgcache="" -o Debug::NoLocking=1 -o APT::Sandbox::User=root "$@"
+}
+
+# Into $(hvm_dir): debs/*.deb (qemu-system-xen and what the image lacks of
+# its dependencies; no recommends: no ovmf, no qemu-utils) and
+# e1000.cpio.gz (the image's e1000.ko as lib/modules/90-e1000.ko: a second
+# initramfs archive for the guest).  Once per rootfs.
+hvm_fetch() {
+  local d rootfs ko kver dep
+  d="$(hvm_dir)"; rootfs="$CACHE/rootfs-$(rootfs_key)/rootfs.tar"
+  [ -f "$d/done" ] && return 0
+  [ -f "$rootfs" ] || die "no dom0 rootfs at $rootfs (lab.sh build)"
+  rm -rf "$d"; mkdir -p "$d/dpkg" "$d/debs/partial" "$d/e1000" "$d/cpio/lib/modules"
+  tar -xOf "$rootfs" ./var/lib/dpkg/status > "$d/dpkg/status" || die "no dpkg status in $rootfs"
+  log "hvm: downloading qemu-system-xen for the dom0 image into $d/debs"
+  if ! hvm_apt "$d" --no-install-recommends --download-only install qemu-system-xen > "$d/apt.log" 2>&1; then
+    log "hvm: apt failed; apt-get update and once more"
+    apt-get -q update >> "$d/apt.log" 2>&1 || true
+    hvm_apt "$d" --no-install-recommends --download-only install qemu-system-xen >> "$d/apt.log" 2>&1 \
+      || { tail -n 20 "$d/apt.log" >&2; die "hvm: cannot download qemu-system-xen (log: $d/apt.log)"; }
+  fi
+  ls "$d"/debs/qemu-system-xen_*.deb > /dev/null 2>&1 \
+    || { tail -n 20 "$d/apt.log" >&2; die "hvm: no qemu-system-xen package downloaded"; }
+  # The guest's e1000 driver (variant e1000), from the image's kernel.
+  ko="$(tar -tf "$rootfs" | grep -m1 '/lib/modules/[^/]*/.*/e1000\.ko' || true)"   # ./usr/lib/modules/... (merged /usr)
+  [ -n "$ko" ] || die "hvm: no e1000 module in $rootfs"
+  tar -xf "$rootfs" -C "$d/e1000" "$ko"
+  kver="$(sed 's|.*/lib/modules/\([^/]*\)/.*|\1|' <<<"$ko")"
+  case "$ko" in
+    *.ko) cp "$d/e1000/$ko" "$d/cpio/lib/modules/90-e1000.ko" ;;
+    *.ko.xz) xz -dc "$d/e1000/$ko" > "$d/cpio/lib/modules/90-e1000.ko" ;;
+    *.ko.zst) zstd -qdc "$d/e1000/$ko" > "$d/cpio/lib/modules/90-e1000.ko" ;;
+  esac
+  dep="$(modinfo -F depends "$d/cpio/lib/modules/90-e1000.ko")"
+  [ -z "$dep" ] || die "hvm: e1000 ($kver) depends on $dep: not handled"
+  (cd "$d/cpio" && find lib | sort | cpio -o -H newc --quiet | gzip -9) > "$d/e1000.cpio.gz"
+  rm -rf "$d/e1000" "$d/cpio"
+  find "$d/debs" -name '*.deb' -printf '%f\n' | sort > "$d/packages"
+  date -u +%FT%TZ > "$d/done"
+  log "hvm: $(wc -l < "$d/packages") packages, $(du -sh "$d/debs" | cut -f1); e1000 from $kver"
+}
+
+# qemu-system-xen in a dom0, unless it is installed (a killed host comes
+# back without it).
+hvm_install() { # host
+  local h="$1" d; d="$(hvm_dir)"
+  lab_ssh "$h" "dpkg-query -W -f='\${Status}' qemu-system-xen 2>/dev/null | grep -q 'install ok installed'" && return 0
+  log "host $h: installing qemu-system-xen ($(wc -l < "$d/packages") packages, dpkg -i)"
+  lab_ssh "$h" "rm -rf /root/hvm-debs; mkdir -p /root/hvm-debs"
+  cmd_copy_in "$h" "$d"/debs/*.deb /root/hvm-debs/
+  lab_ssh "$h" "dpkg -i /root/hvm-debs/*.deb > /root/hvm-dpkg.log 2>&1; rc=\$?; rm -rf /root/hvm-debs; exit \$rc" \
+    || { lab_ssh "$h" "tail -n 20 /root/hvm-dpkg.log" >&2 || true; log "host $h: dpkg -i failed"; return 1; }
+}
+
+# The HVM guest's xl configuration, made from g1's own (name, kernel,
+# initramfs, address, MAC, bridge, memory, vCPUs) -> stdout.
+hvm_cfg() { # pv|e1000
+  local base edit=""
+  base="$(lab_ssh A cat "$PVH_CFG")" || return 1
+  grep -q '^type = "pvh"' <<<"$base" && grep -q "bridge=xenbr0'" <<<"$base" && grep -q "console=hvc0" <<<"$base" \
+    || { log "hvm: $PVH_CFG on A is not what hvm_cfg expects"; return 1; }
+  [ "$1" = e1000 ] && edit="s|^ramdisk = .*|ramdisk = \"$HVM_INITRD_E1000\"|; s|bridge=xenbr0'|bridge=xenbr0,model=e1000'|"
+  echo "# g1 as an HVM guest (lab/lab.sh hvm, variant $1)"
+  sed -e '/^#/d' -e 's/^type = .*/type = "hvm"/' -e 's/console=hvc0/console=ttyS0/' -e "$edit" <<<"$base"
+  cat <<EOF
+xen_platform_pci = $([ "$1" = e1000 ] && echo 0 || echo 1)
+serial = "file:$HVM_SERIAL"
+vnc = 0
+sdl = 0
+EOF
+}
+
+hvm_is_variant() { # host: g1 there is the HVM guest of this variant
+  local j; j="$(lab_ssh "$1" "xl list -l g1" 2>/dev/null)" || return 1
+  grep -q '"type": "hvm"' <<<"$j" || return 1
+  if [ "$HVM_VARIANT" = e1000 ]; then grep -q '"model": "e1000"' <<<"$j"; else ! grep -q '"model": "e1000"' <<<"$j"; fi
+}
+
+# failover_reset's GUEST_PREP: the device model on both hosts, the guest's
+# files on A; a g1 on A that is not this variant's answering HVM guest is
+# destroyed (failover_reset then creates it: 3-10 min of QEMU reading the
+# kernel through fw_cfg).
+hvm_prep() {
+  local d h; d="$(hvm_dir)"
+  hvm_install A || return 1
+  hvm_install B || return 1
+  hvm_cfg "$HVM_VARIANT" > "$RUN/g1-hvm.cfg" || return 1
+  cmd_copy_in A "$RUN/g1-hvm.cfg" "$HVM_CFG"
+  # On B too: QEMU loads the kernel and initramfs named in the
+  # configuration when it starts there at the failover (-incoming).
+  if [ "$HVM_VARIANT" = e1000 ]; then
+    for h in A B; do
+      cmd_copy_in "$h" "$d/e1000.cpio.gz" /root/e1000.cpio.gz
+      lab_ssh "$h" "cat /var/lib/tandem-lab/guest/initrd.img /root/e1000.cpio.gz > $HVM_INITRD_E1000"
+    done
+  fi
+  if guest_listed A > /dev/null 2>&1 && ! { hvm_is_variant A && guest_probe > /dev/null 2>&1; }; then
+    log "hvm: g1 on A is not the answering HVM guest of variant $HVM_VARIANT: destroyed, created again"
+    lab_ssh A "xl destroy g1"
+  fi
+  return 0
+}
+
+hvm_xen_logs() { # host ev-dir: that host's /var/log/xen (qemu-dm-*.log, xl-*.log) -> ev/<host>-var-log-xen/
+  mkdir -p "$2/$1-var-log-xen"
+  lab_ssh "$1" "tar -C /var/log/xen -cf - ." 2>/dev/null | tar -xf - -C "$2/$1-var-log-xen" 2>/dev/null || true
+}
+hvm_qemu_ps() { lab_ssh "$1" "ps -eo pid,etimes,args | grep -E '[q]emu-system|[x]en-qemu'" 2>/dev/null || true; } # host
+hvm_resume_file() { lab_ssh B "stat -c '%n %s %Y' /var/lib/xen/qemu-resume.* 2>/dev/null" 2>/dev/null || true; }
+
+# failover_run's FAILOVER_PRE_KILL: what A has on the device model, read
+# before A dies; on B, libxl's qemu-resume file twice, 5 s apart (is it
+# rewritten each checkpoint?).
+hvm_pre_kill() { # ev-dir
+  local ev="$1"
+  cmd_copy_out A /root/primary.events "$ev/primary.events" 2>/dev/null || true
+  hvm_xen_logs A "$ev"
+  cmd_copy_out A "$HVM_SERIAL" "$ev/A-serial.log" 2>/dev/null || true
+  cmd_copy_out A "$HVM_CFG" "$ev/g1-hvm.cfg" 2>/dev/null || true
+  hvm_qemu_ps A > "$ev/A-qemu-ps.txt"
+  lab_ssh A "ip -br link | grep '^vif'" > "$ev/A-vifs.txt" 2>&1 || true
+  { hvm_resume_file; sleep 5; hvm_resume_file; } > "$ev/B-qemu-resume.txt"
+  client_status boot > "$ev/boot-before-kill"
+}
+
+# After the run: B's side, and A's if A was not killed (a run that failed
+# before the kill).
+hvm_evidence() { # ev-dir
+  local ev="$1"
+  hvm_qemu_ps B > "$ev/B-qemu-ps.txt"
+  hvm_xen_logs B "$ev"
+  cmd_copy_out B "$HVM_SERIAL" "$ev/B-serial.log" 2>/dev/null || true
+  lab_ssh B "ls -l /var/lib/xen/; xl list -l g1" > "$ev/B-xl-list-l.txt" 2>&1 || true
+  if qemu_pid A > /dev/null && ssh_ok A; then
+    hvm_pre_kill "$ev"
+    cmd_copy_out A /root/primary.log "$ev/primary.log" 2>/dev/null || true
+  fi
+}
+
+# One run's figures from its evidence -> "k=v ..." lines ("none": not found).
+hvm_figures() { # ev-dir
+  local ev="$1" f
+  # time to protect: "protecting g1" -> "initial copy done" in the primary's log
+  f="$ev/primary.log"; [ -f "$f" ] || f=/dev/null
+  awk '
+    function ms(   d, t) { d = $1; t = $2; gsub(/-/, " ", d); split(t, a, "."); gsub(/:/, " ", a[1]); return mktime(d " " a[1]) * 1000 + a[2] }
+    / primary: protecting / && !p { p = ms() }
+    /initial copy done/ && !c { c = ms() }
+    /dirty log on/ { dl = "on" }
+    /output goes through / && !bv { bv = $0; sub(/.*output goes through /, "", bv); sub(/ .*/, "", bv) }
+    /\(HVM\): suspended / && !sp { sp = ($0 ~ /by Xen/) ? "xen" : "pv-drivers" }
+    / error / && /device model|QEMU|QMP/ && !e { e = $0; sub(/^[^ ]* [^ ]* [^ ]* error +/, "", e); gsub(/[^A-Za-z0-9._:-]+/, "_", e); e = substr(e, 1, 100) }
+    END { printf "protect_s=%s dirty_log=%s suspend=%s buffered=%s dm_error=%s\n", (p && c) ? sprintf("%.1f", (c - p) / 1000) : "none",
+            dl ? dl : "none", sp ? sp : "none", bv ? bv : "none", e ? e : "none" }' "$f"
+  # checkpoints acknowledged, and the device model's part of each (the primary's test log)
+  f="$ev/primary.events"; [ -f "$f" ] || f=/dev/null
+  awk '
+    function med(a, n,   i, j, t) { if (!n) return "none"; for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } return a[int((n + 1) / 2)] }
+    $1 == "ack" { acks++ }
+    $1 == "dmstate" { n++; for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+                      b[n] = f["bytes"] + 0; if (f["bytes"] + 0 > mx) mx = f["bytes"] + 0
+                      o[n] = f["open_us"] / 1000; s[n] = f["stop_us"] / 1000; v[n] = f["save_us"] / 1000
+                      q[n] = (f["open_us"] + f["stop_us"] + f["save_us"]) / 1000 }
+    END { printf "checkpoints=%d dm_saves=%d dm_bytes_p50=%s dm_bytes_max=%s qmp_open_ms_p50=%s dm_stop_ms_p50=%s dm_save_ms_p50=%s qmp_ms_p50=%s\n",
+            acks, n, med(b, n), (n ? mx : "none"), med(o, n), med(s, n), med(v, n), med(q, n) }' "$f"
+  # the backup: checkpoints whose device-model state it saw; libxl's
+  # qemu-resume file before the kill; QEMU on B after the failover
+  printf 'backup_dm_checked=%s ' "$(grep -c 'checkpoint: device-model state' "$ev/backup.log" 2>/dev/null || true)"
+  printf 'qemu_resume_B=%s ' "$(awk '{printf "%s%s@%s", (NR > 1 ? "," : ""), $2, $3} END {if (!NR) printf "none"}' "$ev/B-qemu-resume.txt" 2>/dev/null)"
+  printf 'qemu_B=%s qemu_B_incoming=%s\n' "$([ -s "$ev/B-qemu-ps.txt" ] && echo running || echo none)" \
+    "$(grep -q -- '-incoming' "$ev/B-qemu-ps.txt" 2>/dev/null && echo yes || echo no)"
+}
+
+cmd_hvm() {
+  local runs="${LAB_RUNS:-1}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" r rc line passed=0 t_start ev why res fig boot_a boot_b
+  HVM_VARIANT="${LAB_HVM_VARIANT:-pv}"
+  case "$HVM_VARIANT" in pv|e1000) ;; *) die "LAB_HVM_VARIANT: pv or e1000, not '$HVM_VARIANT'" ;; esac
+  t_start="$(now)"
+  tandem_lab_ready
+  hvm_fetch
+  # failover_run's pieces, for this guest
+  GUEST_CFG="$HVM_CFG"
+  GUEST_PREP=hvm_prep
+  GUEST_TIMEOUT_S="${LAB_GUEST_TIMEOUT_S:-1200}"   # QEMU reads the kernel through fw_cfg: 3-10 min
+  FAILOVER_VIF_ALL=1
+  FAILOVER_PRE_KILL=hvm_pre_kill
+  LAB_PRIMARY_ENV="TANDEM_HVM_EXPERIMENTAL=1"
+  LAB_PRIMARY_ARGS="--log-level debug"
+  LAB_TCP_WAIT_S="${LAB_TCP_WAIT_S:-300}"
+  LAB_ANSWERS_WAIT_S="${LAB_ANSWERS_WAIT_S:-900}"
+  FAILOVER_DIR="$RUN/hvm-$HVM_VARIANT-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$FAILOVER_DIR"
+  log "hvm series (variant $HVM_VARIANT): evidence in $FAILOVER_DIR"
+  for r in $(seq "$runs"); do
+    log "hvm run $r of $runs (variant $HVM_VARIANT)"
+    rm -f "$RUN/guest_seconds"
+    rc=0; line="$(failover_run "$r" "$interval" 1)" || rc=$?
+    ev="$FAILOVER_DIR/run$r-try1"
+    [ -n "$line" ] || line="lab failover: run=$r result=fail reason=lab-error(see-the-messages-above)"
+    echo "$line" >> "$FAILOVER_DIR/failover-lines"
+    mkdir -p "$ev"; hvm_evidence "$ev"
+    fig="$(hvm_figures "$ev" | paste -sd' ')"
+    why="$(kv reason <<<"$line")"
+    boot_a="$(cat "$ev/boot-before-kill" 2>/dev/null || true)"; boot_b="$(client_status boot)"
+    res=fail; [ "$rc" = 0 ] && res=pass
+    [ "$rc" = 2 ] && res=void   # the guest faulted before protection started: says nothing
+    [ "$res" = pass ] && passed=$((passed + 1))
+    echo "lab hvm: run=$r variant=$HVM_VARIANT result=$res reason=${why:-none} interval_ms=$interval guest_up_s=$(cat "$RUN/guest_seconds" 2>/dev/null || echo none) $fig" \
+      "pause_ms_p50=$(kv pause_ms_p50 <<<"$line") failover_s=$(kv failover_s <<<"$line") first_answer_after_kill_s=$(kv first_answer_after_kill_s <<<"$line")" \
+      "hold_s=$(kv hold_s <<<"$line") activated_checkpoint=$(kv activated_checkpoint <<<"$line") acked_before_kill=$(kv acked_before_kill <<<"$line")" \
+      "boot_before=${boot_a:-none} boot_after=${boot_b:-none} boot_same=$([ -n "$boot_a" ] && [ "$boot_a" = "$boot_b" ] && [ "$(kv reboots <<<"$line")" = 0 ] && echo yes || echo no)" \
+      "conns=$(kv conns <<<"$line") gaps=$(kv gaps <<<"$line") repeats=$(kv repeats <<<"$line") rollbacks=$(kv rollbacks <<<"$line") reboots=$(kv reboots <<<"$line")" \
+      "faults_A=$(kv faults_A <<<"$line") faults_B=$(kv faults_B <<<"$line") evidence=$ev" | tee -a "$FAILOVER_DIR/results" "$RUN/hvm.results"
+  done
+  echo "lab hvm: variant=$HVM_VARIANT runs=$runs passed=$passed failed=$((runs - passed)) total_s=$(elapsed "$t_start")" \
+    | tee -a "$FAILOVER_DIR/results" "$RUN/hvm.results"
+  [ "$passed" -eq "$runs" ]
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
@@ -2867,6 +3129,8 @@ main() {
     disk-failover) cmd_disk_failover ;;
     size) cmd_size ;;
     disk-remus) cmd_disk_remus ;;
+    hvm) cmd_hvm ;;
+    hvm-fetch) hvm_fetch ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac
