@@ -40,7 +40,7 @@ enum xen_guest_verdict xen_guest_check(const struct xen_guest_facts *f, char *wh
 	if (f->type == XG_HVM && f->hvm_experimental) {
 		snprintf(why, len, "it is an HVM guest and " XEN_HVM_SWITCH "=1 is set: its device "
 			 "model's (QEMU's) state is carried in every checkpoint by a path that is "
-			 "UNPROVEN (one failover in the lab, of a guest with PV drivers; an "
+			 "UNPROVEN (a few failovers in the lab, of a guest with PV drivers; an "
 			 "emulated e1000 NIC passed no traffic under checkpoints: docs/hvm.md); a "
 			 "failover may lose or corrupt its emulated devices' state: for the lab, "
 			 "not for guests that matter");

@@ -6,7 +6,7 @@
  * A PVH guest is protected.  An HVM guest is refused by default: the path
  * that carries its device model's (QEMU's) state in the checkpoints
  * (dmstate.h) is built and unit-tested, and has run in the lab only a
- * little (docs/hvm.md: one failover with PV drivers passed).  With
+ * little (docs/hvm.md: failovers of a guest with PV drivers).  With
  * the lab's switch TANDEM_HVM_EXPERIMENTAL=1 in the primary's environment
  * it is taken, as unproven (XG_EXPERIMENTAL).  Refused for good, whatever
  * the type or the switch, is what no checkpoint can carry: a device model
