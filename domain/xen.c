@@ -131,6 +131,14 @@ struct xen {
 	 * put back (credit2, else credit: both have weight and cap) */
 	bool capped, credit1;
 	uint16_t own_cap, own_weight;
+	/* A capped guest must run to take a suspend request (at 5% of a TCG
+	 * vCPU the lab's 1 GiB guest took more than 10 s): cap_lift() puts
+	 * the guest's own cap back from the request until it runs again,
+	 * cap_restore() then set_cap, the one set_speed() chose.  cap_lock:
+	 * set_speed() runs on the link thread, the suspend on the save thread. */
+	pthread_mutex_t cap_lock;
+	uint16_t set_cap;
+	bool cap_lifted;
 	char ended[160];		/* how the guest ended under protection ("" while it runs) */
 	int suspend_rc;
 	struct xenstream_cut cut;
@@ -293,6 +301,7 @@ static int xen_open(struct domain *d)
 	x->io_rd = x->io_wr = x->rs_wr = x->rs_rd = -1;
 	x->standby_domid = (uint32_t)INVALID_DOMID;
 	pthread_mutex_init(&x->lock, NULL);
+	pthread_mutex_init(&x->cap_lock, NULL);
 	pthread_cond_init(&x->cond, NULL);
 	snprintf(x->name, sizeof(x->name), "%s", guest_name(d));
 
@@ -446,6 +455,8 @@ static int check_guest_type(struct xen *x)
 }
 
 static int xen_set_speed(struct domain *d, unsigned pct);
+static void cap_lift(struct xen *x);
+static void cap_restore(struct xen *x);
 
 static void xen_close(struct domain *d)
 {
@@ -831,8 +842,11 @@ static bool withdraw_suspend(struct xen *x, const char *path)
 static int suspend_guest(struct xen *x)
 {
 	char path[128];
-	uint64_t t0 = now_ms();
+	uint64_t t0;
 	int ack_ms = x->hvm ? SUSPEND_ACK_TIMEOUT_HVM_MS : SUSPEND_ACK_TIMEOUT_MS;
+
+	cap_lift(x);
+	t0 = now_ms();
 
 	if (x->hvm) {
 		/* libxl_dom_suspend.c:domain_suspend_callback_common: an HVM
@@ -930,8 +944,11 @@ static int cb_suspend(void *data)
 	 * the device model after the guest), before libxc reads the dirty
 	 * pages; the oracle's first pass after QEMU stopped writing. */
 	rc = x->hvm ? dm_open(x, &x->qmp) : 0;
-	if (rc == 0)
+	if (rc == 0) {
 		rc = suspend_guest(x);
+		if (rc)
+			cap_restore(x);	/* left running */
+	}
 	if (rc == 0 && x->hvm)
 		rc = dm_save(x);
 	if (rc && x->hvm && !x->dm_stopped)
@@ -971,6 +988,7 @@ static int cb_postcopy(void *data)
 				 "at full speed again", x->name);
 	}
 	rc = resume_guest(x);
+	cap_restore(x);
 	if (x->hvm)
 		dm_close(x);
 	pthread_mutex_lock(&x->lock);
@@ -1371,15 +1389,12 @@ static int sched_set(struct xen *x, uint16_t weight, uint16_t cap)
 	return r ? -(errno ? errno : EIO) : 0;
 }
 
-static int xen_set_speed(struct domain *d, unsigned pct)
+static int set_speed_locked(struct xen *x, unsigned pct)
 {
-	struct xen *x = X(d);
 	xc_dominfo_t info;
 	uint16_t cap;
 	int rc;
 
-	if (pct < 1 || pct > 100)
-		return -EINVAL;
 	if (!x->capped) {
 		if (pct >= 100)
 			return 0;
@@ -1398,13 +1413,62 @@ static int xen_set_speed(struct domain *d, unsigned pct)
 		if (x->own_cap && x->own_cap < cap)
 			cap = x->own_cap;	/* never looser than the guest's own */
 	}
-	if ((rc = sched_set(x, x->own_weight, cap))) {
+	/* lifted for a suspend: the new cap applies when the guest runs again */
+	if (!(x->cap_lifted && pct < 100) && (rc = sched_set(x, x->own_weight, cap))) {
 		log_error("cannot set guest '%s''s scheduler cap to %u%%: %s", x->name, cap,
 			  strerror(-rc));
 		return rc;
 	}
+	x->set_cap = cap;
 	x->capped = pct < 100;
 	return 0;
+}
+
+static int xen_set_speed(struct domain *d, unsigned pct)
+{
+	struct xen *x = X(d);
+	int rc;
+
+	if (pct < 1 || pct > 100)
+		return -EINVAL;
+	pthread_mutex_lock(&x->cap_lock);
+	rc = set_speed_locked(x, pct);
+	pthread_mutex_unlock(&x->cap_lock);
+	return rc;
+}
+
+/* The guest's own cap while it takes a suspend request (see cap_lock). */
+static void cap_lift(struct xen *x)
+{
+	int rc;
+
+	pthread_mutex_lock(&x->cap_lock);
+	if (x->capped && !x->cap_lifted) {
+		if ((rc = sched_set(x, x->own_weight, x->own_cap)) == 0) {
+			x->cap_lifted = true;
+			log_debug("guest '%s': its cap of %u%% lifted for the suspend", x->name,
+				  x->set_cap);
+		} else {
+			log_warn("guest '%s': cannot lift its cap of %u%% for the suspend (%s): it "
+				 "may take the request late", x->name, x->set_cap, strerror(-rc));
+		}
+	}
+	pthread_mutex_unlock(&x->cap_lock);
+}
+
+/* The guest runs again (resumed, or never suspended): set_speed()'s cap back. */
+static void cap_restore(struct xen *x)
+{
+	int rc;
+
+	pthread_mutex_lock(&x->cap_lock);
+	if (x->cap_lifted) {
+		x->cap_lifted = false;
+		if (x->capped && (rc = sched_set(x, x->own_weight, x->set_cap)))
+			log_error("guest '%s': cannot put its cap of %u%% back after the suspend: "
+				  "%s", x->name, x->set_cap, strerror(-rc));
+	}
+	pthread_mutex_unlock(&x->cap_lock);
 }
 
 static int xen_suspend(struct domain *d)
@@ -1708,6 +1772,7 @@ static int xen_probe(struct domain *d, bool log_dirty, struct domain_probe_cycle
 		dm_ns += now_ns() - t2;
 	}
 	rc = resume_guest(x);
+	cap_restore(x);
 	if (x->hvm)
 		dm_close(x);
 	if (rc || dm_rc)
