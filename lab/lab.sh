@@ -59,7 +59,8 @@
 #                                   (qemu-system-xen put in both dom0s from a cache);
 #                                   TANDEM_HVM_EXPERIMENTAL=1 protects it A->B, A is killed: the
 #                                   `failover` checks plus the device model's evidence, "lab hvm:"
-#                                   lines (LAB_HVM_VARIANT=pv|e1000, default pv; LAB_RUNS, 1)
+#                                   lines (LAB_HVM_VARIANT=pv|e1000|e1000-nopv, default pv; LAB_RUNS, 1)
+#   lab/lab.sh hvm-nic              (issue 21) which checkpoint step silences an emulated NIC: "lab hvm-nic:" line
 #   lab/lab.sh hvm-fetch            only download the device model's packages into the cache
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
 #
@@ -2470,17 +2471,21 @@ cmd_reprotect() {
 # (default 3000ms): the added output latency p50/p99 of each (the
 # primary's "added EPOCH MS" events), the guest's speed, and the client's
 # one connection (no gap, repeat or rollback).  One line "lab size: ...".
-size_added() { # events-file from to -> "p50/p99/n" of the "added" lines numbered (from, to] (to 0: to the end)
-  awk -v a="$2" -v b="$3" '$1 == "added" { n++; if (n > a && (b == 0 || n <= b)) print $3 }' "$1" | sort -n |
+size_added() { # events-file from to [ms] -> "p50/p99/n" of the "added" lines numbered (from, to] (to 0: to the end)
+  # ms: and only from the first of them at most ms on (the checkpoints
+  # captured before the budget was set still carry the backlog)
+  awk -v a="$2" -v b="$3" -v lim="${4:-0}" '$1 == "added" { n++; if (n > a && (b == 0 || n <= b)) {
+        if (lim > 0 && !on && $3 + 0 > lim) next; on = 1; print $3 } }' "$1" | sort -n |
     awk '{ v[m++] = $1 } END { if (!m) { print "nan/nan/0"; exit }
          i = int(m * 0.5 + 0.999999) - 1; j = int(m * 0.99 + 0.999999) - 1   # nearest rank
          printf "%.0f/%.0f/%d\n", v[i < 0 ? 0 : i], v[j < 0 ? 0 : j], m }'
 }
+size_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) print n; else if (v ~ /s$/) print n * 1000; else print n }'; } # 3000ms|3s -> 3000
 size_rss_mib() { lab_ssh "$1" "awk '/^VmHWM/ {printf \"%.0f\", \$2 / 1024}' /proc/\$(cat /root/$2.pid)/status" 2>/dev/null || echo nan; }
 cmd_size() {
   local mb="${LAB_SIZE_GUEST_MB:-1024}" pages="${LAB_SIZE_DIRTY_PAGES:-16384}" hold="${LAB_SIZE_HOLD_S:-120}"
   local budget="${LAB_SIZE_BUDGET:-3000ms}" interval="${LAB_TANDEM_INTERVAL_MS:-100}"
-  local ev t0 t_prot="" why="" domid pre a0 a1 nb js rss_copy nob wb f
+  local ev t0 t_prot="" why="" domid pre a0 a1 nb js rss_copy nob wb ws f
   tandem_lab_ready
   ev="$RUN/size-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
   # g1 at the size asked for: a g1 of another size goes
@@ -2525,12 +2530,13 @@ cmd_size() {
   cp "$RUN/client.log" "$RUN/client.status" "$ev/" 2>/dev/null || true
   nob="$(size_added "$ev/primary.events" "${a0:-0}" "${a1:-0}")"
   wb="$(size_added "$ev/primary.events" "${a1:-0}" 0)"
+  ws="$(size_added "$ev/primary.events" "${a1:-0}" 0 "$(size_ms "$budget")")"
   nb="$(grep -c 'slowing the guest to' "$ev/primary.log" 2>/dev/null || true)"
   echo "lab size: result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}") guest_mb=$mb" \
     "dirty_pages=$pages copy_s=$(since "$t0" "$t_prot") precopy=\"${pre:-none}\" precopy_slowings=$nb" \
     "primary_rss_mib_peak_copy=$rss_copy primary_rss_mib_peak=$(size_rss_mib A primary)" \
     "backup_rss_mib=$(size_rss_mib B backup) staging=${LAB_SIZE_STAGING:-256M}" \
-    "added_ms_p50_p99_n=$nob budget=$budget added_ms_p50_p99_n_budget=$wb" \
+    "added_ms_p50_p99_n=$nob budget=$budget added_ms_p50_p99_n_budget=$wb added_ms_p50_p99_n_budget_drained=$ws" \
     "speed_pct=$(json_field speed_pct <<<"$js") throttles=$(json_field throttles <<<"$js")" \
     "conns=$(client_status conns) gaps=$(client_status gaps) repeats=$(client_status repeats)" \
     "rollbacks=$(client_status rollbacks) evidence=$ev" | tee "$ev/result"
@@ -2933,16 +2939,20 @@ hvm_install() { # host
 
 # The HVM guest's xl configuration, made from g1's own (name, kernel,
 # initramfs, address, MAC, bridge, memory, vCPUs) -> stdout.
-hvm_cfg() { # pv|e1000
+hvm_cfg() { # pv|e1000|e1000-nopv
   local base edit=""
   base="$(lab_ssh A cat "$PVH_CFG")" || return 1
   grep -q '^type = "pvh"' <<<"$base" && grep -q "bridge=xenbr0'" <<<"$base" && grep -q "console=hvc0" <<<"$base" \
     || { log "hvm: $PVH_CFG on A is not what hvm_cfg expects"; return 1; }
-  [ "$1" = e1000 ] && edit="s|^ramdisk = .*|ramdisk = \"$HVM_INITRD_E1000\"|; s|bridge=xenbr0'|bridge=xenbr0,model=e1000'|"
+  case "$1" in e1000*) edit="s|^ramdisk = .*|ramdisk = \"$HVM_INITRD_E1000\"|; s|bridge=xenbr0'|bridge=xenbr0,model=e1000'|" ;; esac
+  # e1000-nopv: Linux's `nopv` (x86 hypervisor.c, Xen HVM since 5.3): the
+  # guest does not look for Xen at all (no callback, no PV suspend), so a
+  # checkpoint suspends it the way Xen does a guest without PV drivers
+  [ "$1" = e1000-nopv ] && edit+="; s|console=ttyS0|console=ttyS0 nopv|"
   echo "# g1 as an HVM guest (lab/lab.sh hvm, variant $1)"
   sed -e '/^#/d' -e 's/^type = .*/type = "hvm"/' -e 's/console=hvc0/console=ttyS0/' -e "$edit" <<<"$base"
   cat <<EOF
-xen_platform_pci = $([ "$1" = e1000 ] && echo 0 || echo 1)
+xen_platform_pci = $([ "$1" = pv ] && echo 1 || echo 0)
 serial = "file:$HVM_SERIAL"
 vnc = 0
 sdl = 0
@@ -2952,7 +2962,11 @@ EOF
 hvm_is_variant() { # host: g1 there is the HVM guest of this variant
   local j; j="$(lab_ssh "$1" "xl list -l g1" 2>/dev/null)" || return 1
   grep -q '"type": "hvm"' <<<"$j" || return 1
-  if [ "$HVM_VARIANT" = e1000 ]; then grep -q '"model": "e1000"' <<<"$j"; else ! grep -q '"model": "e1000"' <<<"$j"; fi
+  case "$HVM_VARIANT" in
+    pv) ! grep -q '"model": "e1000"' <<<"$j" ;;
+    e1000) grep -q '"model": "e1000"' <<<"$j" && ! grep -q ' nopv' <<<"$j" ;;
+    e1000-nopv) grep -q '"model": "e1000"' <<<"$j" && grep -q ' nopv' <<<"$j" ;;
+  esac
 }
 
 # failover_reset's GUEST_PREP: the device model on both hosts, the guest's
@@ -2967,7 +2981,7 @@ hvm_prep() {
   cmd_copy_in A "$RUN/g1-hvm.cfg" "$HVM_CFG"
   # On B too: QEMU loads the kernel and initramfs named in the
   # configuration when it starts there at the failover (-incoming).
-  if [ "$HVM_VARIANT" = e1000 ]; then
+  if [ "$HVM_VARIANT" != pv ]; then
     for h in A B; do
       cmd_copy_in "$h" "$d/e1000.cpio.gz" /root/e1000.cpio.gz
       lab_ssh "$h" "cat /var/lib/tandem-lab/guest/initrd.img /root/e1000.cpio.gz > $HVM_INITRD_E1000"
@@ -3053,7 +3067,7 @@ hvm_figures() { # ev-dir
 cmd_hvm() {
   local runs="${LAB_RUNS:-1}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" r rc line passed=0 t_start ev why res fig boot_a boot_b
   HVM_VARIANT="${LAB_HVM_VARIANT:-pv}"
-  case "$HVM_VARIANT" in pv|e1000) ;; *) die "LAB_HVM_VARIANT: pv or e1000, not '$HVM_VARIANT'" ;; esac
+  case "$HVM_VARIANT" in pv|e1000|e1000-nopv) ;; *) die "LAB_HVM_VARIANT: pv, e1000 or e1000-nopv, not '$HVM_VARIANT'" ;; esac
   t_start="$(now)"
   tandem_lab_ready
   hvm_fetch
@@ -3096,6 +3110,79 @@ cmd_hvm() {
   [ "$passed" -eq "$runs" ]
 }
 
+# ------------------------------------------------------------- hvm-nic ----
+# Issue 21's e1000 question: which step of a checkpoint takes an emulated
+# NIC's receive away?  The HVM guest of LAB_HVM_VARIANT (default e1000) is
+# made and answers; then, one after another, each followed by "does the
+# client get an answer within LAB_HVM_NIC_WAIT_S (120) s after it?":
+#   pause     xl pause, 2 s, xl unpause (Xen alone; a control)
+#   qmp       QMP stop, 2 s, cont on libxl's socket (QEMU's clocks stop;
+#             no guest suspend)
+#   save-c    xl save -c: libxl's own checkpoint, once (guest suspend,
+#             QMP stop + xen-save-devices-state, fast resume, cont)
+#   remus     xl remus -n -F -i 100 to B, 20 checkpoints
+# The sequence stops at the first step after which nothing answers (that
+# step is the one), and says so: "lab hvm-nic:" line.
+hvm_qmp() { # domid command...: each a QMP command name, sent in order on one session
+  local d="$1" c script="echo '{\"execute\":\"qmp_capabilities\"}'; sleep 0.5;"
+  shift
+  for c in "$@"; do
+    case "$c" in sleep*) script+=" ${c};" ;; *) script+=" echo '{\"execute\":\"$c\"}'; sleep 0.5;" ;; esac
+  done
+  lab_ssh A "($script) | nc -U -q 2 /var/run/xen/qmp-libxl-$d"
+}
+
+cmd_hvm_nic() {
+  local wait="${LAB_HVM_NIC_WAIT_S:-120}" ev domid t step res="" broke=none out
+  HVM_VARIANT="${LAB_HVM_VARIANT:-e1000}"
+  case "$HVM_VARIANT" in pv|e1000|e1000-nopv) ;; *) die "LAB_HVM_VARIANT: pv, e1000 or e1000-nopv, not '$HVM_VARIANT'" ;; esac
+  tandem_lab_ready
+  hvm_fetch
+  GUEST_CFG="$HVM_CFG"; GUEST_PREP=hvm_prep
+  GUEST_TIMEOUT_S="${LAB_GUEST_TIMEOUT_S:-1200}"
+  ev="$RUN/hvm-nic-$HVM_VARIANT-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
+  failover_reset >&2
+  lab_ssh A "xl dmesg -c" > /dev/null
+  domid="$(lab_ssh A xl domid g1)"
+  watchers_start
+  wait_for "client: 5 answers" 300 client_ok_at_least 5 >&2 || { echo "lab hvm-nic: variant=$HVM_VARIANT result=no-answers-at-all evidence=$ev"; return 1; }
+  for step in pause qmp save-c remus; do
+    log "hvm-nic: step $step"
+    out=""
+    case "$step" in
+      pause) out="$(lab_ssh A "xl pause g1 && sleep 2 && xl unpause g1 && echo ok" 2>&1)" ;;
+      qmp) out="$(hvm_qmp "$domid" stop "sleep 2" cont 2>&1)" ;;
+      save-c) out="$(lab_ssh A "time xl save -c g1 /root/hvm-nic.ckpt; rc=\$?; rm -f /root/hvm-nic.ckpt; echo rc=\$rc" 2>&1)" ;;
+      remus)
+        lab_ssh A "nohup xl -vvv -T remus -i 100 -n -F g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid"
+        if wait_for "remus: 20 checkpoints" 2400 checkpoints_at_least 20 >&2; then out="checkpoints=$(remus_checkpoints)"
+        else out="no-checkpoints"; fi ;;
+    esac
+    printf '%s\n' "$out" > "$ev/step-$step.txt"
+    # QEMU's run state after the step (not during remus: libxl's own QMP
+    # sessions must find the socket free)
+    [ "$step" = remus ] || hvm_qmp "$domid" query-status >> "$ev/step-$step.txt" 2>&1 || true
+    t="$(now)"
+    if wait_for "client: an answer after step $step" "$wait" client_ok_after "$t" >&2; then
+      res+=" $step=answers"
+    else
+      res+=" $step=silent"; broke="$step"
+    fi
+    [ "$step" != remus ] || cmd_copy_out A /root/remus.log "$ev/remus-A.log" 2>/dev/null || true
+    [ "$broke" = none ] || break
+  done
+  cmd_copy_out A "$HVM_SERIAL" "$ev/A-serial.log" 2>/dev/null || true
+  hvm_xen_logs A "$ev"
+  xen_log A "$ev/A-xen.log" || true
+  cp "$RUN/client.log" "$RUN/client.status" "$ev/" 2>/dev/null || true
+  stop_pidfile "$RUN/client.pid"; stop_pidfile "$RUN/tcpdump.pid"
+  cp "$RUN/arp.log" "$ev/" 2>/dev/null || true
+  # remus leaves a copy on B: gone, and A's guest with it (the next run makes its own)
+  lab_ssh B "xl destroy g1--incoming 2>/dev/null; xl destroy g1 2>/dev/null; true" || true
+  lab_ssh A "kill \$(cat /root/remus.pid 2>/dev/null) 2>/dev/null; xl destroy g1 2>/dev/null; true" || true
+  echo "lab hvm-nic: variant=$HVM_VARIANT$res first_silent=$broke evidence=$ev" | tee "$ev/result"
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
@@ -3131,6 +3218,7 @@ main() {
     disk-remus) cmd_disk_remus ;;
     hvm) cmd_hvm ;;
     hvm-fetch) hvm_fetch ;;
+    hvm-nic) cmd_hvm_nic ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac
