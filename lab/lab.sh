@@ -2716,7 +2716,9 @@ disk_run() { # run interval
   fi
   LAB_DAEMON_ARGS="--log-level ${LAB_BACKUP_LOG_LEVEL:-debug}" backup_start \
     || { failover_evidence "$ev" A B; echo "lab disk: run=$r result=fail reason=backup-does-not-start evidence=$ev"; return 1; }
-  tandem_start A primary
+  # the primary at debug too (LAB_DISK_PRIMARY_LOG_LEVEL): session 22's
+  # false failover left no trace of why the primary fell silent
+  LAB_DAEMON_ARGS="--log-level ${LAB_DISK_PRIMARY_LOG_LEVEL:-debug}" tandem_start A primary
   if ! wait_for "tandem: first copy done, 3 checkpoints acked" 1200 acks_or_primary_gone 3 >&2 ||
      primary_failed || backup_failed || ! acks_at_least 3; then
     failover_evidence "$ev" A B
