@@ -3118,8 +3118,11 @@ cmd_hvm() {
 # made and answers; then, one after another, each followed by "does the
 # client get an answer within LAB_HVM_NIC_WAIT_S (120) s after it?":
 #   pause     xl pause, 2 s, xl unpause (Xen alone; a control)
-#   qmp       QMP stop, 2 s, cont on libxl's socket (QEMU's clocks stop;
-#             no guest suspend)
+#   qmp       xl pause, QMP stop, 2 s, cont on libxl's socket, xl unpause
+#             (QEMU's clocks stop; no guest suspend.  QEMU must not be
+#             stopped under a running guest: an I/O request in flight then
+#             is never answered and the vCPU waits for ever, as the first
+#             try of this experiment found)
 #   save-c    xl save -c: libxl's own checkpoint, once (guest suspend,
 #             QMP stop + xen-save-devices-state, fast resume, cont)
 #   remus     xl remus -n -F -i 100 to B, 20 checkpoints
@@ -3153,7 +3156,7 @@ cmd_hvm_nic() {
     out=""
     case "$step" in
       pause) out="$(lab_ssh A "xl pause g1 && sleep 2 && xl unpause g1 && echo ok" 2>&1)" ;;
-      qmp) out="$(hvm_qmp "$domid" stop "sleep 2" cont 2>&1)" ;;
+      qmp) out="$(lab_ssh A "xl pause g1" 2>&1; hvm_qmp "$domid" stop "sleep 2" cont 2>&1; lab_ssh A "xl unpause g1" 2>&1)" ;;
       save-c) out="$(lab_ssh A "time xl save -c g1 /root/hvm-nic.ckpt; rc=\$?; rm -f /root/hvm-nic.ckpt; echo rc=\$rc" 2>&1)" ;;
       remus)
         lab_ssh A "nohup xl -vvv -T remus -i 100 -n -F g1 $(host_ip B repl) > /root/remus.log 2>&1 < /dev/null & echo \$! > /root/remus.pid"
