@@ -2739,6 +2739,15 @@ disk_run() { # run interval
   cmd_copy_out A /root/primary.log "$ev/primary.log" 2>/dev/null || true
   cmd_copy_out A /root/primary.events "$ev/primary.events" 2>/dev/null || true
   st_json="$(lab_ssh A ./tandem status --json g1 2>/dev/null || true)"
+  # Protection ended before the kill (the guest ended on A: Xen's
+  # triple-fault action for it is a reboot): nothing to fail over.  Say
+  # so, with A's Xen log read now (a kill and reboot would lose it).
+  if grep -q "ended under protection" "$ev/primary.log" 2>/dev/null || primary_failed; then
+    stop_pidfile "$RUN/client.pid"; failover_evidence "$ev" A B
+    echo "lab disk: run=$r result=fail reason=protection-ended-before-kill guest_faults_A=$(guest_faults "$ev/A-xen.log")" \
+      "guest_ended=\"$(sed -n 's/.*guest .g1. ended under protection: //p' "$ev/primary.log" | head -n1)\" evidence=$ev"
+    return 1
+  fi
   ok_before="$(client_status ok)"
   t_kill="$(now)"
   cmd_kill_host A >&2
