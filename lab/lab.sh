@@ -3075,17 +3075,24 @@ hvm_figures() { # ev-dir
     "$(grep -q -- '-incoming' "$ev/B-qemu-ps.txt" 2>/dev/null && echo yes || echo no)"
 }
 
-cmd_hvm() {
-  local runs="${LAB_RUNS:-1}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" r rc line passed=0 t_start ev why res fig boot_a boot_b
-  HVM_VARIANT="${LAB_HVM_VARIANT:-pv}"
+# The HVM guest of LAB_HVM_VARIANT (default $1) in place of g1's PVH one:
+# the lab ready, the device model's packages fetched, failover_reset's
+# pieces (its configuration, its preparation, its boot time) set.
+hvm_begin() { # default-variant
+  HVM_VARIANT="${LAB_HVM_VARIANT:-$1}"
   case "$HVM_VARIANT" in pv|e1000|e1000-nopv) ;; *) die "LAB_HVM_VARIANT: pv, e1000 or e1000-nopv, not '$HVM_VARIANT'" ;; esac
-  t_start="$(now)"
   tandem_lab_ready
   hvm_fetch
-  # failover_run's pieces, for this guest
   GUEST_CFG="$HVM_CFG"
   GUEST_PREP=hvm_prep
   GUEST_TIMEOUT_S="${LAB_GUEST_TIMEOUT_S:-1200}"   # QEMU reads the kernel through fw_cfg: 3-10 min
+}
+
+cmd_hvm() {
+  local runs="${LAB_RUNS:-1}" interval="${LAB_TANDEM_INTERVAL_MS:-100}" r rc line passed=0 t_start ev why res fig boot_a boot_b
+  t_start="$(now)"
+  hvm_begin pv
+  # failover_run's pieces, for this guest
   FAILOVER_VIF_ALL=1
   FAILOVER_PRE_KILL=hvm_pre_kill
   LAB_PRIMARY_ENV="TANDEM_HVM_EXPERIMENTAL=1"
@@ -3148,12 +3155,7 @@ hvm_qmp() { # domid command...: each a QMP command name, sent in order on one se
 
 cmd_hvm_nic() {
   local wait="${LAB_HVM_NIC_WAIT_S:-120}" ev domid t step res="" broke=none out
-  HVM_VARIANT="${LAB_HVM_VARIANT:-e1000}"
-  case "$HVM_VARIANT" in pv|e1000|e1000-nopv) ;; *) die "LAB_HVM_VARIANT: pv, e1000 or e1000-nopv, not '$HVM_VARIANT'" ;; esac
-  tandem_lab_ready
-  hvm_fetch
-  GUEST_CFG="$HVM_CFG"; GUEST_PREP=hvm_prep
-  GUEST_TIMEOUT_S="${LAB_GUEST_TIMEOUT_S:-1200}"
+  hvm_begin e1000
   ev="$RUN/hvm-nic-$HVM_VARIANT-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
   failover_reset >&2
   lab_ssh A "xl dmesg -c" > /dev/null
