@@ -3135,10 +3135,10 @@ cmd_hvm() {
 # client get an answer within LAB_HVM_NIC_WAIT_S (120) s after it?":
 #   pause     xl pause, 2 s, xl unpause (Xen alone; a control)
 #   qmp       xl pause, QMP stop, 2 s, cont on libxl's socket, xl unpause
-#             (QEMU's clocks stop; no guest suspend.  QEMU must not be
-#             stopped under a running guest: an I/O request in flight then
-#             is never answered and the vCPU waits for ever, as the first
-#             try of this experiment found)
+#             (QEMU's clocks stop; no guest suspend.  Not under a running
+#             guest: the first try of this experiment did that, and the
+#             guest fell silent for good, most likely a vCPU left waiting
+#             on an I/O request the stopped QEMU never answered)
 #   save-c    xl save -c: libxl's own checkpoint, once (guest suspend,
 #             QMP stop + xen-save-devices-state, fast resume, cont)
 #   remus     xl remus -n -F -i 100 to B, 20 checkpoints
