@@ -28,6 +28,7 @@ static const char *const points[] = {
 	"activate-fails",
 	"disk-ignore-health",
 	"slow-activate",
+	"suspend-stuck",
 };
 
 static struct {

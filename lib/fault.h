@@ -10,7 +10,8 @@
  * drop-ack, duplicate-frame, backup-mid-commit, backup-before-ack,
  * primary-exit-after-release, slow-commit (the backup stalls 3 timeouts
  * before a commit, still sending heartbeats), suspend-fails (the guest
- * does not suspend, as a Xen guest that ignores the request),
+ * does not suspend, as a Xen guest that ignores the request, once),
+ * suspend-stuck (the same from its hit on, for the life of the process),
  * xen-version-differs (a Xen backup takes its own version for the next
  * minor one, for the life of the process: lab/lab.sh errors),
  * restore-ends-early (a Xen backup refuses the first round just after

@@ -198,6 +198,10 @@ struct primary {
 	uint64_t backup_holds;		/* the backup holds checkpoints from this one (HELD); 0 = no */
 	char restart_why[200];
 	unsigned copy_failures;		/* initial copies failed in a row (backoff) */
+	unsigned ckpt_failures;		/* checkpoints failed with no ack after them */
+	uint64_t ckpt_fail_epoch;	/* the last of them */
+	bool resume_failed;		/* take_checkpoint: the guest was not resumed */
+	bool suspend_stuck;		/* fault point suspend-stuck fired */
 	uint64_t last_ack_ns;		/* when the last ack arrived (0 = none yet) */
 	bool superseded;		/* the backup activated: step down, never release */
 	bool ckpt_exited, stepped_down;	/* step_down runs once, after the checkpoint thread */
@@ -856,7 +860,10 @@ static int take_checkpoint(struct primary *p, struct ckpt *c, uint64_t epoch)
 		return rc;
 	}
 	t0 = now_ns();
-	rc = fault_hit("suspend-fails") ? -ETIMEDOUT : p->dom.ops->suspend(&p->dom);
+	if (!p->suspend_stuck)
+		p->suspend_stuck = fault_hit("suspend-stuck");
+	rc = fault_hit("suspend-fails") || p->suspend_stuck ? -ETIMEDOUT :
+	     p->dom.ops->suspend(&p->dom);
 	if (rc == -ESHUTDOWN) {
 		log_error("checkpoint %" PRIu64 ": guest '%s' shut down or was destroyed by itself or "
 			  "its owner: protection ends; the backup discards its standby (this is not "
@@ -930,6 +937,7 @@ resume:
 	t3 = now_ns();
 	if (r) {
 		log_error("checkpoint %" PRIu64 ": cannot resume the guest: %s", epoch, strerror(-r));
+		p->resume_failed = true;
 		return r;
 	}
 	if (rc) {
@@ -957,6 +965,59 @@ resume:
 	if (p->devs.n)
 		note_verdicts(p, c);
 	return 0;
+}
+
+/*
+ * A checkpoint failed and the guest runs on (it did not suspend in time,
+ * or its capture failed and it was resumed): the stream is broken (libxc's
+ * save ends with it), but nothing else is.  Start protection over with a
+ * new initial copy rather than end it, after 200 ms doubling per failure;
+ * output not yet acknowledged stays held until the new stream's first ack
+ * (on-replication-loss = wait) or is released with the standby discarded
+ * (release), as for a lost link.  CKPT_FAIL_LIMIT failures with no ack
+ * between them (a guest that never suspends) end protection as before:
+ * false.  Lock held.
+ */
+#define CKPT_FAIL_LIMIT 3
+
+static bool go_unprotected(struct primary *p, bool link_down, const char *restart_why,
+			   const char *detail);
+
+static bool checkpoint_failed(struct primary *p, uint64_t epoch, int rc)
+{
+	char why[sizeof(p->restart_why)];
+	uint64_t wait_ms, end;
+
+	if (p->stop || p->superseded || p->sw != SW_NONE)
+		return false;
+	if (++p->ckpt_failures >= CKPT_FAIL_LIMIT) {
+		log_error("checkpoint %" PRIu64 " failed (%s): %u checkpoints in a row failed "
+			  "with none acknowledged between them: protection ends", epoch,
+			  strerror(-rc), p->ckpt_failures);
+		return false;
+	}
+	p->ckpt_fail_epoch = epoch;
+	wait_ms = 200ull << (p->ckpt_failures - 1);
+	snprintf(why, sizeof(why), "checkpoint %" PRIu64 " could not be taken (%s); the guest "
+		 "runs on (%u failed in a row; protection ends at %u)", epoch, strerror(-rc),
+		 p->ckpt_failures, CKPT_FAIL_LIMIT);
+	if (p->cfg.on_replication_loss == REPL_LOSS_RELEASE) {
+		pthread_mutex_unlock(&p->lock);
+		go_unprotected(p, false, why, "UNPROTECTED: a checkpoint failed; output released "
+			       "(on-replication-loss = release), protection starts over");
+		pthread_mutex_lock(&p->lock);
+	} else {
+		p->restart = true;
+		snprintf(p->restart_why, sizeof(p->restart_why), "%s", why);
+		set_state(p, P_DEGRADED, "%s; protection starts over with a new initial copy, "
+			  "output held until its first acknowledgement", why);
+	}
+	log_error("%s: protection starts over with a new initial copy in %.1f s", why,
+		  (double)wait_ms / 1000.0);
+	end = now_ns() + wait_ms * 1000000ull;
+	while (!p->stop && !p->superseded && now_ns() < end)
+		wait_ns(p, end - now_ns());
+	return true;
 }
 
 /*
@@ -1363,11 +1424,17 @@ static void *ckpt_main(void *arg)
 				p->stop = true;
 				break;
 			}
+			p->resume_failed = false;
 			rc = take_checkpoint(p, c, epoch);
 			pthread_mutex_lock(&p->lock);
 			unthrottled(p, "its checkpoint fitted");
 			if (!rc && p->released && !p->restart)
 				p->released = false;	/* its close_epoch holds output again */
+			if (rc && rc != -ESHUTDOWN && !p->resume_failed &&
+			    checkpoint_failed(p, epoch, rc)) {
+				ckpt_free(c);
+				break;			/* the stream starts over */
+			}
 			if (rc) {
 				ckpt_free(c);
 				p->exit_code = rc == -ESHUTDOWN ? EXIT_GUEST_ENDED : EXIT_FAILURE_RUNTIME;
@@ -1625,6 +1692,11 @@ static void handle_ack(struct primary *p, const struct wire_ack *a)
 		log_error("cannot release output epoch %" PRIu64 ": %s", a->epoch, strerror(-rc));
 	p->last_acked = a->epoch;
 	p->last_ack_ns = now_ns();
+	if (p->ckpt_failures && a->epoch > p->ckpt_fail_epoch) {
+		log_info("checkpoint %" PRIu64 " acknowledged: protection is back after %u failed "
+			 "checkpoint%s", a->epoch, p->ckpt_failures, p->ckpt_failures > 1 ? "s" : "");
+		p->ckpt_failures = 0;
+	}
 	if (p->backup_holds && a->epoch >= p->backup_holds) {
 		log_info("the backup commits again (checkpoint %" PRIu64 ")", a->epoch);
 		p->backup_holds = 0;

@@ -197,31 +197,6 @@ int test_engine_clean_stop(void)
 }
 
 /*
- * A guest that does not suspend (a Xen guest that ignores the request past
- * the bound): the primary stops protection, says why and exits 1; the
- * backup is told, discards its standby and does not fail over; held output
- * is released.
- */
-int test_engine_suspend_fails(void)
-{
-	struct td p, b;
-	const char *cfg = td_config(VM, NULL);
-
-	start_pair(&p, &b, cfg, "suspend-fails@5", NULL, 0);
-	if (!WAIT_FOR(td_exited(&p), 15000))
-		fail_dump(&p, &b, "primary did not stop when the guest did not suspend");
-	ASSERT(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 1);
-	ASSERT(td_log_has(&p, "checkpoint 5: cannot suspend the guest"));
-	ASSERT(td_log_has(&p, "output released"));
-	if (!WAIT_FOR(td_exited(&b), 5000))
-		fail_dump(&p, &b, "backup did not exit after the primary stopped");
-	ASSERT(WIFEXITED(b.status) && WEXITSTATUS(b.status) == 0);
-	ASSERT(td_log_has(&b, "stopped protection cleanly"));
-	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
-	return TEST_OK;
-}
-
-/*
  * The guest ends under protection (a Xen guest's poweroff or crash; here
  * the synthetic guest's process dies): protection ends cleanly with exit
  * 6 and the reason, the backup discards its standby and never activates.

@@ -490,6 +490,84 @@ int test_failover_backup_restarts(void)
 }
 
 /*
+ * A checkpoint that fails with the guest running on (a Xen guest that did
+ * not take the suspend request within its bound): protection starts over
+ * with a new initial copy instead of ending; output not yet acknowledged
+ * stays held (on-replication-loss = wait), the backup never activates on
+ * its own, and a failover after it activates exactly the last acked
+ * checkpoint of the new stream.
+ */
+int test_failover_checkpoint_fails(void)
+{
+	struct td p, b;
+	const char *cfg = td_config(VM, NULL);
+
+	td_start(&b, "backup", cfg, NULL);
+	ASSERT(WAIT_FOR(is("backup", "waiting"), 15000));
+	td_start(&p, "primary", cfg, "suspend-fails@5");
+	if (!WAIT_FOR(td_log_has(&p, "protection starts over with a new initial copy"), 15000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("the primary did not start over after the failed checkpoint");
+	}
+	ASSERT(td_log_has(&p, "checkpoint 5: cannot suspend the guest"));
+	ASSERT(td_log_has(&p, "checkpoint 5 could not be taken"));
+	if (!WAIT_FOR(protecting_after(5), 15000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("protection did not come back after the failed checkpoint");
+	}
+	ASSERT(td_log_has(&p, "protection is back after 1 failed checkpoint"));
+	ASSERT(!td_exited(&p));
+	ASSERT(!td_log_has(&p, "output released"));
+	ASSERT(!td_log_has(&p, "RELEASED"));
+	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
+	/* the new standby is the real thing: fail over to it */
+	td_kill(&p, SIGKILL);
+	ASSERT(WAIT_FOR(is("backup", "active"), 5000));
+	check_activated(&p, &b);
+	td_stop(&b);
+	return TEST_OK;
+}
+
+/*
+ * A guest that never suspends again: each new stream's first checkpoint
+ * fails too; at the third failure in a row with no ack between them
+ * protection ends as it always did: the primary says why and exits 1, the
+ * backup is told, discards its standby and does not fail over, and the
+ * held output is released.
+ */
+int test_failover_checkpoint_fails_for_good(void)
+{
+	struct td p, b;
+	const char *cfg = td_config(VM, NULL);
+
+	td_start(&b, "backup", cfg, NULL);
+	ASSERT(WAIT_FOR(is("backup", "waiting"), 15000));
+	td_start(&p, "primary", cfg, "suspend-stuck@5");
+	if (!WAIT_FOR(td_exited(&p), 30000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("primary did not stop when the guest never suspended again");
+	}
+	ASSERT(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 1);
+	ASSERT(td_log_has(&p, "checkpoint 5: cannot suspend the guest"));
+	ASSERT(td_log_has(&p, "(2 failed in a row; protection ends at 3)"));
+	ASSERT(td_log_has(&p, "3 checkpoints in a row failed with none acknowledged between "
+			      "them: protection ends"));
+	ASSERT(td_log_has(&p, "output released"));
+	if (!WAIT_FOR(td_exited(&b), 5000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("backup did not exit after the primary stopped");
+	}
+	ASSERT(WIFEXITED(b.status) && WEXITSTATUS(b.status) == 0);
+	ASSERT(td_log_has(&b, "stopped protection cleanly"));
+	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
+	return TEST_OK;
+}
+
+/*
  * Faults that heal leave no lasting damage: with on-peer-loss = manual and
  * one heartbeat path, a full partition of 2 s, and a primary stalled 3 s
  * (SIGSTOP), each end with both daemons protecting again within the
