@@ -2491,8 +2491,12 @@ cmd_size() {
   ev="$RUN/size-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
   # g1 at the size asked for: a g1 of another size goes
   lab_ssh A "xl destroy g1 2>/dev/null; true"
-  LAB_GUEST_XL_ARGS="memory=$mb maxmem=$mb" failover_reset >&2
+  # (LAB_GUEST_XL_ARGS adds to the size: tsc_mode=2, no rdtsc exits; the
+  # run of 2026-12-07 lost g1 to the emulator's fault just past one)
+  LAB_GUEST_XL_ARGS="memory=$mb maxmem=$mb ${LAB_GUEST_XL_ARGS:-}" failover_reset >&2
+  lab_ssh A "xl dmesg -c" > /dev/null 2>&1 || true   # its faults from here on
   domid="$(lab_ssh A xl domid g1)"
+  lab_ssh A "xl list -l g1" > "$ev/g1-A.json" 2>/dev/null || true
   tandem_conf "vif$domid.0" "$interval" > "$RUN/g1.conf"
   echo "staging-limit = ${LAB_SIZE_STAGING:-256M}" >> "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
@@ -2529,6 +2533,7 @@ cmd_size() {
   for f in primary.log primary.events; do cmd_copy_out A "/root/$f" "$ev/$f" 2>/dev/null || true; done
   cmd_copy_out B /root/backup.log "$ev/backup.log" 2>/dev/null || true
   cp "$RUN/client.log" "$RUN/client.status" "$ev/" 2>/dev/null || true
+  xen_log A "$ev/A-xen.log" || true
   nob="$(size_added "$ev/primary.events" "${a0:-0}" "${a1:-0}")"
   wb="$(size_added "$ev/primary.events" "${a1:-0}" 0)"
   ws="$(size_added "$ev/primary.events" "${a1:-0}" 0 "$(size_ms "$budget")")"
@@ -2540,7 +2545,8 @@ cmd_size() {
     "added_ms_p50_p99_n=$nob budget=$budget added_ms_p50_p99_n_budget=$wb added_ms_p50_p99_n_budget_drained=$ws" \
     "speed_pct=$(json_field speed_pct <<<"$js") throttles=$(json_field throttles <<<"$js")" \
     "conns=$(client_status conns) gaps=$(client_status gaps) repeats=$(client_status repeats)" \
-    "rollbacks=$(client_status rollbacks) evidence=$ev" | tee "$ev/result"
+    "rollbacks=$(client_status rollbacks) guest_faults_A=$(guest_faults "$ev/A-xen.log")" \
+    "tsc_mode=$(sed -n 's/.*"tsc_mode": "\([a-z_]*\)".*/\1/p' "$ev/g1-A.json" 2>/dev/null | head -n1) evidence=$ev" | tee "$ev/result"
   tandem_stop A primary
   tandem_stop B backup
   [ -z "$why" ]
