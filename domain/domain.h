@@ -85,7 +85,8 @@ struct domain_ops {
 
 	/* ---- primary ---- */
 	/* Turn dirty tracking on and copy the running guest in rounds until
-	 * the dirty set is small, then deliver the first checkpoint. */
+	 * the dirty set is small, then deliver the first checkpoint.
+	 * -ESHUTDOWN: the guest ended before or during the copy (as suspend's). */
 	int (*start_protection)(struct domain *d, const struct domain_sink *sink);
 	/* Stop the guest executing, devices stay connected.  Bounded in time:
 	 * a guest that does not answer is resumed and -ETIMEDOUT returned.

@@ -745,6 +745,22 @@ static int wait_stopped(struct memdom *m, unsigned timeout_ms)
 	}
 }
 
+/* Has the child exited (reaped and forgotten if so)?  Stop reports are
+ * left for wait_stopped. */
+static bool guest_exited(struct memdom *m)
+{
+	siginfo_t si;
+
+	if (!m->pid)
+		return true;
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, (id_t)m->pid, &si, WEXITED | WNOHANG) == 0 && si.si_pid == m->pid) {
+		guest_gone(m, &si);
+		return true;
+	}
+	return false;
+}
+
 /* Ask the running child to do cmd; returns its answer or -errno. */
 static int send_command(struct memdom *m, uint32_t cmd)
 {
@@ -1647,9 +1663,13 @@ static int memdom_start_protection(struct domain *d, const struct domain_sink *s
 	uint64_t dirty = 0, prev_dirty = m->npages;	/* round 0 copied them all */
 	int rc;
 
-	if (d->role != ROLE_PRIMARY || !m->pid) {
-		log_error("memdom start_protection needs a running primary guest");
+	if (d->role != ROLE_PRIMARY) {
+		log_error("memdom start_protection needs a primary guest");
 		return -EINVAL;
+	}
+	if (guest_exited(m)) {
+		log_error("memdom guest ended before its initial copy");
+		return -ESHUTDOWN;	/* domain.h: the guest ended */
 	}
 	c = ckpt_new(m->slice_pages);
 	if (!c)
@@ -1759,6 +1779,8 @@ out:
 	}
 	if (rc && m->tracking)
 		m->need_full = true;
+	if (rc && rc != -ESHUTDOWN && guest_exited(m))
+		rc = -ESHUTDOWN;	/* it died during its copy */
 	ckpt_free(c);
 	return rc;
 }

@@ -1232,13 +1232,20 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 	free(x->config_json);
 	x->config_json = NULL;
 	__atomic_store_n(&x->quiet, false, __ATOMIC_RELAXED);
+	/* A guest that ended (its last copy failed with it, or it shut down
+	 * since) is not copied again: domain.h, -ESHUTDOWN. */
+	if (guest_ended(x, x->ended, sizeof(x->ended))) {
+		log_error("guest '%s' ended: %s", x->name, x->ended);
+		ckpt_free(c);
+		return -ESHUTDOWN;
+	}
 	/* The guest's libxl configuration, for the backup to create its twin. */
 	libxl_domain_config_init(&cfg);
 	if (libxl_retrieve_domain_configuration(x->ctx, x->domid, &cfg, NULL)) {
 		log_error("cannot read the libxl configuration of domain %u", x->domid);
 		libxl_domain_config_dispose(&cfg);
 		ckpt_free(c);
-		return -EIO;
+		return guest_ended(x, x->ended, sizeof(x->ended)) ? -ESHUTDOWN : -EIO;
 	}
 	x->config_json = libxl_domain_config_to_json(x->ctx, &cfg);
 	libxl_domain_config_dispose(&cfg);
@@ -1311,6 +1318,10 @@ static int xen_start_protection(struct domain *d, const struct domain_sink *sink
 	ckpt_free(c);
 	if (!rc)
 		log_info("guest '%s': live copy done in %u pieces; checkpoints start", x->name, round);
+	else if (rc != -ESHUTDOWN && guest_ended(x, x->ended, sizeof(x->ended))) {
+		log_error("guest '%s' ended during its live copy: %s", x->name, x->ended);
+		rc = -ESHUTDOWN;
+	}
 	return rc;
 }
 

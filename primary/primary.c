@@ -1377,6 +1377,18 @@ static void *ckpt_main(void *arg)
 			if (p->dom.ops->stop_protection)
 				p->dom.ops->stop_protection(&p->dom);
 			pthread_mutex_lock(&p->lock);
+			if (rc == -ESHUTDOWN) {
+				/* no copy of a guest that is gone: as at a checkpoint */
+				log_error("guest '%s' shut down or was destroyed by itself or its "
+					  "owner during its initial copy: protection ends; the backup "
+					  "discards what it received (this is not a failover)",
+					  p->cfg.name);
+				p->exit_code = EXIT_GUEST_ENDED;
+				set_state(p, P_STOPPING, "the guest ended (shut down or destroyed) "
+					  "during its initial copy: protection ends");
+				p->stop = true;
+				break;
+			}
 			copy_backoff(p, rc);
 			continue;
 		}

@@ -568,6 +568,55 @@ int test_failover_checkpoint_fails_for_good(void)
 }
 
 /*
+ * The guest dies during its initial copy (a Xen guest that crashed or was
+ * destroyed before protection began): protection ends as for a guest that
+ * ends under protection (exit 6, the reason said), it is not copied again
+ * and again, and the backup discards what it received without activating.
+ * The copy is made long enough to be caught (256 MiB over 200 Mbit/s).
+ */
+int test_failover_guest_ends_in_copy(void)
+{
+	struct td p, b;
+	const char *cfg;
+	char guest[256];
+	const char *at;
+	int pid = 0;
+
+	NETNS_OR_SKIP();
+	test_sh("tc qdisc add dev lo root tbf rate 200mbit burst 256kb latency 100ms");
+	cfg = td_config(VM, "memory = 256M\n");
+	td_start(&b, "backup", cfg, NULL);
+	ASSERT(WAIT_FOR(is("backup", "waiting"), 15000));
+	td_start(&p, "primary", cfg, NULL);
+	if (!WAIT_FOR(is("primary", "syncing") && num("primary", "bytes_shipped") > (16 << 20),
+		      15000)) {
+		td_dump(&p);
+		FAILF("the initial copy did not start");
+	}
+	td_str(td_status(VM, "primary"), "guest", guest, sizeof(guest));
+	at = strstr(guest, " pid ");
+	ASSERT(at && sscanf(at, " pid %d", &pid) == 1 && pid > 1);
+	ASSERT(is("primary", "syncing"));	/* still copying: the kill lands in it */
+	ASSERT_EQ(kill(pid, SIGKILL), 0);
+	if (!WAIT_FOR(td_exited(&p), 15000)) {
+		td_dump(&p);
+		FAILF("the primary did not stop when its guest died during the initial copy");
+	}
+	ASSERT(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 6);
+	ASSERT(td_log_has(&p, "during its initial copy: protection ends"));
+	ASSERT(td_log_has(&p, "not a failover"));
+	ASSERT(!td_log_has(&p, "attempt 2 failed"));
+	if (!WAIT_FOR(td_exited(&b), 10000)) {
+		td_dump(&p);
+		td_dump(&b);
+		FAILF("backup did not exit after the primary stopped");
+	}
+	ASSERT(WIFEXITED(b.status) && WEXITSTATUS(b.status) == 0);
+	ASSERT_EQ(td_events(&b, "activated", NULL, NULL), 0);
+	return TEST_OK;
+}
+
+/*
  * Faults that heal leave no lasting damage: with on-peer-loss = manual and
  * one heartbeat path, a full partition of 2 s, and a primary stalled 3 s
  * (SIGSTOP), each end with both daemons protecting again within the
