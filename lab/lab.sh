@@ -2489,7 +2489,9 @@ cmd_size() {
   local ev t0 t_prot="" why="" domid pre a0 a1 nb js rss_copy nob wb ws f
   tandem_lab_ready
   ev="$RUN/size-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$ev"
-  # g1 at the size asked for: a g1 of another size goes
+  # g1 at the size asked for: a g1 of another size goes (A first up: a
+  # failover series before this leaves it killed)
+  host_up A >&2
   lab_ssh A "xl destroy g1 2>/dev/null; true"
   # (LAB_GUEST_XL_ARGS adds to the size: tsc_mode=2, no rdtsc exits; the
   # run of 2026-12-07 lost g1 to the emulator's fault just past one)
