@@ -1426,8 +1426,12 @@ static int set_speed_locked(struct xen *x, unsigned pct)
 	}
 	/* lifted for a suspend: the new cap applies when the guest runs again */
 	if (!(x->cap_lifted && pct < 100) && (rc = sched_set(x, x->own_weight, cap))) {
-		log_error("cannot set guest '%s''s scheduler cap to %u%%: %s", x->name, cap,
-			  strerror(-rc));
+		if (rc == -ESRCH)	/* the guest is gone: said where that is found */
+			log_debug("guest '%s''s scheduler cap not set to %u%%: its domain is gone",
+				  x->name, cap);
+		else
+			log_error("cannot set guest '%s''s scheduler cap to %u%%: %s", x->name,
+				  cap, strerror(-rc));
 		return rc;
 	}
 	x->set_cap = cap;
