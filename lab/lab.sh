@@ -50,7 +50,8 @@
 #                                   sequence writer; tandem protects g1 and its disk A->B, A
 #                                   is killed; the connection carries on, and on B e2fsck is
 #                                   clean and the client's last number is on the disk (LAB_RUNS, 5;
-#                                   LAB_GUEST_XL_ARGS=tsc_mode=2 for a guest without rdtsc exits)
+#                                   LAB_GUEST_XL_ARGS=tsc_mode=2 for a guest without rdtsc exits:
+#                                   no cure, the emulator's faults came past a vmmcall instead)
 #   lab/lab.sh size                 issue 25: a 1 GiB guest dirtying faster than the link: the
 #                                   live copy completes (precopy policy), the primary's RSS in
 #                                   dom0, added latency without and with latency-budget
@@ -2493,8 +2494,8 @@ cmd_size() {
   # failover series before this leaves it killed)
   host_up A >&2
   lab_ssh A "xl destroy g1 2>/dev/null; true"
-  # (LAB_GUEST_XL_ARGS adds to the size: tsc_mode=2, no rdtsc exits; the
-  # run of 2026-12-07 lost g1 to the emulator's fault just past one)
+  # (LAB_GUEST_XL_ARGS adds to the size, e.g. tsc_mode=2: no rdtsc exits;
+  # docs/lab.md, session 26: the faults came all the same)
   LAB_GUEST_XL_ARGS="memory=$mb maxmem=$mb ${LAB_GUEST_XL_ARGS:-}" failover_reset >&2
   lab_ssh A "xl dmesg -c" > /dev/null 2>&1 || true   # its faults from here on
   domid="$(lab_ssh A xl domid g1)"
@@ -2716,7 +2717,8 @@ disk_run() { # run interval
   lab_ssh A "xl dmesg -c" > /dev/null; lab_ssh B "xl dmesg -c" > /dev/null
   domid="$(lab_ssh A xl domid g1)"; vif="vif$domid.0"
   # the guest's TSC mode as libxl holds it (LAB_GUEST_XL_ARGS=tsc_mode=2:
-  # native, no rdtsc exits; the emulator's faults came just past them)
+  # native, no rdtsc exits, past some of which the emulator's faults came;
+  # in the size run of 2026-12-07 they came past a vmmcall instead)
   tsc="$(lab_ssh A "xl list -l g1" 2>/dev/null | sed -n 's/.*"tsc_mode": "\([a-z_]*\)".*/\1/p' | head -n1)"
   { tandem_conf "$vif" "$interval"; echo "disks = $DISK_RES:/dev/mapper/tdm-g1-guest"; } > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
