@@ -131,6 +131,7 @@ struct primary {
 		uint64_t settle_epoch;		/* no change until this checkpoint is acked */
 		uint64_t changes;
 		unsigned calm;			/* acks in a row well under the budget */
+		uint64_t changed_ns;		/* when the speed last changed */
 		double last_ms;			/* added latency of the last acked epoch */
 		char cause[240];
 		bool unsupported;
@@ -1590,9 +1591,10 @@ static void *ship_main(void *arg)
  * it exceeds three quarters of latency-budget the guest is slowed (the
  * scheduler's cap on Xen, its write rate for memdom) in proportion to the
  * excess, and fewer checkpoints go in flight, so that fewer of them wait
- * only for the link; after 5 acks in a row under 40% of the budget the
- * guest speeds up again, a step at a time, to full speed.  Each change waits for the ack of a checkpoint
- * taken after it before the next.  Returns the speed to set, or 0 for no
+ * only for the link; after 5 acks in a row under 40% of the budget, and
+ * ten times the added latency after the last change, the guest speeds up
+ * again, a step at a time, to full speed.  Each change waits for the ack
+ * of a checkpoint taken after it before the next.  Returns the speed to set, or 0 for no
  * change.  Lock held.
  */
 static unsigned budget_step(struct primary *p, uint64_t epoch, double added_ms)
@@ -1624,6 +1626,13 @@ static unsigned budget_step(struct primary *p, uint64_t epoch, double added_ms)
 		 * more dirtying, and the lab's 1 GiB guest overshot the budget
 		 * after 2-point steps at 5-13% */
 		if (++p->bud.calm < 5 || epoch < p->bud.settle_epoch)
+			return 0;
+		/* and not sooner than ten times the added latency after the
+		 * last change: a faster guest's bigger checkpoints fill the
+		 * pipeline for several round trips before its acks show them
+		 * (the lab's 1 GiB guest: each overshoot came about 10 s after a
+		 * speed-up, with 1 s added latency; docs/lab.md, "Real sizes") */
+		if (now_ns() - p->bud.changed_ns < (uint64_t)(10.0 * added_ms * 1e6))
 			return 0;
 		p->bud.calm = 0;
 		want = MIN(100u, pct + MAX(1u, pct / 10));
@@ -1662,6 +1671,7 @@ static void budget_apply(struct primary *p, unsigned want)
 	}
 	p->bud.pct = want;
 	p->bud.changes++;
+	p->bud.changed_ns = now_ns();
 	pthread_mutex_unlock(&p->lock);
 	status_event(p->status, "%s primary speed pct=%u from=%u cause=\"%s\"", p->cfg.name, want,
 		     was, p->bud.cause);
