@@ -305,3 +305,27 @@ bool td_own_netns(void)
 		return false;
 	return system("ip link set lo up") == 0;
 }
+
+int td_guest_pid(const char *name, const char *role)
+{
+	char guest[256];
+	const char *at;
+	int pid = 0;
+
+	td_str(td_status(name, role), "guest", guest, sizeof(guest));
+	at = strstr(guest, " pid ");
+	ASSERT(at && sscanf(at, " pid %d", &pid) == 1 && pid > 1);
+	return pid;
+}
+
+void td_backup_discarded(struct td *p, struct td *b)
+{
+	if (!WAIT_FOR(td_exited(b), 5000)) {
+		td_dump(p);
+		td_dump(b);
+		FAILF("backup did not exit after the primary stopped");
+	}
+	ASSERT(WIFEXITED(b->status) && WEXITSTATUS(b->status) == 0);
+	ASSERT(td_log_has(b, "stopped protection cleanly"));
+	ASSERT_EQ(td_events(b, "activated", NULL, NULL), 0);
+}

@@ -73,4 +73,13 @@ bool td_own_netns(void);
 /* Dump the last lines of its log to stderr (on failure). */
 void td_dump(const struct td *d);
 
+/* The memdom guest's pid from the status of VM name's daemon of role
+ * (its "guest" field, "... pid N ..."); fails the test when absent. */
+int td_guest_pid(const char *name, const char *role);
+
+/* After the primary p stopped protection: the backup b exits 0 within 5 s
+ * having stopped protection cleanly (its standby discarded), and never
+ * activated.  Fails the test otherwise (both logs dumped). */
+void td_backup_discarded(struct td *p, struct td *b);
+
 #endif
