@@ -984,6 +984,13 @@ resume:
 static bool go_unprotected(struct primary *p, bool link_down, const char *restart_why,
 			   const char *detail);
 
+/* Wait (lock held) until end, or until stopped or superseded. */
+static void backoff_wait(struct primary *p, uint64_t end)
+{
+	while (!p->stop && !p->superseded && now_ns() < end)
+		wait_ns(p, end - now_ns());
+}
+
 static bool checkpoint_failed(struct primary *p, uint64_t epoch, int rc)
 {
 	char why[sizeof(p->restart_why)];
@@ -1016,8 +1023,7 @@ static bool checkpoint_failed(struct primary *p, uint64_t epoch, int rc)
 	log_error("%s: protection starts over with a new initial copy in %.1f s", why,
 		  (double)wait_ms / 1000.0);
 	end = now_ns() + wait_ms * 1000000ull;
-	while (!p->stop && !p->superseded && now_ns() < end)
-		wait_ns(p, end - now_ns());
+	backoff_wait(p, end);
 	return true;
 }
 
@@ -1066,8 +1072,7 @@ static void copy_backoff(struct primary *p, int rc)
 		set_state(p, P_DEGRADED, "%sinitial copy failed (%s), attempt %u; trying again in "
 			  "%.1f s", p->released ? "UNPROTECTED (output flows): " : "", strerror(-rc),
 			  p->copy_failures, (double)wait_ms / 1000.0);
-	while (!p->stop && !p->superseded && now_ns() < end)
-		wait_ns(p, end - now_ns());
+	backoff_wait(p, end);
 }
 
 /* Wait on p->cond until done(p) or the deadline (lock held). */
