@@ -1635,7 +1635,7 @@ static unsigned budget_step(struct primary *p, uint64_t epoch, double added_ms)
 		/* and not sooner than ten times the added latency after the
 		 * last change: a faster guest's bigger checkpoints fill the
 		 * pipeline for several round trips before its acks show them
-		 * (the lab's 1 GiB guest: each overshoot came about 10 s after a
+		 * (the lab's 1 GiB guest: its overshoots came 5-11 s after a
 		 * speed-up, with 1 s added latency; docs/lab.md, "Real sizes") */
 		if (now_ns() - p->bud.changed_ns < (uint64_t)(10.0 * added_ms * 1e6))
 			return 0;
