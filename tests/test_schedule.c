@@ -364,6 +364,35 @@ static void one_fault(struct checker *c, unsigned kind, unsigned d, struct td *p
 	}
 }
 
+/* The first pair that did not settle: both daemons' logs are kept beside
+ * the test's directory (it is removed after a run), and the primary's
+ * status and last log lines are said again at the end, where a CI log
+ * that shows only its tail still has them. */
+static char unsettled_diag[6144];
+
+static void keep_logs(const struct td *p, const struct td *b, unsigned run, unsigned fault)
+{
+	char dir[600], line[1100];
+	size_t n;
+	FILE *f;
+
+	if (unsettled_diag[0])
+		return;
+	snprintf(dir, sizeof(dir), "%s.unsettled", test_tmpdir());
+	test_sh("mkdir -p %s && cp %s %s %s/ 2>/dev/null; cp -r %s/run %s/ 2>/dev/null; true", dir,
+		p->log, b->log, dir, test_tmpdir(), dir);
+	n = (size_t)snprintf(unsettled_diag, sizeof(unsettled_diag), "  unsettled run %u fault %u "
+			     "(logs kept in %s): primary status %.700s\n  primary's last lines:\n",
+			     run, fault, dir, td_status(VM, "primary"));
+	snprintf(line, sizeof(line), "tail -12 '%s'", p->log);
+	if ((f = popen(line, "r"))) {
+		while (fgets(line, sizeof(line), f) && n < sizeof(unsettled_diag) - 1)
+			n += (size_t)snprintf(unsettled_diag + n, sizeof(unsettled_diag) - n,
+					      "    %s", line);
+		pclose(f);
+	}
+}
+
 struct result {
 	unsigned faults, violations, runs, activations, unsettled, slow;
 };
@@ -395,6 +424,7 @@ static void run_schedule(unsigned want, struct result *r)
 			if (getenv("TANDEM_SCHEDULE_KIND"))	/* to chase one kind of fault */
 				kind = (unsigned)atoi(getenv("TANDEM_SCHEDULE_KIND")) % FAULT_KINDS;
 			uint64_t t0;
+			bool settled;
 
 			r->faults++;
 			if (getenv("TANDEM_SCHEDULE_VERBOSE")) {
@@ -404,35 +434,39 @@ static void run_schedule(unsigned want, struct result *r)
 			}
 			one_fault(&c, kind, d, &p, &b, cfg);
 			t0 = test_now_ms();
-			while (!converged(&terminal) && test_now_ms() - t0 < SETTLE_MS)
+			/* (one sample decides: a pair whose acks come about one
+			 * timeout apart flips between protecting and degraded) */
+			while (!(settled = converged(&terminal)) && test_now_ms() - t0 < SETTLE_MS)
 				watch(&c, 50);
-			if (!converged(&terminal)) {
+			if (!settled) {
 				struct state l = last_unsettled;
 
 				r->slow++;
 				printf("  SLOW: run %u fault %u (%s, %u ms, on-peer-loss = %s): not settled "
 				       "%u ms after it healed: primary %s (%s), backup %s; waiting up to "
 				       "%u ms\n", r->runs, i + 1, fault_names[kind], d,
-				       policy_names[policy], SETTLE_MS, l.p_up ? l.p : "gone", l.pdetail,
+				       policy_names[policy], (unsigned)(test_now_ms() - t0), l.p_up ? l.p : "gone", l.pdetail,
 				       l.b_up ? l.b : "gone", SETTLE_MAX_MS);
 				td_dump(&p);
 				td_dump(&b);
-				while (!converged(&terminal) && test_now_ms() - t0 < SETTLE_MAX_MS)
+				while (!(settled = converged(&terminal)) &&
+				       test_now_ms() - t0 < SETTLE_MAX_MS)
 					watch(&c, 50);
-				if (converged(&terminal))
+				if (settled)
 					printf("  SLOW: settled %.1f s after it healed\n",
 					       (double)(test_now_ms() - t0) / 1000);
 			}
-			if (!converged(&terminal)) {
+			if (!settled) {
 				struct state s;
 				sample(&s);
 				r->unsettled++;
+				keep_logs(&p, &b, r->runs, i + 1);
 				struct state l = last_unsettled;
 				violation(&c, "run %u fault %u (%s, %u ms, on-peer-loss = %s): not settled "
 					  "%u ms after it healed: primary %s (%s), backup %s; the sample "
 					  "before: primary %s (%s), backup %s", r->runs, i + 1,
-					  fault_names[kind], d, policy_names[policy], SETTLE_MAX_MS,
-					  s.p_up ? s.p : "gone", s.pdetail, s.b_up ? s.b : "gone",
+					  fault_names[kind], d, policy_names[policy],
+					  (unsigned)(test_now_ms() - t0), s.p_up ? s.p : "gone", s.pdetail, s.b_up ? s.b : "gone",
 					  l.p_up ? l.p : "gone", l.pdetail, l.b_up ? l.b : "gone");
 				td_dump(&p);
 				td_dump(&b);
@@ -448,6 +482,8 @@ static void run_schedule(unsigned want, struct result *r)
 	}
 	r->violations = c.violations;
 	/* said again last: a CI log shows its tail, after the daemons' logs */
+	if (unsettled_diag[0])
+		printf("%s", unsettled_diag);
 	for (unsigned i = 0; i < c.violations && i < 3; i++)
 		printf("  violation %u of %u: %s\n", i + 1, c.violations, c.first[i]);
 }
