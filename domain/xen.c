@@ -1499,14 +1499,19 @@ static int xen_suspend(struct domain *d)
 	while (x->phase != XP_WANT_SUSPEND && x->phase != XP_DONE)
 		pthread_cond_wait(&x->cond, &x->lock);
 	if (x->phase == XP_DONE) {
+		rc = x->ended[0] ? -ESHUTDOWN : -EIO;
 		pthread_mutex_unlock(&x->lock);
-		return -EIO;
+		return rc;
 	}
 	x->go_suspend = true;
 	pthread_cond_broadcast(&x->cond);
 	while (x->phase == XP_WANT_SUSPEND)
 		pthread_cond_wait(&x->cond, &x->lock);
-	rc = x->phase == XP_DONE ? -EIO : x->suspend_rc;
+	/* A guest that ended in the request makes libxc's save fail at once:
+	 * the save thread may be done before this wakes, and the guest's end
+	 * (-ESHUTDOWN: protection ends, exit 6) must not read as a failed
+	 * checkpoint of a guest that runs on (the lab, session 27) */
+	rc = x->ended[0] ? -ESHUTDOWN : x->phase == XP_DONE ? -EIO : x->suspend_rc;
 	pthread_mutex_unlock(&x->lock);
 	return rc;
 }
