@@ -2547,9 +2547,13 @@ cmd_size() {
   cmd_copy_out B /root/backup.log "$ev/backup.log" 2>/dev/null || true
   cp "$RUN/client.log" "$RUN/client.status" "$ev/" 2>/dev/null || true
   xen_log A "$ev/A-xen.log" || true
-  nob="$(size_added "$ev/primary.events" "${a0:-0}" "${a1:-0}")"
-  wb="$(size_added "$ev/primary.events" "${a1:-0}" 0)"
-  ws="$(size_added "$ev/primary.events" "${a1:-0}" 0 "$(size_ms "$budget")")"
+  # (a phase not reached has no figures: "none", not the whole run's)
+  nob=none wb=none ws=none
+  [ -n "${a0:-}" ] && nob="$(size_added "$ev/primary.events" "$a0" "${a1:-0}")"
+  if [ -n "${a1:-}" ]; then
+    wb="$(size_added "$ev/primary.events" "$a1" 0)"
+    ws="$(size_added "$ev/primary.events" "$a1" 0 "$(size_ms "$budget")")"
+  fi
   nb="$(grep -c 'slowing the guest to' "$ev/primary.log" 2>/dev/null || true)"
   echo "lab size: result=$([ -z "$why" ] && echo pass || echo "fail reason=${why#,}") guest_mb=$mb" \
     "dirty_pages=$pages dirty_in_copy=$([ "${LAB_SIZE_DIRTY_AFTER_COPY:-0}" = 1 ] && echo no || echo yes) copy_s=$(since "$t0" "$t_prot") precopy=\"${pre:-none}\" precopy_slowings=$nb" \
