@@ -445,7 +445,8 @@ static void run_schedule(unsigned want, struct result *r)
 				printf("  SLOW: run %u fault %u (%s, %u ms, on-peer-loss = %s): not settled "
 				       "%u ms after it healed: primary %s (%s), backup %s; waiting up to "
 				       "%u ms\n", r->runs, i + 1, fault_names[kind], d,
-				       policy_names[policy], (unsigned)(test_now_ms() - t0), l.p_up ? l.p : "gone", l.pdetail,
+				       policy_names[policy], (unsigned)(test_now_ms() - t0),
+				       l.p_up ? l.p : "gone", l.pdetail,
 				       l.b_up ? l.b : "gone", SETTLE_MAX_MS);
 				td_dump(&p);
 				td_dump(&b);
@@ -466,7 +467,8 @@ static void run_schedule(unsigned want, struct result *r)
 					  "%u ms after it healed: primary %s (%s), backup %s; the sample "
 					  "before: primary %s (%s), backup %s", r->runs, i + 1,
 					  fault_names[kind], d, policy_names[policy],
-					  (unsigned)(test_now_ms() - t0), s.p_up ? s.p : "gone", s.pdetail, s.b_up ? s.b : "gone",
+					  (unsigned)(test_now_ms() - t0), s.p_up ? s.p : "gone", s.pdetail,
+					  s.b_up ? s.b : "gone",
 					  l.p_up ? l.p : "gone", l.pdetail, l.b_up ? l.b : "gone");
 				td_dump(&p);
 				td_dump(&b);
