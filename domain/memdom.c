@@ -52,6 +52,7 @@
 #include <linux/userfaultfd.h>
 #include <openssl/evp.h>
 
+#include "../lib/fault.h"
 #include "../lib/wire.h"
 #include "memdom.h"
 
@@ -1514,8 +1515,8 @@ static int memdom_resume(struct domain *d)
 	struct memdom *m = d->priv;
 	int rc;
 
-	if (!m->pid)
-		return -ESRCH;
+	if (!m->pid || guest_exited(m))
+		return -ESHUTDOWN;	/* it ended while suspended: nothing to resume */
 	__atomic_store_n(&m->sh->stop_req, 0, __ATOMIC_SEQ_CST);
 	if (kill(m->pid, SIGCONT) < 0) {
 		rc = -errno;
@@ -1574,6 +1575,16 @@ static int memdom_capture(struct domain *d, struct ckpt *c)
 	if (!m->pid || !m->suspended || !m->tracking) {
 		log_error("memdom capture needs a suspended, protected guest");
 		return -EINVAL;
+	}
+	if (fault_hit("guest-ends-suspended")) {
+		/* what `xl destroy` of a guest suspended for a checkpoint is */
+		siginfo_t si;
+
+		log_warn("fault point 'guest-ends-suspended' fired: killing the guest (pid %d) "
+			 "while it is suspended", (int)m->pid);
+		kill(m->pid, SIGKILL);
+		memset(&si, 0, sizeof(si));
+		(void)waitid(P_PID, (id_t)m->pid, &si, WEXITED | WNOWAIT);
 	}
 	c->guest_pages = m->npages;
 	if (m->need_full) {

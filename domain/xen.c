@@ -1558,7 +1558,15 @@ static int xen_resume(struct domain *d)
 			pthread_cond_wait(&x->cond, &x->lock);
 	}
 	pthread_mutex_unlock(&x->lock);
-	return x->phase == XP_DONE && x->save_failed ? -EIO : 0;
+	if (x->phase != XP_DONE || !x->save_failed)
+		return 0;
+	/* (the save thread is done: x->ended is this thread's now) */
+	if (x->ended[0] || guest_ended(x, x->ended, sizeof(x->ended))) {
+		log_error("guest '%s' ended while suspended for a checkpoint: %s", x->name,
+			  x->ended);
+		return -ESHUTDOWN;	/* protection ends: exit 6, not a failed resume */
+	}
+	return -EIO;
 }
 
 /*

@@ -29,6 +29,7 @@ static const char *const points[] = {
 	"disk-ignore-health",
 	"slow-activate",
 	"suspend-stuck",
+	"guest-ends-suspended",
 };
 
 static struct {

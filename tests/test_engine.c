@@ -213,6 +213,31 @@ int test_engine_guest_ends(void)
 	return TEST_OK;
 }
 
+/*
+ * The guest is destroyed while suspended for a checkpoint (the fault point
+ * kills memdom's guest between suspend and capture, as `xl destroy` would
+ * a Xen guest): there is nothing to resume, so protection ends with exit 6
+ * and the reason, not a failed resume (exit 1), and the backup discards
+ * its standby without activating.
+ */
+int test_engine_guest_ends_suspended(void)
+{
+	struct td p, b;
+	const char *cfg = td_config(VM, NULL);
+
+	start_pair(&p, &b, cfg, "guest-ends-suspended@20", NULL, 3);
+	if (!WAIT_FOR(td_exited(&p), 10000))
+		fail_dump(&p, &b, "primary did not stop when its guest ended while suspended");
+	ASSERT(td_log_has(&p, "fault point 'guest-ends-suspended' fired"));
+	ASSERT(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 6);
+	ASSERT(td_log_has(&p, "was destroyed or ended while suspended for it"));
+	ASSERT(td_log_has(&p, "not a failover"));
+	ASSERT(!td_log_has(&p, "cannot resume the guest"));
+	ASSERT(!td_log_has(&p, "protection starts over"));
+	td_backup_discarded(&p, &b);
+	return TEST_OK;
+}
+
 /* A frozen primary (host hang: no FIN, nothing heard) fails over after the timeout. */
 int test_engine_timeout_failover(void)
 {
