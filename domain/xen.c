@@ -1498,15 +1498,12 @@ static int xen_suspend(struct domain *d)
 	pthread_mutex_lock(&x->lock);
 	while (x->phase != XP_WANT_SUSPEND && x->phase != XP_DONE)
 		pthread_cond_wait(&x->cond, &x->lock);
-	if (x->phase == XP_DONE) {
-		rc = x->ended[0] ? -ESHUTDOWN : -EIO;
-		pthread_mutex_unlock(&x->lock);
-		return rc;
+	if (x->phase != XP_DONE) {
+		x->go_suspend = true;
+		pthread_cond_broadcast(&x->cond);
+		while (x->phase == XP_WANT_SUSPEND)
+			pthread_cond_wait(&x->cond, &x->lock);
 	}
-	x->go_suspend = true;
-	pthread_cond_broadcast(&x->cond);
-	while (x->phase == XP_WANT_SUSPEND)
-		pthread_cond_wait(&x->cond, &x->lock);
 	/* A guest that ended in the request makes libxc's save fail at once:
 	 * the save thread may be done before this wakes, and the guest's end
 	 * (-ESHUTDOWN: protection ends, exit 6) must not read as a failed

@@ -936,15 +936,14 @@ resume:
 		r = p->dom.ops->resume(&p->dom);
 	}
 	t3 = now_ns();
-	if (r == -ESHUTDOWN) {
-		log_error("checkpoint %" PRIu64 ": guest '%s' was destroyed or ended while suspended "
-			  "for it: protection ends; the backup discards its standby (this is not a "
-			  "failover)", epoch, p->cfg.name);
-		p->resume_failed = true;
-		return r;
-	}
 	if (r) {
-		log_error("checkpoint %" PRIu64 ": cannot resume the guest: %s", epoch, strerror(-r));
+		if (r == -ESHUTDOWN)
+			log_error("checkpoint %" PRIu64 ": guest '%s' was destroyed or ended while "
+				  "suspended for it: protection ends; the backup discards its standby "
+				  "(this is not a failover)", epoch, p->cfg.name);
+		else
+			log_error("checkpoint %" PRIu64 ": cannot resume the guest: %s", epoch,
+				  strerror(-r));
 		p->resume_failed = true;
 		return r;
 	}
