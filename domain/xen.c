@@ -27,9 +27,10 @@
  * guest is unpaused.
  *
  * HVM guests (only with TANDEM_HVM_EXPERIMENTAL=1, unproven: its pieces
- * are unit-tested, and in the lab failovers of a guest with PV drivers
- * passed while a guest with an emulated e1000 passed no traffic under
- * checkpoints; docs/hvm.md): the same, plus the device model's part of each checkpoint
+ * are unit-tested, and in the lab failovers passed of a guest with PV
+ * drivers and of a guest Xen suspends itself with an emulated e1000; an
+ * emulated NIC in a guest that takes its PV suspend receives nothing under
+ * checkpoints, xl remus' too: docs/hvm.md): the same, plus the device model's part of each checkpoint
  * (dmstate.h), in libxl's order for `xl remus` (hvm-device-model notes
  * and libxl_dom_suspend.c): once the guest is suspended, QMP `stop` and
  * QEMU's device state into memory; libxc sends the pages; at the cut the
@@ -368,8 +369,9 @@ static int xen_open(struct domain *d)
 	x->hvm_switch = xen_hvm_switch(getenv(XEN_HVM_SWITCH));
 	if (x->hvm_switch)
 		log_warn(XEN_HVM_SWITCH "=1: HVM guests will be checkpointed with their device "
-			 "model's state by an EXPERIMENTAL, UNPROVEN path (a few lab failovers with "
-			 "PV drivers so far; docs/hvm.md): for the lab only");
+			 "model's state by an EXPERIMENTAL, UNPROVEN path (lab failovers of guests "
+			 "with PV drivers and of a guest Xen suspends, with an emulated e1000; "
+			 "docs/hvm.md): for the lab only");
 	/* Log-dirty mode, which every checkpoint needs, runs on HAP for HVM and
 	 * PVH guests that use it, and on shadow paging otherwise (PV guests
 	 * always).  Debian's Xen, for one, is built without shadow paging. */
@@ -839,6 +841,8 @@ static bool withdraw_suspend(struct xen *x, const char *path)
  * that took it suspends even if late: never give up on it early and leave
  * it suspended behind our back).
  */
+static int list_vifs(unsigned domid, char *buf, size_t len);
+
 static int suspend_guest(struct xen *x)
 {
 	char path[128];
@@ -861,7 +865,12 @@ static int suspend_guest(struct xen *x)
 		xc_hvm_param_get(x->xch, x->domid, HVM_PARAM_ACPI_S_STATE, &s_state);
 		how = !cbirq || s_state ? 2 : 1;
 		if (how != x->hvm_suspend_how) {	/* the lab's evidence: which path, once */
+			char ifs[256], why[600];
+
 			x->hvm_suspend_how = how;
+			if (list_vifs(x->domid, ifs, sizeof(ifs)) == 0 &&
+			    xen_hvm_nic_at_risk(how == 1, ifs, why, sizeof(why)))
+				log_warn("guest '%s': %s", x->name, why);
 			log_debug("guest '%s' (HVM): suspended %s (HVM_PARAM_CALLBACK_IRQ %#" PRIx64
 				  ", ACPI S%" PRIu64 ")", x->name, how == 2 ?
 				  "by Xen (xc_domain_shutdown), no PV drivers to ask" :
@@ -2515,17 +2524,14 @@ static int xen_become_primary(struct domain *d)
 /* Every interface the guest sends through, as dom0 names them: netback's
  * vif<domid>.<devid> and, for an HVM guest's emulated NIC, QEMU's tap
  * vif<domid>.<devid>-emu; comma-separated, sorted. */
-static int xen_default_vif(struct domain *d, char *buf, size_t len)
+static int list_vifs(unsigned domid, char *buf, size_t len)
 {
-	struct xen *x = X(d);
 	struct dirent **names = NULL;
 	char prefix[32];
 	size_t n = 0;
 	int count;
 
-	if (!x || !x->domid)
-		return -ENODEV;
-	snprintf(prefix, sizeof(prefix), "vif%u.", x->domid);
+	snprintf(prefix, sizeof(prefix), "vif%u.", domid);
 	count = scandir("/sys/class/net", &names, NULL, alphasort);
 	buf[0] = '\0';
 	for (int i = 0; i < count; i++) {
@@ -2536,8 +2542,17 @@ static int xen_default_vif(struct domain *d, char *buf, size_t len)
 	}
 	free(names);
 	if (!buf[0])	/* not up yet: the first, as netback will name it */
-		snprintf(buf, len, "vif%u.0", x->domid);
+		snprintf(buf, len, "vif%u.0", domid);
 	return n < len ? 0 : -ENAMETOOLONG;
+}
+
+static int xen_default_vif(struct domain *d, char *buf, size_t len)
+{
+	struct xen *x = X(d);
+
+	if (!x || !x->domid)
+		return -ENODEV;
+	return list_vifs(x->domid, buf, len);
 }
 
 static void xen_describe(struct domain *d, char *buf, size_t len)

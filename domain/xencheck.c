@@ -40,8 +40,9 @@ enum xen_guest_verdict xen_guest_check(const struct xen_guest_facts *f, char *wh
 	if (f->type == XG_HVM && f->hvm_experimental) {
 		snprintf(why, len, "it is an HVM guest and " XEN_HVM_SWITCH "=1 is set: its device "
 			 "model's (QEMU's) state is carried in every checkpoint by a path that is "
-			 "UNPROVEN (a few failovers in the lab, of a guest with PV drivers; an "
-			 "emulated e1000 NIC passed no traffic under checkpoints: docs/hvm.md); a "
+			 "UNPROVEN (lab failovers of a guest with PV drivers and of one with an "
+			 "emulated e1000 that Xen suspends; an emulated NIC in a guest that "
+			 "takes its PV suspend receives nothing: docs/hvm.md); a "
 			 "failover may lose or corrupt its emulated devices' state: for the lab, "
 			 "not for guests that matter");
 		return XG_EXPERIMENTAL;
@@ -58,6 +59,33 @@ enum xen_guest_verdict xen_guest_check(const struct xen_guest_facts *f, char *wh
 bool xen_hvm_switch(const char *value)
 {
 	return value && !strcmp(value, "1");
+}
+
+bool xen_hvm_nic_at_risk(bool pv_suspend, const char *ifaces, char *why, size_t len)
+{
+	const char *p = ifaces, *end;
+
+	if (!pv_suspend || !ifaces)
+		return false;
+	for (; *p; p = *end ? end + 1 : end) {
+		size_t n;
+
+		end = strchr(p, ',');
+		if (!end)
+			end = p + strlen(p);
+		n = (size_t)(end - p);
+		if (n > 4 && !memcmp(end - 4, "-emu", 4)) {
+			snprintf(why, len, "it suspends through its PV drivers (a Xen-aware kernel), "
+				 "which resets its devices at every checkpoint, and it has an emulated "
+				 "NIC (%.*s): QEMU's e1000 receives nothing for a second of the guest's "
+				 "time after each reset, so under checkpoints that NIC may receive "
+				 "nothing (the same under xl remus; docs/hvm.md). Give the guest PV "
+				 "network drivers (xen_platform_pci = 1), or boot it without Xen "
+				 "support (Linux: nopv) so that Xen suspends it", (int)n, p);
+			return true;
+		}
+	}
+	return false;
 }
 
 const char *xen_shutdown_reason_name(unsigned reason)

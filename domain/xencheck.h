@@ -6,7 +6,8 @@
  * A PVH guest is protected.  An HVM guest is refused by default: the path
  * that carries its device model's (QEMU's) state in the checkpoints
  * (dmstate.h) is built and unit-tested, and has run in the lab only a
- * little (docs/hvm.md: failovers of a guest with PV drivers).  With
+ * little (docs/hvm.md: failovers of a guest with PV drivers, and of one
+ * with an emulated e1000 that Xen suspends itself).  With
  * the lab's switch TANDEM_HVM_EXPERIMENTAL=1 in the primary's environment
  * it is taken, as unproven (XG_EXPERIMENTAL).  Refused for good, whatever
  * the type or the switch, is what no checkpoint can carry: a device model
@@ -62,6 +63,19 @@ struct xen_dom_state {
 /* Whether the guest ended by itself or its owner (a shutdown of any kind
  * but a suspend, a crash, or a dying domain); `what` then says how. */
 bool xen_guest_ended(const struct xen_dom_state *s, char *what, size_t len);
+
+/*
+ * An HVM guest that takes its PV suspend (a Xen-aware kernel: Linux with
+ * Xen support, Windows with PV drivers) freezes and thaws every device at
+ * each checkpoint; an emulated NIC (QEMU's tap, dom0's vif<domid>.<n>-emu)
+ * then receives nothing under checkpoints: QEMU's e1000 refuses to receive
+ * until a timer on its virtual clock fires a second after each thaw's
+ * reset, and that clock barely moves between checkpoints (docs/hvm.md; the
+ * same under `xl remus`).  Given whether the guest suspends through its PV
+ * drivers and its interfaces as dom0 names them (comma-separated): true,
+ * with `why` naming the interface and what to do, when both hold.
+ */
+bool xen_hvm_nic_at_risk(bool pv_suspend, const char *ifaces, char *why, size_t len);
 
 /* "poweroff", "reboot", "crash", ... for a SHUTDOWN_* reason. */
 const char *xen_shutdown_reason_name(unsigned reason);

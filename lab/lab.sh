@@ -32,6 +32,8 @@
 #                                   (make lab-failover; LAB_COMPARE=0: failover only)
 #   lab/lab.sh compare              pause and throughput of a dirtying guest: unprotected,
 #                                   xl remus, tandem, at 100 and 25 ms
+#   lab/lab.sh hvm-compare          the same with the HVM guest of LAB_HVM_VARIANT
+#                                   (default e1000-nopv), at LAB_COMPARE_INTERVALS (100)
 #   lab/lab.sh errors [CASE...]     operator errors on real Xen: unknown guest, backup
 #                                   short of memory, stop leaves the guest running,
 #                                   a guest that does not answer the suspend request,
@@ -1346,9 +1348,14 @@ remus_window() {
 # tandem protects g1 at interval $1, then as remus_window; ends with a
 # clean stop of both daemons and leaves `tandem status --json` in
 # $RUN/compare-tandem-status.json.
+# The vif for compare's tandem configurations: g1's netback vif, or none
+# (FAILOVER_VIF_ALL=1, hvm-compare: tandem buffers every vif of the guest,
+# QEMU's emulated NIC's tap included).
+compare_vif() { [ "${FAILOVER_VIF_ALL:-0}" = 1 ] || echo "vif$(lab_ssh A xl domid g1).0"; }
+
 tandem_window() {
   local iv="$1" w="$2" pages="$3" out ok=0 ta0 tb0
-  tandem_conf "vif$(lab_ssh A xl domid g1).0" "$iv" > "$RUN/g1.conf"
+  tandem_conf "$(compare_vif)" "$iv" > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
   backup_start || { log "tandem backup does not start on B"; return 1; }
   tandem_start A primary
@@ -1397,7 +1404,7 @@ probe_running() { lab_ssh A "kill -0 \$(cat /root/probe.pid) 2>/dev/null"; }
 probe_cycles_or_gone() { local c; c="$(probe_cycles)"; { [ -n "$c" ] && [ "$c" -ge "$1" ]; } || ! probe_running; }
 probe_window() {
   local iv="$1" w="$2" pages="$3" out ok=0 c
-  tandem_conf "vif$(lab_ssh A xl domid g1).0" "$iv" > "$RUN/g1.conf"
+  tandem_conf "$(compare_vif)" "$iv" > "$RUN/g1.conf"
   tandem_install "$RUN/g1.conf"
   lab_ssh A "cd /root; rm -f probe.log; nohup ./tandem probe ${LAB_PROBE_FLAGS:-} --count 1000000 g1.conf > probe.log 2>&1 < /dev/null & echo \$! > probe.pid"
   wait_for "tandem probe: 5 cycles" 120 probe_cycles_or_gone 5 >&2 || true
@@ -3156,6 +3163,22 @@ cmd_hvm() {
   [ "$passed" -eq "$runs" ]
 }
 
+# ---------------------------------------------------------- hvm-compare ----
+# Issue 21's side by side: compare (unprotected, xl remus, tandem, tandem
+# probe) with the HVM guest of LAB_HVM_VARIANT (default e1000-nopv) in
+# place of the PVH one, at LAB_COMPARE_INTERVALS (default 100).  The pause
+# is the one the guest's workload saw (ckpt_pause_ms), so the two tools
+# are measured the same way whatever their own logs time.
+cmd_hvm_compare() {
+  hvm_begin e1000-nopv
+  FAILOVER_VIF_ALL=1
+  LAB_DAEMON_ENV="TANDEM_HVM_EXPERIMENTAL=1${LAB_DAEMON_ENV:+ $LAB_DAEMON_ENV}"
+  LAB_COMPARE_INTERVALS="${LAB_COMPARE_INTERVALS:-100}"
+  log "hvm-compare: the HVM guest of variant $HVM_VARIANT"
+  echo "lab compare: guest=hvm variant=$HVM_VARIANT" | tee -a "$RUN/hvm-compare.results"
+  cmd_compare | tee -a "$RUN/hvm-compare.results"
+}
+
 # ------------------------------------------------------------- hvm-nic ----
 # Issue 21's e1000 question: which step of a checkpoint takes an emulated
 # NIC's receive away?  The HVM guest of LAB_HVM_VARIANT (default e1000) is
@@ -3263,6 +3286,7 @@ main() {
     hvm) cmd_hvm ;;
     hvm-fetch) hvm_fetch ;;
     hvm-nic) cmd_hvm_nic ;;
+    hvm-compare) cmd_hvm_compare ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (lab.sh help)" ;;
   esac

@@ -157,6 +157,7 @@ TEST(xenstream_emulator_find, 5)
 TEST(xen_guest_types, 5)
 TEST(xen_precopy_policy, 5)
 TEST(xen_hvm_switch, 5)
+TEST(xen_hvm_nic_at_risk, 5)
 TEST(xen_guest_ended, 5)
 TEST(xen_driver_needs_xen, 10)
 /* unit: the QMP client (HVM device model) against a fake QMP peer */

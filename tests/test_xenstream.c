@@ -663,3 +663,30 @@ int test_xen_precopy_policy(void)
 	ASSERT_EQ(pp.pct, 1);
 	return TEST_OK;
 }
+
+/*
+ * The emulated-NIC warning: a guest that takes its PV suspend and has
+ * QEMU's tap (vifD.N-emu) is told; Xen's own suspend, or no -emu tap
+ * (PV NICs only, or the emulated one unplugged), is not.
+ */
+int test_xen_hvm_nic_at_risk(void)
+{
+	char why[700] = "";
+
+	ASSERT(xen_hvm_nic_at_risk(true, "vif4.0,vif4.0-emu", why, sizeof(why)));
+	ASSERT_STR_CONTAINS(why, "vif4.0-emu");
+	ASSERT_STR_CONTAINS(why, "xen_platform_pci = 1");
+	ASSERT_STR_CONTAINS(why, "nopv");
+	ASSERT(xen_hvm_nic_at_risk(true, "vif4.1-emu", why, sizeof(why)));
+	ASSERT_STR_CONTAINS(why, "(vif4.1-emu)");
+	/* the -emu tap listed first, then netback's: the tap is the one named */
+	ASSERT(xen_hvm_nic_at_risk(true, "vif7.0-emu,vif7.1", why, sizeof(why)));
+	ASSERT_STR_CONTAINS(why, "(vif7.0-emu)");
+	ASSERT(!xen_hvm_nic_at_risk(false, "vif4.0,vif4.0-emu", why, sizeof(why)));
+	ASSERT(!xen_hvm_nic_at_risk(true, "vif1.0", why, sizeof(why)));
+	ASSERT(!xen_hvm_nic_at_risk(true, "vif1.0,vif1.1", why, sizeof(why)));
+	ASSERT(!xen_hvm_nic_at_risk(true, "", why, sizeof(why)));
+	ASSERT(!xen_hvm_nic_at_risk(true, NULL, why, sizeof(why)));
+	ASSERT(!xen_hvm_nic_at_risk(true, "-emu", why, sizeof(why)));
+	return 0;
+}
