@@ -67,7 +67,8 @@
 #                                   (qemu-system-xen put in both dom0s from a cache);
 #                                   TANDEM_HVM_EXPERIMENTAL=1 protects it A->B, A is killed: the
 #                                   `failover` checks plus the device model's evidence, "lab hvm:"
-#                                   lines (LAB_HVM_VARIANT=pv|e1000|e1000-nopv, default pv; LAB_RUNS, 1)
+#                                   lines (LAB_HVM_VARIANT=pv|e1000|e1000-nopv, default pv; LAB_RUNS, 1;
+#                                   LAB_HVM_VGA=stdvga: a framebuffer QEMU relocates, physmap keys)
 #   lab/lab.sh hvm-nic              (issue 21) which checkpoint step silences an emulated NIC: "lab hvm-nic:" line
 #   lab/lab.sh hvm-fetch            only download the device model's packages into the cache
 #   lab/lab.sh down                 stop our QEMUs (by pidfile) and delete the netns
@@ -3023,6 +3024,11 @@ serial = "file:$HVM_SERIAL"
 vnc = 0
 sdl = 0
 EOF
+  # LAB_HVM_VGA=stdvga: QEMU's "VGA" device, whose BAR is its video RAM
+  # itself: once the firmware maps it, QEMU relocates it (its physmap
+  # keys in xenstore, EMULATOR_XENSTORE_DATA in every checkpoint); the
+  # default cirrus maps it through an I/O region and writes none
+  [ -z "${LAB_HVM_VGA:-}" ] || echo "vga = \"$LAB_HVM_VGA\""
 }
 
 hvm_is_variant() { # host: g1 there is the HVM guest of this variant
@@ -3044,6 +3050,11 @@ hvm_prep() {
   hvm_install A || return 1
   hvm_install B || return 1
   hvm_cfg "$HVM_VARIANT" > "$RUN/g1-hvm.cfg" || return 1
+  # a g1 made from another configuration (LAB_HVM_VGA changed) is made again
+  if guest_listed A > /dev/null 2>&1 && [ "$(lab_ssh A "cat $HVM_CFG" 2>/dev/null)" != "$(cat "$RUN/g1-hvm.cfg")" ]; then
+    log "hvm: g1 on A was made from another configuration: destroyed, created again"
+    lab_ssh A "xl destroy g1"
+  fi
   cmd_copy_in A "$RUN/g1-hvm.cfg" "$HVM_CFG"
   # On B too: QEMU loads the kernel and initramfs named in the
   # configuration when it starts there at the failover (-incoming).
@@ -3118,13 +3129,15 @@ hvm_figures() { # ev-dir
     $1 == "ack" { acks++ }
     $1 == "dmstate" { n++; for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
                       b[n] = f["bytes"] + 0; if (f["bytes"] + 0 > mx) mx = f["bytes"] + 0
+                      if (f["physmap_bytes"] + 0 > pm) pm = f["physmap_bytes"] + 0
                       o[n] = f["open_us"] / 1000; s[n] = f["stop_us"] / 1000; v[n] = f["save_us"] / 1000
                       q[n] = (f["open_us"] + f["stop_us"] + f["save_us"]) / 1000 }
-    END { printf "checkpoints=%d dm_saves=%d dm_bytes_p50=%s dm_bytes_max=%s qmp_open_ms_p50=%s dm_stop_ms_p50=%s dm_save_ms_p50=%s qmp_ms_p50=%s\n",
-            acks, n, med(b, n), (n ? mx : "none"), med(o, n), med(s, n), med(v, n), med(q, n) }' "$f"
+    END { printf "checkpoints=%d dm_saves=%d dm_bytes_p50=%s dm_bytes_max=%s physmap_bytes_max=%s qmp_open_ms_p50=%s dm_stop_ms_p50=%s dm_save_ms_p50=%s qmp_ms_p50=%s\n",
+            acks, n, med(b, n), (n ? mx : "none"), (n ? pm + 0 : "none"), med(o, n), med(s, n), med(v, n), med(q, n) }' "$f"
   # the backup: checkpoints whose device-model state it saw; libxl's
   # qemu-resume file before the kill; QEMU on B after the failover
   printf 'backup_dm_checked=%s ' "$(grep -c 'checkpoint: device-model state' "$ev/backup.log" 2>/dev/null || true)"
+  printf 'backup_physmap_bytes_max=%s ' "$(sed -n 's/.*checkpoint: device-model state [0-9]* bytes, physmap keys \([0-9]*\) bytes.*/\1/p' "$ev/backup.log" 2>/dev/null | sort -n | tail -n1 | grep . || echo none)"
   printf 'qemu_resume_B=%s ' "$(awk '{printf "%s%s@%s", (NR > 1 ? "," : ""), $2, $3} END {if (!NR) printf "none"}' "$ev/B-qemu-resume.txt" 2>/dev/null)"
   printf 'qemu_B=%s qemu_B_incoming=%s\n' "$([ -s "$ev/B-qemu-ps.txt" ] && echo running || echo none)" \
     "$(grep -q -- '-incoming' "$ev/B-qemu-ps.txt" 2>/dev/null && echo yes || echo no)"
