@@ -3078,11 +3078,30 @@ hvm_xen_logs() { # host ev-dir: that host's /var/log/xen (qemu-dm-*.log, xl-*.lo
 hvm_qemu_ps() { lab_ssh "$1" "ps -eo pid,etimes,args | grep -E '[q]emu-system|[x]en-qemu'" 2>/dev/null || true; } # host
 hvm_resume_file() { lab_ssh B "stat -c '%n %s %Y' /var/lib/xen/qemu-resume.* 2>/dev/null" 2>/dev/null || true; }
 
+# xl's own QMP sessions beside tandem's (issue 21: libxl's lock honoured):
+# LAB_HVM_XL_QMP (10) `xl qemu-monitor-command g1 "info status"` on A
+# under protection, 0.3 s apart, each bounded at 20 s -> "xl_qmp_ok=K/N
+# xl_qmp_paused=P xl_qmp_ms_max=M acks_during=A" (P: answered "paused", QEMU
+# caught stopped for a checkpoint).  Both sides take libxl's
+# qmp-socket-lock, so neither may fail or hang; acks_during: checkpoints
+# acknowledged meanwhile.
+hvm_xl_qmp() {
+  local n="${LAB_HVM_XL_QMP:-10}" a0 out
+  a0="$(tandem_acks)"
+  out="$(lab_ssh A "ok=0; paused=0; max=0; for i in \$(seq $n); do t0=\$(date +%s%N);
+      o=\$(timeout 20 xl qemu-monitor-command g1 'info status' 2>&1) && ok=\$((ok + 1));
+      case \"\$o\" in *paused*) paused=\$((paused + 1)) ;; esac
+      t=\$(( (\$(date +%s%N) - t0) / 1000000 )); [ \$t -gt \$max ] && max=\$t; sleep 0.3; done;
+      echo \"xl_qmp_ok=\$ok/$n xl_qmp_paused=\$paused xl_qmp_ms_max=\$max\"" 2>/dev/null)" || out=""
+  echo "${out:-xl_qmp_ok=none} acks_during=$(( $(tandem_acks) - a0 ))"
+}
+
 # failover_run's FAILOVER_PRE_KILL: what A has on the device model, read
 # before A dies; on B, libxl's qemu-resume file twice, 5 s apart (is it
-# rewritten each checkpoint?).
+# rewritten each checkpoint?); xl's QMP beside tandem's (hvm_xl_qmp).
 hvm_pre_kill() { # ev-dir
   local ev="$1"
+  hvm_xl_qmp > "$ev/xl-qmp.txt"
   cmd_copy_out A /root/primary.events "$ev/primary.events" 2>/dev/null || true
   hvm_xen_logs A "$ev"
   cmd_copy_out A "$HVM_SERIAL" "$ev/A-serial.log" 2>/dev/null || true
@@ -3139,6 +3158,7 @@ hvm_figures() { # ev-dir
   printf 'backup_dm_checked=%s ' "$(grep -c 'checkpoint: device-model state' "$ev/backup.log" 2>/dev/null || true)"
   printf 'backup_physmap_bytes_max=%s ' "$(sed -n 's/.*checkpoint: device-model state [0-9]* bytes, physmap keys \([0-9]*\) bytes.*/\1/p' "$ev/backup.log" 2>/dev/null | sort -n | tail -n1 | grep . || echo none)"
   printf 'qemu_resume_B=%s ' "$(awk '{printf "%s%s@%s", (NR > 1 ? "," : ""), $2, $3} END {if (!NR) printf "none"}' "$ev/B-qemu-resume.txt" 2>/dev/null)"
+  printf '%s ' "$(cat "$ev/xl-qmp.txt" 2>/dev/null || echo xl_qmp_ok=none)"
   printf 'qemu_B=%s qemu_B_incoming=%s\n' "$([ -s "$ev/B-qemu-ps.txt" ] && echo running || echo none)" \
     "$(grep -q -- '-incoming' "$ev/B-qemu-ps.txt" 2>/dev/null && echo yes || echo no)"
 }
