@@ -2828,6 +2828,11 @@ disk_run() { # run interval
   { [ -n "$last" ] && [ "$disk_last" != none ] && [ "$disk_last" -ge "$last" ]; } || why="$why,last-answer-not-on-disk"
   fB="$(guest_faults "$ev/B-xen.log")"
   [ "$fB" = 0 ] || why="$why,guest-fault-B"
+  # Protection that ended in the seconds between the look above and the
+  # kill (A's evidence is read about 15 s before it under TCG): B heard
+  # the primary stop cleanly, so there was nothing to fail over (the
+  # cause, likely the emulator's guest fault, died with A)
+  grep -q "the primary stopped protection cleanly" "$ev/backup.log" 2>/dev/null && why="primary-stopped-before-kill,$why"
   local k
   for k in resets timeouts forced gaps repeats rollbacks reboots errors; do
     [ "$(client_status "$k")" = 0 ] || why="$why,client-$k"
