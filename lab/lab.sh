@@ -3029,10 +3029,11 @@ serial = "file:$HVM_SERIAL"
 vnc = 0
 sdl = 0
 EOF
-  # LAB_HVM_VGA=stdvga: QEMU's "VGA" device, whose BAR is its video RAM
-  # itself: once the firmware maps it, QEMU relocates it (its physmap
-  # keys in xenstore, EMULATOR_XENSTORE_DATA in every checkpoint); the
-  # default cirrus maps it through an I/O region and writes none
+  # LAB_HVM_VGA=stdvga: QEMU's "VGA" device in place of cirrus.  Not
+  # enough for physmap keys on its own (session 28: none): QEMU relocates
+  # video RAM, and writes the keys EMULATOR_XENSTORE_DATA carries, only
+  # for a section under VGA dirty logging, a framebuffer in use
+  # (xen_set_memory), which this serial-console guest never has
   [ -z "${LAB_HVM_VGA:-}" ] || echo "vga = \"$LAB_HVM_VGA\""
 }
 
@@ -3051,15 +3052,11 @@ hvm_is_variant() { # host: g1 there is the HVM guest of this variant
 # destroyed (failover_reset then creates it: 3-10 min of QEMU reading the
 # kernel through fw_cfg).
 hvm_prep() {
-  local d h; d="$(hvm_dir)"
+  local d h same_cfg=yes; d="$(hvm_dir)"
   hvm_install A || return 1
   hvm_install B || return 1
   hvm_cfg "$HVM_VARIANT" > "$RUN/g1-hvm.cfg" || return 1
-  # a g1 made from another configuration (LAB_HVM_VGA changed) is made again
-  if guest_listed A > /dev/null 2>&1 && [ "$(lab_ssh A "cat $HVM_CFG" 2>/dev/null)" != "$(cat "$RUN/g1-hvm.cfg")" ]; then
-    log "hvm: g1 on A was made from another configuration: destroyed, created again"
-    lab_ssh A "xl destroy g1"
-  fi
+  [ "$(lab_ssh A "cat $HVM_CFG" 2>/dev/null)" = "$(cat "$RUN/g1-hvm.cfg")" ] || same_cfg=no
   cmd_copy_in A "$RUN/g1-hvm.cfg" "$HVM_CFG"
   # On B too: QEMU loads the kernel and initramfs named in the
   # configuration when it starts there at the failover (-incoming).
@@ -3069,8 +3066,9 @@ hvm_prep() {
       lab_ssh "$h" "cat /var/lib/tandem-lab/guest/initrd.img /root/e1000.cpio.gz > $HVM_INITRD_E1000"
     done
   fi
-  if guest_listed A > /dev/null 2>&1 && ! { hvm_is_variant A && guest_probe > /dev/null 2>&1; }; then
-    log "hvm: g1 on A is not the answering HVM guest of variant $HVM_VARIANT: destroyed, created again"
+  # a g1 made from another configuration (LAB_HVM_VGA changed) is made again too
+  if guest_listed A > /dev/null 2>&1 && { [ "$same_cfg" = no ] || ! { hvm_is_variant A && guest_probe > /dev/null 2>&1; }; }; then
+    log "hvm: g1 on A is not the answering HVM guest of variant $HVM_VARIANT made from this configuration: destroyed, created again"
     lab_ssh A "xl destroy g1"
   fi
   return 0
@@ -3091,14 +3089,15 @@ hvm_resume_file() { lab_ssh B "stat -c '%n %s %Y' /var/lib/xen/qemu-resume.* 2>/
 # qmp-socket-lock, so neither may fail or hang; acks_during: checkpoints
 # acknowledged meanwhile.
 hvm_xl_qmp() {
-  local n="${LAB_HVM_XL_QMP:-10}" a0 out
+  local n="${LAB_HVM_XL_QMP:-10}" a0 a1 out
   a0="$(tandem_acks)"
   out="$(lab_ssh A "ok=0; paused=0; max=0; for i in \$(seq $n); do t0=\$(date +%s%N);
       o=\$(timeout 20 xl qemu-monitor-command g1 'info status' 2>&1) && ok=\$((ok + 1));
       case \"\$o\" in *paused*) paused=\$((paused + 1)) ;; esac
       t=\$(( (\$(date +%s%N) - t0) / 1000000 )); [ \$t -gt \$max ] && max=\$t; sleep 0.3; done;
       echo \"xl_qmp_ok=\$ok/$n xl_qmp_paused=\$paused xl_qmp_ms_max=\$max\"" 2>/dev/null)" || out=""
-  echo "${out:-xl_qmp_ok=none} acks_during=$(( $(tandem_acks) - a0 ))"
+  a1="$(tandem_acks)"
+  echo "${out:-xl_qmp_ok=none} acks_during=$([ -n "$a0" ] && [ -n "$a1" ] && echo $((a1 - a0)) || echo none)"
 }
 
 # failover_run's FAILOVER_PRE_KILL: what A has on the device model, read

@@ -688,5 +688,5 @@ int test_xen_hvm_nic_at_risk(void)
 	ASSERT(!xen_hvm_nic_at_risk(true, "", why, sizeof(why)));
 	ASSERT(!xen_hvm_nic_at_risk(true, NULL, why, sizeof(why)));
 	ASSERT(!xen_hvm_nic_at_risk(true, "-emu", why, sizeof(why)));
-	return 0;
+	return TEST_OK;
 }
